@@ -1,0 +1,107 @@
+/* compiler/front.c: the front-end pipeline (docs/dsl.md). */
+#include "front.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parse.h"
+
+static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int ndefs)
+{
+    if (gr_parse_file(&f->arena, dl, src, &f->file) != 0)
+        return PC_USER_ERROR;
+    for (int i = 0; i < ndefs; i++)
+        if (pc_config_override(&f->arena, dl, &f->file, defs[i]) != 0)
+            return PC_USER_ERROR;
+    const AstBlock *model = NULL, *pipeline = NULL, *train = NULL;
+    int errors = 0;
+    for (const AstBlock *b = f->file.blocks; b; b = b->next) {
+        const AstBlock **slot = b->kind == AST_BLOCK_MODEL ? &model : b->kind == AST_BLOCK_PIPELINE ? &pipeline : &train;
+        if (*slot) {
+            diag_error(dl, b->loc, "a second %s block (the first is on line %d)",
+                       b->kind == AST_BLOCK_MODEL ? "model" : b->kind == AST_BLOCK_PIPELINE ? "pipeline" : "train",
+                       (*slot)->loc.line);
+            errors++;
+            continue;
+        }
+        *slot = b;
+    }
+    if (errors)
+        return PC_USER_ERROR;
+    if (!model) {
+        diag_error(dl, ((SrcLoc){src, 1, 1}), "no model block: a .pipe file starts with 'model NAME { ... }'");
+        return PC_USER_ERROR;
+    }
+    int cfg_rc = pc_config_read(dl, pipeline, train, &f->cfg);
+    int model_rc = pc_model_build(dl, model, &f->model);
+    if (cfg_rc != 0 || model_rc != 0)
+        return PC_USER_ERROR;
+    if (pc_partition(dl, &f->model, &f->cfg, &f->part) != 0)
+        return PC_USER_ERROR;
+    f->ok = 1;
+    return PC_OK;
+}
+
+int pc_front_text(PcFront *f, DiagList *dl, const char *name, const char *text, size_t len,
+                  const char *const *defs, int ndefs)
+{
+    memset(f, 0, sizeof *f);
+    int src = diag_add_source(dl, name, text, len);
+    return run(f, dl, src, defs, ndefs);
+}
+
+int pc_front_file(PcFront *f, DiagList *dl, const char *path, const char *const *defs, int ndefs)
+{
+    memset(f, 0, sizeof *f);
+    SrcLoc none = {-1, 0, 0};
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        diag_error(dl, none, "cannot open '%s': %s", path, strerror(errno));
+        return PC_SYSTEM_ERROR;
+    }
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + len, 1, cap - len, fp)) > 0) {
+        len += got;
+        if (len > PC_MAX_FILE_BYTES)
+            break;
+        if (len == cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = nb;
+        }
+    }
+    int err = ferror(fp);
+    fclose(fp);
+    if (!buf || err) {
+        free(buf);
+        diag_error(dl, none, "cannot read '%s'%s", path, err ? ": read error" : ": out of memory");
+        return PC_SYSTEM_ERROR;
+    }
+    if (len > PC_MAX_FILE_BYTES) {
+        free(buf);
+        int src = diag_add_source(dl, path, "", 0);
+        diag_error(dl, ((SrcLoc){src, 1, 1}), "file is larger than %zu MiB; a .pipe file is a model description",
+                   PC_MAX_FILE_BYTES >> 20);
+        return PC_USER_ERROR;
+    }
+    int src = diag_add_source(dl, path, buf, len);
+    free(buf);
+    return run(f, dl, src, defs, ndefs);
+}
+
+void pc_front_free(PcFront *f)
+{
+    pc_partition_free(&f->part);
+    pc_model_free(&f->model);
+    pc_config_free(&f->cfg);
+    ast_arena_free(&f->arena);
+    memset(f, 0, sizeof *f);
+}

@@ -1,0 +1,35 @@
+/* compiler/front.h: the front half of pipec, in one call: read the file,
+ * parse, apply -D overrides, read the pipeline and train blocks, build the
+ * model, partition it. Tests and the CLI both go through here. */
+#ifndef PIPE_FRONT_H
+#define PIPE_FRONT_H
+
+#include "ast.h"
+#include "config.h"
+#include "diag.h"
+#include "model.h"
+#include "partition.h"
+
+#define PC_MAX_FILE_BYTES ((size_t)16 << 20)
+
+typedef struct PcFront {
+    AstArena arena;
+    AstFile file;
+    PcConfig cfg;
+    PcModel model;
+    PcPartition part;
+    int ok;             /* everything above is complete */
+} PcFront;
+
+enum { PC_OK = 0, PC_USER_ERROR = 1, PC_SYSTEM_ERROR = 2 };
+
+/* Reads path and runs the front end. Returns PC_OK, PC_USER_ERROR (the
+ * diagnostics say why) or PC_SYSTEM_ERROR (the file could not be read; a
+ * diagnostic says why). defs are -D key=value strings. */
+int pc_front_file(PcFront *f, DiagList *dl, const char *path, const char *const *defs, int ndefs);
+/* The same over text in memory, registered under name. */
+int pc_front_text(PcFront *f, DiagList *dl, const char *name, const char *text, size_t len,
+                  const char *const *defs, int ndefs);
+void pc_front_free(PcFront *f);
+
+#endif

@@ -1,0 +1,196 @@
+/* compiler/partition.c: partitioning, placement and boundary tuples. */
+#include "partition.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    return p;
+}
+
+void pc_place(PcPlacement place, int stages, int k, int *stage, int *chunk)
+{
+    if (place == PC_PLACE_V) {
+        *chunk = k < stages ? 0 : 1;
+        *stage = k < stages ? k : 2 * stages - 1 - k;
+    } else {
+        *stage = k % stages;
+        *chunk = k / stages;
+    }
+}
+
+/* Front-maximal fill under bound B into exactly P non-empty parts; writes
+ * first[] and returns the number of parts it needed (> P: infeasible). */
+static int fill(const int64_t *cost, int n, int P, int64_t B, int *first)
+{
+    int k = 0, i = 0;
+    while (i < n) {
+        if (k < P)
+            first[k] = i;
+        int64_t sum = 0;
+        int start = i;
+        while (i < n) {
+            if (i > start && sum + cost[i] > B)
+                break;
+            /* leave one layer for each part still to come */
+            if (i > start && k < P && n - i <= P - k - 1)
+                break;
+            sum += cost[i++];
+        }
+        k++;
+    }
+    return k;
+}
+
+static void balance(const int64_t *cost, int n, int P, int *first)
+{
+    int64_t lo = 0, hi = 0;
+    for (int i = 0; i < n; i++) {
+        if (cost[i] > lo)
+            lo = cost[i];
+        hi += cost[i];
+    }
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (fill(cost, n, P, mid, first) <= P)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    fill(cost, n, P, lo, first);
+}
+
+int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition *out)
+{
+    memset(out, 0, sizeof *out);
+    int S = (int)c->stages, V = (int)c->chunks, P = S * V, n = m->nlayers;
+    if (P > n) {
+        diag_error(dl, c->stages_loc.line ? c->stages_loc : m->loc,
+                   "%d stage%s x %d chunk%s = %d parts, but model '%s' has only %d layer%s", S, S == 1 ? "" : "s", V,
+                   V == 1 ? "" : "s", P, m->name, n, n == 1 ? "" : "s");
+        return -1;
+    }
+    int *first = xcalloc(P + 1, sizeof *first);
+    int64_t *cost = xcalloc(n, sizeof *cost);
+    switch (c->partition) {
+    case PC_PART_UNIFORM: {
+        /* equal counts; the remainder goes to the last parts */
+        int base = n / P, extra = n % P, at = 0;
+        for (int k = 0; k < P; k++) {
+            first[k] = at;
+            at += base + (k >= P - extra ? 1 : 0);
+        }
+        for (int i = 0; i < n; i++)
+            cost[i] = 1;
+        break;
+    }
+    case PC_PART_PARAMETERS:
+    case PC_PART_FLOPS:
+        for (int i = 0; i < n; i++)
+            cost[i] = c->partition == PC_PART_PARAMETERS ? m->layer[i].held : m->layer[i].flops;
+        balance(cost, n, P, first);
+        break;
+    case PC_PART_TYPE: {
+        regex_t re;
+        if (regcomp(&re, c->partition_regex, REG_EXTENDED | REG_ICASE | REG_NOSUB) != 0) {
+            diag_error(dl, c->partition_loc, "bad regular expression '%s'", c->partition_regex);
+            free(first), free(cost);
+            return -1;
+        }
+        int matched = 0;
+        for (int i = 0; i < n; i++) {
+            cost[i] = regexec(&re, pc_layer_names[m->layer[i].kind], 0, NULL, 0) == 0;
+            matched += (int)cost[i];
+        }
+        regfree(&re);
+        if (matched == 0) {
+            diag_error(dl, c->partition_loc, "no layer's type matches \"type:%s\"", c->partition_regex);
+            free(first), free(cost);
+            return -1;
+        }
+        balance(cost, n, P, first);
+        break;
+    }
+    case PC_PART_LIST:
+        for (int k = 0; k < P; k++) {
+            if (c->partition_list[k] >= n) {
+                diag_error(dl, c->partition_loc, "partition list entry %lld is past the last layer (%d)",
+                           (long long)c->partition_list[k], n - 1);
+                free(first), free(cost);
+                return -1;
+            }
+            first[k] = (int)c->partition_list[k];
+        }
+        for (int i = 0; i < n; i++)
+            cost[i] = 1;
+        break;
+    }
+    first[P] = n;
+    out->nparts = P;
+    out->stages = S;
+    out->chunks = V;
+    out->part = xcalloc(P, sizeof *out->part);
+    out->bnd = xcalloc(P > 1 ? P - 1 : 1, sizeof *out->bnd);
+    out->stage_of_layer = xcalloc(n, sizeof *out->stage_of_layer);
+    for (int k = 0; k < P; k++) {
+        PcPart *pt = &out->part[k];
+        pt->first = first[k];
+        pt->last = first[k + 1] - 1;
+        pc_place(pc_schedule_place[c->schedule], S, k, &pt->stage, &pt->chunk);
+        for (int i = pt->first; i <= pt->last; i++) {
+            pt->params += m->layer[i].params;
+            pt->held += m->layer[i].held;
+            pt->flops += m->layer[i].flops;
+            pt->cost += cost[i];
+            out->stage_of_layer[i] = pt->stage;
+        }
+    }
+    for (int k = 0; k + 1 < P; k++) {
+        PcBoundary *b = &out->bnd[k];
+        int next = first[k + 1];
+        PcItem *it = &b->item[b->nitems++];
+        it->name = "activation";
+        it->t = m->layer[next - 1].out;
+        for (int j = 1; j < m->ninputs; j++)
+            if (m->input[j].last_use >= next) {
+                it = &b->item[b->nitems++];
+                it->name = m->input[j].name;
+                it->t = m->input[j].t;
+            }
+        for (int j = 0; j < b->nitems; j++) {
+            b->item[j].bytes = pc_tensor_elems(&b->item[j].t) * pc_dtype_size(b->item[j].t.dtype) * c->micro_batch_size;
+            b->bytes += b->item[j].bytes;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (m->layer[i].tie >= 0)
+            out->nties++;
+    out->tie = xcalloc(out->nties, sizeof *out->tie);
+    for (int i = 0, t = 0; i < n; i++)
+        if (m->layer[i].tie >= 0) {
+            PcTie *x = &out->tie[t++];
+            x->layer = i;
+            x->owner = m->layer[i].tie;
+            x->cross_stage = out->stage_of_layer[i] != out->stage_of_layer[x->owner];
+        }
+    free(first);
+    free(cost);
+    return 0;
+}
+
+void pc_partition_free(PcPartition *p)
+{
+    free(p->part);
+    free(p->bnd);
+    free(p->stage_of_layer);
+    free(p->tie);
+    memset(p, 0, sizeof *p);
+}

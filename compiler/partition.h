@@ -1,0 +1,58 @@
+/* compiler/partition.h: splitting the layer list into stages * chunks
+ * contiguous parts, placing the parts on stages, and the boundary tuples
+ * that cross between consecutive parts.
+ *
+ * Balanced methods (parameters, flops, type:REGEX) are optimal: they
+ * minimise the largest part's cost exactly (binary search on the bound, then
+ * a greedy fill that is maximal from the front), not a one-pass greedy
+ * guess. Ties go to the earlier parts. */
+#ifndef PIPE_PARTITION_H
+#define PIPE_PARTITION_H
+
+#include "config.h"
+#include "model.h"
+
+typedef struct PcItem {
+    const char *name;   /* "activation", or the name of a carried input */
+    PcTensor t;         /* per sample */
+    int64_t bytes;      /* per micro-batch */
+} PcItem;
+
+/* What part k sends to part k + 1: the main activation, then every side
+ * input (a mask) that a layer at or after part k + 1 still uses. */
+typedef struct PcBoundary {
+    int nitems;
+    PcItem item[1 + PC_MAX_IO];
+    int64_t bytes;      /* per micro-batch, all items */
+} PcBoundary;
+
+typedef struct PcPart {
+    int first, last;    /* layer indices, inclusive */
+    int stage, chunk;
+    int64_t params;     /* parameters the part owns */
+    int64_t held;       /* parameters its stage holds for it (tied copies included) */
+    int64_t flops;      /* forward, one sample */
+    int64_t cost;       /* what the partition method balanced */
+} PcPart;
+
+typedef struct PcTie {
+    int layer, owner;   /* the tied linear, and the layer whose weight it shares */
+    int cross_stage;    /* on different stages: the plan needs ReduceTiedGrads */
+} PcTie;
+
+typedef struct PcPartition {
+    int nparts, stages, chunks;
+    PcPart *part;       /* nparts, in model order */
+    PcBoundary *bnd;    /* nparts - 1: bnd[k] follows part[k] */
+    int *stage_of_layer;
+    PcTie *tie;
+    int nties;
+} PcPartition;
+
+int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition *out);
+void pc_partition_free(PcPartition *p);
+
+/* The stage and chunk of part k, for a schedule's placement. */
+void pc_place(PcPlacement place, int stages, int k, int *stage, int *chunk);
+
+#endif

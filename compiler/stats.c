@@ -1,0 +1,310 @@
+/* compiler/stats.c: the layer and stage tables of `pipec --stats`. */
+#include "stats.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+const char *pc_commas(int64_t v, char *buf, size_t size)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)(v < 0 ? -v : v));
+    size_t o = 0;
+    if (v < 0 && o < size - 1)
+        buf[o++] = '-';
+    for (int i = 0; i < n && o < size - 1; i++) {
+        if (i > 0 && (n - i) % 3 == 0 && o < size - 1)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+void pc_schedule_text(const PcConfig *c, char *buf, size_t size)
+{
+    const char *name = pc_schedule_names[c->schedule];
+    if (c->schedule == PC_SCHED_FILE)
+        snprintf(buf, size, "file(\"%s\")", c->schedule_file ? c->schedule_file : "");
+    else if (strstr(pc_schedule_sigs[c->schedule], "chunks"))
+        snprintf(buf, size, "%s(chunks = %lld)", name, (long long)c->chunks);
+    else
+        snprintf(buf, size, "%s", name);
+}
+
+void pc_partition_text(const PcConfig *c, char *buf, size_t size)
+{
+    switch (c->partition) {
+    case PC_PART_UNIFORM: snprintf(buf, size, "uniform"); return;
+    case PC_PART_PARAMETERS: snprintf(buf, size, "parameters"); return;
+    case PC_PART_FLOPS: snprintf(buf, size, "flops"); return;
+    case PC_PART_TYPE: snprintf(buf, size, "\"type:%s\"", c->partition_regex); return;
+    case PC_PART_LIST: {
+        size_t n = snprintf(buf, size, "[");
+        for (int i = 0; i < c->npartition_list && n < size; i++)
+            n += snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)c->partition_list[i]);
+        if (n < size)
+            snprintf(buf + n, size - n, "]");
+        return;
+    }
+    }
+}
+
+void pc_summary_line(FILE *out, const PcFront *f)
+{
+    char p[32], s[96];
+    pc_schedule_text(&f->cfg, s, sizeof s);
+    fprintf(out, "%s: %d layers, %s parameters, %lld stage%s x %lld chunk%s, schedule %s: ok\n", f->model.name,
+            f->model.nlayers, pc_commas(f->model.total_params, p, sizeof p), (long long)f->cfg.stages,
+            f->cfg.stages == 1 ? "" : "s", (long long)f->cfg.chunks, f->cfg.chunks == 1 ? "" : "s", s);
+}
+
+static int part_of_layer(const PcPartition *pt, int layer)
+{
+    for (int k = 0; k < pt->nparts; k++)
+        if (layer >= pt->part[k].first && layer <= pt->part[k].last)
+            return k;
+    return -1;
+}
+
+void pc_stats_text(FILE *out, const PcFront *f)
+{
+    const PcModel *m = &f->model;
+    const PcConfig *c = &f->cfg;
+    const PcPartition *pt = &f->part;
+    char a[32], b[32], d[32], sh[96], sched[96], part[256];
+    pc_schedule_text(c, sched, sizeof sched);
+    pc_partition_text(c, part, sizeof part);
+    fprintf(out, "model %s: %d layers, %s parameters, %s forward FLOPs per sample\n", m->name, m->nlayers,
+            pc_commas(m->total_params, a, sizeof a), pc_commas(m->total_flops, b, sizeof b));
+    for (int i = 0; i < m->ninputs; i++) {
+        pc_tensor_text(&m->input[i].t, 1, sh, sizeof sh);
+        fprintf(out, "  input  %-10s %s\n", m->input[i].name, sh);
+    }
+    for (int i = 0; i < m->ntargets; i++) {
+        pc_tensor_text(&m->target[i].t, 1, sh, sizeof sh);
+        fprintf(out, "  target %-10s %s   (loss %s)\n", m->target[i].name, sh, pc_loss_names[m->loss]);
+    }
+    char dp[32];
+    if (c->data_parallel)
+        snprintf(dp, sizeof dp, "%lld", (long long)c->data_parallel);
+    else
+        snprintf(dp, sizeof dp, "auto");
+    fprintf(out, "pipeline: %lld stage%s x %lld chunk%s, schedule %s, partition %s, %lld micro-batches of %lld, "
+                 "data_parallel %s\n\n",
+            (long long)c->stages, c->stages == 1 ? "" : "s", (long long)c->chunks, c->chunks == 1 ? "" : "s", sched,
+            part, (long long)c->micro_batches,
+            (long long)c->micro_batch_size, dp);
+    fprintf(out, "%6s  %-18s %-20s %14s %16s %12s %6s\n", "layer", "type", "output", "params", "flops", "act bytes",
+            "stage");
+    for (int i = 0; i < m->nlayers; i++) {
+        const PcLayer *L = &m->layer[i];
+        char type[64];
+        if (L->label)
+            snprintf(type, sizeof type, "%s as %s", pc_layer_names[L->kind], L->label);
+        else
+            snprintf(type, sizeof type, "%s", pc_layer_names[L->kind]);
+        pc_tensor_text(&L->out, 0, sh, sizeof sh);
+        int k = part_of_layer(pt, i);
+        char st[24];
+        if (pt->chunks > 1)
+            snprintf(st, sizeof st, "%d.%d", pt->part[k].stage, pt->part[k].chunk);
+        else
+            snprintf(st, sizeof st, "%d", pt->part[k].stage);
+        fprintf(out, "%6d  %-18s %-20s %14s %16s %12s %6s", i, type, sh, pc_commas(L->params, a, sizeof a),
+                pc_commas(L->flops, b, sizeof b), pc_commas(L->act_bytes, d, sizeof d), st);
+        if (L->tie >= 0)
+            fprintf(out, "  (weight tied to layer %d)", L->tie);
+        fputc('\n', out);
+    }
+    fprintf(out, "\n%6s  %-18s %14s %16s  %s\n", "stage", "layers", "params held", "flops/sample",
+            "sends per micro-batch");
+    for (int s = 0; s < pt->stages; s++) {
+        char layers[128] = "";
+        size_t n = 0;
+        int64_t held = 0, flops = 0;
+        for (int k = 0; k < pt->nparts; k++)
+            if (pt->part[k].stage == s) {
+                if (pt->part[k].first == pt->part[k].last)
+                    n += snprintf(layers + n, sizeof layers - n, "%s%d", n ? "," : "", pt->part[k].first);
+                else
+                    n += snprintf(layers + n, sizeof layers - n, "%s%d-%d", n ? "," : "", pt->part[k].first,
+                                  pt->part[k].last);
+                if (n >= sizeof layers)
+                    n = sizeof layers - 1;
+                held += pt->part[k].held;
+                flops += pt->part[k].flops;
+            }
+        fprintf(out, "%6d  %-18s %14s %16s", s, layers, pc_commas(held, a, sizeof a), pc_commas(flops, b, sizeof b));
+        int sent = 0;
+        for (int k = 0; k + 1 < pt->nparts; k++) {
+            if (pt->part[k].stage != s)
+                continue;
+            const PcBoundary *bd = &pt->bnd[k];
+            fprintf(out, "%s", sent ? "\n                                                             " : "  ");
+            for (int j = 0; j < bd->nitems; j++) {
+                pc_tensor_text(&bd->item[j].t, 1, sh, sizeof sh);
+                fprintf(out, "%s%s %s", j ? " + " : "", bd->item[j].name, sh);
+            }
+            fprintf(out, " = %s B -> stage %d", pc_commas(bd->bytes, a, sizeof a), pt->part[k + 1].stage);
+            sent = 1;
+        }
+        if (!sent)
+            fprintf(out, "  -");
+        fputc('\n', out);
+    }
+    for (int t = 0; t < pt->nties; t++) {
+        const PcTie *x = &pt->tie[t];
+        const PcLayer *L = &m->layer[x->layer];
+        fprintf(out, "\ntied: layer %d (linear) uses the weight of layer %d (%s)%s", x->layer, x->owner, L->tie_label,
+                x->cross_stage ? "" : ", on the same stage");
+        if (x->cross_stage)
+            fprintf(out, "; stages %d and %d each hold a copy, reduced by ReduceTiedGrads",
+                    pt->stage_of_layer[x->owner], pt->stage_of_layer[x->layer]);
+        fputc('\n', out);
+    }
+}
+
+/* ---- JSON ------------------------------------------------------------ */
+
+static void jstr(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+static void jshape(FILE *out, const PcTensor *t)
+{
+    fputc('[', out);
+    for (int i = 0; i < t->ndim; i++)
+        fprintf(out, "%s%" PRId64, i ? ", " : "", t->dim[i]);
+    fputc(']', out);
+}
+
+static void jio(FILE *out, const PcIO *io, int n)
+{
+    fputc('[', out);
+    for (int i = 0; i < n; i++) {
+        fprintf(out, "%s{\"name\": ", i ? ", " : "");
+        jstr(out, io[i].name);
+        fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", pc_dtype_name(io[i].t.dtype));
+        jshape(out, &io[i].t);
+        fputc('}', out);
+    }
+    fputc(']', out);
+}
+
+void pc_stats_json(FILE *out, const PcFront *f)
+{
+    const PcModel *m = &f->model;
+    const PcConfig *c = &f->cfg;
+    const PcPartition *pt = &f->part;
+    char sched[96], part[256];
+    pc_schedule_text(c, sched, sizeof sched);
+    pc_partition_text(c, part, sizeof part);
+    fprintf(out, "{\n  \"model\": ");
+    jstr(out, m->name);
+    fprintf(out, ",\n  \"total_params\": %" PRId64 ",\n  \"total_flops\": %" PRId64 ",\n", m->total_params,
+            m->total_flops);
+    fprintf(out, "  \"inputs\": ");
+    jio(out, m->input, m->ninputs);
+    fprintf(out, ",\n  \"targets\": ");
+    jio(out, m->target, m->ntargets);
+    fprintf(out, ",\n  \"loss\": \"%s\",\n", pc_loss_names[m->loss]);
+    fprintf(out, "  \"pipeline\": {\"stages\": %lld, \"chunks\": %lld, \"data_parallel\": ", (long long)c->stages,
+            (long long)c->chunks);
+    if (c->data_parallel)
+        fprintf(out, "%lld", (long long)c->data_parallel);
+    else
+        fprintf(out, "\"auto\"");
+    fprintf(out, ", \"micro_batches\": %lld, \"micro_batch_size\": %lld, \"schedule\": ", (long long)c->micro_batches,
+            (long long)c->micro_batch_size);
+    jstr(out, sched);
+    fprintf(out, ", \"partition\": ");
+    jstr(out, part);
+    fprintf(out, "},\n  \"layers\": [\n");
+    for (int i = 0; i < m->nlayers; i++) {
+        const PcLayer *L = &m->layer[i];
+        int k = part_of_layer(pt, i);
+        fprintf(out, "    {\"index\": %d, \"type\": \"%s\", ", i, pc_layer_names[L->kind]);
+        if (L->label) {
+            fprintf(out, "\"label\": ");
+            jstr(out, L->label);
+            fprintf(out, ", ");
+        }
+        fprintf(out, "\"input_shape\": ");
+        jshape(out, &L->in);
+        fprintf(out, ", \"output_shape\": ");
+        jshape(out, &L->out);
+        fprintf(out, ", \"dtype\": \"%s\", \"params\": %" PRId64 ", \"flops\": %" PRId64 ", \"act_bytes\": %" PRId64
+                     ", \"stage\": %d, \"chunk\": %d, \"part\": %d",
+                pc_dtype_name(L->out.dtype), L->params, L->flops, L->act_bytes, pt->part[k].stage, pt->part[k].chunk, k);
+        if (L->tie >= 0)
+            fprintf(out, ", \"tied_to\": %d", L->tie);
+        fprintf(out, ", \"param_tensors\": [");
+        for (int j = 0; j < L->nparams; j++) {
+            const PcParam *p = &L->param[j];
+            fprintf(out, "%s{\"name\": \"layers.%d.%s\", \"shape\": [", j ? ", " : "", i, p->name);
+            for (int q = 0; q < p->ndim; q++)
+                fprintf(out, "%s%" PRId64, q ? ", " : "", p->dim[q]);
+            fprintf(out, "]}");
+        }
+        fprintf(out, "]}%s\n", i + 1 < m->nlayers ? "," : "");
+    }
+    fprintf(out, "  ],\n  \"parts\": [\n");
+    for (int k = 0; k < pt->nparts; k++) {
+        const PcPart *p = &pt->part[k];
+        fprintf(out,
+                "    {\"part\": %d, \"stage\": %d, \"chunk\": %d, \"first_layer\": %d, \"last_layer\": %d, "
+                "\"params\": %" PRId64 ", \"held\": %" PRId64 ", \"flops\": %" PRId64 ", \"sends\": ",
+                k, p->stage, p->chunk, p->first, p->last, p->params, p->held, p->flops);
+        if (k + 1 < pt->nparts) {
+            const PcBoundary *bd = &pt->bnd[k];
+            fprintf(out, "{\"to_stage\": %d, \"bytes\": %" PRId64 ", \"items\": [", pt->part[k + 1].stage, bd->bytes);
+            for (int j = 0; j < bd->nitems; j++) {
+                fprintf(out, "%s{\"name\": ", j ? ", " : "");
+                jstr(out, bd->item[j].name);
+                fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", pc_dtype_name(bd->item[j].t.dtype));
+                jshape(out, &bd->item[j].t);
+                fprintf(out, ", \"bytes\": %" PRId64 "}", bd->item[j].bytes);
+            }
+            fprintf(out, "]}");
+        } else {
+            fprintf(out, "null");
+        }
+        fprintf(out, "}%s\n", k + 1 < pt->nparts ? "," : "");
+    }
+    fprintf(out, "  ],\n  \"stages\": [\n");
+    for (int s = 0; s < pt->stages; s++) {
+        int64_t params = 0, held = 0, flops = 0, sends = 0;
+        int nl = 0;
+        fprintf(out, "    {\"stage\": %d, \"parts\": [", s);
+        int first = 1;
+        for (int k = 0; k < pt->nparts; k++)
+            if (pt->part[k].stage == s) {
+                fprintf(out, "%s%d", first ? "" : ", ", k);
+                first = 0;
+                params += pt->part[k].params;
+                held += pt->part[k].held;
+                flops += pt->part[k].flops;
+                nl += pt->part[k].last - pt->part[k].first + 1;
+                if (k + 1 < pt->nparts)
+                    sends += pt->bnd[k].bytes;
+            }
+        fprintf(out, "], \"layers\": %d, \"params\": %" PRId64 ", \"held\": %" PRId64 ", \"flops\": %" PRId64
+                     ", \"send_bytes\": %" PRId64 "}%s\n",
+                nl, params, held, flops, sends, s + 1 < pt->stages ? "," : "");
+    }
+    fprintf(out, "  ],\n  \"ties\": [");
+    for (int t = 0; t < pt->nties; t++)
+        fprintf(out, "%s{\"layer\": %d, \"owner\": %d, \"cross_stage\": %s}", t ? ", " : "", pt->tie[t].layer,
+                pt->tie[t].owner, pt->tie[t].cross_stage ? "true" : "false");
+    fprintf(out, "]\n}\n");
+}

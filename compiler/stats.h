@@ -1,0 +1,20 @@
+/* compiler/stats.h: `pipec --stats`, as a table for people and as JSON for
+ * tools (docs/dsl.md#stats lists the JSON fields). */
+#ifndef PIPE_STATS_H
+#define PIPE_STATS_H
+
+#include <stdio.h>
+
+#include "front.h"
+
+void pc_stats_text(FILE *out, const PcFront *f);
+void pc_stats_json(FILE *out, const PcFront *f);
+/* One line: "alexnet: 22 layers, 57,044,810 parameters, 2 stages x 1 chunk, 1f1b" */
+void pc_summary_line(FILE *out, const PcFront *f);
+/* 57044810 -> "57,044,810" */
+const char *pc_commas(int64_t v, char *buf, size_t size);
+/* The schedule as written back in the DSL: "interleaved(chunks = 2)" */
+void pc_schedule_text(const PcConfig *c, char *buf, size_t size);
+void pc_partition_text(const PcConfig *c, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pipe needs, if any are missing. Idempotent:
+# does nothing (and needs no network) when all are present.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config
+  flex bison check
+  openmpi-bin libopenmpi-dev
+  libopenblas-dev zlib1g-dev
+  python3 python3-torch       # PyTorch parity tests
+  dataset-fashion-mnist       # the demo's real data
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
