@@ -1,4 +1,408 @@
+/* tests/test_model.c: every layer's output shape and parameter layout, and
+ * every class of model error, with its location and wording. The shapes and
+ * counts here follow PyTorch's formulas; tests/parity/test_shapes.py checks
+ * the same against torch itself. */
 #include "testutil.h"
-START_TEST(placeholder) { ck_assert(1); } END_TEST
-static Suite *suite(void){Suite *s=suite_create("x");TCase *c=tcase_create("c");tcase_add_test(c,placeholder);suite_add_tcase(s,c);return s;}
+
+static const PcLayer *L(T *t, int i)
+{
+    ck_assert_int_lt(i, t->f.model.nlayers);
+    return &t->f.model.layer[i];
+}
+
+static void ck_shape(const PcTensor *s, int ndim, int64_t d0, int64_t d1, int64_t d2)
+{
+    int64_t d[3] = {d0, d1, d2};
+    ck_assert_int_eq(s->ndim, ndim);
+    for (int i = 0; i < ndim; i++)
+        ck_assert_int_eq(s->dim[i], d[i]);
+}
+
+START_TEST(linear_shapes)
+{
+    T *t = t_layers("float32[5, 7]", "  linear(3)\n  linear(4, bias = false)", "int32[5]");
+    ck_ok(t);
+    ck_shape(&L(t, 0)->out, 2, 5, 3, 0);
+    ck_assert_int_eq(L(t, 0)->params, 7 * 3 + 3);
+    ck_assert_int_eq(L(t, 0)->nparams, 2);
+    ck_assert_str_eq(L(t, 0)->param[0].name, "weight");
+    ck_assert_int_eq(L(t, 0)->param[0].dim[0], 3); /* [out, in] */
+    ck_assert_int_eq(L(t, 0)->param[0].dim[1], 7);
+    ck_assert_int_eq(L(t, 1)->params, 12);
+    ck_assert_int_eq(L(t, 1)->nparams, 1);
+    ck_assert_int_eq(L(t, 0)->flops, 2 * 5 * 7 * 3 + 5 * 3);
+    ck_assert_int_eq(L(t, 1)->act_bytes, 5 * 4 * 4);
+    t_free(t);
+}
+END_TEST
+
+START_TEST(conv_and_pool_shapes)
+{
+    T *t = t_layers("float32[3, 32, 30]",
+                    "  conv2d(8, kernel = 3)\n"                                   /* 0: [8, 30, 28] */
+                    "  conv2d(6, kernel = (3, 5), stride = (2, 1), padding = (1, 2), bias = false)\n" /* 1 */
+                    "  maxpool2d(kernel = 2)\n"                                   /* 2: stride = kernel */
+                    "  maxpool2d(kernel = 3, stride = 1, padding = 1)\n"          /* 3: same size */
+                    "  avgpool2d(kernel = 2, stride = 1)\n"                       /* 4 */
+                    "  adaptive_avgpool2d(3)\n"                                   /* 5: [6, 3, 3] */
+                    "  adaptive_avgpool2d(5, 8)\n"                                /* 6: larger than input */
+                    "  flatten\n  linear(10)",
+                    "int32[]");
+    ck_ok(t);
+    ck_shape(&L(t, 0)->out, 3, 8, 30, 28);
+    ck_assert_int_eq(L(t, 0)->params, 8 * 3 * 3 * 3 + 8);
+    ck_assert_int_eq(L(t, 0)->param[0].ndim, 4); /* [out, in, kh, kw] */
+    ck_assert_int_eq(L(t, 0)->param[0].dim[1], 3);
+    /* H: (30 + 2 - 3) / 2 + 1 = 15; W: (28 + 4 - 5) / 1 + 1 = 28 */
+    ck_shape(&L(t, 1)->out, 3, 6, 15, 28);
+    ck_assert_int_eq(L(t, 1)->params, 6 * 8 * 3 * 5);
+    ck_shape(&L(t, 2)->out, 3, 6, 7, 14);
+    ck_shape(&L(t, 3)->out, 3, 6, 7, 14);
+    ck_shape(&L(t, 4)->out, 3, 6, 6, 13);
+    ck_shape(&L(t, 5)->out, 3, 6, 3, 3);
+    ck_shape(&L(t, 6)->out, 3, 6, 5, 8);
+    ck_shape(&L(t, 7)->out, 1, 240, 0, 0);
+    ck_assert_int_eq(L(t, 2)->params + L(t, 5)->params + L(t, 7)->params, 0);
+    t_free(t);
+}
+END_TEST
+
+START_TEST(elementwise_shapes)
+{
+    T *t = t_layers("float32[2, 3, 4]", "  relu\n  gelu\n  tanh\n  sigmoid\n  dropout(0.1)\n  layernorm\n"
+                    "  layernorm(eps = 1e-6)\n  flatten\n  linear(5)", "int32[]");
+    ck_ok(t);
+    for (int i = 0; i < 7; i++)
+        ck_shape(&L(t, i)->out, 3, 2, 3, 4);
+    ck_assert_int_eq(L(t, 5)->params, 8); /* weight and bias over the last dim */
+    ck_assert(L(t, 5)->eps == 1e-5);
+    ck_assert(L(t, 6)->eps == 1e-6);
+    ck_assert(L(t, 4)->p == 0.1);
+    ck_shape(&L(t, 7)->out, 1, 24, 0, 0);
+    t_free(t);
+}
+END_TEST
+
+START_TEST(alexnet_params)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/examples/alexnet.pipe", PIPE_SOURCE_DIR);
+    DiagList dl;
+    diag_init(&dl);
+    PcFront f;
+    ck_assert_int_eq(pc_front_file(&f, &dl, path, NULL, 0), 0);
+    ck_assert_int_eq(f.model.total_params, 57044810); /* torchvision's AlexNet, 10 classes */
+    ck_assert_int_eq(f.model.nlayers, 22);
+    ck_shape(&f.model.layer[0].out, 3, 64, 55, 55);
+    ck_shape(&f.model.layer[12].out, 3, 256, 6, 6);
+    ck_shape(&f.model.layer[14].out, 1, 9216, 0, 0);
+    pc_front_free(&f);
+    diag_free(&dl);
+}
+END_TEST
+
+START_TEST(gpt_layers)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/examples/gpt_tiny.pipe", PIPE_SOURCE_DIR);
+    DiagList dl;
+    diag_init(&dl);
+    PcFront f;
+    ck_assert_int_eq(pc_front_file(&f, &dl, path, NULL, 0), 0);
+    const PcModel *m = &f.model;
+    ck_assert_int_eq(m->nlayers, 9);
+    /* embedding: tokens [256, 128] + positions [128, 128] */
+    ck_assert_int_eq(m->layer[0].params, 256 * 128 + 128 * 128);
+    ck_assert_str_eq(m->layer[0].param[0].name, "tokens.weight");
+    ck_assert_str_eq(m->layer[0].param[1].name, "positions.weight");
+    ck_shape(&m->layer[0].out, 2, 128, 128, 0);
+    /* block: 2 layernorms, qkv, proj, fc, proj */
+    int64_t d = 128, h = 512;
+    int64_t block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (h * d + h) + (d * h + d);
+    ck_assert_int_eq(m->layer[1].params, block);
+    ck_assert_int_eq(m->layer[1].nparams, 12);
+    ck_assert_str_eq(m->layer[1].param[2].name, "attn.qkv.weight");
+    ck_assert_int_eq(m->layer[1].param[2].dim[0], 3 * d);
+    ck_assert_str_eq(m->layer[1].param[11].name, "mlp.proj.bias");
+    ck_assert_int_eq(m->layer[1].mask, 1);
+    ck_assert_int_eq(m->layer[1].causal, 1);
+    /* the tied head owns nothing (no bias) but its stage holds the weight */
+    ck_assert_int_eq(m->layer[8].tie, 0);
+    ck_assert_int_eq(m->layer[8].params, 0);
+    ck_assert_int_eq(m->layer[8].held, 256 * 128);
+    ck_assert_int_eq(m->total_params, 256 * 128 + 128 * 128 + 6 * block + 2 * d);
+    ck_assert_int_eq(m->input[1].first_use, 1);
+    ck_assert_int_eq(m->input[1].last_use, 6);
+    pc_front_free(&f);
+    diag_free(&dl);
+}
+END_TEST
+
+START_TEST(transformer_mlp_default)
+{
+    T *t = t_compile("model m {\n  input x: int32[16]\n  target y: int32[16]\n  embedding(100, 32)\n"
+                     "  transformer_block(heads = 2)\n  linear(100)\n  loss cross_entropy\n}\n");
+    ck_ok(t);
+    ck_assert_int_eq(L(t, 1)->mlp, 4 * 32);
+    ck_assert_int_eq(L(t, 1)->mask, -1);
+    ck_assert_int_eq(L(t, 0)->params, 100 * 32); /* no positions */
+    t_free(t);
+}
+END_TEST
+
+START_TEST(mse_loss)
+{
+    T *t = t_compile("model m {\n  input x: float32[4]\n  target y: float32[2]\n  linear(2)\n  loss mse\n}\n");
+    ck_ok(t);
+    ck_assert_int_eq(t->f.model.loss, PC_LOSS_MSE);
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: float32[3]\n  linear(2)\n  loss mse\n}\n");
+    ck_err(t, "t.pipe:5:8: error: loss mse: the model's output float32[2] needs a float32 target of the same shape, "
+              "but target 'y' is float32[3]");
+    t_free(t);
+}
+END_TEST
+
+START_TEST(repeat_and_labels)
+{
+    T *t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  linear(8) as first\n"
+                     "  repeat 3 {\n    linear(8)\n    repeat 2 { relu }\n  }\n  linear(3)\n  loss cross_entropy\n}\n");
+    ck_ok(t);
+    ck_assert_int_eq(t->f.model.nlayers, 1 + 3 * 3 + 1);
+    ck_assert_str_eq(L(t, 0)->label, "first");
+    ck_assert_int_eq(L(t, 1)->kind, PC_L_LINEAR);
+    ck_assert_int_eq(L(t, 2)->kind, PC_L_RELU);
+    ck_assert_int_eq(L(t, 4)->kind, PC_L_LINEAR);
+    ck_assert_int_eq(L(t, 10)->index, 10);
+    t_free(t);
+}
+END_TEST
+
+/* ---- errors ---- */
+
+START_TEST(err_unknown_layer)
+{
+    T *t = t_layers("float32[4]", "  lnear(3)", "int32[]");
+    ck_err(t, "t.pipe:4:3: error: unknown layer 'lnear'; did you mean 'linear'?");
+    t_free(t);
+    t = t_layers("float32[4]", "  frobnicate", "int32[]");
+    ck_err(t, "unknown layer 'frobnicate'");
+    ck_assert_ptr_null(strstr(t->err, "did you mean"));
+    t_free(t);
+    t = t_layers("float32[4]", "  cross_entropy", "int32[]");
+    ck_err(t, "'cross_entropy' is a loss, not a layer");
+    t_free(t);
+}
+END_TEST
+
+START_TEST(err_arguments)
+{
+    T *t = t_layers("float32[3, 8, 8]", "  conv2d(8, kernal = 3)", "int32[]");
+    ck_err(t, "t.pipe:4:13: error: unknown argument 'kernal' for 'conv2d'; did you mean 'kernel'?");
+    t_free(t);
+    t = t_layers("float32[3, 8, 8]", "  conv2d(8)", "int32[]");
+    ck_err(t, "t.pipe:4:3: error: 'conv2d' needs argument 'kernel'");
+    t_free(t);
+    t = t_layers("float32[4]", "  linear(3.5)", "int32[]");
+    ck_err(t, "t.pipe:4:10: error: argument 'out' of 'linear' must be an integer, not a number '3.5'");
+    t_free(t);
+    t = t_layers("float32[4]", "  linear(3, bias = yes)", "int32[]");
+    ck_err(t, "argument 'bias' of 'linear' must be true or false, not a word 'yes'");
+    t_free(t);
+    t = t_layers("float32[4]", "  linear(3, out = 4)", "int32[]");
+    ck_err(t, "argument 'out' of 'linear' given twice");
+    t_free(t);
+    t = t_layers("float32[4]", "  relu(1)", "int32[]");
+    ck_err(t, "'relu' takes no arguments");
+    t_free(t);
+    t = t_layers("float32[4]", "  linear(3, true, wte, 7)", "int32[]");
+    ck_err(t, "too many arguments for 'linear' (it takes 3)");
+    t_free(t);
+    t = t_layers("float32[4]", "  linear(bias = false, 3)", "int32[]");
+    ck_err(t, "positional argument after a named one");
+    t_free(t);
+    t = t_layers("float32[4]", "  linear(0)", "int32[]");
+    ck_err(t, "out of 'linear' must be at least 1, not 0");
+    t_free(t);
+    t = t_layers("float32[4]", "  dropout(1.5)", "int32[]");
+    ck_err(t, "p of 'dropout' must be in [0, 1), not 1.5");
+    t_free(t);
+    t = t_layers("float32[3, 8, 8]", "  maxpool2d(kernel = 2, padding = 2)", "int32[]");
+    ck_err(t, "padding of 'maxpool2d' must be at most half the kernel");
+    t_free(t);
+}
+END_TEST
+
+START_TEST(err_arguments_collected)
+{
+    /* argument errors of different layers are all reported, once each even
+     * inside repeat */
+    T *t = t_layers("float32[4]", "  lnear(3)\n  repeat 5 { relu(2) }\n  linear(kernel = 3)", "int32[]");
+    ck_assert_int_eq(t->rc, PC_USER_ERROR);
+    ck_assert_int_eq(t->dl.nerrors, 4); /* lnear, relu(2) once, unknown kernel, missing out */
+    t_free(t);
+}
+END_TEST
+
+START_TEST(err_shapes)
+{
+    T *t = t_layers("float32[3, 4, 4]", "  maxpool2d(kernel = 5)", "int32[]");
+    ck_err(t, "t.pipe:4:3: error: layer 0 (maxpool2d): window 5 is larger than its input float32[3, 4, 4]");
+    t_free(t);
+    t = t_layers("float32[3, 8, 8]", "  conv2d(4, kernel = 3)\n  maxpool2d(kernel = 2)\n  avgpool2d(kernel = 5)",
+                 "int32[]");
+    ck_err(t, "t.pipe:6:3: error: layer 2 (avgpool2d): window 5 is larger than its input float32[4, 3, 3]");
+    t_free(t);
+    t = t_layers("float32[100]", "  conv2d(4, kernel = 3)", "int32[]");
+    ck_err(t, "layer 0 (conv2d) needs a [C, H, W] input, but gets float32[100]");
+    t_free(t);
+    t = t_layers("float32[3, 8, 8]", "  flatten\n  adaptive_avgpool2d(2)", "int32[]");
+    ck_err(t, "layer 1 (adaptive_avgpool2d) needs a [C, H, W] input, but gets float32[192]");
+    t_free(t);
+    t = t_layers("float32[10]", "  transformer_block(heads = 2)", "int32[]");
+    ck_err(t, "layer 0 (transformer_block) needs a [T, D] input, but gets float32[10]");
+    t_free(t);
+    t = t_compile("model m {\n  input x: int32[8]\n  target y: int32[8]\n  embedding(50, 30)\n"
+                  "  transformer_block(heads = 4)\n  linear(50)\n  loss cross_entropy\n}\n");
+    ck_err(t, "t.pipe:5:3: error: layer 1 (transformer_block): heads = 4 do not divide the width 30");
+    t_free(t);
+    t = t_compile("model m {\n  input x: int32[8]\n  target y: int32[]\n  linear(3)\n  loss cross_entropy\n}\n");
+    ck_err(t, "layer 0 (linear) needs a float32 input, but gets int32[8] (token ids go through an embedding first)");
+    t_free(t);
+    t = t_layers("float32[8]", "  embedding(10, 4)", "int32[8]");
+    ck_err(t, "layer 0 (embedding) needs int32 token ids [T], but gets float32[8]");
+    t_free(t);
+    t = t_compile("model m {\n  input x: int32[64]\n  target y: int32[64]\n  embedding(10, 4, positions = 32)\n"
+                  "  linear(10)\n  loss cross_entropy\n}\n");
+    ck_err(t, "sequence length 64 is longer than positions = 32");
+    t_free(t);
+}
+END_TEST
+
+START_TEST(err_tie_and_mask)
+{
+    const char *head = "model m {\n  input x: int32[8]\n  input mask: float32[8]\n  target y: int32[8]\n"
+                       "  embedding(50, 16) as wte\n";
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s  transformer_block(heads = 2, mask = msk)\n  linear(50, tie = wte)\n"
+                              "  loss cross_entropy\n}\n", head);
+    T *t = t_compile(buf);
+    ck_err(t, "t.pipe:6:39: error: unknown mask input 'msk'; did you mean 'mask'?");
+    t_free(t);
+    snprintf(buf, sizeof buf, "%s  transformer_block(heads = 2, mask = mask)\n  linear(50, tie = wtee)\n"
+                              "  loss cross_entropy\n}\n", head);
+    t = t_compile(buf);
+    ck_err(t, "t.pipe:7:20: error: unknown tie label 'wtee'; did you mean 'wte'?");
+    t_free(t);
+    snprintf(buf, sizeof buf, "%s  linear(49, tie = wte)\n  loss cross_entropy\n}\n", head);
+    t = t_compile(buf);
+    ck_err(t, "tie = wte: layer 1's weight is [49, 16] but wte's (layer 0) is [50, 16]");
+    t_free(t);
+    snprintf(buf, sizeof buf, "%s  transformer_block(heads = 2, mask = x)\n  linear(50)\n  loss cross_entropy\n}\n",
+             head);
+    t = t_compile(buf);
+    ck_err(t, "mask 'x' is the model's main input");
+    t_free(t);
+    t = t_compile("model m {\n  input x: int32[8]\n  input mask: float32[4]\n  target y: int32[8]\n"
+                  "  embedding(50, 16)\n  transformer_block(heads = 2, mask = mask)\n  linear(50)\n"
+                  "  loss cross_entropy\n}\n");
+    ck_err(t, "mask 'mask' must be float32[8] to match the sequence, but is float32[4]");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[8]\n  target y: int32[]\n  relu as r\n  linear(8, tie = r)\n"
+                  "  loss cross_entropy\n}\n");
+    ck_err(t, "tie = r: layer 0 (relu) has no weight to share");
+    t_free(t);
+}
+END_TEST
+
+START_TEST(err_structure)
+{
+    T *t = t_compile("model m {\n  target y: int32[]\n  relu\n  loss cross_entropy\n}\n");
+    ck_err(t, "t.pipe:1:1: error: model 'm' has no input");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  linear(3)\n}\n");
+    ck_err(t, "model 'm' has no loss");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  loss cross_entropy\n}\n");
+    ck_err(t, "model 'm' has no layers");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  loss cross_entropy\n  linear(3)\n}\n");
+    ck_err(t, "t.pipe:5:3: error: nothing but input and target declarations may follow the loss");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  linear(3)\n  loss hinge\n}\n");
+    ck_err(t, "unknown loss 'hinge'");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  linear(3)\n  loss cross_entropy\n}\n");
+    ck_err(t, "loss cross_entropy needs a target");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[2]\n  linear(3)\n  loss cross_entropy\n}\n");
+    ck_err(t, "the model's output float32[3] needs an int32 target of its shape without the class dimension, but "
+              "target 'y' is int32[2]");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float64[4]\n  target y: int32[]\n  linear(3)\n  loss cross_entropy\n}\n");
+    ck_err(t, "t.pipe:2:12: error: unknown dtype 'float64'; did you mean 'float32'?");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4, 0]\n  target y: int32[]\n  linear(3)\n  loss cross_entropy\n}\n");
+    ck_err(t, "a dimension must be a positive integer, not '0'");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  input x: float32[4]\n  target y: int32[]\n  linear(3)\n"
+                  "  loss cross_entropy\n}\n");
+    ck_err(t, "t.pipe:3:9: error: 'x' is already declared as an input");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  repeat 0 { relu }\n  linear(3)\n"
+                  "  loss cross_entropy\n}\n");
+    ck_err(t, "repeat count must be at least 1, not 0");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  repeat two { relu }\n  linear(3)\n"
+                  "  loss cross_entropy\n}\n");
+    ck_err(t, "repeat count must be an integer, not 'two'");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  repeat 2 { linear(4) as h }\n"
+                  "  linear(3)\n  loss cross_entropy\n}\n");
+    ck_err(t, "label 'h' is already used by layer 0 (a label inside repeat names one layer)");
+    t_free(t);
+    t = t_compile("model m {\n  input x: float32[4]\n  target y: int32[]\n  linear(3)\n  loss cross_entropy\n}\n"
+                  "model n {\n  input x: float32[4]\n}\n");
+    ck_err(t, "t.pipe:7:1: error: a second model block (the first is on line 1)");
+    t_free(t);
+}
+END_TEST
+
+START_TEST(warn_unused_input)
+{
+    T *t = t_compile("model m {\n  input x: float32[4]\n  input extra: float32[2]\n  target y: int32[]\n  linear(3)\n"
+                     "  loss cross_entropy\n}\n");
+    ck_ok(t);
+    ck_assert_int_eq(t->dl.nerrors, 0);
+    ck_assert_int_eq(t->dl.n, 1);
+    ck_assert_ptr_nonnull(strstr(t->err, "warning: input 'extra' is declared but no layer uses it"));
+    t_free(t);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("model");
+    TCase *c = tcase_create("shapes");
+    tcase_add_test(c, linear_shapes);
+    tcase_add_test(c, conv_and_pool_shapes);
+    tcase_add_test(c, elementwise_shapes);
+    tcase_add_test(c, alexnet_params);
+    tcase_add_test(c, gpt_layers);
+    tcase_add_test(c, transformer_mlp_default);
+    tcase_add_test(c, mse_loss);
+    tcase_add_test(c, repeat_and_labels);
+    suite_add_tcase(s, c);
+    TCase *e = tcase_create("errors");
+    tcase_add_test(e, err_unknown_layer);
+    tcase_add_test(e, err_arguments);
+    tcase_add_test(e, err_arguments_collected);
+    tcase_add_test(e, err_shapes);
+    tcase_add_test(e, err_tie_and_mask);
+    tcase_add_test(e, err_structure);
+    tcase_add_test(e, warn_unused_input);
+    suite_add_tcase(s, e);
+    return s;
+}
+
 T_MAIN(suite)
