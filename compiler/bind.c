@@ -27,8 +27,18 @@ void pc_value_text(const AstValue *v, char *buf, size_t size)
         return;
     }
     switch (v->kind) {
-    case AST_INT: snprintf(buf, size, "%lld", (long long)v->i); return;
-    case AST_FLOAT: snprintf(buf, size, "%g", v->f); return;
+    case AST_INT:
+        if (v->text)
+            snprintf(buf, size, "%.40s", v->text);
+        else
+            snprintf(buf, size, "%lld", (long long)v->i);
+        return;
+    case AST_FLOAT:
+        if (v->text)
+            snprintf(buf, size, "%.40s", v->text);
+        else
+            snprintf(buf, size, "%g", v->f);
+        return;
     case AST_STRING: snprintf(buf, size, "\"%.40s\"", v->s); return;
     case AST_WORD: snprintf(buf, size, "%.40s", v->s); return;
     case AST_TUPLE: snprintf(buf, size, "(...)"); return;

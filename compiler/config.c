@@ -582,8 +582,10 @@ int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train
     int errors = read_block(dl, pipeline, c) + read_block(dl, train, c);
     if (!errors && c->partition == PC_PART_LIST && c->npartition_list != c->stages * c->chunks) {
         diag_error(dl, c->partition_loc,
-                   "the partition list has %d entries, but %lld stages x %lld chunks need %lld (one first layer per part)",
-                   c->npartition_list, (long long)c->stages, (long long)c->chunks, (long long)(c->stages * c->chunks));
+                   "the partition list has %d entr%s, but %lld stage%s x %lld chunk%s need %lld (one first layer per part)",
+                   c->npartition_list, c->npartition_list == 1 ? "y" : "ies", (long long)c->stages,
+                   c->stages == 1 ? "" : "s", (long long)c->chunks, c->chunks == 1 ? "" : "s",
+                   (long long)(c->stages * c->chunks));
         errors++;
     }
     if (!errors && c->stages * c->chunks > PC_MAX_STAGES) {
@@ -602,6 +604,8 @@ void pc_config_free(PcConfig *c)
 
 int pc_config_override(AstArena *arena, DiagList *dl, AstFile *file, const char *kv)
 {
+    while (*kv == ' ')
+        kv++;
     const char *eq = strchr(kv, '=');
     SrcLoc none = {-1, 0, 0};
     if (!eq || eq == kv) {

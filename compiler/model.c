@@ -75,8 +75,8 @@ typedef struct Builder {
     PcModel *m;
     const AstStmt **stmt;   /* the statement each expanded layer came from */
     int n, cap;
-    const AstStmt *bad[16]; /* statements whose arguments failed: report once */
-    int nbad;
+    const AstStmt **bad;    /* statements whose arguments failed: report once */
+    int nbad, capbad;
 } Builder;
 
 /* Layers a statement list expands to, saturating at PC_MAX_LAYERS + 1. */
@@ -337,14 +337,25 @@ static int bind_layer(Builder *b, int idx)
             }
         }
     }
-    if (rc && b->nbad < 16)
+    if (rc) {
+        if (b->nbad == b->capbad) {
+            b->capbad = b->capbad ? 2 * b->capbad : 16;
+            b->bad = realloc(b->bad, b->capbad * sizeof *b->bad);
+            if (!b->bad) {
+                fputs("pipe: out of memory\n", stderr);
+                exit(2);
+            }
+        }
         b->bad[b->nbad++] = s;
+    }
     return rc ? -1 : 0;
 }
 
 /* ---- shapes ---------------------------------------------------------- */
 
-static void add_param(PcLayer *L, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+/* Adds a parameter tensor; returns -1 when it would exceed PC_MAX_ELEMS
+ * (the caller reports), so no count can overflow. */
+static int add_param(PcLayer *L, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
 {
     PcParam *p = &L->param[L->nparams++];
     snprintf(p->name, sizeof p->name, "%s", name);
@@ -353,9 +364,19 @@ static void add_param(PcLayer *L, const char *name, int ndim, int64_t d0, int64_
     p->count = 1;
     for (int i = 0; i < ndim; i++) {
         p->dim[i] = d[i];
+        if (d[i] < 1 || d[i] > PC_MAX_ELEMS / p->count)
+            return -1;
         p->count *= d[i];
     }
     L->params += p->count;
+    return 0;
+}
+
+/* FLOP estimates are computed in double and clamped: an estimate must never
+ * overflow, however large the (already size-checked) shapes. */
+static int64_t fl(double x)
+{
+    return x > 4e18 ? (int64_t)4e18 : (int64_t)x;
 }
 
 /* True when the tensor stays within the size limits. */
@@ -369,6 +390,13 @@ static int sane(const PcTensor *t)
     }
     return 1;
 }
+
+#define PARAM(...)                                                                                 \
+    do {                                                                                           \
+        if (add_param(__VA_ARGS__) != 0)                                                           \
+            SHAPE_ERR("layer %d (%s): a parameter tensor would have more than 2^40 elements", L->index, \
+                      pc_layer_names[L->kind]);                                                    \
+    } while (0)
 
 #define SHAPE_ERR(...)                          \
     do {                                        \
@@ -386,14 +414,14 @@ static int pool_out(DiagList *dl, PcLayer *L, const char *what, int64_t in, int6
     return 0;
 }
 
-static int64_t adaptive_span(int64_t in, int64_t out)
+/* Input elements summed along one axis by adaptive pooling: each of the
+ * out windows spans about ceil(in / out) + 1 elements when they overlap. An
+ * estimate, in O(1) whatever the sizes. */
+static double adaptive_span(int64_t in, int64_t out)
 {
-    int64_t total = 0;
-    for (int64_t i = 0; i < out; i++) {
-        int64_t start = (i * in) / out, end = ((i + 1) * in + out - 1) / out;
-        total += end - start;
-    }
-    return total;
+    if (in % out == 0)
+        return (double)in;
+    return (double)out * (double)((in + out - 1) / out + 1);
 }
 
 static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
@@ -413,11 +441,13 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
             SHAPE_ERR("layer %d (linear) needs an input with at least one dimension, but gets %s", L->index, txt);
         int64_t fin = in->dim[in->ndim - 1], rows = n / fin;
         L->out.dim[in->ndim - 1] = L->nout;
+        if (!sane(&L->out))
+            SHAPE_ERR("layer %d (%s): output shape is too large", L->index, name);
         if (L->tie < 0 && !L->tie_label)
-            add_param(L, "weight", 2, L->nout, fin, 0, 0);
+            PARAM(L, "weight", 2, L->nout, fin, 0, 0);
         if (L->bias)
-            add_param(L, "bias", 1, L->nout, 0, 0, 0);
-        L->flops = 2 * rows * fin * L->nout + (L->bias ? rows * L->nout : 0);
+            PARAM(L, "bias", 1, L->nout, 0, 0, 0);
+        L->flops = fl(2.0 * rows * fin * L->nout + (L->bias ? (double)rows * L->nout : 0));
         break;
     }
     case PC_L_CONV2D:
@@ -432,12 +462,12 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
         int64_t oc = L->kind == PC_L_CONV2D ? L->nout : c;
         L->out.dim[0] = oc, L->out.dim[1] = oh, L->out.dim[2] = ow;
         if (L->kind == PC_L_CONV2D) {
-            add_param(L, "weight", 4, L->nout, c, L->kh, L->kw);
+            PARAM(L, "weight", 4, L->nout, c, L->kh, L->kw);
             if (L->bias)
-                add_param(L, "bias", 1, L->nout, 0, 0, 0);
-            L->flops = 2 * c * L->kh * L->kw * oc * oh * ow + (L->bias ? oc * oh * ow : 0);
+                PARAM(L, "bias", 1, L->nout, 0, 0, 0);
+            L->flops = fl(2.0 * c * L->kh * L->kw * oc * oh * ow + (L->bias ? (double)oc * oh * ow : 0));
         } else {
-            L->flops = oc * oh * ow * L->kh * L->kw;
+            L->flops = fl((double)oc * oh * ow * L->kh * L->kw);
         }
         break;
     }
@@ -445,7 +475,9 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
         if (in->ndim != 3)
             SHAPE_ERR("layer %d (%s) needs a [C, H, W] input, but gets %s", L->index, name, txt);
         L->out.dim[1] = L->oh, L->out.dim[2] = L->ow;
-        L->flops = in->dim[0] * adaptive_span(in->dim[1], L->oh) * adaptive_span(in->dim[2], L->ow);
+        if (!sane(&L->out))
+            SHAPE_ERR("layer %d (%s): output shape is too large", L->index, name);
+        L->flops = fl((double)in->dim[0] * adaptive_span(in->dim[1], L->oh) * adaptive_span(in->dim[2], L->ow));
         break;
     case PC_L_RELU:
     case PC_L_DROPOUT:
@@ -454,18 +486,20 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
     case PC_L_GELU:
     case PC_L_TANH:
     case PC_L_SIGMOID:
-        L->flops = 4 * n;
+        L->flops = fl(4.0 * n);
         break;
     case PC_L_FLATTEN:
+        if (in->ndim < 1)
+            SHAPE_ERR("layer %d (flatten) needs an input with at least one dimension, but gets %s", L->index, txt);
         L->out.ndim = 1;
         L->out.dim[0] = n;
         break;
     case PC_L_LAYERNORM:
         if (in->ndim < 1)
             SHAPE_ERR("layer %d (layernorm) needs an input with at least one dimension, but gets %s", L->index, txt);
-        add_param(L, "weight", 1, in->dim[in->ndim - 1], 0, 0, 0);
-        add_param(L, "bias", 1, in->dim[in->ndim - 1], 0, 0, 0);
-        L->flops = 8 * n;
+        PARAM(L, "weight", 1, in->dim[in->ndim - 1], 0, 0, 0);
+        PARAM(L, "bias", 1, in->dim[in->ndim - 1], 0, 0, 0);
+        L->flops = fl(8.0 * n);
         break;
     case PC_L_EMBEDDING: {
         if (in->dtype != PC_I32 || in->ndim != 1)
@@ -477,10 +511,10 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
         L->out.dtype = PC_F32;
         L->out.ndim = 2;
         L->out.dim[0] = t, L->out.dim[1] = L->dim;
-        add_param(L, "tokens.weight", 2, L->vocab, L->dim, 0, 0);
+        PARAM(L, "tokens.weight", 2, L->vocab, L->dim, 0, 0);
         if (L->positions > 0)
-            add_param(L, "positions.weight", 2, L->positions, L->dim, 0, 0);
-        L->flops = L->positions > 0 ? t * L->dim : 0;
+            PARAM(L, "positions.weight", 2, L->positions, L->dim, 0, 0);
+        L->flops = L->positions > 0 ? fl((double)t * L->dim) : 0;
         break;
     }
     case PC_L_TRANSFORMER_BLOCK: {
@@ -500,26 +534,29 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
                 SHAPE_ERR("layer %d (transformer_block): mask '%s' must be float32[%lld] to match the sequence, but is %s",
                           L->index, mk->name, (long long)t, mt);
         }
+        if (L->mlp > PC_MAX_ELEMS / d)
+            SHAPE_ERR("layer %d (transformer_block): mlp = %lld is too large", L->index, (long long)L->mlp);
         int64_t f = L->mlp;
-        add_param(L, "ln1.weight", 1, d, 0, 0, 0);
-        add_param(L, "ln1.bias", 1, d, 0, 0, 0);
-        add_param(L, "attn.qkv.weight", 2, 3 * d, d, 0, 0);
-        add_param(L, "attn.qkv.bias", 1, 3 * d, 0, 0, 0);
-        add_param(L, "attn.proj.weight", 2, d, d, 0, 0);
-        add_param(L, "attn.proj.bias", 1, d, 0, 0, 0);
-        add_param(L, "ln2.weight", 1, d, 0, 0, 0);
-        add_param(L, "ln2.bias", 1, d, 0, 0, 0);
-        add_param(L, "mlp.fc.weight", 2, f, d, 0, 0);
-        add_param(L, "mlp.fc.bias", 1, f, 0, 0, 0);
-        add_param(L, "mlp.proj.weight", 2, d, f, 0, 0);
-        add_param(L, "mlp.proj.bias", 1, d, 0, 0, 0);
-        L->flops = 2 * 8 * t * d                      /* ln1, ln2 */
-                   + 2 * t * d * 3 * d + 3 * t * d    /* qkv */
-                   + 2 * t * t * d + 5 * L->heads * t * t + 2 * t * t * d /* scores, softmax, context */
-                   + 2 * t * d * d + t * d            /* proj */
-                   + 2 * t * d * f + t * f + 4 * t * f /* fc, gelu */
-                   + 2 * t * f * d + t * d            /* proj */
-                   + 2 * t * d;                       /* residuals */
+        PARAM(L, "ln1.weight", 1, d, 0, 0, 0);
+        PARAM(L, "ln1.bias", 1, d, 0, 0, 0);
+        PARAM(L, "attn.qkv.weight", 2, 3 * d, d, 0, 0);
+        PARAM(L, "attn.qkv.bias", 1, 3 * d, 0, 0, 0);
+        PARAM(L, "attn.proj.weight", 2, d, d, 0, 0);
+        PARAM(L, "attn.proj.bias", 1, d, 0, 0, 0);
+        PARAM(L, "ln2.weight", 1, d, 0, 0, 0);
+        PARAM(L, "ln2.bias", 1, d, 0, 0, 0);
+        PARAM(L, "mlp.fc.weight", 2, f, d, 0, 0);
+        PARAM(L, "mlp.fc.bias", 1, f, 0, 0, 0);
+        PARAM(L, "mlp.proj.weight", 2, d, f, 0, 0);
+        PARAM(L, "mlp.proj.bias", 1, d, 0, 0, 0);
+        double T = (double)t, D = (double)d, F = (double)f, H = (double)L->heads;
+        L->flops = fl(2 * 8 * T * D                   /* ln1, ln2 */
+                   + 2 * T * D * 3 * D + 3 * T * D    /* qkv */
+                   + 2 * T * T * D + 5 * H * T * T + 2 * T * T * D /* scores, softmax, context */
+                   + 2 * T * D * D + T * D            /* proj */
+                   + 2 * T * D * F + T * F + 4 * T * F /* fc, gelu */
+                   + 2 * T * F * D + T * D            /* proj */
+                   + 2 * T * D);                      /* residuals */
         break;
     }
     case PC_L_COUNT:
@@ -719,10 +756,6 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
         diag_error(dl, block->loc, "model '%s' has no layers", m->name);
         return -1;
     }
-    if (!loss) {
-        diag_error(dl, block->loc, "model '%s' has no loss: end it with 'loss cross_entropy' or 'loss mse'", m->name);
-        return -1;
-    }
     Builder b = {.dl = dl, .m = m};
     expand(&b, block->stmts, 0);
     m->nlayers = b.n;
@@ -734,8 +767,13 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
     for (int i = 0; i < b.n && !diag_full(dl); i++)
         errors += bind_layer(&b, i) != 0;
     free(b.stmt);
+    free(b.bad);
     if (errors)
         return -1;
+    if (!loss) {
+        diag_error(dl, block->loc, "model '%s' has no loss: end it with 'loss cross_entropy' or 'loss mse'", m->name);
+        return -1;
+    }
     for (int i = 0; i < m->nlayers; i++) {
         const char *lab = m->layer[i].label;
         if (!lab)

@@ -147,14 +147,23 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
         pc_place(pc_schedule_place[c->schedule], S, k, &pt->stage, &pt->chunk);
         for (int i = pt->first; i <= pt->last; i++) {
             pt->params += m->layer[i].params;
-            pt->held += m->layer[i].held;
             pt->flops += m->layer[i].flops;
             pt->cost += cost[i];
             out->stage_of_layer[i] = pt->stage;
         }
     }
+    for (int k = 0; k < P; k++) {
+        PcPart *pt = &out->part[k];
+        pt->held = pt->params;
+        for (int i = pt->first; i <= pt->last; i++) {
+            const PcLayer *L = &m->layer[i];
+            if (L->tie >= 0 && out->stage_of_layer[L->tie] != pt->stage)
+                pt->held += L->held - L->params; /* a copy of the shared weight */
+        }
+    }
     for (int k = 0; k + 1 < P; k++) {
         PcBoundary *b = &out->bnd[k];
+        b->local = out->part[k].stage == out->part[k + 1].stage;
         int next = first[k + 1];
         PcItem *it = &b->item[b->nitems++];
         it->name = "activation";

@@ -24,13 +24,15 @@ typedef struct PcBoundary {
     int nitems;
     PcItem item[1 + PC_MAX_IO];
     int64_t bytes;      /* per micro-batch, all items */
+    int local;          /* both parts on one stage: handed over, not sent */
 } PcBoundary;
 
 typedef struct PcPart {
     int first, last;    /* layer indices, inclusive */
     int stage, chunk;
     int64_t params;     /* parameters the part owns */
-    int64_t held;       /* parameters its stage holds for it (tied copies included) */
+    int64_t held;       /* parameters its stage holds for it: its own, plus the
+                           weight of a tied linear whose owner is on another stage */
     int64_t flops;      /* forward, one sample */
     int64_t cost;       /* what the partition method balanced */
 } PcPart;

@@ -2,6 +2,7 @@
 #include "stats.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *pc_commas(int64_t v, char *buf, size_t size)
@@ -20,42 +21,62 @@ const char *pc_commas(int64_t v, char *buf, size_t size)
     return buf;
 }
 
-void pc_schedule_text(const PcConfig *c, char *buf, size_t size)
+static FILE *memstream(char **buf, size_t *len)
 {
-    const char *name = pc_schedule_names[c->schedule];
-    if (c->schedule == PC_SCHED_FILE)
-        snprintf(buf, size, "file(\"%s\")", c->schedule_file ? c->schedule_file : "");
-    else if (strstr(pc_schedule_sigs[c->schedule], "chunks"))
-        snprintf(buf, size, "%s(chunks = %lld)", name, (long long)c->chunks);
-    else
-        snprintf(buf, size, "%s", name);
+    FILE *f = open_memstream(buf, len);
+    if (!f) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    return f;
 }
 
-void pc_partition_text(const PcConfig *c, char *buf, size_t size)
+char *pc_schedule_str(const PcConfig *c)
 {
+    char *buf;
+    size_t len;
+    FILE *f = memstream(&buf, &len);
+    const char *name = pc_schedule_names[c->schedule];
+    if (c->schedule == PC_SCHED_FILE)
+        fprintf(f, "file(\"%s\")", c->schedule_file ? c->schedule_file : "");
+    else if (strstr(pc_schedule_sigs[c->schedule], "chunks"))
+        fprintf(f, "%s(chunks = %lld)", name, (long long)c->chunks);
+    else
+        fprintf(f, "%s", name);
+    fclose(f);
+    return buf;
+}
+
+char *pc_partition_str(const PcConfig *c)
+{
+    char *buf;
+    size_t len;
+    FILE *f = memstream(&buf, &len);
     switch (c->partition) {
-    case PC_PART_UNIFORM: snprintf(buf, size, "uniform"); return;
-    case PC_PART_PARAMETERS: snprintf(buf, size, "parameters"); return;
-    case PC_PART_FLOPS: snprintf(buf, size, "flops"); return;
-    case PC_PART_TYPE: snprintf(buf, size, "\"type:%s\"", c->partition_regex); return;
-    case PC_PART_LIST: {
-        size_t n = snprintf(buf, size, "[");
-        for (int i = 0; i < c->npartition_list && n < size; i++)
-            n += snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)c->partition_list[i]);
-        if (n < size)
-            snprintf(buf + n, size - n, "]");
-        return;
+    case PC_PART_UNIFORM: fprintf(f, "uniform"); break;
+    case PC_PART_PARAMETERS: fprintf(f, "parameters"); break;
+    case PC_PART_FLOPS: fprintf(f, "flops"); break;
+    case PC_PART_TYPE: fprintf(f, "\"type:%s\"", c->partition_regex); break;
+    case PC_PART_LIST:
+        fputc('[', f);
+        for (int i = 0; i < c->npartition_list; i++)
+            fprintf(f, "%s%lld", i ? ", " : "", (long long)c->partition_list[i]);
+        fputc(']', f);
+        break;
     }
-    }
+    fclose(f);
+    return buf;
 }
 
 void pc_summary_line(FILE *out, const PcFront *f)
 {
-    char p[32], s[96];
-    pc_schedule_text(&f->cfg, s, sizeof s);
-    fprintf(out, "%s: %d layers, %s parameters, %lld stage%s x %lld chunk%s, schedule %s: ok\n", f->model.name,
-            f->model.nlayers, pc_commas(f->model.total_params, p, sizeof p), (long long)f->cfg.stages,
-            f->cfg.stages == 1 ? "" : "s", (long long)f->cfg.chunks, f->cfg.chunks == 1 ? "" : "s", s);
+    char p[32];
+    char *s = pc_schedule_str(&f->cfg);
+    fprintf(out, "%s: %d layer%s, %s parameters, %lld stage%s x %lld chunk%s, schedule %s: ok\n", f->model.name,
+            f->model.nlayers, f->model.nlayers == 1 ? "" : "s", pc_commas(f->model.total_params, p, sizeof p),
+            (long long)f->cfg.stages, f->cfg.stages == 1 ? "" : "s", (long long)f->cfg.chunks,
+            f->cfg.chunks == 1 ? "" : "s", s);
+    free(s);
 }
 
 static int part_of_layer(const PcPartition *pt, int layer)
@@ -71,11 +92,10 @@ void pc_stats_text(FILE *out, const PcFront *f)
     const PcModel *m = &f->model;
     const PcConfig *c = &f->cfg;
     const PcPartition *pt = &f->part;
-    char a[32], b[32], d[32], sh[96], sched[96], part[256];
-    pc_schedule_text(c, sched, sizeof sched);
-    pc_partition_text(c, part, sizeof part);
-    fprintf(out, "model %s: %d layers, %s parameters, %s forward FLOPs per sample\n", m->name, m->nlayers,
-            pc_commas(m->total_params, a, sizeof a), pc_commas(m->total_flops, b, sizeof b));
+    char a[32], b[32], d[32], sh[96];
+    char *sched = pc_schedule_str(c), *part = pc_partition_str(c);
+    fprintf(out, "model %s: %d layer%s, %s parameters, %s forward FLOPs per sample\n", m->name, m->nlayers,
+            m->nlayers == 1 ? "" : "s", pc_commas(m->total_params, a, sizeof a), pc_commas(m->total_flops, b, sizeof b));
     for (int i = 0; i < m->ninputs; i++) {
         pc_tensor_text(&m->input[i].t, 1, sh, sizeof sh);
         fprintf(out, "  input  %-10s %s\n", m->input[i].name, sh);
@@ -89,11 +109,12 @@ void pc_stats_text(FILE *out, const PcFront *f)
         snprintf(dp, sizeof dp, "%lld", (long long)c->data_parallel);
     else
         snprintf(dp, sizeof dp, "auto");
-    fprintf(out, "pipeline: %lld stage%s x %lld chunk%s, schedule %s, partition %s, %lld micro-batches of %lld, "
+    fprintf(out, "pipeline: %lld stage%s x %lld chunk%s, schedule %s, partition %s, %lld micro-batch%s of %lld, "
                  "data_parallel %s\n\n",
             (long long)c->stages, c->stages == 1 ? "" : "s", (long long)c->chunks, c->chunks == 1 ? "" : "s", sched,
-            part, (long long)c->micro_batches,
-            (long long)c->micro_batch_size, dp);
+            part, (long long)c->micro_batches, c->micro_batches == 1 ? "" : "es", (long long)c->micro_batch_size, dp);
+    free(sched);
+    free(part);
     fprintf(out, "%6s  %-18s %-20s %14s %16s %12s %6s\n", "layer", "type", "output", "params", "flops", "act bytes",
             "stage");
     for (int i = 0; i < m->nlayers; i++) {
@@ -145,7 +166,11 @@ void pc_stats_text(FILE *out, const PcFront *f)
                 pc_tensor_text(&bd->item[j].t, 1, sh, sizeof sh);
                 fprintf(out, "%s%s %s", j ? " + " : "", bd->item[j].name, sh);
             }
-            fprintf(out, " = %s B -> stage %d", pc_commas(bd->bytes, a, sizeof a), pt->part[k + 1].stage);
+            if (bd->local)
+                fprintf(out, " = %s B -> chunk %d, same stage (no transfer)", pc_commas(bd->bytes, a, sizeof a),
+                        pt->part[k + 1].chunk);
+            else
+                fprintf(out, " = %s B -> stage %d", pc_commas(bd->bytes, a, sizeof a), pt->part[k + 1].stage);
             sent = 1;
         }
         if (!sent)
@@ -166,16 +191,35 @@ void pc_stats_text(FILE *out, const PcFront *f)
 
 /* ---- JSON ------------------------------------------------------------ */
 
+/* Length of the valid UTF-8 sequence at p, or 0. */
+static int utf8_len(const unsigned char *p)
+{
+    int n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3 : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 2 && p[0] < 0xc2)
+        return 0; /* overlong */
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* A JSON string; bytes that are not valid UTF-8 become U+FFFD. */
 static void jstr(FILE *out, const char *s)
 {
     fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_len(p);
+        if (n == 0) {
+            fputs("\\ufffd", out);
+            p++;
+        } else if (*p == '"' || *p == '\\') {
+            fprintf(out, "\\%c", *p++);
+        } else if (*p < 0x20) {
+            fprintf(out, "\\u%04x", *p++);
+        } else {
+            fwrite(p, 1, n, out);
+            p += n;
+        }
     }
     fputc('"', out);
 }
@@ -206,9 +250,7 @@ void pc_stats_json(FILE *out, const PcFront *f)
     const PcModel *m = &f->model;
     const PcConfig *c = &f->cfg;
     const PcPartition *pt = &f->part;
-    char sched[96], part[256];
-    pc_schedule_text(c, sched, sizeof sched);
-    pc_partition_text(c, part, sizeof part);
+    char *sched = pc_schedule_str(c), *part = pc_partition_str(c);
     fprintf(out, "{\n  \"model\": ");
     jstr(out, m->name);
     fprintf(out, ",\n  \"total_params\": %" PRId64 ",\n  \"total_flops\": %" PRId64 ",\n", m->total_params,
@@ -229,6 +271,8 @@ void pc_stats_json(FILE *out, const PcFront *f)
     jstr(out, sched);
     fprintf(out, ", \"partition\": ");
     jstr(out, part);
+    free(sched);
+    free(part);
     fprintf(out, "},\n  \"layers\": [\n");
     for (int i = 0; i < m->nlayers; i++) {
         const PcLayer *L = &m->layer[i];
@@ -267,7 +311,8 @@ void pc_stats_json(FILE *out, const PcFront *f)
                 k, p->stage, p->chunk, p->first, p->last, p->params, p->held, p->flops);
         if (k + 1 < pt->nparts) {
             const PcBoundary *bd = &pt->bnd[k];
-            fprintf(out, "{\"to_stage\": %d, \"bytes\": %" PRId64 ", \"items\": [", pt->part[k + 1].stage, bd->bytes);
+            fprintf(out, "{\"to_stage\": %d, \"to_chunk\": %d, \"local\": %s, \"bytes\": %" PRId64 ", \"items\": [",
+                    pt->part[k + 1].stage, pt->part[k + 1].chunk, bd->local ? "true" : "false", bd->bytes);
             for (int j = 0; j < bd->nitems; j++) {
                 fprintf(out, "%s{\"name\": ", j ? ", " : "");
                 jstr(out, bd->item[j].name);
@@ -295,7 +340,7 @@ void pc_stats_json(FILE *out, const PcFront *f)
                 held += pt->part[k].held;
                 flops += pt->part[k].flops;
                 nl += pt->part[k].last - pt->part[k].first + 1;
-                if (k + 1 < pt->nparts)
+                if (k + 1 < pt->nparts && !pt->bnd[k].local)
                     sends += pt->bnd[k].bytes;
             }
         fprintf(out, "], \"layers\": %d, \"params\": %" PRId64 ", \"held\": %" PRId64 ", \"flops\": %" PRId64

@@ -13,8 +13,9 @@ void pc_stats_json(FILE *out, const PcFront *f);
 void pc_summary_line(FILE *out, const PcFront *f);
 /* 57044810 -> "57,044,810" */
 const char *pc_commas(int64_t v, char *buf, size_t size);
-/* The schedule as written back in the DSL: "interleaved(chunks = 2)" */
-void pc_schedule_text(const PcConfig *c, char *buf, size_t size);
-void pc_partition_text(const PcConfig *c, char *buf, size_t size);
+/* The schedule and partition as written back in the DSL
+ * ("interleaved(chunks = 2)", "[0, 12]"); the caller frees. */
+char *pc_schedule_str(const PcConfig *c);
+char *pc_partition_str(const PcConfig *c);
 
 #endif

@@ -56,6 +56,7 @@ struct AstValue {
     SrcLoc loc;
     int64_t i;          /* AST_INT */
     double f;           /* AST_FLOAT */
+    const char *text;   /* AST_INT, AST_FLOAT: as written, for messages */
     const char *s;      /* AST_STRING, AST_WORD, AST_CALL (its name) */
     AstArgList items;   /* AST_TUPLE, AST_LIST, AST_CALL */
 };

@@ -142,7 +142,7 @@ void diag_print(const DiagList *dl, FILE *out)
         const Diag *d = &dl->d[i];
         diag_format(dl, d, buf, sizeof buf);
         fprintf(out, "%s\n", buf);
-        if (d->loc.line > 0 && d->loc.file >= 0 && d->loc.file < dl->nsrc)
+        if (d->loc.line > 0 && d->loc.file >= 0 && d->loc.file < dl->nsrc && dl->src[d->loc.file].len > 0)
             print_line(&dl->src[d->loc.file], d->loc, out);
     }
 }

@@ -67,8 +67,7 @@ static AstArg *mkarg(GrState *st, const char *name, SrcLoc loc, AstValue *v)
 }
 
 %union {
-    int64_t i;
-    double f;
+    struct { int64_t i; double f; const char *text; } num;
     const char *s;
     AstValue *val;
     AstArg *arg;
@@ -83,8 +82,8 @@ static AstArg *mkarg(GrState *st, const char *name, SrcLoc loc, AstValue *v)
 %token KW_MODEL "'model'" KW_PIPELINE "'pipeline'" KW_TRAIN "'train'"
 %token KW_INPUT "'input'" KW_TARGET "'target'" KW_REPEAT "'repeat'"
 %token KW_LOSS "'loss'" KW_AS "'as'"
-%token <i> INT "integer"
-%token <f> FLOAT "number"
+%token <num> INT "integer"
+%token <num> FLOAT "number"
 %token <s> WORD "word"
 %token <s> STRING "string"
 
@@ -209,8 +208,8 @@ assign_stmt
     ;
 
 value
-    : INT                         { $$ = mkval(st, AST_INT, @1); $$->i = $1; }
-    | FLOAT                       { $$ = mkval(st, AST_FLOAT, @1); $$->f = $1; }
+    : INT                         { $$ = mkval(st, AST_INT, @1); $$->i = $1.i; $$->text = $1.text; }
+    | FLOAT                       { $$ = mkval(st, AST_FLOAT, @1); $$->f = $1.f; $$->text = $1.text; }
     | STRING                      { $$ = mkval(st, AST_STRING, @1); $$->s = $1; }
     | WORD                        { $$ = mkval(st, AST_WORD, @1); $$->s = $1; }
     | '(' items ')'               { $$ = mkval(st, AST_TUPLE, @1); $$->items = $2; }

@@ -181,7 +181,7 @@ START_TEST(partition_values)
     ck_assert_int_eq(t->f.cfg.npartition_list, 3);
     t_free(t);
     t = t_compile(MODEL "pipeline { stages = 3; partition = [0, 2] }\n");
-    ck_err(t, "the partition list has 2 entries, but 3 stages x 1 chunks need 3");
+    ck_err(t, "the partition list has 2 entries, but 3 stages x 1 chunk need 3");
     t_free(t);
     t = t_compile(MODEL "pipeline { stages = 2; partition = [1, 2] }\n");
     ck_err(t, "a partition list starts at layer 0");

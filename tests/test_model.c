@@ -206,6 +206,9 @@ START_TEST(err_arguments)
     t = t_layers("float32[4]", "  linear(3.5)", "int32[]");
     ck_err(t, "t.pipe:4:10: error: argument 'out' of 'linear' must be an integer, not a number '3.5'");
     t_free(t);
+    t = t_layers("float32[4]", "  linear(1e3)", "int32[]");
+    ck_err(t, "argument 'out' of 'linear' must be an integer, not a number '1e3'");
+    t_free(t);
     t = t_layers("float32[4]", "  linear(3, bias = yes)", "int32[]");
     ck_err(t, "argument 'bias' of 'linear' must be true or false, not a word 'yes'");
     t_free(t);
@@ -258,6 +261,18 @@ START_TEST(err_shapes)
     t_free(t);
     t = t_layers("float32[3, 8, 8]", "  flatten\n  adaptive_avgpool2d(2)", "int32[]");
     ck_err(t, "layer 1 (adaptive_avgpool2d) needs a [C, H, W] input, but gets float32[192]");
+    t_free(t);
+    t = t_layers("float32[]", "  flatten\n  linear(2)", "int32[]");
+    ck_err(t, "layer 0 (flatten) needs an input with at least one dimension, but gets float32[]");
+    t_free(t);
+    t = t_layers("float32[1073741824]", "  linear(1099511627777)", "int32[]");
+    ck_err(t, "output shape is too large");
+    t_free(t);
+    t = t_layers("float32[1048576]", "  linear(1048577)", "int32[]");
+    ck_err(t, "layer 0 (linear): a parameter tensor would have more than 2^40 elements");
+    t_free(t);
+    t = t_layers("float32[1, 4, 4]", "  adaptive_avgpool2d(100000000000)\n  flatten\n  linear(2)", "int32[]");
+    ck_err(t, "layer 0 (adaptive_avgpool2d): output shape is too large");
     t_free(t);
     t = t_layers("float32[10]", "  transformer_block(heads = 2)", "int32[]");
     ck_err(t, "layer 0 (transformer_block) needs a [T, D] input, but gets float32[10]");

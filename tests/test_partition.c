@@ -194,6 +194,27 @@ START_TEST(too_many_parts)
 }
 END_TEST
 
+START_TEST(local_handover_and_held)
+{
+    /* one stage, two chunks: the boundary is a hand-over, and the tied
+     * weight is held once */
+    const char *d[] = {"stages=1", "schedule=interleaved(chunks = 2)"};
+    T *t = t_compile_defs(GPT, d, 2);
+    ck_ok(t);
+    ck_assert_int_eq(t->f.part.nparts, 2);
+    ck_assert_int_eq(t->f.part.bnd[0].local, 1);
+    ck_assert_int_eq(t->f.part.part[0].held + t->f.part.part[1].held, t->f.model.total_params);
+    t_free(t);
+    /* across stages: the head's stage holds a copy */
+    const char *d2[] = {"stages=2"};
+    t = t_compile_defs(GPT, d2, 1);
+    ck_ok(t);
+    ck_assert_int_eq(t->f.part.bnd[0].local, 0);
+    ck_assert_int_eq(t->f.part.part[0].held + t->f.part.part[1].held, t->f.model.total_params + 64 * 32);
+    t_free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("partition");
@@ -206,6 +227,7 @@ static Suite *suite(void)
     tcase_add_test(c, placement);
     tcase_add_test(c, boundary_carries_mask);
     tcase_add_test(c, too_many_parts);
+    tcase_add_test(c, local_handover_and_held);
     suite_add_tcase(s, c);
     return s;
 }

@@ -1,2 +1,329 @@
 #!/bin/bash
-echo todo
+# pipec as a user runs it: options, exit codes, where messages go, the text
+# and JSON of --stats, and -D overrides.
+#
+#   bash tests/cli/test_pipec.sh PATH/TO/pipec SOURCE_DIR
+#
+# Exit status of pipec: 0 ok, 1 an error in the input or the command line,
+# 2 an internal or I/O error. Diagnostics go to stderr; on an error stdout
+# stays empty. Prints "ok - ..." or "not ok - ..." per check, then
+# "N passed, M failed"; exits 1 if any check failed.
+set -u
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 PATH/TO/pipec SOURCE_DIR" >&2
+    exit 2
+fi
+PIPEC=$1
+SRC=$2
+case $PIPEC in /*) ;; *) PIPEC=$PWD/$PIPEC ;; esac
+SRC=$(cd "$SRC" && pwd) || exit 2
+if [ ! -x "$PIPEC" ] || [ ! -f "$SRC/examples/alexnet.pipe" ]; then
+    echo "$0: no pipec at $PIPEC or no examples under $SRC" >&2
+    exit 2
+fi
+ALEXNET=$SRC/examples/alexnet.pipe
+GPT=$SRC/examples/gpt_tiny.pipe
+
+PY=$(command -v python3 || true)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipec-cli.XXXXXX") || exit 2
+trap 'rm -rf "$TMP"' EXIT
+OUT=$TMP/stdout
+ERR=$TMP/stderr
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+not_ok() {
+    failed=$((failed + 1))
+    echo "not ok - $1"
+    shift
+    for line in "$@"; do echo "#   $line"; done
+    if [ -s "$ERR" ]; then head -n 5 "$ERR" | sed 's/^/#   stderr: /'; fi
+}
+
+# run ARGS...: runs pipec (cwd $TMP), leaves its status in $rc and output in $OUT, $ERR.
+run() {
+    (cd "$TMP" && exec "$PIPEC" "$@") >"$OUT" 2>"$ERR"
+    rc=$?
+}
+
+# check NAME WANT_RC [--stdout-empty] [--out REGEX]... [--err REGEX]... [--err-fixed TEXT]...
+# Checks the last run.
+check() {
+    local name=$1 want=$2
+    shift 2
+    local why=()
+    [ "$rc" -eq "$want" ] || why+=("exit status $rc, want $want")
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --stdout-empty) [ ! -s "$OUT" ] || why+=("stdout is not empty: $(head -n 1 "$OUT" | head -c 200)"); shift ;;
+        --out) grep -Eq -- "$2" "$OUT" || why+=("stdout lacks /$2/"); shift 2 ;;
+        --err) grep -Eq -- "$2" "$ERR" || why+=("stderr lacks /$2/"); shift 2 ;;
+        --err-fixed) grep -Fq -- "$2" "$ERR" || why+=("stderr lacks '$2'"); shift 2 ;;
+        *) why+=("bad check option $1"); shift ;;
+        esac
+    done
+    if [ ${#why[@]} -eq 0 ]; then ok "$name"; else not_ok "$name" "${why[@]}"; fi
+}
+
+# json NAME EXPR [SHOW]: EXPR, a Python expression over the JSON on stdout
+# (as j), must be true; stdout must be JSON and nothing else. On failure,
+# SHOW (an expression) is printed with the expression.
+json() {
+    local name=$1 expr=$2 show=${3:-None} msg
+    if [ -z "$PY" ]; then
+        not_ok "$name" "no python3 to read JSON"
+        return
+    fi
+    if msg=$("$PY" -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+if not eval(sys.argv[2]):
+    shown = eval(sys.argv[3])
+    sys.exit("false: " + sys.argv[2] + ("" if shown is None else "\n  got: " + repr(shown)))
+' "$OUT" "$expr" "$show" 2>&1); then
+        ok "$name"
+    else
+        not_ok "$name" "$(printf '%s' "$msg" | tail -n 2)"
+    fi
+}
+
+# ---- options
+
+run --help
+check "--help exits 0 and documents -D" 0 --out '-D KEY=VALUE' --out '^usage: pipec'
+run -h
+check "-h is --help" 0 --out '^usage: pipec'
+run --version
+check "--version exits 0 and prints 'pipec VERSION'" 0 --out '^pipec [0-9]'
+run --layers
+check "--layers lists every layer" 0 --out '^linear ' --out '^conv2d ' --out '^maxpool2d ' --out '^avgpool2d ' \
+    --out '^adaptive_avgpool2d ' --out '^relu ' --out '^gelu ' --out '^tanh ' --out '^sigmoid ' --out '^flatten ' \
+    --out '^dropout ' --out '^layernorm ' --out '^embedding ' --out '^transformer_block ' --out '^loss cross_entropy'
+run
+check "no arguments exits 1 with usage on stderr" 1 --stdout-empty --err 'no input file' --err '^usage:'
+run --frobnicate "$ALEXNET"
+check "an unknown option exits 1 and names it" 1 --stdout-empty --err-fixed "unknown option '--frobnicate'"
+run "$ALEXNET" "$GPT"
+check "two input files exit 1" 1 --stdout-empty --err 'more than one input file'
+run "$ALEXNET" --json
+check "--json without --stats exits 1" 1 --stdout-empty --err 'goes with --stats'
+run "$ALEXNET" -D
+check "-D without KEY=VALUE exits 1" 1 --stdout-empty --err 'KEY=VALUE'
+
+# ---- input files that are not models
+
+run no-such-model.pipe
+check "a missing file exits 2 and names the file" 2 --stdout-empty --err-fixed "no-such-model.pipe"
+mkdir "$TMP/adir.pipe"
+run adir.pipe
+check "a directory exits 2 and names it" 2 --stdout-empty --err-fixed "adir.pipe"
+: >"$TMP/empty.pipe"
+run empty.pipe
+check "an empty file exits 1 with FILE:1:1: error:" 1 --stdout-empty --err '^empty\.pipe:1:1: error:'
+
+cat >"$TMP/syntax.pipe" <<'EOF'
+model broken {
+    input x: float32[4]
+    linear(3 4)
+    loss mse
+}
+EOF
+run syntax.pipe
+check "a syntax error exits 1 with FILE:LINE:COL and the caret line" 1 --stdout-empty \
+    --err '^syntax\.pipe:3:14: error: ' --err-fixed '    linear(3 4)' --err '^ +\^$'
+
+cat >"$TMP/shape.pipe" <<'EOF'
+model bad_shape {
+    input  x: float32[3, 8, 8]
+    target y: int32[]
+    conv2d(4, kernel = 9)
+    flatten
+    loss cross_entropy
+}
+EOF
+run shape.pipe
+check "a shape error exits 1 and points at the layer" 1 --stdout-empty --err '^shape\.pipe:4:5: error: .*kernel 9' \
+    --err '^ +\^$'
+
+cat >"$TMP/typo.pipe" <<'EOF'
+model typo {
+    input  x: float32[4]
+    target y: int32[]
+    linaer(3)
+    loss cross_entropy
+}
+EOF
+run typo.pipe
+check "an unknown layer exits 1 with a hint" 1 --stdout-empty --err "did you mean 'linear'"
+
+head -c 4096 /dev/urandom >"$TMP/garbage.pipe"
+run garbage.pipe
+check "a binary garbage file exits 1" 1 --stdout-empty --err '^garbage\.pipe:[0-9]+:[0-9]+: error:'
+bad=""
+for i in $(seq 1 25); do
+    head -c $((i * 163)) /dev/urandom >"$TMP/garbage.pipe"
+    run garbage.pipe
+    if [ "$rc" -ne 1 ] || [ -s "$OUT" ]; then
+        bad="exit $rc on $((i * 163)) random bytes"
+        cp "$TMP/garbage.pipe" "${TMPDIR:-/tmp}/pipec-garbage-$$.pipe"
+        bad="$bad (kept as ${TMPDIR:-/tmp}/pipec-garbage-$$.pipe)"
+        break
+    fi
+done
+if [ -z "$bad" ]; then ok "25 more random files exit 1, never crash"; else not_ok "random files exit 1" "$bad"; fi
+# a NUL after the first relu, outside any comment
+n=$(grep -n '^ *relu *$' "$ALEXNET" | head -n 1 | cut -d: -f1)
+{ head -n $((n - 1)) "$ALEXNET"; printf '    relu\0\377\n'; tail -n +$((n + 1)) "$ALEXNET"; } >"$TMP/nul.pipe"
+run nul.pipe
+check "a NUL byte in a model exits 1 and names the byte" 1 --stdout-empty --err "^nul\\.pipe:$n:9: error: .*byte 0x00"
+{ head -n $((n - 1)) "$ALEXNET"; printf '    rel\303\251u\n'; tail -n +$((n + 1)) "$ALEXNET"; } >"$TMP/utf8.pipe"
+run utf8.pipe
+check "a non-ASCII byte in a model exits 1" 1 --stdout-empty --err "^utf8\\.pipe:$n:[0-9]+: error: .*byte 0xc3"
+
+# ---- the examples
+
+for ex in "$SRC"/examples/*.pipe; do
+    run "$ex"
+    check "$(basename "$ex") compiles" 0 --out ': ok$'
+done
+run "$ALEXNET"
+check "alexnet's summary line" 0 --out '^alexnet: 22 layers, 57,044,810 parameters, 2 stages x 1 chunk, schedule 1f1b: ok$'
+
+run "$ALEXNET" --stats
+check "--stats prints the layer table" 0 \
+    --out '^ +layer +type +output +params +flops +act bytes +stage$' \
+    --out '^ +0 +conv2d +\[64, 55, 55\] +23,296 ' \
+    --out '^ +21 +linear +\[10\] +40,970 ' \
+    --out '^model alexnet: 22 layers, 57,044,810 parameters'
+check "--stats prints the stage table" 0 \
+    --out '^ +stage +layers +params held +flops/sample +sends per micro-batch$' \
+    --out '^ +0 +0-[0-9]+ .*activation float32\[[0-9, ]+\] = [0-9,]+ B -> stage 1$' \
+    --out '^ +1 +[0-9]+-21 .* -$'
+rows=$(grep -Ec '^ +[0-9]+ +[a-z_0-9]+( as [a-z_0-9]+)? +\[' "$OUT")
+if [ "$rows" = 22 ]; then ok "--stats has one row per layer (22)"; else not_ok "--stats has one row per layer" "$rows rows"; fi
+
+run "$GPT" --stats
+check "--stats shows labels, ties and chunks" 0 --out ' embedding as wte ' --out '\(weight tied to layer 0\)' \
+    --out '^tied: layer 8 \(linear\) uses the weight of layer 0 \(wte\)' --out ' 3\.1 '
+
+run "$ALEXNET" --stats --json
+check "--stats --json exits 0, nothing on stderr" 0
+if [ -s "$ERR" ]; then not_ok "--stats --json: stderr empty" "$(head -c 200 "$ERR")"; else ok "--stats --json: stderr empty"; fi
+json "--stats --json is pure JSON with total_params 57044810" 'j["total_params"] == 57044810 and j["model"] == "alexnet"'
+json "layers have index, type, output_shape, params, flops, stage" \
+    'len(j["layers"]) == 22 and all({"index", "type", "output_shape", "params", "flops", "stage"} <= set(L) for L in j["layers"]) and [L["index"] for L in j["layers"]] == list(range(22))'
+json "layer values match the model" \
+    'j["layers"][0]["type"] == "conv2d" and j["layers"][0]["output_shape"] == [64, 55, 55] and j["layers"][0]["params"] == 23296 and j["layers"][21]["output_shape"] == [10] and sum(L["params"] for L in j["layers"]) == 57044810'
+json "stages list the stage, layers, params, flops" \
+    'len(j["stages"]) == 2 and [s["stage"] for s in j["stages"]] == [0, 1] and all({"stage", "layers", "params", "flops"} <= set(s) for s in j["stages"]) and sum(s["layers"] for s in j["stages"]) == 22 and sum(s["params"] for s in j["stages"]) == 57044810'
+json "layer stages agree with the stage list" \
+    'all(L["stage"] in (0, 1) for L in j["layers"]) and [L["stage"] for L in j["layers"]] == sorted(L["stage"] for L in j["layers"]) and sum(L["stage"] == 0 for L in j["layers"]) == j["stages"][0]["layers"]'
+json "pipeline settings from the file" \
+    'j["pipeline"] == {"stages": 2, "chunks": 1, "data_parallel": "auto", "micro_batches": 32, "micro_batch_size": 8, "schedule": "1f1b", "partition": "parameters"}'
+
+run "$GPT" --stats --json
+check "gpt_tiny --stats --json exits 0" 0
+json "gpt_tiny JSON: ties, chunks, labels" \
+    'j["total_params"] == 1239040 and j["pipeline"]["stages"] == 4 and j["pipeline"]["chunks"] == 2 and j["layers"][0].get("label") == "wte" and j["layers"][8].get("tied_to") == 0 and j["layers"][8]["param_tensors"] == [] and j["ties"] == [{"layer": 8, "owner": 0, "cross_stage": True}] and len(j["stages"]) == 4'
+
+# ---- -D overrides
+
+run "$ALEXNET" --stats --json -D stages=4
+check "-D stages=4 exits 0" 0
+json "-D stages=4 gives 4 stages" \
+    'j["pipeline"]["stages"] == 4 and len(j["stages"]) == 4 and sorted({L["stage"] for L in j["layers"]}) == [0, 1, 2, 3]'
+run "$ALEXNET" --stats --json -Dstages=3
+check "-Dstages=3 (attached) exits 0" 0
+json "-Dstages=3 gives 3 stages" 'j["pipeline"]["stages"] == 3 and len(j["stages"]) == 3'
+run "$ALEXNET" --stats --json -D "schedule=interleaved(chunks = 2)"
+check "-D \"schedule=interleaved(chunks = 2)\" exits 0" 0
+json "-D schedule=interleaved(chunks = 2) gives chunks 2" \
+    'j["pipeline"]["chunks"] == 2 and j["pipeline"]["schedule"] == "interleaved(chunks = 2)" and len(j["parts"]) == 4 and {L["chunk"] for L in j["layers"]} == {0, 1}'
+run "$ALEXNET" --stats --json -D 'schedule=file("my.sched")'
+check "-D 'schedule=file(\"my.sched\")' is accepted" 0
+json "-D schedule=file(...) shows in the JSON" 'j["pipeline"]["schedule"] == "file(\"my.sched\")"'
+run "$ALEXNET" -D "optimizer=sgd(lr = 0.1)"
+check "-D \"optimizer=sgd(lr = 0.1)\" is accepted" 0 --out ': ok$'
+run "$ALEXNET" -D stages=4 -D micro_batches=8 -D partition=uniform --stats --json
+check "-D may repeat" 0
+json "repeated -D all apply" \
+    'j["pipeline"]["stages"] == 4 and j["pipeline"]["micro_batches"] == 8 and j["pipeline"]["partition"] == "uniform"'
+run "$ALEXNET" -D stages=4 -D stages=1 --stats --json
+check "a later -D wins" 0
+json "a later -D wins: 1 stage" 'j["pipeline"]["stages"] == 1 and len(j["stages"]) == 1'
+run "$GPT" -D "schedule=1f1b" -D stages=2 --stats --json
+check "-D schedule=1f1b on gpt_tiny" 0
+json "-D schedule=1f1b drops the chunks" 'j["pipeline"]["chunks"] == 1 and len(j["stages"]) == 2'
+
+run "$ALEXNET" -D stagse=4
+check "a bad -D key exits 1 with 'did you mean'" 1 --stdout-empty --err "did you mean 'stages'"
+run "$ALEXNET" -D stages=four
+check "a bad -D value exits 1 and names -D stages" 1 --stdout-empty --err '^-D stages:1:1: error: ' --err-fixed "four"
+run "$ALEXNET" -D "stages=(2"
+check "a -D value with a syntax error exits 1" 1 --stdout-empty --err '^-D stages:1:[0-9]+: error: syntax error'
+run "$ALEXNET" -D stages=30
+check "-D stages=30 on 22 layers exits 1" 1 --stdout-empty --err '30 parts, but model .alexnet. has only 22 layers'
+run "$GPT" -D stages=5
+check "-D stages=5 x 2 chunks on 9 layers exits 1" 1 --stdout-empty --err 'only 9 layers'
+run "$ALEXNET" -D "schedule=interleaved(chunks = 0)"
+check "-D chunks = 0 exits 1" 1 --stdout-empty --err 'chunks must be between'
+run "$ALEXNET" -D "optimizer=sgd(lr = -1)"
+check "-D a negative lr exits 1" 1 --stdout-empty --err 'lr must not be negative'
+run "$ALEXNET" -D "=4"
+check "-D =4 exits 1" 1 --stdout-empty --err 'key=value'
+
+# ---- limits and long values
+
+# A long schedule path must come back whole, not cut at a fixed buffer.
+long=$TMP/$(printf 'schedule-dir-%d/' 1 2 3 4 5 6 7 8 9 10)run.sched
+run "$ALEXNET" --stats --json -D "schedule=file(\"$long\")"
+check "-D with a long schedule file path exits 0" 0
+json "a long schedule file path survives in the JSON" "j['pipeline']['schedule'] == 'file(\"$long\")'" \
+    "j['pipeline']['schedule']"
+
+cat >"$TMP/relus.pipe" <<'EOF'
+model relus {
+    input  x: float32[4]
+    target y: float32[4]
+    repeat 100 { relu }
+    loss mse
+}
+EOF
+list="[$(seq -s ', ' 0 99)]"
+run relus.pipe --stats --json -D stages=100 -D "partition=$list"
+check "a 100-entry partition list exits 0" 0
+json "a 100-entry partition list survives in the JSON" \
+    "j['pipeline']['partition'] == '$list' and len(j['stages']) == 100" "j['pipeline']['partition']"
+
+# 2^32 x 2^32 weights: 2^64 parameters do not fit the counts; a limit, so exit 1.
+cat >"$TMP/huge_linear.pipe" <<'EOF'
+model huge {
+    input  x: float32[4294967296]
+    target y: float32[4294967296]
+    linear(4294967296, bias = false)
+    loss mse
+}
+EOF
+run huge_linear.pipe --stats --json
+check "a linear with 2^64 parameters is rejected, not counted as 0" 1 --stdout-empty --err 'error:'
+
+# An output of 10^22 elements is over the 2^40 limit: rejected at once.
+cat >"$TMP/huge_pool.pipe" <<'EOF'
+model huge {
+    input  x: float32[1, 4, 4]
+    target y: int32[]
+    adaptive_avgpool2d(100000000000)
+    flatten
+    loss cross_entropy
+}
+EOF
+if command -v timeout >/dev/null; then
+    (cd "$TMP" && exec timeout 5 "$PIPEC" huge_pool.pipe) >"$OUT" 2>"$ERR"
+    rc=$?
+    check "adaptive_avgpool2d(10^11) is rejected within 5 s (124: timed out)" 1 --stdout-empty --err 'too large'
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
