@@ -9,22 +9,22 @@
 #include "parse.h"
 
 const char *const pc_schedule_names[PC_SCHED_COUNT + 1] = {
-#define PC_SCHEDULE(id, name, sig, place, doc) name,
+#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) name,
 #include "schedules.def"
 #undef PC_SCHEDULE
     NULL};
 const char *const pc_schedule_sigs[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, doc) sig,
+#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) sig,
 #include "schedules.def"
 #undef PC_SCHEDULE
 };
 const char *const pc_schedule_docs[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, doc) doc,
+#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) doc,
 #include "schedules.def"
 #undef PC_SCHEDULE
 };
-const PcPlacement pc_schedule_place[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, doc) PC_PLACE_##place,
+const SchedPlacement pc_schedule_place[PC_SCHED_COUNT] = {
+#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) SCHED_PLACE_##place,
 #include "schedules.def"
 #undef PC_SCHEDULE
 };
@@ -186,7 +186,7 @@ static int k_schedule(DiagList *dl, const AstValue *v, PcConfig *c)
     if (read_callee(dl, v, "schedule", pc_schedule_names, pc_schedule_sigs, &kind, &a) != 0)
         return -1;
     c->schedule = (PcScheduleKind)kind;
-    c->chunks = pc_schedule_place[kind] == PC_PLACE_V ? 2 : 1;
+    c->chunks = pc_schedule_place[kind] == SCHED_PLACE_V ? 2 : 1;
     c->schedule_file = NULL;
     for (int i = 0; i < a.n; i++) {
         if (strcmp(a.a[i].name, "chunks") == 0) {

@@ -11,15 +11,15 @@
 #include "ast.h"
 #include "bind.h"
 #include "diag.h"
+#include "sched.h"
 
 typedef enum PcScheduleKind {
-#define PC_SCHEDULE(id, name, sig, place, doc) PC_SCHED_##id,
+#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) PC_SCHED_##id,
 #include "schedules.def"
 #undef PC_SCHEDULE
     PC_SCHED_COUNT
 } PcScheduleKind;
 
-typedef enum PcPlacement { PC_PLACE_LOOP, PC_PLACE_V } PcPlacement;
 
 typedef enum PcOptimizerKind {
 #define PC_OPTIMIZER(id, name, sig) PC_OPT_##id,
@@ -54,7 +54,7 @@ typedef enum PcPartitionKind { PC_PART_UNIFORM, PC_PART_PARAMETERS, PC_PART_FLOP
 extern const char *const pc_schedule_names[PC_SCHED_COUNT + 1];
 extern const char *const pc_schedule_sigs[PC_SCHED_COUNT];
 extern const char *const pc_schedule_docs[PC_SCHED_COUNT];
-extern const PcPlacement pc_schedule_place[PC_SCHED_COUNT];
+extern const SchedPlacement pc_schedule_place[PC_SCHED_COUNT];
 extern const char *const pc_optimizer_names[PC_OPT_COUNT + 1];
 extern const char *const pc_data_names[PC_DATA_COUNT + 1];
 extern const char *const pc_lr_names[PC_LR_COUNT + 1];

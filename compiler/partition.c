@@ -16,17 +16,6 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-void pc_place(PcPlacement place, int stages, int k, int *stage, int *chunk)
-{
-    if (place == PC_PLACE_V) {
-        *chunk = k < stages ? 0 : 1;
-        *stage = k < stages ? k : 2 * stages - 1 - k;
-    } else {
-        *stage = k % stages;
-        *chunk = k / stages;
-    }
-}
-
 /* Front-maximal fill under bound B into exactly P non-empty parts; writes
  * first[] and returns the number of parts it needed (> P: infeasible). */
 static int fill(const int64_t *cost, int n, int P, int64_t B, int *first)
@@ -144,7 +133,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
         PcPart *pt = &out->part[k];
         pt->first = first[k];
         pt->last = first[k + 1] - 1;
-        pc_place(pc_schedule_place[c->schedule], S, k, &pt->stage, &pt->chunk);
+        sched_place(pc_schedule_place[c->schedule], S, k, &pt->stage, &pt->chunk);
         for (int i = pt->first; i <= pt->last; i++) {
             pt->params += m->layer[i].params;
             pt->flops += m->layer[i].flops;

@@ -54,7 +54,5 @@ typedef struct PcPartition {
 int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition *out);
 void pc_partition_free(PcPartition *p);
 
-/* The stage and chunk of part k, for a schedule's placement. */
-void pc_place(PcPlacement place, int stages, int k, int *stage, int *chunk);
 
 #endif

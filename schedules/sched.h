@@ -1,0 +1,226 @@
+/* schedules/sched.h: the instruction set, per-stage programs, compute
+ * actions, the generator table, lowering, and the verifier/simulator.
+ *
+ * The pipeline, end to end:
+ *   generator  -> SchedActions   per stage: F, B, I, W with mb and chunk
+ *   lowering   -> SchedPlan      per stage: instructions with buffers and peers
+ *   verifier   -> SchedSim       all stages run together on an abstract
+ *                                machine: deadlocks, matching, liveness, and
+ *                                a cost model's timeline
+ * A stage's program is shared by its data-parallel replicas: rank r runs
+ * stage r / dp. Peers are stages.
+ *
+ * Instruction layout (16 bytes, little-endian in plan.bin):
+ *
+ *    0      1       2               4               8              12             16
+ *    +------+-------+---------------+---------------+--------------+--------------+
+ *    |  op  | chunk |  peer (i16)   |   mb (i32)    |  buf (i32)   |  link (i32)  |
+ *    +------+-------+---------------+---------------+--------------+--------------+
+ *  unused operands hold -1 (chunk: 0). */
+#ifndef PIPE_SCHED_H
+#define PIPE_SCHED_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "diag.h"
+
+/* ---- the instruction set --------------------------------------------- */
+
+enum { SCHED_M = 1, SCHED_C = 2, SCHED_B = 4, SCHED_P = 8, SCHED_L = 16 };
+
+typedef enum SchedOp {
+#define M SCHED_M
+#define C SCHED_C
+#define B SCHED_B
+#define P SCHED_P
+#define L SCHED_L
+#define SCHED_OP(name, operands, doc) SCHED_##name,
+#include "ops.def"
+#undef SCHED_OP
+#undef M
+#undef C
+#undef B
+#undef P
+#undef L
+    SCHED_NOPS
+} SchedOp;
+
+extern const char *const sched_op_names[SCHED_NOPS];
+extern const unsigned sched_op_operands[SCHED_NOPS];
+extern const char *const sched_op_docs[SCHED_NOPS];
+
+typedef struct SchedInstr {
+    uint8_t op;
+    uint8_t chunk;
+    int16_t peer;
+    int32_t mb;
+    int32_t buf;
+    int32_t link;
+} SchedInstr;
+
+/* One instruction in fixed columns, the same text in the listing, the trace
+ * labels and the golden tests: "Forward          mb 3    chunk 0  buf 1". */
+void sched_instr_text(const SchedInstr *in, char *buf, size_t size);
+/* Short label for pictures: "F3", "B3.1", "I0", "W2", "send a3". */
+void sched_instr_label(const SchedInstr *in, char *buf, size_t size);
+
+/* ---- placement -------------------------------------------------------- */
+
+typedef enum SchedPlacement { SCHED_PLACE_LOOP, SCHED_PLACE_V } SchedPlacement;
+/* The stage and chunk of model part k (0 <= k < stages * chunks). */
+void sched_place(SchedPlacement place, int stages, int k, int *stage, int *chunk);
+/* The part at (stage, chunk). */
+int sched_part(SchedPlacement place, int stages, int stage, int chunk);
+
+/* ---- compute actions (what a generator emits) ------------------------- */
+
+typedef enum SchedKind { SCHED_F, SCHED_BWD, SCHED_I, SCHED_W } SchedKind;
+
+typedef struct SchedAction {
+    uint8_t kind;     /* SchedKind */
+    uint8_t chunk;
+    int32_t mb;
+    int32_t line;     /* text schedules: the source line; else 0 */
+} SchedAction;
+
+typedef struct SchedList {
+    SchedAction *a;
+    int n, cap;
+} SchedList;
+
+typedef struct SchedActions {
+    int stages;
+    SchedList *stage;     /* [stages] */
+} SchedActions;
+
+void sched_actions_init(SchedActions *sa, int stages);
+void sched_actions_free(SchedActions *sa);
+void sched_push(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk);
+
+/* ---- generators ------------------------------------------------------- */
+
+/* What a generator knows. Costs are per part (stages * chunks), in any
+ * consistent unit; generators that place work by simulation use them. */
+typedef struct SchedSpec {
+    int stages, chunks, micro_batches;
+    SchedPlacement place;
+    const double *cost_f, *cost_b, *cost_i, *cost_w; /* may be NULL: unit costs F=1, B=2, I=W=1 */
+} SchedSpec;
+
+typedef int (*SchedGenerator)(const SchedSpec *spec, SchedActions *out, char *err, size_t errsize);
+
+typedef struct SchedInfo {
+    const char *name;
+    SchedGenerator gen;   /* NULL for file(): the text reader supplies actions */
+    SchedPlacement place;
+    int split;            /* uses I/W instead of B */
+} SchedInfo;
+
+/* Generators, one per schedule (schedules/gen_*.c). */
+int sched_gen_gpipe(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_1f1b(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_interleaved(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_looped_bfs(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_zb_h1(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_zb_h2(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_zb_v(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_dualpipev(const SchedSpec *, SchedActions *, char *, size_t);
+int sched_gen_eval(const SchedSpec *, SchedActions *, char *, size_t);
+
+/* ---- plans ------------------------------------------------------------- */
+
+typedef struct SchedProgram {
+    SchedInstr *ins;
+    int n, cap;
+    int32_t *line;        /* per instruction: text-schedule line, or 0 (not in plan.bin) */
+    int32_t *act_pc;      /* per compute action: its compute instruction (not in plan.bin) */
+    int32_t *act_recv;    /* per compute action: its receive instruction, or -1 */
+    int nact;
+} SchedProgram;
+
+/* What lowering needs to know about the model's parts. */
+typedef struct SchedParts {
+    int stages, chunks, micro_batches;
+    SchedPlacement place;
+    const int *tied_stage;   /* [stages]: 1 if the stage holds a tied weight (or a copy) */
+    int grad_clip;           /* OptimizerStep needs every stage (global norm) */
+} SchedParts;
+
+typedef struct SchedPlan {
+    int stages, chunks, micro_batches;
+    SchedPlacement place;
+    int eval;                /* a forward-only program */
+    SchedProgram *prog;      /* [stages] */
+    int *nbuf;               /* [stages * chunks]: activation buffers per (stage, chunk) */
+    int wgrad_in_order;      /* weight gradients accumulate in micro-batch order everywhere */
+    char note[256];          /* when not: where the order breaks */
+    int err_stage, err_index, err_line; /* when lowering fails: the action at fault */
+} SchedPlan;
+
+/* Adds loads, sends/receives, reductions and the optimizer step, and assigns
+ * buffers. eval: a forward-only program (no backward, no reductions).
+ * Returns 0, or -1 with a message (an action list that is not a valid
+ * order: a micro-batch missing or repeated, a backward before its forward). */
+int sched_lower(const SchedParts *parts, const SchedActions *acts, int eval, SchedPlan *out, char *err, size_t errsize);
+/* The same, with the receive of action j on stage s posted right after the
+ * compute of action post_after[s][j] (-1: before the first); NULL: after
+ * action j - 1. Entries must not decrease along a channel. */
+int sched_lower_at(const SchedParts *parts, const SchedActions *acts, int eval, int *const *post_after, SchedPlan *out,
+                   char *err, size_t errsize);
+
+void sched_plan_free(SchedPlan *p);
+
+/* ---- verifier and simulator ------------------------------------------- */
+
+typedef struct SchedCosts {
+    const double *f, *b, *i, *w;    /* per part: seconds */
+    const double *bytes_fwd;        /* per part k < P-1: bytes sent to part k+1 */
+    double link_bandwidth;          /* bytes per second; 0: free */
+    const double *buf_bytes;        /* per part: bytes of one activation buffer */
+} SchedCosts;
+
+typedef struct SchedSim {
+    int stages;
+    int ok;
+    char error[2048];         /* when !ok: what failed, with stage, pc, op, mb */
+    int err_stage, err_pc;    /* where (for mapping back to a text schedule line) */
+    double step_time;
+    double *busy, *idle;      /* [stages] */
+    double bubble;            /* total idle / (stages * step_time) */
+    int *peak_buffers;        /* [stages] */
+    double *peak_bytes;       /* [stages] */
+    double **start, **end;    /* [stage][pc] */
+    double **peer_time;       /* [stage][pc]: for a receive, when its matching send ran */
+    int *stuck_pc;            /* [stage]: after a deadlock, where each stage waits (-1: finished) */
+    int *stuck_recv_pc;       /* [stage]: when waiting in a send, the pc of the matching receive */
+} SchedSim;
+
+/* Runs every stage's program together. Sends block until the matching
+ * receive is posted (so a verified plan cannot deadlock whatever the
+ * transport buffers); compute waits for its data; ReduceTiedGrads waits
+ * for every stage that holds a tied weight, OptimizerStep for every stage
+ * when parts->grad_clip. costs may be NULL (verification only). */
+void sched_verify(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out);
+/* The same machine with buffered sends (a send never waits): the timing a
+ * transport with enough buffering would see. Used to place receives. */
+void sched_simulate_buffered(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out);
+void sched_sim_free(SchedSim *s);
+
+/* Lowering plus the receive placement that makes a plan pass under
+ * blocking sends: lower with receives one compute ahead and verify; while
+ * that deadlocks, post the receive of every send caught in the deadlock
+ * before the point where its receiver waits, and again. The plan and its
+ * simulation under costs are returned (sim->ok says whether it verified).
+ * Returns -1 only when lowering itself fails. */
+int sched_build(const SchedParts *parts, const SchedActions *acts, int eval, const SchedCosts *costs, SchedPlan *plan,
+                SchedSim *sim, char *err, size_t errsize);
+
+/* ---- text schedules ----------------------------------------------------- */
+
+/* "stage 1: F0 F1 B0 F2.1 I3 W3": reads actions; errors name file:line:col. */
+int sched_text_read(DiagList *dl, int src, int stages, int *chunks, SchedActions *out);
+/* Writes actions in the same format (pipec --emit sched). */
+void sched_text_write(FILE *out, const SchedActions *acts, const char *header);
+
+#endif

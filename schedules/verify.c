@@ -1,0 +1,702 @@
+/* schedules/verify.c: the verifier and cost simulator, one abstract machine.
+ *
+ * Every stage's program runs together. The machine's rules:
+ *   RecvActivation / RecvGrad  post a receive (never block) and bind the
+ *                              buffer to the micro-batch
+ *   SendActivation / SendGrad  block until the matching receive is posted
+ *                              (the k-th send of a channel - source, target,
+ *                              kind - matches its k-th receive), then go on;
+ *                              the data arrives after the link's time
+ *   Forward, Backward, ...     wait for the data their receive brings, then
+ *                              take the part's cost
+ *   ReduceTiedGrads            waits for every stage holding a tied weight
+ *   OptimizerStep              waits for every stage under gradient clipping
+ * Because a send waits for its receive, a plan that passes cannot deadlock
+ * whatever buffering the transport has. A deadlock is reported as the
+ * cycle of waiting instructions. The same run times every instruction
+ * (sends do not delay the sender: transports send asynchronously), which
+ * gives the predicted step time, each stage's busy and idle time, and the
+ * timeline the pictures draw.
+ *
+ * Buffers: an instruction naming (chunk, buf, mb) binds a free buffer to
+ * mb; naming a buffer bound to another micro-batch is "overwritten while
+ * live". Backward and BackwardWeight release it (a forward-only program
+ * releases a buffer when the next micro-batch binds it, once its forward
+ * ran). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched.h"
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    return p;
+}
+
+typedef struct Chan {
+    int src, dst, grad;
+    int nsend, nrecv;        /* instructions of each side, counted in the pre-pass */
+    int sent, posted;        /* executed so far */
+    double *post_time;       /* [nrecv] */
+    double *arrive;          /* [nsend] */
+    int *send_stage_pc, *recv_stage_pc; /* pc of each send / receive (for messages) */
+} Chan;
+
+typedef struct Slot {
+    int mb;                  /* -1: free */
+    int forwarded;           /* eval: its forward ran */
+    int pend_chan, pend_seq; /* the receive that fills it (-1: none) */
+    int gpend_chan, gpend_seq;
+} Slot;
+
+typedef enum { W_NONE, W_SEND, W_DATA, W_BARRIER } WaitKind;
+
+typedef struct Vm {
+    int buffered;               /* sends never wait for their receive */
+    const SchedPlan *plan;
+    const SchedParts *parts;
+    const SchedCosts *costs;
+    SchedSim *out;
+    int S, V, P;
+    Chan *chan;
+    int nchan, capchan;
+    int *hkeys, *hvals, hcap;   /* channel hash: key -> index */
+    int **cid, **cseq;          /* [stage][pc]: channel and sequence of a send/receive */
+    int *pc;
+    double *clock;
+    Slot **slot;                /* [stage * V] -> [nbuf] */
+    int *live;
+    double *live_bytes;
+    WaitKind *wait;
+    int *wait_on;               /* the stage waited for */
+    int *queue, qhead, qtail, *queued;
+    int tied_arrived, tied_need, all_arrived, all_need;
+    double tied_time, all_time;
+    int *at_tied, *at_all;      /* stage waits in this barrier */
+    int failed;
+} Vm;
+
+static int chan_of(Vm *vm, int src, int dst, int grad);
+
+/* Keeps the channel hash at most half full. */
+static void chan_grow(Vm *vm)
+{
+    if (2 * (vm->nchan + 1) < vm->hcap)
+        return;
+    int old = vm->hcap, *ok = vm->hkeys, *ov = vm->hvals;
+    vm->hcap *= 2;
+    vm->hkeys = xcalloc(vm->hcap, sizeof *vm->hkeys);
+    vm->hvals = xcalloc(vm->hcap, sizeof *vm->hvals);
+    for (int i = 0; i < vm->hcap; i++)
+        vm->hkeys[i] = -1;
+    for (int i = 0; i < old; i++)
+        if (ok[i] != -1) {
+            unsigned h = ((unsigned)ok[i] * 2654435761u) & (unsigned)(vm->hcap - 1);
+            while (vm->hkeys[h] != -1)
+                h = (h + 1) & (unsigned)(vm->hcap - 1);
+            vm->hkeys[h] = ok[i];
+            vm->hvals[h] = ov[i];
+        }
+    free(ok), free(ov);
+}
+
+static int chan_of(Vm *vm, int src, int dst, int grad)
+{
+    chan_grow(vm);
+    unsigned key = ((unsigned)src * (unsigned)vm->S + (unsigned)dst) * 2u + (unsigned)grad;
+    unsigned h = (key * 2654435761u) & (unsigned)(vm->hcap - 1);
+    while (vm->hkeys[h] != -1) {
+        if ((unsigned)vm->hkeys[h] == key)
+            return vm->hvals[h];
+        h = (h + 1) & (unsigned)(vm->hcap - 1);
+    }
+    if (vm->nchan == vm->capchan) {
+        vm->capchan = vm->capchan ? 2 * vm->capchan : 64;
+        vm->chan = realloc(vm->chan, (size_t)vm->capchan * sizeof *vm->chan);
+        if (!vm->chan) {
+            fputs("pipe: out of memory\n", stderr);
+            exit(2);
+        }
+    }
+    Chan *c = &vm->chan[vm->nchan];
+    memset(c, 0, sizeof *c);
+    c->src = src, c->dst = dst, c->grad = grad;
+    vm->hkeys[h] = (int)key;
+    vm->hvals[h] = vm->nchan;
+    return vm->nchan++;
+}
+
+static int part_of(const Vm *vm, int stage, int chunk)
+{
+    return sched_part(vm->plan->place, vm->S, stage, chunk);
+}
+
+static void fail(Vm *vm, int stage, int pc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void fail(Vm *vm, int stage, int pc, const char *fmt, ...)
+{
+    if (vm->failed)
+        return;
+    vm->failed = 1;
+    SchedSim *o = vm->out;
+    o->ok = 0;
+    o->err_stage = stage;
+    o->err_pc = pc;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->error, sizeof o->error, fmt, ap);
+    va_end(ap);
+}
+
+/* "stage 1 pc 7 (SendGrad mb 3)" */
+static void where(const Vm *vm, int s, int pc, char *buf, size_t size)
+{
+    if (pc >= vm->plan->prog[s].n) {
+        snprintf(buf, size, "stage %d (finished)", s);
+        return;
+    }
+    const SchedInstr *in = &vm->plan->prog[s].ins[pc];
+    if (sched_op_operands[in->op] & SCHED_M)
+        snprintf(buf, size, "stage %d pc %d (%s mb %d chunk %d)", s, pc, sched_op_names[in->op], in->mb, in->chunk);
+    else
+        snprintf(buf, size, "stage %d pc %d (%s)", s, pc, sched_op_names[in->op]);
+}
+
+/* Counts each channel's sends and receives, numbers them, and checks that
+ * the k-th send and k-th receive agree on micro-batch and parts. */
+static int prepass(Vm *vm)
+{
+    const SchedPlan *pl = vm->plan;
+    for (int s = 0; s < vm->S; s++) {
+        const SchedProgram *pr = &pl->prog[s];
+        vm->cid[s] = xcalloc(pr->n, sizeof **vm->cid);
+        vm->cseq[s] = xcalloc(pr->n, sizeof **vm->cseq);
+        for (int i = 0; i < pr->n; i++) {
+            const SchedInstr *in = &pr->ins[i];
+            vm->cid[s][i] = -1;
+            if (in->op >= SCHED_NOPS) {
+                fail(vm, s, i, "stage %d pc %d: unknown opcode %u", s, i, in->op);
+                return -1;
+            }
+            unsigned o = sched_op_operands[in->op];
+            if ((o & SCHED_C) && in->chunk >= vm->V) {
+                fail(vm, s, i, "stage %d pc %d (%s): chunk %d, but stages have %d", s, i, sched_op_names[in->op],
+                     in->chunk, vm->V);
+                return -1;
+            }
+            if ((o & SCHED_M) && (in->mb < 0 || in->mb >= pl->micro_batches)) {
+                fail(vm, s, i, "stage %d pc %d (%s): micro-batch %d does not exist", s, i, sched_op_names[in->op],
+                     in->mb);
+                return -1;
+            }
+            if ((o & SCHED_B) && in->op != SCHED_SendGrad && (in->buf < 0 || in->buf >= pl->nbuf[s * vm->V + in->chunk])) {
+                fail(vm, s, i, "stage %d pc %d (%s mb %d): buffer %d does not exist (chunk %d has %d)", s, i,
+                     sched_op_names[in->op], in->mb, in->buf, in->chunk, pl->nbuf[s * vm->V + in->chunk]);
+                return -1;
+            }
+            if (in->op == SCHED_ReduceTiedGrads || in->op == SCHED_OptimizerStep) {
+                int tied = in->op == SCHED_ReduceTiedGrads;
+                if (tied && !(vm->parts->tied_stage && vm->parts->tied_stage[s])) {
+                    fail(vm, s, i, "stage %d pc %d: ReduceTiedGrads on a stage that holds no tied weight", s, i);
+                    return -1;
+                }
+                for (int j = 0; j < i; j++)
+                    if (pr->ins[j].op == in->op) {
+                        fail(vm, s, i, "stage %d pc %d: a second %s in one program", s, i, sched_op_names[in->op]);
+                        return -1;
+                    }
+            }
+            int send = in->op == SCHED_SendActivation || in->op == SCHED_SendGrad;
+            int recv = in->op == SCHED_RecvActivation || in->op == SCHED_RecvGrad;
+            if (!send && !recv)
+                continue;
+            if (in->peer < 0 || in->peer >= vm->S || in->peer == s) {
+                fail(vm, s, i, "stage %d pc %d (%s mb %d): peer %d is not another stage", s, i,
+                     sched_op_names[in->op], in->mb, in->peer);
+                return -1;
+            }
+            int grad = in->op == SCHED_SendGrad || in->op == SCHED_RecvGrad;
+            int c = send ? chan_of(vm, s, in->peer, grad) : chan_of(vm, in->peer, s, grad);
+            Chan *ch = &vm->chan[c];
+            vm->cid[s][i] = c;
+            vm->cseq[s][i] = send ? ch->nsend++ : ch->nrecv++;
+        }
+    }
+    for (int c = 0; c < vm->nchan; c++) {
+        Chan *ch = &vm->chan[c];
+        ch->post_time = xcalloc(ch->nrecv, sizeof *ch->post_time);
+        ch->arrive = xcalloc(ch->nsend, sizeof *ch->arrive);
+        ch->send_stage_pc = xcalloc(ch->nsend, sizeof *ch->send_stage_pc);
+        ch->recv_stage_pc = xcalloc(ch->nrecv, sizeof *ch->recv_stage_pc);
+    }
+    for (int s = 0; s < vm->S; s++)
+        for (int i = 0; i < pl->prog[s].n; i++) {
+            int c = vm->cid[s][i];
+            if (c < 0)
+                continue;
+            const SchedInstr *in = &pl->prog[s].ins[i];
+            if (in->op == SCHED_SendActivation || in->op == SCHED_SendGrad)
+                vm->chan[c].send_stage_pc[vm->cseq[s][i]] = i;
+            else
+                vm->chan[c].recv_stage_pc[vm->cseq[s][i]] = i;
+        }
+    for (int c = 0; c < vm->nchan; c++) {
+        Chan *ch = &vm->chan[c];
+        int n = ch->nsend < ch->nrecv ? ch->nsend : ch->nrecv;
+        for (int k = 0; k < n; k++) {
+            const SchedInstr *a = &pl->prog[ch->src].ins[ch->send_stage_pc[k]];
+            const SchedInstr *b = &pl->prog[ch->dst].ins[ch->recv_stage_pc[k]];
+            int pa = part_of(vm, ch->src, a->chunk), pb = part_of(vm, ch->dst, b->chunk);
+            int want = ch->grad ? pb + 1 : pb - 1;
+            if (a->mb != b->mb || pa != want) {
+                char wa[128], wb[128];
+                where(vm, ch->src, ch->send_stage_pc[k], wa, sizeof wa);
+                where(vm, ch->dst, ch->recv_stage_pc[k], wb, sizeof wb);
+                fail(vm, ch->dst, ch->recv_stage_pc[k],
+                     "mismatched send/receive: %s (part %d) is matched with %s (part %d, expecting part %d's %s)", wa,
+                     pa, wb, pb, want, ch->grad ? "gradient" : "activation");
+                return -1;
+            }
+        }
+        if (ch->nsend != ch->nrecv) {
+            int extra_send = ch->nsend > ch->nrecv;
+            int st = extra_send ? ch->src : ch->dst;
+            int pc = extra_send ? ch->send_stage_pc[n] : ch->recv_stage_pc[n];
+            char w[128];
+            where(vm, st, pc, w, sizeof w);
+            fail(vm, st, pc, "unmatched %s: %s has no matching %s on stage %d (%d sends, %d receives from stage %d to %d)",
+                 extra_send ? "send" : "receive", w, extra_send ? "receive" : "send", extra_send ? ch->dst : ch->src,
+                 ch->nsend, ch->nrecv, ch->src, ch->dst);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void wake(Vm *vm, int s)
+{
+    if (vm->queued[s] || vm->pc[s] >= vm->plan->prog[s].n)
+        return;
+    vm->queued[s] = 1;
+    vm->queue[vm->qtail++ % vm->S] = s;
+}
+
+static double buf_bytes(const Vm *vm, int s, int chunk)
+{
+    return vm->costs && vm->costs->buf_bytes ? vm->costs->buf_bytes[part_of(vm, s, chunk)] : 0;
+}
+
+/* Binds (chunk, buf) of stage s to mb; returns -1 (and fails) when the
+ * buffer holds another live micro-batch. */
+static int bind(Vm *vm, int s, int pc, const SchedInstr *in, int chunk, int buf)
+{
+    Slot *sl = &vm->slot[s * vm->V + chunk][buf];
+    if (sl->mb == in->mb)
+        return 0;
+    if (sl->mb >= 0 && !(vm->plan->eval && sl->forwarded)) {
+        char w[128];
+        where(vm, s, pc, w, sizeof w);
+        fail(vm, s, pc, "buffer overwritten while live: %s uses buffer %d of chunk %d, which still holds micro-batch %d", w,
+             buf, chunk, sl->mb);
+        return -1;
+    }
+    if (sl->mb < 0) {
+        vm->live[s]++;
+        vm->live_bytes[s] += buf_bytes(vm, s, chunk);
+        if (vm->live[s] > vm->out->peak_buffers[s])
+            vm->out->peak_buffers[s] = vm->live[s];
+        if (vm->live_bytes[s] > vm->out->peak_bytes[s])
+            vm->out->peak_bytes[s] = vm->live_bytes[s];
+    }
+    sl->mb = in->mb;
+    sl->forwarded = 0;
+    sl->pend_chan = sl->gpend_chan = -1;
+    return 0;
+}
+
+static void unbind(Vm *vm, int s, int chunk, int buf)
+{
+    Slot *sl = &vm->slot[s * vm->V + chunk][buf];
+    if (sl->mb < 0)
+        return;
+    sl->mb = -1;
+    vm->live[s]--;
+    vm->live_bytes[s] -= buf_bytes(vm, s, chunk);
+}
+
+static double op_cost(const Vm *vm, const SchedInstr *in, int s)
+{
+    const SchedCosts *c = vm->costs;
+    if (!c)
+        return 0;
+    int k = part_of(vm, s, in->chunk);
+    switch (in->op) {
+    case SCHED_Forward: return c->f ? c->f[k] : 0;
+    case SCHED_Backward: return c->b ? c->b[k] : 0;
+    case SCHED_BackwardInput: return c->i ? c->i[k] : 0;
+    case SCHED_BackwardWeight: return c->w ? c->w[k] : 0;
+    default: return 0;
+    }
+}
+
+/* Link: the previous part's buffer on this stage, bound to the same mb. */
+static int check_link(Vm *vm, int s, int pc, const SchedInstr *in)
+{
+    if (!(sched_op_operands[in->op] & SCHED_L) || in->link < 0)
+        return 0;
+    int k = part_of(vm, s, in->chunk);
+    int st, lc;
+    if (k == 0) {
+        fail(vm, s, pc, "stage %d pc %d (%s mb %d): the first part has no previous chunk to link to", s, pc,
+             sched_op_names[in->op], in->mb);
+        return -1;
+    }
+    sched_place(vm->plan->place, vm->S, k - 1, &st, &lc);
+    if (st != s || in->link >= vm->plan->nbuf[s * vm->V + lc]) {
+        fail(vm, s, pc, "stage %d pc %d (%s mb %d): link %d is not a buffer of the previous part on this stage", s, pc,
+             sched_op_names[in->op], in->mb, in->link);
+        return -1;
+    }
+    if (vm->slot[s * vm->V + lc][in->link].mb != in->mb) {
+        char w[128];
+        where(vm, s, pc, w, sizeof w);
+        fail(vm, s, pc, "%s links to buffer %d of chunk %d, which does not hold micro-batch %d", w, in->link, lc, in->mb);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs stage s until it blocks or ends. */
+static void step(Vm *vm, int s)
+{
+    const SchedProgram *pr = &vm->plan->prog[s];
+    SchedSim *o = vm->out;
+    while (vm->pc[s] < pr->n && !vm->failed) {
+        int pc = vm->pc[s];
+        const SchedInstr *in = &pr->ins[pc];
+        double t = vm->clock[s], end = t;
+        switch (in->op) {
+        case SCHED_RecvActivation:
+        case SCHED_RecvGrad: {
+            if (bind(vm, s, pc, in, in->chunk, in->buf))
+                return;
+            Chan *ch = &vm->chan[vm->cid[s][pc]];
+            int q = vm->cseq[s][pc];
+            ch->post_time[q] = t;
+            ch->posted = q + 1;
+            Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
+            if (in->op == SCHED_RecvActivation)
+                sl->pend_chan = vm->cid[s][pc], sl->pend_seq = q;
+            else
+                sl->gpend_chan = vm->cid[s][pc], sl->gpend_seq = q;
+            if (vm->wait[ch->src] == W_SEND)
+                wake(vm, ch->src);
+            break;
+        }
+        case SCHED_SendActivation:
+        case SCHED_SendGrad: {
+            Chan *ch = &vm->chan[vm->cid[s][pc]];
+            int q = vm->cseq[s][pc];
+            if (in->op == SCHED_SendActivation) {
+                Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
+                if (sl->mb != in->mb) {
+                    char w[128];
+                    where(vm, s, pc, w, sizeof w);
+                    fail(vm, s, pc, "%s sends buffer %d, which holds %s", w, in->buf,
+                         sl->mb < 0 ? "nothing" : "another micro-batch");
+                    return;
+                }
+            }
+            if (ch->posted <= q && !vm->buffered) {
+                vm->wait[s] = W_SEND;
+                vm->wait_on[s] = ch->dst;
+                o->stuck_recv_pc[s] = ch->recv_stage_pc[q];
+                return;
+            }
+            double start = vm->buffered || t > ch->post_time[q] ? t : ch->post_time[q];
+            o->peer_time[ch->dst][ch->recv_stage_pc[q]] = t;
+            ch->arrive[q] = start;
+            if (vm->costs && vm->costs->link_bandwidth > 0 && vm->costs->bytes_fwd) {
+                int k = part_of(vm, s, in->chunk);
+                int bk = in->op == SCHED_SendActivation ? k : k - 1;
+                ch->arrive[q] = start + vm->costs->bytes_fwd[bk] / vm->costs->link_bandwidth;
+            }
+            ch->sent = q + 1;
+            if (vm->wait[ch->dst] == W_DATA)
+                wake(vm, ch->dst);
+            end = t;
+            o->start[s][pc] = start;
+            o->end[s][pc] = ch->arrive[q];
+            vm->wait[s] = W_NONE;
+            vm->pc[s]++;
+            continue;
+        }
+        case SCHED_LoadMicroBatch:
+            if (bind(vm, s, pc, in, in->chunk, in->buf))
+                return;
+            break;
+        case SCHED_Forward:
+        case SCHED_Backward:
+        case SCHED_BackwardInput:
+        case SCHED_BackwardWeight: {
+            if (in->op == SCHED_Forward) {
+                if (check_link(vm, s, pc, in) || bind(vm, s, pc, in, in->chunk, in->buf))
+                    return;
+            } else {
+                Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
+                if (sl->mb != in->mb) {
+                    char w[128];
+                    where(vm, s, pc, w, sizeof w);
+                    fail(vm, s, pc, "%s: buffer %d of chunk %d holds %s, not micro-batch %d (backward before its forward?)",
+                         w, in->buf, in->chunk, sl->mb < 0 ? "nothing" : "another micro-batch", in->mb);
+                    return;
+                }
+                if (in->op != SCHED_BackwardWeight && check_link(vm, s, pc, in))
+                    return;
+            }
+            Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
+            int c = -1, q = 0;
+            if (in->op == SCHED_Forward && sl->pend_chan >= 0)
+                c = sl->pend_chan, q = sl->pend_seq;
+            if ((in->op == SCHED_Backward || in->op == SCHED_BackwardInput) && sl->gpend_chan >= 0)
+                c = sl->gpend_chan, q = sl->gpend_seq;
+            double start = t;
+            if (c >= 0) {
+                Chan *ch = &vm->chan[c];
+                if (ch->sent <= q) {
+                    vm->wait[s] = W_DATA;
+                    vm->wait_on[s] = ch->src;
+                    return;
+                }
+                if (ch->arrive[q] > start)
+                    start = ch->arrive[q];
+            }
+            end = start + op_cost(vm, in, s);
+            o->start[s][pc] = start;
+            o->end[s][pc] = end;
+            o->busy[s] += end - start;
+            vm->clock[s] = end;
+            if (in->op == SCHED_Forward)
+                sl->forwarded = 1;
+            if (in->op == SCHED_Backward || in->op == SCHED_BackwardWeight)
+                unbind(vm, s, in->chunk, in->buf);
+            vm->wait[s] = W_NONE;
+            vm->pc[s]++;
+            continue;
+        }
+        case SCHED_ReduceTiedGrads:
+        case SCHED_OptimizerStep: {
+            int tied = in->op == SCHED_ReduceTiedGrads;
+            if (!tied && !vm->parts->grad_clip)
+                break;
+            int *arrived = tied ? &vm->tied_arrived : &vm->all_arrived;
+            int need = tied ? vm->tied_need : vm->all_need;
+            double *bt = tied ? &vm->tied_time : &vm->all_time;
+            int *at = tied ? vm->at_tied : vm->at_all;
+            if (!at[s]) {
+                at[s] = 1;
+                (*arrived)++;
+                if (t > *bt)
+                    *bt = t;
+            }
+            if (*arrived < need) {
+                vm->wait[s] = W_BARRIER;
+                vm->wait_on[s] = -1;
+                for (int i = 0; i < vm->S; i++)
+                    if (!at[i] && (!tied || (vm->parts->tied_stage && vm->parts->tied_stage[i]))) {
+                        vm->wait_on[s] = i;
+                        break;
+                    }
+                return;
+            }
+            for (int i = 0; i < vm->S; i++)
+                if (at[i] == 1 && i != s && vm->wait[i] == W_BARRIER)
+                    wake(vm, i);
+            t = *bt;
+            vm->clock[s] = t;
+            end = t;
+            break;
+        }
+        case SCHED_ReduceGrads:
+            break;
+        default:
+            fail(vm, s, pc, "stage %d pc %d: unknown opcode %u", s, pc, in->op);
+            return;
+        }
+        o->start[s][pc] = t;
+        o->end[s][pc] = end;
+        vm->wait[s] = W_NONE;
+        vm->pc[s]++;
+    }
+}
+
+/* Everyone is stuck: report the cycle of waiting instructions. */
+static void report_deadlock(Vm *vm)
+{
+    int *seen = xcalloc(vm->S, sizeof *seen);
+    int s = 0;
+    while (s < vm->S && vm->pc[s] >= vm->plan->prog[s].n)
+        s++;
+    int step_no = 1;
+    while (s >= 0 && s < vm->S && !seen[s] && vm->pc[s] < vm->plan->prog[s].n) {
+        seen[s] = step_no++;
+        s = vm->wait_on[s];
+    }
+    char msg[2048];
+    size_t n = 0;
+    if (s >= 0 && s < vm->S && seen[s]) {
+        int start = s;
+        n += snprintf(msg + n, sizeof msg - n, "deadlock: ");
+        do {
+            char w[128];
+            where(vm, s, vm->pc[s], w, sizeof w);
+            const char *why = vm->wait[s] == W_SEND ? "waits for its receive on"
+                              : vm->wait[s] == W_DATA ? "waits for data from"
+                                                      : "waits in a collective for";
+            n += snprintf(msg + n, sizeof msg - n, "%s %s stage %d", w, why, vm->wait_on[s]);
+            s = vm->wait_on[s];
+            if (s != start && n < sizeof msg)
+                n += snprintf(msg + n, sizeof msg - n, "; ");
+        } while (s != start && n < sizeof msg - 200);
+        int first = start;
+        fail(vm, first, vm->pc[first], "%s", msg);
+    } else {
+        int t = 0;
+        while (t < vm->S && vm->pc[t] >= vm->plan->prog[t].n)
+            t++;
+        char w[128];
+        where(vm, t, vm->pc[t], w, sizeof w);
+        fail(vm, t, vm->pc[t], "deadlock: %s waits forever", w);
+    }
+    free(seen);
+}
+
+static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, int buffered, SchedSim *out)
+{
+    memset(out, 0, sizeof *out);
+    int S = plan->stages, V = plan->chunks;
+    out->stages = S;
+    Vm vm = {.buffered = buffered, .plan = plan, .parts = parts, .costs = costs, .out = out, .S = S, .V = V, .P = S * V};
+    out->ok = 1;
+    out->err_stage = out->err_pc = -1;
+    out->busy = xcalloc(S, sizeof *out->busy);
+    out->idle = xcalloc(S, sizeof *out->idle);
+    out->peak_buffers = xcalloc(S, sizeof *out->peak_buffers);
+    out->peak_bytes = xcalloc(S, sizeof *out->peak_bytes);
+    out->start = xcalloc(S, sizeof *out->start);
+    out->end = xcalloc(S, sizeof *out->end);
+    out->peer_time = xcalloc(S, sizeof *out->peer_time);
+    out->stuck_pc = xcalloc(S, sizeof *out->stuck_pc);
+    out->stuck_recv_pc = xcalloc(S, sizeof *out->stuck_recv_pc);
+    for (int s = 0; s < S; s++) {
+        out->start[s] = xcalloc(plan->prog[s].n, sizeof **out->start);
+        out->end[s] = xcalloc(plan->prog[s].n, sizeof **out->end);
+        out->peer_time[s] = xcalloc(plan->prog[s].n, sizeof **out->peer_time);
+    }
+    vm.hcap = 64;
+    while (vm.hcap < 8 * S)
+        vm.hcap *= 2;
+    vm.hkeys = xcalloc(vm.hcap, sizeof *vm.hkeys);
+    vm.hvals = xcalloc(vm.hcap, sizeof *vm.hvals);
+    for (int i = 0; i < vm.hcap; i++)
+        vm.hkeys[i] = -1;
+    vm.cid = xcalloc(S, sizeof *vm.cid);
+    vm.cseq = xcalloc(S, sizeof *vm.cseq);
+    vm.pc = xcalloc(S, sizeof *vm.pc);
+    vm.clock = xcalloc(S, sizeof *vm.clock);
+    vm.slot = xcalloc((size_t)S * V, sizeof *vm.slot);
+    for (int i = 0; i < S * V; i++) {
+        vm.slot[i] = xcalloc(plan->nbuf[i], sizeof **vm.slot);
+        for (int b = 0; b < plan->nbuf[i]; b++)
+            vm.slot[i][b].mb = vm.slot[i][b].pend_chan = vm.slot[i][b].gpend_chan = -1;
+    }
+    vm.live = xcalloc(S, sizeof *vm.live);
+    vm.live_bytes = xcalloc(S, sizeof *vm.live_bytes);
+    vm.wait = xcalloc(S, sizeof *vm.wait);
+    vm.wait_on = xcalloc(S, sizeof *vm.wait_on);
+    vm.queue = xcalloc(S, sizeof *vm.queue);
+    vm.queued = xcalloc(S, sizeof *vm.queued);
+    vm.at_tied = xcalloc(S, sizeof *vm.at_tied);
+    vm.at_all = xcalloc(S, sizeof *vm.at_all);
+    vm.all_need = S;
+    for (int s = 0; s < S; s++)
+        vm.tied_need += parts->tied_stage && parts->tied_stage[s];
+    if (prepass(&vm) == 0) {
+        for (int s = 0; s < S; s++)
+            wake(&vm, s);
+        while (vm.qhead < vm.qtail && !vm.failed) {
+            int s = vm.queue[vm.qhead++ % S];
+            vm.queued[s] = 0;
+            step(&vm, s);
+            if (vm.pc[s] >= plan->prog[s].n) {
+                /* a finished stage may release others in a barrier */
+                for (int i = 0; i < S; i++)
+                    if (vm.wait[i] == W_BARRIER)
+                        wake(&vm, i);
+            }
+        }
+        int stuck = 0;
+        for (int s = 0; s < S; s++) {
+            stuck |= vm.pc[s] < plan->prog[s].n;
+            out->stuck_pc[s] = vm.pc[s] < plan->prog[s].n ? vm.pc[s] : -1;
+            if (vm.wait[s] != W_SEND)
+                out->stuck_recv_pc[s] = -1;
+        }
+        if (stuck && !vm.failed)
+            report_deadlock(&vm);
+    }
+    if (out->ok) {
+        double T = 0;
+        for (int s = 0; s < S; s++)
+            if (vm.clock[s] > T)
+                T = vm.clock[s];
+        out->step_time = T;
+        double idle = 0;
+        for (int s = 0; s < S; s++) {
+            out->idle[s] = T - out->busy[s];
+            idle += out->idle[s];
+        }
+        out->bubble = T > 0 ? idle / (S * T) : 0;
+    }
+    for (int c = 0; c < vm.nchan; c++) {
+        free(vm.chan[c].post_time), free(vm.chan[c].arrive);
+        free(vm.chan[c].send_stage_pc), free(vm.chan[c].recv_stage_pc);
+    }
+    free(vm.chan);
+    for (int s = 0; s < S; s++)
+        free(vm.cid[s]), free(vm.cseq[s]);
+    for (int i = 0; i < S * V; i++)
+        free(vm.slot[i]);
+    free(vm.cid), free(vm.cseq), free(vm.pc), free(vm.clock), free(vm.slot), free(vm.live), free(vm.live_bytes);
+    free(vm.wait), free(vm.wait_on), free(vm.queue), free(vm.queued), free(vm.at_tied), free(vm.at_all);
+    free(vm.hkeys), free(vm.hvals);
+}
+
+void sched_verify(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out)
+{
+    run_vm(plan, parts, costs, 0, out);
+}
+
+void sched_simulate_buffered(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out)
+{
+    run_vm(plan, parts, costs, 1, out);
+}
+
+void sched_sim_free(SchedSim *s)
+{
+    for (int i = 0; i < s->stages; i++) {
+        free(s->start[i]);
+        free(s->end[i]);
+        free(s->peer_time[i]);
+    }
+    free(s->start), free(s->end), free(s->peer_time), free(s->stuck_pc), free(s->stuck_recv_pc);
+    free(s->busy), free(s->idle), free(s->peak_buffers), free(s->peak_bytes);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,351 @@
+/* tests/test_schedules.c: every generator through lowering and the
+ * verifier for p in 1..8, m in 1..32, v in 1..4 where the schedule allows
+ * them; the bubble formulas where theory holds; peak buffers; and the
+ * verifier's and lowering's rejections of bad schedules. */
+#include <math.h>
+
+#include "sched.h"
+#include "testutil.h"
+
+typedef struct Gen {
+    const char *name;
+    SchedGenerator gen;
+    SchedPlacement place;
+    int vmin, vmax;
+} Gen;
+
+static const Gen GENS[] = {
+    {"gpipe", sched_gen_gpipe, SCHED_PLACE_LOOP, 1, 1},
+    {"1f1b", sched_gen_1f1b, SCHED_PLACE_LOOP, 1, 1},
+    {"interleaved", sched_gen_interleaved, SCHED_PLACE_LOOP, 1, 4},
+    {"looped-bfs", sched_gen_looped_bfs, SCHED_PLACE_LOOP, 1, 4},
+    {"zb-h1", sched_gen_zb_h1, SCHED_PLACE_LOOP, 1, 1},
+    {"zb-h2", sched_gen_zb_h2, SCHED_PLACE_LOOP, 1, 1},
+    {"zb-v", sched_gen_zb_v, SCHED_PLACE_V, 2, 2},
+    {"dualpipev", sched_gen_dualpipev, SCHED_PLACE_V, 2, 2},
+};
+
+/* Equal stage costs: a chunk is 1/v of a stage; B = 2F, I = W = F. */
+typedef struct Unit {
+    double *f, *b, *i, *w;
+    SchedCosts c;
+} Unit;
+
+static void unit_init(Unit *u, int P, int v)
+{
+    u->f = calloc(P, sizeof *u->f), u->b = calloc(P, sizeof *u->b);
+    u->i = calloc(P, sizeof *u->i), u->w = calloc(P, sizeof *u->w);
+    for (int k = 0; k < P; k++)
+        u->f[k] = 1.0 / v, u->b[k] = 2.0 / v, u->i[k] = 1.0 / v, u->w[k] = 1.0 / v;
+    memset(&u->c, 0, sizeof u->c);
+    u->c.f = u->f, u->c.b = u->b, u->c.i = u->i, u->c.w = u->w;
+}
+
+static void unit_free(Unit *u)
+{
+    free(u->f), free(u->b), free(u->i), free(u->w);
+}
+
+/* Generates, builds and verifies one case; returns the simulation (caller
+ * frees) or fails the test with the case named. */
+static void run_case(const Gen *g, int p, int m, int v, SchedPlan *pl, SchedSim *sim)
+{
+    Unit u;
+    unit_init(&u, p * v, v);
+    SchedSpec sp = {p, v, m, g->place, u.f, u.b, u.i, u.w};
+    SchedActions a;
+    sched_actions_init(&a, p);
+    char err[512] = "";
+    int rc = g->gen(&sp, &a, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s p=%d m=%d v=%d: %s", g->name, p, m, v, err);
+    SchedParts pp = {p, v, m, g->place, NULL, 0};
+    rc = sched_build(&pp, &a, 0, &u.c, pl, sim, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s p=%d m=%d v=%d: lowering: %s", g->name, p, m, v, err);
+    ck_assert_msg(sim->ok, "%s p=%d m=%d v=%d: %s", g->name, p, m, v, sim->error);
+    ck_assert_msg(pl->wgrad_in_order, "%s p=%d m=%d v=%d: %s", g->name, p, m, v, pl->note);
+    sched_actions_free(&a);
+    unit_free(&u);
+}
+
+START_TEST(every_generator_verifies)
+{
+    const Gen *g = &GENS[_i];
+    int cases = 0;
+    for (int v = g->vmin; v <= g->vmax; v++)
+        for (int p = 1; p <= 8; p++)
+            for (int m = 1; m <= 32; m++) {
+                if (g->gen == sched_gen_dualpipev && m < 2 * p)
+                    continue;
+                SchedPlan pl;
+                SchedSim sim;
+                run_case(g, p, m, v, &pl, &sim);
+                double th = -1;
+                if ((g->gen == sched_gen_gpipe || g->gen == sched_gen_1f1b) && m >= p)
+                    th = (double)(p - 1) / (m + p - 1);
+                if (g->gen == sched_gen_interleaved && m >= p && m % p == 0)
+                    th = (double)(p - 1) / (v * m + p - 1);
+                if (g->gen == sched_gen_zb_h1 && m >= p)
+                    th = (double)(p - 1) / (3 * m + p - 1);
+                if (th >= 0)
+                    ck_assert_msg(fabs(sim.bubble - th) < 1e-9, "%s p=%d m=%d v=%d: bubble %.6f, theory %.6f", g->name,
+                                  p, m, v, sim.bubble, th);
+                for (int s = 0; s < p; s++) {
+                    if (g->gen == sched_gen_1f1b)
+                        ck_assert_msg(sim.peak_buffers[s] == (m < p - s ? m : p - s), "1f1b p=%d m=%d stage %d: peak %d",
+                                      p, m, s, sim.peak_buffers[s]);
+                    if (g->gen == sched_gen_gpipe)
+                        ck_assert_int_eq(sim.peak_buffers[s], m);
+                    if (g->gen == sched_gen_zb_h1 && m >= p)
+                        ck_assert_msg(sim.peak_buffers[s] <= p, "zb-h1 p=%d m=%d stage %d: peak %d > p", p, m, s,
+                                      sim.peak_buffers[s]);
+                }
+                sched_sim_free(&sim);
+                sched_plan_free(&pl);
+                cases++;
+            }
+    ck_assert_int_gt(cases, 100);
+}
+END_TEST
+
+START_TEST(zero_bubble_beats_1f1b)
+{
+    /* at the same memory, zb-h1 idles a third of 1F1B's time */
+    SchedPlan a, b;
+    SchedSim sa, sb;
+    run_case(&GENS[1], 4, 8, 1, &a, &sa);
+    run_case(&GENS[4], 4, 8, 1, &b, &sb);
+    double ia = 0, ib = 0;
+    for (int s = 0; s < 4; s++)
+        ia += sa.idle[s], ib += sb.idle[s];
+    ck_assert(fabs(ib * 3 - ia) < 1e-9);
+    sched_sim_free(&sa), sched_sim_free(&sb), sched_plan_free(&a), sched_plan_free(&b);
+}
+END_TEST
+
+/* ---- lowering: what a 2-stage 1F1B plan looks like ---- */
+
+START_TEST(lowered_1f1b_listing)
+{
+    SchedSpec sp = {2, 1, 2, SCHED_PLACE_LOOP, 0, 0, 0, 0};
+    SchedActions a;
+    sched_actions_init(&a, 2);
+    char err[256];
+    ck_assert_int_eq(sched_gen_1f1b(&sp, &a, err, sizeof err), 0);
+    SchedParts pp = {2, 1, 2, SCHED_PLACE_LOOP, NULL, 0};
+    SchedPlan pl;
+    SchedSim sim;
+    ck_assert_int_eq(sched_build(&pp, &a, 0, NULL, &pl, &sim, err, sizeof err), 0);
+    ck_assert(sim.ok);
+    const char *want0[] = {
+        "LoadMicroBatch   mb     0  chunk 0  buf    0",
+        "Forward          mb     0  chunk 0  buf    0",
+        "LoadMicroBatch   mb     1  chunk 0  buf    1",
+        "SendActivation   mb     0  chunk 0  buf    0 peer    1",
+        "Forward          mb     1  chunk 0  buf    1",
+        "RecvGrad         mb     0  chunk 0  buf    0 peer    1",
+        "SendActivation   mb     1  chunk 0  buf    1 peer    1",
+        "Backward         mb     0  chunk 0  buf    0",
+        "RecvGrad         mb     1  chunk 0  buf    1 peer    1",
+        "Backward         mb     1  chunk 0  buf    1",
+        "ReduceGrads",
+        "OptimizerStep",
+    };
+    ck_assert_int_eq(pl.prog[0].n, 12);
+    for (int i = 0; i < 12; i++) {
+        char line[160];
+        sched_instr_text(&pl.prog[0].ins[i], line, sizeof line);
+        ck_assert_str_eq(line, want0[i]);
+    }
+    const char *want1[] = {
+        "RecvActivation   mb     0  chunk 0  buf    0 peer    0",
+        "LoadMicroBatch   mb     0  chunk 0  buf    0",
+        "Forward          mb     0  chunk 0  buf    0",
+        "Backward         mb     0  chunk 0  buf    0",
+        "RecvActivation   mb     1  chunk 0  buf    0 peer    0",
+        "LoadMicroBatch   mb     1  chunk 0  buf    0",
+        "SendGrad         mb     0  chunk 0           peer    0",
+        "Forward          mb     1  chunk 0  buf    0",
+        "Backward         mb     1  chunk 0  buf    0",
+        "SendGrad         mb     1  chunk 0           peer    0",
+        "ReduceGrads",
+        "OptimizerStep",
+    };
+    ck_assert_int_eq(pl.prog[1].n, 12);
+    for (int i = 0; i < 12; i++) {
+        char line[160];
+        sched_instr_text(&pl.prog[1].ins[i], line, sizeof line);
+        ck_assert_str_eq(line, want1[i]);
+    }
+    ck_assert_int_eq(sim.peak_buffers[0], 2);
+    ck_assert_int_eq(sim.peak_buffers[1], 1);
+    sched_sim_free(&sim);
+    sched_plan_free(&pl);
+    sched_actions_free(&a);
+}
+END_TEST
+
+START_TEST(v_handover_uses_link)
+{
+    SchedSpec sp = {2, 2, 4, SCHED_PLACE_V, 0, 0, 0, 0};
+    SchedActions a;
+    sched_actions_init(&a, 2);
+    char err[256];
+    ck_assert_int_eq(sched_gen_zb_v(&sp, &a, err, sizeof err), 0);
+    SchedParts pp = {2, 2, 4, SCHED_PLACE_V, NULL, 0};
+    SchedPlan pl;
+    SchedSim sim;
+    ck_assert_int_eq(sched_build(&pp, &a, 0, NULL, &pl, &sim, err, sizeof err), 0);
+    ck_assert_msg(sim.ok, "%s", sim.error);
+    /* stage 1 holds parts 1 and 2: part 2's forward reads part 1's buffer */
+    int links = 0, sends_to_self = 0;
+    for (int i = 0; i < pl.prog[1].n; i++) {
+        const SchedInstr *in = &pl.prog[1].ins[i];
+        if (in->op == SCHED_Forward && in->chunk == 1)
+            links += in->link >= 0;
+        if ((in->op == SCHED_SendActivation || in->op == SCHED_SendGrad) && in->peer == 1)
+            sends_to_self++;
+    }
+    ck_assert_int_eq(links, 4);
+    ck_assert_int_eq(sends_to_self, 0);
+    sched_sim_free(&sim);
+    sched_plan_free(&pl);
+    sched_actions_free(&a);
+}
+END_TEST
+
+/* ---- rejections ---- */
+
+static SchedActions parse_acts(int stages, const char *const *lines)
+{
+    /* "F0 F1 B0 B1", one string per stage; "F2.1" for chunk 1 */
+    SchedActions a;
+    sched_actions_init(&a, stages);
+    for (int s = 0; s < stages; s++)
+        for (const char *p = lines[s]; *p;) {
+            while (*p == ' ')
+                p++;
+            if (!*p)
+                break;
+            char k = *p++;
+            int mb = (int)strtol(p, (char **)&p, 10), c = 0;
+            if (*p == '.')
+                c = (int)strtol(p + 1, (char **)&p, 10);
+            sched_push(&a, s, k == 'F' ? SCHED_F : k == 'B' ? SCHED_BWD : k == 'I' ? SCHED_I : SCHED_W, mb, c);
+        }
+    return a;
+}
+
+static void expect(int stages, int m, const char *const *lines, const char *substr)
+{
+    SchedActions a = parse_acts(stages, lines);
+    SchedParts pp = {stages, 1, m, SCHED_PLACE_LOOP, NULL, 0};
+    SchedPlan pl;
+    char err[512] = "";
+    if (sched_lower(&pp, &a, 0, &pl, err, sizeof err) != 0) {
+        ck_assert_msg(strstr(err, substr), "expected '%s' in: %s", substr, err);
+    } else {
+        SchedSim sim;
+        sched_verify(&pl, &pp, NULL, &sim);
+        ck_assert_msg(!sim.ok, "expected a rejection with '%s'", substr);
+        ck_assert_msg(strstr(sim.error, substr), "expected '%s' in: %s", substr, sim.error);
+        sched_sim_free(&sim);
+        sched_plan_free(&pl);
+    }
+    sched_actions_free(&a);
+}
+
+START_TEST(rejects_bad_schedules)
+{
+    /* stage 1 wants F1 before B0; stage 0 sends F1 only after B0, whose
+     * gradient stage 1 sends only after F1 */
+    const char *dead[] = {"F0 B0 F1 B1", "F0 F1 B0 B1"};
+    expect(2, 2, dead, "deadlock: stage 0 pc 4 (Backward mb 0 chunk 0) waits for data from stage 1; stage 1 pc 5 (Forward mb 1 chunk 0) "
+                             "waits for data from stage 0");
+    /* micro-batches in a different order on each stage */
+    const char *order[] = {"F0 B0 F1 B1", "F1 B1 F0 B0"};
+    expect(2, 2, order, "mismatched send/receive");
+    const char *missing[] = {"F0 B0", "F0 B0 F1 B1"};
+    expect(2, 2, missing, "stage 0: micro-batch 1 has no forward on chunk 0");
+    const char *early[] = {"F0 B1 F1 B0", "F0 B0 F1 B1"};
+    expect(2, 2, early, "stage 0, action 1 (B1): backward before its forward");
+    const char *twice[] = {"F0 F0 B0", "F0 B0"};
+    expect(2, 1, twice, "micro-batch 0 is run forward twice");
+    const char *w_first[] = {"F0 W0 I0"};
+    expect(1, 1, w_first, "stage 0, action 1 (W0): W before its I");
+    const char *no_w[] = {"F0 I0"};
+    expect(1, 1, no_w, "micro-batch 0 has no W");
+    const char *range[] = {"F0 F5 B0 B5"};
+    expect(1, 2, range, "micro-batch 5 does not exist");
+}
+END_TEST
+
+START_TEST(verifier_rejects_corrupted_programs)
+{
+    SchedSpec sp = {2, 1, 2, SCHED_PLACE_LOOP, 0, 0, 0, 0};
+    SchedActions a;
+    sched_actions_init(&a, 2);
+    char err[256];
+    sched_gen_1f1b(&sp, &a, err, sizeof err);
+    SchedParts pp = {2, 1, 2, SCHED_PLACE_LOOP, NULL, 0};
+    SchedPlan pl;
+    ck_assert_int_eq(sched_lower(&pp, &a, 0, &pl, err, sizeof err), 0);
+    SchedSim sim;
+    /* a receive of the wrong micro-batch */
+    pl.prog[1].ins[0].mb = 1;
+    sched_verify(&pl, &pp, NULL, &sim);
+    ck_assert(!sim.ok);
+    ck_assert_msg(strstr(sim.error, "mismatched send/receive"), "%s", sim.error);
+    sched_sim_free(&sim);
+    pl.prog[1].ins[0].mb = 0;
+    /* a dropped send: the last activation stage 0 sends */
+    SchedInstr saved = pl.prog[0].ins[6];
+    pl.prog[0].ins[6].op = SCHED_ReduceGrads;
+    sched_verify(&pl, &pp, NULL, &sim);
+    ck_assert(!sim.ok);
+    ck_assert_msg(strstr(sim.error, "unmatched receive"), "%s", sim.error);
+    sched_sim_free(&sim);
+    pl.prog[0].ins[6] = saved;
+    /* a buffer reused while live: stage 0's second load into buffer 0 */
+    pl.prog[0].ins[2].buf = 0;
+    sched_verify(&pl, &pp, NULL, &sim);
+    ck_assert(!sim.ok);
+    ck_assert_msg(strstr(sim.error, "buffer overwritten while live"), "%s", sim.error);
+    sched_sim_free(&sim);
+    pl.prog[0].ins[2].buf = 1;
+    sched_verify(&pl, &pp, NULL, &sim);
+    ck_assert_msg(sim.ok, "%s", sim.error);
+    sched_sim_free(&sim);
+    sched_plan_free(&pl);
+    sched_actions_free(&a);
+}
+END_TEST
+
+START_TEST(dualpipev_needs_micro_batches)
+{
+    SchedSpec sp = {4, 2, 6, SCHED_PLACE_V, 0, 0, 0, 0};
+    SchedActions a;
+    sched_actions_init(&a, 4);
+    char err[256];
+    ck_assert_int_eq(sched_gen_dualpipev(&sp, &a, err, sizeof err), -1);
+    ck_assert_str_eq(err, "dualpipev needs micro_batches >= 2 x stages (8), not 6");
+    sched_actions_free(&a);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("schedules");
+    TCase *c = tcase_create("generators");
+    tcase_set_timeout(c, 120);
+    tcase_add_loop_test(c, every_generator_verifies, 0, (int)(sizeof GENS / sizeof GENS[0]));
+    tcase_add_test(c, zero_bubble_beats_1f1b);
+    tcase_add_test(c, lowered_1f1b_listing);
+    tcase_add_test(c, v_handover_uses_link);
+    tcase_add_test(c, rejects_bad_schedules);
+    tcase_add_test(c, verifier_rejects_corrupted_programs);
+    tcase_add_test(c, dualpipev_needs_micro_batches);
+    suite_add_tcase(s, c);
+    return s;
+}
+
+T_MAIN(suite)
