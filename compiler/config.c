@@ -186,6 +186,7 @@ static int k_schedule(DiagList *dl, const AstValue *v, PcConfig *c)
     if (read_callee(dl, v, "schedule", pc_schedule_names, pc_schedule_sigs, &kind, &a) != 0)
         return -1;
     c->schedule = (PcScheduleKind)kind;
+    c->place = pc_schedule_place[kind];
     c->chunks = pc_schedule_place[kind] == SCHED_PLACE_V ? 2 : 1;
     c->schedule_file = NULL;
     for (int i = 0; i < a.n; i++) {
@@ -288,6 +289,17 @@ static int k_link_bandwidth(DiagList *dl, const AstValue *v, PcConfig *c)
         return -1;
     if (!(c->link_bandwidth > 0)) {
         diag_error(dl, v->loc, "link_bandwidth must be positive (GB/s); leave it out for free communication");
+        return -1;
+    }
+    return 0;
+}
+
+static int k_device_tflops(DiagList *dl, const AstValue *v, PcConfig *c)
+{
+    if (read_num(dl, v, "device_tflops", &c->device_tflops) != 0)
+        return -1;
+    if (!(c->device_tflops > 0)) {
+        diag_error(dl, v->loc, "device_tflops must be positive (TFLOP/s)");
         return -1;
     }
     return 0;
@@ -474,6 +486,7 @@ static const struct Key {
     {"partition", AST_BLOCK_PIPELINE, k_partition},
     {"activation_checkpoint", AST_BLOCK_PIPELINE, k_activation_checkpoint},
     {"link_bandwidth", AST_BLOCK_PIPELINE, k_link_bandwidth},
+    {"device_tflops", AST_BLOCK_PIPELINE, k_device_tflops},
     {"optimizer", AST_BLOCK_TRAIN, k_optimizer},
     {"steps", AST_BLOCK_TRAIN, k_steps},
     {"seed", AST_BLOCK_TRAIN, k_seed},
@@ -565,6 +578,8 @@ int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train
     c->micro_batch_size = 1;
     c->schedule = PC_SCHED_ONE_F_ONE_B;
     c->chunks = 1;
+    c->place = SCHED_PLACE_LOOP;
+    c->device_tflops = 100;
     c->partition = PC_PART_UNIFORM;
     c->optimizer = PC_OPT_SGD;
     c->lr = 0.01;
@@ -580,7 +595,8 @@ int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train
     c->lr_schedule = PC_LR_CONSTANT;
     c->precision = PC_PREC_FP32;
     int errors = read_block(dl, pipeline, c) + read_block(dl, train, c);
-    if (!errors && c->partition == PC_PART_LIST && c->npartition_list != c->stages * c->chunks) {
+    if (!errors && c->schedule != PC_SCHED_FILE && c->partition == PC_PART_LIST &&
+        c->npartition_list != c->stages * c->chunks) {
         diag_error(dl, c->partition_loc,
                    "the partition list has %d entr%s, but %lld stage%s x %lld chunk%s need %lld (one first layer per part)",
                    c->npartition_list, c->npartition_list == 1 ? "y" : "ies", (long long)c->stages,

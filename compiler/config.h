@@ -83,6 +83,7 @@ typedef struct PcConfig {
     int64_t micro_batch_size;
     PcScheduleKind schedule;
     int64_t chunks;          /* model chunks (virtual stages) per stage */
+    SchedPlacement place;    /* how parts map to stages (a text schedule may say) */
     const char *schedule_file;
     PcPartitionKind partition;
     const char *partition_regex;
@@ -90,6 +91,7 @@ typedef struct PcConfig {
     int npartition_list;
     int64_t activation_checkpoint;
     double link_bandwidth;   /* GB/s; 0: communication is free */
+    double device_tflops;    /* the simulator's compute speed, TFLOP/s */
     /* train */
     PcOptimizerKind optimizer;
     double lr, momentum, beta1, beta2, eps, weight_decay;

@@ -8,6 +8,52 @@
 
 #include "parse.h"
 
+/* schedule = file("x.sched"): the path is relative to the .pipe file's
+ * folder (or the working folder for text in memory). Sets the chunk count
+ * and placement the partitioning needs. */
+static int read_schedule_file(PcFront *f, DiagList *dl)
+{
+    const char *name = f->cfg.schedule_file;
+    char path[4200];
+    const char *slash = f->path ? strrchr(f->path, '/') : NULL;
+    if (name[0] != '/' && slash)
+        snprintf(path, sizeof path, "%.*s/%s", (int)(slash - f->path), f->path, name);
+    else
+        snprintf(path, sizeof path, "%s", name);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        diag_error(dl, f->cfg.schedule_loc, "cannot open schedule file '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 65536, len = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + len, 1, cap - len, fp)) > 0) {
+        len += got;
+        if (len == cap && cap < PC_MAX_FILE_BYTES * 4) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb)
+                free(buf);
+            buf = nb;
+        } else if (len == cap) {
+            break;
+        }
+    }
+    fclose(fp);
+    if (!buf) {
+        diag_error(dl, f->cfg.schedule_loc, "cannot read schedule file '%s'", path);
+        return -1;
+    }
+    int src = diag_add_source(dl, path, buf, len);
+    free(buf);
+    if (sched_text_read(dl, src, (int)f->cfg.stages, &f->text) != 0)
+        return -1;
+    f->have_text = 1;
+    f->cfg.chunks = f->text.chunks;
+    f->cfg.place = f->text.place;
+    return 0;
+}
+
 static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int ndefs)
 {
     if (gr_parse_file(&f->arena, dl, src, &f->file) != 0)
@@ -38,6 +84,8 @@ static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int n
     int model_rc = pc_model_build(dl, model, &f->model);
     if (cfg_rc != 0 || model_rc != 0)
         return PC_USER_ERROR;
+    if (f->cfg.schedule == PC_SCHED_FILE && read_schedule_file(f, dl) != 0)
+        return PC_USER_ERROR;
     if (pc_partition(dl, &f->model, &f->cfg, &f->part) != 0)
         return PC_USER_ERROR;
     f->ok = 1;
@@ -55,6 +103,7 @@ int pc_front_text(PcFront *f, DiagList *dl, const char *name, const char *text, 
 int pc_front_file(PcFront *f, DiagList *dl, const char *path, const char *const *defs, int ndefs)
 {
     memset(f, 0, sizeof *f);
+    f->path = path;
     SrcLoc none = {-1, 0, 0};
     FILE *fp = fopen(path, "rb");
     if (!fp) {
@@ -94,11 +143,15 @@ int pc_front_file(PcFront *f, DiagList *dl, const char *path, const char *const 
     }
     int src = diag_add_source(dl, path, buf, len);
     free(buf);
-    return run(f, dl, src, defs, ndefs);
+    int rc = run(f, dl, src, defs, ndefs);
+    f->path = path;
+    return rc;
 }
 
 void pc_front_free(PcFront *f)
 {
+    if (f->have_text)
+        sched_actions_free(&f->text.acts);
     pc_partition_free(&f->part);
     pc_model_free(&f->model);
     pc_config_free(&f->cfg);

@@ -15,6 +15,9 @@
 typedef struct PcFront {
     AstArena arena;
     AstFile file;
+    const char *path;   /* the .pipe file, or NULL for text in memory */
+    SchedText text;     /* schedule = file(...): the actions read from it */
+    int have_text;
     PcConfig cfg;
     PcModel model;
     PcPartition part;

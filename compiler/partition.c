@@ -67,6 +67,11 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
                    V == 1 ? "" : "s", P, m->name, n, n == 1 ? "" : "s");
         return -1;
     }
+    if (c->partition == PC_PART_LIST && c->npartition_list != P) {
+        diag_error(dl, c->partition_loc, "the partition list has %d entries, but %d stage%s x %d chunk%s need %d",
+                   c->npartition_list, S, S == 1 ? "" : "s", V, V == 1 ? "" : "s", P);
+        return -1;
+    }
     int *first = xcalloc(P + 1, sizeof *first);
     int64_t *cost = xcalloc(n, sizeof *cost);
     switch (c->partition) {
@@ -133,7 +138,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
         PcPart *pt = &out->part[k];
         pt->first = first[k];
         pt->last = first[k + 1] - 1;
-        sched_place(pc_schedule_place[c->schedule], S, k, &pt->stage, &pt->chunk);
+        sched_place(c->place, S, k, &pt->stage, &pt->chunk);
         for (int i = pt->first; i <= pt->last; i++) {
             pt->params += m->layer[i].params;
             pt->flops += m->layer[i].flops;

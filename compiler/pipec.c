@@ -8,6 +8,10 @@
 #include <string.h>
 
 #include "front.h"
+#include "listing.h"
+#include "picture.h"
+#include "planfile.h"
+#include "planner.h"
 #include "stats.h"
 
 #ifndef PIPE_VERSION
@@ -17,13 +21,22 @@
 static void usage(FILE *out)
 {
     fputs("usage: pipec FILE.pipe [options]\n"
+          "       pipec PLAN.bin --list | --stats\n"
           "\n"
-          "Reads a pipe model, checks it, infers every shape and splits it into\n"
-          "pipeline stages.\n"
+          "Reads a pipe model, checks it, infers every shape, splits it into pipeline\n"
+          "stages, runs the schedule's generator, lowers it to per-stage instruction\n"
+          "streams and verifies them (no deadlock, every transfer matched, no buffer\n"
+          "overwritten while live) before anything runs.\n"
           "\n"
           "options:\n"
+          "  -o FILE           write the plan (plan.bin) for pipert; with --emit, the picture\n"
+          "                    or schedule instead\n"
+          "  --list            print every stage's instruction stream\n"
+          "  --emit KIND       sched: the schedule as a text schedule file; svg: a timeline\n"
+          "                    picture; trace: a Chrome trace (Perfetto). To -o FILE or stdout\n"
           "  --stats           print each layer (type, output shape, parameters, FLOPs,\n"
-          "                    stage) and each stage (layers, parameters, what it sends)\n"
+          "                    stage), each stage (layers, parameters, what it sends) and\n"
+          "                    the predicted step time and bubble per stage\n"
           "  --json            with --stats: the same as JSON on stdout\n"
           "  -D KEY=VALUE      override a pipeline or train key, with any value the DSL\n"
           "                    accepts (-D stages=4, -D \"schedule=interleaved(chunks = 2)\");\n"
@@ -45,10 +58,46 @@ static void list_layers(void)
         printf("loss %-15s\n    %s\n", pc_loss_names[i], pc_loss_docs[i]);
 }
 
+static int is_plan(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char magic[8] = {0};
+    if (!f)
+        return 0;
+    size_t n = fread(magic, 1, 8, f);
+    fclose(f);
+    return n == 8 && memcmp(magic, "PIPEPLAN", 8) == 0;
+}
+
+static FILE *open_out(const char *out)
+{
+    if (!out)
+        return stdout;
+    FILE *f = fopen(out, "w");
+    if (!f)
+        fprintf(stderr, "pipec: cannot write '%s'\n", out);
+    return f;
+}
+
+static int close_out(FILE *f, const char *out)
+{
+    if (fflush(f) != 0 || ferror(f)) {
+        fprintf(stderr, "pipec: cannot write '%s'\n", out ? out : "the output");
+        if (f != stdout)
+            fclose(f);
+        return PC_SYSTEM_ERROR;
+    }
+    if (f != stdout && fclose(f) != 0) {
+        fprintf(stderr, "pipec: cannot write '%s'\n", out);
+        return PC_SYSTEM_ERROR;
+    }
+    return PC_OK;
+}
+
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    int stats = 0, json = 0;
+    const char *path = NULL, *out = NULL, *emit = NULL;
+    int stats = 0, json = 0, list = 0;
     const char **defs = calloc(argc > 0 ? argc : 1, sizeof *defs);
     int ndefs = 0;
     if (!defs)
@@ -60,7 +109,7 @@ int main(int argc, char **argv)
             free(defs);
             return 0;
         } else if (!strcmp(a, "--version")) {
-            printf("pipec %s\n", PIPE_VERSION);
+            printf("pipec %s (plan format %d)\n", PIPE_VERSION, PLAN_VERSION);
             free(defs);
             return 0;
         } else if (!strcmp(a, "--layers")) {
@@ -71,6 +120,18 @@ int main(int argc, char **argv)
             stats = 1;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--list")) {
+            list = 1;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--emit")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "pipec: %s needs an argument\n", a);
+                free(defs);
+                return 1;
+            }
+            if (a[1] == 'o')
+                out = argv[++i];
+            else
+                emit = argv[++i];
         } else if (!strcmp(a, "-D")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "pipec: -D needs KEY=VALUE\n");
@@ -93,34 +154,86 @@ int main(int argc, char **argv)
             path = a;
         }
     }
+    int bad = 0;
     if (!path) {
         fprintf(stderr, "pipec: no input file\n");
         usage(stderr);
-        free(defs);
-        return 1;
-    }
-    if (json && !stats) {
+        bad = 1;
+    } else if (json && !stats) {
         fprintf(stderr, "pipec: --json goes with --stats\n");
+        bad = 1;
+    } else if (emit && strcmp(emit, "sched") && strcmp(emit, "svg") && strcmp(emit, "trace")) {
+        fprintf(stderr, "pipec: --emit takes sched, svg or trace, not '%s'\n", emit);
+        bad = 1;
+    } else if (emit && (list || stats) && !out) {
+        fprintf(stderr, "pipec: --emit with --list or --stats needs -o FILE for the %s\n", emit);
+        bad = 1;
+    }
+    if (bad) {
         free(defs);
         return 1;
     }
     DiagList dl;
     diag_init(&dl);
     PcFront f;
-    int rc = pc_front_file(&f, &dl, path, defs, ndefs);
-    diag_print(&dl, stderr);
-    if (rc == PC_OK) {
-        if (stats && json)
-            pc_stats_json(stdout, &f);
-        else if (stats)
-            pc_stats_text(stdout, &f);
-        else
-            pc_summary_line(stdout, &f);
-        if (fflush(stdout) != 0 || ferror(stdout)) {
-            fprintf(stderr, "pipec: cannot write the output\n");
+    PcPlan p;
+    memset(&p, 0, sizeof p);
+    int rc;
+    int from_plan = is_plan(path);
+    if (from_plan) {
+        char err[1400];
+        if (ndefs || emit || out) {
+            fprintf(stderr, "pipec: %s is a compiled plan: it takes --list or --stats only\n", path);
+            free(defs);
+            diag_free(&dl);
+            return 1;
+        }
+        rc = plan_read(path, &f, &p, err, sizeof err) == 0 ? PC_OK : PC_USER_ERROR;
+        if (rc != PC_OK)
+            fprintf(stderr, "pipec: %s\n", err);
+    } else {
+        rc = pc_front_file(&f, &dl, path, defs, ndefs);
+        if (rc == PC_OK)
+            rc = pc_plan_build(&dl, &f, &p);
+        diag_print(&dl, stderr);
+    }
+    if (rc == PC_OK && emit) {
+        FILE *o = open_out(out);
+        if (!o) {
+            rc = PC_SYSTEM_ERROR;
+        } else {
+            char title[256];
+            char *sched = pc_schedule_str(&f.cfg);
+            snprintf(title, sizeof title, "%s: %s, %d stages, %lld micro-batches", f.model.name, sched, f.part.stages,
+                     (long long)f.cfg.micro_batches);
+            free(sched);
+            if (!strcmp(emit, "sched"))
+                sched_text_write(o, &p.acts, f.part.chunks, f.cfg.place, title);
+            else if (!strcmp(emit, "svg"))
+                sched_emit_svg(o, &p.train, &p.train_sim, title);
+            else
+                sched_emit_trace(o, &p.train, &p.train_sim, title);
+            rc = close_out(o, out);
+        }
+    } else if (rc == PC_OK && out) {
+        char err[4400];
+        if (plan_write(out, &f, &p, err, sizeof err) != 0) {
+            fprintf(stderr, "pipec: %s\n", err);
             rc = PC_SYSTEM_ERROR;
         }
     }
+    if (rc == PC_OK && (list || stats || (!emit && !out))) {
+        if (list)
+            pc_listing(stdout, &f, &p);
+        if (stats && json)
+            pc_stats_json(stdout, &f, &p);
+        else if (stats)
+            pc_stats_text(stdout, &f, &p);
+        if (!list && !stats)
+            pc_summary_line(stdout, &f, &p);
+        rc = close_out(stdout, NULL);
+    }
+    pc_plan_free(&p);
     pc_front_free(&f);
     diag_free(&dl);
     free(defs);

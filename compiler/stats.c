@@ -1,6 +1,8 @@
 /* compiler/stats.c: the layer and stage tables of `pipec --stats`. */
 #include "stats.h"
 
+#include "listing.h"
+
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,14 +70,17 @@ char *pc_partition_str(const PcConfig *c)
     return buf;
 }
 
-void pc_summary_line(FILE *out, const PcFront *f)
+void pc_summary_line(FILE *out, const PcFront *f, const PcPlan *pl)
 {
     char p[32];
     char *s = pc_schedule_str(&f->cfg);
-    fprintf(out, "%s: %d layer%s, %s parameters, %lld stage%s x %lld chunk%s, schedule %s: ok\n", f->model.name,
+    fprintf(out, "%s: %d layer%s, %s parameters, %lld stage%s x %lld chunk%s, schedule %s", f->model.name,
             f->model.nlayers, f->model.nlayers == 1 ? "" : "s", pc_commas(f->model.total_params, p, sizeof p),
             (long long)f->cfg.stages, f->cfg.stages == 1 ? "" : "s", (long long)f->cfg.chunks,
             f->cfg.chunks == 1 ? "" : "s", s);
+    if (pl && pl->ok)
+        fprintf(out, ", predicted bubble %.1f%%", 100 * pl->train_sim.bubble);
+    fprintf(out, ": ok\n");
     free(s);
 }
 
@@ -87,7 +92,7 @@ static int part_of_layer(const PcPartition *pt, int layer)
     return -1;
 }
 
-void pc_stats_text(FILE *out, const PcFront *f)
+void pc_stats_text(FILE *out, const PcFront *f, const PcPlan *p)
 {
     const PcModel *m = &f->model;
     const PcConfig *c = &f->cfg;
@@ -180,13 +185,17 @@ void pc_stats_text(FILE *out, const PcFront *f)
     for (int t = 0; t < pt->nties; t++) {
         const PcTie *x = &pt->tie[t];
         const PcLayer *L = &m->layer[x->layer];
-        fprintf(out, "\ntied: layer %d (linear) uses the weight of layer %d (%s)%s", x->layer, x->owner, L->tie_label,
+        const char *owner = m->layer[x->owner].label ? m->layer[x->owner].label : "?";
+        (void)L;
+        fprintf(out, "\ntied: layer %d (linear) uses the weight of layer %d (%s)%s", x->layer, x->owner, owner,
                 x->cross_stage ? "" : ", on the same stage");
         if (x->cross_stage)
             fprintf(out, "; stages %d and %d each hold a copy, reduced by ReduceTiedGrads",
                     pt->stage_of_layer[x->owner], pt->stage_of_layer[x->layer]);
         fputc('\n', out);
     }
+    if (p)
+        pc_stats_ranks_text(out, f, p);
 }
 
 /* ---- JSON ------------------------------------------------------------ */
@@ -245,7 +254,7 @@ static void jio(FILE *out, const PcIO *io, int n)
     fputc(']', out);
 }
 
-void pc_stats_json(FILE *out, const PcFront *f)
+void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p)
 {
     const PcModel *m = &f->model;
     const PcConfig *c = &f->cfg;
@@ -347,7 +356,10 @@ void pc_stats_json(FILE *out, const PcFront *f)
                      ", \"send_bytes\": %" PRId64 "}%s\n",
                 nl, params, held, flops, sends, s + 1 < pt->stages ? "," : "");
     }
-    fprintf(out, "  ],\n  \"ties\": [");
+    fprintf(out, "  ],\n");
+    if (p)
+        pc_stats_ranks_json(out, f, p);
+    fprintf(out, "  \"ties\": [");
     for (int t = 0; t < pt->nties; t++)
         fprintf(out, "%s{\"layer\": %d, \"owner\": %d, \"cross_stage\": %s}", t ? ", " : "", pt->tie[t].layer,
                 pt->tie[t].owner, pt->tie[t].cross_stage ? "true" : "false");

@@ -6,11 +6,14 @@
 #include <stdio.h>
 
 #include "front.h"
+#include "planner.h"
 
-void pc_stats_text(FILE *out, const PcFront *f);
-void pc_stats_json(FILE *out, const PcFront *f);
-/* One line: "alexnet: 22 layers, 57,044,810 parameters, 2 stages x 1 chunk, 1f1b" */
-void pc_summary_line(FILE *out, const PcFront *f);
+/* p may be NULL (no schedule predictions). */
+void pc_stats_text(FILE *out, const PcFront *f, const PcPlan *p);
+void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p);
+/* One line: "alexnet: 22 layers, 57,044,810 parameters, 2 stages x 1 chunk,
+ * schedule 1f1b, predicted bubble 8.8%: ok" */
+void pc_summary_line(FILE *out, const PcFront *f, const PcPlan *p);
 /* 57044810 -> "57,044,810" */
 const char *pc_commas(int64_t v, char *buf, size_t size);
 /* The schedule and partition as written back in the DSL

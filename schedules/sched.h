@@ -218,9 +218,22 @@ int sched_build(const SchedParts *parts, const SchedActions *acts, int eval, con
 
 /* ---- text schedules ----------------------------------------------------- */
 
-/* "stage 1: F0 F1 B0 F2.1 I3 W3": reads actions; errors name file:line:col. */
-int sched_text_read(DiagList *dl, int src, int stages, int *chunks, SchedActions *out);
+/* The text format (docs/schedules.md):
+ *     # comments
+ *     stages: 4            (optional; checked against the pipeline)
+ *     chunks: 2            (optional; else the largest chunk used + 1)
+ *     placement: loop | v  (optional; default loop)
+ *     stage 0: F0 F1 B0 F2.1 I3 W3
+ * one line per stage, stages from 0, actions F, B, I, W with micro-batch
+ * and, after a dot, the chunk. Reads a registered source; every error names
+ * file:line:col. Returns 0 or -1 (reported). stages < 0: take the file's. */
+typedef struct SchedText {
+    int stages, chunks;
+    SchedPlacement place;
+    SchedActions acts;
+} SchedText;
+int sched_text_read(DiagList *dl, int src, int stages, SchedText *out);
 /* Writes actions in the same format (pipec --emit sched). */
-void sched_text_write(FILE *out, const SchedActions *acts, const char *header);
+void sched_text_write(FILE *out, const SchedActions *acts, int chunks, SchedPlacement place, const char *comment);
 
 #endif

@@ -82,8 +82,11 @@ START_TEST(schedules)
         {"zb-h2", PC_SCHED_ZB_H2, 1},
         {"zb-v", PC_SCHED_ZB_V, 2},
         {"dualpipev", PC_SCHED_DUALPIPEV, 2},
-        {"file(\"my.sched\")", PC_SCHED_FILE, 1},
+        {"file(\"/tmp/pipe-test-config-2.sched\")", PC_SCHED_FILE, 1},
     };
+    FILE *fp = fopen("/tmp/pipe-test-config-2.sched", "w");
+    fputs("stage 0: F0 B0\nstage 1: F0 B0\n", fp);
+    fclose(fp);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char buf[1024];
         snprintf(buf, sizeof buf, MODEL "pipeline { stages = 2; schedule = %s }\n", cases[i].text);
@@ -224,11 +227,16 @@ START_TEST(overrides)
     ck_assert_int_eq(t->f.cfg.data.pad, 0);
     t_free(t);
     /* a block the file does not have is created */
-    const char *d2[] = {"schedule=file(\"my.sched\")", "seed=3"};
+    FILE *fp = fopen("/tmp/pipe-test-config-1.sched", "w");
+    fputs("# two chunks on one stage\nstage 0: F0.0 F0.1 B0.1 B0.0\n", fp);
+    fclose(fp);
+    const char *d2[] = {"schedule=file(\"/tmp/pipe-test-config-1.sched\")", "seed=3"};
     t = t_compile_defs(MODEL, d2, 2);
     ck_ok(t);
     ck_assert_int_eq(t->f.cfg.schedule, PC_SCHED_FILE);
-    ck_assert_str_eq(t->f.cfg.schedule_file, "my.sched");
+    ck_assert_str_eq(t->f.cfg.schedule_file, "/tmp/pipe-test-config-1.sched");
+    ck_assert_int_eq(t->f.cfg.chunks, 2); /* from the file */
+    ck_assert_int_eq(t->f.part.nparts, 2);
     ck_assert_int_eq(t->f.cfg.seed, 3);
     t_free(t);
 }

@@ -189,7 +189,7 @@ for ex in "$SRC"/examples/*.pipe; do
     check "$(basename "$ex") compiles" 0 --out ': ok$'
 done
 run "$ALEXNET"
-check "alexnet's summary line" 0 --out '^alexnet: 22 layers, 57,044,810 parameters, 2 stages x 1 chunk, schedule 1f1b: ok$'
+check "alexnet's summary line" 0 --out '^alexnet: 22 layers, 57,044,810 parameters, 2 stages x 1 chunk, schedule 1f1b, predicted bubble [0-9.]+%: ok$'
 
 run "$ALEXNET" --stats
 check "--stats prints the layer table" 0 \
@@ -241,9 +241,12 @@ run "$ALEXNET" --stats --json -D "schedule=interleaved(chunks = 2)"
 check "-D \"schedule=interleaved(chunks = 2)\" exits 0" 0
 json "-D schedule=interleaved(chunks = 2) gives chunks 2" \
     'j["pipeline"]["chunks"] == 2 and j["pipeline"]["schedule"] == "interleaved(chunks = 2)" and len(j["parts"]) == 4 and {L["chunk"] for L in j["layers"]} == {0, 1}'
-run "$ALEXNET" --stats --json -D 'schedule=file("my.sched")'
+printf 'stage 0: F0 F1 B0 B1\nstage 1: F0 B0 F1 B1\n' >"$TMP/my.sched"
+run "$ALEXNET" --stats --json -D micro_batches=2 -D "schedule=file(\"$TMP/my.sched\")"
 check "-D 'schedule=file(\"my.sched\")' is accepted" 0
-json "-D schedule=file(...) shows in the JSON" 'j["pipeline"]["schedule"] == "file(\"my.sched\")"'
+json "-D schedule=file(...) shows in the JSON" "j['pipeline']['schedule'] == 'file(\"$TMP/my.sched\")'"
+run "$ALEXNET" -D 'schedule=file("no-such.sched")'
+check "a missing schedule file is a located error" 1 --err 'cannot open schedule file'
 run "$ALEXNET" -D "optimizer=sgd(lr = 0.1)"
 check "-D \"optimizer=sgd(lr = 0.1)\" is accepted" 0 --out ': ok$'
 run "$ALEXNET" -D stages=4 -D micro_batches=8 -D partition=uniform --stats --json
@@ -278,7 +281,8 @@ check "-D =4 exits 1" 1 --stdout-empty --err 'key=value'
 
 # A long schedule path must come back whole, not cut at a fixed buffer.
 long=$TMP/$(printf 'schedule-dir-%d/' 1 2 3 4 5 6 7 8 9 10)run.sched
-run "$ALEXNET" --stats --json -D "schedule=file(\"$long\")"
+mkdir -p "$(dirname "$long")" && cp "$TMP/my.sched" "$long"
+run "$ALEXNET" --stats --json -D micro_batches=2 -D "schedule=file(\"$long\")"
 check "-D with a long schedule file path exits 0" 0
 json "a long schedule file path survives in the JSON" "j['pipeline']['schedule'] == 'file(\"$long\")'" \
     "j['pipeline']['schedule']"

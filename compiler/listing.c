@@ -1,0 +1,140 @@
+/* compiler/listing.c: the listing of a plan, and the predictions --stats
+ * prints. */
+#include "listing.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stats.h"
+
+const char *pc_time_text(double s, char *buf, size_t size)
+{
+    if (s >= 1)
+        snprintf(buf, size, "%.3f s", s);
+    else if (s >= 1e-3)
+        snprintf(buf, size, "%.3f ms", s * 1e3);
+    else
+        snprintf(buf, size, "%.3f us", s * 1e6);
+    return buf;
+}
+
+const char *pc_bytes_text(double b, char *buf, size_t size)
+{
+    if (b >= 1 << 30)
+        snprintf(buf, size, "%.2f GiB", b / (1 << 30));
+    else if (b >= 1 << 20)
+        snprintf(buf, size, "%.2f MiB", b / (1 << 20));
+    else if (b >= 1 << 10)
+        snprintf(buf, size, "%.2f KiB", b / (1 << 10));
+    else
+        snprintf(buf, size, "%.0f B", b);
+    return buf;
+}
+
+/* Bytes an instruction moves or loads, per micro-batch; 0 when none. */
+static double instr_bytes(const PcFront *f, const PcPlan *p, int stage, const SchedInstr *in)
+{
+    const PcPartition *pt = &f->part;
+    int k = sched_part(f->cfg.place, pt->stages, stage, in->chunk);
+    switch (in->op) {
+    case SCHED_SendActivation: return p->bytes_fwd[k];
+    case SCHED_RecvActivation: return k > 0 ? p->bytes_fwd[k - 1] : 0;
+    case SCHED_SendGrad: return k > 0 ? p->bytes_fwd[k - 1] : 0;
+    case SCHED_RecvGrad: return p->bytes_fwd[k];
+    default: return 0;
+    }
+}
+
+static void header(FILE *out, const PcFront *f, const PcPlan *p, const SchedSim *sim, int s, int eval)
+{
+    const PcPartition *pt = &f->part;
+    const SchedPlan *pl = eval ? &p->eval : &p->train;
+    char parts[128] = "";
+    size_t n = 0;
+    for (int c = 0; c < pt->chunks; c++) {
+        int k = sched_part(f->cfg.place, pt->stages, s, c);
+        n += snprintf(parts + n, sizeof parts - n, "%schunk %d = layers %d-%d", c ? ", " : "", c, pt->part[k].first,
+                      pt->part[k].last);
+        if (n >= sizeof parts)
+            break;
+    }
+    int nbuf = 0;
+    for (int c = 0; c < pt->chunks; c++)
+        nbuf += pl->nbuf[s * pt->chunks + c];
+    char dp[128], b1[32];
+    if (f->cfg.data_parallel)
+        snprintf(dp, sizeof dp, "ranks %lld-%lld (data-parallel index 0-%lld)", (long long)(s * f->cfg.data_parallel),
+                 (long long)(s * f->cfg.data_parallel + f->cfg.data_parallel - 1), (long long)(f->cfg.data_parallel - 1));
+    else
+        snprintf(dp, sizeof dp, "ranks r with r / dp = %d (data-parallel index r %% dp)", s);
+    fprintf(out, "\n%s stage %d: %s\n", eval ? "eval" : "train", s, dp);
+    fprintf(out, "  %s; %d buffer%s, peak %d live, %s; %d instructions\n", parts, nbuf, nbuf == 1 ? "" : "s",
+            sim->peak_buffers[s], pc_bytes_text(sim->peak_bytes[s], b1, sizeof b1), pl->prog[s].n);
+}
+
+static void program(FILE *out, const PcFront *f, const PcPlan *p, int eval)
+{
+    const SchedPlan *pl = eval ? &p->eval : &p->train;
+    const SchedSim *sim = eval ? &p->eval_sim : &p->train_sim;
+    for (int s = 0; s < pl->stages; s++) {
+        header(out, f, p, sim, s, eval);
+        for (int i = 0; i < pl->prog[s].n; i++) {
+            const SchedInstr *in = &pl->prog[s].ins[i];
+            char text[160];
+            sched_instr_text(in, text, sizeof text);
+            double b = instr_bytes(f, p, s, in);
+            if (b > 0)
+                fprintf(out, "  %6d  %-66s %12.0f B\n", i, text, b);
+            else
+                fprintf(out, "  %6d  %s\n", i, text);
+        }
+    }
+}
+
+void pc_listing(FILE *out, const PcFront *f, const PcPlan *p)
+{
+    char *sched = pc_schedule_str(&f->cfg), t1[32], t2[32];
+    fprintf(out, "plan for model %s: %d stage%s x %d chunk%s, schedule %s, %lld micro-batch%s of %lld\n",
+            f->model.name, f->part.stages, f->part.stages == 1 ? "" : "s", f->part.chunks,
+            f->part.chunks == 1 ? "" : "s", sched, (long long)f->cfg.micro_batches,
+            f->cfg.micro_batches == 1 ? "" : "es", (long long)f->cfg.micro_batch_size);
+    free(sched);
+    fprintf(out, "predicted (%.0f TFLOP/s per device%s): step %s, bubble %.1f%%; evaluation pass %s\n",
+            f->cfg.device_tflops, f->cfg.link_bandwidth > 0 ? ", links as set" : ", free communication",
+            pc_time_text(p->train_sim.step_time, t1, sizeof t1), 100 * p->train_sim.bubble,
+            pc_time_text(p->eval_sim.step_time, t2, sizeof t2));
+    fprintf(out, "columns: index, instruction, micro-batch, chunk, buffer, peer stage, link, bytes per transfer\n");
+    program(out, f, p, 0);
+    program(out, f, p, 1);
+}
+
+void pc_stats_ranks_text(FILE *out, const PcFront *f, const PcPlan *p)
+{
+    const SchedSim *sim = &p->train_sim;
+    char t[32], b[32], i[32];
+    fprintf(out, "\npredicted step %s at %.0f TFLOP/s per device, bubble %.1f%% (idle time over step time)\n",
+            pc_time_text(sim->step_time, t, sizeof t), f->cfg.device_tflops, 100 * sim->bubble);
+    fprintf(out, "%6s  %12s %12s %8s %12s %14s\n", "stage", "busy", "idle", "bubble", "peak bufs", "peak bytes");
+    for (int s = 0; s < f->part.stages; s++) {
+        double bub = sim->step_time > 0 ? sim->idle[s] / sim->step_time : 0;
+        fprintf(out, "%6d  %12s %12s %7.1f%% %12d %14s\n", s, pc_time_text(sim->busy[s], b, sizeof b),
+                pc_time_text(sim->idle[s], i, sizeof i), 100 * bub, sim->peak_buffers[s],
+                pc_bytes_text(sim->peak_bytes[s], t, sizeof t));
+    }
+}
+
+void pc_stats_ranks_json(FILE *out, const PcFront *f, const PcPlan *p)
+{
+    const SchedSim *sim = &p->train_sim;
+    fprintf(out, "  \"step_time\": %.9g,\n  \"bubble\": %.9g,\n  \"ranks\": [\n", sim->step_time, sim->bubble);
+    for (int s = 0; s < f->part.stages; s++) {
+        double bub = sim->step_time > 0 ? sim->idle[s] / sim->step_time : 0;
+        fprintf(out,
+                "    {\"rank\": %d, \"stage\": %d, \"busy\": %.9g, \"idle\": %.9g, \"bubble\": %.9g, \"peak_buffers\": %d, "
+                "\"peak_bytes\": %.0f}%s\n",
+                s, s, sim->busy[s], sim->idle[s], bub, sim->peak_buffers[s], sim->peak_bytes[s],
+                s + 1 < f->part.stages ? "," : "");
+    }
+    fprintf(out, "  ],\n");
+}

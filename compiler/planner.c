@@ -1,0 +1,157 @@
+/* compiler/planner.c: schedules for a compiled model (see planner.h). */
+#include "planner.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const SchedGenerator generators[PC_SCHED_COUNT] = {
+#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) gen,
+#include "schedules.def"
+#undef PC_SCHEDULE
+};
+static const int split_of[PC_SCHED_COUNT] = {
+#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) split,
+#include "schedules.def"
+#undef PC_SCHEDULE
+};
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    return p;
+}
+
+/* Reports a verification failure against the text schedule's line when
+ * there is one, else against the schedule setting. */
+static void report(DiagList *dl, const PcFront *f, const SchedPlan *pl, int stage, int pc, const char *what,
+                   const char *msg)
+{
+    char sched[64];
+    snprintf(sched, sizeof sched, "%s", pc_schedule_names[f->cfg.schedule]);
+    int line = 0;
+    if (pl->prog && stage >= 0 && stage < pl->stages && pc >= 0 && pc < pl->prog[stage].n)
+        line = pl->prog[stage].line[pc];
+    if (line > 0 && f->have_text) {
+        /* the text schedule is the last source registered for it */
+        int src = -1;
+        for (int i = 0; i < dl->nsrc; i++)
+            if (f->cfg.schedule_file && strstr(dl->src[i].name, f->cfg.schedule_file))
+                src = i;
+        diag_error(dl, ((SrcLoc){src, line, 1}), "%s: %s", what, msg);
+    } else {
+        SrcLoc at = f->cfg.schedule_loc.line ? f->cfg.schedule_loc : f->model.loc;
+        diag_error(dl, at, "schedule %s, %s: %s", sched, what, msg);
+    }
+}
+
+int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p)
+{
+    memset(p, 0, sizeof *p);
+    const PcConfig *c = &f->cfg;
+    const PcPartition *pt = &f->part;
+    int S = pt->stages, V = pt->chunks, P = pt->nparts, M = (int)c->micro_batches;
+    p->cost_f = xcalloc(P, sizeof *p->cost_f);
+    p->cost_b = xcalloc(P, sizeof *p->cost_b);
+    p->cost_i = xcalloc(P, sizeof *p->cost_i);
+    p->cost_w = xcalloc(P, sizeof *p->cost_w);
+    p->bytes_fwd = xcalloc(P, sizeof *p->bytes_fwd);
+    p->buf_bytes = xcalloc(P, sizeof *p->buf_bytes);
+    p->tied_stage = xcalloc(S, sizeof *p->tied_stage);
+    double rate = c->device_tflops * 1e12;
+    for (int k = 0; k < P; k++) {
+        const PcPart *q = &pt->part[k];
+        double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
+        p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
+        if (k + 1 < P && !pt->bnd[k].local)
+            p->bytes_fwd[k] = (double)pt->bnd[k].bytes;
+        double in = 0;
+        if (k == 0)
+            for (int j = 0; j < f->model.ninputs; j++)
+                in += (double)pc_tensor_elems(&f->model.input[j].t) * pc_dtype_size(f->model.input[j].t.dtype);
+        else
+            in = (double)pt->bnd[k - 1].bytes / (double)c->micro_batch_size;
+        double saved = 0;
+        for (int i = q->first; i <= q->last; i++) {
+            const PcLayer *L = &f->model.layer[i];
+            if (c->activation_checkpoint > 0)
+                saved += (i - q->first) % c->activation_checkpoint == 0 && i > q->first
+                             ? (double)f->model.layer[i - 1].act_bytes
+                             : 0;
+            else
+                saved += (double)pc_layer_saved_bytes(L);
+        }
+        p->buf_bytes[k] = (in + saved) * (double)c->micro_batch_size;
+    }
+    for (int t = 0; t < pt->nties; t++) {
+        p->tied_stage[pt->stage_of_layer[pt->tie[t].layer]] = 1;
+        p->tied_stage[pt->stage_of_layer[pt->tie[t].owner]] = 1;
+    }
+    p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd, c->link_bandwidth * 1e9,
+                            p->buf_bytes};
+    p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
+    p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
+    SchedSpec spec = {S, V, M, c->place, p->cost_f, p->cost_b, p->cost_i, p->cost_w};
+    char err[1024] = "";
+    sched_actions_init(&p->acts, S);
+    if (f->have_text) {
+        for (int s = 0; s < S; s++) {
+            const SchedList *from = &f->text.acts.stage[s];
+            for (int i = 0; i < from->n; i++) {
+                sched_push(&p->acts, s, (SchedKind)from->a[i].kind, from->a[i].mb, from->a[i].chunk);
+                p->acts.stage[s].a[i].line = from->a[i].line;
+            }
+        }
+    } else if (generators[c->schedule](&spec, &p->acts, err, sizeof err) != 0) {
+        diag_error(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc, "schedule %s: %s",
+                   pc_schedule_names[c->schedule], err);
+        return PC_USER_ERROR;
+    }
+    (void)split_of;
+    if (sched_build(&p->parts, &p->acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {
+        report(dl, f, &p->train, -1, -1, "training program", err);
+        if (f->have_text && p->train.err_line > 0) {
+            dl->d[dl->n - 1].loc.line = p->train.err_line;
+        }
+        return PC_USER_ERROR;
+    }
+    if (!p->train_sim.ok) {
+        report(dl, f, &p->train, p->train_sim.err_stage, p->train_sim.err_pc, "training program", p->train_sim.error);
+        return PC_USER_ERROR;
+    }
+    if (!p->train.wgrad_in_order)
+        diag_warning(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc,
+                     "weight gradients do not accumulate in micro-batch order (%s): results will differ in the last "
+                     "bits from other schedules",
+                     p->train.note);
+    SchedActions ev;
+    sched_actions_init(&ev, S);
+    sched_gen_eval(&spec, &ev, err, sizeof err);
+    int rc = sched_build(&p->eval_parts, &ev, 1, &p->costs, &p->eval, &p->eval_sim, err, sizeof err);
+    sched_actions_free(&ev);
+    if (rc != 0 || !p->eval_sim.ok) {
+        report(dl, f, &p->eval, p->eval_sim.err_stage, p->eval_sim.err_pc, "evaluation program",
+               rc ? err : p->eval_sim.error);
+        return PC_USER_ERROR;
+    }
+    p->ok = 1;
+    return PC_OK;
+}
+
+void pc_plan_free(PcPlan *p)
+{
+    sched_actions_free(&p->acts);
+    sched_plan_free(&p->train);
+    sched_plan_free(&p->eval);
+    if (p->train_sim.stages)
+        sched_sim_free(&p->train_sim);
+    if (p->eval_sim.stages)
+        sched_sim_free(&p->eval_sim);
+    free(p->cost_f), free(p->cost_b), free(p->cost_i), free(p->cost_w);
+    free(p->bytes_fwd), free(p->buf_bytes), free(p->tied_stage);
+    memset(p, 0, sizeof *p);
+}
