@@ -194,7 +194,7 @@ int main(int argc, char **argv)
     } else {
         rc = pc_front_file(&f, &dl, path, defs, ndefs);
         if (rc == PC_OK)
-            rc = pc_plan_build(&dl, &f, &p);
+            rc = pc_plan_build(&dl, &f, &p, emit && strcmp(emit, "sched") != 0);
         diag_print(&dl, stderr);
     }
     if (rc == PC_OK && emit) {

@@ -105,8 +105,24 @@ static void put_data(Out *o, Out *s, const PcData *d)
     put_i64(o, d->samples);
 }
 
+static void reserve(Out *o, size_t extra)
+{
+    if (o->n + extra <= o->cap)
+        return;
+    o->cap = o->n + extra;
+    o->d = realloc(o->d, o->cap);
+    if (!o->d) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+}
+
 static void put_program(Out *o, const SchedPlan *pl)
 {
+    size_t need = 20 + 4 * (size_t)pl->stages * pl->chunks;
+    for (int s = 0; s < pl->stages; s++)
+        need += 4 + 16 * (size_t)pl->prog[s].n;
+    reserve(o, need);
     put_u32(o, (uint32_t)pl->stages);
     put_u32(o, (uint32_t)pl->chunks);
     put_u32(o, (uint32_t)pl->micro_batches);
@@ -114,8 +130,15 @@ static void put_program(Out *o, const SchedPlan *pl)
     put_u32(o, (uint32_t)pl->eval);
     for (int i = 0; i < pl->stages * pl->chunks; i++)
         put_u32(o, (uint32_t)pl->nbuf[i]);
+    const uint32_t probe = 1;
+    int little = *(const unsigned char *)&probe == 1;
+    _Static_assert(sizeof(SchedInstr) == 16, "SchedInstr is the 16-byte on-disk record");
     for (int s = 0; s < pl->stages; s++) {
         put_u32(o, (uint32_t)pl->prog[s].n);
+        if (little) { /* the in-memory record is the file's: copy it whole */
+            put(o, pl->prog[s].ins, (size_t)pl->prog[s].n * 16);
+            continue;
+        }
         for (int i = 0; i < pl->prog[s].n; i++) {
             const SchedInstr *in = &pl->prog[s].ins[i];
             unsigned char b[16];
@@ -255,6 +278,10 @@ void plan_encode(const PcFront *f, const PcPlan *p, unsigned char **data, size_t
     put(S, "", 1); /* the section ends in a NUL, so every offset reads a terminated string */
 
     Out file = {0};
+    size_t total = HEADER + (size_t)(SEC_COUNT - 1) * 24;
+    for (int i = 1; i < SEC_COUNT; i++)
+        total += sec[i].n + 8;
+    reserve(&file, total);
     unsigned char zero[HEADER];
     memset(zero, 0, sizeof zero);
     put(&file, zero, HEADER);
@@ -801,8 +828,9 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
         pc_front_free(f);
         return -1;
     }
+    /* a read plan is for listing and running: no per-instruction timeline */
     p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd, c->link_bandwidth * 1e9,
-                            p->buf_bytes};
+                            p->buf_bytes, 1};
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
     sched_actions_init(&p->acts, S);

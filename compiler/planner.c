@@ -49,7 +49,7 @@ static void report(DiagList *dl, const PcFront *f, const SchedPlan *pl, int stag
     }
 }
 
-int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p)
+int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
 {
     memset(p, 0, sizeof *p);
     const PcConfig *c = &f->cfg;
@@ -92,7 +92,7 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p)
         p->tied_stage[pt->stage_of_layer[pt->tie[t].owner]] = 1;
     }
     p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd, c->link_bandwidth * 1e9,
-                            p->buf_bytes};
+                            p->buf_bytes, !timeline};
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
     SchedSpec spec = {S, V, M, c->place, p->cost_f, p->cost_b, p->cost_i, p->cost_w};

@@ -25,8 +25,9 @@ typedef struct PcPlan {
 
 /* Returns PC_OK, or PC_USER_ERROR after reporting (a schedule that does
  * not verify, with the stage, instruction and micro-batch, and for a text
- * schedule the file and line). */
-int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p);
+ * schedule the file and line). timeline: keep every instruction's
+ * simulated start and end (for pictures). */
+int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline);
 void pc_plan_free(PcPlan *p);
 
 #endif

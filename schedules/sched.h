@@ -178,6 +178,7 @@ typedef struct SchedCosts {
     const double *bytes_fwd;        /* per part k < P-1: bytes sent to part k+1 */
     double link_bandwidth;          /* bytes per second; 0: free */
     const double *buf_bytes;        /* per part: bytes of one activation buffer */
+    int no_timeline;                /* skip start/end per instruction (only pictures need them) */
 } SchedCosts;
 
 typedef struct SchedSim {
@@ -190,7 +191,7 @@ typedef struct SchedSim {
     double bubble;            /* total idle / (stages * step_time) */
     int *peak_buffers;        /* [stages] */
     double *peak_bytes;       /* [stages] */
-    double **start, **end;    /* [stage][pc] */
+    double **start, **end;    /* [stage][pc]; NULL rows when costs->no_timeline */
     double **peer_time;       /* [stage][pc]: for a receive, when its matching send ran */
     int *stuck_pc;            /* [stage]: after a deadlock, where each stage waits (-1: finished) */
     int *stuck_recv_pc;       /* [stage]: when waiting in a send, the pc of the matching receive */

@@ -421,7 +421,8 @@ static void step(Vm *vm, int s)
                 return;
             }
             double start = vm->buffered || t > ch->post_time[q] ? t : ch->post_time[q];
-            o->peer_time[ch->dst][ch->recv_stage_pc[q]] = t;
+            if (o->peer_time[ch->dst])
+                o->peer_time[ch->dst][ch->recv_stage_pc[q]] = t;
             ch->arrive[q] = start;
             if (vm->costs && vm->costs->link_bandwidth > 0 && vm->costs->bytes_fwd) {
                 int k = part_of(vm, s, in->chunk);
@@ -432,8 +433,8 @@ static void step(Vm *vm, int s)
             if (vm->wait[ch->dst] == W_DATA)
                 wake(vm, ch->dst);
             end = t;
-            o->start[s][pc] = start;
-            o->end[s][pc] = ch->arrive[q];
+            if (o->start[s])
+                o->start[s][pc] = start, o->end[s][pc] = ch->arrive[q];
             vm->wait[s] = W_NONE;
             vm->pc[s]++;
             continue;
@@ -479,8 +480,8 @@ static void step(Vm *vm, int s)
                     start = ch->arrive[q];
             }
             end = start + op_cost(vm, in, s);
-            o->start[s][pc] = start;
-            o->end[s][pc] = end;
+            if (o->start[s])
+                o->start[s][pc] = start, o->end[s][pc] = end;
             o->busy[s] += end - start;
             vm->clock[s] = end;
             if (in->op == SCHED_Forward)
@@ -530,8 +531,8 @@ static void step(Vm *vm, int s)
             fail(vm, s, pc, "stage %d pc %d: unknown opcode %u", s, pc, in->op);
             return;
         }
-        o->start[s][pc] = t;
-        o->end[s][pc] = end;
+        if (o->start[s])
+            o->start[s][pc] = t, o->end[s][pc] = end;
         vm->wait[s] = W_NONE;
         vm->pc[s]++;
     }
@@ -595,10 +596,20 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     out->peer_time = xcalloc(S, sizeof *out->peer_time);
     out->stuck_pc = xcalloc(S, sizeof *out->stuck_pc);
     out->stuck_recv_pc = xcalloc(S, sizeof *out->stuck_recv_pc);
-    for (int s = 0; s < S; s++) {
-        out->start[s] = xcalloc(plan->prog[s].n, sizeof **out->start);
-        out->end[s] = xcalloc(plan->prog[s].n, sizeof **out->end);
-        out->peer_time[s] = xcalloc(plan->prog[s].n, sizeof **out->peer_time);
+    /* one block for the three timelines: [start | end | peer_time] per stage;
+     * a big plan compiled without pictures skips them (a third of pipec's
+     * memory), leaving the rows NULL */
+    int timeline = !(costs && costs->no_timeline);
+    for (int s = 0; s < S && timeline; s++) {
+        size_t n = plan->prog[s].n ? (size_t)plan->prog[s].n : 1;
+        out->start[s] = calloc(3 * n, sizeof **out->start);
+        if (!out->start[s]) {
+            fputs("pipe: out of memory\n", stderr);
+            exit(2);
+        }
+        out->end[s] = out->start[s] + n;
+        out->peer_time[s] = out->start[s] + 2 * n;
+
     }
     vm.hcap = 64;
     while (vm.hcap < 8 * S)
@@ -691,11 +702,8 @@ void sched_simulate_buffered(const SchedPlan *plan, const SchedParts *parts, con
 
 void sched_sim_free(SchedSim *s)
 {
-    for (int i = 0; i < s->stages; i++) {
-        free(s->start[i]);
-        free(s->end[i]);
-        free(s->peer_time[i]);
-    }
+    for (int i = 0; i < s->stages; i++)
+        free(s->start[i]); /* end and peer_time live in the same block */
     free(s->start), free(s->end), free(s->peer_time), free(s->stuck_pc), free(s->stuck_recv_pc);
     free(s->busy), free(s->idle), free(s->peak_buffers), free(s->peak_bytes);
     memset(s, 0, sizeof *s);

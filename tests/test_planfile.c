@@ -23,7 +23,7 @@ static Compiled *compile(const char *example, const char *const *defs, int ndefs
     snprintf(path, sizeof path, "%s/examples/%s", PIPE_SOURCE_DIR, example);
     diag_init(&c->dl);
     ck_assert_int_eq(pc_front_file(&c->f, &c->dl, path, defs, ndefs), 0);
-    ck_assert_int_eq(pc_plan_build(&c->dl, &c->f, &c->p), 0);
+    ck_assert_int_eq(pc_plan_build(&c->dl, &c->f, &c->p, 0), 0);
     plan_encode(&c->f, &c->p, &c->bin, &c->len);
     return c;
 }
