@@ -49,6 +49,7 @@ static int read_schedule_file(PcFront *f, DiagList *dl)
     if (sched_text_read(dl, src, (int)f->cfg.stages, &f->text) != 0)
         return -1;
     f->have_text = 1;
+    f->text_src = src;
     f->cfg.chunks = f->text.chunks;
     f->cfg.place = f->text.place;
     return 0;

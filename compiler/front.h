@@ -18,6 +18,7 @@ typedef struct PcFront {
     const char *path;   /* the .pipe file, or NULL for text in memory */
     SchedText text;     /* schedule = file(...): the actions read from it */
     int have_text;
+    int text_src;       /* its source in the DiagList */
     PcConfig cfg;
     PcModel model;
     PcPartition part;

@@ -26,26 +26,23 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-/* Reports a verification failure against the text schedule's line when
- * there is one, else against the schedule setting. */
-static void report(DiagList *dl, const PcFront *f, const SchedPlan *pl, int stage, int pc, const char *what,
-                   const char *msg)
+/* The text-schedule line of instruction pc on stage, or 0. */
+static int line_of(const SchedPlan *pl, int stage, int pc)
 {
-    char sched[64];
-    snprintf(sched, sizeof sched, "%s", pc_schedule_names[f->cfg.schedule]);
-    int line = 0;
     if (pl->prog && stage >= 0 && stage < pl->stages && pc >= 0 && pc < pl->prog[stage].n)
-        line = pl->prog[stage].line[pc];
+        return pl->prog[stage].line[pc];
+    return 0;
+}
+
+/* Reports a failure against the text schedule's line when there is one,
+ * else against the schedule setting. */
+static void report(DiagList *dl, const PcFront *f, int line, const char *what, const char *msg)
+{
     if (line > 0 && f->have_text) {
-        /* the text schedule is the last source registered for it */
-        int src = -1;
-        for (int i = 0; i < dl->nsrc; i++)
-            if (f->cfg.schedule_file && strstr(dl->src[i].name, f->cfg.schedule_file))
-                src = i;
-        diag_error(dl, ((SrcLoc){src, line, 1}), "%s: %s", what, msg);
+        diag_error(dl, ((SrcLoc){f->text_src, line, 1}), "%s: %s", what, msg);
     } else {
         SrcLoc at = f->cfg.schedule_loc.line ? f->cfg.schedule_loc : f->model.loc;
-        diag_error(dl, at, "schedule %s, %s: %s", sched, what, msg);
+        diag_error(dl, at, "schedule %s, %s: %s", pc_schedule_names[f->cfg.schedule], what, msg);
     }
 }
 
@@ -113,14 +110,12 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
     }
     (void)split_of;
     if (sched_build(&p->parts, &p->acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {
-        report(dl, f, &p->train, -1, -1, "training program", err);
-        if (f->have_text && p->train.err_line > 0) {
-            dl->d[dl->n - 1].loc.line = p->train.err_line;
-        }
+        report(dl, f, p->train.err_line, "training program", err);
         return PC_USER_ERROR;
     }
     if (!p->train_sim.ok) {
-        report(dl, f, &p->train, p->train_sim.err_stage, p->train_sim.err_pc, "training program", p->train_sim.error);
+        report(dl, f, line_of(&p->train, p->train_sim.err_stage, p->train_sim.err_pc), "training program",
+               p->train_sim.error);
         return PC_USER_ERROR;
     }
     if (!p->train.wgrad_in_order)
@@ -134,8 +129,7 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
     int rc = sched_build(&p->eval_parts, &ev, 1, &p->costs, &p->eval, &p->eval_sim, err, sizeof err);
     sched_actions_free(&ev);
     if (rc != 0 || !p->eval_sim.ok) {
-        report(dl, f, &p->eval, p->eval_sim.err_stage, p->eval_sim.err_pc, "evaluation program",
-               rc ? err : p->eval_sim.error);
+        report(dl, f, 0, "evaluation program", rc ? err : p->eval_sim.error);
         return PC_USER_ERROR;
     }
     p->ok = 1;

@@ -329,5 +329,46 @@ if command -v timeout >/dev/null; then
     check "adaptive_avgpool2d(10^11) is rejected within 5 s (124: timed out)" 1 --stdout-empty --err 'too large'
 fi
 
+
+# ---- plans, listings, emitted schedules and pictures
+
+GPT="$SRC/examples/gpt_tiny.pipe"
+run "$GPT" -o "$TMP/gpt.bin"
+check "-o writes a plan" 0 --stdout-empty
+[ -s "$TMP/gpt.bin" ] && head -c 8 "$TMP/gpt.bin" | grep -q PIPEPLAN && ok "plan.bin starts with PIPEPLAN" || not_ok "plan.bin starts with PIPEPLAN"
+run "$GPT" --list
+check "--list of the .pipe" 0 --out '^train stage 3:' --out '^  +[0-9]+  ReduceTiedGrads' --out '^eval stage 0:'
+cp "$OUT" "$TMP/list-from-pipe"
+run "$TMP/gpt.bin" --list
+check "--list of plan.bin" 0
+cmp -s "$OUT" "$TMP/list-from-pipe" && ok "--list prints the same from plan.bin as from the .pipe" \
+    || not_ok "--list prints the same from plan.bin as from the .pipe"
+run "$TMP/gpt.bin" --stats --json
+check "--stats --json of plan.bin" 0
+json "plan.bin stats have ranks, step_time and bubble" \
+    'len(j["ranks"]) == 4 and j["step_time"] > 0 and 0 <= j["bubble"] < 1 and all(set(r) >= {"rank", "stage", "busy", "idle", "bubble", "peak_buffers", "peak_bytes"} for r in j["ranks"])'
+head -c 100 "$TMP/gpt.bin" >"$TMP/cut.bin"
+run "$TMP/cut.bin" --list
+check "a cut plan.bin is a clear error" 1 --stdout-empty --err 'corrupted plan'
+run "$GPT" --emit sched -o "$TMP/gpt.sched"
+check "--emit sched" 0 --stdout-empty
+grep -q '^stage 3: F0.0 ' "$TMP/gpt.sched" && ok "the emitted schedule has one line per stage" || not_ok "the emitted schedule has one line per stage"
+run "$GPT" -D "schedule=file(\"$TMP/gpt.sched\")" --list
+check "the emitted schedule compiles again" 0
+diff <(sed -n '/^train stage 0/,$p' "$OUT") <(sed -n '/^train stage 0/,$p' "$TMP/list-from-pipe") >/dev/null \
+    && ok "and lists the same instructions" || not_ok "and lists the same instructions"
+run "$GPT" --emit svg -o "$TMP/gpt.svg"
+check "--emit svg" 0
+"$PY" -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$TMP/gpt.svg" 2>/dev/null \
+    && ok "the SVG is well-formed XML" || not_ok "the SVG is well-formed XML"
+run "$GPT" --emit trace
+check "--emit trace to stdout" 0
+"$PY" -c 'import json, sys; t = json.load(open(sys.argv[1])); assert len(t["traceEvents"]) > 100' "$OUT" 2>/dev/null \
+    && ok "the trace is JSON with events" || not_ok "the trace is JSON with events"
+run "$GPT" --emit png
+check "--emit with an unknown kind" 1 --err 'sched, svg or trace'
+run "$TMP/gpt.bin" -o "$TMP/again.bin"
+check "a compiled plan takes --list or --stats only" 1 --err 'compiled plan'
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
