@@ -42,6 +42,8 @@ static void usage(FILE *out)
           "                    accepts (-D stages=4, -D \"schedule=interleaved(chunks = 2)\");\n"
           "                    may repeat\n"
           "  --layers          list the DSL's layers and their arguments\n"
+          "  --schedules       list the schedules\n"
+          "  --ops             the instruction set, as a Markdown table\n"
           "  --help            this text\n"
           "  --version         the version\n"
           "\n"
@@ -56,6 +58,29 @@ static void list_layers(void)
     }
     for (int i = 0; i < PC_LOSS_COUNT; i++)
         printf("loss %-15s\n    %s\n", pc_loss_names[i], pc_loss_docs[i]);
+}
+
+static void list_schedules(void)
+{
+    static const char *const place[] = {"loop", "v"};
+    for (int i = 0; i < PC_SCHED_COUNT; i++)
+        printf("%-12s (%s)  placement %s\n    %s\n", pc_schedule_names[i], pc_schedule_sigs[i],
+               place[pc_schedule_place[i]], pc_schedule_docs[i]);
+}
+
+static void list_ops(void)
+{
+    printf("| opcode | instruction | operands | meaning |\n|---|---|---|---|\n");
+    for (int i = 0; i < SCHED_NOPS; i++) {
+        unsigned o = sched_op_operands[i];
+        char ops[64] = "";
+        size_t n = 0;
+        static const char *const names[] = {"mb", "chunk", "buf", "peer", "link"};
+        for (int b = 0; b < 5; b++)
+            if (o & (1u << b))
+                n += snprintf(ops + n, sizeof ops - n, "%s%s", n ? ", " : "", names[b]);
+        printf("| %d | `%s` | %s | %s |\n", i, sched_op_names[i], n ? ops : "-", sched_op_docs[i]);
+    }
 }
 
 static int is_plan(const char *path)
@@ -114,6 +139,13 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--layers")) {
             list_layers();
+            free(defs);
+            return 0;
+        } else if (!strcmp(a, "--schedules") || !strcmp(a, "--ops")) {
+            if (a[2] == 's')
+                list_schedules();
+            else
+                list_ops();
             free(defs);
             return 0;
         } else if (!strcmp(a, "--stats")) {
