@@ -357,6 +357,7 @@ typedef struct In {
     const unsigned char *d;
     size_t n, at, base;     /* the section's bytes; base: its offset in the file */
     int sec;
+    SchedPlacement place;   /* CONFIG's, for checking the programs */
     const char *strs;       /* the STRINGS section */
     size_t nstrs;
     char *err;
@@ -533,6 +534,8 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
     }
     pl->stages = stages, pl->chunks = chunks, pl->micro_batches = mbs;
     pl->place = (SchedPlacement)get_enum(in, 2, "placement");
+    if (!in->bad && pl->place != in->place)
+        bad(in, "the program's placement differs from the settings'");
     pl->eval = (int)get_enum(in, 2, "eval flag");
     if (!in->bad && pl->eval != eval)
         bad(in, "the program's eval flag is %d", pl->eval);
@@ -570,8 +573,13 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
     memset(f, 0, sizeof *f);
     memset(p, 0, sizeof *p);
     In in = {.d = d, .n = len, .err = err, .errsize = errsize};
-    if (len < HEADER || memcmp(d, "PIPEPLAN", 8) != 0) {
+    if (len < 8 || memcmp(d, "PIPEPLAN", 8) != 0) {
         snprintf(err, errsize, "not a pipe plan (no PIPEPLAN magic at offset 0)");
+        return -1;
+    }
+    if (len < HEADER) {
+        snprintf(err, errsize, "corrupted plan: header: the file is %zu bytes, shorter than the %d-byte header", len,
+                 HEADER);
         return -1;
     }
     in.at = 8;
@@ -588,9 +596,13 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
         snprintf(err, errsize, "corrupted plan: header at offset 12: byte-order probe is 0x%08x, not 0x01020304", probe);
         return -1;
     }
-    if (hdr != HEADER || size != len) {
-        snprintf(err, errsize, "corrupted plan: header at offset %d: the file is %zu bytes, the header says %llu%s",
-                 hdr != HEADER ? 20 : 32, len, (unsigned long long)size, size < len ? "" : " (truncated?)");
+    if (hdr != HEADER) {
+        snprintf(err, errsize, "corrupted plan: header at offset 20: header size %u, not %d", hdr, HEADER);
+        return -1;
+    }
+    if (size != len) {
+        snprintf(err, errsize, "corrupted plan: header at offset 32: the file is %zu bytes, the header says %llu%s", len,
+                 (unsigned long long)size, size > len ? " (truncated?)" : "");
         return -1;
     }
     uint32_t got = (uint32_t)crc32(0L, d + HEADER, (uInt)(len - HEADER));
@@ -815,6 +827,7 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
         for (int s = 0; s < S && !in.bad; s++)
             p->tied_stage[s] = get_i32(&in) != 0;
     }
+    in.place = c->place;
     if (!in.bad) {
         SECTION(SEC_TRAIN);
         get_program(&in, &p->train, S, V, M, 0);

@@ -399,14 +399,14 @@ int sched_build(const SchedParts *pp, const SchedActions *acts, int eval, const 
             break;
         }
         sched_verify(plan, pp, costs, sim);
-        if (sim->ok || round > 100000)
+        if (sim->ok || !sim->deadlock || round > 100000)
             break;
         /* a deadlock: hoist the receive of each stuck send to just before
          * where its receiver waits */
         int moved = 0;
         for (int s = 0; s < S; s++) {
             int rpc = sim->stuck_recv_pc[s];
-            if (rpc < 0)
+            if (rpc < 0 || sim->stuck_pc[s] < 0)
                 continue;
             const SchedInstr *snd = &plan->prog[s].ins[sim->stuck_pc[s]];
             int r = snd->peer;

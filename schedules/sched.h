@@ -193,6 +193,7 @@ typedef struct SchedSim {
     double *peak_bytes;       /* [stages] */
     double **start, **end;    /* [stage][pc]; NULL rows when costs->no_timeline */
     double **peer_time;       /* [stage][pc]: for a receive, when its matching send ran */
+    int deadlock;             /* !ok because every stage waits (the only failure lowering can repair) */
     int *stuck_pc;            /* [stage]: after a deadlock, where each stage waits (-1: finished) */
     int *stuck_recv_pc;       /* [stage]: when waiting in a send, the pc of the matching receive */
 } SchedSim;

@@ -60,6 +60,8 @@ typedef struct Slot {
 typedef enum { W_NONE, W_SEND, W_DATA, W_BARRIER } WaitKind;
 
 typedef struct Vm {
+    int *gin_mb;                /* [stage * V]: the micro-batch whose input gradient the chunk holds, -1 */
+    int *gin_sent;              /* [stage * V]: it has been sent (or needs no send) */
     int buffered;               /* sends never wait for their receive */
     const SchedPlan *plan;
     const SchedParts *parts;
@@ -406,11 +408,22 @@ static void step(Vm *vm, int s)
             int q = vm->cseq[s][pc];
             if (in->op == SCHED_SendActivation) {
                 Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
-                if (sl->mb != in->mb) {
+                if (sl->mb != in->mb || !sl->forwarded) {
                     char w[128];
                     where(vm, s, pc, w, sizeof w);
                     fail(vm, s, pc, "%s sends buffer %d, which holds %s", w, in->buf,
-                         sl->mb < 0 ? "nothing" : "another micro-batch");
+                         sl->mb != in->mb ? (sl->mb < 0 ? "nothing" : "another micro-batch")
+                                          : "no output yet (the send comes before its forward)");
+                    return;
+                }
+            } else {
+                int at = s * vm->V + in->chunk;
+                if (vm->gin_mb[at] != in->mb || vm->gin_sent[at]) {
+                    char w[128];
+                    where(vm, s, pc, w, sizeof w);
+                    fail(vm, s, pc, "%s sends an input gradient that %s", w,
+                         vm->gin_mb[at] != in->mb ? "no backward of this micro-batch has computed yet"
+                                                  : "was already sent");
                     return;
                 }
             }
@@ -420,6 +433,8 @@ static void step(Vm *vm, int s)
                 o->stuck_recv_pc[s] = ch->recv_stage_pc[q];
                 return;
             }
+            if (in->op == SCHED_SendGrad) /* it goes now: the area may be reused */
+                vm->gin_sent[s * vm->V + in->chunk] = 1;
             double start = vm->buffered || t > ch->post_time[q] ? t : ch->post_time[q];
             if (o->peer_time[ch->dst])
                 o->peer_time[ch->dst][ch->recv_stage_pc[q]] = t;
@@ -452,13 +467,17 @@ static void step(Vm *vm, int s)
                     return;
             } else {
                 Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
-                if (sl->mb != in->mb) {
+                if (sl->mb != in->mb || !sl->forwarded) {
                     char w[128];
                     where(vm, s, pc, w, sizeof w);
-                    fail(vm, s, pc, "%s: buffer %d of chunk %d holds %s, not micro-batch %d (backward before its forward?)",
-                         w, in->buf, in->chunk, sl->mb < 0 ? "nothing" : "another micro-batch", in->mb);
+                    if (sl->mb == in->mb)
+                        fail(vm, s, pc, "%s: backward before its forward", w);
+                    else
+                        fail(vm, s, pc, "%s: buffer %d of chunk %d holds %s, not micro-batch %d", w, in->buf, in->chunk,
+                             sl->mb < 0 ? "nothing" : "another micro-batch", in->mb);
                     return;
                 }
+
                 if (in->op != SCHED_BackwardWeight && check_link(vm, s, pc, in))
                     return;
             }
@@ -478,6 +497,25 @@ static void step(Vm *vm, int s)
                 }
                 if (ch->arrive[q] > start)
                     start = ch->arrive[q];
+            }
+        if (in->op == SCHED_Backward || in->op == SCHED_BackwardInput) {
+                /* the chunk's gradient area: the last one must have gone */
+                int at = s * vm->V + in->chunk;
+                int k = part_of(vm, s, in->chunk), st, lc;
+                int needs_send = k > 0;
+                if (k > 0) {
+                    sched_place(vm->plan->place, vm->S, k - 1, &st, &lc);
+                    needs_send = st != s;
+                }
+                if (vm->gin_mb[at] >= 0 && !vm->gin_sent[at]) {
+                    char w[128];
+                    where(vm, s, pc, w, sizeof w);
+                    fail(vm, s, pc, "%s overwrites the input gradient of micro-batch %d before it was sent", w,
+                         vm->gin_mb[at]);
+                    return;
+                }
+                vm->gin_mb[at] = in->mb;
+                vm->gin_sent[at] = !needs_send;
             }
             end = start + op_cost(vm, in, s);
             if (o->start[s])
@@ -596,6 +634,8 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     out->peer_time = xcalloc(S, sizeof *out->peer_time);
     out->stuck_pc = xcalloc(S, sizeof *out->stuck_pc);
     out->stuck_recv_pc = xcalloc(S, sizeof *out->stuck_recv_pc);
+    for (int s = 0; s < S; s++)
+        out->stuck_pc[s] = out->stuck_recv_pc[s] = -1;
     /* one block for the three timelines: [start | end | peer_time] per stage;
      * a big plan compiled without pictures skips them (a third of pipec's
      * memory), leaving the rows NULL */
@@ -628,6 +668,10 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
         for (int b = 0; b < plan->nbuf[i]; b++)
             vm.slot[i][b].mb = vm.slot[i][b].pend_chan = vm.slot[i][b].gpend_chan = -1;
     }
+    vm.gin_mb = xcalloc((size_t)S * V, sizeof *vm.gin_mb);
+    vm.gin_sent = xcalloc((size_t)S * V, sizeof *vm.gin_sent);
+    for (int i = 0; i < S * V; i++)
+        vm.gin_mb[i] = -1, vm.gin_sent[i] = 1;
     vm.live = xcalloc(S, sizeof *vm.live);
     vm.live_bytes = xcalloc(S, sizeof *vm.live_bytes);
     vm.wait = xcalloc(S, sizeof *vm.wait);
@@ -660,8 +704,10 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
             if (vm.wait[s] != W_SEND)
                 out->stuck_recv_pc[s] = -1;
         }
-        if (stuck && !vm.failed)
+        if (stuck && !vm.failed) {
             report_deadlock(&vm);
+            out->deadlock = 1;
+        }
     }
     if (out->ok) {
         double T = 0;
@@ -687,7 +733,7 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
         free(vm.slot[i]);
     free(vm.cid), free(vm.cseq), free(vm.pc), free(vm.clock), free(vm.slot), free(vm.live), free(vm.live_bytes);
     free(vm.wait), free(vm.wait_on), free(vm.queue), free(vm.queued), free(vm.at_tied), free(vm.at_all);
-    free(vm.hkeys), free(vm.hvals);
+    free(vm.hkeys), free(vm.hvals), free(vm.gin_mb), free(vm.gin_sent);
 }
 
 void sched_verify(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out)

@@ -87,6 +87,9 @@ START_TEST(text_schedule_errors)
         {"stage 0: F0B0\nstage 1: F0 B0\n", "pipe-test-planner-bad.sched:1:12: error: expected a space between actions"},
         {"chunks: 1\nstage 0: F0.1 B0.1\nstage 1: F0 B0\n", "chunk 1, but chunks: 1"},
         {"hello\n", "pipe-test-planner-bad.sched:1:1: error: expected 'stage N: actions'"},
+        /* stages disagreeing on the order of micro-batches (once a crash) */
+        {"stage 0: F0 F1 B0 B1\nstage 1: F1 B1 F0 B0\n", "pipe-test-planner-bad.sched:2:1: error: training program: "
+                                                           "mismatched send/receive"},
         /* order errors, at the action's line */
         {"stage 0: F0 F1 B0 B1\nstage 1:\n  \n", "stage 1: micro-batch 0 has no forward"},
         {"# comment\nstage 0: B0 F0\nstage 1: F0 B0\n", "pipe-test-planner-bad.sched:2:1: error: training program: stage 0, "

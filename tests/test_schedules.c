@@ -315,6 +315,33 @@ START_TEST(verifier_rejects_corrupted_programs)
     sched_verify(&pl, &pp, NULL, &sim);
     ck_assert_msg(sim.ok, "%s", sim.error);
     sched_sim_free(&sim);
+    /* a send before the data exists: stage 0 sends mb 0 before its forward */
+    SchedInstr a1 = pl.prog[0].ins[1], a3 = pl.prog[0].ins[3];
+    pl.prog[0].ins[1] = a3, pl.prog[0].ins[3] = a1;
+    sched_verify(&pl, &pp, NULL, &sim);
+    ck_assert(!sim.ok);
+    ck_assert_msg(strstr(sim.error, "no output yet (the send comes before its forward)"), "%s", sim.error);
+    sched_sim_free(&sim);
+    pl.prog[0].ins[1] = a1, pl.prog[0].ins[3] = a3;
+    /* stage 1 sends mb 0's gradient before its backward ran */
+    SchedInstr b3 = pl.prog[1].ins[3], b6 = pl.prog[1].ins[6];
+    pl.prog[1].ins[3] = b6, pl.prog[1].ins[6] = b3;
+    sched_verify(&pl, &pp, NULL, &sim);
+    ck_assert(!sim.ok);
+    ck_assert_msg(strstr(sim.error, "sends an input gradient that no backward of this micro-batch has computed yet"),
+                  "%s", sim.error);
+    sched_sim_free(&sim);
+    pl.prog[1].ins[3] = b3, pl.prog[1].ins[6] = b6;
+    /* stage 1's second backward overwrites mb 0's gradient before it went:
+     * move SendGrad mb 0 (pc 6) after Backward mb 1 (pc 8) */
+    SchedInstr s6 = pl.prog[1].ins[6];
+    pl.prog[1].ins[6] = pl.prog[1].ins[7];
+    pl.prog[1].ins[7] = pl.prog[1].ins[8];
+    pl.prog[1].ins[8] = s6;
+    sched_verify(&pl, &pp, NULL, &sim);
+    ck_assert(!sim.ok);
+    ck_assert_msg(strstr(sim.error, "overwrites the input gradient of micro-batch 0 before it was sent"), "%s", sim.error);
+    sched_sim_free(&sim);
     sched_plan_free(&pl);
     sched_actions_free(&a);
 }
