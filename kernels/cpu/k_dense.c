@@ -1,0 +1,351 @@
+/* kernels/cpu/k_dense.c: the CPU kernels with a spatial or matrix structure:
+ * linear (one cblas_sgemm over all rows), conv2d (im2col of one sample at a
+ * time, then cblas_sgemm), max / average / adaptive average pooling.
+ *
+ * Weight gradients are added into dw / db (sgemm with beta = 1, or one of
+ * the fixed-order sums of k_reduce.h added once); input gradients are
+ * overwritten. Every loop
+ * walks memory in a fixed order, so the same inputs give the same bits.
+ */
+#include "k_cpu.h"
+#include "k_reduce.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* BLAS takes int dimensions */
+#define K_BLAS_INT(x) (assert((x) >= 0 && (x) <= 0x7fffffff && "dimension fits a BLAS int"), (int)(x))
+
+/* ---- linear ------------------------------------------------------------------- */
+
+/* out (N, OUT) = b broadcast, then += in (N, IN) . w^T (OUT, IN) in one sgemm */
+void k_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
+                      int64_t out_f)
+{
+    int NR = K_BLAS_INT(n), NI = K_BLAS_INT(in_f), NO = K_BLAS_INT(out_f);
+    if (b)
+        for (int64_t i = 0; i < n; i++)
+            memcpy(out + i * out_f, b, (size_t)out_f * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, NR, NO, NI, 1.0f, in, NI, w, NI, b ? 1.0f : 0.0f, out, NO);
+}
+
+/* din (N, IN) = dout (N, OUT) . w (OUT, IN) */
+void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f)
+{
+    int NR = K_BLAS_INT(n), NI = K_BLAS_INT(in_f), NO = K_BLAS_INT(out_f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, NR, NI, NO, 1.0f, dout, NO, w, NI, 0.0f, din, NI);
+}
+
+/* dw (OUT, IN) += dout^T (OUT, N) . in (N, IN); db (OUT) += column sums of dout */
+void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
+                              int64_t out_f)
+{
+    int NR = K_BLAS_INT(n), NI = K_BLAS_INT(in_f), NO = K_BLAS_INT(out_f);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, NR, 1.0f, dout, NO, in, NI, 1.0f, dw, NI);
+    if (db)
+        k_colsum_add(db, dout, n, out_f);
+}
+
+/* ---- conv2d ------------------------------------------------------------------- */
+/* Per sample: col (K, P) with K = C*KH*KW (row (c, ki, kj)) and P = OH*OW;
+ * out (OC, P) = w (OC, K) . col. The backward input is dcol = w^T . dout,
+ * scattered back by col2im; the backward weight is dw += dout . col^T. */
+
+int64_t k_conv2d_scratch(const KConv *g)
+{
+    return g->c * g->kh * g->kw * g->oh * g->ow;
+}
+
+/* A 1x1 kernel with unit stride and no padding: col is the input itself. */
+static int conv_is_pointwise(const KConv *g)
+{
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+}
+
+/* Output columns ox whose input column ox*s - p + k lies in [0, len):
+ * [*lo, *hi). Shared by im2col and col2im so they agree on the border. */
+static void valid_range(int64_t k, int64_t s, int64_t p, int64_t len, int64_t olen, int64_t *lo, int64_t *hi)
+{
+    int64_t off = k - p; /* input index = ox * s + off */
+    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t h = len - off <= 0 ? 0 : (len - off + s - 1) / s; /* first ox with ox*s + off >= len */
+    if (h > olen)
+        h = olen;
+    if (l > h)
+        l = h;
+    *lo = l, *hi = h;
+}
+
+/* in (C, H, W) of one sample -> col (C*KH*KW, OH*OW) */
+static void im2col(float *col, const float *in, const KConv *g)
+{
+    int64_t P = g->oh * g->ow;
+    for (int64_t c = 0; c < g->c; c++)
+        for (int64_t ki = 0; ki < g->kh; ki++) {
+            int64_t ylo, yhi;
+            valid_range(ki, g->sh, g->ph, g->h, g->oh, &ylo, &yhi);
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                float *row = col + ((c * g->kh + ki) * g->kw + kj) * P; /* (OH, OW) */
+                int64_t xlo, xhi;
+                valid_range(kj, g->sw, g->pw, g->w, g->ow, &xlo, &xhi);
+                for (int64_t oy = 0; oy < g->oh; oy++) {
+                    float *dst = row + oy * g->ow;
+                    if (oy < ylo || oy >= yhi) {
+                        memset(dst, 0, (size_t)g->ow * sizeof(float));
+                        continue;
+                    }
+                    /* input row iy; column ox reads src[ox * sw + off] */
+                    const float *src = in + (c * g->h + oy * g->sh - g->ph + ki) * g->w;
+                    int64_t off = kj - g->pw;
+                    for (int64_t ox = 0; ox < xlo; ox++)
+                        dst[ox] = 0.0f;
+                    if (g->sw == 1 && xhi > xlo)
+                        memcpy(dst + xlo, src + xlo + off, (size_t)(xhi - xlo) * sizeof(float));
+                    else
+                        for (int64_t ox = xlo; ox < xhi; ox++)
+                            dst[ox] = src[ox * g->sw + off];
+                    for (int64_t ox = xhi; ox < g->ow; ox++)
+                        dst[ox] = 0.0f;
+                }
+            }
+        }
+}
+
+/* din (C, H, W) of one sample = scatter-add of col (C*KH*KW, OH*OW) */
+static void col2im(float *din, const float *col, const KConv *g)
+{
+    int64_t P = g->oh * g->ow;
+    memset(din, 0, (size_t)(g->c * g->h * g->w) * sizeof(float));
+    for (int64_t c = 0; c < g->c; c++)
+        for (int64_t ki = 0; ki < g->kh; ki++) {
+            int64_t ylo, yhi;
+            valid_range(ki, g->sh, g->ph, g->h, g->oh, &ylo, &yhi);
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                const float *row = col + ((c * g->kh + ki) * g->kw + kj) * P;
+                int64_t xlo, xhi;
+                valid_range(kj, g->sw, g->pw, g->w, g->ow, &xlo, &xhi);
+                for (int64_t oy = ylo; oy < yhi; oy++) {
+                    const float *src = row + oy * g->ow;
+                    float *dst = din + (c * g->h + oy * g->sh - g->ph + ki) * g->w;
+                    int64_t off = kj - g->pw;
+                    for (int64_t ox = xlo; ox < xhi; ox++)
+                        dst[ox * g->sw + off] += src[ox];
+                }
+            }
+        }
+}
+
+/* out (B, OC, OH, OW) = w (OC, C*KH*KW) . im2col(in[b]) + b */
+void k_conv2d_forward(float *out, const float *in, const float *w, const float *b, int64_t B, const KConv *g,
+                      float *scratch)
+{
+    int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, in_sz = g->c * g->h * g->w;
+    int OC = K_BLAS_INT(g->oc), KK = K_BLAS_INT(K), PP = K_BLAS_INT(P);
+    for (int64_t s = 0; s < B; s++) {
+        const float *x = in + s * in_sz;
+        float *y = out + s * g->oc * P; /* (OC, P) */
+        const float *col = x;
+        if (!conv_is_pointwise(g)) {
+            im2col(scratch, x, g);
+            col = scratch;
+        }
+        if (b)
+            for (int64_t o = 0; o < g->oc; o++)
+                for (int64_t p = 0; p < P; p++)
+                    y[o * P + p] = b[o];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, PP, KK, 1.0f, w, KK, col, PP, b ? 1.0f : 0.0f, y,
+                    PP);
+    }
+}
+
+/* din[b] = col2im(w^T (K, OC) . dout[b] (OC, P)) */
+void k_conv2d_backward_input(float *din, const float *dout, const float *w, int64_t B, const KConv *g, float *scratch)
+{
+    int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, in_sz = g->c * g->h * g->w;
+    int OC = K_BLAS_INT(g->oc), KK = K_BLAS_INT(K), PP = K_BLAS_INT(P);
+    int direct = conv_is_pointwise(g);
+    for (int64_t s = 0; s < B; s++) {
+        float *dx = din + s * in_sz;
+        const float *dy = dout + s * g->oc * P;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, KK, PP, OC, 1.0f, w, KK, dy, PP, 0.0f,
+                    direct ? dx : scratch, PP);
+        if (!direct)
+            col2im(dx, scratch, g);
+    }
+}
+
+/* dw (OC, K) += dout[b] (OC, P) . im2col(in[b])^T, sample by sample;
+ * db (OC) += sums of dout over samples and positions, in double */
+void k_conv2d_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t B, const KConv *g,
+                              float *scratch)
+{
+    int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, in_sz = g->c * g->h * g->w;
+    int OC = K_BLAS_INT(g->oc), KK = K_BLAS_INT(K), PP = K_BLAS_INT(P);
+    if (dw)
+        for (int64_t s = 0; s < B; s++) {
+            const float *x = in + s * in_sz, *col = x;
+            if (!conv_is_pointwise(g)) {
+                im2col(scratch, x, g);
+                col = scratch;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, KK, PP, 1.0f, dout + s * g->oc * P, PP, col, PP,
+                        1.0f, dw, KK);
+        }
+    if (db)
+        for (int64_t o = 0; o < g->oc; o++) {
+            double acc = 0.0;
+            for (int64_t s = 0; s < B; s++)
+                acc += k_row_sum(dout + (s * g->oc + o) * P, P);
+            db[o] += (float)acc;
+        }
+}
+
+/* ---- pooling ----------------------------------------------------------------------
+ * Output (oy, ox) reads input rows oy*sh - ph + [0, kh) and columns
+ * ox*sw - pw + [0, kw), clipped to the input. Planes (b, c) are independent,
+ * so every loop runs over B*C planes of (H, W) -> (OH, OW). */
+
+/* idx holds the position within its (H, W) plane, iy * W + ix, as PyTorch's
+ * max_pool2d_with_indices does. Padding is -inf, so it never wins; a NaN
+ * wins and propagates, as in ATen (the last NaN of the window is kept). */
+void k_maxpool2d_forward(float *out, int32_t *idx, const float *in, int64_t B, const KPool *g)
+{
+    int64_t planes = B * g->c, HW = g->h * g->w, OP = g->oh * g->ow;
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *x = in + pl * HW;
+        float *y = out + pl * OP;
+        int32_t *ix_out = idx + pl * OP;
+        for (int64_t oy = 0; oy < g->oh; oy++) {
+            int64_t y0 = oy * g->sh - g->ph, y1 = y0 + g->kh;
+            y0 = y0 < 0 ? 0 : y0, y1 = y1 > g->h ? g->h : y1;
+            for (int64_t ox = 0; ox < g->ow; ox++) {
+                int64_t x0 = ox * g->sw - g->pw, x1 = x0 + g->kw;
+                x0 = x0 < 0 ? 0 : x0, x1 = x1 > g->w ? g->w : x1;
+                /* start from the window's first real element: the max even
+                 * when every element is -inf */
+                int64_t best = y0 * g->w + x0;
+                float bv = x[best];
+                for (int64_t iy = y0; iy < y1; iy++)
+                    for (int64_t ix = x0; ix < x1; ix++) {
+                        float v = x[iy * g->w + ix];
+                        if (v > bv || isnan(v))
+                            bv = v, best = iy * g->w + ix;
+                    }
+                y[oy * g->ow + ox] = bv;
+                ix_out[oy * g->ow + ox] = (int32_t)best;
+            }
+        }
+    }
+}
+
+void k_maxpool2d_backward(float *din, const float *dout, const int32_t *idx, int64_t B, const KPool *g)
+{
+    int64_t planes = B * g->c, HW = g->h * g->w, OP = g->oh * g->ow;
+    memset(din, 0, (size_t)(planes * HW) * sizeof(float));
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t o = 0; o < OP; o++)
+            din[pl * HW + idx[pl * OP + o]] += dout[pl * OP + o];
+}
+
+/* The contract says no padding; a nonzero ph / pw is honoured the way
+ * PyTorch's default (count_include_pad) does: zeros in, divisor kh * kw. */
+void k_avgpool2d_forward(float *out, const float *in, int64_t B, const KPool *g)
+{
+    int64_t planes = B * g->c, HW = g->h * g->w, OP = g->oh * g->ow;
+    float div = (float)(g->kh * g->kw);
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *x = in + pl * HW;
+        float *y = out + pl * OP;
+        for (int64_t oy = 0; oy < g->oh; oy++) {
+            int64_t y0 = oy * g->sh - g->ph, y1 = y0 + g->kh;
+            y0 = y0 < 0 ? 0 : y0, y1 = y1 > g->h ? g->h : y1;
+            for (int64_t ox = 0; ox < g->ow; ox++) {
+                int64_t x0 = ox * g->sw - g->pw, x1 = x0 + g->kw;
+                x0 = x0 < 0 ? 0 : x0, x1 = x1 > g->w ? g->w : x1;
+                float s = 0.0f;
+                for (int64_t iy = y0; iy < y1; iy++)
+                    for (int64_t ix = x0; ix < x1; ix++)
+                        s += x[iy * g->w + ix];
+                y[oy * g->ow + ox] = s / div;
+            }
+        }
+    }
+}
+
+void k_avgpool2d_backward(float *din, const float *dout, int64_t B, const KPool *g)
+{
+    int64_t planes = B * g->c, HW = g->h * g->w, OP = g->oh * g->ow;
+    float div = (float)(g->kh * g->kw);
+    memset(din, 0, (size_t)(planes * HW) * sizeof(float));
+    for (int64_t pl = 0; pl < planes; pl++) {
+        float *dx = din + pl * HW;
+        const float *dy = dout + pl * OP;
+        for (int64_t oy = 0; oy < g->oh; oy++) {
+            int64_t y0 = oy * g->sh - g->ph, y1 = y0 + g->kh;
+            y0 = y0 < 0 ? 0 : y0, y1 = y1 > g->h ? g->h : y1;
+            for (int64_t ox = 0; ox < g->ow; ox++) {
+                int64_t x0 = ox * g->sw - g->pw, x1 = x0 + g->kw;
+                x0 = x0 < 0 ? 0 : x0, x1 = x1 > g->w ? g->w : x1;
+                float gv = dy[oy * g->ow + ox] / div;
+                for (int64_t iy = y0; iy < y1; iy++)
+                    for (int64_t ix = x0; ix < x1; ix++)
+                        dx[iy * g->w + ix] += gv;
+            }
+        }
+    }
+}
+
+/* window i of n over length len: [floor(i len / n), ceil((i + 1) len / n)) */
+static int64_t ad_start(int64_t i, int64_t len, int64_t n)
+{
+    return i * len / n;
+}
+static int64_t ad_end(int64_t i, int64_t len, int64_t n)
+{
+    return ((i + 1) * len + n - 1) / n;
+}
+
+void k_adaptive_avgpool2d_forward(float *out, const float *in, int64_t B, int64_t c, int64_t h, int64_t w, int64_t oh,
+                                  int64_t ow)
+{
+    int64_t planes = B * c;
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *x = in + pl * h * w;
+        float *y = out + pl * oh * ow;
+        for (int64_t oy = 0; oy < oh; oy++) {
+            int64_t y0 = ad_start(oy, h, oh), y1 = ad_end(oy, h, oh);
+            for (int64_t ox = 0; ox < ow; ox++) {
+                int64_t x0 = ad_start(ox, w, ow), x1 = ad_end(ox, w, ow);
+                float s = 0.0f;
+                for (int64_t iy = y0; iy < y1; iy++)
+                    for (int64_t ix = x0; ix < x1; ix++)
+                        s += x[iy * w + ix];
+                y[oy * ow + ox] = s / (float)((y1 - y0) * (x1 - x0));
+            }
+        }
+    }
+}
+
+void k_adaptive_avgpool2d_backward(float *din, const float *dout, int64_t B, int64_t c, int64_t h, int64_t w, int64_t oh,
+                                   int64_t ow)
+{
+    int64_t planes = B * c;
+    memset(din, 0, (size_t)(planes * h * w) * sizeof(float));
+    for (int64_t pl = 0; pl < planes; pl++) {
+        float *dx = din + pl * h * w;
+        const float *dy = dout + pl * oh * ow;
+        for (int64_t oy = 0; oy < oh; oy++) {
+            int64_t y0 = ad_start(oy, h, oh), y1 = ad_end(oy, h, oh);
+            for (int64_t ox = 0; ox < ow; ox++) {
+                int64_t x0 = ad_start(ox, w, ow), x1 = ad_end(ox, w, ow);
+                float gv = dy[oy * ow + ox] / (float)((y1 - y0) * (x1 - x0));
+                for (int64_t iy = y0; iy < y1; iy++)
+                    for (int64_t ix = x0; ix < x1; ix++)
+                        dx[iy * w + ix] += gv;
+            }
+        }
+    }
+}

@@ -1,0 +1,460 @@
+/* kernels/cpu/k_pointwise.c: the CPU kernels that are not a convolution, a
+ * linear layer or a pooling: activations (relu, gelu, tanh, sigmoid),
+ * dropout's apply step, layernorm, embedding, the attention core of
+ * transformer_block, and the losses (cross-entropy, mse).
+ *
+ * The math follows PyTorch's definitions (ATen's CPU kernels, where the
+ * order of operations is cheap to copy); reductions that feed a gradient or
+ * a loss are accumulated in double in a fixed order, so results are
+ * deterministic and at least as accurate as PyTorch's float sums.
+ */
+#include "k_cpu.h"
+#include "k_reduce.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* BLAS takes int dimensions */
+#define K_BLAS_INT(x) (assert((x) >= 0 && (x) <= 0x7fffffff && "dimension fits a BLAS int"), (int)(x))
+
+/* ---- elementwise -------------------------------------------------------------- */
+
+void k_relu_forward(float *out, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+
+void k_relu_backward(float *din, const float *dout, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        din[i] = in[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+/* sqrt(2 / pi) and the cubic coefficient, as ATen's GeluKernel writes them */
+#define K_GELU_BETA 0.7978845608028654f
+#define K_GELU_KAPPA 0.044715f
+
+/* 0.5 x (1 + tanh(u)) is x sigmoid(2u) exactly, and expf is several times
+ * faster than tanhf (GELU runs over every MLP activation); the sigmoid form
+ * also avoids the cancellation in 1 + tanh(u) for negative u. */
+void k_gelu_forward(float *out, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float x = in[i];
+        float u = K_GELU_BETA * (x + K_GELU_KAPPA * x * x * x);
+        out[i] = x / (1.0f + expf(-2.0f * u)); /* x / inf = -0 far left */
+    }
+}
+
+/* d/dx of 0.5 x (1 + tanh(u(x))) = 0.5 (1 + t) + 0.5 x (1 - t^2) u'(x),
+ * with s = sigmoid(2u): 0.5 (1 + t) = s and 1 - t^2 = 4 s (1 - s) */
+void k_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float x = in[i], x2 = x * x;
+        float u = K_GELU_BETA * (x + K_GELU_KAPPA * x2 * x);
+        float du = K_GELU_BETA * (1.0f + 3.0f * K_GELU_KAPPA * x2);
+        float s = 1.0f / (1.0f + expf(-2.0f * u));
+        din[i] = dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
+    }
+}
+
+void k_tanh_forward(float *out, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = tanhf(in[i]);
+}
+
+void k_tanh_backward(float *din, const float *dout, const float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        din[i] = dout[i] * (1.0f - out[i] * out[i]);
+}
+
+void k_sigmoid_forward(float *out, const float *in, int64_t n)
+{
+    /* expf(-x) overflows to inf for x < -88: 1 / inf = 0, the right limit */
+    for (int64_t i = 0; i < n; i++)
+        out[i] = 1.0f / (1.0f + expf(-in[i]));
+}
+
+void k_sigmoid_backward(float *din, const float *dout, const float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        din[i] = dout[i] * (1.0f - out[i]) * out[i];
+}
+
+/* PyTorch multiplies by a noise tensor holding 0 or 1/(1-p) (in float), so
+ * we do too: a NaN or inf input stays NaN where it is dropped, as there. */
+void k_dropout_forward(float *out, const float *in, const uint8_t *mask, float p, int64_t n)
+{
+    float keep = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = in[i] * (mask[i] ? keep : 0.0f);
+}
+
+void k_dropout_backward(float *din, const float *dout, const uint8_t *mask, float p, int64_t n)
+{
+    float keep = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++)
+        din[i] = dout[i] * (mask[i] ? keep : 0.0f);
+}
+
+/* ---- layernorm ---------------------------------------------------------------- */
+/* Row sums go through k_block_sum (k_reduce.h) one block of K_BLOCK terms
+ * at a time, the terms first written to a stack block: one definition of
+ * the summation order, vectorised, in L1. */
+
+/* Two passes (mean, then the biased variance around it) so a large offset
+ * does not cancel; w or b NULL mean 1 and 0. */
+void k_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                         int64_t n, int64_t d, float eps)
+{
+    float t[K_BLOCK];
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = in + i * d; /* (D) */
+        float *y = out + i * d;
+        double m = k_row_sum(x, d) / (double)d;
+        float mf = (float)m;
+        double v = 0.0;
+        for (int64_t j0 = 0; j0 < d; j0 += K_BLOCK) {
+            int64_t len = d - j0 < K_BLOCK ? d - j0 : K_BLOCK;
+            for (int64_t j = 0; j < len; j++) {
+                float c = x[j0 + j] - mf;
+                t[j] = c * c;
+            }
+            v += k_block_sum(t, len);
+        }
+        float rf = (float)(1.0 / sqrt(v / (double)d + (double)eps));
+        mean[i] = mf, rstd[i] = rf;
+        /* the backward recomputes xhat from the saved float mean and rstd,
+         * so the forward uses the same values */
+        if (w && b) {
+            for (int64_t j = 0; j < d; j++)
+                y[j] = (x[j] - mf) * rf * w[j] + b[j];
+        } else {
+            for (int64_t j = 0; j < d; j++)
+                y[j] = (x[j] - mf) * rf * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f);
+        }
+    }
+}
+
+/* din = rstd (g - mean(g) - xhat mean(g xhat)), g = dout * w */
+void k_layernorm_backward_input(float *din, const float *dout, const float *in, const float *w, const float *mean,
+                                const float *rstd, int64_t n, int64_t d)
+{
+    float tg[K_BLOCK], tgx[K_BLOCK];
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = in + i * d, *dy = dout + i * d;
+        float *dx = din + i * d;
+        float mf = mean[i], rf = rstd[i];
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t j0 = 0; j0 < d; j0 += K_BLOCK) {
+            int64_t len = d - j0 < K_BLOCK ? d - j0 : K_BLOCK;
+            for (int64_t j = 0; j < len; j++) {
+                float g = dy[j0 + j] * (w ? w[j0 + j] : 1.0f);
+                tg[j] = g;
+                tgx[j] = g * ((x[j0 + j] - mf) * rf);
+            }
+            sg += k_block_sum(tg, len);
+            sgx += k_block_sum(tgx, len);
+        }
+        float mg = (float)(sg / (double)d), mgx = (float)(sgx / (double)d);
+        for (int64_t j = 0; j < d; j++) {
+            float xh = (x[j] - mf) * rf;
+            float g = dy[j] * (w ? w[j] : 1.0f);
+            dx[j] = rf * (g - mg - xh * mgx);
+        }
+    }
+}
+
+/* dw += column sums of dout * xhat, db += column sums of dout, in the order
+ * of k_colsum_add: K_ROWS rows in float, then double */
+void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
+                                 const float *rstd, int64_t n, int64_t d)
+{
+    double aw[K_COLS], ab[K_COLS];
+    float fw[K_COLS], fb[K_COLS];
+    for (int64_t j0 = 0; j0 < d; j0 += K_COLS) {
+        int64_t m = d - j0 < K_COLS ? d - j0 : K_COLS;
+        memset(aw, 0, sizeof aw), memset(ab, 0, sizeof ab);
+        for (int64_t i0 = 0; i0 < n; i0 += K_ROWS) {
+            int64_t i1 = n - i0 < K_ROWS ? n : i0 + K_ROWS;
+            memset(fw, 0, sizeof fw), memset(fb, 0, sizeof fb);
+            for (int64_t i = i0; i < i1; i++) {
+                const float *x = in + i * d + j0, *dy = dout + i * d + j0;
+                float mf = mean[i], rf = rstd[i];
+                for (int64_t j = 0; j < m; j++) {
+                    fw[j] += dy[j] * ((x[j] - mf) * rf);
+                    fb[j] += dy[j];
+                }
+            }
+            for (int64_t j = 0; j < m; j++)
+                aw[j] += fw[j], ab[j] += fb[j];
+        }
+        for (int64_t j = 0; j < m; j++) {
+            if (dw)
+                dw[j0 + j] += (float)aw[j];
+            if (db)
+                db[j0 + j] += (float)ab[j];
+        }
+    }
+}
+
+/* ---- embedding ------------------------------------------------------------------ */
+
+void k_embedding_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B, int64_t t,
+                         int64_t d)
+{
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < t; i++) {
+            const float *e = wte + (int64_t)tokens[b * t + i] * d; /* (D) */
+            float *o = out + (b * t + i) * d;
+            if (wpe) {
+                const float *pe = wpe + i * d;
+                for (int64_t j = 0; j < d; j++)
+                    o[j] = e[j] + pe[j];
+            } else {
+                memcpy(o, e, (size_t)d * sizeof(float));
+            }
+        }
+}
+
+/* Plain float adds straight into the gradients, in (b, t) order: the order
+ * is the contract (repeated tokens), and it is the same on every call. */
+void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int64_t B,
+                                 int64_t t, int64_t d)
+{
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < t; i++) {
+            const float *g = dout + (b * t + i) * d;
+            if (dwte) {
+                float *e = dwte + (int64_t)tokens[b * t + i] * d;
+                for (int64_t j = 0; j < d; j++)
+                    e[j] += g[j];
+            }
+            if (dwpe) {
+                float *pe = dwpe + i * d;
+                for (int64_t j = 0; j < d; j++)
+                    pe[j] += g[j];
+            }
+        }
+}
+
+/* ---- attention core ----------------------------------------------------------------
+ * Per sample b and head h, with hd = D / H and the (T, hd) views
+ *     Q = qkv[b, :, h*hd ..],  K = qkv[b, :, D + h*hd ..],  V = qkv[b, :, 2D + h*hd ..]
+ * (row stride 3D) and O = out[b, :, h*hd ..] (row stride D):
+ *     S = scale Q K^T, P = masked softmax(S) (saved in att), O = P V.
+ * All products are cblas_sgemm calls on these strided views. */
+
+static int key_masked(int64_t i, int64_t j, const float *mrow, int causal)
+{
+    return (causal && j > i) || (mrow && mrow[j] == 0.0f);
+}
+
+void k_attention_forward(float *out, float *att, const float *qkv, const float *mask, int64_t B, int64_t t, int64_t d,
+                         int64_t heads, int causal)
+{
+    int64_t hd = d / heads, d3 = 3 * d;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    int T = K_BLAS_INT(t), HD = K_BLAS_INT(hd), LD3 = K_BLAS_INT(d3), LD = K_BLAS_INT(d);
+    for (int64_t b = 0; b < B; b++) {
+        const float *mrow = mask ? mask + b * t : NULL; /* (T) */
+        for (int64_t h = 0; h < heads; h++) {
+            const float *q = qkv + b * t * d3 + h * hd, *k = q + d, *v = q + 2 * d;
+            float *p = att + (b * heads + h) * t * t; /* (T, T) */
+            float *o = out + b * t * d + h * hd;
+            /* S (T, T) = scale Q K^T; a causal row i needs only keys j <= i,
+             * so rows go in blocks that stop at the block's last query */
+            const int64_t rb = causal ? 64 : t;
+            for (int64_t i0 = 0; i0 < t; i0 += rb) {
+                int64_t r = t - i0 < rb ? t - i0 : rb, nk = causal ? i0 + r : t;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)nk, HD, scale, q + i0 * d3, LD3, k,
+                            LD3, 0.0f, p + i0 * t, T);
+            }
+            for (int64_t i = 0; i < t; i++) {
+                float *pr = p + i * t;
+                float mx = -INFINITY;
+                int64_t live = 0;
+                for (int64_t j = 0; j < t; j++)
+                    if (!key_masked(i, j, mrow, causal)) {
+                        live++;
+                        if (pr[j] > mx)
+                            mx = pr[j];
+                    }
+                if (live == 0) { /* every key masked: zeros, not NaN */
+                    memset(pr, 0, (size_t)t * sizeof(float));
+                    continue;
+                }
+                for (int64_t j = 0; j < t; j++)
+                    pr[j] = key_masked(i, j, mrow, causal) ? 0.0f : expf(pr[j] - mx);
+                float inv = (float)(1.0 / k_row_sum(pr, t));
+                for (int64_t j = 0; j < t; j++)
+                    pr[j] *= inv;
+            }
+            /* O (T, hd) = P V; causal rows again stop at their last key */
+            const int64_t ob = causal ? 64 : t;
+            for (int64_t i0 = 0; i0 < t; i0 += ob) {
+                int64_t r = t - i0 < ob ? t - i0 : ob, nk = causal ? i0 + r : t;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, HD, (int)nk, 1.0f, p + i0 * t, T, v,
+                            LD3, 0.0f, o + i0 * d, LD);
+            }
+        }
+    }
+}
+
+/* The backward, per (b, h), with dO the head's slice of dout:
+ *     dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(P * dP)),
+ *     dQ = scale dS K,  dK = scale dS^T Q.
+ * dP lives in a fixed stack buffer (no scratch argument), a tile of R query
+ * rows by C key columns. When a whole row fits (C = T, the usual case) each
+ * tile is one pass; for T > K_ATT_MAXC the row sums need a first pass over
+ * the column chunks and dP is computed twice.
+ * Key columns past a tile's last nonzero probability (causal attention, or
+ * padding at the end) are skipped: their dS and dV terms are exactly 0. */
+#define K_ATT_BUF 16384 /* floats: 64 KiB of stack */
+#define K_ATT_MAXC 2048 /* widest column chunk */
+#define K_ATT_MAXR 1024 /* most rows per tile */
+
+void k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t B, int64_t t,
+                          int64_t d, int64_t heads)
+{
+    int64_t hd = d / heads, d3 = 3 * d;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    int T = K_BLAS_INT(t), HD = K_BLAS_INT(hd), LD3 = K_BLAS_INT(d3), LD = K_BLAS_INT(d);
+    float buf[K_ATT_BUF];
+    double rs[K_ATT_MAXR];
+    int64_t cw = t < K_ATT_MAXC ? t : K_ATT_MAXC;             /* column chunk width */
+    int64_t rt = K_ATT_BUF / cw < K_ATT_MAXR ? K_ATT_BUF / cw : K_ATT_MAXR; /* rows per tile */
+    if (rt > t)
+        rt = t;
+    memset(dqkv, 0, (size_t)(B * t * d3) * sizeof(float));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < heads; h++) {
+            const float *q = qkv + b * t * d3 + h * hd, *k = q + d, *v = q + 2 * d;
+            float *dq = dqkv + b * t * d3 + h * hd, *dk = dq + d, *dv = dq + 2 * d;
+            const float *p = att + (b * heads + h) * t * t; /* (T, T) */
+            const float *dO = dout + b * t * d + h * hd;    /* (T, hd), stride D */
+            for (int64_t i0 = 0; i0 < t; i0 += rt) {
+                int64_t r = t - i0 < rt ? t - i0 : rt;
+                const float *pt = p + i0 * t;
+                /* keys this tile attends to: [0, nk) */
+                int64_t nk = 0;
+                for (int64_t i = 0; i < r; i++)
+                    for (int64_t j = t - 1; j >= nk; j--)
+                        if (pt[i * t + j] != 0.0f) {
+                            nk = j + 1;
+                            break;
+                        }
+                if (nk == 0)
+                    continue; /* fully masked rows: all gradients 0 */
+                int multi = nk > cw; /* row sums need their own pass */
+                if (multi) {
+                    for (int64_t i = 0; i < r; i++)
+                        rs[i] = 0.0;
+                    for (int64_t j0 = 0; j0 < nk; j0 += cw) {
+                        int64_t c = nk - j0 < cw ? nk - j0 : cw;
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)c, HD, 1.0f, dO + i0 * d, LD,
+                                    v + j0 * d3, LD3, 0.0f, buf, (int)c);
+                        for (int64_t i = 0; i < r; i++)
+                            for (int64_t j = 0; j < c; j++)
+                                rs[i] += (double)pt[i * t + j0 + j] * buf[i * c + j];
+                    }
+                }
+                for (int64_t j0 = 0; j0 < nk; j0 += cw) {
+                    int64_t c = nk - j0 < cw ? nk - j0 : cw;
+                    /* buf (r, c) = dO_tile V_chunk^T */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)c, HD, 1.0f, dO + i0 * d, LD,
+                                v + j0 * d3, LD3, 0.0f, buf, (int)c);
+                    for (int64_t i = 0; i < r; i++) {
+                        const float *pr = pt + i * t + j0;
+                        float *br = buf + i * c;
+                        if (!multi) {
+                            double s = 0.0;
+                            for (int64_t j = 0; j < c; j++)
+                                s += (double)pr[j] * br[j];
+                            rs[i] = s;
+                        }
+                        float rsi = (float)rs[i];
+                        for (int64_t j = 0; j < c; j++)
+                            br[j] = pr[j] * (br[j] - rsi);
+                    }
+                    /* dQ_tile (r, hd) += scale dS K_chunk */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, HD, (int)c, scale, buf, (int)c,
+                                k + j0 * d3, LD3, 1.0f, dq + i0 * d3, LD3);
+                    /* dK_chunk (c, hd) += scale dS^T Q_tile */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c, HD, (int)r, scale, buf, (int)c,
+                                q + i0 * d3, LD3, 1.0f, dk + j0 * d3, LD3);
+                    /* dV_chunk (c, hd) += P_tile^T dO_tile */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c, HD, (int)r, 1.0f, pt + j0, T,
+                                dO + i0 * d, LD, 1.0f, dv + j0 * d3, LD3);
+                }
+            }
+        }
+}
+
+/* ---- losses ----------------------------------------------------------------------- */
+
+double k_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int64_t n, int64_t c, double scale,
+                       int64_t *count, int64_t *correct)
+{
+    double total = 0.0;
+    int64_t cnt = 0, ok = 0;
+    float tmp[K_BLOCK];
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = logits + i * c; /* (C) */
+        float *dx = dlogits ? dlogits + i * c : NULL;
+        int32_t tg = targets[i];
+        if (tg < 0) {
+            if (dx)
+                memset(dx, 0, (size_t)c * sizeof(float));
+            continue;
+        }
+        assert(tg < c && "target within the classes (the data loader checks)");
+        int64_t am = 0;
+        float mx = x[0];
+        for (int64_t j = 1; j < c; j++)
+            if (x[j] > mx)
+                mx = x[j], am = j;
+        /* log-softmax around the max: exp never overflows, sum >= 1. The
+         * exps are summed block by block (k_block_sum), staged in dlogits
+         * or, for evaluation, on the stack: the same bits either way. */
+        double sum = 0.0;
+        for (int64_t j0 = 0; j0 < c; j0 += K_BLOCK) {
+            int64_t len = c - j0 < K_BLOCK ? c - j0 : K_BLOCK;
+            float *e = dx ? dx + j0 : tmp;
+            for (int64_t j = 0; j < len; j++)
+                e[j] = expf(x[j0 + j] - mx);
+            sum += k_block_sum(e, len);
+        }
+        total += log(sum) - ((double)x[tg] - (double)mx);
+        cnt++;
+        ok += am == tg;
+        if (dx) {
+            double inv = 1.0 / sum;
+            for (int64_t j = 0; j < c; j++)
+                dx[j] = (float)((dx[j] * inv - (j == tg ? 1.0 : 0.0)) * scale);
+        }
+    }
+    if (count)
+        *count = cnt;
+    if (correct)
+        *correct = ok;
+    return total;
+}
+
+double k_mse(float *dout, const float *out, const float *target, int64_t n, double scale)
+{
+    double total = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)out[i] - (double)target[i];
+        total += e * e;
+        if (dout)
+            dout[i] = (float)(2.0 * e * scale);
+    }
+    return total;
+}

@@ -1,0 +1,143 @@
+/* kernels/k_cpu.h: the CPU reference kernels, one forward/backward pair per
+ * layer of the DSL, over flat float arrays with explicit sizes (llm.c's
+ * style). kernels/cuda/ will mirror these names.
+ *
+ * Conventions, for every function below:
+ *   - B is the number of samples (a micro-batch); shapes are row-major and
+ *     written as comments, e.g. in (B, C, H, W).
+ *   - Forward functions overwrite their outputs.
+ *   - Backward functions are split the way zero-bubble schedules split them:
+ *     *_backward_input writes (overwrites) the input gradient; 
+ *     *_backward_weight ADDS the weight gradients into dw/db (accumulation
+ *     across micro-batches, in the order the caller calls it). A full
+ *     backward is input then weight, with the same arithmetic, so split and
+ *     unsplit schedules give bit-identical results.
+ *   - Nothing allocates; scratch space is passed in, its size given by a
+ *     *_scratch function where one is needed.
+ *   - Single-threaded and deterministic: the same inputs give the same bits.
+ *   - Matrix products go through OpenBLAS's cblas_sgemm (one thread).
+ */
+#ifndef PIPE_K_CPU_H
+#define PIPE_K_CPU_H
+
+#include <stdint.h>
+
+/* ---- linear: y = x W^T + b over the last dimension ---------------------- */
+/* in (N, IN), w (OUT, IN), b (OUT) or NULL, out (N, OUT); N = B * leading dims */
+void k_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
+                      int64_t out_f);
+/* din (N, IN) = dout (N, OUT) . w */
+void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f);
+/* dw (OUT, IN) += dout^T . in ; db (OUT) += sum over rows of dout (db may be NULL) */
+void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
+                              int64_t out_f);
+
+/* ---- conv2d (im2col + GEMM) ----------------------------------------------- */
+typedef struct KConv {
+    int64_t c, h, w;          /* input channels and size */
+    int64_t oc, oh, ow;       /* output channels and size */
+    int64_t kh, kw, sh, sw, ph, pw;
+} KConv;
+/* scratch floats needed by forward and backward (im2col of one sample) */
+int64_t k_conv2d_scratch(const KConv *g);
+/* in (B, C, H, W), w (OC, C, KH, KW), b (OC) or NULL, out (B, OC, OH, OW) */
+void k_conv2d_forward(float *out, const float *in, const float *w, const float *b, int64_t B, const KConv *g,
+                      float *scratch);
+void k_conv2d_backward_input(float *din, const float *dout, const float *w, int64_t B, const KConv *g, float *scratch);
+void k_conv2d_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t B, const KConv *g,
+                              float *scratch);
+
+/* ---- pooling ---------------------------------------------------------------- */
+typedef struct KPool {
+    int64_t c, h, w, oh, ow, kh, kw, sh, sw, ph, pw;
+} KPool;
+/* max pooling (padding counts as -inf, as in PyTorch); idx (B, C, OH, OW)
+ * records the flat input position of each maximum (first one on ties) */
+void k_maxpool2d_forward(float *out, int32_t *idx, const float *in, int64_t B, const KPool *g);
+void k_maxpool2d_backward(float *din, const float *dout, const int32_t *idx, int64_t B, const KPool *g);
+/* average pooling without padding (count = kh * kw) */
+void k_avgpool2d_forward(float *out, const float *in, int64_t B, const KPool *g);
+void k_avgpool2d_backward(float *din, const float *dout, int64_t B, const KPool *g);
+/* PyTorch's adaptive average pooling: window i spans
+ * [floor(i * H / OH), ceil((i + 1) * H / OH)); OH may exceed H */
+void k_adaptive_avgpool2d_forward(float *out, const float *in, int64_t B, int64_t c, int64_t h, int64_t w, int64_t oh,
+                                  int64_t ow);
+void k_adaptive_avgpool2d_backward(float *din, const float *dout, int64_t B, int64_t c, int64_t h, int64_t w, int64_t oh,
+                                   int64_t ow);
+
+/* ---- elementwise (n elements) ------------------------------------------------ */
+void k_relu_forward(float *out, const float *in, int64_t n);
+void k_relu_backward(float *din, const float *dout, const float *in, int64_t n);
+/* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+void k_gelu_forward(float *out, const float *in, int64_t n);
+void k_gelu_backward(float *din, const float *dout, const float *in, int64_t n);
+void k_tanh_forward(float *out, const float *in, int64_t n);
+void k_tanh_backward(float *din, const float *dout, const float *out, int64_t n); /* uses the output */
+void k_sigmoid_forward(float *out, const float *in, int64_t n);
+void k_sigmoid_backward(float *din, const float *dout, const float *out, int64_t n);
+/* out = in * mask / (1 - p), mask 0 or 1 (from k_dropout_mask) */
+void k_dropout_forward(float *out, const float *in, const uint8_t *mask, float p, int64_t n);
+void k_dropout_backward(float *din, const float *dout, const uint8_t *mask, float p, int64_t n);
+
+/* ---- layernorm over the last dimension D of N rows ------------------------- */
+/* saves mean (N) and rstd (N) for the backward; y = (x - mean) * rstd * w + b,
+ * rstd = 1 / sqrt(var + eps), var the biased variance (as PyTorch) */
+void k_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                         int64_t n, int64_t d, float eps);
+void k_layernorm_backward_input(float *din, const float *dout, const float *in, const float *w, const float *mean,
+                                const float *rstd, int64_t n, int64_t d);
+void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
+                                 const float *rstd, int64_t n, int64_t d);
+
+/* ---- embedding ------------------------------------------------------------- */
+/* tokens (B, T) int32 in [0, vocab) (the caller checks), wte (V, D), wpe (P, D)
+ * or NULL, out (B, T, D) = wte[token] + wpe[t] */
+void k_embedding_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B, int64_t t,
+                         int64_t d);
+/* dwte += scatter-add of dout rows by token, in (b, t) order; dwpe += sum over b */
+void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int64_t B,
+                                 int64_t t, int64_t d);
+
+/* ---- attention core (inside transformer_block) -------------------------------- */
+/* qkv (B, T, 3D) holds q, k, v for each position (rows q | k | v, heads of
+ * D / H each); out (B, T, D) the context; att (B, H, T, T) the
+ * probabilities, saved for the backward. Scores are q.k / sqrt(D / H);
+ * key j is masked for query i when causal and j > i, or when mask (B, T)
+ * is given and mask[b, j] == 0. A query whose keys are all masked gets
+ * probability 0 everywhere (so a zero context and zero gradients), where
+ * PyTorch would give NaN. */
+void k_attention_forward(float *out, float *att, const float *qkv, const float *mask, int64_t B, int64_t t, int64_t d,
+                         int64_t heads, int causal);
+void k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t B, int64_t t,
+                          int64_t d, int64_t heads);
+
+/* ---- losses (on the last stage) -------------------------------------------------- */
+/* logits (N, C), targets (N) int32 (negative = ignored). Returns the sum of
+ * -log softmax[target] over the non-ignored rows and writes their count;
+ * dlogits (N, C) = (softmax - onehot) * scale for non-ignored rows, 0 for
+ * ignored ones (scale = 1 / count over the whole global batch, given by the
+ * caller). dlogits may be NULL (evaluation). correct: rows whose argmax is
+ * the target (may be NULL). */
+double k_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int64_t n, int64_t c, double scale,
+                       int64_t *count, int64_t *correct);
+/* out and target (n); returns the sum of squared differences; dout = 2 (out
+ * - target) * scale */
+double k_mse(float *dout, const float *out, const float *target, int64_t n, double scale);
+
+/* ---- the counter-based random numbers (Philox4x32-10) ------------------------ */
+/* Four 32-bit words from counter c[4] under key k[2]. */
+void k_philox(uint32_t out[4], const uint32_t c[4], const uint32_t k[2]);
+/* Dropout mask for n elements of one sample: element e keeps (1) unless
+ * uniform(e) < p, with uniform from Philox keyed by the seed and counter
+ * (e / 4, sample, layer, step), word e % 4, as (u >> 8) * 2^-24. The same
+ * on every backend. */
+void k_dropout_mask(uint8_t *mask, int64_t n, float p, uint64_t seed, uint64_t step, uint64_t sample, uint32_t layer);
+/* Parameter initialisation, PyTorch's defaults with Philox numbers keyed by
+ * the seed, the layer index and a hash of the parameter's name (so they do
+ * not depend on stages or schedule): uniform in [-bound, bound] ... */
+void k_init_uniform(float *p, int64_t n, float bound, uint64_t seed, uint32_t layer, const char *name);
+/* ... or normal(0, 1) (embeddings, Box-Muller), or a constant. */
+void k_init_normal(float *p, int64_t n, uint64_t seed, uint32_t layer, const char *name);
+void k_fill(float *p, int64_t n, float v);
+
+#endif

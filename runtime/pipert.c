@@ -1,0 +1,320 @@
+/* runtime/pipert.c: the `pipert` command line: runs a plan under mpirun
+ * (or alone, as a world of one).
+ *
+ *   mpirun -np N pipert PLAN.bin [--steps N] [--seed N] [--data PATH]
+ *          [--eval-data PATH] [--log-every N] [--metrics FILE] [--verbose]
+ *          [--device cpu]
+ *
+ * Every rank reads the plan and checks it (version, checksum, the
+ * verifier), then the world: N must be a multiple of the stage count, or
+ * exactly stages x data_parallel when the plan fixes it. Every rank comes to
+ * the same conclusion, so a mismatch is one message and a non-zero exit
+ * everywhere, never a hang. Rank r runs stage r / dp as replica r % dp. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "planfile.h"
+#include "rt.h"
+#include "rt_optim.h"
+
+#ifndef PIPE_VERSION
+#define PIPE_VERSION "0.0.0"
+#endif
+
+static void usage(FILE *out)
+{
+    fputs("usage: mpirun -np N pipert PLAN.bin [options]\n"
+          "\n"
+          "Trains the model of a plan written by pipec: every rank runs its stage's\n"
+          "instruction stream. N is a multiple of the plan's stage count (data-parallel\n"
+          "replicas), or exactly stages x data_parallel when the plan fixes it.\n"
+          "\n"
+          "options (each overrides the plan's train settings):\n"
+          "  --steps N         train N steps (0: none; evaluation still runs)\n"
+          "  --seed N          seed for initialisation, shuffling and dropout\n"
+          "  --data PATH       training data: the directory or file of the plan's source\n"
+          "                    (idx: IMAGES,LABELS)\n"
+          "  --eval-data PATH  evaluation data, the same way\n"
+          "  --log-every N     a log line every N steps (default: 10)\n"
+          "  --metrics FILE    also write the log as JSON lines\n"
+          "  --device cpu      the backend (cpu; cuda arrives with the GPU runtime)\n"
+          "  --verbose         each rank prints its stage, replica and memory\n"
+          "  --help, --version\n",
+          out);
+}
+
+static int has_first(const RtCtx *rt)
+{
+    for (int c = 0; c < rt->chunks; c++)
+        if (rt->chunk[c].is_first)
+            return 1;
+    return 0;
+}
+
+static int has_last(const RtCtx *rt)
+{
+    for (int c = 0; c < rt->chunks; c++)
+        if (rt->chunk[c].is_last)
+            return 1;
+    return 0;
+}
+
+/* Replaces a data source's paths from the command line. */
+static void override_path(AstArena *a, PcData *d, const char *path)
+{
+    const char *comma = strchr(path, ',');
+    if (d->kind == PC_DATA_IDX && comma) {
+        d->path = ast_strdup(a, path, (size_t)(comma - path));
+        d->path2 = ast_strdup(a, comma + 1, strlen(comma + 1));
+    } else {
+        d->path = ast_strdup(a, path, strlen(path));
+    }
+    d->set = 1;
+}
+
+/* 1 / (the non-ignored targets of the global batch), as the loss is their
+ * mean; every last-stage rank reads the global batch's targets to count. */
+static void target_scale(RtCtx *rt, int32_t *tmp)
+{
+    const PcModel *m = rt->m;
+    int64_t e = pc_tensor_elems(&m->target[0].t);
+    if (m->loss == PC_LOSS_MSE) {
+        rt->target_scale = 1.0 / ((double)rt->global_batch * e);
+        return;
+    }
+    int64_t count = 0;
+    for (int64_t pos = 0; pos < rt->global_batch; pos++) {
+        int64_t idx = rt_data_index(&rt->data, rt->c->shuffle, rt->step, pos, rt->global_batch);
+        rt_data_target(&rt->data, idx, tmp);
+        for (int64_t j = 0; j < e; j++)
+            count += tmp[j] >= 0;
+    }
+    rt->target_scale = count ? 1.0 / (double)count : 0.0;
+}
+
+/* Sums a value over this stage's replicas (the loss of the global batch). */
+static void sum_over_replicas(RtCtx *rt, double *v, int n)
+{
+    if (rt->dp > 1)
+        RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, rt->dp_comm));
+}
+
+static void evaluate(RtCtx *rt, int64_t at_step, int final)
+{
+    if (!rt->have_eval)
+        return;
+    double tot[3] = {0, 0, 0};
+    int64_t nb = (rt->eval.n + rt->global_batch - 1) / rt->global_batch;
+    for (int64_t b = 0; b < nb; b++) {
+        rt->eval_step_base = b * rt->global_batch;
+        rt->loss_sum = 0, rt->loss_count = 0, rt->correct = 0;
+        rt->target_scale = 1;
+        rt_run_program(rt, &rt->p.eval.prog[rt->stage], 1);
+        tot[0] += rt->loss_sum, tot[1] += (double)rt->loss_count, tot[2] += (double)rt->correct;
+    }
+    if (!has_last(rt))
+        return;
+    sum_over_replicas(rt, tot, 3);
+    if (rt->dpi != 0)
+        return;
+    double loss = tot[1] > 0 ? tot[0] / tot[1] : 0, acc = tot[1] > 0 ? tot[2] / tot[1] : 0;
+    int cls = rt->m->loss == PC_LOSS_CROSS_ENTROPY;
+    if (cls)
+        printf("eval step %lld: loss %.4f accuracy %.2f%% (%lld samples)\n", (long long)at_step, loss, 100 * acc,
+               (long long)rt->eval.n);
+    else
+        printf("eval step %lld: loss %.4f (%lld samples)\n", (long long)at_step, loss, (long long)rt->eval.n);
+    if (final && cls)
+        printf("test accuracy: %.2f%%\n", 100 * acc);
+    fflush(stdout);
+    if (rt->metrics) {
+        fprintf(rt->metrics, "{\"eval_step\": %lld, \"eval_loss\": %.9g", (long long)at_step, loss);
+        if (cls)
+            fprintf(rt->metrics, ", \"accuracy\": %.9g", acc);
+        fprintf(rt->metrics, "}\n");
+        fflush(rt->metrics);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu";
+    long long steps = -1, seed = -1;
+    RtCtx *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return 2;
+    rt->log_every = 10;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--version")) {
+            printf("pipert %s (plan format %d)\n", PIPE_VERSION, PLAN_VERSION);
+            return 0;
+        } else if (!strcmp(a, "--verbose")) {
+            rt->verbose = 1;
+        } else if (a[0] == '-' && a[1] == '-' && !v) {
+            fprintf(stderr, "pipert: %s needs a value\n", a);
+            return 1;
+        } else if (!strcmp(a, "--steps")) {
+            steps = atoll(argv[++i]);
+        } else if (!strcmp(a, "--seed")) {
+            seed = atoll(argv[++i]);
+        } else if (!strcmp(a, "--data")) {
+            data = argv[++i];
+        } else if (!strcmp(a, "--eval-data")) {
+            eval_data = argv[++i];
+        } else if (!strcmp(a, "--log-every")) {
+            rt->log_every = atoi(argv[++i]);
+        } else if (!strcmp(a, "--metrics")) {
+            rt->metrics_path = argv[++i];
+        } else if (!strcmp(a, "--device")) {
+            device = argv[++i];
+        } else if (a[0] == '-') {
+            fprintf(stderr, "pipert: unknown option '%s'\n", a);
+            usage(stderr);
+            return 1;
+        } else if (path) {
+            fprintf(stderr, "pipert: more than one plan ('%s' and '%s')\n", path, a);
+            return 1;
+        } else {
+            path = a;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return 1;
+    }
+    if (strcmp(device, "cpu") != 0) {
+        fprintf(stderr, "pipert: --device %s: this pipert runs on the CPU only (the CUDA backend is not built yet)\n",
+                device);
+        return 1;
+    }
+    if (steps < -1 || rt->log_every < 1) {
+        fprintf(stderr, "pipert: --steps must be >= 0 and --log-every >= 1\n");
+        return 1;
+    }
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rt->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &rt->world);
+    char err[1400];
+    if (plan_read(path, &rt->f, &rt->p, err, sizeof err) != 0) {
+        if (rt->rank == 0)
+            fprintf(stderr, "pipert: %s\n", err);
+        MPI_Finalize();
+        return 1;
+    }
+    int S = rt->f.part.stages;
+    int64_t fixed = rt->f.cfg.data_parallel;
+    const char *bad = NULL;
+    char why[256];
+    if (rt->world % S != 0) {
+        snprintf(why, sizeof why, "the world has %d rank%s, not a multiple of the plan's %d stages", rt->world,
+                 rt->world == 1 ? "" : "s", S);
+        bad = why;
+    } else if (fixed && rt->world != S * fixed) {
+        snprintf(why, sizeof why, "the plan fixes data_parallel = %lld: the world must be %lld ranks (%d stages x %lld), not %d",
+                 (long long)fixed, (long long)(S * fixed), S, (long long)fixed, rt->world);
+        bad = why;
+    }
+    if (bad) {
+        if (rt->rank == 0)
+            fprintf(stderr, "pipert: %s: %s\n", path, bad);
+        MPI_Finalize();
+        return 1;
+    }
+    rt->dp = rt->world / S;
+    rt->stage = rt->rank / rt->dp;
+    rt->dpi = rt->rank % rt->dp;
+    PcConfig *cfg = &rt->f.cfg;
+    if (steps >= 0)
+        cfg->steps = steps;
+    if (seed >= 0)
+        cfg->seed = (uint64_t)seed;
+    if (data)
+        override_path(&rt->f.arena, &cfg->data, data);
+    if (eval_data)
+        override_path(&rt->f.arena, &cfg->eval_data, eval_data);
+    rt_setup(rt);
+    if (has_first(rt) || has_last(rt)) {
+        if (rt_data_open(&rt->data, &cfg->data, rt->m, cfg->seed, 0, err, sizeof err) != 0)
+            rt_fail(rt, __FILE__, __LINE__, "training data: %s", err);
+        if (cfg->eval_data.set) {
+            if (rt_data_open(&rt->eval, &cfg->eval_data, rt->m, cfg->seed, 1, err, sizeof err) != 0)
+                rt_fail(rt, __FILE__, __LINE__, "evaluation data: %s", err);
+        }
+    }
+    rt->have_eval = cfg->eval_data.set;
+    if (rt->have_eval) {
+        /* every rank needs the evaluation size: the first and last stages know it */
+        int64_t n = rt->eval.n;
+        RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, &n, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD));
+        rt->eval.n = n;
+    }
+    if (rt->verbose) {
+        printf("[rank %d] stage %d of %d, replica %d of %d: %lld parameters (%.1f MiB with gradients and optimizer "
+               "state), activation slots %.1f MiB (the plan predicted a peak of %.1f MiB)\n",
+               rt->rank, rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
+               rt->nparams_total * 4.0 * (2 + rt_optim_state_per_param(cfg)) / (1 << 20), 0.0,
+               rt->p.train_sim.peak_bytes[rt->stage] / (1 << 20));
+        fflush(stdout);
+    }
+    int reporter = has_last(rt) && rt->dpi == 0;
+    if (reporter && rt->metrics_path) {
+        rt->metrics = fopen(rt->metrics_path, "w");
+        RT_CHECK(rt, rt->metrics, "cannot write %s", rt->metrics_path);
+    }
+    int32_t *tmp = rt_alloc(rt, (pc_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
+    double t_start = MPI_Wtime();
+    for (rt->step = 0; rt->step < cfg->steps; rt->step++) {
+        double t0 = MPI_Wtime();
+        if (has_last(rt))
+            target_scale(rt, tmp);
+        rt->loss_sum = 0, rt->loss_count = 0, rt->correct = 0;
+        rt_run_program(rt, &rt->p.train.prog[rt->stage], 0);
+        double t1 = MPI_Wtime();
+        double loss[2] = {rt->loss_sum, (double)rt->loss_count};
+        if (has_last(rt))
+            sum_over_replicas(rt, loss, 2);
+        int64_t s = rt->step + 1;
+        if (reporter && (s % rt->log_every == 0 || s == cfg->steps)) {
+            double l = loss[1] > 0 ? loss[0] / loss[1] : 0, ms = (t1 - t0) * 1e3;
+            double sps = rt->global_batch / (t1 - t0), lr = rt_lr_at(cfg, rt->step);
+            printf("step %lld/%lld loss %.4f lr %.1e %.0f samples/s %.1f ms/step\n", (long long)s,
+                   (long long)cfg->steps, l, lr, sps, ms);
+            fflush(stdout);
+            if (rt->metrics) {
+                fprintf(rt->metrics, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"samples_per_s\": %.9g, "
+                                     "\"step_ms\": %.9g}\n",
+                        (long long)s, l, lr, sps, ms);
+                fflush(rt->metrics);
+            }
+        }
+        if (cfg->eval_every > 0 && s % cfg->eval_every == 0 && s < cfg->steps)
+            evaluate(rt, s, 0);
+    }
+    double total = MPI_Wtime() - t_start;
+    evaluate(rt, cfg->steps, 1);
+    if (reporter)
+        printf("trained %lld steps of %lld samples in %.1f s (%.0f samples/s) on %d rank%s: %d stage%s x %d replica%s\n",
+               (long long)cfg->steps, (long long)rt->global_batch, total,
+               total > 0 ? cfg->steps * rt->global_batch / total : 0.0, rt->world, rt->world == 1 ? "" : "s", S,
+               S == 1 ? "" : "s", rt->dp, rt->dp == 1 ? "" : "s");
+    if (rt->metrics)
+        fclose(rt->metrics);
+    free(tmp);
+    if (has_first(rt) || has_last(rt)) {
+        rt_data_close(&rt->data);
+        if (rt->have_eval)
+            rt_data_close(&rt->eval);
+    }
+    rt_teardown(rt);
+    pc_plan_free(&rt->p);
+    pc_front_free(&rt->f);
+    free(rt);
+    MPI_Finalize();
+    return 0;
+}

@@ -1,0 +1,136 @@
+/* runtime/rt.h: the interpreter's context, shared by its modules.
+ *
+ * One RtCtx per rank, passed everywhere; no globals. Memory comes in a few
+ * arenas sized from the plan at start-up (parameters, gradients, optimizer
+ * state, activation slots, per-chunk work space); nothing is allocated in
+ * the step loop.
+ *
+ * The runtime's error regime (docs/design-notes.md): fail fast. RT_CHECK
+ * prints "[rank N] file:line: what failed, at instruction pc (op, mb)" and
+ * brings the whole MPI job down with MPI_Abort, so no rank waits forever. */
+#ifndef PIPE_RT_H
+#define PIPE_RT_H
+
+#include <mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "front.h"
+#include "planner.h"
+#include "rt_data.h"
+
+#define RT_MAX_CHUNKS 64
+
+/* A parameter tensor held by this stage. */
+typedef struct RtParam {
+    int layer, k;            /* layer index, and which of its tensors (-1: a tied copy) */
+    char name[64];           /* "layers.3.weight" */
+    int64_t n;
+    float *p, *g, *state;    /* into the arenas */
+    int counts_in_norm;      /* 0 for the copy of a tied weight (counted at its owner) */
+} RtParam;
+
+/* Where one layer keeps what it needs inside a slot, and its pointers. */
+typedef struct RtLayerRt {
+    const PcLayer *L;
+    int64_t in_elems, out_elems;  /* per sample */
+    int64_t out_off;              /* slot offset (bytes) of its output */
+    int64_t save_off, save_bytes; /* slot offset of extra saved state */
+    int64_t dout_off;             /* split backward: where its output gradient is kept */
+    float *w, *b;                 /* parameters (a tied linear: the shared weight) */
+    float *gw, *gb;
+    float *w2[12], *g2[12];       /* all tensors, in PcLayer.param order (transformer) */
+} RtLayerRt;
+
+typedef struct RtChunk {
+    int part, first, last;        /* model part and its layers */
+    int is_first, is_last;        /* the model's first / last part */
+    int nbuf;
+    int64_t slot_bytes;           /* one slot */
+    unsigned char *slots;         /* nbuf * slot_bytes */
+    int64_t in_off, in_bytes;     /* the input tuple (contiguous) */
+    int64_t tgt_off;              /* targets (last part) */
+    int64_t outt_off, outt_bytes; /* the output tuple (contiguous, what SendActivation sends) */
+    int64_t dout_off;             /* gradient of the main output (RecvGrad target, or the loss gradient) */
+    RtLayerRt *lay;               /* last - first + 1 */
+    float *gin;                   /* gradient of the main input (SendGrad sends it) */
+    int64_t gin_elems;
+    MPI_Request gin_req;          /* a pending SendGrad from gin */
+    MPI_Request *out_req, *in_req, *dout_req; /* per slot: pending send / receives */
+    int *slot_mb;                 /* per slot: the micro-batch it holds, -1 */
+} RtChunk;
+
+typedef struct RtCtx {
+    /* who */
+    int rank, world, stage, dp, dpi, stages, chunks;
+    MPI_Comm dp_comm;             /* this stage's replicas (ReduceGrads) */
+    MPI_Comm pipe_comm;           /* this data-parallel lane's stages (norms, losses) */
+    MPI_Comm tied_comm;           /* the lane's stages that hold tied weights */
+    /* what */
+    PcFront f;
+    PcPlan p;
+    const PcModel *m;
+    const PcConfig *c;
+    int64_t B;                    /* micro_batch_size */
+    int64_t M;                    /* micro_batches */
+    int64_t global_batch;         /* B * M * dp */
+    RtChunk chunk[RT_MAX_CHUNKS];
+    /* arenas */
+    float *params, *grads, *state;
+    int64_t nparams_total;
+    RtParam *param;
+    int nparam;
+    float *work[2];               /* ping-pong gradients inside a chunk's backward */
+    int64_t work_elems;
+    float *scratch;               /* kernels' scratch (im2col) */
+    int64_t scratch_elems;
+    /* training state */
+    int64_t step, steps;
+    double loss_sum;              /* this step, this rank's last part */
+    int64_t loss_count, correct;
+    double target_scale;          /* 1 / (non-ignored targets of the global batch) */
+    RtData data, eval;
+    int have_eval;
+    int64_t eval_batches, eval_step_base;
+    int evaluating;
+    /* where we are (for messages) */
+    int pc;
+    const SchedInstr *in;
+    /* options */
+    int verbose, log_every;
+    const char *metrics_path, *save_dir;
+    FILE *metrics;
+} RtCtx;
+
+void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 4, 5)));
+#define RT_CHECK(rt, cond, ...)                               \
+    do {                                                      \
+        if (!(cond))                                          \
+            rt_fail((rt), __FILE__, __LINE__, __VA_ARGS__);   \
+    } while (0)
+#define RT_MPI(rt, call)                                                         \
+    do {                                                                         \
+        int rc_ = (call);                                                        \
+        if (rc_ != MPI_SUCCESS) {                                                \
+            char s_[MPI_MAX_ERROR_STRING];                                       \
+            int n_ = 0;                                                          \
+            MPI_Error_string(rc_, s_, &n_);                                      \
+            rt_fail((rt), __FILE__, __LINE__, "%s failed: %s", #call, s_);       \
+        }                                                                        \
+    } while (0)
+
+void *rt_alloc(RtCtx *rt, size_t bytes, const char *what);
+
+/* rt_setup.c: arenas, parameters (initialised), slots, communicators. */
+void rt_setup(RtCtx *rt);
+void rt_teardown(RtCtx *rt);
+/* rt_layers.c: a chunk's forward and backward over one slot. */
+void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int64_t mb);
+void rt_chunk_backward(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned char *link_slot, int64_t mb, int input,
+                       int weight);
+/* rt_exec.c: one pass of a program (training step or evaluation batch). */
+void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval);
+/* The global micro-batch's first sample index within the global batch. */
+int64_t rt_sample_base(const RtCtx *rt, int64_t mb);
+
+#endif

@@ -1,0 +1,220 @@
+/* runtime/rt_exec.c: the interpreter. One pass over a stage's program runs
+ * a training step (or an evaluation batch); the switch covers every
+ * instruction of schedules/ops.def (a missing case is a compile warning,
+ * -Wswitch, and an abort at run time).
+ *
+ * Transfers: receives are MPI_Irecv posted where the program posts them and
+ * waited for by the compute that needs their data; sends are MPI_Isend,
+ * waited for before their memory is written again. Peers are stages of this
+ * rank's data-parallel lane (pipe_comm ranks are stages). Tags separate
+ * activations from gradients; MPI keeps each (sender, tag) in order, which
+ * is the order the verifier matched. */
+#include <math.h>
+#include <string.h>
+
+#include "k_cpu.h"
+#include "rt.h"
+#include "rt_optim.h"
+
+enum { TAG_ACT = 1, TAG_GRAD = 2 };
+
+int64_t rt_sample_base(const RtCtx *rt, int64_t mb)
+{
+    /* this lane's share of the global batch, then the micro-batch */
+    return rt->dpi * rt->M * rt->B + mb * rt->B;
+}
+
+static void wait_req(RtCtx *rt, MPI_Request *r)
+{
+    if (*r != MPI_REQUEST_NULL)
+        RT_MPI(rt, MPI_Wait(r, MPI_STATUS_IGNORE));
+}
+
+static unsigned char *slot_of(RtChunk *ch, int buf)
+{
+    return ch->slots + (int64_t)buf * ch->slot_bytes;
+}
+
+/* Loads micro-batch mb into a slot: inputs for the first part, targets for
+ * the last. In evaluation, positions past the end of the set load sample 0
+ * with every target ignored. */
+static void load(RtCtx *rt, RtChunk *ch, unsigned char *slot, int64_t mb)
+{
+    RtData *d = rt->evaluating ? &rt->eval : &rt->data;
+    const PcModel *m = rt->m;
+    int64_t batch = rt->global_batch;
+    for (int64_t b = 0; b < rt->B; b++) {
+        int64_t pos = rt_sample_base(rt, mb) + b, idx;
+        int past_end = 0;
+        if (rt->evaluating) {
+            int64_t g = rt->eval_step_base + pos;
+            past_end = g >= d->n;
+            idx = past_end ? 0 : g;
+        } else {
+            idx = rt_data_index(d, rt->c->shuffle, rt->step, pos, batch);
+        }
+        if (ch->is_first) {
+            unsigned char *dst = slot + ch->in_off;
+            for (int k = 0; k < m->ninputs; k++) {
+                int64_t e = pc_tensor_elems(&m->input[k].t);
+                rt_data_input(d, idx, k, dst + (int64_t)rt->B * 0 + b * e * 4);
+                dst += rt->B * e * 4;
+            }
+        }
+        if (ch->is_last) {
+            int64_t e = pc_tensor_elems(&m->target[0].t);
+            void *dst = slot + ch->tgt_off + b * e * 4;
+            rt_data_target(d, idx, dst);
+            if (past_end && m->loss == PC_LOSS_CROSS_ENTROPY)
+                for (int64_t j = 0; j < (e ? e : 1); j++)
+                    ((int32_t *)dst)[j] = -1;
+        }
+    }
+}
+
+static RtChunk *chunk_of(RtCtx *rt, int c)
+{
+    RT_CHECK(rt, c >= 0 && c < rt->chunks, "chunk %d out of range", c);
+    return &rt->chunk[c];
+}
+
+/* The slot of the previous part on this stage, for a hand-over. */
+static unsigned char *link_slot(RtCtx *rt, RtChunk *ch, int link)
+{
+    if (link < 0)
+        return NULL;
+    for (int c = 0; c < rt->chunks; c++)
+        if (rt->chunk[c].part == ch->part - 1) {
+            RT_CHECK(rt, link < rt->chunk[c].nbuf, "link %d out of range", link);
+            return slot_of(&rt->chunk[c], link);
+        }
+    RT_CHECK(rt, 0, "link with no previous part on this stage");
+    return NULL;
+}
+
+/* Sums the two halves of each tied weight's gradient, in one fixed order:
+ * owner, then the copy, on every stage that holds either. */
+static void reduce_tied(RtCtx *rt)
+{
+    for (int t = 0; t < rt->f.part.nties; t++) {
+        const PcTie *tie = &rt->f.part.tie[t];
+        RtParam *own = NULL, *copy = NULL;
+        for (int i = 0; i < rt->nparam; i++) {
+            RtParam *q = &rt->param[i];
+            if (q->layer == tie->owner && q->k == 0)
+                own = q;
+            if (q->layer == tie->layer && q->k < 0)
+                copy = q;
+        }
+        if (own && copy) {
+            for (int64_t i = 0; i < own->n; i++)
+                own->g[i] += copy->g[i];
+            memcpy(copy->g, own->g, own->n * sizeof(float));
+        } else if (own || copy) {
+            /* the other half is on the other stage: two contributions, and
+             * float addition is commutative, so both get the same bits */
+            RtParam *q = own ? own : copy;
+            RT_CHECK(rt, rt->tied_comm != MPI_COMM_NULL, "tied weight without a tied communicator");
+            RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, q->g, (int)q->n, MPI_FLOAT, MPI_SUM, rt->tied_comm));
+        }
+    }
+}
+
+static void optimizer_step(RtCtx *rt)
+{
+    double factor = 1;
+    if (rt->c->grad_clip > 0) {
+        double ss = 0;
+        for (int i = 0; i < rt->nparam; i++)
+            if (rt->param[i].counts_in_norm)
+                ss += rt_sumsq(rt->param[i].g, rt->param[i].n);
+        RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPI_DOUBLE, MPI_SUM, rt->pipe_comm));
+        factor = rt_clip_factor(sqrt(ss), rt->c->grad_clip);
+    }
+    double lr = rt_lr_at(rt->c, rt->step);
+    for (int i = 0; i < rt->nparam; i++) {
+        RtParam *q = &rt->param[i];
+        if (factor < 1)
+            rt_scale(q->g, q->n, (float)factor);
+        rt_optim_step(rt->c, q->p, q->g, q->state, q->n, rt->step + 1, lr);
+    }
+    memset(rt->grads, 0, rt->nparams_total * sizeof(float));
+}
+
+void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
+{
+    rt->evaluating = eval;
+    int peer_rank;
+    for (int pc = 0; pc < prog->n; pc++) {
+        const SchedInstr *in = &prog->ins[pc];
+        rt->pc = pc;
+        rt->in = in;
+        unsigned o = sched_op_operands[in->op];
+        RtChunk *ch = (o & SCHED_C) ? chunk_of(rt, in->chunk) : NULL;
+        unsigned char *slot = NULL;
+        if (ch && (o & SCHED_B) && in->op != SCHED_SendGrad) {
+            RT_CHECK(rt, in->buf >= 0 && in->buf < ch->nbuf, "buffer %d out of range", in->buf);
+            slot = slot_of(ch, in->buf);
+        }
+        peer_rank = in->peer;
+        switch ((SchedOp)in->op) {
+        case SCHED_LoadMicroBatch:
+            wait_req(rt, &ch->out_req[in->buf]);
+            load(rt, ch, slot, in->mb);
+            break;
+        case SCHED_RecvActivation:
+            wait_req(rt, &ch->out_req[in->buf]);
+            RT_MPI(rt, MPI_Irecv(slot + ch->in_off, (int)ch->in_bytes, MPI_BYTE, peer_rank, TAG_ACT, rt->pipe_comm,
+                                 &ch->in_req[in->buf]));
+            break;
+        case SCHED_RecvGrad:
+            RT_MPI(rt, MPI_Irecv(slot + ch->dout_off, (int)(rt->B * ch->lay[ch->last - ch->first].out_elems * 4),
+                                 MPI_BYTE, peer_rank, TAG_GRAD, rt->pipe_comm, &ch->dout_req[in->buf]));
+            break;
+        case SCHED_SendActivation:
+            RT_MPI(rt, MPI_Isend(slot + ch->outt_off, (int)ch->outt_bytes, MPI_BYTE, peer_rank, TAG_ACT, rt->pipe_comm,
+                                 &ch->out_req[in->buf]));
+            break;
+        case SCHED_SendGrad:
+            RT_MPI(rt, MPI_Isend(ch->gin, (int)(ch->gin_elems * 4), MPI_BYTE, peer_rank, TAG_GRAD, rt->pipe_comm,
+                                 &ch->gin_req));
+            break;
+        case SCHED_Forward:
+            wait_req(rt, &ch->in_req[in->buf]);
+            wait_req(rt, &ch->out_req[in->buf]);
+            rt_chunk_forward(rt, ch, slot, link_slot(rt, ch, in->link), in->mb);
+            break;
+        case SCHED_Backward:
+        case SCHED_BackwardInput:
+        case SCHED_BackwardWeight:
+            wait_req(rt, &ch->dout_req[in->buf]);
+            if (in->op != SCHED_BackwardWeight)
+                wait_req(rt, &ch->gin_req);
+            rt_chunk_backward(rt, ch, slot, link_slot(rt, ch, in->link), in->mb, in->op != SCHED_BackwardWeight,
+                              in->op != SCHED_BackwardInput);
+            break;
+        case SCHED_ReduceTiedGrads:
+            reduce_tied(rt);
+            break;
+        case SCHED_ReduceGrads:
+            if (rt->dp > 1)
+                RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, rt->grads, (int)rt->nparams_total, MPI_FLOAT, MPI_SUM,
+                                         rt->dp_comm));
+            break;
+        case SCHED_OptimizerStep:
+            optimizer_step(rt);
+            break;
+        case SCHED_NOPS:
+        default:
+            RT_CHECK(rt, 0, "unknown opcode %u", in->op);
+        }
+    }
+    /* every send of this pass has gone before the next pass writes again */
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        wait_req(rt, &ch->gin_req);
+        for (int b = 0; b < ch->nbuf; b++)
+            wait_req(rt, &ch->out_req[b]);
+    }
+    rt->in = NULL;
+}

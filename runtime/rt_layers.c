@@ -1,0 +1,295 @@
+/* runtime/rt_layers.c: a chunk's layers, forward and backward, over one
+ * activation slot. Each layer is one call into kernels/ (k_cpu.h); this
+ * file only finds the arrays: a layer reads the previous layer's output
+ * (or the slot's input tuple, or the linked slot's output tuple on a
+ * hand-over) and writes its own output into the slot, where the backward
+ * finds it. */
+#include <string.h>
+
+#include "k_cpu.h"
+#include "rt.h"
+
+static float *at(unsigned char *slot, int64_t off)
+{
+    return (float *)(slot + off);
+}
+
+static KConv conv_geom(const PcLayer *L)
+{
+    KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
+               L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
+    return g;
+}
+
+static KPool pool_geom(const PcLayer *L)
+{
+    KPool g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2], L->kh,
+               L->kw,        L->sh,        L->sw,        L->ph,         L->pw};
+    return g;
+}
+
+/* The input of layer i of the chunk: the previous layer's output, or the
+ * main item of the input tuple (this slot's, or the linked slot's output
+ * tuple on a hand-over). */
+static const float *layer_input(RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int i,
+                                const RtChunk *link_ch)
+{
+    if (i > 0)
+        return at(slot, ch->lay[i - 1].out_off);
+    if (link_slot)
+        return (const float *)(link_slot + link_ch->outt_off);
+    return at(slot, ch->in_off);
+}
+
+/* Global sample index of sample b of micro-batch mb, for dropout's keys. */
+static uint64_t sample_of(const RtCtx *rt, int64_t mb, int64_t b)
+{
+    return (uint64_t)(rt_sample_base(rt, mb) + b);
+}
+
+static void dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb, uint8_t *mask)
+{
+    for (int64_t b = 0; b < rt->B; b++)
+        k_dropout_mask(mask + b * lr->out_elems, lr->out_elems, (float)lr->L->p, rt->c->seed, (uint64_t)rt->step,
+                       sample_of(rt, mb, b), (uint32_t)lr->L->index);
+}
+
+/* The chunk whose output tuple a hand-over reads: the previous part's. */
+static const RtChunk *prev_chunk(const RtCtx *rt, const RtChunk *ch)
+{
+    for (int c = 0; c < rt->chunks; c++)
+        if (rt->chunk[c].part == ch->part - 1)
+            return &rt->chunk[c];
+    return NULL;
+}
+
+void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int64_t mb)
+{
+    const RtChunk *lch = link_slot ? prev_chunk(rt, ch) : NULL;
+    int n = ch->last - ch->first + 1;
+    int64_t B = rt->B;
+    for (int i = 0; i < n; i++) {
+        RtLayerRt *lr = &ch->lay[i];
+        const PcLayer *L = lr->L;
+        const float *in = layer_input(ch, slot, link_slot, i, lch);
+        float *out = at(slot, lr->out_off);
+        int64_t nin = B * lr->in_elems, nout = B * lr->out_elems;
+        switch (L->kind) {
+        case PC_L_LINEAR: {
+            int64_t fin = L->in.dim[L->in.ndim - 1];
+            k_linear_forward(out, in, lr->w, lr->b, nin / fin, fin, L->nout);
+            break;
+        }
+        case PC_L_CONV2D: {
+            KConv g = conv_geom(L);
+            k_conv2d_forward(out, in, lr->w, lr->b, B, &g, rt->scratch);
+            break;
+        }
+        case PC_L_MAXPOOL2D: {
+            KPool g = pool_geom(L);
+            k_maxpool2d_forward(out, (int32_t *)at(slot, lr->save_off), in, B, &g);
+            break;
+        }
+        case PC_L_AVGPOOL2D: {
+            KPool g = pool_geom(L);
+            k_avgpool2d_forward(out, in, B, &g);
+            break;
+        }
+        case PC_L_ADAPTIVE_AVGPOOL2D:
+            k_adaptive_avgpool2d_forward(out, in, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
+            break;
+        case PC_L_RELU: k_relu_forward(out, in, nin); break;
+        case PC_L_GELU: k_gelu_forward(out, in, nin); break;
+        case PC_L_TANH: k_tanh_forward(out, in, nin); break;
+        case PC_L_SIGMOID: k_sigmoid_forward(out, in, nin); break;
+        case PC_L_FLATTEN: memmove(out, in, nin * sizeof(float)); break;
+        case PC_L_DROPOUT:
+            if (rt->evaluating || L->p == 0) {
+                memmove(out, in, nin * sizeof(float));
+            } else {
+                uint8_t *mask = (uint8_t *)rt->scratch;
+                dropout_mask(rt, lr, mb, mask);
+                k_dropout_forward(out, in, mask, (float)L->p, nin);
+            }
+            break;
+        case PC_L_LAYERNORM: {
+            int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
+            float *mean = at(slot, lr->save_off), *rstd = mean + rows;
+            k_layernorm_forward(out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps);
+            break;
+        }
+        case PC_L_EMBEDDING:
+            k_embedding_forward(out, (const int32_t *)in, lr->w, lr->b, B, L->in.dim[0], L->dim);
+            break;
+        default:
+            RT_CHECK(rt, 0, "layer %d (%s) has no CPU implementation", L->index, pc_layer_names[L->kind]);
+        }
+        (void)nout;
+    }
+    /* side inputs that travel on are copied behind the main output */
+    if (!ch->is_last) {
+        const PcBoundary *bo = &rt->f.part.bnd[ch->part];
+        int64_t off = B * ch->lay[n - 1].out_elems * 4, in_at = 0;
+        const unsigned char *src = link_slot ? link_slot + lch->outt_off : slot + ch->in_off;
+        const PcBoundary *bi = ch->is_first ? NULL : &rt->f.part.bnd[ch->part - 1];
+        for (int j = 1; j < bo->nitems; j++) {
+            /* find the item in the input tuple by name */
+            in_at = 0;
+            if (bi) {
+                for (int q = 0; q < bi->nitems; q++) {
+                    if (strcmp(bi->item[q].name, bo->item[j].name) == 0)
+                        break;
+                    in_at += bi->item[q].bytes;
+                }
+            } else {
+                for (int q = 0; q < rt->m->ninputs; q++) {
+                    if (strcmp(rt->m->input[q].name, bo->item[j].name) == 0)
+                        break;
+                    in_at += B * pc_tensor_elems(&rt->m->input[q].t) * 4;
+                }
+            }
+            memmove(slot + ch->outt_off + off, src + in_at, bo->item[j].bytes);
+            off += bo->item[j].bytes;
+        }
+    } else {
+        /* the loss, on the model's last part */
+        const RtLayerRt *last = &ch->lay[n - 1];
+        const float *logits = at(slot, last->out_off);
+        float *dl = rt->evaluating ? NULL : at(slot, ch->dout_off);
+        if (rt->m->loss == PC_LOSS_CROSS_ENTROPY) {
+            int64_t cls = last->L->out.dim[last->L->out.ndim - 1];
+            int64_t count = 0, correct = 0;
+            rt->loss_sum += k_cross_entropy(dl, logits, (const int32_t *)at(slot, ch->tgt_off), B * last->out_elems / cls,
+                                            cls, rt->target_scale, &count, &correct);
+            rt->loss_count += count;
+            rt->correct += correct;
+        } else {
+            rt->loss_sum += k_mse(dl, logits, at(slot, ch->tgt_off), B * last->out_elems, rt->target_scale);
+            rt->loss_count += B * last->out_elems;
+        }
+    }
+}
+
+/* Keeps a parameterised layer's output gradient for a later
+ * BackwardWeight. */
+static int keeps_dout(const RtLayerRt *lr)
+{
+    return lr->dout_off > 0;
+}
+
+static void weight_grads(RtCtx *rt, RtLayerRt *lr, unsigned char *slot, const float *dout, const float *in, int64_t mb)
+{
+    const PcLayer *L = lr->L;
+    int64_t B = rt->B, nin = B * lr->in_elems;
+    (void)mb;
+    switch (L->kind) {
+    case PC_L_LINEAR: {
+        int64_t fin = L->in.dim[L->in.ndim - 1];
+        k_linear_backward_weight(lr->gw, lr->gb, dout, in, nin / fin, fin, L->nout);
+        break;
+    }
+    case PC_L_CONV2D: {
+        KConv g = conv_geom(L);
+        k_conv2d_backward_weight(lr->gw, lr->gb, dout, in, B, &g, rt->scratch);
+        break;
+    }
+    case PC_L_LAYERNORM: {
+        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
+        const float *mean = at(slot, lr->save_off), *rstd = mean + rows;
+        k_layernorm_backward_weight(lr->gw, lr->gb, dout, in, mean, rstd, rows, d);
+        break;
+    }
+    case PC_L_EMBEDDING:
+        k_embedding_backward_weight(lr->gw, lr->gb, dout, (const int32_t *)in, B, L->in.dim[0], L->dim);
+        break;
+    default:
+        break;
+    }
+}
+
+void rt_chunk_backward(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned char *link_slot, int64_t mb, int input,
+                       int weight)
+{
+    const RtChunk *lch = link_slot ? prev_chunk(rt, ch) : NULL;
+    int n = ch->last - ch->first + 1;
+    int64_t B = rt->B;
+    const float *g = at(slot, ch->dout_off);
+    int ping = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        RtLayerRt *lr = &ch->lay[i];
+        const PcLayer *L = lr->L;
+        const float *in = layer_input(ch, slot, link_slot, i, lch);
+        const float *out = at(slot, lr->out_off);
+        int64_t nin = B * lr->in_elems;
+        if (!input) {
+            /* BackwardWeight: the output gradient was kept by BackwardInput */
+            if (keeps_dout(lr))
+                weight_grads(rt, lr, slot, at(slot, lr->dout_off), in, mb);
+            continue;
+        }
+        if (keeps_dout(lr) && !weight)
+            memmove(at(slot, lr->dout_off), g, B * lr->out_elems * sizeof(float));
+        /* where the input gradient goes */
+        float *din;
+        int need_din = !(i == 0 && ch->is_first);
+        if (i > 0)
+            din = rt->work[ping];
+        else if (link_slot)
+            din = (float *)(link_slot + lch->dout_off);
+        else
+            din = ch->gin;
+        if (need_din) {
+            switch (L->kind) {
+            case PC_L_LINEAR: {
+                int64_t fin = L->in.dim[L->in.ndim - 1];
+                k_linear_backward_input(din, g, lr->w, nin / fin, fin, L->nout);
+                break;
+            }
+            case PC_L_CONV2D: {
+                KConv gm = conv_geom(L);
+                k_conv2d_backward_input(din, g, lr->w, B, &gm, rt->scratch);
+                break;
+            }
+            case PC_L_MAXPOOL2D: {
+                KPool gm = pool_geom(L);
+                k_maxpool2d_backward(din, g, (const int32_t *)at(slot, lr->save_off), B, &gm);
+                break;
+            }
+            case PC_L_AVGPOOL2D: {
+                KPool gm = pool_geom(L);
+                k_avgpool2d_backward(din, g, B, &gm);
+                break;
+            }
+            case PC_L_ADAPTIVE_AVGPOOL2D:
+                k_adaptive_avgpool2d_backward(din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
+                break;
+            case PC_L_RELU: k_relu_backward(din, g, in, nin); break;
+            case PC_L_GELU: k_gelu_backward(din, g, in, nin); break;
+            case PC_L_TANH: k_tanh_backward(din, g, out, nin); break;
+            case PC_L_SIGMOID: k_sigmoid_backward(din, g, out, nin); break;
+            case PC_L_FLATTEN: memmove(din, g, nin * sizeof(float)); break;
+            case PC_L_DROPOUT:
+                if (L->p == 0) {
+                    memmove(din, g, nin * sizeof(float));
+                } else {
+                    uint8_t *mask = (uint8_t *)rt->scratch;
+                    dropout_mask(rt, lr, mb, mask);
+                    k_dropout_backward(din, g, mask, (float)L->p, nin);
+                }
+                break;
+            case PC_L_LAYERNORM: {
+                int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
+                const float *mean = at(slot, lr->save_off), *rstd = mean + rows;
+                k_layernorm_backward_input(din, g, in, lr->w, mean, rstd, rows, d);
+                break;
+            }
+            default:
+                RT_CHECK(rt, 0, "layer %d (%s) has no CPU backward", L->index, pc_layer_names[L->kind]);
+            }
+        }
+        if (weight)
+            weight_grads(rt, lr, slot, g, in, mb);
+        g = din;
+        ping ^= 1;
+    }
+}

@@ -1,0 +1,300 @@
+/* runtime/rt_setup.c: everything the interpreter needs before its first
+ * instruction: who this rank is, its communicators, the layout of each
+ * chunk's activation slots, and the arenas (parameters, initialised as
+ * PyTorch initialises them; gradients; optimizer state; work space). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "k_cpu.h"
+#include "rt.h"
+#include "rt_optim.h"
+
+void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (rt && rt->in) {
+        char ins[160];
+        sched_instr_text(rt->in, ins, sizeof ins);
+        fprintf(stderr, "[rank %d] %s:%d: %s, at instruction %d (%s)\n", rt->rank, file, line, msg, rt->pc, ins);
+    } else {
+        fprintf(stderr, "[rank %d] %s:%d: %s\n", rt ? rt->rank : -1, file, line, msg);
+    }
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
+void *rt_alloc(RtCtx *rt, size_t bytes, const char *what)
+{
+    void *p = calloc(1, bytes ? bytes : 1);
+    RT_CHECK(rt, p, "out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+static int64_t elems(const PcTensor *t)
+{
+    return pc_tensor_elems(t);
+}
+
+/* Extra bytes a layer saves per sample beyond its output. */
+static int64_t extra_bytes(const PcLayer *L)
+{
+    switch (L->kind) {
+    case PC_L_MAXPOOL2D: return elems(&L->out) * 4;                  /* argmax positions */
+    case PC_L_LAYERNORM: return 2 * (elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd */
+    default: return 0;
+    }
+}
+
+static int64_t align64(int64_t x)
+{
+    return (x + 63) & ~(int64_t)63;
+}
+
+static int split_program(const SchedPlan *pl, int stage)
+{
+    for (int i = 0; i < pl->prog[stage].n; i++)
+        if (pl->prog[stage].ins[i].op == SCHED_BackwardInput)
+            return 1;
+    return 0;
+}
+
+/* The slot layout of one chunk. */
+static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
+{
+    const PcModel *m = rt->m;
+    const PcPartition *pt = &rt->f.part;
+    int64_t B = rt->B, off = 0;
+    /* input tuple: the model's inputs for the first part, else the boundary */
+    ch->in_off = off;
+    if (ch->is_first) {
+        for (int i = 0; i < m->ninputs; i++)
+            ch->in_bytes += B * elems(&m->input[i].t) * 4;
+    } else {
+        ch->in_bytes = pt->bnd[ch->part - 1].bytes;
+    }
+    off = align64(off + ch->in_bytes);
+    if (ch->is_last) {
+        ch->tgt_off = off;
+        off = align64(off + B * elems(&m->target[0].t) * 4);
+    }
+    int n = ch->last - ch->first + 1;
+    ch->lay = rt_alloc(rt, n * sizeof *ch->lay, "layers");
+    int64_t work = 0, scratch = 0;
+    for (int i = 0; i < n; i++) {
+        RtLayerRt *lr = &ch->lay[i];
+        const PcLayer *L = &m->layer[ch->first + i];
+        lr->L = L;
+        lr->in_elems = elems(&L->in);
+        lr->out_elems = elems(&L->out);
+        RT_CHECK(rt, L->kind != PC_L_TRANSFORMER_BLOCK,
+                 "layer %d: transformer_block is not supported by the CPU runtime yet", L->index);
+        if (i < n - 1) {
+            lr->out_off = off;
+            off = align64(off + B * lr->out_elems * 4);
+        }
+        lr->save_off = off;
+        lr->save_bytes = B * extra_bytes(L);
+        off = align64(off + lr->save_bytes);
+        int64_t big = lr->in_elems > lr->out_elems ? lr->in_elems : lr->out_elems;
+        if (B * big > work)
+            work = B * big;
+        if (L->kind == PC_L_CONV2D) {
+            KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
+                       L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
+            int64_t s = k_conv2d_scratch(&g);
+            if (s > scratch)
+                scratch = s;
+        }
+        if (L->kind == PC_L_DROPOUT && (B * lr->out_elems + 3) / 4 > scratch)
+            scratch = (B * lr->out_elems + 3) / 4; /* the mask, as bytes */
+    }
+    /* the output tuple: the last layer writes its output here, then the
+     * side inputs that go on follow it */
+    RtLayerRt *last = &ch->lay[n - 1];
+    ch->outt_off = off;
+    last->out_off = off;
+    ch->outt_bytes = B * last->out_elems * 4;
+    if (!ch->is_last)
+        ch->outt_bytes = pt->bnd[ch->part].bytes;
+    off = align64(off + ch->outt_bytes);
+    ch->dout_off = off;
+    off = align64(off + B * last->out_elems * 4);
+    if (split)
+        for (int i = 0; i < n; i++)
+            if (ch->lay[i].L->nparams > 0 || ch->lay[i].L->tie >= 0) {
+                ch->lay[i].dout_off = off;
+                off = align64(off + B * ch->lay[i].out_elems * 4);
+            }
+    ch->slot_bytes = off;
+    ch->gin_elems = B * ch->lay[0].in_elems;
+    if (work > rt->work_elems)
+        rt->work_elems = work;
+    if (scratch > rt->scratch_elems)
+        rt->scratch_elems = scratch;
+}
+
+/* Parameters of this stage, in layer order; a tied linear whose owner is on
+ * another stage gets a copy, initialised as the owner is. */
+static void setup_params(RtCtx *rt)
+{
+    const PcModel *m = rt->m;
+    int cap = 16;
+    rt->param = rt_alloc(rt, cap * sizeof *rt->param, "parameter table");
+    int64_t total = 0;
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        for (int i = ch->first; i <= ch->last; i++) {
+            const PcLayer *L = &m->layer[i];
+            int extra = L->tie >= 0 ? 1 : 0;
+            for (int k = -extra; k < L->nparams; k++) {
+                if (rt->nparam == cap) {
+                    cap *= 2;
+                    rt->param = realloc(rt->param, cap * sizeof *rt->param);
+                    RT_CHECK(rt, rt->param, "out of memory");
+                }
+                RtParam *q = &rt->param[rt->nparam++];
+                memset(q, 0, sizeof *q);
+                q->layer = i, q->k = k;
+                if (k < 0) {
+                    const PcParam *w = &m->layer[L->tie].param[0];
+                    q->n = w->count;
+                    snprintf(q->name, sizeof q->name, "layers.%d.%s", L->tie, w->name);
+                    q->counts_in_norm = 0; /* the owner counts it once */
+                    /* on the owner's stage the copy is the owner's tensor:
+                     * its gradient is kept apart, its value shared */
+                } else {
+                    q->n = L->param[k].count;
+                    snprintf(q->name, sizeof q->name, "layers.%d.%s", i, L->param[k].name);
+                    q->counts_in_norm = 1;
+                }
+                total += q->n;
+            }
+        }
+    }
+    rt->nparams_total = total;
+    rt->params = rt_alloc(rt, total * sizeof(float), "parameters");
+    rt->grads = rt_alloc(rt, total * sizeof(float), "gradients");
+    int per = rt_optim_state_per_param(rt->c);
+    rt->state = rt_alloc(rt, (size_t)(per ? per : 1) * total * sizeof(float), "optimizer state");
+    int64_t at = 0;
+    for (int i = 0; i < rt->nparam; i++) {
+        RtParam *q = &rt->param[i];
+        q->p = rt->params + at, q->g = rt->grads + at, q->state = rt->state + (int64_t)per * at;
+        at += q->n;
+        /* PyTorch's defaults: Linear and Conv2d U(-1/sqrt(fan_in), ..) for
+         * weight and bias; Embedding N(0, 1); LayerNorm 1 and 0 */
+        int li = q->k < 0 ? m->layer[q->layer].tie : q->layer;
+        const PcLayer *L = &m->layer[li];
+        int k = q->k < 0 ? 0 : q->k;
+        const char *pname = L->param[k].name;
+        if (L->kind == PC_L_EMBEDDING) {
+            k_init_normal(q->p, q->n, rt->c->seed, (uint32_t)li, pname);
+        } else if (L->kind == PC_L_LAYERNORM) {
+            k_fill(q->p, q->n, k == 0 ? 1.0f : 0.0f);
+        } else {
+            int64_t fan_in = L->kind == PC_L_CONV2D ? L->in.dim[0] * L->kh * L->kw : L->in.dim[L->in.ndim - 1];
+            k_init_uniform(q->p, q->n, (float)(1.0 / sqrt((double)fan_in)), rt->c->seed, (uint32_t)li, pname);
+        }
+    }
+    /* bind each layer's pointers */
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        for (int i = 0; i <= ch->last - ch->first; i++) {
+            RtLayerRt *lr = &ch->lay[i];
+            int li = ch->first + i, seen = 0;
+            for (int j = 0; j < rt->nparam; j++) {
+                RtParam *q = &rt->param[j];
+                if (q->layer != li)
+                    continue;
+                if (q->k < 0) {
+                    lr->w = q->p, lr->gw = q->g;
+                } else {
+                    lr->w2[q->k] = q->p, lr->g2[q->k] = q->g;
+                    seen++;
+                }
+            }
+            const PcLayer *L = lr->L;
+            if (L->tie < 0) {
+                lr->w = L->nparams > 0 ? lr->w2[0] : NULL;
+                lr->gw = L->nparams > 0 ? lr->g2[0] : NULL;
+                lr->b = L->nparams > 1 ? lr->w2[1] : NULL;
+                lr->gb = L->nparams > 1 ? lr->g2[1] : NULL;
+            } else {
+                lr->b = L->nparams > 0 ? lr->w2[0] : NULL;
+                lr->gb = L->nparams > 0 ? lr->g2[0] : NULL;
+            }
+            if (L->kind == PC_L_EMBEDDING) {
+                lr->b = L->nparams > 1 ? lr->w2[1] : NULL; /* positions */
+                lr->gb = L->nparams > 1 ? lr->g2[1] : NULL;
+            }
+            (void)seen;
+        }
+    }
+}
+
+void rt_setup(RtCtx *rt)
+{
+    const PcPartition *pt = &rt->f.part;
+    rt->m = &rt->f.model;
+    rt->c = &rt->f.cfg;
+    rt->B = rt->c->micro_batch_size;
+    rt->M = rt->c->micro_batches;
+    rt->stages = pt->stages;
+    rt->chunks = pt->chunks;
+    rt->global_batch = rt->B * rt->M * rt->dp;
+    RT_CHECK(rt, rt->chunks <= RT_MAX_CHUNKS, "more than %d chunks", RT_MAX_CHUNKS);
+    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->stage, rt->dpi, &rt->dp_comm));
+    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->dpi, rt->stage, &rt->pipe_comm));
+    int tied = rt->p.tied_stage[rt->stage];
+    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, tied ? rt->dpi : MPI_UNDEFINED, rt->stage, &rt->tied_comm));
+    int split = split_program(&rt->p.train, rt->stage);
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        ch->part = sched_part(rt->c->place, rt->stages, rt->stage, c);
+        ch->first = pt->part[ch->part].first;
+        ch->last = pt->part[ch->part].last;
+        ch->is_first = ch->part == 0;
+        ch->is_last = ch->part == pt->nparts - 1;
+        layout_chunk(rt, ch, split);
+        int nb = rt->p.train.nbuf[rt->stage * rt->chunks + c];
+        int ne = rt->p.eval.nbuf[rt->stage * rt->chunks + c];
+        ch->nbuf = nb > ne ? nb : ne;
+        ch->slots = rt_alloc(rt, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
+        ch->gin = rt_alloc(rt, ch->gin_elems * sizeof(float), "input gradient");
+        ch->gin_req = MPI_REQUEST_NULL;
+        ch->out_req = rt_alloc(rt, ch->nbuf * sizeof *ch->out_req, "requests");
+        ch->in_req = rt_alloc(rt, ch->nbuf * sizeof *ch->in_req, "requests");
+        ch->dout_req = rt_alloc(rt, ch->nbuf * sizeof *ch->dout_req, "requests");
+        ch->slot_mb = rt_alloc(rt, ch->nbuf * sizeof *ch->slot_mb, "slots");
+        for (int b = 0; b < ch->nbuf; b++) {
+            ch->out_req[b] = ch->in_req[b] = ch->dout_req[b] = MPI_REQUEST_NULL;
+            ch->slot_mb[b] = -1;
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        rt->work[k] = rt_alloc(rt, (rt->work_elems ? rt->work_elems : 1) * sizeof(float), "work space");
+    rt->scratch = rt_alloc(rt, (rt->scratch_elems ? rt->scratch_elems : 1) * sizeof(float), "kernel scratch");
+    setup_params(rt);
+}
+
+void rt_teardown(RtCtx *rt)
+{
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        free(ch->lay), free(ch->slots), free(ch->gin);
+        free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
+    }
+    free(rt->work[0]), free(rt->work[1]), free(rt->scratch);
+    free(rt->params), free(rt->grads), free(rt->state), free(rt->param);
+    MPI_Comm_free(&rt->dp_comm);
+    MPI_Comm_free(&rt->pipe_comm);
+    if (rt->tied_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&rt->tied_comm);
+}
