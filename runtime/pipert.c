@@ -14,9 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <sys/stat.h>
+
 #include "planfile.h"
 #include "rt.h"
 #include "rt_optim.h"
+#include "rt_safetensors.h"
 
 #ifndef PIPE_VERSION
 #define PIPE_VERSION "0.0.0"
@@ -38,6 +42,9 @@ static void usage(FILE *out)
           "  --eval-data PATH  evaluation data, the same way\n"
           "  --log-every N     a log line every N steps (default: 10)\n"
           "  --metrics FILE    also write the log as JSON lines\n"
+          "  --save DIR        write the weights at the end as safetensors (one file per\n"
+          "                    stage, PyTorch's names and layouts); --steps 0 --save DIR\n"
+          "                    writes the initial weights\n"
           "  --device cpu      the backend (cpu; cuda arrives with the GPU runtime)\n"
           "  --verbose         each rank prints its stage, replica and memory\n"
           "  --help, --version\n",
@@ -98,6 +105,40 @@ static void sum_over_replicas(RtCtx *rt, double *v, int n)
 {
     if (rt->dp > 1)
         RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, rt->dp_comm));
+}
+
+/* Writes this stage's parameters (each once: not the copy of a tied
+ * weight) to DIR/stage-S.safetensors; replica 0 of each stage writes. The
+ * files together hold every parameter once, under PyTorch's names. */
+static void save_weights(RtCtx *rt)
+{
+    if (rt->dpi != 0)
+        return;
+    if (mkdir(rt->save_dir, 0755) != 0 && errno != EEXIST)
+        rt_fail(rt, __FILE__, __LINE__, "cannot create %s: %s", rt->save_dir, strerror(errno));
+    RtTensor *t = rt_alloc(rt, (rt->nparam ? rt->nparam : 1) * sizeof *t, "tensor table");
+    int n = 0;
+    for (int i = 0; i < rt->nparam; i++) {
+        const RtParam *q = &rt->param[i];
+        if (q->k < 0)
+            continue;
+        const PcParam *pp = &rt->m->layer[q->layer].param[q->k];
+        t[n].name = q->name;
+        t[n].ndim = pp->ndim;
+        for (int d = 0; d < pp->ndim; d++)
+            t[n].dim[d] = pp->dim[d];
+        t[n].data = q->p;
+        n++;
+    }
+    char path[4200], step[32], stage[32], err[1024];
+    snprintf(path, sizeof path, "%s/stage-%d.safetensors", rt->save_dir, rt->stage);
+    snprintf(step, sizeof step, "%lld", (long long)rt->step);
+    snprintf(stage, sizeof stage, "%d", rt->stage);
+    const char *keys[] = {"format", "model", "step", "stage"};
+    const char *vals[] = {"pt", rt->m->name, step, stage};
+    if (rt_safetensors_write(path, t, n, keys, vals, 4, err, sizeof err) != 0)
+        rt_fail(rt, __FILE__, __LINE__, "saving weights: %s", err);
+    free(t);
 }
 
 static void evaluate(RtCtx *rt, int64_t at_step, int final)
@@ -171,6 +212,8 @@ int main(int argc, char **argv)
             rt->log_every = atoi(argv[++i]);
         } else if (!strcmp(a, "--metrics")) {
             rt->metrics_path = argv[++i];
+        } else if (!strcmp(a, "--save")) {
+            rt->save_dir = argv[++i];
         } else if (!strcmp(a, "--device")) {
             device = argv[++i];
         } else if (a[0] == '-') {
@@ -297,6 +340,8 @@ int main(int argc, char **argv)
             evaluate(rt, s, 0);
     }
     double total = MPI_Wtime() - t_start;
+    if (rt->save_dir)
+        save_weights(rt);
     evaluate(rt, cfg->steps, 1);
     if (reporter)
         printf("trained %lld steps of %lld samples in %.1f s (%.0f samples/s) on %d rank%s: %d stage%s x %d replica%s\n",

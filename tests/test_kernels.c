@@ -733,17 +733,17 @@ START_TEST(layernorm_gradients)
 }
 END_TEST
 
-/* wider than one block of column accumulators; dw and db add up */
+/* wider than one block of column sums, and more rows than one row block */
 START_TEST(layernorm_wide_rows)
 {
     rng_seed(801);
-    int64_t n = 3, d = 300;
+    int64_t n = 150, d = 300;
     float *x = frand(n * d, -1, 1), *w = frand(d, 0.5f, 1.5f), *b = frand(d, -1, 1), *y = fnan(n * d);
     float *mean = fnan(n), *rstd = fnan(n), *g = frand(n * d, -1, 1), *dw = fzero(d), *db = fzero(d);
     k_layernorm_forward(y, mean, rstd, x, w, b, n, d, 1e-5f);
     k_layernorm_backward_weight(dw, db, g, x, mean, rstd, n, d);
     double rdw[300] = {0}, rdb[300] = {0};
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) /* against the saved mean and rstd */
         for (int64_t j = 0; j < d; j++) {
             rdw[j] += (double)g[i * d + j] * ((double)x[i * d + j] - mean[i]) * rstd[i];
             rdb[j] += g[i * d + j];
