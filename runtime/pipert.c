@@ -22,6 +22,9 @@
 #include "rt_optim.h"
 #include "rt_safetensors.h"
 
+/* OpenBLAS's own: one thread per rank, the ranks are the parallelism. */
+void openblas_set_num_threads(int n);
+
 #ifndef PIPE_VERSION
 #define PIPE_VERSION "0.0.0"
 #endif
@@ -49,6 +52,14 @@ static void usage(FILE *out)
           "  --verbose         each rank prints its stage, replica and memory\n"
           "  --help, --version\n",
           out);
+}
+
+static double slot_mib(const RtCtx *rt)
+{
+    double b = 0;
+    for (int c = 0; c < rt->chunks; c++)
+        b += (double)rt->chunk[c].nbuf * rt->chunk[c].slot_bytes;
+    return b / (1 << 20);
 }
 
 static int has_first(const RtCtx *rt)
@@ -240,6 +251,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pipert: --steps must be >= 0 and --log-every >= 1\n");
         return 1;
     }
+    openblas_set_num_threads(1);
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rt->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &rt->world);
@@ -301,7 +313,7 @@ int main(int argc, char **argv)
         printf("[rank %d] stage %d of %d, replica %d of %d: %lld parameters (%.1f MiB with gradients and optimizer "
                "state), activation slots %.1f MiB (the plan predicted a peak of %.1f MiB)\n",
                rt->rank, rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
-               rt->nparams_total * 4.0 * (2 + rt_optim_state_per_param(cfg)) / (1 << 20), 0.0,
+               rt->nparams_total * 4.0 * (2 + rt_optim_state_per_param(cfg)) / (1 << 20), slot_mib(rt),
                rt->p.train_sim.peak_bytes[rt->stage] / (1 << 20));
         fflush(stdout);
     }
