@@ -120,6 +120,8 @@ void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attr
     } while (0)
 
 void *rt_alloc(RtCtx *rt, size_t bytes, const char *what);
+/* The geometry of a transformer_block for k_block.h. */
+struct KBlock rt_block_geom(const PcLayer *L);
 
 /* rt_setup.c: arenas, parameters (initialised), slots, communicators. */
 void rt_setup(RtCtx *rt);

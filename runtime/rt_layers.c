@@ -6,6 +6,7 @@
  * finds it. */
 #include <string.h>
 
+#include "k_block.h"
 #include "k_cpu.h"
 #include "rt.h"
 
@@ -39,6 +40,43 @@ static const float *layer_input(RtChunk *ch, unsigned char *slot, const unsigned
     if (link_slot)
         return (const float *)(link_slot + link_ch->outt_off);
     return at(slot, ch->in_off);
+}
+
+/* A side input (a mask) by name: in this part's input tuple, or behind the
+ * main output in the linked slot's output tuple on a hand-over. */
+static const float *side_input(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const unsigned char *link_slot,
+                               const RtChunk *lch, const char *name)
+{
+    int64_t B = rt->B, off = 0;
+    if (link_slot) {
+        const PcBoundary *b = &rt->f.part.bnd[lch->part];
+        for (int q = 0; q < b->nitems; q++) {
+            if (strcmp(b->item[q].name, name) == 0)
+                return (const float *)(link_slot + lch->outt_off + off);
+            off += b->item[q].bytes;
+        }
+    } else if (ch->is_first) {
+        for (int q = 0; q < rt->m->ninputs; q++) {
+            if (strcmp(rt->m->input[q].name, name) == 0)
+                return (const float *)(slot + ch->in_off + off);
+            off += B * pc_tensor_elems(&rt->m->input[q].t) * 4;
+        }
+    } else {
+        const PcBoundary *b = &rt->f.part.bnd[ch->part - 1];
+        for (int q = 0; q < b->nitems; q++) {
+            if (strcmp(b->item[q].name, name) == 0)
+                return (const float *)(slot + ch->in_off + off);
+            off += b->item[q].bytes;
+        }
+    }
+    RT_CHECK(rt, 0, "side input '%s' is not in the input tuple of part %d", name, ch->part);
+    return NULL;
+}
+
+static const float *block_mask(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const unsigned char *link_slot,
+                               const RtChunk *lch, const PcLayer *L)
+{
+    return L->mask >= 0 ? side_input(rt, ch, slot, link_slot, lch, rt->m->input[L->mask].name) : NULL;
 }
 
 /* Global sample index of sample b of micro-batch mb, for dropout's keys. */
@@ -116,6 +154,12 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
             int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
             float *mean = at(slot, lr->save_off), *rstd = mean + rows;
             k_layernorm_forward(out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps);
+            break;
+        }
+        case PC_L_TRANSFORMER_BLOCK: {
+            KBlock g = rt_block_geom(L);
+            k_block_forward(out, at(slot, lr->save_off), in, block_mask(rt, ch, slot, link_slot, lch, L),
+                            (const float *const *)lr->w2, B, &g, rt->scratch);
             break;
         }
         case PC_L_EMBEDDING:
@@ -221,6 +265,25 @@ void rt_chunk_backward(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned cha
         const float *in = layer_input(ch, slot, link_slot, i, lch);
         const float *out = at(slot, lr->out_off);
         int64_t nin = B * lr->in_elems;
+        if (L->kind == PC_L_TRANSFORMER_BLOCK) {
+            KBlock gm = rt_block_geom(L);
+            float *scratch = rt->scratch;
+            /* split: the output gradients stay in the slot for the W half;
+             * unsplit: behind the kernel's scratch, used at once */
+            float *dsaved = keeps_dout(lr) ? at(slot, lr->dout_off) : rt->scratch + k_block_scratch_floats(&gm, B);
+            const float *mask = block_mask(rt, ch, slot, link_slot, lch, L);
+            float *din = i > 0 ? rt->work[ping] : link_slot ? (float *)(link_slot + lch->dout_off) : ch->gin;
+            if (input)
+                k_block_backward_input(din, dsaved, g, in, at(slot, lr->save_off), mask, (const float *const *)lr->w2, B,
+                                       &gm, scratch);
+            if (weight)
+                k_block_backward_weight(lr->g2, dsaved, in, at(slot, lr->save_off), B, &gm, scratch);
+            if (input) {
+                g = din;
+                ping ^= 1;
+            }
+            continue;
+        }
         if (!input) {
             /* BackwardWeight: the output gradient was kept by BackwardInput */
             if (keeps_dout(lr))

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "k_block.h"
 #include "k_cpu.h"
 #include "rt.h"
 #include "rt_optim.h"
@@ -42,10 +43,20 @@ static int64_t elems(const PcTensor *t)
     return pc_tensor_elems(t);
 }
 
+KBlock rt_block_geom(const PcLayer *L)
+{
+    KBlock g = {L->in.dim[0], L->in.dim[1], L->heads, L->mlp, L->causal, (float)L->eps, (float)L->p};
+    return g;
+}
+
 /* Extra bytes a layer saves per sample beyond its output. */
 static int64_t extra_bytes(const PcLayer *L)
 {
     switch (L->kind) {
+    case PC_L_TRANSFORMER_BLOCK: {
+        KBlock g = rt_block_geom(L);
+        return k_block_saved_floats(&g) * 4;
+    }
     case PC_L_MAXPOOL2D: return elems(&L->out) * 4;                  /* argmax positions */
     case PC_L_LAYERNORM: return 2 * (elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd */
     default: return 0;
@@ -93,8 +104,8 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
         lr->L = L;
         lr->in_elems = elems(&L->in);
         lr->out_elems = elems(&L->out);
-        RT_CHECK(rt, L->kind != PC_L_TRANSFORMER_BLOCK,
-                 "layer %d: transformer_block is not supported by the CPU runtime yet", L->index);
+        RT_CHECK(rt, L->kind != PC_L_TRANSFORMER_BLOCK || L->p == 0,
+                 "layer %d: transformer_block with dropout > 0 is not supported by the CPU runtime yet", L->index);
         if (i < n - 1) {
             lr->out_off = off;
             off = align64(off + B * lr->out_elems * 4);
@@ -114,6 +125,14 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
         }
         if (L->kind == PC_L_DROPOUT && (B * lr->out_elems + 3) / 4 > scratch)
             scratch = (B * lr->out_elems + 3) / 4; /* the mask, as bytes */
+        if (L->kind == PC_L_TRANSFORMER_BLOCK) {
+            /* the kernel's scratch, then room for an unsplit backward's
+             * output gradients */
+            KBlock g = rt_block_geom(L);
+            int64_t s = k_block_scratch_floats(&g, B) + B * k_block_dsaved_floats(&g);
+            if (s > scratch)
+                scratch = s;
+        }
     }
     /* the output tuple: the last layer writes its output here, then the
      * side inputs that go on follow it */
@@ -129,8 +148,13 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
     if (split)
         for (int i = 0; i < n; i++)
             if (ch->lay[i].L->nparams > 0 || ch->lay[i].L->tie >= 0) {
+                int64_t keep = ch->lay[i].out_elems;
+                if (ch->lay[i].L->kind == PC_L_TRANSFORMER_BLOCK) {
+                    KBlock g = rt_block_geom(ch->lay[i].L);
+                    keep = k_block_dsaved_floats(&g);
+                }
                 ch->lay[i].dout_off = off;
-                off = align64(off + B * ch->lay[i].out_elems * 4);
+                off = align64(off + B * keep * 4);
             }
     ch->slot_bytes = off;
     ch->gin_elems = B * ch->lay[0].in_elems;

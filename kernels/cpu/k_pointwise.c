@@ -4,9 +4,9 @@
  * transformer_block, and the losses (cross-entropy, mse).
  *
  * The math follows PyTorch's definitions (ATen's CPU kernels, where the
- * order of operations is cheap to copy); reductions that feed a gradient or
- * a loss are accumulated in double in a fixed order, so results are
- * deterministic and at least as accurate as PyTorch's float sums.
+ * order of operations is cheap to copy). Reductions use the fixed-order sums
+ * of k_reduce.h (short float chains, totals in double): deterministic
+ * whatever the compiler vectorises, and at least as accurate as PyTorch's.
  */
 #include "k_cpu.h"
 #include "k_reduce.h"
@@ -172,14 +172,18 @@ void k_layernorm_backward_input(float *din, const float *dout, const float *in, 
 }
 
 /* dw += column sums of dout * xhat, db += column sums of dout, in the order
- * of k_colsum_add: K_ROWS rows in float, then double */
+ * of k_colsum_add (K_ROWS rows in float, then double) but over up to
+ * K_LN_COLS columns at once: rows up to that width are read in one sweep,
+ * which matters once N x D outgrows the caches. */
+#define K_LN_COLS 1024 /* 24 KiB of stack */
+
 void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
                                  const float *rstd, int64_t n, int64_t d)
 {
-    double aw[K_COLS], ab[K_COLS];
-    float fw[K_COLS], fb[K_COLS];
-    for (int64_t j0 = 0; j0 < d; j0 += K_COLS) {
-        int64_t m = d - j0 < K_COLS ? d - j0 : K_COLS;
+    double aw[K_LN_COLS], ab[K_LN_COLS];
+    float fw[K_LN_COLS], fb[K_LN_COLS];
+    for (int64_t j0 = 0; j0 < d; j0 += K_LN_COLS) {
+        int64_t m = d - j0 < K_LN_COLS ? d - j0 : K_LN_COLS;
         memset(aw, 0, sizeof aw), memset(ab, 0, sizeof ab);
         for (int64_t i0 = 0; i0 < n; i0 += K_ROWS) {
             int64_t i1 = n - i0 < K_ROWS ? n : i0 + K_ROWS;
@@ -251,9 +255,23 @@ void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, co
  *     S = scale Q K^T, P = masked softmax(S) (saved in att), O = P V.
  * All products are cblas_sgemm calls on these strided views. */
 
-static int key_masked(int64_t i, int64_t j, const float *mrow, int causal)
+/* max of n >= 1 floats over K_LANES lanes: a max does not depend on the
+ * order, so the lanes only break the dependency chain */
+static float row_max(const float *x, int64_t n)
 {
-    return (causal && j > i) || (mrow && mrow[j] == 0.0f);
+    float m[K_LANES];
+    for (int k = 0; k < K_LANES; k++)
+        m[k] = -INFINITY;
+    int64_t j = 0;
+    for (; j + K_LANES <= n; j += K_LANES)
+        for (int k = 0; k < K_LANES; k++)
+            m[k] = x[j + k] > m[k] ? x[j + k] : m[k];
+    for (int k = 0; j < n; j++, k++)
+        m[k] = x[j] > m[k] ? x[j] : m[k];
+    float r = m[0];
+    for (int k = 1; k < K_LANES; k++)
+        r = m[k] > r ? m[k] : r;
+    return r;
 }
 
 void k_attention_forward(float *out, float *att, const float *qkv, const float *mask, int64_t B, int64_t t, int64_t d,
@@ -276,24 +294,24 @@ void k_attention_forward(float *out, float *att, const float *qkv, const float *
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)nk, HD, scale, q + i0 * d3, LD3, k,
                             LD3, 0.0f, p + i0 * t, T);
             }
+            /* masked softmax of each row: masked scores become -inf, whose
+             * exp is exactly 0 */
             for (int64_t i = 0; i < t; i++) {
                 float *pr = p + i * t;
-                float mx = -INFINITY;
-                int64_t live = 0;
-                for (int64_t j = 0; j < t; j++)
-                    if (!key_masked(i, j, mrow, causal)) {
-                        live++;
-                        if (pr[j] > mx)
-                            mx = pr[j];
-                    }
-                if (live == 0) { /* every key masked: zeros, not NaN */
-                    memset(pr, 0, (size_t)t * sizeof(float));
+                int64_t nj = causal ? i + 1 : t; /* keys from nj on are masked */
+                memset(pr + nj, 0, (size_t)(t - nj) * sizeof(float));
+                if (mrow)
+                    for (int64_t j = 0; j < nj; j++)
+                        pr[j] = mrow[j] == 0.0f ? -INFINITY : pr[j];
+                float mx = row_max(pr, nj);
+                if (mx == -INFINITY) { /* every key masked: zeros, not NaN */
+                    memset(pr, 0, (size_t)nj * sizeof(float));
                     continue;
                 }
-                for (int64_t j = 0; j < t; j++)
-                    pr[j] = key_masked(i, j, mrow, causal) ? 0.0f : expf(pr[j] - mx);
-                float inv = (float)(1.0 / k_row_sum(pr, t));
-                for (int64_t j = 0; j < t; j++)
+                for (int64_t j = 0; j < nj; j++)
+                    pr[j] = expf(pr[j] - mx);
+                float inv = (float)(1.0 / k_row_sum(pr, nj));
+                for (int64_t j = 0; j < nj; j++)
                     pr[j] *= inv;
             }
             /* O (T, hd) = P V; causal rows again stop at their last key */
@@ -305,6 +323,20 @@ void k_attention_forward(float *out, float *att, const float *qkv, const float *
             }
         }
     }
+}
+
+/* sum of a[j] * b[j], in the order of k_row_sum over the products */
+static double dot_sum(const float *a, const float *b, int64_t n)
+{
+    float t[K_BLOCK];
+    double s = 0.0;
+    for (int64_t j0 = 0; j0 < n; j0 += K_BLOCK) {
+        int64_t len = n - j0 < K_BLOCK ? n - j0 : K_BLOCK;
+        for (int64_t j = 0; j < len; j++)
+            t[j] = a[j0 + j] * b[j0 + j];
+        s += k_block_sum(t, len);
+    }
+    return s;
 }
 
 /* The backward, per (b, h), with dO the head's slice of dout:
@@ -328,7 +360,7 @@ void k_attention_backward(float *dqkv, const float *dout, const float *qkv, cons
     int T = K_BLAS_INT(t), HD = K_BLAS_INT(hd), LD3 = K_BLAS_INT(d3), LD = K_BLAS_INT(d);
     float buf[K_ATT_BUF];
     double rs[K_ATT_MAXR];
-    int64_t cw = t < K_ATT_MAXC ? t : K_ATT_MAXC;             /* column chunk width */
+    int64_t cw = t < K_ATT_MAXC ? t : K_ATT_MAXC; /* column chunk width */
     int64_t rt = K_ATT_BUF / cw < K_ATT_MAXR ? K_ATT_BUF / cw : K_ATT_MAXR; /* rows per tile */
     if (rt > t)
         rt = t;
@@ -361,8 +393,7 @@ void k_attention_backward(float *dqkv, const float *dout, const float *qkv, cons
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)c, HD, 1.0f, dO + i0 * d, LD,
                                     v + j0 * d3, LD3, 0.0f, buf, (int)c);
                         for (int64_t i = 0; i < r; i++)
-                            for (int64_t j = 0; j < c; j++)
-                                rs[i] += (double)pt[i * t + j0 + j] * buf[i * c + j];
+                            rs[i] += dot_sum(pt + i * t + j0, buf + i * c, c);
                     }
                 }
                 for (int64_t j0 = 0; j0 < nk; j0 += cw) {
@@ -373,12 +404,8 @@ void k_attention_backward(float *dqkv, const float *dout, const float *qkv, cons
                     for (int64_t i = 0; i < r; i++) {
                         const float *pr = pt + i * t + j0;
                         float *br = buf + i * c;
-                        if (!multi) {
-                            double s = 0.0;
-                            for (int64_t j = 0; j < c; j++)
-                                s += (double)pr[j] * br[j];
-                            rs[i] = s;
-                        }
+                        if (!multi)
+                            rs[i] = dot_sum(pr, br, c);
                         float rsi = (float)rs[i];
                         for (int64_t j = 0; j < c; j++)
                             br[j] = pr[j] * (br[j] - rsi);

@@ -15,10 +15,19 @@ passed=0 failed=0
 ok() { echo "ok - $1"; passed=$((passed + 1)); }
 not_ok() { echo "not ok - $1"; [ -n "${2:-}" ] && echo "#   $2"; failed=$((failed + 1)); }
 
+# tokens for the GPT: random ids, some padding (0)
+python3 -c 'import random, struct, sys
+random.seed(7)
+t = [random.randrange(1, 64) for _ in range(17 * 400)]
+for i in range(0, len(t), 23): t[i] = 0
+open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u16" || exit 2
+sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/tied_gpt.pipe" >"$TMP/tied_gpt.pipe"
+MODEL=$SRC/tests/e2e/tied_mlp.pipe
+
 run() { # NAME NP DEFINES...
     local name=$1 np=$2
     shift 2
-    if ! "$PIPEC" "$SRC/tests/e2e/tied_mlp.pipe" "$@" -o "$TMP/$name.bin" 2>"$TMP/$name.err"; then
+    if ! "$PIPEC" "$MODEL" "$@" -o "$TMP/$name.bin" 2>"$TMP/$name.err"; then
         not_ok "$name compiles" "$(head -c 300 "$TMP/$name.err")"
         return 1
     fi
@@ -32,21 +41,23 @@ run() { # NAME NP DEFINES...
     return 0
 }
 
-run base 1 -D stages=1 || { echo "$passed passed, $failed failed"; exit 1; }
-for cfg in "2 1f1b" "3 1f1b" "4 1f1b" "2 gpipe" "4 gpipe" "2 zb-h1" "3 zb-h1" "2 interleaved(chunks = 2)" \
-           "1 interleaved(chunks = 2)" "4 interleaved(chunks = 2)"; do
-    s=${cfg%% *} sched=${cfg#* }
-    name="s$s-$(echo "$sched" | tr -c 'a-z0-9' '_')"
-    if run "$name" "$s" -D stages="$s" -D "schedule=$sched"; then
-        if cmp -s "$TMP/base.loss" "$TMP/$name.loss"; then
-            ok "stages $s, $sched: the same losses, bit for bit"
-        else
-            not_ok "stages $s, $sched: the same losses, bit for bit" "$(diff "$TMP/base.loss" "$TMP/$name.loss" | head -4 | tr '\n' ' ')"
+suite() { # LABEL: runs every configuration of $MODEL against its 1-stage run
+    local label=$1
+    run "$label-base" 1 -D stages=1 || return
+    for cfg in "2 1f1b" "3 1f1b" "4 1f1b" "2 gpipe" "4 gpipe" "2 zb-h1" "3 zb-h1" "2 interleaved(chunks = 2)" \
+               "1 interleaved(chunks = 2)" "4 interleaved(chunks = 2)"; do
+        s=${cfg%% *} sched=${cfg#* }
+        name="$label-s$s-$(echo "$sched" | tr -c 'a-z0-9' '_')"
+        if run "$name" "$s" -D stages="$s" -D "schedule=$sched"; then
+            if cmp -s "$TMP/$label-base.loss" "$TMP/$name.loss"; then
+                ok "$label: stages $s, $sched: the same losses, bit for bit"
+            else
+                not_ok "$label: stages $s, $sched: the same losses, bit for bit" "$(diff "$TMP/$label-base.loss" "$TMP/$name.loss" | head -4 | tr '\n' ' ')"
+            fi
         fi
-    fi
-done
-if run dp2 4 -D stages=2 -D data_parallel=2 -D micro_batches=4; then
-    if python3 - "$TMP/base.loss" "$TMP/dp2.loss" <<'PY'
+    done
+    if run "$label-dp2" 4 -D stages=2 -D data_parallel=2 -D micro_batches=4; then
+        if python3 - "$TMP/$label-base.loss" "$TMP/$label-dp2.loss" <<'PY'
 import sys
 a = [float(l.split(":")[1]) for l in open(sys.argv[1])]
 b = [float(l.split(":")[1]) for l in open(sys.argv[2])]
@@ -54,9 +65,12 @@ worst = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b))
 print("#   largest relative difference %.3g" % worst)
 sys.exit(0 if worst < 1e-5 else 1)
 PY
-    then ok "data_parallel 2 x 2 stages matches data_parallel 1 within 1e-5"
-    else not_ok "data_parallel 2 x 2 stages matches data_parallel 1 within 1e-5"
+        then ok "$label: data_parallel 2 x 2 stages matches data_parallel 1 within 1e-5"
+        else not_ok "$label: data_parallel 2 x 2 stages matches data_parallel 1 within 1e-5"
+        fi
     fi
-fi
+}
+MODEL=$SRC/tests/e2e/tied_mlp.pipe suite mlp
+MODEL=$TMP/tied_gpt.pipe suite gpt
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

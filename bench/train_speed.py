@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""How fast pipert trains, against PyTorch on the same models, and how
+close 2 pipeline stages on 2 ranks come to the speed-up the bubble allows,
+all measured in the same run.
+
+    python3 bench/train_speed.py BUILD_DIR [--quick] [--steps N] [--rounds R]
+
+BUILD_DIR holds pipec and pipert (a Release build gives the figures of
+docs/benchmarks.md; the script says which build type it found).
+
+1. pipert (1 rank, 1 stage) against PyTorch (1 thread) on
+   - an MLP: float32[1024] -> 8 x (linear(1024), relu) -> linear(10),
+     cross_entropy, 8 micro-batches of 64 (global batch 512), 1F1B, Adam,
+     synthetic data. PyTorch runs the same model over the same 512 samples
+     as 8 micro-batches of 64 with gradient accumulation, then one Adam step.
+   - the GPT of examples/gpt_tiny.pipe (vocab 256, 128 tokens, dim 128, 6
+     pre-LayerNorm blocks, 4 heads, MLP 512, tied head, padding mask), 8
+     micro-batches of 4 sequences, AdamW, on a file of random uint16 token
+     ids written here. PyTorch runs a GPT-2-style model of the same shapes
+     (pre-LayerNorm, causal, tanh-GELU, tied head). Skipped, with a line
+     saying so, while pipert's CPU runtime lacks transformer_block.
+   Prints samples/s (tokens/s for the GPT) for both and the ratio.
+2. pipert with 2 stages on 2 ranks against 1 stage on 1 rank, on the same
+   models: the measured speed-up, the ideal one the bubble allows (p x (1 -
+   bubble), the bubble from `pipec -D stages=2 --stats --json`), and the
+   measured one as a percentage of the ideal.
+
+Step times: the median of steps after the first 3 (warm-up), pipert's from
+its --metrics step_ms, PyTorch's from time.perf_counter around a whole
+step (zero_grad, the 8 forward/backward passes, the optimizer step). Both
+run single-threaded: pipert calls openblas_set_num_threads(1) itself, and
+every pipert and PyTorch run gets OPENBLAS_NUM_THREADS=1 and
+OMP_NUM_THREADS=1 besides (PyTorch also torch.set_num_threads(1)).
+
+PyTorch comes from Debian's python3-torch under /usr/bin/python3; when the
+interpreter running this script has no torch, the PyTorch measurements run
+in a /usr/bin/python3 child process (this file, with --torch-worker).
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WARMUP = 3                       # steps left out of every median
+GPT_SKIP_LINE = "GPT: skipped (transformer_block not in the CPU runtime yet)"
+
+MLP_PIPE = """\
+model mlp8x1024 {
+    input  x: float32[1024]
+    target y: int32[]
+    repeat 8 {
+        linear(1024)
+        relu
+    }
+    linear(10)
+    loss cross_entropy
+}
+pipeline { stages = 1; micro_batches = 8; micro_batch_size = 64; schedule = 1f1b }
+train { optimizer = adam(lr = 0.001); steps = 30; seed = 1; data = synthetic(samples = 4096) }
+"""
+MLP = dict(micro_batches=8, micro_batch_size=64)
+
+# examples/gpt_tiny.pipe's model, on one stage (or two) under 1F1B.
+GPT = dict(vocab=256, seq=128, dim=128, blocks=6, heads=4, mlp=512, micro_batches=8, micro_batch_size=4)
+GPT_DEFINES = ["-D", "stages=1", "-D", "schedule=1f1b", "-D", "partition=uniform"]
+
+
+# ---- the PyTorch side (runs under a Python with torch) ----------------------------
+
+def torch_worker(model, steps):
+    import time
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    torch.manual_seed(1)
+
+    if model == "mlp":
+        mb, n = MLP["micro_batches"], MLP["micro_batch_size"]
+        layers = []
+        for _ in range(8):
+            layers += [nn.Linear(1024, 1024), nn.ReLU()]
+        net = nn.Sequential(*layers, nn.Linear(1024, 10))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        batches = [(torch.randn(mb, n, 1024), torch.randint(0, 10, (mb, n))) for _ in range(4)]
+
+        def step(s):
+            x, y = batches[s % len(batches)]
+            opt.zero_grad(set_to_none=True)
+            for i in range(mb):    # mean over the global batch, as pipert's cross_entropy
+                (F.cross_entropy(net(x[i]), y[i], reduction="sum") / (mb * n)).backward()
+            opt.step()
+        per_step = mb * n
+    else:
+        g = GPT
+        D, T, H = g["dim"], g["seq"], g["heads"]
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ln1 = nn.LayerNorm(D, eps=1e-5)
+                self.qkv = nn.Linear(D, 3 * D)
+                self.proj = nn.Linear(D, D)
+                self.ln2 = nn.LayerNorm(D, eps=1e-5)
+                self.fc = nn.Linear(D, g["mlp"])
+                self.out = nn.Linear(g["mlp"], D)
+
+            def forward(self, x, keep):          # keep: bool [B, 1, T, T], causal and padding
+                B = x.shape[0]
+                q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+                q, k, v = (t.view(B, T, H, D // H).transpose(1, 2) for t in (q, k, v))
+                att = (q @ k.transpose(-2, -1)) * (1.0 / (D // H) ** 0.5)
+                att = att.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+                x = x + self.proj((att @ v).transpose(1, 2).reshape(B, T, D))
+                return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+        class GPTModel(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.wte = nn.Embedding(g["vocab"], D)
+                self.wpe = nn.Embedding(T, D)
+                self.blocks = nn.ModuleList(Block() for _ in range(g["blocks"]))
+                self.ln = nn.LayerNorm(D)
+                self.head = nn.Linear(D, g["vocab"], bias=False)
+                self.head.weight = self.wte.weight        # tied, as tie = wte
+
+            def forward(self, tok, mask):
+                x = self.wte(tok) + self.wpe(torch.arange(T))
+                causal = torch.ones(T, T, dtype=torch.bool).tril()
+                keep = causal[None, None] & (mask[:, None, None, :] != 0)
+                for b in self.blocks:
+                    x = b(x, keep)
+                return self.head(self.ln(x))
+
+        net = GPTModel()
+        opt = torch.optim.AdamW(net.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+        mb, n = g["micro_batches"], g["micro_batch_size"]
+        seqs = [torch.randint(0, g["vocab"], (mb, n, T + 1)) for _ in range(4)]
+        ones = torch.ones(n, T)
+
+        def step(s):
+            tok = seqs[s % len(seqs)]
+            opt.zero_grad(set_to_none=True)
+            for i in range(mb):
+                logits = net(tok[i, :, :T], ones)
+                loss = F.cross_entropy(logits.reshape(-1, g["vocab"]), tok[i, :, 1:].reshape(-1),
+                                       reduction="sum") / (mb * n * T)
+                loss.backward()
+            opt.step()
+        per_step = mb * n * T
+
+    times = []
+    for s in range(steps):
+        t = time.perf_counter()
+        step(s)
+        times.append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({"step_ms": times, "per_step": per_step, "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}))
+
+
+def torch_python():
+    """An interpreter with torch: this one if it has it, else Debian's."""
+    try:
+        import torch  # noqa: F401
+        return sys.executable
+    except ImportError:
+        return "/usr/bin/python3"
+
+
+def run_torch(model, steps, env):
+    r = subprocess.run([torch_python(), os.path.abspath(__file__), "--torch-worker", model, str(steps)],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"PyTorch ({model}) failed:\n{r.stderr[-3000:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["median_ms"] = statistics.median(res["step_ms"][WARMUP:])
+    return res
+
+
+# ---- the pipert side ----------------------------------------------------------------
+
+def pipec(build, src, out, defines=()):
+    subprocess.run([os.path.join(build, "pipec"), src, *defines, "-o", out], check=True)
+
+
+def bubble(build, src, defines):
+    r = subprocess.run([os.path.join(build, "pipec"), src, *defines, "--stats", "--json"],
+                       check=True, capture_output=True, text=True)
+    return json.loads(r.stdout)["bubble"]
+
+
+def run_pipert(build, plan, ranks, steps, env, tmp, extra=()):
+    """Median step_ms after warm-up, or (None, message) when pipert fails."""
+    metrics = os.path.join(tmp, f"metrics-{os.path.basename(plan)}-{ranks}.jsonl")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    r = subprocess.run(["mpirun", "-np", str(ranks), "--bind-to", "none", os.path.join(build, "pipert"), plan,
+                        "--steps", str(steps), "--log-every", "1", "--metrics", metrics, *extra],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, r.stdout + r.stderr
+    rows = [json.loads(line) for line in open(metrics) if line.strip()]
+    ms = [row["step_ms"] for row in rows if row["step"] > WARMUP]
+    if not ms:
+        sys.exit(f"pipert {plan}: no steps after the first {WARMUP} in {metrics}")
+    return statistics.median(ms), None
+
+
+def build_type(build):
+    try:
+        for line in open(os.path.join(build, "CMakeCache.txt")):
+            if line.startswith("CMAKE_BUILD_TYPE:"):
+                return line.split("=", 1)[1].strip() or "(none)"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def sets_openblas_threads():
+    for d in ("runtime", "kernels"):
+        for base, _, files in os.walk(os.path.join(ROOT, d)):
+            for f in files:
+                if f.endswith(".c"):
+                    with open(os.path.join(base, f), errors="replace") as fh:
+                        if "openblas_set_num_threads(1)" in fh.read():
+                            return os.path.relpath(os.path.join(base, f), ROOT)
+    return None
+
+
+def loadavg():
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "?"
+
+
+def compare(name, unit, per_step, pt_ms, th):
+    pt_rate = per_step / (pt_ms / 1e3)
+    th_rate = per_step / (th["median_ms"] / 1e3)
+    print(f"{name}: pipert 1 rank, 1 stage: {pt_rate:,.0f} {unit}/s ({pt_ms:.1f} ms/step)")
+    print(f"{name}: PyTorch {th['torch']}, {th['threads']} thread: {th_rate:,.0f} {unit}/s "
+          f"({th['median_ms']:.1f} ms/step)")
+    print(f"{name}: ratio pipert / PyTorch: {pt_rate / th_rate:.2f}x")
+    return pt_rate / th_rate
+
+
+def scaling(name, t1, t2, b):
+    measured, ideal = t1 / t2, 2 * (1 - b)
+    print(f"{name}: 2 stages on 2 ranks: {t2:.1f} ms/step against 1 stage on 1 rank: {t1:.1f} ms/step")
+    print(f"{name}: speed-up {measured:.2f}x, ideal {ideal:.2f}x (2 x (1 - bubble {b:.3f})), "
+          f"{100 * measured / ideal:.0f}% of ideal")
+    return measured / ideal
+
+
+def main():
+    if "--torch-worker" in sys.argv:
+        i = sys.argv.index("--torch-worker")
+        torch_worker(sys.argv[i + 1], int(sys.argv[i + 2]))
+        return
+    args, i = [], 1
+    while i < len(sys.argv):
+        if sys.argv[i] in ("--steps", "--rounds"):
+            i += 2
+            continue
+        if not sys.argv[i].startswith("--"):
+            args.append(sys.argv[i])
+        i += 1
+    if not args:
+        sys.exit(__doc__)
+    build = os.path.abspath(args[0])
+    quick = "--quick" in sys.argv
+    steps, rounds = (8, 1) if quick else (30, 3)
+    if "--steps" in sys.argv:
+        steps = int(sys.argv[sys.argv.index("--steps") + 1])
+    if "--rounds" in sys.argv:
+        rounds = int(sys.argv[sys.argv.index("--rounds") + 1])
+    if steps <= WARMUP or rounds < 1:
+        sys.exit(f"--steps must exceed the {WARMUP} warm-up steps, --rounds be at least 1")
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    where = sets_openblas_threads()
+    print(f"build: {build} ({build_type(build)}); {os.cpu_count()} CPUs; load average {loadavg()}")
+    if build_type(build) == "Debug":
+        print("warning: a Debug build: the kernels are not optimised; use a Release build for figures")
+    print(f"timing: {steps} steps per run, the median of the last {steps - WARMUP}; {rounds} round(s), "
+          f"the runs interleaved, each figure the best round's median; mpirun --bind-to none")
+    print("threads: " + (f"pipert calls openblas_set_num_threads(1) ({where}); " if where else
+                         "pipert does not set OpenBLAS's threads itself; ")
+          + "OPENBLAS_NUM_THREADS=1 and OMP_NUM_THREADS=1 are set for every pipert and PyTorch run")
+
+    verdicts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        mlp = os.path.join(tmp, "mlp.pipe")
+        with open(mlp, "w") as f:
+            f.write(MLP_PIPE)
+        gpt = os.path.join(ROOT, "examples", "gpt_tiny.pipe")
+        tokens = os.path.join(tmp, "tokens.u16")
+        with open(tokens, "wb") as f:   # random ids < 256, little-endian uint16
+            f.write(bytes(v for x in os.urandom(1 << 20) for v in (x, 0)))
+        gdef2 = GPT_DEFINES[:1] + ["stages=2"] + GPT_DEFINES[2:]
+        plans = {"mlp1": (mlp, []), "mlp2": (mlp, ["-D", "stages=2"]),
+                 "gpt1": (gpt, GPT_DEFINES), "gpt2": (gpt, gdef2)}
+        for name, (src, defines) in plans.items():
+            pipec(build, src, os.path.join(tmp, name + ".bin"), defines)
+        data = {"mlp": [], "gpt": ["--data", tokens]}
+
+        best, torch_info, gpt_ok = {}, {}, True
+        for _ in range(rounds):
+            for model in ("mlp", "gpt"):
+                if model == "gpt" and not gpt_ok:
+                    continue
+                for ranks in (1, 2):
+                    name = f"{model}{ranks}"
+                    t, err = run_pipert(build, os.path.join(tmp, name + ".bin"), ranks, steps, env, tmp,
+                                        data[model])
+                    if t is None:
+                        if model == "gpt" and "transformer_block" in err and "not supported by the CPU runtime" in err:
+                            gpt_ok = False
+                            break
+                        sys.exit(f"pipert ({model}, {ranks} rank(s)) failed:\n{err[-3000:]}")
+                    best[name] = min(t, best.get(name, t))
+                    if ranks == 1:
+                        th = run_torch(model, steps, env)
+                        if model not in torch_info or th["median_ms"] < torch_info[model]["median_ms"]:
+                            torch_info[model] = th
+
+        per_step = MLP["micro_batches"] * MLP["micro_batch_size"]
+        print(f"MLP: 1024 -> 8 x (linear(1024), relu) -> linear(10), {MLP['micro_batches']} micro-batches "
+              f"of {MLP['micro_batch_size']}, 1F1B, Adam, synthetic data")
+        ratio = compare("MLP", "samples", per_step, best["mlp1"], torch_info["mlp"])
+        verdicts.append(f"MLP pipert no slower than PyTorch: {'met' if ratio >= 1 else 'NOT met'} ({ratio:.2f}x)")
+        frac = scaling("MLP", best["mlp1"], best["mlp2"], bubble(build, mlp, ["-D", "stages=2"]))
+        verdicts.append(f"MLP 2 stages at least 90% of the ideal speed-up: {'met' if frac >= 0.9 else 'NOT met'} "
+                        f"({100 * frac:.0f}%)")
+        if not gpt_ok:
+            print(GPT_SKIP_LINE)
+        else:
+            g = GPT
+            print(f"GPT: examples/gpt_tiny.pipe (vocab {g['vocab']}, {g['seq']} tokens, dim {g['dim']}, "
+                  f"{g['blocks']} blocks, {g['heads']} heads, MLP {g['mlp']}, tied head), "
+                  f"{g['micro_batches']} micro-batches of {g['micro_batch_size']} sequences, 1F1B, AdamW")
+            compare("GPT", "tokens", torch_info["gpt"]["per_step"], best["gpt1"], torch_info["gpt"])
+            scaling("GPT", best["gpt1"], best["gpt2"], bubble(build, gpt, gdef2))
+    print(f"load average at the end: {loadavg()}")
+    print("bars: " + "; ".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
