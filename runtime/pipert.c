@@ -281,6 +281,10 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
+    if (rt->f.cfg.activation_checkpoint > 0 && rt->rank == 0)
+        fprintf(stderr, "pipert: warning: activation_checkpoint = %lld is not implemented by this pipert yet: every "
+                        "activation is kept (results are the same; memory is not saved)\n",
+                (long long)rt->f.cfg.activation_checkpoint);
     rt->dp = rt->world / S;
     rt->stage = rt->rank / rt->dp;
     rt->dpi = rt->rank % rt->dp;
