@@ -25,16 +25,23 @@ docs/benchmarks.md; the script says which build type it found).
    bubble), the bubble from `pipec -D stages=2 --stats --json`), and the
    measured one as a percentage of the ideal.
 
-Step times: the median of steps after the first 3 (warm-up), pipert's from
-its --metrics step_ms, PyTorch's from time.perf_counter around a whole
-step (zero_grad, the 8 forward/backward passes, the optimizer step). Both
-run single-threaded: pipert calls openblas_set_num_threads(1) itself, and
-every pipert and PyTorch run gets OPENBLAS_NUM_THREADS=1 and
-OMP_NUM_THREADS=1 besides (PyTorch also torch.set_num_threads(1)).
+Step times: the median of the steps after the first 3 (warm-up), pipert's
+from its --metrics step_ms, PyTorch's from time.perf_counter around a whole
+step (zero_grad, the 8 forward/backward passes, the optimizer step); 30
+steps a run (--quick: 8). The runs are repeated in R interleaved rounds
+(default 3, --quick 1) and each figure is the lowest of its rounds'
+medians, which keeps a burst of other work on the machine from landing on
+one side only. pipert runs under mpirun --bind-to none, unpinned like
+PyTorch. Both run single-threaded: pipert calls openblas_set_num_threads(1)
+itself, and every pipert and PyTorch run gets OPENBLAS_NUM_THREADS=1 and
+OMP_NUM_THREADS=1 besides (PyTorch also torch.set_num_threads(1)). Both
+multiply matrices with the same OpenBLAS (Debian's python3-torch uses the
+system libblas.so.3, which is OpenBLAS's); any OPENBLAS_CORETYPE in the
+environment applies to both, and the script prints it.
 
-PyTorch comes from Debian's python3-torch under /usr/bin/python3; when the
-interpreter running this script has no torch, the PyTorch measurements run
-in a /usr/bin/python3 child process (this file, with --torch-worker).
+The PyTorch measurements run in a child process (this file, with
+--torch-worker): under this interpreter when it has torch, else under
+/usr/bin/python3, Debian's, where python3-torch (1.13, CPU) is installed.
 """
 import json
 import os
@@ -168,11 +175,8 @@ def torch_worker(model, steps):
 
 def torch_python():
     """An interpreter with torch: this one if it has it, else Debian's."""
-    try:
-        import torch  # noqa: F401
-        return sys.executable
-    except ImportError:
-        return "/usr/bin/python3"
+    import importlib.util
+    return sys.executable if importlib.util.find_spec("torch") else "/usr/bin/python3"
 
 
 def run_torch(model, steps, env):
@@ -296,6 +300,11 @@ def main():
     print("threads: " + (f"pipert calls openblas_set_num_threads(1) ({where}); " if where else
                          "pipert does not set OpenBLAS's threads itself; ")
           + "OPENBLAS_NUM_THREADS=1 and OMP_NUM_THREADS=1 are set for every pipert and PyTorch run")
+    inherited = sorted(f"{k}={v}" for k, v in os.environ.items()
+                       if k.startswith("OPENBLAS_") and k != "OPENBLAS_NUM_THREADS")
+    print("OpenBLAS (the same library under pipert and PyTorch): "
+          + (", ".join(inherited) + " from the environment, for both" if inherited else
+             "kernels chosen by its own CPU detection"))
 
     verdicts = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -54,6 +54,14 @@ static void usage(FILE *out)
           out);
 }
 
+static double ws_mib(const RtCtx *rt)
+{
+    double b = 0;
+    for (int c = 0; c < rt->chunks; c++)
+        b += (double)rt->chunk[c].ws_bytes;
+    return b / (1 << 20);
+}
+
 static double slot_mib(const RtCtx *rt)
 {
     double b = 0;
@@ -281,10 +289,6 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
-    if (rt->f.cfg.activation_checkpoint > 0 && rt->rank == 0)
-        fprintf(stderr, "pipert: warning: activation_checkpoint = %lld is not implemented by this pipert yet: every "
-                        "activation is kept (results are the same; memory is not saved)\n",
-                (long long)rt->f.cfg.activation_checkpoint);
     rt->dp = rt->world / S;
     rt->stage = rt->rank / rt->dp;
     rt->dpi = rt->rank % rt->dp;
@@ -315,10 +319,11 @@ int main(int argc, char **argv)
     }
     if (rt->verbose) {
         printf("[rank %d] stage %d of %d, replica %d of %d: %lld parameters (%.1f MiB with gradients and optimizer "
-               "state), activation slots %.1f MiB (the plan predicted a peak of %.1f MiB)\n",
+               "state), activation slots %.1f MiB (the plan predicted a peak of %.1f MiB), recompute workspace %.1f "
+               "MiB\n",
                rt->rank, rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
                rt->nparams_total * 4.0 * (2 + rt_optim_state_per_param(cfg)) / (1 << 20), slot_mib(rt),
-               rt->p.train_sim.peak_bytes[rt->stage] / (1 << 20));
+               rt->p.train_sim.peak_bytes[rt->stage] / (1 << 20), ws_mib(rt));
         fflush(stdout);
     }
     int reporter = has_last(rt) && rt->dpi == 0;

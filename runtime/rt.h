@@ -37,6 +37,7 @@ typedef struct RtLayerRt {
     int64_t out_off;              /* slot offset (bytes) of its output */
     int64_t save_off, save_bytes; /* slot offset of extra saved state */
     int64_t dout_off;             /* split backward: where its output gradient is kept */
+    int64_t ws_out, ws_save;      /* activation checkpointing: offsets in the chunk's workspace, or -1 */
     float *w, *b;                 /* parameters (a tied linear: the shared weight) */
     float *gw, *gb;
     float *w2[12], *g2[12];       /* all tensors, in PcLayer.param order (transformer) */
@@ -58,6 +59,9 @@ typedef struct RtChunk {
     MPI_Request gin_req;          /* a pending SendGrad from gin */
     MPI_Request *out_req, *in_req, *dout_req; /* per slot: pending send / receives */
     int *slot_mb;                 /* per slot: the micro-batch it holds, -1 */
+    int ac;                       /* activation_checkpoint: layers per segment, 0 = off */
+    unsigned char *ws;            /* the recompute workspace (one segment's outputs and state) */
+    int64_t ws_bytes;
 } RtChunk;
 
 typedef struct RtCtx {

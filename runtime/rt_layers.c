@@ -15,6 +15,18 @@ static float *at(unsigned char *slot, int64_t off)
     return (float *)(slot + off);
 }
 
+/* Where a layer's output and saved state are: in the slot, or, under
+ * activation checkpointing, in the chunk's recompute workspace. */
+static float *lay_out(const RtChunk *ch, unsigned char *slot, const RtLayerRt *lr)
+{
+    return lr->ws_out >= 0 ? (float *)(ch->ws + lr->ws_out) : at(slot, lr->out_off);
+}
+
+static float *lay_save(const RtChunk *ch, unsigned char *slot, const RtLayerRt *lr)
+{
+    return lr->ws_save >= 0 ? (float *)(ch->ws + lr->ws_save) : at(slot, lr->save_off);
+}
+
 static KConv conv_geom(const PcLayer *L)
 {
     KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
@@ -36,7 +48,7 @@ static const float *layer_input(RtChunk *ch, unsigned char *slot, const unsigned
                                 const RtChunk *link_ch)
 {
     if (i > 0)
-        return at(slot, ch->lay[i - 1].out_off);
+        return lay_out(ch, slot, &ch->lay[i - 1]);
     if (link_slot)
         return (const float *)(link_slot + link_ch->outt_off);
     return at(slot, ch->in_off);
@@ -101,16 +113,16 @@ static const RtChunk *prev_chunk(const RtCtx *rt, const RtChunk *ch)
     return NULL;
 }
 
-void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int64_t mb)
+/* Layer i of the chunk, forward. */
+static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot,
+                          const RtChunk *lch, int i, int64_t mb)
 {
-    const RtChunk *lch = link_slot ? prev_chunk(rt, ch) : NULL;
-    int n = ch->last - ch->first + 1;
     int64_t B = rt->B;
-    for (int i = 0; i < n; i++) {
+    {
         RtLayerRt *lr = &ch->lay[i];
         const PcLayer *L = lr->L;
         const float *in = layer_input(ch, slot, link_slot, i, lch);
-        float *out = at(slot, lr->out_off);
+        float *out = lay_out(ch, slot, lr);
         int64_t nin = B * lr->in_elems, nout = B * lr->out_elems;
         switch (L->kind) {
         case PC_L_LINEAR: {
@@ -125,7 +137,7 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
         }
         case PC_L_MAXPOOL2D: {
             KPool g = pool_geom(L);
-            k_maxpool2d_forward(out, (int32_t *)at(slot, lr->save_off), in, B, &g);
+            k_maxpool2d_forward(out, (int32_t *)lay_save(ch, slot, lr), in, B, &g);
             break;
         }
         case PC_L_AVGPOOL2D: {
@@ -152,13 +164,13 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
             break;
         case PC_L_LAYERNORM: {
             int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-            float *mean = at(slot, lr->save_off), *rstd = mean + rows;
+            float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
             k_layernorm_forward(out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps);
             break;
         }
         case PC_L_TRANSFORMER_BLOCK: {
             KBlock g = rt_block_geom(L);
-            k_block_forward(out, at(slot, lr->save_off), in, block_mask(rt, ch, slot, link_slot, lch, L),
+            k_block_forward(out, lay_save(ch, slot, lr), in, block_mask(rt, ch, slot, link_slot, lch, L),
                             (const float *const *)lr->w2, B, &g, rt->scratch);
             break;
         }
@@ -170,6 +182,15 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
         }
         (void)nout;
     }
+}
+
+void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int64_t mb)
+{
+    const RtChunk *lch = link_slot ? prev_chunk(rt, ch) : NULL;
+    int n = ch->last - ch->first + 1;
+    int64_t B = rt->B;
+    for (int i = 0; i < n; i++)
+        forward_layer(rt, ch, slot, link_slot, lch, i, mb);
     /* side inputs that travel on are copied behind the main output */
     if (!ch->is_last) {
         const PcBoundary *bo = &rt->f.part.bnd[ch->part];
@@ -198,7 +219,7 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
     } else {
         /* the loss, on the model's last part */
         const RtLayerRt *last = &ch->lay[n - 1];
-        const float *logits = at(slot, last->out_off);
+        const float *logits = lay_out(ch, slot, last);
         float *dl = rt->evaluating ? NULL : at(slot, ch->dout_off);
         if (rt->m->loss == PC_LOSS_CROSS_ENTROPY) {
             int64_t cls = last->L->out.dim[last->L->out.ndim - 1];
@@ -221,7 +242,8 @@ static int keeps_dout(const RtLayerRt *lr)
     return lr->dout_off > 0;
 }
 
-static void weight_grads(RtCtx *rt, RtLayerRt *lr, unsigned char *slot, const float *dout, const float *in, int64_t mb)
+static void weight_grads(RtCtx *rt, const RtChunk *ch, RtLayerRt *lr, unsigned char *slot, const float *dout,
+                         const float *in, int64_t mb)
 {
     const PcLayer *L = lr->L;
     int64_t B = rt->B, nin = B * lr->in_elems;
@@ -239,7 +261,7 @@ static void weight_grads(RtCtx *rt, RtLayerRt *lr, unsigned char *slot, const fl
     }
     case PC_L_LAYERNORM: {
         int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-        const float *mean = at(slot, lr->save_off), *rstd = mean + rows;
+        const float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
         k_layernorm_backward_weight(lr->gw, lr->gb, dout, in, mean, rstd, rows, d);
         break;
     }
@@ -251,108 +273,130 @@ static void weight_grads(RtCtx *rt, RtLayerRt *lr, unsigned char *slot, const fl
     }
 }
 
+/* Layer i of the chunk, backward: the input gradient (input), the weight
+ * gradients (weight), or both. *gp is the gradient of its output on entry
+ * and of its input on return (when input). */
+static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned char *link_slot, const RtChunk *lch,
+                       int i, int64_t mb, int input, int weight, const float **gp, int *pingp)
+{
+    int64_t B = rt->B;
+    const float *g = *gp;
+    RtLayerRt *lr = &ch->lay[i];
+    const PcLayer *L = lr->L;
+    const float *in = layer_input(ch, slot, link_slot, i, lch);
+    const float *out = lay_out(ch, slot, lr);
+    int64_t nin = B * lr->in_elems;
+    if (L->kind == PC_L_TRANSFORMER_BLOCK) {
+        KBlock gm = rt_block_geom(L);
+        float *scratch = rt->scratch;
+        /* split: the output gradients stay in the slot for the W half;
+         * unsplit: behind the kernel's scratch, used at once */
+        float *dsaved = keeps_dout(lr) ? at(slot, lr->dout_off) : rt->scratch + k_block_scratch_floats(&gm, B);
+        const float *mask = block_mask(rt, ch, slot, link_slot, lch, L);
+        float *din = i > 0 ? rt->work[*pingp] : link_slot ? (float *)(link_slot + lch->dout_off) : ch->gin;
+        if (input)
+            k_block_backward_input(din, dsaved, g, in, lay_save(ch, slot, lr), mask, (const float *const *)lr->w2, B,
+                                   &gm, scratch);
+        if (weight)
+            k_block_backward_weight(lr->g2, dsaved, in, lay_save(ch, slot, lr), B, &gm, scratch);
+        if (input) {
+            *gp = din;
+            *pingp ^= 1;
+        }
+        return;
+    }
+    if (!input) {
+        /* BackwardWeight: the output gradient was kept by BackwardInput */
+        if (keeps_dout(lr))
+            weight_grads(rt, ch, lr, slot, at(slot, lr->dout_off), in, mb);
+        return;
+    }
+    if (keeps_dout(lr) && !weight)
+        memmove(at(slot, lr->dout_off), g, B * lr->out_elems * sizeof(float));
+    /* where the input gradient goes */
+    float *din;
+    int need_din = !(i == 0 && ch->is_first);
+    if (i > 0)
+        din = rt->work[*pingp];
+    else if (link_slot)
+        din = (float *)(link_slot + lch->dout_off);
+    else
+        din = ch->gin;
+    if (need_din) {
+        switch (L->kind) {
+        case PC_L_LINEAR: {
+            int64_t fin = L->in.dim[L->in.ndim - 1];
+            k_linear_backward_input(din, g, lr->w, nin / fin, fin, L->nout);
+            break;
+        }
+        case PC_L_CONV2D: {
+            KConv gm = conv_geom(L);
+            k_conv2d_backward_input(din, g, lr->w, B, &gm, rt->scratch);
+            break;
+        }
+        case PC_L_MAXPOOL2D: {
+            KPool gm = pool_geom(L);
+            k_maxpool2d_backward(din, g, (const int32_t *)lay_save(ch, slot, lr), B, &gm);
+            break;
+        }
+        case PC_L_AVGPOOL2D: {
+            KPool gm = pool_geom(L);
+            k_avgpool2d_backward(din, g, B, &gm);
+            break;
+        }
+        case PC_L_ADAPTIVE_AVGPOOL2D:
+            k_adaptive_avgpool2d_backward(din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
+            break;
+        case PC_L_RELU: k_relu_backward(din, g, in, nin); break;
+        case PC_L_GELU: k_gelu_backward(din, g, in, nin); break;
+        case PC_L_TANH: k_tanh_backward(din, g, out, nin); break;
+        case PC_L_SIGMOID: k_sigmoid_backward(din, g, out, nin); break;
+        case PC_L_FLATTEN: memmove(din, g, nin * sizeof(float)); break;
+        case PC_L_DROPOUT:
+            if (L->p == 0) {
+                memmove(din, g, nin * sizeof(float));
+            } else {
+                uint8_t *mask = (uint8_t *)rt->scratch;
+                dropout_mask(rt, lr, mb, mask);
+                k_dropout_backward(din, g, mask, (float)L->p, nin);
+            }
+            break;
+        case PC_L_LAYERNORM: {
+            int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
+            const float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
+            k_layernorm_backward_input(din, g, in, lr->w, mean, rstd, rows, d);
+            break;
+        }
+        default:
+            RT_CHECK(rt, 0, "layer %d (%s) has no CPU backward", L->index, pc_layer_names[L->kind]);
+        }
+    }
+    if (weight)
+        weight_grads(rt, ch, lr, slot, g, in, mb);
+    *gp = din;
+    *pingp ^= 1;
+}
+
 void rt_chunk_backward(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned char *link_slot, int64_t mb, int input,
                        int weight)
 {
     const RtChunk *lch = link_slot ? prev_chunk(rt, ch) : NULL;
-    int n = ch->last - ch->first + 1;
-    int64_t B = rt->B;
+    int n = ch->last - ch->first + 1, N = ch->ac;
     const float *g = at(slot, ch->dout_off);
     int ping = 0;
-    for (int i = n - 1; i >= 0; i--) {
-        RtLayerRt *lr = &ch->lay[i];
-        const PcLayer *L = lr->L;
-        const float *in = layer_input(ch, slot, link_slot, i, lch);
-        const float *out = at(slot, lr->out_off);
-        int64_t nin = B * lr->in_elems;
-        if (L->kind == PC_L_TRANSFORMER_BLOCK) {
-            KBlock gm = rt_block_geom(L);
-            float *scratch = rt->scratch;
-            /* split: the output gradients stay in the slot for the W half;
-             * unsplit: behind the kernel's scratch, used at once */
-            float *dsaved = keeps_dout(lr) ? at(slot, lr->dout_off) : rt->scratch + k_block_scratch_floats(&gm, B);
-            const float *mask = block_mask(rt, ch, slot, link_slot, lch, L);
-            float *din = i > 0 ? rt->work[ping] : link_slot ? (float *)(link_slot + lch->dout_off) : ch->gin;
-            if (input)
-                k_block_backward_input(din, dsaved, g, in, at(slot, lr->save_off), mask, (const float *const *)lr->w2, B,
-                                       &gm, scratch);
-            if (weight)
-                k_block_backward_weight(lr->g2, dsaved, in, at(slot, lr->save_off), B, &gm, scratch);
-            if (input) {
-                g = din;
-                ping ^= 1;
-            }
-            continue;
-        }
-        if (!input) {
-            /* BackwardWeight: the output gradient was kept by BackwardInput */
-            if (keeps_dout(lr))
-                weight_grads(rt, lr, slot, at(slot, lr->dout_off), in, mb);
-            continue;
-        }
-        if (keeps_dout(lr) && !weight)
-            memmove(at(slot, lr->dout_off), g, B * lr->out_elems * sizeof(float));
-        /* where the input gradient goes */
-        float *din;
-        int need_din = !(i == 0 && ch->is_first);
-        if (i > 0)
-            din = rt->work[ping];
-        else if (link_slot)
-            din = (float *)(link_slot + lch->dout_off);
-        else
-            din = ch->gin;
-        if (need_din) {
-            switch (L->kind) {
-            case PC_L_LINEAR: {
-                int64_t fin = L->in.dim[L->in.ndim - 1];
-                k_linear_backward_input(din, g, lr->w, nin / fin, fin, L->nout);
-                break;
-            }
-            case PC_L_CONV2D: {
-                KConv gm = conv_geom(L);
-                k_conv2d_backward_input(din, g, lr->w, B, &gm, rt->scratch);
-                break;
-            }
-            case PC_L_MAXPOOL2D: {
-                KPool gm = pool_geom(L);
-                k_maxpool2d_backward(din, g, (const int32_t *)at(slot, lr->save_off), B, &gm);
-                break;
-            }
-            case PC_L_AVGPOOL2D: {
-                KPool gm = pool_geom(L);
-                k_avgpool2d_backward(din, g, B, &gm);
-                break;
-            }
-            case PC_L_ADAPTIVE_AVGPOOL2D:
-                k_adaptive_avgpool2d_backward(din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
-                break;
-            case PC_L_RELU: k_relu_backward(din, g, in, nin); break;
-            case PC_L_GELU: k_gelu_backward(din, g, in, nin); break;
-            case PC_L_TANH: k_tanh_backward(din, g, out, nin); break;
-            case PC_L_SIGMOID: k_sigmoid_backward(din, g, out, nin); break;
-            case PC_L_FLATTEN: memmove(din, g, nin * sizeof(float)); break;
-            case PC_L_DROPOUT:
-                if (L->p == 0) {
-                    memmove(din, g, nin * sizeof(float));
-                } else {
-                    uint8_t *mask = (uint8_t *)rt->scratch;
-                    dropout_mask(rt, lr, mb, mask);
-                    k_dropout_backward(din, g, mask, (float)L->p, nin);
-                }
-                break;
-            case PC_L_LAYERNORM: {
-                int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-                const float *mean = at(slot, lr->save_off), *rstd = mean + rows;
-                k_layernorm_backward_input(din, g, in, lr->w, mean, rstd, rows, d);
-                break;
-            }
-            default:
-                RT_CHECK(rt, 0, "layer %d (%s) has no CPU backward", L->index, pc_layer_names[L->kind]);
-            }
-        }
-        if (weight)
-            weight_grads(rt, lr, slot, g, in, mb);
-        g = din;
-        ping ^= 1;
+    if (N <= 0) {
+        for (int i = n - 1; i >= 0; i--)
+            backward_layer(rt, ch, slot, link_slot, lch, i, mb, input, weight, &g, &ping);
+        return;
+    }
+    /* activation checkpointing: the slot holds each segment's input; run
+     * the segment forward again into the workspace, then back through it */
+    for (int s0 = ((n - 1) / N) * N; s0 >= 0; s0 -= N) {
+        int s1 = s0 + N - 1 < n - 1 ? s0 + N - 1 : n - 1;
+        for (int i = s0; i <= s1; i++)
+            if (ch->lay[i].ws_out >= 0 || ch->lay[i].ws_save >= 0)
+                forward_layer(rt, ch, slot, link_slot, lch, i, mb);
+        for (int i = s1; i >= s0; i--)
+            backward_layer(rt, ch, slot, link_slot, lch, i, mb, input, weight, &g, &ping);
     }
 }

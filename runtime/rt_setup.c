@@ -156,6 +156,61 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
                 ch->lay[i].dout_off = off;
                 off = align64(off + B * keep * 4);
             }
+    /* activation checkpointing: segments of ac layers; the slot keeps each
+     * segment's last output (the next one's input) and the chunk's output;
+     * every other output, and all saved state, goes to a workspace that
+     * one segment at a time reuses (forward, and again in the backward) */
+    for (int i = 0; i < n; i++)
+        ch->lay[i].ws_out = ch->lay[i].ws_save = -1;
+    if (ch->ac > 0) {
+        int64_t most = 0;
+        for (int s0 = 0; s0 < n; s0 += (int)ch->ac) {
+            int64_t w = 0;
+            for (int i = s0; i < n && i < s0 + ch->ac; i++) {
+                RtLayerRt *lr = &ch->lay[i];
+                int last_of_segment = i == n - 1 || (i + 1) % ch->ac == 0;
+                if (!last_of_segment) {
+                    lr->ws_out = w;
+                    w = align64(w + B * lr->out_elems * 4);
+                }
+                if (lr->save_bytes > 0) {
+                    lr->ws_save = w;
+                    w = align64(w + lr->save_bytes);
+                }
+            }
+            if (w > most)
+                most = w;
+        }
+        ch->ws_bytes = most;
+        /* the slot no longer needs room for what moved: lay it out again
+         * without those outputs and saved states */
+        int64_t o2 = ch->in_off + align64(ch->in_bytes);
+        if (ch->is_last) {
+            ch->tgt_off = o2;
+            o2 = align64(o2 + B * elems(&rt->m->target[0].t) * 4);
+        }
+        for (int i = 0; i < n - 1; i++)
+            if (ch->lay[i].ws_out < 0) {
+                ch->lay[i].out_off = o2;
+                o2 = align64(o2 + B * ch->lay[i].out_elems * 4);
+            }
+        ch->outt_off = o2;
+        ch->lay[n - 1].out_off = o2;
+        o2 = align64(o2 + ch->outt_bytes);
+        ch->dout_off = o2;
+        o2 = align64(o2 + B * ch->lay[n - 1].out_elems * 4);
+        for (int i = 0; i < n; i++)
+            if (ch->lay[i].dout_off > 0) {
+                int64_t keep = ch->lay[i].out_elems;
+                if (ch->lay[i].L->kind == PC_L_TRANSFORMER_BLOCK) {
+                    KBlock g = rt_block_geom(ch->lay[i].L);
+                    keep = k_block_dsaved_floats(&g);
+                }
+                ch->lay[i].dout_off = o2;
+                o2 = align64(o2 + B * keep * 4);
+            }
+        off = o2;
+    }
     ch->slot_bytes = off;
     ch->gin_elems = B * ch->lay[0].in_elems;
     if (work > rt->work_elems)
@@ -286,7 +341,9 @@ void rt_setup(RtCtx *rt)
         ch->last = pt->part[ch->part].last;
         ch->is_first = ch->part == 0;
         ch->is_last = ch->part == pt->nparts - 1;
+        ch->ac = (int)rt->c->activation_checkpoint;
         layout_chunk(rt, ch, split);
+        ch->ws = rt_alloc(rt, ch->ws_bytes ? (size_t)ch->ws_bytes : 1, "recompute workspace");
         int nb = rt->p.train.nbuf[rt->stage * rt->chunks + c];
         int ne = rt->p.eval.nbuf[rt->stage * rt->chunks + c];
         ch->nbuf = nb > ne ? nb : ne;
@@ -312,7 +369,7 @@ void rt_teardown(RtCtx *rt)
 {
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
-        free(ch->lay), free(ch->slots), free(ch->gin);
+        free(ch->lay), free(ch->slots), free(ch->gin), free(ch->ws);
         free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
     }
     free(rt->work[0]), free(rt->work[1]), free(rt->scratch);

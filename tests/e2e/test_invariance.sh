@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Determinism across partitions and schedules: the same model compiled for
-# 1, 2, 3 and 4 stages and the schedules gpipe, 1f1b, interleaved and zb-h1
-# must give bit-identical losses for 10 steps (the loss is printed with
-# %.9g, so equal text is equal floats). data_parallel 2 x 2 stages must
-# match data_parallel 1 within 1e-5.
+# 1, 2, 3 and 4 stages and the schedules gpipe, 1f1b, interleaved and zb-h1,
+# with and without activation checkpointing, must give bit-identical losses
+# for 10 steps (the loss is printed with %.9g, so equal text is equal
+# floats). data_parallel 2 x 2 stages must match data_parallel 1 within
+# 1e-5. Two models: an MLP with a cross-stage tie and dropout, and a small
+# GPT with a tied head and a padding mask.
 #   test_invariance.sh PIPEC PIPERT SOURCE_DIR
 set -u
 PIPEC=$1 PIPERT=$2 SRC=$3
@@ -53,6 +55,21 @@ suite() { # LABEL: runs every configuration of $MODEL against its 1-stage run
                 ok "$label: stages $s, $sched: the same losses, bit for bit"
             else
                 not_ok "$label: stages $s, $sched: the same losses, bit for bit" "$(diff "$TMP/$label-base.loss" "$TMP/$name.loss" | head -4 | tr '\n' ' ')"
+            fi
+        fi
+    done
+    # activation checkpointing recomputes what it dropped: the same bits
+    for cfg in "1 1f1b 2" "2 1f1b 2" "3 zb-h1 3" "2 interleaved(chunks = 2) 1"; do
+        set -- $cfg
+        s=$1 ac=${cfg##* } sched=${cfg#* }
+        sched=${sched% *}
+        name="$label-ac$ac-s$s-$(echo "$sched" | tr -c 'a-z0-9' '_')"
+        if run "$name" "$s" -D stages="$s" -D "schedule=$sched" -D activation_checkpoint="$ac"; then
+            if cmp -s "$TMP/$label-base.loss" "$TMP/$name.loss"; then
+                ok "$label: activation_checkpoint = $ac, stages $s, $sched: the same losses, bit for bit"
+            else
+                not_ok "$label: activation_checkpoint = $ac, stages $s, $sched: the same losses, bit for bit" \
+                    "$(diff "$TMP/$label-base.loss" "$TMP/$name.loss" | head -4 | tr '\n' ' ')"
             fi
         fi
     done
