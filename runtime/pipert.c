@@ -123,7 +123,7 @@ static void target_scale(RtCtx *rt, int32_t *tmp)
 static void sum_over_replicas(RtCtx *rt, double *v, int n)
 {
     if (rt->dp > 1)
-        RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, rt->dp_comm));
+        rt->xp->allreduce_f64(rt, v, n, XPORT_REPLICAS);
 }
 
 /* Writes this stage's parameters (each once: not the copy of a tied

@@ -18,6 +18,7 @@
 #include "front.h"
 #include "planner.h"
 #include "rt_data.h"
+#include "xport.h"
 
 #define RT_MAX_CHUNKS 64
 
@@ -56,8 +57,8 @@ typedef struct RtChunk {
     RtLayerRt *lay;               /* last - first + 1 */
     float *gin;                   /* gradient of the main input (SendGrad sends it) */
     int64_t gin_elems;
-    MPI_Request gin_req;          /* a pending SendGrad from gin */
-    MPI_Request *out_req, *in_req, *dout_req; /* per slot: pending send / receives */
+    XportReq gin_req;             /* a pending SendGrad from gin */
+    XportReq *out_req, *in_req, *dout_req; /* per slot: pending send / receives */
     int *slot_mb;                 /* per slot: the micro-batch it holds, -1 */
     int ac;                       /* activation_checkpoint: layers per segment, 0 = off */
     unsigned char *ws;            /* the recompute workspace (one segment's outputs and state) */
@@ -70,6 +71,7 @@ typedef struct RtCtx {
     MPI_Comm dp_comm;             /* this stage's replicas (ReduceGrads) */
     MPI_Comm pipe_comm;           /* this data-parallel lane's stages (norms, losses) */
     MPI_Comm tied_comm;           /* the lane's stages that hold tied weights */
+    const XportOps *xp;           /* the transport (xport.h) */
     /* what */
     PcFront f;
     PcPlan p;

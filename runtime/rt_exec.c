@@ -3,12 +3,10 @@
  * instruction of schedules/ops.def (a missing case is a compile warning,
  * -Wswitch, and an abort at run time).
  *
- * Transfers: receives are MPI_Irecv posted where the program posts them and
- * waited for by the compute that needs their data; sends are MPI_Isend,
- * waited for before their memory is written again. Peers are stages of this
- * rank's data-parallel lane (pipe_comm ranks are stages). Tags separate
- * activations from gradients; MPI keeps each (sender, tag) in order, which
- * is the order the verifier matched. */
+ * Transfers go through the transport (xport.h; MPI today): receives are
+ * posted where the program posts them and waited for by the compute that
+ * needs their data; sends are waited for before their memory is written
+ * again. Peers are stages of this rank's data-parallel lane. */
 #include <math.h>
 #include <string.h>
 
@@ -16,18 +14,15 @@
 #include "rt.h"
 #include "rt_optim.h"
 
-enum { TAG_ACT = 1, TAG_GRAD = 2 };
-
 int64_t rt_sample_base(const RtCtx *rt, int64_t mb)
 {
     /* this lane's share of the global batch, then the micro-batch */
     return rt->dpi * rt->M * rt->B + mb * rt->B;
 }
 
-static void wait_req(RtCtx *rt, MPI_Request *r)
+static void wait_req(RtCtx *rt, XportReq *r)
 {
-    if (*r != MPI_REQUEST_NULL)
-        RT_MPI(rt, MPI_Wait(r, MPI_STATUS_IGNORE));
+    rt->xp->wait(rt, r);
 }
 
 static unsigned char *slot_of(RtChunk *ch, int buf)
@@ -115,7 +110,7 @@ static void reduce_tied(RtCtx *rt)
              * float addition is commutative, so both get the same bits */
             RtParam *q = own ? own : copy;
             RT_CHECK(rt, rt->tied_comm != MPI_COMM_NULL, "tied weight without a tied communicator");
-            RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, q->g, (int)q->n, MPI_FLOAT, MPI_SUM, rt->tied_comm));
+            rt->xp->allreduce_f32(rt, q->g, q->n, XPORT_TIED);
         }
     }
 }
@@ -128,7 +123,7 @@ static void optimizer_step(RtCtx *rt)
         for (int i = 0; i < rt->nparam; i++)
             if (rt->param[i].counts_in_norm)
                 ss += rt_sumsq(rt->param[i].g, rt->param[i].n);
-        RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPI_DOUBLE, MPI_SUM, rt->pipe_comm));
+        rt->xp->allreduce_f64(rt, &ss, 1, XPORT_LANE);
         factor = rt_clip_factor(sqrt(ss), rt->c->grad_clip);
     }
     double lr = rt_lr_at(rt->c, rt->step);
@@ -164,20 +159,17 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
             break;
         case SCHED_RecvActivation:
             wait_req(rt, &ch->out_req[in->buf]);
-            RT_MPI(rt, MPI_Irecv(slot + ch->in_off, (int)ch->in_bytes, MPI_BYTE, peer_rank, TAG_ACT, rt->pipe_comm,
-                                 &ch->in_req[in->buf]));
+            rt->xp->irecv(rt, slot + ch->in_off, ch->in_bytes, peer_rank, XPORT_TAG_ACTIVATION, &ch->in_req[in->buf]);
             break;
         case SCHED_RecvGrad:
-            RT_MPI(rt, MPI_Irecv(slot + ch->dout_off, (int)(rt->B * ch->lay[ch->last - ch->first].out_elems * 4),
-                                 MPI_BYTE, peer_rank, TAG_GRAD, rt->pipe_comm, &ch->dout_req[in->buf]));
+            rt->xp->irecv(rt, slot + ch->dout_off, rt->B * ch->lay[ch->last - ch->first].out_elems * 4, peer_rank,
+                          XPORT_TAG_GRAD, &ch->dout_req[in->buf]);
             break;
         case SCHED_SendActivation:
-            RT_MPI(rt, MPI_Isend(slot + ch->outt_off, (int)ch->outt_bytes, MPI_BYTE, peer_rank, TAG_ACT, rt->pipe_comm,
-                                 &ch->out_req[in->buf]));
+            rt->xp->isend(rt, slot + ch->outt_off, ch->outt_bytes, peer_rank, XPORT_TAG_ACTIVATION, &ch->out_req[in->buf]);
             break;
         case SCHED_SendGrad:
-            RT_MPI(rt, MPI_Isend(ch->gin, (int)(ch->gin_elems * 4), MPI_BYTE, peer_rank, TAG_GRAD, rt->pipe_comm,
-                                 &ch->gin_req));
+            rt->xp->isend(rt, ch->gin, ch->gin_elems * 4, peer_rank, XPORT_TAG_GRAD, &ch->gin_req);
             break;
         case SCHED_Forward:
             wait_req(rt, &ch->in_req[in->buf]);
@@ -198,8 +190,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
             break;
         case SCHED_ReduceGrads:
             if (rt->dp > 1)
-                RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, rt->grads, (int)rt->nparams_total, MPI_FLOAT, MPI_SUM,
-                                         rt->dp_comm));
+                rt->xp->allreduce_f32(rt, rt->grads, rt->nparams_total, XPORT_REPLICAS);
             break;
         case SCHED_OptimizerStep:
             optimizer_step(rt);

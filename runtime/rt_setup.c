@@ -322,6 +322,7 @@ void rt_setup(RtCtx *rt)
 {
     const PcPartition *pt = &rt->f.part;
     rt->m = &rt->f.model;
+    rt->xp = &xport_mpi;
     rt->c = &rt->f.cfg;
     rt->B = rt->c->micro_batch_size;
     rt->M = rt->c->micro_batches;
@@ -349,13 +350,13 @@ void rt_setup(RtCtx *rt)
         ch->nbuf = nb > ne ? nb : ne;
         ch->slots = rt_alloc(rt, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
         ch->gin = rt_alloc(rt, ch->gin_elems * sizeof(float), "input gradient");
-        ch->gin_req = MPI_REQUEST_NULL;
+        ch->gin_req = xport_none();
         ch->out_req = rt_alloc(rt, ch->nbuf * sizeof *ch->out_req, "requests");
         ch->in_req = rt_alloc(rt, ch->nbuf * sizeof *ch->in_req, "requests");
         ch->dout_req = rt_alloc(rt, ch->nbuf * sizeof *ch->dout_req, "requests");
         ch->slot_mb = rt_alloc(rt, ch->nbuf * sizeof *ch->slot_mb, "slots");
         for (int b = 0; b < ch->nbuf; b++) {
-            ch->out_req[b] = ch->in_req[b] = ch->dout_req[b] = MPI_REQUEST_NULL;
+            ch->out_req[b] = ch->in_req[b] = ch->dout_req[b] = xport_none();
             ch->slot_mb[b] = -1;
         }
     }

@@ -1,0 +1,46 @@
+/* runtime/xport.h: the transport behind the interpreter's transfers and
+ * reductions. One table of operations per transport; xport_mpi.c is the MPI
+ * one (always built), NCCL will be the other (GPU issue). Peers are stages
+ * of the caller's data-parallel lane; groups name which ranks reduce
+ * together. Failures are fatal (rt_fail names the rank and instruction). */
+#ifndef PIPE_XPORT_H
+#define PIPE_XPORT_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+struct RtCtx;
+
+typedef struct XportReq {
+    MPI_Request mpi;         /* MPI_REQUEST_NULL when none is pending */
+} XportReq;
+
+typedef enum XportGroup {
+    XPORT_REPLICAS,          /* this stage's data-parallel replicas (ReduceGrads) */
+    XPORT_LANE,              /* every stage of this replica's lane (global norms) */
+    XPORT_TIED               /* the lane's stages that hold tied weights (ReduceTiedGrads) */
+} XportGroup;
+
+enum { XPORT_TAG_ACTIVATION = 1, XPORT_TAG_GRAD = 2 };
+
+typedef struct XportOps {
+    const char *name;
+    /* non-blocking point-to-point; bytes may be 0 */
+    void (*isend)(struct RtCtx *rt, const void *buf, int64_t bytes, int peer_stage, int tag, XportReq *req);
+    void (*irecv)(struct RtCtx *rt, void *buf, int64_t bytes, int peer_stage, int tag, XportReq *req);
+    /* waits for a pending request (nothing when none) */
+    void (*wait)(struct RtCtx *rt, XportReq *req);
+    /* in-place sums over a group */
+    void (*allreduce_f32)(struct RtCtx *rt, float *buf, int64_t n, XportGroup g);
+    void (*allreduce_f64)(struct RtCtx *rt, double *buf, int64_t n, XportGroup g);
+} XportOps;
+
+extern const XportOps xport_mpi;
+
+static inline XportReq xport_none(void)
+{
+    XportReq r = {MPI_REQUEST_NULL};
+    return r;
+}
+
+#endif
