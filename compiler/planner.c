@@ -1,5 +1,6 @@
 /* compiler/planner.c: schedules for a compiled model (see planner.h). */
 #include "planner.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,16 +16,6 @@ static const int split_of[PC_SCHED_COUNT] = {
 #include "schedules.def"
 #undef PC_SCHEDULE
 };
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        fputs("pipe: out of memory\n", stderr);
-        exit(2);
-    }
-    return p;
-}
 
 /* The text-schedule line of instruction pc on stage, or 0. */
 static int line_of(const SchedPlan *pl, int stage, int pc)
@@ -52,13 +43,13 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
     const PcConfig *c = &f->cfg;
     const PcPartition *pt = &f->part;
     int S = pt->stages, V = pt->chunks, P = pt->nparts, M = (int)c->micro_batches;
-    p->cost_f = xcalloc(P, sizeof *p->cost_f);
-    p->cost_b = xcalloc(P, sizeof *p->cost_b);
-    p->cost_i = xcalloc(P, sizeof *p->cost_i);
-    p->cost_w = xcalloc(P, sizeof *p->cost_w);
-    p->bytes_fwd = xcalloc(P, sizeof *p->bytes_fwd);
-    p->buf_bytes = xcalloc(P, sizeof *p->buf_bytes);
-    p->tied_stage = xcalloc(S, sizeof *p->tied_stage);
+    p->cost_f = util_calloc(P, sizeof *p->cost_f);
+    p->cost_b = util_calloc(P, sizeof *p->cost_b);
+    p->cost_i = util_calloc(P, sizeof *p->cost_i);
+    p->cost_w = util_calloc(P, sizeof *p->cost_w);
+    p->bytes_fwd = util_calloc(P, sizeof *p->bytes_fwd);
+    p->buf_bytes = util_calloc(P, sizeof *p->buf_bytes);
+    p->tied_stage = util_calloc(S, sizeof *p->tied_stage);
     double rate = c->device_tflops * 1e12;
     for (int k = 0; k < P; k++) {
         const PcPart *q = &pt->part[k];

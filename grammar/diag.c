@@ -1,19 +1,10 @@
 /* grammar/diag.c: diagnostics, with the offending line and a caret. */
 #include "diag.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fputs("pipe: out of memory\n", stderr);
-        exit(2);
-    }
-    return q;
-}
 
 void diag_init(DiagList *dl)
 {
@@ -38,12 +29,12 @@ int diag_add_source(DiagList *dl, const char *name, const char *text, size_t len
 {
     if (dl->nsrc == dl->capsrc) {
         dl->capsrc = dl->capsrc ? 2 * dl->capsrc : 4;
-        dl->src = xrealloc(dl->src, dl->capsrc * sizeof *dl->src);
+        dl->src = util_realloc(dl->src, dl->capsrc * sizeof *dl->src);
     }
     DiagSource *s = &dl->src[dl->nsrc];
-    s->name = xrealloc(NULL, strlen(name) + 1);
+    s->name = util_realloc(NULL, strlen(name) + 1);
     strcpy(s->name, name);
-    s->text = xrealloc(NULL, len + 1);
+    s->text = util_realloc(NULL, len + 1);
     memcpy(s->text, text, len);
     s->text[len] = '\0';
     s->len = len;
@@ -61,14 +52,14 @@ void diag_vreport(DiagList *dl, DiagLevel level, SrcLoc loc, const char *fmt, va
         return;
     if (dl->n == dl->cap) {
         dl->cap = dl->cap ? 2 * dl->cap : 8;
-        dl->d = xrealloc(dl->d, dl->cap * sizeof *dl->d);
+        dl->d = util_realloc(dl->d, dl->cap * sizeof *dl->d);
     }
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
     Diag *d = &dl->d[dl->n++];
     d->level = level;
     d->loc = loc;
-    d->msg = xrealloc(NULL, strlen(buf) + 1);
+    d->msg = util_realloc(NULL, strlen(buf) + 1);
     strcpy(d->msg, buf);
     if (level == DIAG_ERROR)
         dl->nerrors++;

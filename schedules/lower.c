@@ -30,16 +30,7 @@
 #include <string.h>
 
 #include "sched.h"
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        fputs("pipe: out of memory\n", stderr);
-        exit(2);
-    }
-    return p;
-}
+#include "util.h"
 
 static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, int line)
 {
@@ -233,12 +224,12 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
     out->place = pp->place;
     out->eval = eval;
     out->wgrad_in_order = 1;
-    out->prog = xcalloc(lw.S, sizeof *out->prog);
-    out->nbuf = xcalloc((size_t)lw.S * lw.V, sizeof *out->nbuf);
-    lw.pool = xcalloc(lw.V, sizeof *lw.pool);
-    lw.buf = xcalloc((size_t)lw.M * lw.V, sizeof *lw.buf);
-    lw.st = xcalloc((size_t)lw.M * lw.V, sizeof *lw.st);
-    lw.last_wgrad = xcalloc(lw.V, sizeof *lw.last_wgrad);
+    out->prog = util_calloc(lw.S, sizeof *out->prog);
+    out->nbuf = util_calloc((size_t)lw.S * lw.V, sizeof *out->nbuf);
+    lw.pool = util_calloc(lw.V, sizeof *lw.pool);
+    lw.buf = util_calloc((size_t)lw.M * lw.V, sizeof *lw.buf);
+    lw.st = util_calloc((size_t)lw.M * lw.V, sizeof *lw.st);
+    lw.last_wgrad = util_calloc(lw.V, sizeof *lw.last_wgrad);
     if (acts->stages != lw.S) {
         snprintf(err, errsize, "the schedule has %d stages, the pipeline %d", acts->stages, lw.S);
         goto fail;
@@ -316,16 +307,16 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
             }
         if (L->n == 0)
             continue;
-        lw.pr->act_pc = xcalloc(L->n, sizeof *lw.pr->act_pc);
-        lw.pr->act_recv = xcalloc(L->n, sizeof *lw.pr->act_recv);
+        lw.pr->act_pc = util_calloc(L->n, sizeof *lw.pr->act_pc);
+        lw.pr->act_recv = util_calloc(L->n, sizeof *lw.pr->act_recv);
         lw.pr->nact = L->n;
         for (int j = 0; j < L->n; j++)
             lw.pr->act_recv[j] = -1;
         /* which actions' inputs go after compute i: sorted by position,
          * bucketed (order[] lists action indices; next[] chains them) */
         free(order), free(next);
-        order = xcalloc(L->n + 1, sizeof *order);
-        next = xcalloc(L->n, sizeof *next);
+        order = util_calloc(L->n + 1, sizeof *order);
+        next = util_calloc(L->n, sizeof *next);
         for (int i = 0; i <= L->n; i++)
             order[i] = -1;
         for (int j = L->n - 1; j >= 0; j--) {
@@ -386,10 +377,10 @@ int sched_build(const SchedParts *pp, const SchedActions *acts, int eval, const 
                 SchedSim *sim, char *err, size_t errsize)
 {
     int S = pp->stages, rc = 0;
-    int **post = xcalloc(S, sizeof *post);
+    int **post = util_calloc(S, sizeof *post);
     for (int s = 0; s < S; s++) {
         int n = acts->stage[s].n;
-        post[s] = xcalloc(n ? n : 1, sizeof **post);
+        post[s] = util_calloc(n ? n : 1, sizeof **post);
         for (int j = 0; j < n; j++)
             post[s][j] = j - 1;
     }

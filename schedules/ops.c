@@ -1,6 +1,7 @@
 /* schedules/ops.c: the instruction tables, the one instruction printer,
  * placement, and compute-action lists. */
 #include "sched.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,20 +103,10 @@ int sched_part(SchedPlacement place, int stages, int stage, int chunk)
     return chunk * stages + stage;
 }
 
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fputs("pipe: out of memory\n", stderr);
-        exit(2);
-    }
-    return q;
-}
-
 void sched_actions_init(SchedActions *sa, int stages)
 {
     sa->stages = stages;
-    sa->stage = xrealloc(NULL, (size_t)stages * sizeof *sa->stage);
+    sa->stage = util_realloc(NULL, (size_t)stages * sizeof *sa->stage);
     memset(sa->stage, 0, (size_t)stages * sizeof *sa->stage);
 }
 
@@ -132,7 +123,7 @@ void sched_push(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk)
     SchedList *l = &sa->stage[stage];
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
-        l->a = xrealloc(l->a, (size_t)l->cap * sizeof *l->a);
+        l->a = util_realloc(l->a, (size_t)l->cap * sizeof *l->a);
     }
     l->a[l->n++] = (SchedAction){(uint8_t)kind, (uint8_t)chunk, mb, 0};
 }

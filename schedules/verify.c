@@ -30,16 +30,7 @@
 #include <string.h>
 
 #include "sched.h"
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        fputs("pipe: out of memory\n", stderr);
-        exit(2);
-    }
-    return p;
-}
+#include "util.h"
 
 typedef struct Chan {
     int src, dst, grad;
@@ -95,8 +86,8 @@ static void chan_grow(Vm *vm)
         return;
     int old = vm->hcap, *ok = vm->hkeys, *ov = vm->hvals;
     vm->hcap *= 2;
-    vm->hkeys = xcalloc(vm->hcap, sizeof *vm->hkeys);
-    vm->hvals = xcalloc(vm->hcap, sizeof *vm->hvals);
+    vm->hkeys = util_calloc(vm->hcap, sizeof *vm->hkeys);
+    vm->hvals = util_calloc(vm->hcap, sizeof *vm->hvals);
     for (int i = 0; i < vm->hcap; i++)
         vm->hkeys[i] = -1;
     for (int i = 0; i < old; i++)
@@ -178,8 +169,8 @@ static int prepass(Vm *vm)
     const SchedPlan *pl = vm->plan;
     for (int s = 0; s < vm->S; s++) {
         const SchedProgram *pr = &pl->prog[s];
-        vm->cid[s] = xcalloc(pr->n, sizeof **vm->cid);
-        vm->cseq[s] = xcalloc(pr->n, sizeof **vm->cseq);
+        vm->cid[s] = util_calloc(pr->n, sizeof **vm->cid);
+        vm->cseq[s] = util_calloc(pr->n, sizeof **vm->cseq);
         for (int i = 0; i < pr->n; i++) {
             const SchedInstr *in = &pr->ins[i];
             vm->cid[s][i] = -1;
@@ -233,10 +224,10 @@ static int prepass(Vm *vm)
     }
     for (int c = 0; c < vm->nchan; c++) {
         Chan *ch = &vm->chan[c];
-        ch->post_time = xcalloc(ch->nrecv, sizeof *ch->post_time);
-        ch->arrive = xcalloc(ch->nsend, sizeof *ch->arrive);
-        ch->send_stage_pc = xcalloc(ch->nsend, sizeof *ch->send_stage_pc);
-        ch->recv_stage_pc = xcalloc(ch->nrecv, sizeof *ch->recv_stage_pc);
+        ch->post_time = util_calloc(ch->nrecv, sizeof *ch->post_time);
+        ch->arrive = util_calloc(ch->nsend, sizeof *ch->arrive);
+        ch->send_stage_pc = util_calloc(ch->nsend, sizeof *ch->send_stage_pc);
+        ch->recv_stage_pc = util_calloc(ch->nrecv, sizeof *ch->recv_stage_pc);
     }
     for (int s = 0; s < vm->S; s++)
         for (int i = 0; i < pl->prog[s].n; i++) {
@@ -579,7 +570,7 @@ static void step(Vm *vm, int s)
 /* Everyone is stuck: report the cycle of waiting instructions. */
 static void report_deadlock(Vm *vm)
 {
-    int *seen = xcalloc(vm->S, sizeof *seen);
+    int *seen = util_calloc(vm->S, sizeof *seen);
     int s = 0;
     while (s < vm->S && vm->pc[s] >= vm->plan->prog[s].n)
         s++;
@@ -625,15 +616,15 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     Vm vm = {.buffered = buffered, .plan = plan, .parts = parts, .costs = costs, .out = out, .S = S, .V = V, .P = S * V};
     out->ok = 1;
     out->err_stage = out->err_pc = -1;
-    out->busy = xcalloc(S, sizeof *out->busy);
-    out->idle = xcalloc(S, sizeof *out->idle);
-    out->peak_buffers = xcalloc(S, sizeof *out->peak_buffers);
-    out->peak_bytes = xcalloc(S, sizeof *out->peak_bytes);
-    out->start = xcalloc(S, sizeof *out->start);
-    out->end = xcalloc(S, sizeof *out->end);
-    out->peer_time = xcalloc(S, sizeof *out->peer_time);
-    out->stuck_pc = xcalloc(S, sizeof *out->stuck_pc);
-    out->stuck_recv_pc = xcalloc(S, sizeof *out->stuck_recv_pc);
+    out->busy = util_calloc(S, sizeof *out->busy);
+    out->idle = util_calloc(S, sizeof *out->idle);
+    out->peak_buffers = util_calloc(S, sizeof *out->peak_buffers);
+    out->peak_bytes = util_calloc(S, sizeof *out->peak_bytes);
+    out->start = util_calloc(S, sizeof *out->start);
+    out->end = util_calloc(S, sizeof *out->end);
+    out->peer_time = util_calloc(S, sizeof *out->peer_time);
+    out->stuck_pc = util_calloc(S, sizeof *out->stuck_pc);
+    out->stuck_recv_pc = util_calloc(S, sizeof *out->stuck_recv_pc);
     for (int s = 0; s < S; s++)
         out->stuck_pc[s] = out->stuck_recv_pc[s] = -1;
     /* one block for the three timelines: [start | end | peer_time] per stage;
@@ -654,32 +645,32 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     vm.hcap = 64;
     while (vm.hcap < 8 * S)
         vm.hcap *= 2;
-    vm.hkeys = xcalloc(vm.hcap, sizeof *vm.hkeys);
-    vm.hvals = xcalloc(vm.hcap, sizeof *vm.hvals);
+    vm.hkeys = util_calloc(vm.hcap, sizeof *vm.hkeys);
+    vm.hvals = util_calloc(vm.hcap, sizeof *vm.hvals);
     for (int i = 0; i < vm.hcap; i++)
         vm.hkeys[i] = -1;
-    vm.cid = xcalloc(S, sizeof *vm.cid);
-    vm.cseq = xcalloc(S, sizeof *vm.cseq);
-    vm.pc = xcalloc(S, sizeof *vm.pc);
-    vm.clock = xcalloc(S, sizeof *vm.clock);
-    vm.slot = xcalloc((size_t)S * V, sizeof *vm.slot);
+    vm.cid = util_calloc(S, sizeof *vm.cid);
+    vm.cseq = util_calloc(S, sizeof *vm.cseq);
+    vm.pc = util_calloc(S, sizeof *vm.pc);
+    vm.clock = util_calloc(S, sizeof *vm.clock);
+    vm.slot = util_calloc((size_t)S * V, sizeof *vm.slot);
     for (int i = 0; i < S * V; i++) {
-        vm.slot[i] = xcalloc(plan->nbuf[i], sizeof **vm.slot);
+        vm.slot[i] = util_calloc(plan->nbuf[i], sizeof **vm.slot);
         for (int b = 0; b < plan->nbuf[i]; b++)
             vm.slot[i][b].mb = vm.slot[i][b].pend_chan = vm.slot[i][b].gpend_chan = -1;
     }
-    vm.gin_mb = xcalloc((size_t)S * V, sizeof *vm.gin_mb);
-    vm.gin_sent = xcalloc((size_t)S * V, sizeof *vm.gin_sent);
+    vm.gin_mb = util_calloc((size_t)S * V, sizeof *vm.gin_mb);
+    vm.gin_sent = util_calloc((size_t)S * V, sizeof *vm.gin_sent);
     for (int i = 0; i < S * V; i++)
         vm.gin_mb[i] = -1, vm.gin_sent[i] = 1;
-    vm.live = xcalloc(S, sizeof *vm.live);
-    vm.live_bytes = xcalloc(S, sizeof *vm.live_bytes);
-    vm.wait = xcalloc(S, sizeof *vm.wait);
-    vm.wait_on = xcalloc(S, sizeof *vm.wait_on);
-    vm.queue = xcalloc(S, sizeof *vm.queue);
-    vm.queued = xcalloc(S, sizeof *vm.queued);
-    vm.at_tied = xcalloc(S, sizeof *vm.at_tied);
-    vm.at_all = xcalloc(S, sizeof *vm.at_all);
+    vm.live = util_calloc(S, sizeof *vm.live);
+    vm.live_bytes = util_calloc(S, sizeof *vm.live_bytes);
+    vm.wait = util_calloc(S, sizeof *vm.wait);
+    vm.wait_on = util_calloc(S, sizeof *vm.wait_on);
+    vm.queue = util_calloc(S, sizeof *vm.queue);
+    vm.queued = util_calloc(S, sizeof *vm.queued);
+    vm.at_tied = util_calloc(S, sizeof *vm.at_tied);
+    vm.at_all = util_calloc(S, sizeof *vm.at_all);
     vm.all_need = S;
     for (int s = 0; s < S; s++)
         vm.tied_need += parts->tied_stage && parts->tied_stage[s];
