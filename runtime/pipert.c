@@ -332,6 +332,7 @@ int main(int argc, char **argv)
         RT_CHECK(rt, rt->metrics, "cannot write %s", rt->metrics_path);
     }
     int32_t *tmp = rt_alloc(rt, (pc_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
+    int stopped = 0;
     double t_start = MPI_Wtime();
     for (rt->step = 0; rt->step < cfg->steps; rt->step++) {
         double t0 = MPI_Wtime();
@@ -340,6 +341,15 @@ int main(int argc, char **argv)
         rt->loss_sum = 0, rt->loss_count = 0, rt->correct = 0;
         rt_run_program(rt, &rt->p.train.prog[rt->stage], 0);
         double t1 = MPI_Wtime();
+        if (rt->bad_stage >= 0) {
+            /* every rank of the lane knows; replica 0 of the first stage says it */
+            if (rt->stage == 0 && rt->dpi == 0)
+                fprintf(stderr, "pipert: step %lld: the loss or a gradient is not finite (NaN or Inf), first on stage "
+                                "%d; stopping before the update%s\n",
+                        (long long)rt->step + 1, rt->bad_stage, rt->save_dir ? ", no checkpoint written" : "");
+            stopped = 1;
+            break;
+        }
         double loss[2] = {rt->loss_sum, (double)rt->loss_count};
         if (has_last(rt))
             sum_over_replicas(rt, loss, 2);
@@ -361,6 +371,11 @@ int main(int argc, char **argv)
             evaluate(rt, s, 0);
     }
     double total = MPI_Wtime() - t_start;
+    if (stopped) {
+        free(tmp);
+        MPI_Finalize();
+        return 1;
+    }
     if (rt->save_dir)
         save_weights(rt);
     evaluate(rt, cfg->steps, 1);

@@ -99,6 +99,8 @@ typedef struct RtCtx {
     int have_eval;
     int64_t eval_batches, eval_step_base;
     int evaluating;
+    int bad_stage;                /* after a step: the first stage with a NaN/Inf loss or gradient, or -1 */
+    double *vote;                 /* [stages]: scratch for that vote */
     /* where we are (for messages) */
     int pc;
     const SchedInstr *in;

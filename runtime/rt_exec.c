@@ -115,14 +115,35 @@ static void reduce_tied(RtCtx *rt)
     }
 }
 
+/* Before any weight moves: is this step's loss or any gradient NaN or
+ * Inf? Every stage of the lane learns the first stage where one appeared
+ * (a vote over the lane), so all stop together, with no update applied. */
+static int nonfinite_stage(RtCtx *rt, double local_ss)
+{
+    int bad = !isfinite(local_ss);
+    for (int c = 0; c < rt->chunks; c++)
+        if (rt->chunk[c].is_last && !isfinite(rt->loss_sum))
+            bad = 1;
+    double *vote = rt->vote;
+    memset(vote, 0, rt->stages * sizeof *vote);
+    vote[rt->stage] = bad;
+    rt->xp->allreduce_f64(rt, vote, rt->stages, XPORT_LANE);
+    for (int s = 0; s < rt->stages; s++)
+        if (vote[s] != 0)
+            return s;
+    return -1;
+}
+
 static void optimizer_step(RtCtx *rt)
 {
-    double factor = 1;
+    double factor = 1, ss = 0;
+    for (int i = 0; i < rt->nparam; i++)
+        if (rt->param[i].counts_in_norm)
+            ss += rt_sumsq(rt->param[i].g, rt->param[i].n);
+    rt->bad_stage = nonfinite_stage(rt, ss);
+    if (rt->bad_stage >= 0)
+        return; /* pipert stops; the weights keep the last finite step */
     if (rt->c->grad_clip > 0) {
-        double ss = 0;
-        for (int i = 0; i < rt->nparam; i++)
-            if (rt->param[i].counts_in_norm)
-                ss += rt_sumsq(rt->param[i].g, rt->param[i].n);
         rt->xp->allreduce_f64(rt, &ss, 1, XPORT_LANE);
         factor = rt_clip_factor(sqrt(ss), rt->c->grad_clip);
     }

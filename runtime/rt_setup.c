@@ -364,6 +364,8 @@ void rt_setup(RtCtx *rt)
         rt->work[k] = rt_alloc(rt, (rt->work_elems ? rt->work_elems : 1) * sizeof(float), "work space");
     rt->scratch = rt_alloc(rt, (rt->scratch_elems ? rt->scratch_elems : 1) * sizeof(float), "kernel scratch");
     setup_params(rt);
+    rt->vote = rt_alloc(rt, rt->stages * sizeof *rt->vote, "vote");
+    rt->bad_stage = -1;
 }
 
 void rt_teardown(RtCtx *rt)
@@ -374,7 +376,7 @@ void rt_teardown(RtCtx *rt)
         free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
     }
     free(rt->work[0]), free(rt->work[1]), free(rt->scratch);
-    free(rt->params), free(rt->grads), free(rt->state), free(rt->param);
+    free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote);
     MPI_Comm_free(&rt->dp_comm);
     MPI_Comm_free(&rt->pipe_comm);
     if (rt->tied_comm != MPI_COMM_NULL)

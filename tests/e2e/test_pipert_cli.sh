@@ -44,5 +44,11 @@ check "--metrics writes one JSON line per logged step" 0 'x'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 0 --save "$TMP/w" >"$TMP/out" 2>&1; rc=$?
 ls "$TMP/w"/stage-0.safetensors "$TMP/w"/stage-1.safetensors >>"$TMP/out" 2>&1 || rc=1
 check "--steps 0 --save writes the initial weights, one file per stage" 0 'stage-1.safetensors'
+"$PIPEC" "$SRC/examples/mlp.pipe" -D "optimizer=sgd(lr = 1e30)" -o "$TMP/nan.bin" || exit 2
+"${MPI[@]}" 2 "$PIPERT" "$TMP/nan.bin" --steps 10 --save "$TMP/nanw" >"$TMP/out" 2>&1; rc=$?
+[ "$rc" -ne 0 ] && rc=1
+[ -e "$TMP/nanw" ] && echo "a checkpoint was written" >>"$TMP/out" && rc=2
+check "a NaN/Inf loss or gradient stops the run, naming the step and stage, without a checkpoint" 1 \
+    'step [0-9]+: the loss or a gradient is not finite \(NaN or Inf\), first on stage [0-9]+; stopping before the update, no checkpoint written'
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
