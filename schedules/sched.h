@@ -144,7 +144,7 @@ typedef struct SchedParts {
     int stages, chunks, micro_batches;
     SchedPlacement place;
     const int *tied_stage;   /* [stages]: 1 if the stage holds a tied weight (or a copy) */
-    int grad_clip;           /* OptimizerStep needs every stage (global norm) */
+    int grad_clip;           /* clipping by the global norm (OptimizerStep waits for every stage in any case) */
 } SchedParts;
 
 typedef struct SchedPlan {
@@ -202,7 +202,8 @@ typedef struct SchedSim {
  * receive is posted (so a verified plan cannot deadlock whatever the
  * transport buffers); compute waits for its data; ReduceTiedGrads waits
  * for every stage that holds a tied weight, OptimizerStep for every stage
- * when parts->grad_clip. costs may be NULL (verification only). */
+ * (the runtime votes there on NaN/Inf). costs may be NULL (verification
+ * only). */
 void sched_verify(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out);
 /* The same machine with buffered sends (a send never waits): the timing a
  * transport with enough buffering would see. Used to place receives. */

@@ -10,7 +10,9 @@
  *   Forward, Backward, ...     wait for the data their receive brings, then
  *                              take the part's cost
  *   ReduceTiedGrads            waits for every stage holding a tied weight
- *   OptimizerStep              waits for every stage under gradient clipping
+ *   OptimizerStep              waits for every stage (the runtime checks the
+ *                              whole lane for NaN/Inf, and sums the gradient
+ *                              norm under clipping, before any update)
  * Because a send waits for its receive, a plan that passes cannot deadlock
  * whatever buffering the transport has. A deadlock is reported as the
  * cycle of waiting instructions. The same run times every instruction
@@ -524,8 +526,9 @@ static void step(Vm *vm, int s)
         case SCHED_ReduceTiedGrads:
         case SCHED_OptimizerStep: {
             int tied = in->op == SCHED_ReduceTiedGrads;
-            if (!tied && !vm->parts->grad_clip)
-                break;
+            /* OptimizerStep is lane-wide in the runtime: it votes on
+             * NaN/Inf before any update and, under clipping, sums the
+             * gradient norm */
             int *arrived = tied ? &vm->tied_arrived : &vm->all_arrived;
             int need = tied ? vm->tied_need : vm->all_need;
             double *bt = tied ? &vm->tied_time : &vm->all_time;
