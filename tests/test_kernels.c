@@ -29,45 +29,7 @@
             ck_abort_msg(__VA_ARGS__);      \
     } while (0)
 
-static uint32_t lcg = 12345u;
-
-static void rng_seed(uint32_t s)
-{
-    lcg = s;
-}
-
-/* uniform in [lo, hi), from the top 24 bits of a 32-bit LCG */
-static float rnd(float lo, float hi)
-{
-    lcg = lcg * 1664525u + 1013904223u;
-    return lo + (hi - lo) * (float)(lcg >> 8) * 0x1p-24f;
-}
-
-static float *frand(int64_t n, float lo, float hi)
-{
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    ck_assert_ptr_nonnull(p);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = rnd(lo, hi);
-    return p;
-}
-
-static float *fzero(int64_t n)
-{
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
-    ck_assert_ptr_nonnull(p);
-    return p;
-}
-
-/* filled with NaN: an output that must be overwritten */
-static float *fnan(int64_t n)
-{
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    ck_assert_ptr_nonnull(p);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = NAN;
-    return p;
-}
+#include "ktestutil.h"
 
 static float *fcopy(const float *a, int64_t n)
 {
