@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "planfile.h"
 #include "rt.h"
@@ -318,10 +319,10 @@ int main(int argc, char **argv)
         rt->eval.n = n;
     }
     if (rt->verbose) {
-        printf("[rank %d] stage %d of %d, replica %d of %d: %lld parameters (%.1f MiB with gradients and optimizer "
+        printf("[rank %d] pid %ld, stage %d of %d, replica %d of %d: %lld parameters (%.1f MiB with gradients and optimizer "
                "state), activation slots %.1f MiB (the plan predicted a peak of %.1f MiB), recompute workspace %.1f "
                "MiB\n",
-               rt->rank, rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
+               rt->rank, (long)getpid(), rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
                rt->nparams_total * 4.0 * (2 + rt_optim_state_per_param(cfg)) / (1 << 20), slot_mib(rt),
                rt->p.train_sim.peak_bytes[rt->stage] / (1 << 20), ws_mib(rt));
         fflush(stdout);
