@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,9 +51,43 @@ static void usage(FILE *out)
           "                    stage, PyTorch's names and layouts); --steps 0 --save DIR\n"
           "                    writes the initial weights\n"
           "  --device cpu      the backend (cpu; cuda arrives with the GPU runtime)\n"
-          "  --verbose         each rank prints its stage, replica and memory\n"
+          "  --verbose         each rank prints its pid, stage, replica and memory\n"
+          "\n"
+          "SIGTERM or SIGINT: every rank finishes the current step, the weights are\n"
+          "written if --save was given, and pipert exits 0; a second signal exits at once.\n"
           "  --help, --version\n",
           out);
+}
+
+/* SIGTERM or SIGINT (a preempted job): the first asks for a clean stop
+ * after the current step; a second one ends the process at once. The only
+ * state a signal handler may touch. */
+static volatile sig_atomic_t signals_seen;
+
+static void on_signal(int sig)
+{
+    if (signals_seen++ > 0)
+        _exit(128 + sig);
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* Whether any rank has been asked to stop: every rank learns it at the same
+ * step boundary, so all stop together. */
+static int stop_requested(void)
+{
+    int any = signals_seen > 0;
+    MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return any;
 }
 
 static double ws_mib(const RtCtx *rt)
@@ -262,6 +297,7 @@ int main(int argc, char **argv)
     }
     openblas_set_num_threads(1);
     MPI_Init(&argc, &argv);
+    catch_signals();
     MPI_Comm_rank(MPI_COMM_WORLD, &rt->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &rt->world);
     char err[1400];
@@ -333,7 +369,7 @@ int main(int argc, char **argv)
         RT_CHECK(rt, rt->metrics, "cannot write %s", rt->metrics_path);
     }
     int32_t *tmp = rt_alloc(rt, (pc_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
-    int stopped = 0;
+    int stopped = 0, interrupted = 0;
     double t_start = MPI_Wtime();
     for (rt->step = 0; rt->step < cfg->steps; rt->step++) {
         double t0 = MPI_Wtime();
@@ -370,6 +406,15 @@ int main(int argc, char **argv)
         }
         if (cfg->eval_every > 0 && s % cfg->eval_every == 0 && s < cfg->steps)
             evaluate(rt, s, 0);
+        if (s < cfg->steps && stop_requested()) {
+            if (reporter)
+                printf("pipert: stopped by a signal after step %lld of %lld%s%s\n", (long long)s,
+                       (long long)cfg->steps, rt->save_dir ? "; weights saved in " : "",
+                       rt->save_dir ? rt->save_dir : "");
+            rt->step++;
+            interrupted = 1;
+            break;
+        }
     }
     double total = MPI_Wtime() - t_start;
     if (stopped) {
@@ -379,6 +424,12 @@ int main(int argc, char **argv)
     }
     if (rt->save_dir)
         save_weights(rt);
+    if (interrupted) {
+        fflush(stdout);
+        free(tmp);
+        MPI_Finalize();
+        return 0;
+    }
     evaluate(rt, cfg->steps, 1);
     if (reporter)
         printf("trained %lld steps of %lld samples in %.1f s (%.0f samples/s) on %d rank%s: %d stage%s x %d replica%s\n",
