@@ -52,7 +52,7 @@ static void load(RtCtx *rt, RtChunk *ch, unsigned char *slot, int64_t mb)
             unsigned char *dst = slot + ch->in_off;
             for (int k = 0; k < m->ninputs; k++) {
                 int64_t e = pc_tensor_elems(&m->input[k].t);
-                rt_data_input(d, idx, k, dst + (int64_t)rt->B * 0 + b * e * 4);
+                rt_data_input(d, idx, k, dst + b * e * 4);
                 dst += rt->B * e * 4;
             }
         }

@@ -26,83 +26,16 @@ import sys
 import tempfile
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_layers import Block, Embedding  # noqa: E402
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
 BATCH = 2
 
 # ---- torch modules for the DSL layers that torch.nn has no single module for
-
-
-class Embedding(nn.Module):
-    """embedding(vocab, dim, positions): tokens, plus learned positions."""
-
-    def __init__(self, vocab, dim, positions=0):
-        super().__init__()
-        self.tokens = nn.Embedding(vocab, dim)
-        if positions > 0:
-            self.positions = nn.Embedding(positions, dim)
-        else:
-            self.positions = None
-
-    def forward(self, ids):
-        x = self.tokens(ids)
-        if self.positions is not None:
-            x = x + self.positions(torch.arange(ids.shape[1]))
-        return x
-
-
-class Attention(nn.Module):
-    def __init__(self, dim, heads, causal, dropout):
-        super().__init__()
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.heads = heads
-        self.causal = causal
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x, mask=None):
-        b, t, d = x.shape
-        h = self.heads
-        q, k, v = self.qkv(x).split(d, dim=-1)
-        q, k, v = (z.view(b, t, h, d // h).transpose(1, 2) for z in (q, k, v))
-        s = q @ k.transpose(-2, -1) / math.sqrt(d // h)
-        if self.causal:
-            s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
-        if mask is not None:
-            s = s.masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-        a = self.drop(s.softmax(-1))
-        y = (a @ v).transpose(1, 2).reshape(b, t, d)
-        return self.proj(y)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc = nn.Linear(dim, hidden)
-        self.proj = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
-
-
-class Block(nn.Module):
-    """transformer_block: pre-LayerNorm GPT-2 block."""
-
-    def __init__(self, dim, heads, mlp=None, causal=False, mask=None, dropout=0.0):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(dim, eps=1e-5)
-        self.attn = Attention(dim, heads, causal, dropout)
-        self.ln2 = nn.LayerNorm(dim, eps=1e-5)
-        self.mlp = Mlp(dim, 4 * dim if mlp is None else mlp)
-        self.drop = nn.Dropout(dropout)
-        self.uses_mask = mask  # the name of the model input it reads, or None
-
-    def forward(self, x, mask=None):
-        x = x + self.drop(self.attn(self.ln1(x), mask))
-        return x + self.drop(self.mlp(self.ln2(x)))
 
 
 class Layers(nn.Module):

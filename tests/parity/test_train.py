@@ -52,75 +52,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_layers import Block, Embedding  # noqa: E402
+
 torch.set_num_threads(1)
 STEPS = 5
 TOL = 1e-4
 UNSUPPORTED_BLOCK = "transformer_block is not supported by the CPU runtime yet"
 
 # ---- torch modules for the DSL layers (names as pipec and pipert give them)
-
-
-class Embedding(nn.Module):
-    """embedding(vocab, dim, positions): tokens, plus learned positions."""
-
-    def __init__(self, vocab, dim, positions=0):
-        super().__init__()
-        self.tokens = nn.Embedding(vocab, dim)
-        self.positions = nn.Embedding(positions, dim) if positions > 0 else None
-
-    def forward(self, ids):
-        x = self.tokens(ids)
-        if self.positions is not None:
-            x = x + self.positions(torch.arange(ids.shape[1]))
-        return x
-
-
-class Attention(nn.Module):
-    def __init__(self, dim, heads, causal):
-        super().__init__()
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.heads = heads
-        self.causal = causal
-
-    def forward(self, x, mask=None):
-        b, t, d = x.shape
-        h = self.heads
-        q, k, v = self.qkv(x).split(d, dim=-1)
-        q, k, v = (z.view(b, t, h, d // h).transpose(1, 2) for z in (q, k, v))
-        s = q @ k.transpose(-2, -1) / math.sqrt(d // h)
-        if self.causal:
-            s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
-        if mask is not None:
-            s = s.masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-        y = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
-        return self.proj(y)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc = nn.Linear(dim, hidden)
-        self.proj = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
-
-
-class Block(nn.Module):
-    """transformer_block: pre-LayerNorm GPT-2 block, dropout 0."""
-
-    def __init__(self, dim, heads, mlp=None, causal=False, uses_mask=False):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(dim, eps=1e-5)
-        self.attn = Attention(dim, heads, causal)
-        self.ln2 = nn.LayerNorm(dim, eps=1e-5)
-        self.mlp = Mlp(dim, 4 * dim if mlp is None else mlp)
-        self.uses_mask = uses_mask
-
-    def forward(self, x, mask=None):
-        x = x + self.attn(self.ln1(x), mask if self.uses_mask else None)
-        return x + self.mlp(self.ln2(x))
 
 
 class Net(nn.Module):
@@ -389,7 +329,7 @@ train {
 
 def build_gpt():
     wte = Embedding(24, 16, 8)
-    return Net([wte, Block(16, 2, causal=True, uses_mask=True), Block(16, 2, causal=True, uses_mask=True),
+    return Net([wte, Block(16, 2, causal=True, mask=True), Block(16, 2, causal=True, mask=True),
                 nn.LayerNorm(16), tied_linear(16, 24, wte, bias=False)])
 
 
