@@ -22,6 +22,7 @@
 #include "planfile.h"
 #include "rt.h"
 #include "rt_optim.h"
+#include "rt_ckpt.h"
 #include "rt_safetensors.h"
 
 /* OpenBLAS's own: one thread per rank, the ranks are the parallelism. */
@@ -47,13 +48,18 @@ static void usage(FILE *out)
           "  --eval-data PATH  evaluation data, the same way\n"
           "  --log-every N     a log line every N steps (default: 10)\n"
           "  --metrics FILE    also write the log as JSON lines\n"
-          "  --save DIR        write the weights at the end as safetensors (one file per\n"
-          "                    stage, PyTorch's names and layouts); --steps 0 --save DIR\n"
-          "                    writes the initial weights\n"
+          "  --save DIR        write a resumable checkpoint at the end: weights as\n"
+          "                    safetensors (one file per stage, PyTorch's names and\n"
+          "                    layouts), optimizer state, step; DIR/latest/ holds the\n"
+          "                    newest (--steps 0 --save DIR: the initial weights)\n"
+          "  --save-every N    also a checkpoint every N steps (needs --save)\n"
+          "  --resume DIR      continue from the checkpoint in DIR (any stage count or\n"
+          "                    schedule of the same model); --steps counts from the\n"
+          "                    start of training\n"
           "  --device cpu      the backend (cpu; cuda arrives with the GPU runtime)\n"
           "  --verbose         each rank prints its pid, stage, replica and memory\n"
           "\n"
-          "SIGTERM or SIGINT: every rank finishes the current step, the weights are\n"
+          "SIGTERM or SIGINT: every rank finishes the current step, a checkpoint is\n"
           "written if --save was given, and pipert exits 0; a second signal exits at once.\n"
           "  --help, --version\n",
           out);
@@ -162,40 +168,6 @@ static void sum_over_replicas(RtCtx *rt, double *v, int n)
         rt->xp->allreduce_f64(rt, v, n, XPORT_REPLICAS);
 }
 
-/* Writes this stage's parameters (each once: not the copy of a tied
- * weight) to DIR/stage-S.safetensors; replica 0 of each stage writes. The
- * files together hold every parameter once, under PyTorch's names. */
-static void save_weights(RtCtx *rt)
-{
-    if (rt->dpi != 0)
-        return;
-    if (mkdir(rt->save_dir, 0755) != 0 && errno != EEXIST)
-        rt_fail(rt, __FILE__, __LINE__, "cannot create %s: %s", rt->save_dir, strerror(errno));
-    RtTensor *t = rt_alloc(rt, (rt->nparam ? rt->nparam : 1) * sizeof *t, "tensor table");
-    int n = 0;
-    for (int i = 0; i < rt->nparam; i++) {
-        const RtParam *q = &rt->param[i];
-        if (q->k < 0)
-            continue;
-        const PcParam *pp = &rt->m->layer[q->layer].param[q->k];
-        t[n].name = q->name;
-        t[n].ndim = pp->ndim;
-        for (int d = 0; d < pp->ndim; d++)
-            t[n].dim[d] = pp->dim[d];
-        t[n].data = q->p;
-        n++;
-    }
-    char path[4200], step[32], stage[32], err[1024];
-    snprintf(path, sizeof path, "%s/stage-%d.safetensors", rt->save_dir, rt->stage);
-    snprintf(step, sizeof step, "%lld", (long long)rt->step);
-    snprintf(stage, sizeof stage, "%d", rt->stage);
-    const char *keys[] = {"format", "model", "step", "stage"};
-    const char *vals[] = {"pt", rt->m->name, step, stage};
-    if (rt_safetensors_write(path, t, n, keys, vals, 4, err, sizeof err) != 0)
-        rt_fail(rt, __FILE__, __LINE__, "saving weights: %s", err);
-    free(t);
-}
-
 static void evaluate(RtCtx *rt, int64_t at_step, int final)
 {
     if (!rt->have_eval)
@@ -235,8 +207,8 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu";
-    long long steps = -1, seed = -1;
+    const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu", *resume = NULL;
+    long long steps = -1, seed = -1, save_every = 0;
     RtCtx *rt = calloc(1, sizeof *rt);
     if (!rt)
         return 2;
@@ -269,6 +241,10 @@ int main(int argc, char **argv)
             rt->metrics_path = argv[++i];
         } else if (!strcmp(a, "--save")) {
             rt->save_dir = argv[++i];
+        } else if (!strcmp(a, "--save-every")) {
+            save_every = atoll(argv[++i]);
+        } else if (!strcmp(a, "--resume")) {
+            resume = argv[++i];
         } else if (!strcmp(a, "--device")) {
             device = argv[++i];
         } else if (a[0] == '-') {
@@ -291,8 +267,12 @@ int main(int argc, char **argv)
                 device);
         return 1;
     }
-    if (steps < -1 || rt->log_every < 1) {
-        fprintf(stderr, "pipert: --steps must be >= 0 and --log-every >= 1\n");
+    if (steps < -1 || rt->log_every < 1 || save_every < 0) {
+        fprintf(stderr, "pipert: --steps and --save-every must be >= 0 and --log-every >= 1\n");
+        return 1;
+    }
+    if (save_every > 0 && !rt->save_dir) {
+        fprintf(stderr, "pipert: --save-every needs --save DIR\n");
         return 1;
     }
     openblas_set_num_threads(1);
@@ -325,6 +305,25 @@ int main(int argc, char **argv)
             fprintf(stderr, "pipert: %s: %s\n", path, bad);
         MPI_Finalize();
         return 1;
+    }
+    /* a checkpoint to resume from: every rank reads the manifest (the same
+     * file, so the same verdict); its seed is the run's */
+    RtManifest man;
+    if (resume) {
+        if (rt_ckpt_manifest_read(resume, &man, err, sizeof err) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: --resume %s: %s\n", resume, err);
+            MPI_Finalize();
+            return 1;
+        }
+        if (seed >= 0 && (uint64_t)seed != (uint64_t)man.seed) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: --resume %s: the checkpoint was trained with --seed %lld, not %lld\n", resume,
+                        (long long)man.seed, seed);
+            MPI_Finalize();
+            return 1;
+        }
+        seed = man.seed;
     }
     rt->dp = rt->world / S;
     rt->stage = rt->rank / rt->dp;
@@ -363,15 +362,22 @@ int main(int argc, char **argv)
                rt->p.train_sim.peak_bytes[rt->stage] / (1 << 20), ws_mib(rt));
         fflush(stdout);
     }
+    if (resume) {
+        rt_ckpt_resume(rt, &man);
+        if (has_last(rt) && rt->dpi == 0)
+            printf("resumed from %s at step %lld of %lld\n", resume, (long long)rt->step, (long long)cfg->steps);
+        rt_ckpt_manifest_free(&man);
+    }
     int reporter = has_last(rt) && rt->dpi == 0;
     if (reporter && rt->metrics_path) {
-        rt->metrics = fopen(rt->metrics_path, "w");
+        rt->metrics = fopen(rt->metrics_path, resume ? "a" : "w");
         RT_CHECK(rt, rt->metrics, "cannot write %s", rt->metrics_path);
     }
     int32_t *tmp = rt_alloc(rt, (pc_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
     int stopped = 0, interrupted = 0;
     double t_start = MPI_Wtime();
-    for (rt->step = 0; rt->step < cfg->steps; rt->step++) {
+    int64_t first_step = rt->step;
+    for (; rt->step < cfg->steps; rt->step++) {
         double t0 = MPI_Wtime();
         if (has_last(rt))
             target_scale(rt, tmp);
@@ -406,10 +412,12 @@ int main(int argc, char **argv)
         }
         if (cfg->eval_every > 0 && s % cfg->eval_every == 0 && s < cfg->steps)
             evaluate(rt, s, 0);
+        if (save_every > 0 && s % save_every == 0 && s < cfg->steps)
+            rt_ckpt_save(rt, s);
         if (s < cfg->steps && stop_requested()) {
             if (reporter)
                 printf("pipert: stopped by a signal after step %lld of %lld%s%s\n", (long long)s,
-                       (long long)cfg->steps, rt->save_dir ? "; weights saved in " : "",
+                       (long long)cfg->steps, rt->save_dir ? "; checkpoint saved in " : "",
                        rt->save_dir ? rt->save_dir : "");
             rt->step++;
             interrupted = 1;
@@ -423,7 +431,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (rt->save_dir)
-        save_weights(rt);
+        rt_ckpt_save(rt, rt->step);
     if (interrupted) {
         fflush(stdout);
         free(tmp);
@@ -433,8 +441,8 @@ int main(int argc, char **argv)
     evaluate(rt, cfg->steps, 1);
     if (reporter)
         printf("trained %lld steps of %lld samples in %.1f s (%.0f samples/s) on %d rank%s: %d stage%s x %d replica%s\n",
-               (long long)cfg->steps, (long long)rt->global_batch, total,
-               total > 0 ? cfg->steps * rt->global_batch / total : 0.0, rt->world, rt->world == 1 ? "" : "s", S,
+               (long long)(cfg->steps - first_step), (long long)rt->global_batch, total,
+               total > 0 ? (cfg->steps - first_step) * rt->global_batch / total : 0.0, rt->world, rt->world == 1 ? "" : "s", S,
                S == 1 ? "" : "s", rt->dp, rt->dp == 1 ? "" : "s");
     if (rt->metrics)
         fclose(rt->metrics);

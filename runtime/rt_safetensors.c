@@ -1121,3 +1121,40 @@ const char *rt_safetensors_meta(const RtSafetensors *s, const char *key)
             return s->names[s->n + 2 * i + 1];
     return NULL;
 }
+
+/* ---- any small file, atomically ---------------------------------------- */
+
+int rt_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errsize)
+{
+    size_t tlen = strlen(path) + 32;
+    char *tmp = malloc(tlen);
+    if (!tmp) {
+        st_fail(err, errsize, "%s: out of memory", path);
+        return -1;
+    }
+    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int rc = fd >= 0 && write_all(fd, data, len) == 0 && fsync(fd) == 0 ? 0 : -1;
+    int e = errno;
+    if (fd >= 0 && close(fd) != 0 && rc == 0)
+        rc = -1, e = errno;
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -1, e = errno;
+    if (rc != 0) {
+        st_fail(err, errsize, "cannot write '%s': %s", path, strerror(e));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    if (fsync_parent(path) != 0) {
+        st_fail(err, errsize, "%s: written, but syncing its folder failed: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int rt_fsync_parent(const char *path)
+{
+    return fsync_parent(path);
+}

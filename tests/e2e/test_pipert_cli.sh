@@ -42,7 +42,7 @@ n=$(grep -c '"step": ' "$TMP/m.jsonl" 2>/dev/null); [ "$n" = 3 ] && rc=0 || rc=1
 echo "x" >"$TMP/out"
 check "--metrics writes one JSON line per logged step" 0 'x'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 0 --save "$TMP/w" >"$TMP/out" 2>&1; rc=$?
-ls "$TMP/w"/stage-0.safetensors "$TMP/w"/stage-1.safetensors >>"$TMP/out" 2>&1 || rc=1
+ls "$TMP/w"/latest/stage-0.safetensors "$TMP/w"/latest/stage-1.safetensors >>"$TMP/out" 2>&1 || rc=1
 check "--steps 0 --save writes the initial weights, one file per stage" 0 'stage-1.safetensors'
 "$PIPEC" "$SRC/examples/mlp.pipe" -D "optimizer=sgd(lr = 1e30)" -o "$TMP/nan.bin" || exit 2
 "${MPI[@]}" 2 "$PIPERT" "$TMP/nan.bin" --steps 10 --save "$TMP/nanw" >"$TMP/out" 2>&1; rc=$?

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A preempted job: SIGTERM to one rank of a running 2-stage job finishes the
-# current step on every rank, writes the weights when --save was given, and
+# current step on every rank, writes a checkpoint when --save was given, and
 # exits 0; a second signal ends the job at once.
 #   test_signals.sh PIPEC PIPERT SOURCE_DIR
 set -u
@@ -47,11 +47,12 @@ finish() { # waits up to 30 s for the job; sets rc (124 when it did not end)
 start_job "$TMP/long.bin" --save "$TMP/w"
 kill -TERM "$pid"
 finish
-if [ "$rc" -eq 0 ] && grep -Eq '^pipert: stopped by a signal after step [0-9]+ of 1000000; weights saved in ' "$TMP/out" \
-    && [ -s "$TMP/w/stage-0.safetensors" ] && [ -s "$TMP/w/stage-1.safetensors" ]; then
-    ok "SIGTERM: the step finishes, the weights are written, exit 0"
+if [ "$rc" -eq 0 ] && grep -Eq '^pipert: stopped by a signal after step [0-9]+ of 1000000; checkpoint saved in ' "$TMP/out" \
+    && [ -s "$TMP/w/manifest.json" ] && [ -s "$TMP/w/latest/stage-0.safetensors" ] \
+    && [ -s "$TMP/w/latest/optim-1.safetensors" ]; then
+    ok "SIGTERM: the step finishes, a checkpoint is written, exit 0"
 else
-    not_ok "SIGTERM: the step finishes, the weights are written, exit 0 (exit $rc)"
+    not_ok "SIGTERM: the step finishes, a checkpoint is written, exit 0 (exit $rc)"
 fi
 start_job "$TMP/slow.bin"
 kill -INT "$pid"

@@ -15,7 +15,7 @@ file with a pad id), with `shuffle = false`: step s trains on samples
      a parameter of the torch model under the same name and shape (a tied
      linear owns only its bias; its weight is the owner's).
   2. `pipec model.pipe -o plan.bin`, `mpirun -np S pipert plan.bin --steps 0
-     --save DIR`: the initial weights, DIR/stage-*.safetensors, read here in
+     --save DIR`: the initial weights, DIR/latest/stage-*.safetensors, read here in
      pure Python; together they must hold every parameter of the torch model
      exactly once, and are loaded into it.
   3. `mpirun -np S pipert plan.bin --steps 5 --log-every 1 --metrics m.jsonl`
@@ -471,7 +471,7 @@ def run_case(build, c, tmp):
     # the initial weights: every torch parameter exactly once
     saved = {}
     for s in range(c["stages"]):
-        path = os.path.join(init, "stage-%d.safetensors" % s)
+        path = os.path.join(init, "latest", "stage-%d.safetensors" % s)
         if not os.path.exists(path):
             raise AssertionError("pipert --save wrote no %s" % path)
         for name, t in read_safetensors(path).items():
