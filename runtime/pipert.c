@@ -24,6 +24,7 @@
 #include "rt_optim.h"
 #include "rt_ckpt.h"
 #include "rt_safetensors.h"
+#include "rt_trace.h"
 
 /* OpenBLAS's own: one thread per rank, the ranks are the parallelism. */
 void openblas_set_num_threads(int n);
@@ -56,6 +57,14 @@ static void usage(FILE *out)
           "  --resume DIR      continue from the checkpoint in DIR (any stage count or\n"
           "                    schedule of the same model); --steps counts from the\n"
           "                    start of training\n"
+          "  --trace FILE      write a Chrome trace (Perfetto) of the run: one row per rank,\n"
+          "                    one box per instruction; prints each rank's measured idle\n"
+          "                    fraction beside the plan's prediction\n"
+          "  --watchdog SEC    a rank that waits SEC seconds for a transfer or reduction\n"
+          "                    without progress ends the job, naming the instruction and\n"
+          "                    the peer (default 300; 0: never)\n"
+          "  --progress MODE   auto (default): a live line (step, loss, samples/s, ETA) when\n"
+          "                    the output is a terminal; on; off: plain log lines only\n"
           "  --device cpu      the backend (cpu; cuda arrives with the GPU runtime)\n"
           "  --verbose         each rank prints its pid, stage, replica and memory\n"
           "\n"
@@ -89,11 +98,38 @@ static void catch_signals(void)
 
 /* Whether any rank has been asked to stop: every rank learns it at the same
  * step boundary, so all stop together. */
-static int stop_requested(void)
+static int stop_requested(RtCtx *rt)
 {
-    int any = signals_seen > 0;
-    MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    return any;
+    double any = signals_seen > 0;
+    rt->xp->allreduce_f64(rt, &any, 1, XPORT_WORLD);
+    return any > 0;
+}
+
+/* Whether the user sees this output on a terminal. Under mpirun a rank's
+ * stdout is always a pseudo-terminal of Open MPI's, so it is the launcher's
+ * (our parent's) stdout that tells; a plain run asks its own. */
+static int terminal_stdout(void)
+{
+    if (!isatty(STDOUT_FILENO))
+        return 0;
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK"))
+        return 1;
+    char link[64], target[256];
+    snprintf(link, sizeof link, "/proc/%ld/fd/1", (long)getppid());
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return 0;
+    target[n] = 0;
+    return !strncmp(target, "/dev/pts/", 9) || !strncmp(target, "/dev/tty", 8);
+}
+
+static void duration(char *buf, size_t n, double secs)
+{
+    long long t = (long long)(secs + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%lld:%02lld", t / 60, t % 60);
 }
 
 static double ws_mib(const RtCtx *rt)
@@ -207,12 +243,14 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu", *resume = NULL;
+    const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu", *resume = NULL, *trace = NULL;
+    const char *progress = "auto";
     long long steps = -1, seed = -1, save_every = 0;
     RtCtx *rt = calloc(1, sizeof *rt);
     if (!rt)
         return 2;
     rt->log_every = 10;
+    rt->watchdog_s = 300;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -243,6 +281,12 @@ int main(int argc, char **argv)
             rt->save_dir = argv[++i];
         } else if (!strcmp(a, "--save-every")) {
             save_every = atoll(argv[++i]);
+        } else if (!strcmp(a, "--trace")) {
+            trace = argv[++i];
+        } else if (!strcmp(a, "--watchdog")) {
+            rt->watchdog_s = atof(argv[++i]);
+        } else if (!strcmp(a, "--progress")) {
+            progress = argv[++i];
         } else if (!strcmp(a, "--resume")) {
             resume = argv[++i];
         } else if (!strcmp(a, "--device")) {
@@ -269,6 +313,10 @@ int main(int argc, char **argv)
     }
     if (steps < -1 || rt->log_every < 1 || save_every < 0) {
         fprintf(stderr, "pipert: --steps and --save-every must be >= 0 and --log-every >= 1\n");
+        return 1;
+    }
+    if (!(rt->watchdog_s >= 0) || (strcmp(progress, "auto") && strcmp(progress, "on") && strcmp(progress, "off"))) {
+        fprintf(stderr, "pipert: --watchdog must be >= 0 seconds and --progress auto, on or off\n");
         return 1;
     }
     if (save_every > 0 && !rt->save_dir) {
@@ -375,6 +423,12 @@ int main(int argc, char **argv)
     }
     int32_t *tmp = rt_alloc(rt, (pc_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
     int stopped = 0, interrupted = 0;
+    int live = reporter && (!strcmp(progress, "on") || (!strcmp(progress, "auto") && terminal_stdout()));
+    double last_live = 0;
+    if (trace)
+        rt_trace_open(rt, cfg->steps - rt->step);
+    /* everyone set up: the watchdog counts from here */
+    RT_MPI(rt, MPI_Barrier(MPI_COMM_WORLD));
     double t_start = MPI_Wtime();
     int64_t first_step = rt->step;
     for (; rt->step < cfg->steps; rt->step++) {
@@ -397,7 +451,18 @@ int main(int argc, char **argv)
         if (has_last(rt))
             sum_over_replicas(rt, loss, 2);
         int64_t s = rt->step + 1;
+        if (live && !(s % rt->log_every == 0 || s == cfg->steps) && t1 - last_live > 0.1) {
+            double per = (t1 - t_start) / (double)(s - first_step);
+            char eta[32];
+            duration(eta, sizeof eta, per * (double)(cfg->steps - s));
+            printf("\r\033[Kstep %lld/%lld loss %.4f %.0f samples/s ETA %s", (long long)s, (long long)cfg->steps,
+                   loss[1] > 0 ? loss[0] / loss[1] : 0, rt->global_batch / per, eta);
+            fflush(stdout);
+            last_live = t1;
+        }
         if (reporter && (s % rt->log_every == 0 || s == cfg->steps)) {
+            if (live)
+                printf("\r\033[K");
             double l = loss[1] > 0 ? loss[0] / loss[1] : 0, ms = (t1 - t0) * 1e3;
             double sps = rt->global_batch / (t1 - t0), lr = rt_lr_at(cfg, rt->step);
             printf("step %lld/%lld loss %.4f lr %.1e %.0f samples/s %.1f ms/step\n", (long long)s,
@@ -414,7 +479,7 @@ int main(int argc, char **argv)
             evaluate(rt, s, 0);
         if (save_every > 0 && s % save_every == 0 && s < cfg->steps)
             rt_ckpt_save(rt, s);
-        if (s < cfg->steps && stop_requested()) {
+        if (s < cfg->steps && stop_requested(rt)) {
             if (reporter)
                 printf("pipert: stopped by a signal after step %lld of %lld%s%s\n", (long long)s,
                        (long long)cfg->steps, rt->save_dir ? "; checkpoint saved in " : "",
@@ -425,6 +490,12 @@ int main(int argc, char **argv)
         }
     }
     double total = MPI_Wtime() - t_start;
+    if (live) {
+        printf("\r\033[K");
+        fflush(stdout);
+    }
+    if (trace && !stopped)
+        rt_trace_close(rt, trace);
     if (stopped) {
         free(tmp);
         MPI_Finalize();

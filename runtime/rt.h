@@ -104,6 +104,9 @@ typedef struct RtCtx {
     /* where we are (for messages) */
     int pc;
     const SchedInstr *in;
+    double watchdog_s;            /* a wait without progress this long ends the job (0: never) */
+    double waited;                /* seconds spent waiting in the transport (traces) */
+    struct RtTrace *trace;        /* --trace: the events of this rank, or NULL */
     /* options */
     int verbose, log_every;
     const char *metrics_path, *save_dir;
@@ -127,6 +130,10 @@ void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attr
         }                                                                        \
     } while (0)
 
+/* The watchdog (xport): a wait made no progress for `secs`; names the
+ * rank, the instruction and step, and what it waited for (a transfer `req`
+ * or a reduction over `group`), then ends the job. */
+void rt_stalled(RtCtx *rt, double secs, const XportReq *req, const char *group) __attribute__((noreturn));
 void *rt_alloc(RtCtx *rt, size_t bytes, const char *what);
 /* The geometry of a transformer_block for k_block.h. */
 struct KBlock rt_block_geom(const PcLayer *L);

@@ -13,6 +13,7 @@
 #include "k_cpu.h"
 #include "rt.h"
 #include "rt_optim.h"
+#include "rt_trace.h"
 
 int64_t rt_sample_base(const RtCtx *rt, int64_t mb)
 {
@@ -161,10 +162,17 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
 {
     rt->evaluating = eval;
     int peer_rank;
+    RtTrace *trace = eval ? NULL : rt->trace;
     for (int pc = 0; pc < prog->n; pc++) {
         const SchedInstr *in = &prog->ins[pc];
         rt->pc = pc;
         rt->in = in;
+        double t0 = 0;
+        int64_t bytes = 0;
+        if (trace) {
+            t0 = MPI_Wtime();
+            rt->waited = 0;
+        }
         unsigned o = sched_op_operands[in->op];
         RtChunk *ch = (o & SCHED_C) ? chunk_of(rt, in->chunk) : NULL;
         unsigned char *slot = NULL;
@@ -181,16 +189,19 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         case SCHED_RecvActivation:
             wait_req(rt, &ch->out_req[in->buf]);
             rt->xp->irecv(rt, slot + ch->in_off, ch->in_bytes, peer_rank, XPORT_TAG_ACTIVATION, &ch->in_req[in->buf]);
+            bytes = ch->in_bytes;
             break;
         case SCHED_RecvGrad:
-            rt->xp->irecv(rt, slot + ch->dout_off, rt->B * ch->lay[ch->last - ch->first].out_elems * 4, peer_rank,
-                          XPORT_TAG_GRAD, &ch->dout_req[in->buf]);
+            bytes = rt->B * ch->lay[ch->last - ch->first].out_elems * 4;
+            rt->xp->irecv(rt, slot + ch->dout_off, bytes, peer_rank, XPORT_TAG_GRAD, &ch->dout_req[in->buf]);
             break;
         case SCHED_SendActivation:
             rt->xp->isend(rt, slot + ch->outt_off, ch->outt_bytes, peer_rank, XPORT_TAG_ACTIVATION, &ch->out_req[in->buf]);
+            bytes = ch->outt_bytes;
             break;
         case SCHED_SendGrad:
             rt->xp->isend(rt, ch->gin, ch->gin_elems * 4, peer_rank, XPORT_TAG_GRAD, &ch->gin_req);
+            bytes = ch->gin_elems * 4;
             break;
         case SCHED_Forward:
             wait_req(rt, &ch->in_req[in->buf]);
@@ -212,6 +223,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         case SCHED_ReduceGrads:
             if (rt->dp > 1)
                 rt->xp->allreduce_f32(rt, rt->grads, rt->nparams_total, XPORT_REPLICAS);
+            bytes = rt->dp > 1 ? rt->nparams_total * 4 : 0;
             break;
         case SCHED_OptimizerStep:
             optimizer_step(rt);
@@ -220,6 +232,8 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         default:
             RT_CHECK(rt, 0, "unknown opcode %u", in->op);
         }
+        if (trace)
+            rt_trace_add(trace, pc, rt->step + 1, t0 + rt->waited, MPI_Wtime(), bytes);
     }
     /* every send of this pass has gone before the next pass writes again */
     for (int c = 0; c < rt->chunks; c++) {

@@ -31,6 +31,36 @@ void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...)
     exit(1);
 }
 
+void rt_stalled(RtCtx *rt, double secs, const XportReq *req, const char *group)
+{
+    char where[256] = "outside the step's program", waits[256];
+    if (rt->in) {
+        char ins[160];
+        sched_instr_text(rt->in, ins, sizeof ins);
+        snprintf(where, sizeof where, "at instruction %d (%s) of %s %lld", rt->pc, ins,
+                 rt->evaluating ? "evaluation batch from sample" : "step",
+                 rt->evaluating ? (long long)rt->eval_step_base : (long long)rt->step + 1);
+    }
+    if (req) {
+        const char *what = req->tag == XPORT_TAG_ACTIVATION ? "activation" : "gradient";
+        int peer_rank = req->peer * rt->dp + rt->dpi;
+        if (req->send)
+            snprintf(waits, sizeof waits, "for stage %d (rank %d) to take the %s this rank sent", req->peer, peer_rank,
+                     what);
+        else
+            snprintf(waits, sizeof waits, "for the %s from stage %d (rank %d)", what, req->peer, peer_rank);
+    } else {
+        snprintf(waits, sizeof waits, "in %s", group ? group : "a reduction");
+    }
+    fprintf(stderr,
+            "[rank %d] watchdog: stage %d made no progress for %.0f s %s, waiting %s; a rank there is hung, stopped "
+            "or slower than --watchdog %.0f s: ending the job\n",
+            rt->rank, rt->stage, secs, where, waits, rt->watchdog_s);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
 void *rt_alloc(RtCtx *rt, size_t bytes, const char *what)
 {
     void *p = calloc(1, bytes ? bytes : 1);

@@ -1,5 +1,7 @@
 /* runtime/xport.h: the transport behind the interpreter's transfers and
- * reductions. One table of operations per transport; xport_mpi.c is the MPI
+ * reductions. Every wait is watched: a wait that makes no progress for
+ * rt->watchdog_s seconds ends the job with the rank, the instruction, the
+ * step and the peer it waited for (rt_stalled). One table of operations per transport; xport_mpi.c is the MPI
  * one (always built), NCCL will be the other (GPU issue). Peers are stages
  * of the caller's data-parallel lane; groups name which ranks reduce
  * together. Failures are fatal (rt_fail names the rank and instruction). */
@@ -13,12 +15,15 @@ struct RtCtx;
 
 typedef struct XportReq {
     MPI_Request mpi;         /* MPI_REQUEST_NULL when none is pending */
+    int peer, tag;           /* for the watchdog's message */
+    int send;
 } XportReq;
 
 typedef enum XportGroup {
     XPORT_REPLICAS,          /* this stage's data-parallel replicas (ReduceGrads) */
     XPORT_LANE,              /* every stage of this replica's lane (global norms) */
-    XPORT_TIED               /* the lane's stages that hold tied weights (ReduceTiedGrads) */
+    XPORT_TIED,              /* the lane's stages that hold tied weights (ReduceTiedGrads) */
+    XPORT_WORLD              /* every rank (pipert's votes at step boundaries) */
 } XportGroup;
 
 enum { XPORT_TAG_ACTIVATION = 1, XPORT_TAG_GRAD = 2 };
@@ -39,7 +44,7 @@ extern const XportOps xport_mpi;
 
 static inline XportReq xport_none(void)
 {
-    XportReq r = {MPI_REQUEST_NULL};
+    XportReq r = {MPI_REQUEST_NULL, -1, 0, 0};
     return r;
 }
 

@@ -1,18 +1,52 @@
 /* runtime/xport_mpi.c: the MPI transport. Point-to-point on the lane's
  * communicator (whose ranks are stages), MPI_Isend/MPI_Irecv with a tag per
  * kind, so MPI's ordering per (sender, tag) is the verifier's channel order;
- * reductions with MPI_Allreduce on the group's communicator. Counts above
+ * reductions with MPI_Iallreduce on the group's communicator. Waits poll
+ * MPI_Test (as MPI_Wait does inside Open MPI) so the watchdog can look at
+ * the clock. Counts above
  * INT_MAX are sent in pieces, never truncated. */
 #include <limits.h>
 
 #include "rt.h"
 #include "xport.h"
 
+static const char *group_name(XportGroup g)
+{
+    return g == XPORT_REPLICAS ? "the sum over this stage's replicas"
+           : g == XPORT_LANE   ? "the sum over every stage of the lane"
+           : g == XPORT_TIED   ? "the sum over the stages that hold tied weights"
+                               : "the vote of every rank at the end of the step";
+}
+
 static MPI_Comm group_comm(RtCtx *rt, XportGroup g)
 {
-    MPI_Comm c = g == XPORT_REPLICAS ? rt->dp_comm : g == XPORT_LANE ? rt->pipe_comm : rt->tied_comm;
+    MPI_Comm c = g == XPORT_REPLICAS ? rt->dp_comm
+                 : g == XPORT_LANE   ? rt->pipe_comm
+                 : g == XPORT_TIED   ? rt->tied_comm
+                                     : MPI_COMM_WORLD;
     RT_CHECK(rt, c != MPI_COMM_NULL, "no communicator for transport group %d", (int)g);
     return c;
+}
+
+/* Waits for r, polling, so that a wait with no progress for
+ * rt->watchdog_s seconds (0: forever) is reported instead of hanging;
+ * the time spent waiting is added to rt->waited (traces). */
+static void watch(RtCtx *rt, MPI_Request *r, const XportReq *what, const char *group)
+{
+    int done = 0;
+    RT_MPI(rt, MPI_Test(r, &done, MPI_STATUS_IGNORE));
+    if (done)
+        return;
+    double t0 = MPI_Wtime(), now = t0;
+    for (unsigned spins = 1; !done; spins++) {
+        RT_MPI(rt, MPI_Test(r, &done, MPI_STATUS_IGNORE));
+        if (!done && (spins & 255) == 0) {
+            now = MPI_Wtime();
+            if (rt->watchdog_s > 0 && now - t0 > rt->watchdog_s)
+                rt_stalled(rt, now - t0, what, group);
+        }
+    }
+    rt->waited += MPI_Wtime() - t0;
 }
 
 static void mpi_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int tag, XportReq *req)
@@ -20,6 +54,7 @@ static void mpi_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int t
     RT_CHECK(rt, bytes >= 0 && bytes <= INT_MAX, "a transfer of %lld bytes is too large for one MPI message",
              (long long)bytes);
     RT_MPI(rt, MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag, rt->pipe_comm, &req->mpi));
+    req->peer = peer, req->tag = tag, req->send = 1;
 }
 
 static void mpi_irecv(RtCtx *rt, void *buf, int64_t bytes, int peer, int tag, XportReq *req)
@@ -27,12 +62,13 @@ static void mpi_irecv(RtCtx *rt, void *buf, int64_t bytes, int peer, int tag, Xp
     RT_CHECK(rt, bytes >= 0 && bytes <= INT_MAX, "a transfer of %lld bytes is too large for one MPI message",
              (long long)bytes);
     RT_MPI(rt, MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag, rt->pipe_comm, &req->mpi));
+    req->peer = peer, req->tag = tag, req->send = 0;
 }
 
 static void mpi_wait(RtCtx *rt, XportReq *req)
 {
     if (req->mpi != MPI_REQUEST_NULL)
-        RT_MPI(rt, MPI_Wait(&req->mpi, MPI_STATUS_IGNORE));
+        watch(rt, &req->mpi, req, NULL);
 }
 
 static void mpi_allreduce_f32(RtCtx *rt, float *buf, int64_t n, XportGroup g)
@@ -40,7 +76,9 @@ static void mpi_allreduce_f32(RtCtx *rt, float *buf, int64_t n, XportGroup g)
     MPI_Comm c = group_comm(rt, g);
     for (int64_t at = 0; at < n; at += INT_MAX / 2) {
         int k = (int)(n - at < INT_MAX / 2 ? n - at : INT_MAX / 2);
-        RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, c));
+        MPI_Request r;
+        RT_MPI(rt, MPI_Iallreduce(MPI_IN_PLACE, buf + at, k, MPI_FLOAT, MPI_SUM, c, &r));
+        watch(rt, &r, NULL, group_name(g));
     }
 }
 
@@ -48,7 +86,9 @@ static void mpi_allreduce_f64(RtCtx *rt, double *buf, int64_t n, XportGroup g)
 {
     MPI_Comm c = group_comm(rt, g);
     RT_CHECK(rt, n <= INT_MAX, "reduction too large");
-    RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, c));
+    MPI_Request r;
+    RT_MPI(rt, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, c, &r));
+    watch(rt, &r, NULL, group_name(g));
 }
 
 const XportOps xport_mpi = {"mpi", mpi_isend, mpi_irecv, mpi_wait, mpi_allreduce_f32, mpi_allreduce_f64};
