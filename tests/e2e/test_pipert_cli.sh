@@ -36,6 +36,17 @@ check "a cut plan" 1 'corrupted plan'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/nodata.bin" >"$TMP/out" 2>&1; rc=$?
 [ "$rc" -ne 0 ] && rc=1
 check "missing data: the file is named, the job ends" 1 '/nonexistent/images.gz'
+# bad data at run time: one message naming the file, before the first step
+"$PIPEC" "$SRC/examples/gpt_tiny.pipe" -D stages=2 -o "$TMP/gpt.bin" || exit 2
+python3 -c "import struct,sys; open(sys.argv[1],'wb').write(struct.pack('<4000H', *([5] * 3999 + [60000])))" "$TMP/big.u16"
+"${MPI[@]}" 2 "$PIPERT" "$TMP/gpt.bin" --data "$TMP/big.u16" >"$TMP/out" 2>&1; rc=$?
+[ "$rc" -ne 0 ] && rc=1
+grep -q '^step ' "$TMP/out" && rc=2
+check "a token id beyond the vocabulary, before the first step" 1 'big.u16: token id 60000 at token 3999 \(byte offset 7998\) is not below the vocabulary of 256'
+: >"$TMP/empty.u16"
+"${MPI[@]}" 2 "$PIPERT" "$TMP/gpt.bin" --data "$TMP/empty.u16" >"$TMP/out" 2>&1; rc=$?
+[ "$rc" -ne 0 ] && rc=1
+check "an empty token file" 1 'empty.u16: holds 0 tokens, but one sample of 128 tokens and its targets need 129'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 3 --log-every 1 --metrics "$TMP/m.jsonl" >"$TMP/out" 2>&1; rc=$?
 check "trains and logs each step" 0 '^step 3/3 loss [0-9.]+ lr [0-9.e+-]+ [0-9]+ samples/s [0-9.]+ ms/step$'
 n=$(grep -c '"step": ' "$TMP/m.jsonl" 2>/dev/null); [ "$n" = 3 ] && rc=0 || rc=1
