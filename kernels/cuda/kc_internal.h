@@ -1,0 +1,184 @@
+/* kernels/cuda/kc_internal.h: what the files of kernels/cuda/ share and
+ * nothing outside uses: the error macros, the workspace carver, grid sizes,
+ * the fixed-order block reductions and the GEMM entry point.
+ *
+ * Error regime (k_cuda.h): a public function starts with KC_ENTER (a
+ * context already in error does nothing) and checks every CUDA, cuBLAS and
+ * cuDNN call with KC_CUDA / KC_BLAS / KC_DNN and every launch with
+ * KC_LAUNCHED; the first failure is recorded by kc_fail and returned. */
+#ifndef PIPE_KC_INTERNAL_H
+#define PIPE_KC_INTERNAL_H
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "k_cuda.h"
+
+typedef __nv_bfloat16 kc_bf16;
+
+/* Records the first error of ctx ("file:line: what: why") and returns its
+ * code; a context already in error keeps its first message. */
+int kc_fail(KcCtx *ctx, int code, const char *file, int line, const char *what, const char *why);
+int kc_fail_ws(KcCtx *ctx, const char *file, int line, const char *what, size_t need);
+
+#define KC_ENTER(ctx)                                                                                                  \
+    do {                                                                                                               \
+        if ((ctx)->err)                                                                                                \
+            return (ctx)->err;                                                                                         \
+    } while (0)
+
+#define KC_CUDA(ctx, call)                                                                                             \
+    do {                                                                                                               \
+        cudaError_t kc_e_ = (call);                                                                                    \
+        if (kc_e_ != cudaSuccess)                                                                                      \
+            return kc_fail((ctx), KC_ERR_CUDA, __FILE__, __LINE__, #call, cudaGetErrorString(kc_e_));                  \
+    } while (0)
+
+#define KC_BLAS(ctx, call)                                                                                             \
+    do {                                                                                                               \
+        cublasStatus_t kc_s_ = (call);                                                                                 \
+        if (kc_s_ != CUBLAS_STATUS_SUCCESS)                                                                            \
+            return kc_fail((ctx), KC_ERR_CUBLAS, __FILE__, __LINE__, #call, cublasGetStatusString(kc_s_));             \
+    } while (0)
+
+#define KC_DNN(ctx, call)                                                                                              \
+    do {                                                                                                               \
+        cudnnStatus_t kc_s_ = (call);                                                                                  \
+        if (kc_s_ != CUDNN_STATUS_SUCCESS)                                                                             \
+            return kc_fail((ctx), KC_ERR_CUDNN, __FILE__, __LINE__, #call, cudnnGetErrorString(kc_s_));                \
+    } while (0)
+
+/* After a launch: a bad configuration shows here; a fault while the kernel
+ * runs shows at the next synchronisation (kc_sync, kc_fetch). */
+#define KC_LAUNCHED(ctx, name)                                                                                         \
+    do {                                                                                                               \
+        cudaError_t kc_e_ = cudaGetLastError();                                                                        \
+        if (kc_e_ != cudaSuccess)                                                                                      \
+            return kc_fail((ctx), KC_ERR_CUDA, __FILE__, __LINE__, "launch of " #name, cudaGetErrorString(kc_e_));     \
+    } while (0)
+
+#define KC_ARG(ctx, cond, what)                                                                                        \
+    do {                                                                                                               \
+        if (!(cond))                                                                                                   \
+            return kc_fail((ctx), KC_ERR_ARG, __FILE__, __LINE__, what, "argument out of range (" #cond ")");          \
+    } while (0)
+
+#define KC_TRY(call)                                                                                                   \
+    do {                                                                                                               \
+        int kc_r_ = (call);                                                                                            \
+        if (kc_r_)                                                                                                     \
+            return kc_r_;                                                                                              \
+    } while (0)
+
+/* ---- workspace ------------------------------------------------------------------
+ * A kernel lays out its workspace with kc_take calls in a fixed order; run
+ * with base NULL the same calls only count bytes, which is what the
+ * kc_*_workspace functions do, so sizing and use cannot disagree. */
+typedef struct KcWs {
+    char *base; /* NULL: only count */
+    size_t used;
+} KcWs;
+
+static inline KcWs kc_ws_count(void)
+{
+    KcWs w = {NULL, 0};
+    return w;
+}
+
+static inline KcWs kc_ws_of(const KcCtx *ctx)
+{
+    KcWs w = {(char *)ctx->ws, 0};
+    return w;
+}
+
+/* n elements of size sz, 256-byte aligned */
+static inline void *kc_take(KcWs *w, int64_t n, size_t sz)
+{
+    size_t bytes = ((size_t)(n > 0 ? n : 0) * sz + 255) & ~(size_t)255;
+    void *p = w->base ? (void *)(w->base + w->used) : NULL;
+    w->used += bytes;
+    return p;
+}
+
+#define KC_WS_FITS(ctx, w, what)                                                                                       \
+    do {                                                                                                               \
+        if ((w).used > (ctx)->ws_bytes)                                                                                \
+            return kc_fail_ws((ctx), __FILE__, __LINE__, what, (w).used);                                              \
+    } while (0)
+
+/* ---- launch geometry -------------------------------------------------------------- */
+#define KC_THREADS 256 /* every 1-D kernel; the reductions assume it */
+
+/* blocks for a grid-stride loop over n items: enough to fill the GPU, at
+ * least 1 (a loop over 0 items then does nothing) */
+static inline unsigned kc_grid(const KcCtx *ctx, int64_t n)
+{
+    int64_t b = (n + KC_THREADS - 1) / KC_THREADS, cap = (int64_t)(ctx->sms > 0 ? ctx->sms : 1) * 32;
+    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
+}
+
+/* blocks for one block per row (loops over rows past the grid) */
+static inline unsigned kc_grid_rows(int64_t rows)
+{
+    return (unsigned)(rows < 1 ? 1 : rows > (1 << 30) ? (1 << 30) : rows);
+}
+
+/* ---- fixed-order block reductions (blockDim.x == KC_THREADS) -------------------
+ * A shared-memory tree: the same association every time, so the same bits
+ * on every run. Every thread of the block must call them. */
+#ifdef __CUDACC__
+template <typename T> __device__ __forceinline__ T kc_block_sum(T v, T *sh)
+{
+    unsigned t = threadIdx.x;
+    sh[t] = v;
+    __syncthreads();
+    for (unsigned s = KC_THREADS / 2; s > 0; s >>= 1) {
+        if (t < s)
+            sh[t] += sh[t + s];
+        __syncthreads();
+    }
+    T r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+/* max that ignores NaN the way the CPU's `x > m ? x : m` does */
+__device__ __forceinline__ float kc_block_max(float v, float *sh)
+{
+    unsigned t = threadIdx.x;
+    sh[t] = v;
+    __syncthreads();
+    for (unsigned s = KC_THREADS / 2; s > 0; s >>= 1) {
+        if (t < s)
+            sh[t] = sh[t + s] > sh[t] ? sh[t + s] : sh[t];
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+#endif
+
+/* ---- shared helpers (kc_core.cu) ------------------------------------------------------ */
+/* C (col-major, fp32) = alpha op(A) op(B) + beta C, batch times with element
+ * strides sa, sb, sc (batch 1: one cublasGemmEx). A and B are fp32 in
+ * KC_FP32 / KC_TF32 and bf16 in KC_BF16 (the caller converted them). */
+int kc_gemm(KcCtx *ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, float alpha,
+            const void *A, int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb, float beta, float *C,
+            int64_t ldc, int64_t sc, int64_t batch);
+/* fp32 -> bf16 on ctx's stream */
+int kc_to_bf16(KcCtx *ctx, kc_bf16 *out, const float *in, int64_t n);
+/* acc (cols) += column sums of m (rows, cols), in double over fixed groups
+ * of KC_COL_ROWS rows; part holds kc_colsum_parts(rows, cols) doubles */
+#define KC_COL_ROWS 256
+static inline int64_t kc_colsum_parts(int64_t rows, int64_t cols)
+{
+    return (rows + KC_COL_ROWS - 1) / KC_COL_ROWS * cols;
+}
+int kc_colsum_add(KcCtx *ctx, float *acc, const float *m, int64_t rows, int64_t cols, double *part);
+/* acc (cols) += sum over groups g of part[g * cols + j], in g order */
+int kc_colsum_finish(KcCtx *ctx, float *acc, const double *part, int64_t groups, int64_t cols);
+/* out (rows, cols) = v (cols) on every row */
+int kc_broadcast_rows(KcCtx *ctx, float *out, const float *v, int64_t rows, int64_t cols);
+
+#endif
