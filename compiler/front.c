@@ -8,12 +8,21 @@
 
 #include "parse.h"
 
+static int take_schedule(PcFront *f, DiagList *dl, int src);
+
 /* schedule = file("x.sched"): the path is relative to the .pipe file's
  * folder (or the working folder for text in memory). Sets the chunk count
  * and placement the partitioning needs. */
 static int read_schedule_file(PcFront *f, DiagList *dl)
 {
     const char *name = f->cfg.schedule_file;
+    if (f->mem_only) {
+        if (!f->mem_sched) {
+            diag_error(dl, f->cfg.schedule_loc, "cannot open schedule file '%s': no files here", name);
+            return -1;
+        }
+        return take_schedule(f, dl, diag_add_source(dl, name, f->mem_sched, f->mem_sched_len));
+    }
     char path[4200];
     const char *slash = f->path ? strrchr(f->path, '/') : NULL;
     if (name[0] != '/' && slash)
@@ -46,6 +55,12 @@ static int read_schedule_file(PcFront *f, DiagList *dl)
     }
     int src = diag_add_source(dl, path, buf, len);
     free(buf);
+    return take_schedule(f, dl, src);
+}
+
+/* Reads the registered schedule source src into f->text. */
+static int take_schedule(PcFront *f, DiagList *dl, int src)
+{
     if (sched_text_read(dl, src, (int)f->cfg.stages, &f->text) != 0)
         return -1;
     f->have_text = 1;
@@ -97,6 +112,17 @@ int pc_front_text(PcFront *f, DiagList *dl, const char *name, const char *text, 
                   const char *const *defs, int ndefs)
 {
     memset(f, 0, sizeof *f);
+    int src = diag_add_source(dl, name, text, len);
+    return run(f, dl, src, defs, ndefs);
+}
+
+int pc_front_mem(PcFront *f, DiagList *dl, const char *name, const char *text, size_t len,
+                 const char *const *defs, int ndefs, const char *sched, size_t sched_len)
+{
+    memset(f, 0, sizeof *f);
+    f->mem_only = 1;
+    f->mem_sched = sched;
+    f->mem_sched_len = sched_len;
     int src = diag_add_source(dl, name, text, len);
     return run(f, dl, src, defs, ndefs);
 }

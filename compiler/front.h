@@ -23,6 +23,9 @@ typedef struct PcFront {
     PcModel model;
     PcPartition part;
     int ok;             /* everything above is complete */
+    int mem_only;       /* pc_front_mem: file(...) reads mem_sched, never the disk */
+    const char *mem_sched;
+    size_t mem_sched_len;
 } PcFront;
 
 enum { PC_OK = 0, PC_USER_ERROR = 1, PC_SYSTEM_ERROR = 2 };
@@ -34,6 +37,10 @@ int pc_front_file(PcFront *f, DiagList *dl, const char *path, const char *const 
 /* The same over text in memory, registered under name. */
 int pc_front_text(PcFront *f, DiagList *dl, const char *name, const char *text, size_t len,
                   const char *const *defs, int ndefs);
+/* The same, touching no file: every schedule = file(...) reads sched
+ * (sched_len bytes; NULL: file(...) is an error). For the fuzz targets. */
+int pc_front_mem(PcFront *f, DiagList *dl, const char *name, const char *text, size_t len,
+                 const char *const *defs, int ndefs, const char *sched, size_t sched_len);
 void pc_front_free(PcFront *f);
 
 #endif

@@ -766,7 +766,9 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
                          c->min_lr >= 0 && c->link_bandwidth >= 0 && c->device_tflops > 0))
             bad(&in, "an optimizer or simulator setting is out of range");
     }
-    int S = (int)c->stages, V = (int)c->chunks, P = S * V, M = (int)c->micro_batches;
+    /* a CONFIG that failed may hold the out-of-range value it failed on */
+    int S = in.bad ? 0 : (int)c->stages, V = in.bad ? 0 : (int)c->chunks, P = S * V;
+    int M = in.bad ? 0 : (int)c->micro_batches;
     if (!in.bad) {
         SECTION(SEC_PARTITION);
         uint32_t np = get_u32(&in), ns = get_u32(&in), nc = get_u32(&in);

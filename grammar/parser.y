@@ -261,7 +261,10 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, yyscan_t scanner, GrSt
     char buf[512];
     size_t n = 0;
     yysymbol_kind_t tok = yypcontext_token(ctx);
-    n += snprintf(buf + n, sizeof buf - n, "syntax error: unexpected %s", yysymbol_name(tok));
+    /* bison may report without a lookahead token: yysymbol_name(YYEMPTY)
+     * would index before its table */
+    const char *tok_name = tok == YYSYMBOL_YYEMPTY ? NULL : yysymbol_name(tok);
+    n += snprintf(buf + n, sizeof buf - n, "syntax error: unexpected %s", tok_name ? tok_name : "input");
     if (tok == YYSYMBOL_WORD || tok == YYSYMBOL_INT || tok == YYSYMBOL_FLOAT || tok == YYSYMBOL_STRING)
         n += snprintf(buf + n, sizeof buf - n, " '%s'", st->tok);
     if (tok == YYSYMBOL_SEP && strcmp(st->tok, ";") != 0)

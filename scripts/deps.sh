@@ -10,6 +10,9 @@ pkgs=(
   libopenblas-dev zlib1g-dev
   python3 python3-torch       # PyTorch parity tests
   dataset-fashion-mnist       # the demo's real data
+  clang libclang-rt-14-dev    # make fuzz: libFuzzer (libclang_rt.fuzzer-x86_64.a)
+  llvm-14                     # llvm-symbolizer: source lines in the fuzzers' reports
+  valgrind                    # the valgrind_e2e test
 )
 
 missing=()
