@@ -3,7 +3,7 @@
  *
  *   mpirun -np N pipert PLAN.bin [--steps N] [--seed N] [--data PATH]
  *          [--eval-data PATH] [--log-every N] [--metrics FILE] [--verbose]
- *          [--device cpu]
+ *          [--device cpu|cuda]
  *
  * Every rank reads the plan and checks it (version, checksum, the
  * verifier), then the world: N must be a multiple of the stage count, or
@@ -15,12 +15,14 @@
 #include <string.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "planfile.h"
 #include "rt.h"
+#include "rt_dev.h"
 #include "rt_optim.h"
 #include "rt_ckpt.h"
 #include "rt_safetensors.h"
@@ -31,6 +33,13 @@ void openblas_set_num_threads(int n);
 
 #ifndef PIPE_VERSION
 #define PIPE_VERSION "0.0.0"
+#endif
+
+#ifdef PIPE_HAVE_CUDA
+#define PIPE_DEVICES "cpu, cuda"
+#include <dlfcn.h>
+#else
+#define PIPE_DEVICES "cpu"
 #endif
 
 static void usage(FILE *out)
@@ -65,7 +74,8 @@ static void usage(FILE *out)
           "                    the peer (default 300; 0: never)\n"
           "  --progress MODE   auto (default): a live line (step, loss, samples/s, ETA) when\n"
           "                    the output is a terminal; on; off: plain log lines only\n"
-          "  --device cpu      the backend (cpu; cuda arrives with the GPU runtime)\n"
+          "  --device DEV      the backend: cpu (default) or cuda (one GPU per rank: local\n"
+          "                    rank modulo the node's GPUs; needs a pipert built with CUDA)\n"
           "  --verbose         each rank prints its pid, stage, replica and memory\n"
           "\n"
           "SIGTERM or SIGINT: every rank finishes the current step, a checkpoint is\n"
@@ -197,6 +207,52 @@ static void target_scale(RtCtx *rt, int32_t *tmp)
     rt->target_scale = count ? 1.0 / (double)count : 0.0;
 }
 
+#ifdef PIPE_HAVE_CUDA
+/* --device cuda, collective: loads pipert-cuda.so from pipert's own
+ * directory (the CUDA backend and its libraries, mapped only for --device
+ * cuda; $PIPERT_CUDA_MODULE names another) and opens this rank's GPU
+ * (rt_cuda_open). Returns 0, or -1 on
+ * every rank with the lowest failing rank's reason in err. */
+static int open_cuda(RtCtx *rt, char *err, size_t errsize)
+{
+    char mine[4400] = "", exe[4096], path[4200];
+    int (*open_fn)(RtCtx *, char *, size_t) = NULL;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        snprintf(mine, sizeof mine, "cannot find pipert's directory (/proc/self/exe: %s)", strerror(errno));
+    } else {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = 0;
+        /* PIPERT_CUDA_MODULE: another module (the tests' host stand-in) */
+        const char *other = getenv("PIPERT_CUDA_MODULE");
+        if (other && *other)
+            snprintf(path, sizeof path, "%s", other);
+        else
+            snprintf(path, sizeof path, "%s/pipert-cuda.so", slash ? exe : ".");
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char *why = dlerror();
+            snprintf(mine, sizeof mine, "cannot load the CUDA backend: %s", why ? why : path);
+        } else {
+            /* POSIX's way to turn dlsym's object pointer into a function pointer */
+            *(void **)(&open_fn) = dlsym(h, "rt_cuda_open");
+            if (!open_fn)
+                snprintf(mine, sizeof mine, "%s has no rt_cuda_open", path);
+        }
+    }
+    /* every rank learns whether any failed, and the lowest such rank's reason */
+    int bad = mine[0] ? rt->rank : INT_MAX, first = INT_MAX;
+    RT_MPI(rt, MPI_Allreduce(&bad, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (first == INT_MAX)
+        return open_fn(rt, err, errsize);
+    RT_MPI(rt, MPI_Bcast(mine, (int)sizeof mine, MPI_CHAR, first, MPI_COMM_WORLD));
+    snprintf(err, errsize, "%s", mine);
+    return -1;
+}
+#endif
+
 /* Sums a value over this stage's replicas (the loss of the global batch). */
 static void sum_over_replicas(RtCtx *rt, double *v, int n)
 {
@@ -241,6 +297,30 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
     }
 }
 
+/* What main has set up, so that every way out frees it (LeakSanitizer
+ * checks every exit path in `make test-asan`). */
+enum { HAVE_MPI = 1, HAVE_PLAN = 2, HAVE_SETUP = 4, HAVE_DATA = 8 };
+
+static int done(RtCtx *rt, int rc, unsigned have)
+{
+    if (rt->metrics)
+        fclose(rt->metrics);
+    if (have & HAVE_DATA) {
+        rt_data_close(&rt->data);
+        rt_data_close(&rt->eval);
+    }
+    if (have & HAVE_SETUP)
+        rt_teardown(rt);
+    if (have & HAVE_PLAN) {
+        pc_plan_free(&rt->p);
+        pc_front_free(&rt->f);
+    }
+    free(rt);
+    if (have & HAVE_MPI)
+        MPI_Finalize();
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu", *resume = NULL, *trace = NULL;
@@ -256,15 +336,15 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
-            return 0;
+            return done(rt, 0, 0);
         } else if (!strcmp(a, "--version")) {
-            printf("pipert %s (plan format %d)\n", PIPE_VERSION, PLAN_VERSION);
-            return 0;
+            printf("pipert %s (plan format %d; devices: %s)\n", PIPE_VERSION, PLAN_VERSION, PIPE_DEVICES);
+            return done(rt, 0, 0);
         } else if (!strcmp(a, "--verbose")) {
             rt->verbose = 1;
         } else if (a[0] == '-' && a[1] == '-' && !v) {
             fprintf(stderr, "pipert: %s needs a value\n", a);
-            return 1;
+            return done(rt, 1, 0);
         } else if (!strcmp(a, "--steps")) {
             steps = atoll(argv[++i]);
         } else if (!strcmp(a, "--seed")) {
@@ -294,37 +374,43 @@ int main(int argc, char **argv)
         } else if (a[0] == '-') {
             fprintf(stderr, "pipert: unknown option '%s'\n", a);
             usage(stderr);
-            return 1;
+            return done(rt, 1, 0);
         } else if (path) {
             fprintf(stderr, "pipert: more than one plan ('%s' and '%s')\n", path, a);
-            return 1;
+            return done(rt, 1, 0);
         } else {
             path = a;
         }
     }
     if (!path) {
         usage(stderr);
-        return 1;
+        return done(rt, 1, 0);
     }
-    if (strcmp(device, "cpu") != 0) {
-        fprintf(stderr, "pipert: --device %s: this pipert runs on the CPU only (the CUDA backend is not built yet)\n",
-                device);
-        return 1;
+    if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
+        fprintf(stderr, "pipert: --device %s: unknown device (cpu or cuda)\n", device);
+        return done(rt, 1, 0);
     }
+#ifndef PIPE_HAVE_CUDA
+    if (!strcmp(device, "cuda")) {
+        fprintf(stderr, "pipert: --device cuda: this pipert was built without CUDA (PIPE_CUDA=OFF or no toolkit)\n");
+        return done(rt, 1, 0);
+    }
+#endif
     if (steps < -1 || rt->log_every < 1 || save_every < 0) {
         fprintf(stderr, "pipert: --steps and --save-every must be >= 0 and --log-every >= 1\n");
-        return 1;
+        return done(rt, 1, 0);
     }
     if (!(rt->watchdog_s >= 0) || (strcmp(progress, "auto") && strcmp(progress, "on") && strcmp(progress, "off"))) {
         fprintf(stderr, "pipert: --watchdog must be >= 0 seconds and --progress auto, on or off\n");
-        return 1;
+        return done(rt, 1, 0);
     }
     if (save_every > 0 && !rt->save_dir) {
         fprintf(stderr, "pipert: --save-every needs --save DIR\n");
-        return 1;
+        return done(rt, 1, 0);
     }
     openblas_set_num_threads(1);
     MPI_Init(&argc, &argv);
+    unsigned have = HAVE_MPI;
     catch_signals();
     MPI_Comm_rank(MPI_COMM_WORLD, &rt->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &rt->world);
@@ -332,9 +418,9 @@ int main(int argc, char **argv)
     if (plan_read(path, &rt->f, &rt->p, err, sizeof err) != 0) {
         if (rt->rank == 0)
             fprintf(stderr, "pipert: %s\n", err);
-        MPI_Finalize();
-        return 1;
+        return done(rt, 1, have);
     }
+    have |= HAVE_PLAN;
     int S = rt->f.part.stages;
     int64_t fixed = rt->f.cfg.data_parallel;
     const char *bad = NULL;
@@ -351,8 +437,7 @@ int main(int argc, char **argv)
     if (bad) {
         if (rt->rank == 0)
             fprintf(stderr, "pipert: %s: %s\n", path, bad);
-        MPI_Finalize();
-        return 1;
+        return done(rt, 1, have);
     }
     /* a checkpoint to resume from: every rank reads the manifest (the same
      * file, so the same verdict); its seed is the run's */
@@ -361,15 +446,14 @@ int main(int argc, char **argv)
         if (rt_ckpt_manifest_read(resume, &man, err, sizeof err) != 0) {
             if (rt->rank == 0)
                 fprintf(stderr, "pipert: --resume %s: %s\n", resume, err);
-            MPI_Finalize();
-            return 1;
+            return done(rt, 1, have);
         }
         if (seed >= 0 && (uint64_t)seed != (uint64_t)man.seed) {
             if (rt->rank == 0)
                 fprintf(stderr, "pipert: --resume %s: the checkpoint was trained with --seed %lld, not %lld\n", resume,
                         (long long)man.seed, seed);
-            MPI_Finalize();
-            return 1;
+            rt_ckpt_manifest_free(&man);
+            return done(rt, 1, have);
         }
         seed = man.seed;
     }
@@ -385,7 +469,18 @@ int main(int argc, char **argv)
         override_path(&rt->f.arena, &cfg->data, data);
     if (eval_data)
         override_path(&rt->f.arena, &cfg->eval_data, eval_data);
+#ifdef PIPE_HAVE_CUDA
+    /* collective: every rank gets its GPU, or every rank exits 1 */
+    if (!strcmp(device, "cuda") && open_cuda(rt, err, sizeof err) != 0) {
+        if (rt->rank == 0)
+            fprintf(stderr, "pipert: --device cuda: %s\n", err);
+        if (resume)
+            rt_ckpt_manifest_free(&man);
+        return done(rt, 1, have);
+    }
+#endif
     rt_setup(rt);
+    have |= HAVE_SETUP;
     if (has_first(rt) || has_last(rt)) {
         if (rt_data_open(&rt->data, &cfg->data, rt->m, cfg->seed, 0, err, sizeof err) != 0)
             rt_fail(rt, __FILE__, __LINE__, "training data: %s", err);
@@ -394,6 +489,7 @@ int main(int argc, char **argv)
                 rt_fail(rt, __FILE__, __LINE__, "evaluation data: %s", err);
         }
     }
+    have |= HAVE_DATA;
     rt->have_eval = cfg->eval_data.set;
     if (rt->have_eval) {
         /* every rank needs the evaluation size: the first and last stages know it */
@@ -498,16 +594,14 @@ int main(int argc, char **argv)
         rt_trace_close(rt, trace);
     if (stopped) {
         free(tmp);
-        MPI_Finalize();
-        return 1;
+        return done(rt, 1, have);
     }
     if (rt->save_dir)
         rt_ckpt_save(rt, rt->step);
     if (interrupted) {
         fflush(stdout);
         free(tmp);
-        MPI_Finalize();
-        return 0;
+        return done(rt, 0, have);
     }
     evaluate(rt, cfg->steps, 1);
     if (reporter)
@@ -515,18 +609,6 @@ int main(int argc, char **argv)
                (long long)(cfg->steps - first_step), (long long)rt->global_batch, total,
                total > 0 ? (cfg->steps - first_step) * rt->global_batch / total : 0.0, rt->world, rt->world == 1 ? "" : "s", S,
                S == 1 ? "" : "s", rt->dp, rt->dp == 1 ? "" : "s");
-    if (rt->metrics)
-        fclose(rt->metrics);
     free(tmp);
-    if (has_first(rt) || has_last(rt)) {
-        rt_data_close(&rt->data);
-        if (rt->have_eval)
-            rt_data_close(&rt->eval);
-    }
-    rt_teardown(rt);
-    pc_plan_free(&rt->p);
-    pc_front_free(&rt->f);
-    free(rt);
-    MPI_Finalize();
-    return 0;
+    return done(rt, 0, have);
 }

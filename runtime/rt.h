@@ -27,7 +27,8 @@ typedef struct RtParam {
     int layer, k;            /* layer index, and which of its tensors (-1: a tied copy) */
     char name[64];           /* "layers.3.weight" */
     int64_t n;
-    float *p, *g, *state;    /* into the arenas */
+    float *p, *g, *state;    /* into the host arenas */
+    float *dp, *dg, *dstate; /* --device cuda: the same tensors in the device arenas; NULL on the CPU */
     int counts_in_norm;      /* 0 for the copy of a tied weight (counted at its owner) */
 } RtParam;
 
@@ -42,6 +43,7 @@ typedef struct RtLayerRt {
     float *w, *b;                 /* parameters (a tied linear: the shared weight) */
     float *gw, *gb;
     float *w2[12], *g2[12];       /* all tensors, in PcLayer.param order (transformer) */
+    void *gpu_plan;               /* --device cuda: the layer's KcConvPlan (conv2d), else NULL */
 } RtLayerRt;
 
 typedef struct RtChunk {
@@ -72,6 +74,12 @@ typedef struct RtCtx {
     MPI_Comm pipe_comm;           /* this data-parallel lane's stages (norms, losses) */
     MPI_Comm tied_comm;           /* the lane's stages that hold tied weights */
     const XportOps *xp;           /* the transport (xport.h) */
+    /* the device (rt_dev.h): NULL on the CPU, where every array below is
+     * host memory and the code paths are the CPU's; with --device cuda the
+     * slots, work, scratch, recompute workspaces and input gradients are
+     * device memory and each layer runs through gpu's table */
+    const struct RtGpuOps *gpu;
+    struct RtGpu *gpud;           /* that backend's own state */
     /* what */
     PcFront f;
     PcPlan p;
@@ -82,7 +90,8 @@ typedef struct RtCtx {
     int64_t global_batch;         /* B * M * dp */
     RtChunk chunk[RT_MAX_CHUNKS];
     /* arenas */
-    float *params, *grads, *state;
+    float *params, *grads, *state; /* host: parameters initialised here; checkpoints read and write these */
+    float *dparams, *dgrads, *dstate; /* --device cuda: the device arenas (the training copy), else NULL */
     int64_t nparams_total;
     RtParam *param;
     int nparam;
@@ -135,8 +144,11 @@ void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attr
  * or a reduction over `group`), then ends the job. */
 void rt_stalled(RtCtx *rt, double secs, const XportReq *req, const char *group) __attribute__((noreturn));
 void *rt_alloc(RtCtx *rt, size_t bytes, const char *what);
-/* The geometry of a transformer_block for k_block.h. */
+/* The geometry of a transformer_block for k_block.h, of a conv2d and a
+ * pooling layer for k_cpu.h (the same structs serve k_cuda.h). */
 struct KBlock rt_block_geom(const PcLayer *L);
+struct KConv rt_conv_geom(const PcLayer *L);
+struct KPool rt_pool_geom(const PcLayer *L);
 
 /* rt_setup.c: arenas, parameters (initialised), slots, communicators. */
 void rt_setup(RtCtx *rt);

@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "rt.h"
+#include "rt_dev.h"
 #include "rt_optim.h"
 #include "rt_safetensors.h"
 
@@ -368,6 +369,9 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
     free(wts), free(opt);
     agree_or_exit(rt, what, err);
     rt->step = m->step;
+    /* --device cuda: the host arenas hold what was read; train from them */
+    if (rt->gpu)
+        rt->gpu->to_device(rt);
 }
 
 /* ---- save --------------------------------------------------------------------- */
@@ -580,6 +584,10 @@ void rt_ckpt_save(RtCtx *rt, int64_t step)
 {
     char sub[64] = "", folder[4200];
     const char *root = rt->save_dir;
+    /* --device cuda: the host arenas, which the files are written from, get
+     * the device's parameters and optimizer state */
+    if (rt->gpu)
+        rt->gpu->to_host(rt);
     if (rt->rank == 0) {
         if (mkdir(root, 0755) != 0 && errno != EEXIST)
             rt_fail(rt, __FILE__, __LINE__, "checkpoint: cannot create %s: %s", root, strerror(errno));

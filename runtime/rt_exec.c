@@ -6,12 +6,18 @@
  * Transfers go through the transport (xport.h; MPI today): receives are
  * posted where the program posts them and waited for by the compute that
  * needs their data; sends are waited for before their memory is written
- * again. Peers are stages of this rank's data-parallel lane. */
+ * again. Peers are stages of this rank's data-parallel lane.
+ *
+ * With --device cuda (rt->gpu, rt_dev.h) the slots are device memory: a
+ * load fills a host staging buffer that is then copied in, the transport
+ * moves device buffers, and the losses and the gradient norm come back to
+ * the host once per pass. */
 #include <math.h>
 #include <string.h>
 
 #include "k_cpu.h"
 #include "rt.h"
+#include "rt_dev.h"
 #include "rt_optim.h"
 #include "rt_trace.h"
 
@@ -102,7 +108,9 @@ static void reduce_tied(RtCtx *rt)
             if (q->layer == tie->layer && q->k < 0)
                 copy = q;
         }
-        if (own && copy) {
+        if (own && copy && rt->gpu) {
+            rt->gpu->add_tied(rt, own, copy);
+        } else if (own && copy) {
             for (int64_t i = 0; i < own->n; i++)
                 own->g[i] += copy->g[i];
             memcpy(copy->g, own->g, own->n * sizeof(float));
@@ -111,7 +119,7 @@ static void reduce_tied(RtCtx *rt)
              * float addition is commutative, so both get the same bits */
             RtParam *q = own ? own : copy;
             RT_CHECK(rt, rt->tied_comm != MPI_COMM_NULL, "tied weight without a tied communicator");
-            rt->xp->allreduce_f32(rt, q->g, q->n, XPORT_TIED);
+            rt->xp->allreduce_f32(rt, rt->gpu ? q->dg : q->g, q->n, XPORT_TIED);
         }
     }
 }
@@ -138,9 +146,14 @@ static int nonfinite_stage(RtCtx *rt, double local_ss)
 static void optimizer_step(RtCtx *rt)
 {
     double factor = 1, ss = 0;
-    for (int i = 0; i < rt->nparam; i++)
-        if (rt->param[i].counts_in_norm)
-            ss += rt_sumsq(rt->param[i].g, rt->param[i].n);
+    if (rt->gpu) {
+        rt->gpu->fetch_losses(rt); /* the vote below reads rt->loss_sum */
+        ss = rt->gpu->grad_sumsq(rt);
+    } else {
+        for (int i = 0; i < rt->nparam; i++)
+            if (rt->param[i].counts_in_norm)
+                ss += rt_sumsq(rt->param[i].g, rt->param[i].n);
+    }
     rt->bad_stage = nonfinite_stage(rt, ss);
     if (rt->bad_stage >= 0)
         return; /* pipert stops; the weights keep the last finite step */
@@ -149,6 +162,10 @@ static void optimizer_step(RtCtx *rt)
         factor = rt_clip_factor(sqrt(ss), rt->c->grad_clip);
     }
     double lr = rt_lr_at(rt->c, rt->step);
+    if (rt->gpu) {
+        rt->gpu->update(rt, factor, lr);
+        return;
+    }
     for (int i = 0; i < rt->nparam; i++) {
         RtParam *q = &rt->param[i];
         if (factor < 1)
@@ -184,7 +201,12 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         switch ((SchedOp)in->op) {
         case SCHED_LoadMicroBatch:
             wait_req(rt, &ch->out_req[in->buf]);
-            load(rt, ch, slot, in->mb);
+            if (rt->gpu) {
+                load(rt, ch, rt->gpu->load_begin(rt, ch), in->mb);
+                rt->gpu->load_end(rt, ch, slot);
+            } else {
+                load(rt, ch, slot, in->mb);
+            }
             break;
         case SCHED_RecvActivation:
             wait_req(rt, &ch->out_req[in->buf]);
@@ -222,7 +244,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
             break;
         case SCHED_ReduceGrads:
             if (rt->dp > 1)
-                rt->xp->allreduce_f32(rt, rt->grads, rt->nparams_total, XPORT_REPLICAS);
+                rt->xp->allreduce_f32(rt, rt->gpu ? rt->dgrads : rt->grads, rt->nparams_total, XPORT_REPLICAS);
             bytes = rt->dp > 1 ? rt->nparams_total * 4 : 0;
             break;
         case SCHED_OptimizerStep:
@@ -232,6 +254,8 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         default:
             RT_CHECK(rt, 0, "unknown opcode %u", in->op);
         }
+        if (trace && rt->gpu)
+            rt->gpu->sync(rt); /* the box ends when the device's work does */
         if (trace)
             rt_trace_add(trace, pc, rt->step + 1, t0 + rt->waited, MPI_Wtime(), bytes);
     }
@@ -242,5 +266,8 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         for (int b = 0; b < ch->nbuf; b++)
             wait_req(rt, &ch->out_req[b]);
     }
+    /* an evaluation pass has no OptimizerStep: its losses come back here */
+    if (rt->gpu)
+        rt->gpu->fetch_losses(rt);
     rt->in = NULL;
 }

@@ -3,12 +3,14 @@
  * file only finds the arrays: a layer reads the previous layer's output
  * (or the slot's input tuple, or the linked slot's output tuple on a
  * hand-over) and writes its own output into the slot, where the backward
- * finds it. */
+ * finds it. With --device cuda (rt->gpu, rt_dev.h) the same arithmetic
+ * finds device arrays, and each layer's kernels are the GPU table's. */
 #include <string.h>
 
 #include "k_block.h"
 #include "k_cpu.h"
 #include "rt.h"
+#include "rt_dev.h"
 
 static float *at(unsigned char *slot, int64_t off)
 {
@@ -25,20 +27,6 @@ static float *lay_out(const RtChunk *ch, unsigned char *slot, const RtLayerRt *l
 static float *lay_save(const RtChunk *ch, unsigned char *slot, const RtLayerRt *lr)
 {
     return lr->ws_save >= 0 ? (float *)(ch->ws + lr->ws_save) : at(slot, lr->save_off);
-}
-
-static KConv conv_geom(const PcLayer *L)
-{
-    KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
-               L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
-    return g;
-}
-
-static KPool pool_geom(const PcLayer *L)
-{
-    KPool g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2], L->kh,
-               L->kw,        L->sh,        L->sw,        L->ph,         L->pw};
-    return g;
 }
 
 /* The input of layer i of the chunk: the previous layer's output, or the
@@ -124,6 +112,13 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, const uns
         const float *in = layer_input(ch, slot, link_slot, i, lch);
         float *out = lay_out(ch, slot, lr);
         int64_t nin = B * lr->in_elems, nout = B * lr->out_elems;
+        if (rt->gpu) {
+            RtLayerIO io = {in, out, lay_save(ch, slot, lr), NULL, NULL, NULL, NULL, mb};
+            if (L->kind == PC_L_TRANSFORMER_BLOCK)
+                io.mask = block_mask(rt, ch, slot, link_slot, lch, L);
+            rt->gpu->forward(rt, lr, &io);
+            return;
+        }
         switch (L->kind) {
         case PC_L_LINEAR: {
             int64_t fin = L->in.dim[L->in.ndim - 1];
@@ -131,17 +126,17 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, const uns
             break;
         }
         case PC_L_CONV2D: {
-            KConv g = conv_geom(L);
+            KConv g = rt_conv_geom(L);
             k_conv2d_forward(out, in, lr->w, lr->b, B, &g, rt->scratch);
             break;
         }
         case PC_L_MAXPOOL2D: {
-            KPool g = pool_geom(L);
+            KPool g = rt_pool_geom(L);
             k_maxpool2d_forward(out, (int32_t *)lay_save(ch, slot, lr), in, B, &g);
             break;
         }
         case PC_L_AVGPOOL2D: {
-            KPool g = pool_geom(L);
+            KPool g = rt_pool_geom(L);
             k_avgpool2d_forward(out, in, B, &g);
             break;
         }
@@ -213,7 +208,7 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
                     in_at += B * pc_tensor_elems(&rt->m->input[q].t) * 4;
                 }
             }
-            memmove(slot + ch->outt_off + off, src + in_at, bo->item[j].bytes);
+            rt_dev_copy(rt, slot + ch->outt_off + off, src + in_at, bo->item[j].bytes);
             off += bo->item[j].bytes;
         }
     } else {
@@ -221,7 +216,12 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
         const RtLayerRt *last = &ch->lay[n - 1];
         const float *logits = lay_out(ch, slot, last);
         float *dl = rt->evaluating ? NULL : at(slot, ch->dout_off);
-        if (rt->m->loss == PC_LOSS_CROSS_ENTROPY) {
+        if (rt->gpu) {
+            /* queued; the totals arrive at fetch_losses (the mse count is known now) */
+            rt->gpu->loss(rt, last, dl, logits, at(slot, ch->tgt_off));
+            if (rt->m->loss != PC_LOSS_CROSS_ENTROPY)
+                rt->loss_count += B * last->out_elems;
+        } else if (rt->m->loss == PC_LOSS_CROSS_ENTROPY) {
             int64_t cls = last->L->out.dim[last->L->out.ndim - 1];
             int64_t count = 0, correct = 0;
             rt->loss_sum += k_cross_entropy(dl, logits, (const int32_t *)at(slot, ch->tgt_off), B * last->out_elems / cls,
@@ -247,6 +247,11 @@ static void weight_grads(RtCtx *rt, const RtChunk *ch, RtLayerRt *lr, unsigned c
 {
     const PcLayer *L = lr->L;
     int64_t B = rt->B, nin = B * lr->in_elems;
+    if (rt->gpu) {
+        RtLayerIO io = {in, NULL, lay_save(ch, slot, lr), NULL, dout, NULL, NULL, mb};
+        rt->gpu->backward_weight(rt, lr, &io);
+        return;
+    }
     (void)mb;
     switch (L->kind) {
     case PC_L_LINEAR: {
@@ -255,7 +260,7 @@ static void weight_grads(RtCtx *rt, const RtChunk *ch, RtLayerRt *lr, unsigned c
         break;
     }
     case PC_L_CONV2D: {
-        KConv g = conv_geom(L);
+        KConv g = rt_conv_geom(L);
         k_conv2d_backward_weight(lr->gw, lr->gb, dout, in, B, &g, rt->scratch);
         break;
     }
@@ -294,11 +299,19 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         float *dsaved = keeps_dout(lr) ? at(slot, lr->dout_off) : rt->scratch + k_block_scratch_floats(&gm, B);
         const float *mask = block_mask(rt, ch, slot, link_slot, lch, L);
         float *din = i > 0 ? rt->work[*pingp] : link_slot ? (float *)(link_slot + lch->dout_off) : ch->gin;
-        if (input)
-            k_block_backward_input(din, dsaved, g, in, lay_save(ch, slot, lr), mask, (const float *const *)lr->w2, B,
-                                   &gm, scratch);
-        if (weight)
-            k_block_backward_weight(lr->g2, dsaved, in, lay_save(ch, slot, lr), B, &gm, scratch);
+        if (rt->gpu) {
+            RtLayerIO io = {in, NULL, lay_save(ch, slot, lr), mask, g, din, dsaved, mb};
+            if (input)
+                rt->gpu->backward_input(rt, lr, &io);
+            if (weight)
+                rt->gpu->backward_weight(rt, lr, &io);
+        } else {
+            if (input)
+                k_block_backward_input(din, dsaved, g, in, lay_save(ch, slot, lr), mask, (const float *const *)lr->w2,
+                                       B, &gm, scratch);
+            if (weight)
+                k_block_backward_weight(lr->g2, dsaved, in, lay_save(ch, slot, lr), B, &gm, scratch);
+        }
         if (input) {
             *gp = din;
             *pingp ^= 1;
@@ -312,7 +325,7 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         return;
     }
     if (keeps_dout(lr) && !weight)
-        memmove(at(slot, lr->dout_off), g, B * lr->out_elems * sizeof(float));
+        rt_dev_copy(rt, at(slot, lr->dout_off), g, B * lr->out_elems * sizeof(float));
     /* where the input gradient goes */
     float *din;
     int need_din = !(i == 0 && ch->is_first);
@@ -322,7 +335,10 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         din = (float *)(link_slot + lch->dout_off);
     else
         din = ch->gin;
-    if (need_din) {
+    if (need_din && rt->gpu) {
+        RtLayerIO io = {in, (float *)out, lay_save(ch, slot, lr), NULL, g, din, NULL, mb};
+        rt->gpu->backward_input(rt, lr, &io);
+    } else if (need_din) {
         switch (L->kind) {
         case PC_L_LINEAR: {
             int64_t fin = L->in.dim[L->in.ndim - 1];
@@ -330,17 +346,17 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
             break;
         }
         case PC_L_CONV2D: {
-            KConv gm = conv_geom(L);
+            KConv gm = rt_conv_geom(L);
             k_conv2d_backward_input(din, g, lr->w, B, &gm, rt->scratch);
             break;
         }
         case PC_L_MAXPOOL2D: {
-            KPool gm = pool_geom(L);
+            KPool gm = rt_pool_geom(L);
             k_maxpool2d_backward(din, g, (const int32_t *)lay_save(ch, slot, lr), B, &gm);
             break;
         }
         case PC_L_AVGPOOL2D: {
-            KPool gm = pool_geom(L);
+            KPool gm = rt_pool_geom(L);
             k_avgpool2d_backward(din, g, B, &gm);
             break;
         }

@@ -1,7 +1,10 @@
 /* runtime/rt_setup.c: everything the interpreter needs before its first
  * instruction: who this rank is, its communicators, the layout of each
  * chunk's activation slots, and the arenas (parameters, initialised as
- * PyTorch initialises them; gradients; optimizer state; work space). */
+ * PyTorch initialises them; gradients; optimizer state; work space).
+ * With --device cuda (rt->gpu) the activation arenas are allocated on the
+ * device and the parameters are initialised here, on the host, then copied
+ * (rt_dev.h). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -10,6 +13,7 @@
 #include "k_block.h"
 #include "k_cpu.h"
 #include "rt.h"
+#include "rt_dev.h"
 #include "rt_optim.h"
 
 void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...)
@@ -76,6 +80,20 @@ static int64_t elems(const PcTensor *t)
 KBlock rt_block_geom(const PcLayer *L)
 {
     KBlock g = {L->in.dim[0], L->in.dim[1], L->heads, L->mlp, L->causal, (float)L->eps, (float)L->p};
+    return g;
+}
+
+KConv rt_conv_geom(const PcLayer *L)
+{
+    KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
+               L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
+    return g;
+}
+
+KPool rt_pool_geom(const PcLayer *L)
+{
+    KPool g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2], L->kh,
+               L->kw,        L->sh,        L->sw,        L->ph,         L->pw};
     return g;
 }
 
@@ -147,8 +165,7 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
         if (B * big > work)
             work = B * big;
         if (L->kind == PC_L_CONV2D) {
-            KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
-                       L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
+            KConv g = rt_conv_geom(L);
             int64_t s = k_conv2d_scratch(&g);
             if (s > scratch)
                 scratch = s;
@@ -312,7 +329,11 @@ static void setup_params(RtCtx *rt)
             k_init_uniform(q->p, q->n, (float)(1.0 / sqrt((double)fan_in)), rt->c->seed, (uint32_t)li, pname);
         }
     }
-    /* bind each layer's pointers */
+    /* the device arenas, a copy of these (rt->dparams...; q->dp...) */
+    if (rt->gpu)
+        rt->gpu->params(rt);
+    /* bind each layer's pointers: the arrays the kernels train, the
+     * device's with --device cuda */
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
         for (int i = 0; i <= ch->last - ch->first; i++) {
@@ -322,10 +343,11 @@ static void setup_params(RtCtx *rt)
                 RtParam *q = &rt->param[j];
                 if (q->layer != li)
                     continue;
+                float *p = rt->gpu ? q->dp : q->p, *g = rt->gpu ? q->dg : q->g;
                 if (q->k < 0) {
-                    lr->w = q->p, lr->gw = q->g;
+                    lr->w = p, lr->gw = g;
                 } else {
-                    lr->w2[q->k] = q->p, lr->g2[q->k] = q->g;
+                    lr->w2[q->k] = p, lr->g2[q->k] = g;
                     seen++;
                 }
             }
@@ -374,12 +396,12 @@ void rt_setup(RtCtx *rt)
         ch->is_last = ch->part == pt->nparts - 1;
         ch->ac = (int)rt->c->activation_checkpoint;
         layout_chunk(rt, ch, split);
-        ch->ws = rt_alloc(rt, ch->ws_bytes ? (size_t)ch->ws_bytes : 1, "recompute workspace");
+        ch->ws = rt_dev_alloc(rt, ch->ws_bytes ? (size_t)ch->ws_bytes : 1, "recompute workspace");
         int nb = rt->p.train.nbuf[rt->stage * rt->chunks + c];
         int ne = rt->p.eval.nbuf[rt->stage * rt->chunks + c];
         ch->nbuf = nb > ne ? nb : ne;
-        ch->slots = rt_alloc(rt, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
-        ch->gin = rt_alloc(rt, ch->gin_elems * sizeof(float), "input gradient");
+        ch->slots = rt_dev_alloc(rt, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
+        ch->gin = rt_dev_alloc(rt, ch->gin_elems * sizeof(float), "input gradient");
         ch->gin_req = xport_none();
         ch->out_req = rt_alloc(rt, ch->nbuf * sizeof *ch->out_req, "requests");
         ch->in_req = rt_alloc(rt, ch->nbuf * sizeof *ch->in_req, "requests");
@@ -391,21 +413,30 @@ void rt_setup(RtCtx *rt)
         }
     }
     for (int k = 0; k < 2; k++)
-        rt->work[k] = rt_alloc(rt, (rt->work_elems ? rt->work_elems : 1) * sizeof(float), "work space");
-    rt->scratch = rt_alloc(rt, (rt->scratch_elems ? rt->scratch_elems : 1) * sizeof(float), "kernel scratch");
+        rt->work[k] = rt_dev_alloc(rt, (rt->work_elems ? rt->work_elems : 1) * sizeof(float), "work space");
+    rt->scratch = rt_dev_alloc(rt, (rt->scratch_elems ? rt->scratch_elems : 1) * sizeof(float), "kernel scratch");
     setup_params(rt);
     rt->vote = rt_alloc(rt, rt->stages * sizeof *rt->vote, "vote");
     rt->bad_stage = -1;
+    if (rt->gpu)
+        rt->gpu->setup(rt);
 }
 
 void rt_teardown(RtCtx *rt)
 {
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
-        free(ch->lay), free(ch->slots), free(ch->gin), free(ch->ws);
-        free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
+        rt_dev_free(rt, ch->slots), rt_dev_free(rt, ch->gin), rt_dev_free(rt, ch->ws);
     }
-    free(rt->work[0]), free(rt->work[1]), free(rt->scratch);
+    rt_dev_free(rt, rt->work[0]), rt_dev_free(rt, rt->work[1]), rt_dev_free(rt, rt->scratch);
+    /* the backend frees what it added (staging buffers of the requests, the
+     * device arenas) while the layers and requests still exist */
+    if (rt->gpu)
+        rt->gpu->teardown(rt);
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        free(ch->lay), free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
+    }
     free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote);
     MPI_Comm_free(&rt->dp_comm);
     MPI_Comm_free(&rt->pipe_comm);

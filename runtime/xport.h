@@ -17,6 +17,13 @@ typedef struct XportReq {
     MPI_Request mpi;         /* MPI_REQUEST_NULL when none is pending */
     int peer, tag;           /* for the watchdog's message */
     int send;
+    /* device buffers over MPI (rt_cuda.c's staged transport; unused on the
+     * CPU): a pinned host buffer of cap bytes owned by this request, the
+     * device destination of a receive not yet copied in (NULL: none), its
+     * bytes, and an event (cudaEvent_t) recorded after that copy, which the
+     * next receive into host waits for */
+    void *host, *dev, *ev;
+    int64_t cap, bytes;
 } XportReq;
 
 typedef enum XportGroup {
@@ -44,7 +51,7 @@ extern const XportOps xport_mpi;
 
 static inline XportReq xport_none(void)
 {
-    XportReq r = {MPI_REQUEST_NULL, -1, 0, 0};
+    XportReq r = {MPI_REQUEST_NULL, -1, 0, 0, NULL, NULL, NULL, 0, 0};
     return r;
 }
 

@@ -12,14 +12,28 @@
 #      there), it compiles those two programs directly with nvcc and cc
 #      (with a naive cblas_sgemm for the CPU reference kernels if there is
 #      no BLAS);
-#   3. runs the CUDA kernel tests, then the GEMM benchmark.
+#   3. runs the CUDA kernel tests;
+#   4. when CMake also built pipec and pipert (Open MPI, flex, bison, OpenBLAS
+#      there), the end-to-end checks of `pipert --device cuda`, most
+#      important first: tests/e2e/tied_mlp.pipe, tied_gpt.pipe and
+#      examples/mlp.pipe for 5 steps on --device cpu and --device cuda,
+#      losses compared (1e-5 relative, fp32); then tied_gpt on 2 and 4 ranks
+#      sharing the one GPU (the staged MPI transport) against its 1-rank
+#      CUDA run;
+#   5. the GEMM benchmark (--quick);
+#   6. with a python3 that has torch and sees the GPU: pipert --device cuda
+#      against PyTorch in samples/s (scripts/gpu_bench_torch.py): MLP,
+#      AlexNet (examples/alexnet.pipe on synthetic data) and GPT-2 small
+#      (bench/gpt2_small.pipe, 124M, bf16), one rank each.
 #
 # Everything goes to OUTDIR, flat: 0-summary.txt (read this first),
 # 1-env.txt, 2-configure.txt, 3-build.txt, 4-test_cuda_kernels.txt,
-# 5-cuda_gemm.txt. Every step runs under `timeout`; the whole script stays
-# within GPU_CHECK_BUDGET seconds (default 470, about 8 minutes).
-# Exit status: 0 when the tests passed, 1 otherwise (skipped included: on a
-# GPU machine a skip means the CUDA runtime saw no device).
+# 5-cuda_gemm.txt, 6-e2e.txt, 7-bench_torch.txt. Every step runs under
+# `timeout`; the whole script stays within GPU_CHECK_BUDGET seconds (default
+# 470, about 8 minutes): a step that would start too close to it is skipped
+# and says so. Exit status: 0 when the kernel tests and every end-to-end
+# check passed, 1 otherwise (skipped included: on a GPU machine a skip
+# means the CUDA runtime saw no device).
 #
 # Environment: GPU_CHECK_BUDGET (seconds), GPU_CHECK_JOBS (parallel compiles;
 # default nproc), GPU_CHECK_DIRECT=1 (skip CMake),
@@ -42,7 +56,7 @@ BUILD=$(mktemp -d "${TMPDIR:-/tmp}/pipe-gpu-check.XXXXXX") || exit 2
 trap 'rm -rf "$BUILD"' EXIT
 SUMMARY=$OUT/0-summary.txt
 ENVLOG=$OUT/1-env.txt
-for f in 0-summary 1-env 2-configure 3-build 4-test_cuda_kernels 5-cuda_gemm; do : >"$OUT/$f.txt"; done
+for f in 0-summary 1-env 2-configure 3-build 4-test_cuda_kernels 5-cuda_gemm 6-e2e 7-bench_torch; do : >"$OUT/$f.txt"; done
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 note() { echo "$*" >>"$ENVLOG"; }
@@ -170,7 +184,7 @@ ARCH=${ARCH:-90-real}
 
 # ---- 2. build --------------------------------------------------------------------
 METHOD=""
-TEST_BIN="" BENCH_BIN=""
+TEST_BIN="" BENCH_BIN="" PIPEC_BIN="" PIPERT_BIN=""
 if [ "${GPU_CHECK_DIRECT:-0}" != 1 ] && command -v cmake >/dev/null 2>&1; then
     TESTING=ON
     if ! pkg-config --exists check 2>/dev/null; then TESTING=OFF; fi
@@ -180,6 +194,12 @@ if [ "${GPU_CHECK_DIRECT:-0}" != 1 ] && command -v cmake >/dev/null 2>&1; then
         if run "$OUT/3-build.txt" 300 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_cuda_kernels cuda_gemm; then
             METHOD="cmake (BUILD_TESTING=$TESTING, CMAKE_CUDA_ARCHITECTURES=$ARCH)"
             TEST_BIN=$BUILD/cmake/test_cuda_kernels BENCH_BIN=$BUILD/cmake/cuda_gemm
+            # the runtime, for the end-to-end checks: its failure costs only those
+            if run "$OUT/3-build.txt" 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target pipec pipert; then
+                PIPEC_BIN=$BUILD/cmake/pipec PIPERT_BIN=$BUILD/cmake/pipert
+            else
+                say "pipec / pipert did not build (3-build.txt): no end-to-end checks"
+            fi
         else
             say "cmake build FAILED (3-build.txt); trying the direct build"
         fi
@@ -309,8 +329,79 @@ else
     say "test_cuda_kernels: FAILED (exit $trc): $(grep -c '^FAIL' "$TLOG") failing lines; $(tail -1 "$TLOG")"
     grep '^FAIL' "$TLOG" | head -20 | tee -a "$SUMMARY"
 fi
+
+# ---- 4. end to end: pipert --device cuda against --device cpu -------------------------
+ELOG=$OUT/6-e2e.txt
+erc=0
+E2E=$BUILD/e2e
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# a run's losses, "step loss" per line, from --metrics (9 digits)
+losses() { sed -n 's/.*"step": \([0-9]*\), "loss": \([^,]*\),.*/\1 \2/p' "$1"; }
+# pipert_run NAME NP DEVICE PLAN [ARGS...]: 5 steps, metrics in $E2E/NAME.jsonl
+pipert_run() {
+    local name=$1 np=$2 dev=$3 plan=$4
+    shift 4
+    rm -f "$E2E/$name.jsonl"
+    run "$ELOG" 90 mpirun --oversubscribe -np "$np" "$PIPERT_BIN" "$plan" --device "$dev" --steps 5 --log-every 1 \
+        --metrics "$E2E/$name.jsonl" "$@"
+}
+# compare A B TOL: the same 5 steps, every loss within TOL (relative)
+compare() {
+    local r
+    r=$(paste <(losses "$E2E/$1.jsonl") <(losses "$E2E/$2.jsonl") | awk -v tol="$3" '
+        { n++; d = $2 - $4; if (d < 0) d = -d; m = $2 < 0 ? -$2 : $2; rel = m > 0 ? d / m : d
+          if (rel > worst) worst = rel; if ($1 != $3) bad = 1 }
+        END { if (n != 5 || bad) { print "FAIL: " n " steps compared"; exit }
+              printf "%s, max relative difference %.2e\n", (worst <= tol ? "ok" : "FAIL"), worst }')
+    echo "compare $1 $2 (tolerance $3): ${r:-FAIL: no losses}" >>"$ELOG"
+    paste <(losses "$E2E/$1.jsonl") <(losses "$E2E/$2.jsonl") >>"$ELOG"
+    say "  $1 vs $2: ${r:-FAIL: no losses (6-e2e.txt)}"
+    case $r in ok*) return 0 ;; *) return 1 ;; esac
+}
+if [ -z "$PIPERT_BIN" ]; then
+    say "end to end: not run (no pipert built)"
+    erc=1
+elif [ $trc -ne 0 ]; then
+    say "end to end: not run (the kernel tests did not pass)"
+    erc=1
+else
+    mkdir -p "$E2E"
+    say "end to end (6-e2e.txt):"
+    # tied_gpt's tokens: ids 1..63 (0 is its pad), little-endian uint16
+    LC_ALL=C awk 'BEGIN { srand(5); for (i = 0; i < 4000; i++) printf "%c%c", 1 + int(rand() * 63), 0 }' >"$E2E/tokens.u16"
+    sed "s|TOKENS|$E2E/tokens.u16|" "$SRC/tests/e2e/tied_gpt.pipe" >"$E2E/tied_gpt.pipe"
+    for m in "$SRC/tests/e2e/tied_mlp.pipe" "$E2E/tied_gpt.pipe" "$SRC/examples/mlp.pipe"; do
+        b=$(basename "$m" .pipe)
+        if [ "$(left 100)" -lt 60 ]; then say "  $b: skipped (budget)"; erc=1; continue; fi
+        run "$ELOG" 30 "$PIPEC_BIN" "$m" -o "$E2E/$b.bin" || { say "  $b: pipec FAILED"; erc=1; continue; }
+        np=1; [ "$b" = mlp ] && np=2   # examples/mlp.pipe has 2 stages
+        pipert_run "$b-cpu" "$np" cpu "$E2E/$b.bin" || { say "  $b: the CPU run FAILED"; erc=1; continue; }
+        if ! pipert_run "$b-cuda" "$np" cuda "$E2E/$b.bin" --verbose; then
+            say "  $b: the CUDA run FAILED: $(grep -E '^\[rank [0-9]+\] |^pipert: ' "$ELOG" | tail -1)"
+            erc=1
+            continue
+        fi
+        compare "$b-cpu" "$b-cuda" 1e-5 || erc=1
+    done
+    # several ranks on the one GPU: the staged MPI transport, a tie across
+    # stages, then data parallel too
+    for cfg in "2 -D stages=2" "4 -D stages=2 -D data_parallel=2"; do
+        np=${cfg%% *} defs=${cfg#* }
+        if [ "$(left 100)" -lt 45 ]; then say "  tied_gpt on $np ranks: skipped (budget)"; erc=1; continue; fi
+        # shellcheck disable=SC2086
+        run "$ELOG" 30 "$PIPEC_BIN" "$E2E/tied_gpt.pipe" $defs -o "$E2E/tgpt$np.bin" || { erc=1; continue; }
+        if ! pipert_run "tied_gpt-cuda-np$np" "$np" cuda "$E2E/tgpt$np.bin" --verbose; then
+            say "  tied_gpt on $np ranks: FAILED: $(grep -E '^\[rank [0-9]+\] |^pipert: ' "$ELOG" | tail -1)"
+            erc=1
+            continue
+        fi
+        compare tied_gpt-cuda "tied_gpt-cuda-np$np" 1e-5 || erc=1
+    done
+    grep -h -o 'transport [a-z-]*' "$ELOG" | sort | uniq -c | sed 's/^/  /' >>"$SUMMARY"
+fi
+
 BLOG=$OUT/5-cuda_gemm.txt
-run "$BLOG" 120 "$BENCH_BIN"
+run "$BLOG" 120 "$BENCH_BIN" --quick
 brc=$?
 cat "$BLOG"
 if [ $brc -eq 0 ]; then
@@ -318,5 +409,45 @@ if [ $brc -eq 0 ]; then
 else
     say "cuda_gemm: exit $brc ($(tail -1 "$BLOG"))"
 fi
+
+# ---- 6. against PyTorch ----------------------------------------------------------------------
+TLOG2=$OUT/7-bench_torch.txt
+TORCH_PY=""
+for py in $PYS; do
+    if timeout 60 "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+        TORCH_PY=$py
+        break
+    fi
+done
+# bench_one NAME PIPE STEPS [PIPEC -D ...]: pipert --device cuda on one rank
+bench_one() {
+    local name=$1 src=$2 steps=$3 sps
+    shift 3
+    if [ "$(left 100)" -lt 50 ]; then say "  pipert $name: skipped (budget)"; return; fi
+    run "$TLOG2" 30 "$PIPEC_BIN" "$src" -D stages=1 "$@" -o "$E2E/bench-$name.bin" || { say "  pipert $name: pipec FAILED"; return; }
+    run "$TLOG2" 150 "$PIPERT_BIN" "$E2E/bench-$name.bin" --device cuda --steps "$steps" --log-every "$steps" \
+        ${DATA:+--data "$DATA"}
+    sps=$(grep -E '^trained ' "$TLOG2" | tail -1 | sed -n 's/.*(\([0-9.]*\) samples\/s).*/\1/p')
+    say "  pipert $name: ${sps:-FAILED} samples/s ($steps steps on one rank, the first included)"
+}
+if [ -z "$PIPERT_BIN" ] || [ $trc -ne 0 ] || [ $erc -ne 0 ]; then
+    say "PyTorch benchmark: not run (pipert --device cuda did not pass the checks above)"
+elif [ -z "$TORCH_PY" ]; then
+    say "PyTorch benchmark: not run (no python3 with torch that sees a CUDA device)"
+else
+    say "PyTorch benchmark (7-bench_torch.txt):"
+    mkdir -p "$E2E"
+    LC_ALL=C awk 'BEGIN { srand(1); for (i = 0; i < 40000; i++) { t = int(rand() * 50257); printf "%c%c", t % 256, int(t / 256) } }' \
+        >"$E2E/gpt2.u16"
+    DATA="" bench_one mlp "$SRC/examples/mlp.pipe" 50
+    DATA="" bench_one alexnet "$SRC/examples/alexnet.pipe" 6 -D "data=synthetic(samples = 1024)" -D micro_batches=8
+    DATA=$E2E/gpt2.u16 bench_one gpt2 "$SRC/bench/gpt2_small.pipe" 6
+    for w in mlp alexnet gpt2; do
+        if [ "$(left 100)" -lt 40 ]; then say "  torch $w: skipped (budget)"; continue; fi
+        run "$TLOG2" 120 "$TORCH_PY" "$SRC/scripts/gpu_bench_torch.py" "$w"
+        say "  $(grep -E "^torch $w " "$TLOG2" | tail -1 || true)"
+    done
+fi
+say "end to end: $([ $erc -eq 0 ] && echo passed || echo 'FAILED or incomplete')"
 say "total $(($(date +%s) - START)) s; logs in $OUT"
-[ $trc -eq 0 ]
+[ $trc -eq 0 ] && [ $erc -eq 0 ]

@@ -1,0 +1,802 @@
+/* runtime/rt_cuda.c: the CUDA backend of the interpreter (pipert --device
+ * cuda), rt_dev.h's table over the kc_ kernels of kernels/k_cuda.h, and the
+ * transport it uses: MPI with device buffers staged through pinned host
+ * memory (works for any placement, several ranks on one GPU included).
+ *
+ * Built only when pipe_kernels_cuda is (PIPE_HAVE_CUDA). NOTHING HERE HAS
+ * RUN ON A GPU YET (docs/gpu.md); scripts/gpu-check.sh is the first run.
+ *
+ * Invariants a reader can check without a GPU:
+ *   - One KcCtx per rank, one stream (kc.stream). Every kernel, memset and
+ *     copy of this file is queued on it, in the interpreter's order, so
+ *     stream order is program order and no event is needed between them.
+ *   - Device memory is allocated in rt_setup (alloc, params, setup), never
+ *     in the step loop; kc_reserve sizes the kernels' workspace once from
+ *     the rank's layers (kc_*_workspace, the conv plans' ws_bytes).
+ *   - A host buffer is reused only when the copy that reads or fills it has
+ *     finished: the load staging buffer waits for its event (load_begin); a
+ *     send's staging buffer is filled after a stream synchronise and is not
+ *     written again before MPI completes the send (the interpreter waits for
+ *     a send before it rewrites that slot); a receive's staging buffer is
+ *     copied in at its wait, with an event that the next receive into it
+ *     waits for.
+ *   - Every CUDA runtime call and every kc_ call is checked; a failure ends
+ *     the job through rt_fail ("[rank N] ... at instruction pc (op)") with
+ *     the CUDA or kc message and, for a layer, its index and kind. A fault
+ *     inside a running kernel shows at the next synchronising call
+ *     (fetch, a staged send, sync), named there.
+ *   - Results that come back to the host: the losses (3 doubles per
+ *     micro-batch, fetched once per pass) and the per-tensor sums of squares
+ *     (once per step), summed on the host in the CPU's order. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "k_cuda.h"
+#include "rt.h"
+#include "rt_dev.h"
+#include "rt_optim.h"
+
+/* The most workspace one conv2d algorithm may ask for (cuDNN picks the
+ * first deterministic algorithm within it). */
+#define RT_CONV_WS_LIMIT ((size_t)512 << 20)
+
+typedef struct RtGpu {
+    KcCtx kc;
+    int device, ngpu, local_rank;
+    int sharing;                   /* ranks of the world on this GPU (this one included) */
+    char name[256];                /* the device's name, for --verbose */
+    KcOptim opt;
+    /* the losses of one pass: d_loss[3 i, 3 i + 3) is the i-th queued
+     * micro-batch's (sum, count, correct); fetched into h_loss */
+    double *d_loss, *h_loss;
+    int nloss, cap_loss;
+    /* per parameter tensor: its gradient's sum of squares */
+    double *d_ss, *h_ss;
+    /* LoadMicroBatch's pinned staging buffer, laid out as a slot's first
+     * stage_bytes; stage_ev is recorded after its copy into a slot */
+    unsigned char *stage;
+    size_t stage_bytes;
+    cudaEvent_t stage_ev;
+    int stage_pending;
+} RtGpu;
+
+static RtGpu *gpu_of(RtCtx *rt)
+{
+    return rt->gpud;
+}
+
+/* ---- checks ------------------------------------------------------------------ */
+
+static void kc_failed(RtCtx *rt, const char *file, int line, const char *call, const PcLayer *L)
+    __attribute__((noreturn));
+static void kc_failed(RtCtx *rt, const char *file, int line, const char *call, const PcLayer *L)
+{
+    const KcCtx *k = &gpu_of(rt)->kc;
+    if (L)
+        rt_fail(rt, file, line, "%s failed, layer %d (%s): %s", call, L->index, pc_layer_names[L->kind], k->msg);
+    rt_fail(rt, file, line, "%s failed: %s", call, k->msg);
+}
+
+/* a kc_ call, for layer L (NULL: none) */
+#define KC(rt, L, call)                                               \
+    do {                                                              \
+        if ((call) != KC_OK)                                          \
+            kc_failed((rt), __FILE__, __LINE__, #call, (L));          \
+    } while (0)
+/* a CUDA runtime call */
+#define CU(rt, call)                                                                                   \
+    do {                                                                                               \
+        cudaError_t e_ = (call);                                                                       \
+        if (e_ != cudaSuccess)                                                                         \
+            rt_fail((rt), __FILE__, __LINE__, "%s failed: %s (%s)", #call, cudaGetErrorName(e_),       \
+                    cudaGetErrorString(e_));                                                           \
+    } while (0)
+
+static cudaStream_t stream_of(RtCtx *rt)
+{
+    return gpu_of(rt)->kc.stream;
+}
+
+/* ---- memory -------------------------------------------------------------------- */
+
+static void *g_alloc(RtCtx *rt, size_t bytes, const char *what)
+{
+    void *p = NULL;
+    size_t n = bytes ? bytes : 1;
+    cudaError_t e = cudaMalloc(&p, n);
+    if (e != cudaSuccess)
+        rt_fail(rt, __FILE__, __LINE__, "cudaMalloc of %zu bytes for %s on GPU %d failed: %s", n, what,
+                gpu_of(rt)->device, cudaGetErrorString(e));
+    CU(rt, cudaMemsetAsync(p, 0, n, stream_of(rt)));
+    return p;
+}
+
+/* cudaFree waits for the device, so nothing queued still uses p */
+static void g_free(RtCtx *rt, void *p)
+{
+    if (p)
+        CU(rt, cudaFree(p));
+}
+
+static void g_copy(RtCtx *rt, void *dst, const void *src, size_t bytes)
+{
+    if (bytes)
+        CU(rt, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_of(rt)));
+}
+
+static void g_sync(RtCtx *rt)
+{
+    KC(rt, NULL, kc_sync(&gpu_of(rt)->kc));
+}
+
+/* Host arenas <-> device arenas (parameters and optimizer state), waited
+ * for: the host side is read or written right after. */
+static void g_to_host(RtCtx *rt)
+{
+    int per = rt_optim_state_per_param(rt->c);
+    size_t n = (size_t)rt->nparams_total;
+    cudaStream_t s = stream_of(rt);
+    CU(rt, cudaMemcpyAsync(rt->params, rt->dparams, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    if (per > 0)
+        CU(rt, cudaMemcpyAsync(rt->state, rt->dstate, (size_t)per * n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    g_sync(rt);
+}
+
+static void g_to_device(RtCtx *rt)
+{
+    int per = rt_optim_state_per_param(rt->c);
+    size_t n = (size_t)rt->nparams_total;
+    cudaStream_t s = stream_of(rt);
+    CU(rt, cudaMemcpyAsync(rt->dparams, rt->params, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    if (per > 0)
+        CU(rt, cudaMemcpyAsync(rt->dstate, rt->state, (size_t)per * n * sizeof(float), cudaMemcpyHostToDevice, s));
+    g_sync(rt);
+}
+
+/* The device arenas, laid out as the host ones (the same offsets), the
+ * parameters copied from the host, where rt_setup initialised them. */
+static void g_params(RtCtx *rt)
+{
+    int per = rt_optim_state_per_param(rt->c);
+    size_t n = (size_t)rt->nparams_total;
+    rt->dparams = g_alloc(rt, n * sizeof(float), "parameters");
+    rt->dgrads = g_alloc(rt, n * sizeof(float), "gradients");
+    rt->dstate = g_alloc(rt, (size_t)(per ? per : 1) * n * sizeof(float), "optimizer state");
+    for (int i = 0; i < rt->nparam; i++) {
+        RtParam *q = &rt->param[i];
+        q->dp = rt->dparams + (q->p - rt->params);
+        q->dg = rt->dgrads + (q->g - rt->grads);
+        q->dstate = rt->dstate + (q->state - rt->state);
+    }
+    g_to_device(rt);
+}
+
+/* ---- layers (each case as rt_layers.c's CPU case, kc_ for k_) --------------------- */
+
+static void dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb, uint8_t *mask)
+{
+    const PcLayer *L = lr->L;
+    KC(rt, L, kc_dropout_mask(&gpu_of(rt)->kc, mask, lr->out_elems, rt->B, (float)L->p, rt->c->seed,
+                              (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb), (uint32_t)L->index));
+}
+
+static void g_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
+{
+    KcCtx *k = &gpu_of(rt)->kc;
+    const PcLayer *L = lr->L;
+    int64_t B = rt->B, nin = B * lr->in_elems;
+    const float *in = io->in;
+    float *out = io->out;
+    switch (L->kind) {
+    case PC_L_LINEAR: {
+        int64_t fin = L->in.dim[L->in.ndim - 1];
+        KC(rt, L, kc_linear_forward(k, out, in, lr->w, lr->b, nin / fin, fin, L->nout));
+        break;
+    }
+    case PC_L_CONV2D:
+        KC(rt, L, kc_conv2d_forward(k, (const KcConvPlan *)lr->gpu_plan, out, in, lr->w, lr->b));
+        break;
+    case PC_L_MAXPOOL2D: {
+        KPool g = rt_pool_geom(L);
+        KC(rt, L, kc_maxpool2d_forward(k, out, (int32_t *)io->save, in, B, &g));
+        break;
+    }
+    case PC_L_AVGPOOL2D: {
+        KPool g = rt_pool_geom(L);
+        KC(rt, L, kc_avgpool2d_forward(k, out, in, B, &g));
+        break;
+    }
+    case PC_L_ADAPTIVE_AVGPOOL2D:
+        KC(rt, L, kc_adaptive_avgpool2d_forward(k, out, in, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow));
+        break;
+    case PC_L_RELU: KC(rt, L, kc_relu_forward(k, out, in, nin)); break;
+    case PC_L_GELU: KC(rt, L, kc_gelu_forward(k, out, in, nin)); break;
+    case PC_L_TANH: KC(rt, L, kc_tanh_forward(k, out, in, nin)); break;
+    case PC_L_SIGMOID: KC(rt, L, kc_sigmoid_forward(k, out, in, nin)); break;
+    case PC_L_FLATTEN: g_copy(rt, out, in, (size_t)nin * sizeof(float)); break;
+    case PC_L_DROPOUT:
+        if (rt->evaluating || L->p == 0) {
+            g_copy(rt, out, in, (size_t)nin * sizeof(float));
+        } else {
+            uint8_t *mask = (uint8_t *)rt->scratch; /* sized for it by rt_setup */
+            dropout_mask(rt, lr, io->mb, mask);
+            KC(rt, L, kc_dropout_forward(k, out, in, mask, (float)L->p, nin));
+        }
+        break;
+    case PC_L_LAYERNORM: {
+        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
+        float *mean = io->save, *rstd = mean + rows;
+        KC(rt, L, kc_layernorm_forward(k, out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps));
+        break;
+    }
+    case PC_L_TRANSFORMER_BLOCK: {
+        KBlock g = rt_block_geom(L);
+        KC(rt, L, kc_block_forward(k, out, io->save, in, io->mask, (const float *const *)lr->w2, B, &g, rt->scratch));
+        break;
+    }
+    case PC_L_EMBEDDING:
+        /* token ids were checked against the vocabulary when the data was opened */
+        KC(rt, L, kc_embedding_forward(k, out, (const int32_t *)in, lr->w, lr->b, B, L->in.dim[0], L->dim));
+        break;
+    default:
+        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA implementation", L->index, pc_layer_names[L->kind]);
+    }
+}
+
+static void g_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
+{
+    KcCtx *k = &gpu_of(rt)->kc;
+    const PcLayer *L = lr->L;
+    int64_t B = rt->B, nin = B * lr->in_elems;
+    const float *g = io->dout, *in = io->in, *out = io->out;
+    float *din = io->din;
+    switch (L->kind) {
+    case PC_L_LINEAR: {
+        int64_t fin = L->in.dim[L->in.ndim - 1];
+        KC(rt, L, kc_linear_backward_input(k, din, g, lr->w, nin / fin, fin, L->nout));
+        break;
+    }
+    case PC_L_CONV2D:
+        KC(rt, L, kc_conv2d_backward_input(k, (const KcConvPlan *)lr->gpu_plan, din, g, lr->w));
+        break;
+    case PC_L_MAXPOOL2D: {
+        KPool gm = rt_pool_geom(L);
+        KC(rt, L, kc_maxpool2d_backward(k, din, g, (const int32_t *)io->save, B, &gm));
+        break;
+    }
+    case PC_L_AVGPOOL2D: {
+        KPool gm = rt_pool_geom(L);
+        KC(rt, L, kc_avgpool2d_backward(k, din, g, B, &gm));
+        break;
+    }
+    case PC_L_ADAPTIVE_AVGPOOL2D:
+        KC(rt, L, kc_adaptive_avgpool2d_backward(k, din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh,
+                                                 L->ow));
+        break;
+    case PC_L_RELU: KC(rt, L, kc_relu_backward(k, din, g, in, nin)); break;
+    case PC_L_GELU: KC(rt, L, kc_gelu_backward(k, din, g, in, nin)); break;
+    case PC_L_TANH: KC(rt, L, kc_tanh_backward(k, din, g, out, nin)); break;
+    case PC_L_SIGMOID: KC(rt, L, kc_sigmoid_backward(k, din, g, out, nin)); break;
+    case PC_L_FLATTEN: g_copy(rt, din, g, (size_t)nin * sizeof(float)); break;
+    case PC_L_DROPOUT:
+        if (L->p == 0) {
+            g_copy(rt, din, g, (size_t)nin * sizeof(float));
+        } else {
+            uint8_t *mask = (uint8_t *)rt->scratch;
+            dropout_mask(rt, lr, io->mb, mask);
+            KC(rt, L, kc_dropout_backward(k, din, g, mask, (float)L->p, nin));
+        }
+        break;
+    case PC_L_LAYERNORM: {
+        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
+        const float *mean = io->save, *rstd = mean + rows;
+        KC(rt, L, kc_layernorm_backward_input(k, din, g, in, lr->w, mean, rstd, rows, d));
+        break;
+    }
+    case PC_L_TRANSFORMER_BLOCK: {
+        KBlock gm = rt_block_geom(L);
+        KC(rt, L, kc_block_backward_input(k, din, io->dsaved, g, in, io->save, io->mask, (const float *const *)lr->w2,
+                                          B, &gm, rt->scratch));
+        break;
+    }
+    default:
+        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA backward", L->index, pc_layer_names[L->kind]);
+    }
+}
+
+static void g_backward_weight(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
+{
+    KcCtx *k = &gpu_of(rt)->kc;
+    const PcLayer *L = lr->L;
+    int64_t B = rt->B, nin = B * lr->in_elems;
+    const float *dout = io->dout, *in = io->in;
+    switch (L->kind) {
+    case PC_L_LINEAR: {
+        int64_t fin = L->in.dim[L->in.ndim - 1];
+        KC(rt, L, kc_linear_backward_weight(k, lr->gw, lr->gb, dout, in, nin / fin, fin, L->nout));
+        break;
+    }
+    case PC_L_CONV2D:
+        KC(rt, L, kc_conv2d_backward_weight(k, (const KcConvPlan *)lr->gpu_plan, lr->gw, lr->gb, dout, in));
+        break;
+    case PC_L_LAYERNORM: {
+        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
+        const float *mean = io->save, *rstd = mean + rows;
+        KC(rt, L, kc_layernorm_backward_weight(k, lr->gw, lr->gb, dout, in, mean, rstd, rows, d));
+        break;
+    }
+    case PC_L_EMBEDDING:
+        KC(rt, L, kc_embedding_backward_weight(k, lr->gw, lr->gb, dout, (const int32_t *)in, B, L->in.dim[0], L->dim));
+        break;
+    case PC_L_TRANSFORMER_BLOCK: {
+        KBlock gm = rt_block_geom(L);
+        KC(rt, L, kc_block_backward_weight(k, (float *const *)lr->g2, io->dsaved, in, io->save, B, &gm, rt->scratch));
+        break;
+    }
+    default:
+        break; /* no parameters */
+    }
+}
+
+/* ---- losses, norms, the update --------------------------------------------------- */
+
+static void g_loss(RtCtx *rt, const RtLayerRt *last, float *dlogits, const float *logits, const void *targets)
+{
+    RtGpu *G = gpu_of(rt);
+    RT_CHECK(rt, G->nloss < G->cap_loss, "more losses in one pass than the %d forwards of the last part the plan has",
+             G->cap_loss);
+    double *res = G->d_loss + 3 * (int64_t)G->nloss++;
+    int64_t n = rt->B * last->out_elems;
+    if (rt->m->loss == PC_LOSS_CROSS_ENTROPY) {
+        int64_t cls = last->L->out.dim[last->L->out.ndim - 1];
+        KC(rt, last->L, kc_cross_entropy(&G->kc, dlogits, logits, (const int32_t *)targets, n / cls, cls,
+                                         rt->target_scale, res));
+    } else {
+        KC(rt, last->L, kc_mse(&G->kc, dlogits, logits, (const float *)targets, n, rt->target_scale, res));
+    }
+}
+
+/* The pass's queued losses, added in the order they were queued: the
+ * order in which the CPU adds them. */
+static void g_fetch_losses(RtCtx *rt)
+{
+    RtGpu *G = gpu_of(rt);
+    if (G->nloss == 0)
+        return;
+    KC(rt, NULL, kc_fetch(&G->kc, G->h_loss, G->d_loss, 3 * G->nloss));
+    int xent = rt->m->loss == PC_LOSS_CROSS_ENTROPY;
+    for (int i = 0; i < G->nloss; i++) {
+        rt->loss_sum += G->h_loss[3 * i];
+        if (xent) {
+            rt->loss_count += (int64_t)G->h_loss[3 * i + 1];
+            rt->correct += (int64_t)G->h_loss[3 * i + 2];
+        }
+    }
+    G->nloss = 0;
+}
+
+static double g_grad_sumsq(RtCtx *rt)
+{
+    RtGpu *G = gpu_of(rt);
+    for (int i = 0; i < rt->nparam; i++)
+        if (rt->param[i].counts_in_norm)
+            KC(rt, NULL, kc_sumsq(&G->kc, rt->param[i].dg, rt->param[i].n, G->d_ss + i));
+    KC(rt, NULL, kc_fetch(&G->kc, G->h_ss, G->d_ss, rt->nparam));
+    double ss = 0;
+    for (int i = 0; i < rt->nparam; i++)
+        if (rt->param[i].counts_in_norm)
+            ss += G->h_ss[i];
+    return ss;
+}
+
+static void g_update(RtCtx *rt, double factor, double lr)
+{
+    RtGpu *G = gpu_of(rt);
+    for (int i = 0; i < rt->nparam; i++) {
+        RtParam *q = &rt->param[i];
+        if (factor < 1)
+            KC(rt, NULL, kc_scale(&G->kc, q->dg, q->n, (float)factor));
+        KC(rt, NULL, kc_optim_step(&G->kc, &G->opt, q->dp, q->dg, q->dstate, q->n, rt->step + 1, lr));
+    }
+    CU(rt, cudaMemsetAsync(rt->dgrads, 0, (size_t)rt->nparams_total * sizeof(float), stream_of(rt)));
+}
+
+static void g_add_tied(RtCtx *rt, RtParam *own, RtParam *copy)
+{
+    KC(rt, NULL, kc_add_into(&gpu_of(rt)->kc, own->dg, copy->dg, own->n));
+    g_copy(rt, copy->dg, own->dg, (size_t)own->n * sizeof(float));
+}
+
+/* ---- data ------------------------------------------------------------------------- */
+
+static int64_t target_bytes(const RtCtx *rt)
+{
+    return rt->B * pc_tensor_elems(&rt->m->target[0].t) * 4;
+}
+
+/* The bytes of a slot that LoadMicroBatch writes: the input tuple (at
+ * in_off = 0) and, on the last part, the targets. */
+static int64_t load_bytes(const RtCtx *rt, const RtChunk *ch)
+{
+    int64_t n = ch->is_first ? ch->in_off + ch->in_bytes : 0;
+    if (ch->is_last && ch->tgt_off + target_bytes(rt) > n)
+        n = ch->tgt_off + target_bytes(rt);
+    return n;
+}
+
+static unsigned char *g_load_begin(RtCtx *rt, RtChunk *ch)
+{
+    RtGpu *G = gpu_of(rt);
+    RT_CHECK(rt, (size_t)load_bytes(rt, ch) <= G->stage_bytes, "the load staging buffer is too small");
+    if (G->stage_pending) {
+        /* the previous load's copy out of the buffer has finished */
+        CU(rt, cudaEventSynchronize(G->stage_ev));
+        G->stage_pending = 0;
+    }
+    return G->stage;
+}
+
+static void g_load_end(RtCtx *rt, RtChunk *ch, unsigned char *slot)
+{
+    RtGpu *G = gpu_of(rt);
+    cudaStream_t s = stream_of(rt);
+    if (ch->is_first && ch->in_bytes > 0)
+        CU(rt, cudaMemcpyAsync(slot + ch->in_off, G->stage + ch->in_off, (size_t)ch->in_bytes, cudaMemcpyHostToDevice, s));
+    if (ch->is_last && target_bytes(rt) > 0)
+        CU(rt, cudaMemcpyAsync(slot + ch->tgt_off, G->stage + ch->tgt_off, (size_t)target_bytes(rt),
+                               cudaMemcpyHostToDevice, s));
+    CU(rt, cudaEventRecord(G->stage_ev, s));
+    G->stage_pending = 1;
+}
+
+/* ---- the staged MPI transport ------------------------------------------------------------
+ * xport_mpi over each request's pinned host buffer (XportReq.host): a send
+ * copies the device buffer out and synchronises first; a receive lands in
+ * the host buffer and is copied in (queued on the stream, before any
+ * kernel that reads it) when the interpreter waits for it. Waits are
+ * xport_mpi's, so the watchdog is unchanged. Reductions of gradients go
+ * through the host gradient arena at the same offset; double reductions
+ * (votes, losses, norms) are host values already. */
+
+static void st_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+{
+    RT_CHECK(rt, req->host && bytes >= 0 && bytes <= req->cap,
+             "a send of %lld bytes has no staging buffer that large (%lld)", (long long)bytes, (long long)req->cap);
+    RT_CHECK(rt, req->mpi == MPI_REQUEST_NULL, "a send from a staging buffer whose previous send is pending");
+    if (bytes > 0) {
+        CU(rt, cudaMemcpyAsync(req->host, buf, (size_t)bytes, cudaMemcpyDeviceToHost, stream_of(rt)));
+        CU(rt, cudaStreamSynchronize(stream_of(rt))); /* MPI reads req->host from now on */
+    }
+    xport_mpi.isend(rt, req->host, bytes, peer, tag, req);
+}
+
+static void st_irecv(RtCtx *rt, void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+{
+    RT_CHECK(rt, req->host && bytes >= 0 && bytes <= req->cap,
+             "a receive of %lld bytes has no staging buffer that large (%lld)", (long long)bytes, (long long)req->cap);
+    RT_CHECK(rt, req->dev == NULL && req->mpi == MPI_REQUEST_NULL, "a receive into a staging buffer still in use");
+    /* the copy in of the previous receive into req->host has finished (an
+     * event never recorded counts as finished) */
+    CU(rt, cudaEventSynchronize((cudaEvent_t)req->ev));
+    xport_mpi.irecv(rt, req->host, bytes, peer, tag, req);
+    req->dev = buf;
+    req->bytes = bytes;
+}
+
+static void st_wait(RtCtx *rt, XportReq *req)
+{
+    xport_mpi.wait(rt, req);
+    if (req->dev) {
+        if (req->bytes > 0)
+            CU(rt, cudaMemcpyAsync(req->dev, req->host, (size_t)req->bytes, cudaMemcpyHostToDevice, stream_of(rt)));
+        CU(rt, cudaEventRecord((cudaEvent_t)req->ev, stream_of(rt)));
+        req->dev = NULL;
+    }
+}
+
+static void st_allreduce_f32(RtCtx *rt, float *buf, int64_t n, XportGroup g)
+{
+    uintptr_t at = (uintptr_t)buf, base = (uintptr_t)rt->dgrads;
+    RT_CHECK(rt, rt->dgrads && at >= base && (at - base) % sizeof(float) == 0 &&
+                     (int64_t)((at - base) / sizeof(float)) + n <= rt->nparams_total,
+             "a device reduction outside the gradient arena");
+    float *host = rt->grads + (at - base) / sizeof(float);
+    cudaStream_t s = stream_of(rt);
+    CU(rt, cudaMemcpyAsync(host, buf, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CU(rt, cudaStreamSynchronize(s));
+    xport_mpi.allreduce_f32(rt, host, n, g);
+    CU(rt, cudaMemcpyAsync(buf, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, s));
+    CU(rt, cudaStreamSynchronize(s)); /* the host slice is free again */
+}
+
+static void st_allreduce_f64(RtCtx *rt, double *buf, int64_t n, XportGroup g)
+{
+    xport_mpi.allreduce_f64(rt, buf, n, g);
+}
+
+static const XportOps xport_mpi_staged = {"mpi-staged", st_isend, st_irecv, st_wait, st_allreduce_f32,
+                                          st_allreduce_f64};
+
+static void req_stage(RtCtx *rt, XportReq *req, int64_t cap)
+{
+    CU(rt, cudaHostAlloc(&req->host, (size_t)(cap > 0 ? cap : 1), cudaHostAllocDefault));
+    cudaEvent_t ev;
+    CU(rt, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    req->ev = ev;
+    req->cap = cap;
+    req->dev = NULL;
+}
+
+static void req_unstage(RtCtx *rt, XportReq *req)
+{
+    if (req->host)
+        CU(rt, cudaFreeHost(req->host));
+    if (req->ev)
+        CU(rt, cudaEventDestroy((cudaEvent_t)req->ev));
+    req->host = req->ev = NULL;
+}
+
+/* ---- setup -------------------------------------------------------------------------- */
+
+static KcPrec prec_of(PcPrecision p)
+{
+    return p == PC_PREC_BF16 ? KC_BF16 : p == PC_PREC_TF32 ? KC_TF32 : KC_FP32;
+}
+
+static size_t max_z(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Forwards of a model's last part in one pass of a program of this stage:
+ * the losses a pass queues. */
+static int last_forwards(const RtCtx *rt, const SchedPlan *pl)
+{
+    if (!pl->prog)
+        return 0;
+    const SchedProgram *pr = &pl->prog[rt->stage];
+    int n = 0;
+    for (int i = 0; i < pr->n; i++)
+        if (pr->ins[i].op == SCHED_Forward && (int)pr->ins[i].chunk < rt->chunks &&
+            rt->chunk[pr->ins[i].chunk].is_last)
+            n++;
+    return n;
+}
+
+static void g_setup(RtCtx *rt)
+{
+    RtGpu *G = gpu_of(rt);
+    KcCtx *k = &G->kc;
+    int64_t B = rt->B;
+    const PcConfig *c = rt->c;
+    kc_set_precision(k, prec_of(c->precision));
+    G->opt.kind = c->optimizer == PC_OPT_SGD ? KC_SGD : c->optimizer == PC_OPT_ADAM ? KC_ADAM : KC_ADAMW;
+    G->opt.momentum = c->momentum, G->opt.weight_decay = c->weight_decay;
+    G->opt.beta1 = c->beta1, G->opt.beta2 = c->beta2, G->opt.eps = c->eps, G->opt.nesterov = c->nesterov;
+    RT_CHECK(rt, kc_optim_state_per_param(&G->opt) == rt_optim_state_per_param(c),
+             "the CUDA optimizer's state layout differs from the CPU's");
+    /* the kernels' workspace: the most any one call of this rank needs */
+    size_t ws = 0;
+    for (int ci = 0; ci < rt->chunks; ci++) {
+        RtChunk *ch = &rt->chunk[ci];
+        int n = ch->last - ch->first + 1;
+        for (int i = 0; i < n; i++) {
+            RtLayerRt *lr = &ch->lay[i];
+            const PcLayer *L = lr->L;
+            int64_t nin = B * lr->in_elems;
+            switch (L->kind) {
+            case PC_L_LINEAR: {
+                int64_t fin = L->in.dim[L->in.ndim - 1];
+                ws = max_z(ws, kc_linear_workspace(k, nin / fin, fin, L->nout));
+                break;
+            }
+            case PC_L_CONV2D: {
+                KConv g = rt_conv_geom(L);
+                KcConvPlan *plan = rt_alloc(rt, sizeof *plan, "conv plan");
+                lr->gpu_plan = plan;
+                KC(rt, L, kc_conv_plan(k, plan, &g, B, RT_CONV_WS_LIMIT));
+                ws = max_z(ws, plan->ws_bytes);
+                break;
+            }
+            case PC_L_LAYERNORM: {
+                int64_t d = L->in.dim[L->in.ndim - 1];
+                ws = max_z(ws, kc_layernorm_workspace(nin / d, d));
+                break;
+            }
+            case PC_L_TRANSFORMER_BLOCK: {
+                KBlock g = rt_block_geom(L);
+                ws = max_z(ws, kc_block_workspace(k, &g, B));
+                break;
+            }
+            default:
+                break;
+            }
+        }
+        if (ch->is_last) {
+            const RtLayerRt *last = &ch->lay[n - 1];
+            int64_t e = B * last->out_elems;
+            int64_t rows = rt->m->loss == PC_LOSS_CROSS_ENTROPY ? e / last->L->out.dim[last->L->out.ndim - 1] : e;
+            ws = max_z(ws, kc_loss_workspace(rows));
+        }
+    }
+    for (int i = 0; i < rt->nparam; i++)
+        ws = max_z(ws, kc_sumsq_workspace(rt->param[i].n));
+    KC(rt, NULL, kc_reserve(k, ws));
+    /* results that come back to the host */
+    int ef = last_forwards(rt, &rt->p.train), ee = last_forwards(rt, &rt->p.eval);
+    G->cap_loss = ef > ee ? ef : ee;
+    G->d_loss = g_alloc(rt, (size_t)(G->cap_loss ? G->cap_loss : 1) * 3 * sizeof(double), "losses");
+    G->h_loss = rt_alloc(rt, (size_t)(G->cap_loss ? G->cap_loss : 1) * 3 * sizeof(double), "losses");
+    G->d_ss = g_alloc(rt, (size_t)(rt->nparam ? rt->nparam : 1) * sizeof(double), "sums of squares");
+    G->h_ss = rt_alloc(rt, (size_t)(rt->nparam ? rt->nparam : 1) * sizeof(double), "sums of squares");
+    /* LoadMicroBatch's staging buffer */
+    for (int ci = 0; ci < rt->chunks; ci++)
+        G->stage_bytes = max_z(G->stage_bytes, (size_t)load_bytes(rt, &rt->chunk[ci]));
+    CU(rt, cudaHostAlloc((void **)&G->stage, G->stage_bytes ? G->stage_bytes : 1, cudaHostAllocDefault));
+    CU(rt, cudaEventCreateWithFlags(&G->stage_ev, cudaEventDisableTiming));
+    /* the transport: a staging buffer per request, sized by what it moves */
+    for (int ci = 0; ci < rt->chunks; ci++) {
+        RtChunk *ch = &rt->chunk[ci];
+        int64_t dout = B * ch->lay[ch->last - ch->first].out_elems * 4;
+        for (int b = 0; b < ch->nbuf; b++) {
+            req_stage(rt, &ch->out_req[b], ch->outt_bytes);
+            req_stage(rt, &ch->in_req[b], ch->in_bytes);
+            req_stage(rt, &ch->dout_req[b], dout);
+        }
+        req_stage(rt, &ch->gin_req, ch->gin_elems * 4);
+    }
+    rt->xp = &xport_mpi_staged;
+    g_sync(rt);
+    if (rt->verbose) {
+        size_t fr = 0, tot = 0;
+        CU(rt, cudaMemGetInfo(&fr, &tot));
+        printf("[rank %d] device cuda:%d (%s; local rank %d of a node with %d GPU%s; %d rank%s on this GPU), "
+               "precision %s, kernel workspace %.1f MiB, %.0f of %.0f MiB free; transport %s (device buffers copied "
+               "through pinned host memory) for every boundary and reduction\n",
+               rt->rank, G->device, G->name, G->local_rank, G->ngpu, G->ngpu == 1 ? "" : "s", G->sharing,
+               G->sharing == 1 ? "" : "s", kc_prec_name(k->prec), ws / 1048576.0, fr / 1048576.0, tot / 1048576.0,
+               rt->xp->name);
+        fflush(stdout);
+    }
+}
+
+static void g_teardown(RtCtx *rt)
+{
+    RtGpu *G = gpu_of(rt);
+    if (!G)
+        return;
+    for (int ci = 0; ci < rt->chunks; ci++) {
+        RtChunk *ch = &rt->chunk[ci];
+        for (int b = 0; b < ch->nbuf; b++) {
+            req_unstage(rt, &ch->out_req[b]);
+            req_unstage(rt, &ch->in_req[b]);
+            req_unstage(rt, &ch->dout_req[b]);
+        }
+        req_unstage(rt, &ch->gin_req);
+        for (int i = 0; i <= ch->last - ch->first; i++) {
+            if (ch->lay[i].gpu_plan) {
+                kc_conv_plan_free(ch->lay[i].gpu_plan);
+                free(ch->lay[i].gpu_plan);
+                ch->lay[i].gpu_plan = NULL;
+            }
+        }
+    }
+    g_free(rt, rt->dparams), g_free(rt, rt->dgrads), g_free(rt, rt->dstate);
+    rt->dparams = rt->dgrads = rt->dstate = NULL;
+    g_free(rt, G->d_loss), g_free(rt, G->d_ss);
+    free(G->h_loss), free(G->h_ss);
+    if (G->stage)
+        CU(rt, cudaFreeHost(G->stage));
+    if (G->stage_ev)
+        CU(rt, cudaEventDestroy(G->stage_ev));
+    kc_free(&G->kc);
+    free(G);
+    rt->gpud = NULL;
+    rt->gpu = NULL; /* nothing of the device is left */
+}
+
+static const RtGpuOps rt_gpu_cuda = {
+    .name = "cuda",
+    .alloc = g_alloc,
+    .free = g_free,
+    .copy = g_copy,
+    .params = g_params,
+    .setup = g_setup,
+    .teardown = g_teardown,
+    .forward = g_forward,
+    .backward_input = g_backward_input,
+    .backward_weight = g_backward_weight,
+    .loss = g_loss,
+    .fetch_losses = g_fetch_losses,
+    .load_begin = g_load_begin,
+    .load_end = g_load_end,
+    .grad_sumsq = g_grad_sumsq,
+    .update = g_update,
+    .add_tied = g_add_tied,
+    .sync = g_sync,
+    .to_host = g_to_host,
+    .to_device = g_to_device,
+};
+
+/* This rank's place on its node: Open MPI's OMPI_COMM_WORLD_LOCAL_RANK, or
+ * (another launcher, or a plain run) its rank among the ranks that share
+ * memory with it. The split is collective: every rank makes it. */
+static int local_rank(RtCtx *rt)
+{
+    MPI_Comm node;
+    int r = 0;
+    RT_MPI(rt, MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rt->rank, MPI_INFO_NULL, &node));
+    RT_MPI(rt, MPI_Comm_rank(node, &r));
+    RT_MPI(rt, MPI_Comm_free(&node));
+    const char *env = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end == 0 && v >= 0 && v < INT_MAX)
+            r = (int)v;
+    }
+    return r;
+}
+
+int rt_cuda_open(RtCtx *rt, char *err, size_t errsize)
+{
+    char mine[600] = "";
+    unsigned char uuid[16] = {0};
+    RtGpu *G = calloc(1, sizeof *G);
+    int count = 0;
+    int local = local_rank(rt);
+    if (!G) {
+        snprintf(mine, sizeof mine, "out of memory");
+    } else {
+        cudaError_t e = cudaGetDeviceCount(&count);
+        if (e != cudaSuccess)
+            snprintf(mine, sizeof mine, "no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+        else if (count <= 0)
+            snprintf(mine, sizeof mine, "no CUDA device (cudaGetDeviceCount: 0 devices)");
+    }
+    if (!mine[0]) {
+        G->ngpu = count, G->local_rank = local, G->device = local % count;
+        struct cudaDeviceProp prop;
+        cudaError_t e = cudaGetDeviceProperties(&prop, G->device);
+        if (e != cudaSuccess)
+            snprintf(mine, sizeof mine, "GPU %d: cudaGetDeviceProperties: %s", G->device, cudaGetErrorString(e));
+        else
+            snprintf(G->name, sizeof G->name, "%s", prop.name);
+        if (!mine[0] && kc_init(&G->kc, G->device, (size_t)1 << 20) != KC_OK)
+            snprintf(mine, sizeof mine, "GPU %d: %s", G->device, G->kc.msg);
+        if (!mine[0])
+            memcpy(uuid, prop.uuid.bytes, sizeof uuid);
+    }
+    /* every rank learns whether any failed, and the lowest such rank's reason */
+    int bad = mine[0] ? rt->rank : INT_MAX, first = INT_MAX;
+    RT_MPI(rt, MPI_Allreduce(&bad, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (first == INT_MAX) {
+        /* which ranks share this GPU (device UUIDs, so any launcher or
+         * CUDA_VISIBLE_DEVICES mapping is seen as it is): such ranks could
+         * not share an NCCL communicator; today every rank uses the staged
+         * MPI transport, and --verbose says how crowded each GPU is */
+        unsigned char *all = rt_alloc(rt, (size_t)rt->world * sizeof uuid, "device ids");
+        RT_MPI(rt, MPI_Allgather(uuid, (int)sizeof uuid, MPI_BYTE, all, (int)sizeof uuid, MPI_BYTE, MPI_COMM_WORLD));
+        for (int r = 0; r < rt->world; r++)
+            G->sharing += memcmp(all + (size_t)r * sizeof uuid, uuid, sizeof uuid) == 0;
+        free(all);
+        rt->gpud = G;
+        rt->gpu = &rt_gpu_cuda;
+        return 0;
+    }
+    RT_MPI(rt, MPI_Bcast(mine, (int)sizeof mine, MPI_CHAR, first, MPI_COMM_WORLD));
+    if (first == 0)
+        snprintf(err, errsize, "%s", mine);
+    else
+        snprintf(err, errsize, "%s (rank %d)", mine, first);
+    if (G) {
+        kc_free(&G->kc);
+        free(G);
+    }
+    return -1;
+}

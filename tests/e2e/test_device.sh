@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# pipert --device (issue 5, docs/gpu.md): on a machine without a usable
+# GPU, `--device cuda` ends every rank with one clear message and exit 1,
+# in seconds, never a hang; a pipert built without CUDA says so instead.
+# On a machine with a GPU the run trains, and this test only checks that.
+#   test_device.sh PIPEC PIPERT SOURCE_DIR
+set -u
+PIPEC=$1 PIPERT=$2 SRC=$3
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-device.XXXXXX") || exit 2
+trap 'rm -rf "$TMP"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPI=(timeout 60 mpirun --oversubscribe -np)
+passed=0 failed=0
+check() { # NAME WANT_RC REGEX (on stdout+stderr)
+    if [ "$rc" -eq "$2" ] && grep -Eq -- "$3" "$TMP/out"; then
+        echo "ok - $1"; passed=$((passed + 1))
+    else
+        echo "not ok - $1 (exit $rc, want $2; want /$3/)"; sed 's/^/#   /' "$TMP/out" | head -5; failed=$((failed + 1))
+    fi
+}
+"$PIPEC" "$SRC/examples/mlp.pipe" -o "$TMP/mlp.bin" || exit 2
+"$PIPEC" "$SRC/examples/mlp.pipe" -D stages=1 -o "$TMP/mlp1.bin" || exit 2
+
+"$PIPERT" "$TMP/mlp1.bin" --device tpu >"$TMP/out" 2>&1; rc=$?
+check "an unknown device" 1 '^pipert: --device tpu: unknown device \(cpu or cuda\)$'
+"$PIPERT" --version >"$TMP/out" 2>&1; rc=$?
+check "--version names the devices" 0 '^pipert [0-9].*devices: cpu'
+
+# the CPU path maps no CUDA library: the backend is a module loaded for --device cuda only
+if command -v ldd >/dev/null; then
+    ldd "$PIPERT" >"$TMP/out" 2>&1
+    grep -E -q 'libcudart|libcublas|libcudnn|libnccl' "$TMP/out" && rc=1 || rc=0
+    echo "ldd done" >>"$TMP/out"
+    check "pipert itself links no CUDA library" 0 'ldd done'
+    "$PIPERT" --version >"$TMP/out" 2>&1
+fi
+if ! grep -q 'devices: cpu, cuda' "$TMP/out"; then
+    "$PIPERT" "$TMP/mlp1.bin" --device cuda >"$TMP/out" 2>&1; rc=$?
+    check "--device cuda without CUDA support: says so" 1 \
+        '^pipert: --device cuda: this pipert was built without CUDA \(PIPE_CUDA=OFF or no toolkit\)$'
+else
+    for np in 1 2; do
+        plan=$TMP/mlp.bin; [ "$np" = 1 ] && plan=$TMP/mlp1.bin
+        t0=$SECONDS
+        "${MPI[@]}" "$np" "$PIPERT" "$plan" --device cuda --steps 2 >"$TMP/out" 2>&1; rc=$?
+        secs=$((SECONDS - t0))
+        if [ "$rc" -eq 0 ] && grep -q '^trained 2 steps' "$TMP/out"; then
+            echo "ok - $np rank(s): a CUDA device is present and trained (the no-device message is not checked here)"
+            passed=$((passed + 1)); continue
+        fi
+        [ "$rc" -eq 124 ] && echo "timed out" >>"$TMP/out"
+        [ "$secs" -gt 20 ] && echo "took $secs s" >>"$TMP/out" && rc=3
+        [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ "$rc" -ne 124 ] && rc=1
+        check "$np rank(s), --device cuda with no usable GPU: one clear message, exit 1, in seconds ($secs s)" 1 \
+            '^pipert: --device cuda: no CUDA device \(cudaGetDeviceCount: .+\)$'
+        n=$(grep -c 'no CUDA device' "$TMP/out")
+        [ "$n" = 1 ] && rc=0 || rc=1
+        echo "said $n times" >"$TMP/out"
+        check "$np rank(s): the message once, not once per rank" 0 'said 1 times'
+    done
+fi
+
+# ---- --device cuda's code on this machine: tests/rt_cuda_fake.c ------------------------
+# pipert-cuda-fake.so is rt_cuda.c over a host stand-in for CUDA whose
+# kernels are the CPU's: every path of --device cuda that is not CUDA itself
+# (the GPU branches of the interpreter, staging, the staged transport, the
+# loss queue, norm, update, tied weights, checkpoints) must give the CPU's
+# losses and weights bit for bit.
+# (built with the CUDA backend; a stale file of an earlier build does not count)
+FAKE=$(dirname "$PIPERT")/pipert-cuda-fake.so
+if [ -f "$FAKE" ] && "$PIPERT" --version | grep -q 'devices: cpu, cuda'; then
+    cat >"$TMP/cnn.pipe" <<'EOF'
+model cnn {
+    input  image: float32[3, 16, 16]
+    target label: int32[]
+    conv2d(8, kernel = 3, padding = 1)
+    relu
+    maxpool2d(kernel = 2)
+    conv2d(8, kernel = 3, padding = 1)
+    tanh
+    avgpool2d(kernel = 2)
+    adaptive_avgpool2d(2, 2)
+    flatten
+    dropout(0.1)
+    linear(16)
+    gelu
+    layernorm
+    linear(16)
+    sigmoid
+    linear(10)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 4; micro_batch_size = 4; schedule = zb-h1; activation_checkpoint = 2 }
+train { optimizer = sgd(lr = 0.05, momentum = 0.9, nesterov = true); steps = 5; seed = 7; grad_clip = 0.5
+        data = synthetic(samples = 256); eval_data = synthetic(samples = 40); eval_every = 2 }
+EOF
+    cat >"$TMP/reg.pipe" <<'EOF'
+model reg {
+    input  x: float32[8]
+    target y: float32[4]
+    linear(16)
+    relu
+    linear(4)
+    loss mse
+}
+pipeline { stages = 1; micro_batches = 2; micro_batch_size = 4; schedule = gpipe }
+train { optimizer = adam(lr = 0.01); steps = 5; seed = 2; data = synthetic(samples = 64) }
+EOF
+    python3 -c 'import random, struct, sys
+r = random.Random(5); t = [r.randrange(1, 64) for _ in range(4000)]
+open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u16" || exit 2
+    sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/tied_gpt.pipe" >"$TMP/tied_gpt.pipe"
+    # same NAME NP PIPE [PIPEC -D ...]: the CPU run and the fake GPU run, 5
+    # steps, every logged loss (9 digits) the same
+    same() {
+        local name=$1 np=$2 src=$3
+        shift 3
+        "$PIPEC" "$src" "$@" -o "$TMP/$name.bin" >"$TMP/out" 2>&1 || { rc=2; check "$name: pipec" 0 x; return; }
+        "${MPI[@]}" "$np" "$PIPERT" "$TMP/$name.bin" --steps 5 --log-every 1 --metrics "$TMP/$name-cpu.jsonl" \
+            >"$TMP/out" 2>&1; rc=$?
+        [ "$rc" -ne 0 ] && { check "$name: the CPU run" 0 x; return; }
+        "${MPI[@]}" "$np" -x PIPERT_CUDA_MODULE="$FAKE" "$PIPERT" "$TMP/$name.bin" --device cuda --steps 5 \
+            --log-every 1 --metrics "$TMP/$name-gpu.jsonl" >"$TMP/out" 2>&1; rc=$?
+        if [ "$rc" -eq 0 ]; then
+            sed 's/, "samples_per_s.*//' "$TMP/$name-cpu.jsonl" >"$TMP/a"
+            sed 's/, "samples_per_s.*//' "$TMP/$name-gpu.jsonl" >"$TMP/b"
+            { [ -s "$TMP/a" ] && cmp -s "$TMP/a" "$TMP/b" && echo same; } >"$TMP/out" || { rc=1; diff "$TMP/a" "$TMP/b" >"$TMP/out"; }
+        fi
+        check "--device cuda (host stand-in) gives the CPU's losses: $name, $np rank(s)" 0 '^same$'
+    }
+    same tied_mlp 1 "$SRC/tests/e2e/tied_mlp.pipe"
+    same tied_mlp-zbh1 2 "$SRC/tests/e2e/tied_mlp.pipe" -D stages=2 -D schedule=zb-h1
+    same tied_gpt-dp2 4 "$TMP/tied_gpt.pipe" -D stages=2 -D data_parallel=2
+    same tied_gpt-interleaved 2 "$TMP/tied_gpt.pipe" -D stages=2 -D "schedule=interleaved(chunks = 2)"
+    same cnn 2 "$TMP/cnn.pipe"
+    same reg 1 "$TMP/reg.pipe"
+    # checkpoints: the weights written from the device are the CPU's, and a
+    # resumed run continues as the CPU's does
+    "$PIPEC" "$SRC/examples/mlp.pipe" -D "optimizer=adam(lr = 0.01)" -o "$TMP/ck.bin" || exit 2
+    "${MPI[@]}" 2 "$PIPERT" "$TMP/ck.bin" --steps 3 --save "$TMP/ck-cpu" >"$TMP/out" 2>&1 &&
+        "${MPI[@]}" 2 -x PIPERT_CUDA_MODULE="$FAKE" "$PIPERT" "$TMP/ck.bin" --device cuda --steps 3 --save "$TMP/ck-gpu" \
+            >>"$TMP/out" 2>&1; rc=$?
+    for f in stage-0 stage-1 optim-0 optim-1; do
+        cmp "$TMP/ck-cpu/latest/$f.safetensors" "$TMP/ck-gpu/latest/$f.safetensors" >>"$TMP/out" 2>&1 || rc=1
+    done
+    echo "compared" >>"$TMP/out"
+    check "--device cuda (host stand-in) --save: the same weights and optimizer state as the CPU's" 0 compared
+    "${MPI[@]}" 2 "$PIPERT" "$TMP/ck.bin" --steps 6 --log-every 1 --resume "$TMP/ck-cpu" >"$TMP/a" 2>&1 &&
+        "${MPI[@]}" 2 -x PIPERT_CUDA_MODULE="$FAKE" "$PIPERT" "$TMP/ck.bin" --device cuda --steps 6 --log-every 1 \
+            --resume "$TMP/ck-gpu" >"$TMP/b" 2>&1; rc=$?
+    diff <(grep '^step' "$TMP/a" | cut -d' ' -f1-3) <(grep '^step' "$TMP/b" | cut -d' ' -f1-3) >"$TMP/out" || rc=1
+    grep -q '^step 6/6' "$TMP/b" || rc=1
+    echo "resumed" >>"$TMP/out"
+    check "--device cuda (host stand-in) --resume continues as the CPU does" 0 resumed
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
