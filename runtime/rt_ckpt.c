@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "rt.h"
+#include "rt_json.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
 #include "rt_safetensors.h"
@@ -376,21 +377,6 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
 
 /* ---- save --------------------------------------------------------------------- */
 
-static void put_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 /* Size and CRC-32 of a file as it is on disk (read back after the write). */
 static int file_crc(const char *path, int64_t *bytes, uint32_t *crc)
 {
@@ -535,7 +521,7 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     RT_CHECK(rt, f, "out of memory");
     const PcConfig *c = rt->c;
     fprintf(f, "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"model\": ", CKPT_FORMAT, CKPT_VERSION);
-    put_str(f, rt->m->name);
+    rj_put_str(f, rt->m->name);
     fprintf(f, ",\n  \"step\": %lld,\n  \"steps\": %lld,\n  \"seed\": %llu,\n  \"optimizer\": \"%s\",\n",
             (long long)step, (long long)c->steps, (unsigned long long)c->seed, pc_optimizer_names[c->optimizer]);
     fprintf(f, "  \"global_batch\": %lld,\n  \"train_samples\": %lld,\n", (long long)rt->global_batch,
@@ -547,7 +533,7 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     fprintf(f, "  \"rng\": {\"generator\": \"philox4x32-10\", \"seed\": %llu, \"step\": %lld},\n",
             (unsigned long long)c->seed, (long long)step);
     fprintf(f, "  \"stages\": %d,\n  \"dir\": ", rt->stages);
-    put_str(f, sub);
+    rj_put_str(f, sub);
     fprintf(f, ",\n  \"files\": [");
     for (int s = 0; s < rt->stages; s++) {
         const int64_t *v = all + (int64_t)s * rt->dp * 4; /* replica 0 of stage s is rank s * dp */

@@ -263,3 +263,18 @@ int rj_uint(const RjVal *v, int64_t *out)
     *out = (int64_t)v->num;
     return 0;
 }
+
+void rj_put_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(out, "\\u%04x", c);
+        else
+            fputc(c, out);
+    }
+    fputc('"', out);
+}

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum RjKind { RJ_NULL, RJ_BOOL, RJ_NUM, RJ_STR, RJ_ARR, RJ_OBJ } RjKind;
 
@@ -29,5 +30,8 @@ const RjVal *rj_get(const RjVal *obj, const char *key);
 const char *rj_str(const RjVal *v);
 /* A non-negative integer below 2^53: 0 and *out, or -1. */
 int rj_uint(const RjVal *v, int64_t *out);
+
+/* Writes s as a JSON string (quotes, escapes) to out. */
+void rj_put_str(FILE *out, const char *s);
 
 #endif

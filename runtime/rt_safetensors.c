@@ -274,6 +274,51 @@ static int64_t tensor_numel(int ndim, const int64_t *dim)
     return numel;
 }
 
+/* Atomic replacement of a file: atomic_begin opens PATH.tmp.PID for
+ * writing; atomic_finish (rc: whether the writes succeeded) fsyncs, closes,
+ * renames it over path and fsyncs the folder, or removes it. Readers see
+ * the old file or the new one, never a part. */
+static int atomic_begin(const char *path, char **tmp, char *err, size_t errsize)
+{
+    size_t tlen = strlen(path) + 32;
+    *tmp = malloc(tlen);
+    if (!*tmp) {
+        st_fail(err, errsize, "%s: out of memory", path);
+        return -1;
+    }
+    snprintf(*tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        st_fail(err, errsize, "cannot write '%s': %s", *tmp, strerror(errno));
+        free(*tmp);
+    }
+    return fd;
+}
+
+static int atomic_finish(int fd, char *tmp, const char *path, int rc, char *err, size_t errsize)
+{
+    const char *what = "";
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -1, what = "fsync: ";
+    int e = errno;
+    if (close(fd) != 0 && rc == 0)
+        rc = -1, e = errno;
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -1, e = errno;
+    if (rc != 0) {
+        st_fail(err, errsize, "cannot write '%s': %s%s", path, what, strerror(e));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    if (fsync_parent(path) != 0) {
+        st_fail(err, errsize, "%s: written, but syncing its folder failed: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char *const *meta_keys,
                          const char *const *meta_values, int nmeta, char *err, size_t errsize)
 {
@@ -384,51 +429,17 @@ int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char 
     for (int i = 0; i < 8; i++)
         len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
 
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!tmp) {
-        free(h.d);
-        st_fail(err, errsize, "%s: out of memory", path);
-        return -1;
-    }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    char *tmp;
+    int fd = atomic_begin(path, &tmp, err, errsize);
     if (fd < 0) {
-        st_fail(err, errsize, "cannot write '%s': %s", tmp, strerror(errno));
         free(h.d);
-        free(tmp);
         return -1;
     }
     int rc = write_all(fd, len8, 8) == 0 && write_all(fd, h.d, h.n) == 0 ? 0 : -1;
     free(h.d);
     for (int i = 0; i < n && rc == 0; i++)
         rc = write_f32_le(fd, t[i].data, tensor_numel(t[i].ndim, t[i].dim));
-    if (rc != 0) {
-        st_fail(err, errsize, "cannot write '%s': %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    if (fsync(fd) != 0) {
-        st_fail(err, errsize, "cannot write '%s': fsync: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        st_fail(err, errsize, "cannot write '%s': %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    if (fsync_parent(path) != 0) {
-        st_fail(err, errsize, "%s: written, but syncing its folder failed: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return atomic_finish(fd, tmp, path, rc, err, errsize);
 }
 
 /* ---- reading: the header's JSON ---------------------------------------- */
@@ -1126,32 +1137,11 @@ const char *rt_safetensors_meta(const RtSafetensors *s, const char *key)
 
 int rt_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errsize)
 {
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!tmp) {
-        st_fail(err, errsize, "%s: out of memory", path);
+    char *tmp;
+    int fd = atomic_begin(path, &tmp, err, errsize);
+    if (fd < 0)
         return -1;
-    }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int rc = fd >= 0 && write_all(fd, data, len) == 0 && fsync(fd) == 0 ? 0 : -1;
-    int e = errno;
-    if (fd >= 0 && close(fd) != 0 && rc == 0)
-        rc = -1, e = errno;
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -1, e = errno;
-    if (rc != 0) {
-        st_fail(err, errsize, "cannot write '%s': %s", path, strerror(e));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    if (fsync_parent(path) != 0) {
-        st_fail(err, errsize, "%s: written, but syncing its folder failed: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return atomic_finish(fd, tmp, path, write_all(fd, data, len), err, errsize);
 }
 
 int rt_fsync_parent(const char *path)
