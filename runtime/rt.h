@@ -74,6 +74,7 @@ typedef struct RtCtx {
     MPI_Comm pipe_comm;           /* this data-parallel lane's stages (norms, losses) */
     MPI_Comm tied_comm;           /* the lane's stages that hold tied weights */
     const XportOps *xp;           /* the transport (xport.h) */
+    void *xpd;                    /* that transport's own state (xport_nccl.c's), NULL for MPI */
     /* the device (rt_dev.h): NULL on the CPU, where every array below is
      * host memory and the code paths are the CPU's; with --device cuda the
      * slots, work, scratch, recompute workspaces and input gradients are

@@ -1,7 +1,9 @@
 /* runtime/rt_cuda.c: the CUDA backend of the interpreter (pipert --device
  * cuda), rt_dev.h's table over the kc_ kernels of kernels/k_cuda.h, and the
- * transport it uses: MPI with device buffers staged through pinned host
- * memory (works for any placement, several ranks on one GPU included).
+ * staged transport: MPI with device buffers staged through pinned host
+ * memory (works for any placement, several ranks on one GPU included). Where
+ * NCCL was found (PIPE_HAVE_NCCL), xport_nccl.c carries the groups whose
+ * ranks each have their own GPU and hands the rest to the staged transport.
  *
  * Built only when pipe_kernels_cuda is (PIPE_HAVE_CUDA). NOTHING HERE HAS
  * RUN ON A GPU YET (docs/gpu.md); scripts/gpu-check.sh is the first run.
@@ -40,6 +42,9 @@
 #include "rt.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
+#ifdef PIPE_HAVE_NCCL
+#include "xport_nccl.h"
+#endif
 
 /* The most workspace one conv2d algorithm may ask for (cuDNN picks the
  * first deterministic algorithm within it). */
@@ -49,6 +54,7 @@ typedef struct RtGpu {
     KcCtx kc;
     int device, ngpu, local_rank;
     int sharing;                   /* ranks of the world on this GPU (this one included) */
+    unsigned char uuid[16];        /* the device's UUID (the NCCL transport's groups compare them) */
     char name[256];                /* the device's name, for --verbose */
     KcOptim opt;
     /* the losses of one pass: d_loss[3 i, 3 i + 3) is the i-th queued
@@ -455,7 +461,9 @@ static void g_load_end(RtCtx *rt, RtChunk *ch, unsigned char *slot)
 }
 
 /* ---- the staged MPI transport ------------------------------------------------------------
- * xport_mpi over each request's pinned host buffer (XportReq.host): a send
+ * The transport wherever the NCCL transport (xport_nccl.c) does not carry a
+ * group: builds without NCCL, groups where two ranks share a GPU, and the
+ * f64 sums. xport_mpi over each request's pinned host buffer (XportReq.host): a send
  * copies the device buffer out and synchronises first; a receive lands in
  * the host buffer and is copied in (queued on the stream, before any
  * kernel that reads it) when the interpreter waits for it. Waits are
@@ -639,8 +647,18 @@ static void g_setup(RtCtx *rt)
         G->stage_bytes = max_z(G->stage_bytes, (size_t)load_bytes(rt, &rt->chunk[ci]));
     CU(rt, cudaHostAlloc((void **)&G->stage, G->stage_bytes ? G->stage_bytes : 1, cudaHostAllocDefault));
     CU(rt, cudaEventCreateWithFlags(&G->stage_ev, cudaEventDisableTiming));
-    /* the transport: a staging buffer per request, sized by what it moves */
-    for (int ci = 0; ci < rt->chunks; ci++) {
+    /* the transport: NCCL for the groups it can carry (xport_nccl.h: one
+     * GPU per rank, a plan it can order), the staged MPI transport for the
+     * rest; with the transfers between stages staged, a staging buffer per
+     * request, sized by what it moves */
+    rt->xp = &xport_mpi_staged;
+    int staged_p2p = 1;
+#ifdef PIPE_HAVE_NCCL
+    int nccl_p2p = 0;
+    xp_nccl_open(rt, stream_of(rt), G->uuid, &xport_mpi_staged, &nccl_p2p);
+    staged_p2p = !nccl_p2p;
+#endif
+    for (int ci = 0; staged_p2p && ci < rt->chunks; ci++) {
         RtChunk *ch = &rt->chunk[ci];
         int64_t dout = B * ch->lay[ch->last - ch->first].out_elems * 4;
         for (int b = 0; b < ch->nbuf; b++) {
@@ -650,17 +668,27 @@ static void g_setup(RtCtx *rt)
         }
         req_stage(rt, &ch->gin_req, ch->gin_elems * 4);
     }
-    rt->xp = &xport_mpi_staged;
     g_sync(rt);
     if (rt->verbose) {
         size_t fr = 0, tot = 0;
         CU(rt, cudaMemGetInfo(&fr, &tot));
+        char xpd[1400];
+        snprintf(xpd, sizeof xpd,
+                 "transport %s (device buffers copied through pinned host memory) for every boundary and reduction",
+                 xport_mpi_staged.name);
+#ifdef PIPE_HAVE_NCCL
+        if (rt->xpd) {
+            char d[1200];
+            xp_nccl_describe(rt, d, sizeof d);
+            snprintf(xpd, sizeof xpd, "%s; the rest %s (staged: device buffers copied through pinned host memory)", d,
+                     xport_mpi_staged.name);
+        }
+#endif
         printf("[rank %d] device cuda:%d (%s; local rank %d of a node with %d GPU%s; %d rank%s on this GPU), "
-               "precision %s, kernel workspace %.1f MiB, %.0f of %.0f MiB free; transport %s (device buffers copied "
-               "through pinned host memory) for every boundary and reduction\n",
+               "precision %s, kernel workspace %.1f MiB, %.0f of %.0f MiB free; %s\n",
                rt->rank, G->device, G->name, G->local_rank, G->ngpu, G->ngpu == 1 ? "" : "s", G->sharing,
                G->sharing == 1 ? "" : "s", kc_prec_name(k->prec), ws / 1048576.0, fr / 1048576.0, tot / 1048576.0,
-               rt->xp->name);
+               xpd);
         fflush(stdout);
     }
 }
@@ -670,6 +698,9 @@ static void g_teardown(RtCtx *rt)
     RtGpu *G = gpu_of(rt);
     if (!G)
         return;
+#ifdef PIPE_HAVE_NCCL
+    xp_nccl_close(rt); /* before the requests' events and the stream go */
+#endif
     for (int ci = 0; ci < rt->chunks; ci++) {
         RtChunk *ch = &rt->chunk[ci];
         for (int b = 0; b < ch->nbuf; b++) {
@@ -769,17 +800,21 @@ int rt_cuda_open(RtCtx *rt, char *err, size_t errsize)
             snprintf(G->name, sizeof G->name, "%s", prop.name);
         if (!mine[0] && kc_init(&G->kc, G->device, (size_t)1 << 20) != KC_OK)
             snprintf(mine, sizeof mine, "GPU %d: %s", G->device, G->kc.msg);
-        if (!mine[0])
+        if (!mine[0]) {
             memcpy(uuid, prop.uuid.bytes, sizeof uuid);
+            memcpy(G->uuid, uuid, sizeof uuid);
+        }
     }
     /* every rank learns whether any failed, and the lowest such rank's reason */
     int bad = mine[0] ? rt->rank : INT_MAX, first = INT_MAX;
     RT_MPI(rt, MPI_Allreduce(&bad, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
     if (first == INT_MAX) {
         /* which ranks share this GPU (device UUIDs, so any launcher or
-         * CUDA_VISIBLE_DEVICES mapping is seen as it is): such ranks could
-         * not share an NCCL communicator; today every rank uses the staged
-         * MPI transport, and --verbose says how crowded each GPU is */
+         * CUDA_VISIBLE_DEVICES mapping is seen as it is): such ranks cannot
+         * share an NCCL communicator, so xp_nccl_open compares the same
+         * UUIDs (G->uuid) within each group and keeps any group with a
+         * shared GPU on the staged MPI transport; --verbose says how crowded
+         * each GPU is and which transport each group uses */
         unsigned char *all = rt_alloc(rt, (size_t)rt->world * sizeof uuid, "device ids");
         RT_MPI(rt, MPI_Allgather(uuid, (int)sizeof uuid, MPI_BYTE, all, (int)sizeof uuid, MPI_BYTE, MPI_COMM_WORLD));
         for (int r = 0; r < rt->world; r++)

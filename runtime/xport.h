@@ -2,7 +2,9 @@
  * reductions. Every wait is watched: a wait that makes no progress for
  * rt->watchdog_s seconds ends the job with the rank, the instruction, the
  * step and the peer it waited for (rt_stalled). One table of operations per transport; xport_mpi.c is the MPI
- * one (always built), NCCL will be the other (GPU issue). Peers are stages
+ * one (always built); rt_cuda.c stages it through host memory for device
+ * buffers, and xport_nccl.c (--device cuda, where NCCL was found) carries
+ * the groups whose ranks each have their own GPU. Peers are stages
  * of the caller's data-parallel lane; groups name which ranks reduce
  * together. Failures are fatal (rt_fail names the rank and instruction). */
 #ifndef PIPE_XPORT_H
@@ -24,6 +26,16 @@ typedef struct XportReq {
      * next receive into host waits for */
     void *host, *dev, *ev;
     int64_t cap, bytes;
+    /* the NCCL transport (xport_nccl.c; unused by the others): an event
+     * (cudaEvent_t) that xport_nccl records on its communication stream
+     * after the group holding this request's ncclSend / ncclRecv; the
+     * request's state there (0 idle, 1 a receive posted but not launched
+     * yet, 2 launched, not yet waited for); a posted receive's destination
+     * and bytes until it is launched */
+    void *nev;
+    int nstate;
+    void *nbuf;
+    int64_t nbytes;
 } XportReq;
 
 typedef enum XportGroup {
@@ -51,7 +63,7 @@ extern const XportOps xport_mpi;
 
 static inline XportReq xport_none(void)
 {
-    XportReq r = {MPI_REQUEST_NULL, -1, 0, 0, NULL, NULL, NULL, 0, 0};
+    XportReq r = {MPI_REQUEST_NULL, -1, 0, 0, NULL, NULL, NULL, 0, 0, NULL, 0, NULL, 0};
     return r;
 }
 
