@@ -172,7 +172,7 @@ if [ -n "$CUDNN" ]; then
 else
     say "cuDNN: NOT FOUND (looked in Python's nvidia.cudnn, $CUDA_HOME_, /usr, /usr/local, /opt)"
 fi
-if [ -n "$NCCL" ]; then say "NCCL: $NCCL_ROOT_ (libraries in $NCCL_LIB)"; else say "NCCL: not found (not needed yet)"; fi
+if [ -n "$NCCL" ]; then say "NCCL: $NCCL_ROOT_ (libraries in $NCCL_LIB)"; else say "NCCL: not found (GPU ranks will use the staged MPI transport; on one GPU NCCL is not used anyway)"; fi
 export LD_LIBRARY_PATH="${CUDNN_LIB:+$CUDNN_LIB:}${NCCL_LIB:+$NCCL_LIB:}$CUDA_HOME_/lib64:${LD_LIBRARY_PATH:-}"
 note "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 note "python: $PYS"
