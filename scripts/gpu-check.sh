@@ -429,6 +429,7 @@ bench_one() {
         ${DATA:+--data "$DATA"}
     sps=$(grep -E '^trained ' "$TLOG2" | tail -1 | sed -n 's/.*(\([0-9.]*\) samples\/s).*/\1/p')
     say "  pipert $name: ${sps:-FAILED} samples/s ($steps steps on one rank, the first included)"
+    LAST_SPS=${sps:-}
 }
 if [ -z "$PIPERT_BIN" ] || [ $trc -ne 0 ] || [ $erc -ne 0 ]; then
     say "PyTorch benchmark: not run (pipert --device cuda did not pass the checks above)"
@@ -442,6 +443,16 @@ else
     DATA="" bench_one mlp "$SRC/examples/mlp.pipe" 50
     DATA="" bench_one alexnet "$SRC/examples/alexnet.pipe" 6 -D "data=synthetic(samples = 1024)" -D micro_batches=8
     DATA=$E2E/gpt2.u16 bench_one gpt2 "$SRC/bench/gpt2_small.pipe" 6
+    # the fraction of the card's measured bf16 GEMM peak (5-cuda_gemm.txt)
+    # the GPT-2 run reaches: samples/s x 3 x forward FLOPs per sample
+    # (pipec's total_flops; a training step is about 3 forward passes)
+    peak=$(grep -o 'bf16_peak_tflops=[0-9.]*' "$BLOG" | tail -1 | cut -d= -f2)
+    fwd=$("$PIPEC_BIN" "$SRC/bench/gpt2_small.pipe" -D stages=1 --stats --json 2>/dev/null |
+        grep -o '"total_flops": *[0-9]*' | grep -o '[0-9]*$')
+    if [ -n "${LAST_SPS:-}" ] && [ -n "$peak" ] && [ -n "$fwd" ]; then
+        say "  pipert gpt2: $(awk -v s="$LAST_SPS" -v f="$fwd" -v p="$peak" \
+            'BEGIN { t = s * 3 * f / 1e12; printf "%.1f TFLOP/s = %.1f%% of the measured bf16 GEMM peak (%.0f TFLOP/s)", t, 100 * t / p, p }')"
+    fi
     for w in mlp alexnet gpt2; do
         if [ "$(left 100)" -lt 40 ]; then say "  torch $w: skipped (budget)"; continue; fi
         run "$TLOG2" 120 "$TORCH_PY" "$SRC/scripts/gpu_bench_torch.py" "$w"
