@@ -47,4 +47,49 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
 void k_block_backward_weight(float *const grads[12], const float *dsaved, const float *in, const float *saved, int64_t B,
                              const KBlock *g, float *scratch);
 
+/* Offsets (in floats, for B samples) of the sections of `saved` and
+ * `dsaved` (their order is described in kernels/cpu/k_block.c); the CPU and
+ * the CUDA kernels share them. */
+typedef struct KBlockSaved {
+    int64_t ln1, mean1, rstd1, qkv, att, ctx, h, ln2, mean2, rstd2, fc, act, end;
+} KBlockSaved;
+
+typedef struct KBlockDsaved {
+    int64_t dqkv, dh, dfc, dout, dln1, dln2, end;
+} KBlockDsaved;
+
+static inline KBlockSaved k_block_saved_layout(const KBlock *g, int64_t B)
+{
+    int64_t n = B * g->t, d = g->d, f = g->f;
+    KBlockSaved s;
+    s.ln1 = 0;
+    s.mean1 = s.ln1 + n * d;
+    s.rstd1 = s.mean1 + n;
+    s.qkv = s.rstd1 + n;
+    s.att = s.qkv + n * 3 * d;
+    s.ctx = s.att + B * g->heads * g->t * g->t;
+    s.h = s.ctx + n * d;
+    s.ln2 = s.h + n * d;
+    s.mean2 = s.ln2 + n * d;
+    s.rstd2 = s.mean2 + n;
+    s.fc = s.rstd2 + n;
+    s.act = s.fc + n * f;
+    s.end = s.act + n * f;
+    return s;
+}
+
+static inline KBlockDsaved k_block_dsaved_layout(const KBlock *g, int64_t B)
+{
+    int64_t n = B * g->t, d = g->d, f = g->f;
+    KBlockDsaved s;
+    s.dqkv = 0;
+    s.dh = s.dqkv + n * 3 * d;
+    s.dfc = s.dh + n * d;
+    s.dout = s.dfc + n * f;
+    s.dln1 = s.dout + n * d;
+    s.dln2 = s.dln1 + n * d;
+    s.end = s.dln2 + n * d;
+    return s;
+}
+
 #endif

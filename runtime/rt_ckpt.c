@@ -537,9 +537,9 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     fprintf(f, ",\n  \"files\": [");
     for (int s = 0; s < rt->stages; s++) {
         const int64_t *v = all + (int64_t)s * rt->dp * 4; /* replica 0 of stage s is rank s * dp */
-        fprintf(f, "%s\n    {\"name\": \"stage-%d.safetensors\", \"kind\": \"weights\", \"stage\": %d, \"bytes\": %lld, "
+        fprintf(f, "\n    {\"name\": \"stage-%d.safetensors\", \"kind\": \"weights\", \"stage\": %d, \"bytes\": %lld, "
                    "\"crc32\": %lld},",
-                s ? "" : "", s, s, (long long)v[0], (long long)v[1]);
+                s, s, (long long)v[0], (long long)v[1]);
         fprintf(f, "\n    {\"name\": \"optim-%d.safetensors\", \"kind\": \"optimizer\", \"stage\": %d, \"bytes\": %lld, "
                    "\"crc32\": %lld}%s",
                 s, s, (long long)v[2], (long long)v[3], s + 1 < rt->stages ? "," : "");

@@ -142,26 +142,26 @@ static void g_sync(RtCtx *rt)
 
 /* Host arenas <-> device arenas (parameters and optimizer state), waited
  * for: the host side is read or written right after. */
-static void g_to_host(RtCtx *rt)
+static void copy_arenas(RtCtx *rt, float *params, const float *params_from, float *state, const float *state_from,
+                        enum cudaMemcpyKind kind)
 {
     int per = rt_optim_state_per_param(rt->c);
     size_t n = (size_t)rt->nparams_total;
     cudaStream_t s = stream_of(rt);
-    CU(rt, cudaMemcpyAsync(rt->params, rt->dparams, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CU(rt, cudaMemcpyAsync(params, params_from, n * sizeof(float), kind, s));
     if (per > 0)
-        CU(rt, cudaMemcpyAsync(rt->state, rt->dstate, (size_t)per * n * sizeof(float), cudaMemcpyDeviceToHost, s));
+        CU(rt, cudaMemcpyAsync(state, state_from, (size_t)per * n * sizeof(float), kind, s));
     g_sync(rt);
+}
+
+static void g_to_host(RtCtx *rt)
+{
+    copy_arenas(rt, rt->params, rt->dparams, rt->state, rt->dstate, cudaMemcpyDeviceToHost);
 }
 
 static void g_to_device(RtCtx *rt)
 {
-    int per = rt_optim_state_per_param(rt->c);
-    size_t n = (size_t)rt->nparams_total;
-    cudaStream_t s = stream_of(rt);
-    CU(rt, cudaMemcpyAsync(rt->dparams, rt->params, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    if (per > 0)
-        CU(rt, cudaMemcpyAsync(rt->dstate, rt->state, (size_t)per * n * sizeof(float), cudaMemcpyHostToDevice, s));
-    g_sync(rt);
+    copy_arenas(rt, rt->dparams, rt->params, rt->dstate, rt->state, cudaMemcpyHostToDevice);
 }
 
 /* The device arenas, laid out as the host ones (the same offsets), the

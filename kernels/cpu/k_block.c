@@ -34,49 +34,6 @@
 #include <assert.h>
 #include <string.h>
 
-/* Offsets (in floats, for B samples) of the sections above. */
-typedef struct KBlockSaved {
-    int64_t ln1, mean1, rstd1, qkv, att, ctx, h, ln2, mean2, rstd2, fc, act, end;
-} KBlockSaved;
-
-typedef struct KBlockDsaved {
-    int64_t dqkv, dh, dfc, dout, dln1, dln2, end;
-} KBlockDsaved;
-
-static KBlockSaved saved_layout(const KBlock *g, int64_t B)
-{
-    int64_t n = B * g->t, d = g->d, f = g->f;
-    KBlockSaved s;
-    s.ln1 = 0;
-    s.mean1 = s.ln1 + n * d;
-    s.rstd1 = s.mean1 + n;
-    s.qkv = s.rstd1 + n;
-    s.att = s.qkv + n * 3 * d;
-    s.ctx = s.att + B * g->heads * g->t * g->t;
-    s.h = s.ctx + n * d;
-    s.ln2 = s.h + n * d;
-    s.mean2 = s.ln2 + n * d;
-    s.rstd2 = s.mean2 + n;
-    s.fc = s.rstd2 + n;
-    s.act = s.fc + n * f;
-    s.end = s.act + n * f;
-    return s;
-}
-
-static KBlockDsaved dsaved_layout(const KBlock *g, int64_t B)
-{
-    int64_t n = B * g->t, d = g->d, f = g->f;
-    KBlockDsaved s;
-    s.dqkv = 0;
-    s.dh = s.dqkv + n * 3 * d;
-    s.dfc = s.dh + n * d;
-    s.dout = s.dfc + n * f;
-    s.dln1 = s.dout + n * d;
-    s.dln2 = s.dln1 + n * d;
-    s.end = s.dln2 + n * d;
-    return s;
-}
-
 /* what the block kernels rely on; the compiler and runtime check it first */
 static void check_geometry(const KBlock *g)
 {
@@ -88,12 +45,12 @@ static void check_geometry(const KBlock *g)
 
 int64_t k_block_saved_floats(const KBlock *g)
 {
-    return saved_layout(g, 1).end;
+    return k_block_saved_layout(g, 1).end;
 }
 
 int64_t k_block_dsaved_floats(const KBlock *g)
 {
-    return dsaved_layout(g, 1).end;
+    return k_block_dsaved_layout(g, 1).end;
 }
 
 int64_t k_block_scratch_floats(const KBlock *g, int64_t B)
@@ -112,7 +69,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
                      const KBlock *g, float *scratch)
 {
     check_geometry(g);
-    KBlockSaved o = saved_layout(g, B);
+    KBlockSaved o = k_block_saved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     float *ln1 = saved + o.ln1, *qkv = saved + o.qkv, *ctx = saved + o.ctx, *h = saved + o.h;
     float *ln2 = saved + o.ln2, *fc = saved + o.fc, *act = saved + o.act;
@@ -138,8 +95,8 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
                             const float *mask, const float *const p[12], int64_t B, const KBlock *g, float *scratch)
 {
     check_geometry(g);
-    KBlockSaved o = saved_layout(g, B);
-    KBlockDsaved q = dsaved_layout(g, B);
+    KBlockSaved o = k_block_saved_layout(g, B);
+    KBlockDsaved q = k_block_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     float *dqkv = dsaved + q.dqkv, *dh = dsaved + q.dh, *dfc = dsaved + q.dfc;
     float *dln1 = dsaved + q.dln1, *dln2 = dsaved + q.dln2;
@@ -168,8 +125,8 @@ void k_block_backward_weight(float *const grads[12], const float *dsaved, const 
                              const KBlock *g, float *scratch)
 {
     check_geometry(g);
-    KBlockSaved o = saved_layout(g, B);
-    KBlockDsaved q = dsaved_layout(g, B);
+    KBlockSaved o = k_block_saved_layout(g, B);
+    KBlockDsaved q = k_block_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     k_layernorm_backward_weight(grads[0], grads[1], dsaved + q.dln1, in, saved + o.mean1, saved + o.rstd1, n, d);
     k_linear_backward_weight(grads[2], grads[3], dsaved + q.dqkv, saved + o.ln1, n, d, 3 * d);

@@ -1,8 +1,8 @@
 /* kernels/cuda/kc_block.cu: transformer_block (k_block.h) on the GPU, call
  * for call kernels/cpu/k_block.c with the kc_ kernels, over the same saved /
- * dsaved layouts (repeated here from k_block.c, where they are private;
- * tests/test_cuda_kernels.c compares every saved and dsaved float with the
- * CPU's, so the two cannot drift apart unnoticed):
+ * dsaved layouts (k_block_saved_layout / k_block_dsaved_layout in
+ * k_block.h; tests/test_cuda_kernels.c also compares every saved and dsaved
+ * float with the CPU's):
  *
  *   saved:  ln1 (N, D) | mean1 (N) | rstd1 (N) | qkv (N, 3D) | att (B, H, T, T)
  *           | ctx (N, D) | h (N, D) | ln2 (N, D) | mean2 (N) | rstd2 (N)
@@ -13,48 +13,6 @@
  * scratch is the CPU's (N, max(D, F)); the inner kernels also take ctx->ws
  * (kc_block_workspace). */
 #include "kc_internal.h"
-
-typedef struct Saved {
-    int64_t ln1, mean1, rstd1, qkv, att, ctx, h, ln2, mean2, rstd2, fc, act, end;
-} Saved;
-
-typedef struct Dsaved {
-    int64_t dqkv, dh, dfc, dout, dln1, dln2, end;
-} Dsaved;
-
-static Saved saved_layout(const KBlock *g, int64_t B)
-{
-    int64_t n = B * g->t, d = g->d, f = g->f;
-    Saved s;
-    s.ln1 = 0;
-    s.mean1 = s.ln1 + n * d;
-    s.rstd1 = s.mean1 + n;
-    s.qkv = s.rstd1 + n;
-    s.att = s.qkv + n * 3 * d;
-    s.ctx = s.att + B * g->heads * g->t * g->t;
-    s.h = s.ctx + n * d;
-    s.ln2 = s.h + n * d;
-    s.mean2 = s.ln2 + n * d;
-    s.rstd2 = s.mean2 + n;
-    s.fc = s.rstd2 + n;
-    s.act = s.fc + n * f;
-    s.end = s.act + n * f;
-    return s;
-}
-
-static Dsaved dsaved_layout(const KBlock *g, int64_t B)
-{
-    int64_t n = B * g->t, d = g->d, f = g->f;
-    Dsaved s;
-    s.dqkv = 0;
-    s.dh = s.dqkv + n * 3 * d;
-    s.dfc = s.dh + n * d;
-    s.dout = s.dfc + n * f;
-    s.dln1 = s.dout + n * d;
-    s.dln2 = s.dln1 + n * d;
-    s.end = s.dln2 + n * d;
-    return s;
-}
 
 #define BLOCK_ARGS(ctx, g)                                                                                             \
     do {                                                                                                               \
@@ -83,7 +41,7 @@ int kc_block_forward(KcCtx *ctx, float *out, float *saved, const float *in, cons
 {
     KC_ENTER(ctx);
     BLOCK_ARGS(ctx, g);
-    Saved o = saved_layout(g, B);
+    KBlockSaved o = k_block_saved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     float *ln1 = saved + o.ln1, *qkv = saved + o.qkv, *cx = saved + o.ctx, *h = saved + o.h;
     float *ln2 = saved + o.ln2, *fc = saved + o.fc, *act = saved + o.act;
@@ -107,8 +65,8 @@ int kc_block_backward_input(KcCtx *ctx, float *din, float *dsaved, const float *
 {
     KC_ENTER(ctx);
     BLOCK_ARGS(ctx, g);
-    Saved o = saved_layout(g, B);
-    Dsaved q = dsaved_layout(g, B);
+    KBlockSaved o = k_block_saved_layout(g, B);
+    KBlockDsaved q = k_block_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     float *dqkv = dsaved + q.dqkv, *dh = dsaved + q.dh, *dfc = dsaved + q.dfc;
     float *dln1 = dsaved + q.dln1, *dln2 = dsaved + q.dln2;
@@ -135,8 +93,8 @@ int kc_block_backward_weight(KcCtx *ctx, float *const grads[12], const float *ds
 {
     KC_ENTER(ctx);
     BLOCK_ARGS(ctx, g);
-    Saved o = saved_layout(g, B);
-    Dsaved q = dsaved_layout(g, B);
+    KBlockSaved o = k_block_saved_layout(g, B);
+    KBlockDsaved q = k_block_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     KC_TRY(kc_layernorm_backward_weight(ctx, grads[0], grads[1], dsaved + q.dln1, in, saved + o.mean1,
                                         saved + o.rstd1, n, d));

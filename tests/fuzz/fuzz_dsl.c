@@ -23,15 +23,6 @@
 #include "planner.h"
 #include "stats.h"
 
-static FILE *sink(void)
-{
-    static FILE *f;
-    if (!f)
-        f = fopen("/dev/null", "w");
-    FUZZ_CHECK(f != NULL, "cannot open /dev/null");
-    return f;
-}
-
 static int same_actions(const SchedActions *a, const SchedActions *b)
 {
     if (a->stages != b->stages)
@@ -84,7 +75,7 @@ static void check_plan_round_trip(const PcFront *f, const PcPlan *p)
     FUZZ_CHECK(f2.part.stages == f->part.stages && f2.model.nlayers == f->model.nlayers &&
                    p2.train.prog[0].n == p->train.prog[0].n,
                "the plan read back differs");
-    pc_listing(sink(), &f2, &p2);
+    pc_listing(fuzz_sink(), &f2, &p2);
     pc_plan_free(&p2);
     pc_front_free(&f2);
     free(data);
@@ -140,9 +131,9 @@ int fuzz_dsl(const uint8_t *data, size_t size)
         FUZZ_CHECK(rc == PC_OK || rc == PC_USER_ERROR, "pc_plan_build returned %d", rc);
         FUZZ_CHECK((rc == PC_OK) == (dl.nerrors == 0), "planner: status %d with %d errors", rc, dl.nerrors);
     }
-    diag_print(&dl, getenv("FUZZ_VERBOSE") ? stderr : sink());
+    diag_print(&dl, getenv("FUZZ_VERBOSE") ? stderr : fuzz_sink());
     if (rc == PC_OK) {
-        FILE *o = sink();
+        FILE *o = fuzz_sink();
         pc_listing(o, &f, &p);
         pc_stats_text(o, &f, &p);
         pc_stats_json(o, &f, &p);

@@ -14,15 +14,6 @@
 #include "planfile.h"
 #include "stats.h"
 
-static FILE *sink(void)
-{
-    static FILE *f;
-    if (!f)
-        f = fopen("/dev/null", "w");
-    FUZZ_CHECK(f != NULL, "cannot open /dev/null");
-    return f;
-}
-
 static void put_le(unsigned char *d, uint64_t v, int bytes)
 {
     for (int i = 0; i < bytes; i++)
@@ -47,7 +38,7 @@ int fuzz_plan(const uint8_t *data, size_t size)
     if (rc != 0 && getenv("FUZZ_VERBOSE"))
         fprintf(stderr, "%s\n", err);
     if (rc == 0) {
-        FILE *o = sink();
+        FILE *o = fuzz_sink();
         pc_listing(o, &f, &p);
         pc_stats_text(o, &f, &p);
         pc_stats_json(o, &f, &p);

@@ -15,15 +15,6 @@
 #include "fuzz.h"
 #include "sched.h"
 
-static FILE *sink(void)
-{
-    static FILE *f;
-    if (!f)
-        f = fopen("/dev/null", "w");
-    FUZZ_CHECK(f != NULL, "cannot open /dev/null");
-    return f;
-}
-
 static int has_line(const char *t, size_t n, const char *line)
 {
     size_t k = strlen(line);
@@ -85,7 +76,7 @@ static void lower_and_verify(const SchedText *t, int eval, int tied, int clip, i
             for (int i = 0; i < plan.prog[s].n; i++) {
                 char buf[128];
                 sched_instr_text(&plan.prog[s].ins[i], buf, sizeof buf);
-                fputs(buf, sink());
+                fputs(buf, fuzz_sink());
             }
         sched_sim_free(&sim);
         sched_plan_free(&plan);
@@ -104,7 +95,7 @@ int fuzz_sched(const uint8_t *data, size_t size)
     int rc = sched_text_read(&dl, src, -1, &t);
     FUZZ_CHECK(rc == 0 || rc == -1, "sched_text_read returned %d", rc);
     FUZZ_CHECK((rc == 0) == (dl.nerrors == 0), "status %d with %d errors", rc, dl.nerrors);
-    diag_print(&dl, getenv("FUZZ_VERBOSE") ? stderr : sink());
+    diag_print(&dl, getenv("FUZZ_VERBOSE") ? stderr : fuzz_sink());
     if (rc == 0) {
         round_trip(&t);
         int maxmb = -1, fwd_only = 1;
