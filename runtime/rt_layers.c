@@ -1,9 +1,10 @@
 /* runtime/rt_layers.c: a chunk's layers, forward and backward, over one
  * activation slot. Each layer is one call into kernels/ (k_cpu.h); this
  * file only finds the arrays: a layer reads the previous layer's output
- * (or the slot's input tuple, or the linked slot's output tuple on a
- * hand-over) and writes its own output into the slot, where the backward
- * finds it. With --device cuda (rt->gpu, rt_dev.h) the same arithmetic
+ * (or the slot's input tuple, into which a hand-over first copies the
+ * linked slot's output tuple) and writes its own output into the slot,
+ * where the backward finds it; only the input gradient of a hand-over's
+ * backward is written through the link. With --device cuda (rt->gpu, rt_dev.h) the same arithmetic
  * finds device arrays, and each layer's kernels are the GPU table's. */
 #include <string.h>
 
@@ -30,53 +31,52 @@ static float *lay_save(const RtChunk *ch, unsigned char *slot, const RtLayerRt *
 }
 
 /* The input of layer i of the chunk: the previous layer's output, or the
- * main item of the input tuple (this slot's, or the linked slot's output
- * tuple on a hand-over). */
-static const float *layer_input(RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int i,
-                                const RtChunk *link_ch)
+ * main item of the slot's input tuple. A hand-over's Forward first copies
+ * the linked slot's output tuple into this slot's input tuple, so that
+ * every later use (BackwardWeight, a recompute) finds its input here even
+ * after the previous part's buffer is gone: the verifier lets W run
+ * without the link, and the link names a buffer only for F and B/I. */
+static const float *layer_input(RtChunk *ch, unsigned char *slot, int i)
 {
     if (i > 0)
         return lay_out(ch, slot, &ch->lay[i - 1]);
-    if (link_slot)
-        return (const float *)(link_slot + link_ch->outt_off);
     return at(slot, ch->in_off);
 }
 
-/* A side input (a mask) by name: in this part's input tuple, or behind the
- * main output in the linked slot's output tuple on a hand-over. */
-static const float *side_input(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const unsigned char *link_slot,
-                               const RtChunk *lch, const char *name)
+/* Where a named item lies in a part's input tuple (bytes from its start),
+ * or -1: the model's inputs for the first part, else the boundary tuple
+ * the previous part sends (or hands over). */
+static int64_t input_item_at(const RtCtx *rt, const RtChunk *ch, const char *name)
 {
-    int64_t B = rt->B, off = 0;
-    if (link_slot) {
-        const PcBoundary *b = &rt->f.part.bnd[lch->part];
-        for (int q = 0; q < b->nitems; q++) {
-            if (strcmp(b->item[q].name, name) == 0)
-                return (const float *)(link_slot + lch->outt_off + off);
-            off += b->item[q].bytes;
-        }
-    } else if (ch->is_first) {
+    int64_t off = 0;
+    if (ch->is_first) {
         for (int q = 0; q < rt->m->ninputs; q++) {
             if (strcmp(rt->m->input[q].name, name) == 0)
-                return (const float *)(slot + ch->in_off + off);
-            off += B * pc_tensor_elems(&rt->m->input[q].t) * 4;
+                return off;
+            off += rt->B * pc_tensor_elems(&rt->m->input[q].t) * 4;
         }
-    } else {
-        const PcBoundary *b = &rt->f.part.bnd[ch->part - 1];
-        for (int q = 0; q < b->nitems; q++) {
-            if (strcmp(b->item[q].name, name) == 0)
-                return (const float *)(slot + ch->in_off + off);
-            off += b->item[q].bytes;
-        }
+        return -1;
     }
-    RT_CHECK(rt, 0, "side input '%s' is not in the input tuple of part %d", name, ch->part);
-    return NULL;
+    const PcBoundary *b = &rt->f.part.bnd[ch->part - 1];
+    for (int q = 0; q < b->nitems; q++) {
+        if (strcmp(b->item[q].name, name) == 0)
+            return off;
+        off += b->item[q].bytes;
+    }
+    return -1;
 }
 
-static const float *block_mask(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const unsigned char *link_slot,
-                               const RtChunk *lch, const PcLayer *L)
+/* A side input (a mask) by name, in this slot's input tuple. */
+static const float *side_input(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const char *name)
 {
-    return L->mask >= 0 ? side_input(rt, ch, slot, link_slot, lch, rt->m->input[L->mask].name) : NULL;
+    int64_t off = input_item_at(rt, ch, name);
+    RT_CHECK(rt, off >= 0, "side input '%s' is not in the input tuple of part %d", name, ch->part);
+    return (const float *)(slot + ch->in_off + off);
+}
+
+static const float *block_mask(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const PcLayer *L)
+{
+    return L->mask >= 0 ? side_input(rt, ch, slot, rt->m->input[L->mask].name) : NULL;
 }
 
 /* Global sample index of sample b of micro-batch mb, for dropout's keys. */
@@ -102,20 +102,19 @@ static const RtChunk *prev_chunk(const RtCtx *rt, const RtChunk *ch)
 }
 
 /* Layer i of the chunk, forward. */
-static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot,
-                          const RtChunk *lch, int i, int64_t mb)
+static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, int64_t mb)
 {
     int64_t B = rt->B;
     {
         RtLayerRt *lr = &ch->lay[i];
         const PcLayer *L = lr->L;
-        const float *in = layer_input(ch, slot, link_slot, i, lch);
+        const float *in = layer_input(ch, slot, i);
         float *out = lay_out(ch, slot, lr);
         int64_t nin = B * lr->in_elems, nout = B * lr->out_elems;
         if (rt->gpu) {
             RtLayerIO io = {in, out, lay_save(ch, slot, lr), NULL, NULL, NULL, NULL, mb};
             if (L->kind == PC_L_TRANSFORMER_BLOCK)
-                io.mask = block_mask(rt, ch, slot, link_slot, lch, L);
+                io.mask = block_mask(rt, ch, slot, L);
             rt->gpu->forward(rt, lr, &io);
             return;
         }
@@ -165,7 +164,7 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, const uns
         }
         case PC_L_TRANSFORMER_BLOCK: {
             KBlock g = rt_block_geom(L);
-            k_block_forward(out, lay_save(ch, slot, lr), in, block_mask(rt, ch, slot, link_slot, lch, L),
+            k_block_forward(out, lay_save(ch, slot, lr), in, block_mask(rt, ch, slot, L),
                             (const float *const *)lr->w2, B, &g, rt->scratch);
             break;
         }
@@ -181,34 +180,20 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, const uns
 
 void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int64_t mb)
 {
-    const RtChunk *lch = link_slot ? prev_chunk(rt, ch) : NULL;
     int n = ch->last - ch->first + 1;
     int64_t B = rt->B;
+    if (link_slot) /* a hand-over: the previous part's output tuple is this part's input tuple */
+        rt_dev_copy(rt, slot + ch->in_off, link_slot + prev_chunk(rt, ch)->outt_off, ch->in_bytes);
     for (int i = 0; i < n; i++)
-        forward_layer(rt, ch, slot, link_slot, lch, i, mb);
+        forward_layer(rt, ch, slot, i, mb);
     /* side inputs that travel on are copied behind the main output */
     if (!ch->is_last) {
         const PcBoundary *bo = &rt->f.part.bnd[ch->part];
-        int64_t off = B * ch->lay[n - 1].out_elems * 4, in_at = 0;
-        const unsigned char *src = link_slot ? link_slot + lch->outt_off : slot + ch->in_off;
-        const PcBoundary *bi = ch->is_first ? NULL : &rt->f.part.bnd[ch->part - 1];
+        int64_t off = B * ch->lay[n - 1].out_elems * 4;
         for (int j = 1; j < bo->nitems; j++) {
-            /* find the item in the input tuple by name */
-            in_at = 0;
-            if (bi) {
-                for (int q = 0; q < bi->nitems; q++) {
-                    if (strcmp(bi->item[q].name, bo->item[j].name) == 0)
-                        break;
-                    in_at += bi->item[q].bytes;
-                }
-            } else {
-                for (int q = 0; q < rt->m->ninputs; q++) {
-                    if (strcmp(rt->m->input[q].name, bo->item[j].name) == 0)
-                        break;
-                    in_at += B * pc_tensor_elems(&rt->m->input[q].t) * 4;
-                }
-            }
-            rt_dev_copy(rt, slot + ch->outt_off + off, src + in_at, bo->item[j].bytes);
+            int64_t in_at = input_item_at(rt, ch, bo->item[j].name);
+            RT_CHECK(rt, in_at >= 0, "side input '%s' is not in the input tuple of part %d", bo->item[j].name, ch->part);
+            rt_dev_copy(rt, slot + ch->outt_off + off, slot + ch->in_off + in_at, bo->item[j].bytes);
             off += bo->item[j].bytes;
         }
     } else {
@@ -288,7 +273,7 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
     const float *g = *gp;
     RtLayerRt *lr = &ch->lay[i];
     const PcLayer *L = lr->L;
-    const float *in = layer_input(ch, slot, link_slot, i, lch);
+    const float *in = layer_input(ch, slot, i);
     const float *out = lay_out(ch, slot, lr);
     int64_t nin = B * lr->in_elems;
     if (L->kind == PC_L_TRANSFORMER_BLOCK) {
@@ -297,7 +282,7 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         /* split: the output gradients stay in the slot for the W half;
          * unsplit: behind the kernel's scratch, used at once */
         float *dsaved = keeps_dout(lr) ? at(slot, lr->dout_off) : rt->scratch + k_block_scratch_floats(&gm, B);
-        const float *mask = block_mask(rt, ch, slot, link_slot, lch, L);
+        const float *mask = block_mask(rt, ch, slot, L);
         float *din = i > 0 ? rt->work[*pingp] : link_slot ? (float *)(link_slot + lch->dout_off) : ch->gin;
         if (rt->gpu) {
             RtLayerIO io = {in, NULL, lay_save(ch, slot, lr), mask, g, din, dsaved, mb};
@@ -411,7 +396,7 @@ void rt_chunk_backward(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned cha
         int s1 = s0 + N - 1 < n - 1 ? s0 + N - 1 : n - 1;
         for (int i = s0; i <= s1; i++)
             if (ch->lay[i].ws_out >= 0 || ch->lay[i].ws_save >= 0)
-                forward_layer(rt, ch, slot, link_slot, lch, i, mb);
+                forward_layer(rt, ch, slot, i, mb);
         for (int i = s1; i >= s0; i--)
             backward_layer(rt, ch, slot, link_slot, lch, i, mb, input, weight, &g, &ping);
     }
