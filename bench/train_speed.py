@@ -212,7 +212,7 @@ def run_pipert(build, plan, ranks, steps, env, tmp, extra=()):
     if r.returncode != 0:
         return None, r.stdout + r.stderr
     rows = [json.loads(line) for line in open(metrics) if line.strip()]
-    ms = [row["step_ms"] for row in rows if row["step"] > WARMUP]
+    ms = [row["step_ms"] for row in rows if row.get("step", 0) > WARMUP]  # not the memory records
     if not ms:
         sys.exit(f"pipert {plan}: no steps after the first {WARMUP} in {metrics}")
     return statistics.median(ms), None

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memory.h"
 #include "stats.h"
 
 const char *pc_time_text(double s, char *buf, size_t size)
@@ -122,6 +123,19 @@ void pc_stats_ranks_text(FILE *out, const PcFront *f, const PcPlan *p)
                 pc_time_text(sim->idle[s], i, sizeof i), 100 * bub, sim->peak_buffers[s],
                 pc_bytes_text(sim->peak_bytes[s], t, sizeof t));
     }
+    fprintf(out, "\nmemory per rank (what pipert allocates on each rank of the stage: one replica)\n");
+    fprintf(out, "%6s  %11s %11s %11s %11s %11s %11s %11s\n", "stage", "parameters", "gradients", "optimizer",
+            "activations", "recompute", "staging", "total");
+    for (int s = 0; s < f->part.stages; s++) {
+        PcMemory mem;
+        int64_t part[6];
+        pc_stage_memory(f, &p->train, &p->eval, s, &mem);
+        pc_memory_parts(&mem, part);
+        fprintf(out, "%6d ", s);
+        for (int k = 0; k < 6; k++)
+            fprintf(out, " %11s", pc_bytes_text((double)part[k], t, sizeof t));
+        fprintf(out, " %11s\n", pc_bytes_text((double)mem.total, t, sizeof t));
+    }
 }
 
 void pc_stats_ranks_json(FILE *out, const PcFront *f, const PcPlan *p)
@@ -137,4 +151,16 @@ void pc_stats_ranks_json(FILE *out, const PcFront *f, const PcPlan *p)
                 s + 1 < f->part.stages ? "," : "");
     }
     fprintf(out, "  ],\n");
+}
+
+void pc_stats_memory_json(FILE *out, const PcFront *f, const PcPlan *p, int stage)
+{
+    PcMemory mem;
+    int64_t part[6];
+    pc_stage_memory(f, &p->train, &p->eval, stage, &mem);
+    pc_memory_parts(&mem, part);
+    fprintf(out, "\"memory_bytes\": %" PRId64 ", \"memory\": {", mem.total);
+    for (int k = 0; k < 6; k++)
+        fprintf(out, "%s\"%s\": %" PRId64, k ? ", " : "", pc_memory_part_names[k], part[k]);
+    fputc('}', out);
 }

@@ -13,6 +13,9 @@ void pc_listing(FILE *out, const PcFront *f, const PcPlan *p);
 /* The per-stage prediction lines of --stats, and its JSON fields. */
 void pc_stats_ranks_text(FILE *out, const PcFront *f, const PcPlan *p);
 void pc_stats_ranks_json(FILE *out, const PcFront *f, const PcPlan *p);
+/* `"memory_bytes": N, "memory": {parts}` of one stage (compiler/memory.h),
+ * as a JSON object's members. */
+void pc_stats_memory_json(FILE *out, const PcFront *f, const PcPlan *p, int stage);
 /* "1.23 ms", "45.6 us": a time for people. */
 const char *pc_time_text(double seconds, char *buf, size_t size);
 /* "1.2 MiB" */

@@ -1,5 +1,6 @@
 /* compiler/planner.c: schedules for a compiled model (see planner.h). */
 #include "planner.h"
+#include "memory.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -8,11 +9,6 @@
 
 static const SchedGenerator generators[PC_SCHED_COUNT] = {
 #define PC_SCHEDULE(id, name, sig, place, split, gen, doc) gen,
-#include "schedules.def"
-#undef PC_SCHEDULE
-};
-static const int split_of[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) split,
 #include "schedules.def"
 #undef PC_SCHEDULE
 };
@@ -51,29 +47,60 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
     p->buf_bytes = util_calloc(P, sizeof *p->buf_bytes);
     p->tied_stage = util_calloc(S, sizeof *p->tied_stage);
     double rate = c->device_tflops * 1e12;
+    /* a stage splits its backwards when its actions have an I: known
+     * before lowering, from the generator's (or the text's) actions */
+    char err[1024] = "";
+    sched_actions_init(&p->acts, S);
+    SchedSpec spec = {S, V, M, c->place, p->cost_f, p->cost_b, p->cost_i, p->cost_w};
+    if (f->have_text) {
+        for (int s = 0; s < S; s++) {
+            const SchedList *from = &f->text.acts.stage[s];
+            for (int i = 0; i < from->n; i++) {
+                sched_push(&p->acts, s, (SchedKind)from->a[i].kind, from->a[i].mb, from->a[i].chunk);
+                p->acts.stage[s].a[i].line = from->a[i].line;
+            }
+        }
+    }
     for (int k = 0; k < P; k++) {
         const PcPart *q = &pt->part[k];
         double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
         p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
         if (k + 1 < P && !pt->bnd[k].local)
             p->bytes_fwd[k] = (double)pt->bnd[k].bytes;
-        double in = 0;
-        if (k == 0)
-            for (int j = 0; j < f->model.ninputs; j++)
-                in += (double)pc_tensor_elems(&f->model.input[j].t) * pc_dtype_size(f->model.input[j].t.dtype);
-        else
-            in = (double)pt->bnd[k - 1].bytes / (double)c->micro_batch_size;
-        double saved = 0;
-        for (int i = q->first; i <= q->last; i++) {
-            const PcLayer *L = &f->model.layer[i];
-            if (c->activation_checkpoint > 0)
-                saved += (i - q->first) % c->activation_checkpoint == 0 && i > q->first
-                             ? (double)f->model.layer[i - 1].act_bytes
-                             : 0;
-            else
-                saved += (double)pc_layer_saved_bytes(L);
+        /* activation checkpointing: a backward first runs its segments'
+         * dropped layers forward again; a split one does it in I and again
+         * in W (the workspace is one segment's, reused in between) */
+        if (c->activation_checkpoint > 0) {
+            PcChunkLayout l;
+            pc_chunk_layout(&f->model, pt, c->micro_batch_size, k, 0, (int)c->activation_checkpoint, &l);
+            double again = 0;
+            for (int i = 0; i <= q->last - q->first; i++)
+                if (l.lay[i].ws_out >= 0 || l.lay[i].ws_save >= 0)
+                    again += (double)f->model.layer[q->first + i].flops;
+            pc_chunk_layout_free(&l);
+            again *= (double)c->micro_batch_size / rate;
+            p->cost_b[k] += again, p->cost_i[k] += again, p->cost_w[k] += again;
         }
-        p->buf_bytes[k] = (in + saved) * (double)c->micro_batch_size;
+    }
+    /* generators place work by these costs, so they are final before the
+     * generator runs; the slot sizes below need the split it chose */
+    if (!f->have_text && generators[c->schedule](&spec, &p->acts, err, sizeof err) != 0) {
+        diag_error(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc, "schedule %s: %s",
+                   pc_schedule_names[c->schedule], err);
+        return PC_USER_ERROR;
+    }
+    for (int k = 0; k < P; k++) {
+        const PcPart *q = &pt->part[k];
+        int split = 0;
+        const SchedList *L = &p->acts.stage[q->stage];
+        for (int i = 0; i < L->n && !split; i++)
+            split = L->a[i].kind == SCHED_I;
+        /* one activation buffer is one slot of the runtime's layout
+         * (compiler/memory.c): the bytes it allocates per micro-batch */
+        PcChunkLayout l;
+        pc_chunk_layout(&f->model, pt, c->micro_batch_size, k, split, (int)c->activation_checkpoint, &l);
+        p->buf_bytes[k] = (double)l.slot_bytes;
+        pc_chunk_layout_free(&l);
     }
     for (int t = 0; t < pt->nties; t++) {
         p->tied_stage[pt->stage_of_layer[pt->tie[t].layer]] = 1;
@@ -83,23 +110,6 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
                             p->buf_bytes, !timeline};
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
-    SchedSpec spec = {S, V, M, c->place, p->cost_f, p->cost_b, p->cost_i, p->cost_w};
-    char err[1024] = "";
-    sched_actions_init(&p->acts, S);
-    if (f->have_text) {
-        for (int s = 0; s < S; s++) {
-            const SchedList *from = &f->text.acts.stage[s];
-            for (int i = 0; i < from->n; i++) {
-                sched_push(&p->acts, s, (SchedKind)from->a[i].kind, from->a[i].mb, from->a[i].chunk);
-                p->acts.stage[s].a[i].line = from->a[i].line;
-            }
-        }
-    } else if (generators[c->schedule](&spec, &p->acts, err, sizeof err) != 0) {
-        diag_error(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc, "schedule %s: %s",
-                   pc_schedule_names[c->schedule], err);
-        return PC_USER_ERROR;
-    }
-    (void)split_of;
     if (sched_build(&p->parts, &p->acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {
         report(dl, f, p->train.err_line, "training program", err);
         return PC_USER_ERROR;

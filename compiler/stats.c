@@ -353,8 +353,13 @@ void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p)
                     sends += pt->bnd[k].bytes;
             }
         fprintf(out, "], \"layers\": %d, \"params\": %" PRId64 ", \"held\": %" PRId64 ", \"flops\": %" PRId64
-                     ", \"send_bytes\": %" PRId64 "}%s\n",
-                nl, params, held, flops, sends, s + 1 < pt->stages ? "," : "");
+                     ", \"send_bytes\": %" PRId64,
+                nl, params, held, flops, sends);
+        if (p) {
+            fprintf(out, ", ");
+            pc_stats_memory_json(out, f, p, s);
+        }
+        fprintf(out, "}%s\n", s + 1 < pt->stages ? "," : "");
     }
     fprintf(out, "  ],\n");
     if (p)

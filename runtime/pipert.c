@@ -297,6 +297,26 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
     }
 }
 
+/* Before the first step, one --metrics record per rank: the training
+ * memory it allocated (rt_mem_count's total: its arenas, not RSS), which
+ * `pipec --stats --json` predicts as stages[s].memory_bytes. The rank that
+ * writes the metrics (replica 0 of the last part's stage) gathers them;
+ * collective over the world. */
+static void memory_records(RtCtx *rt)
+{
+    int64_t mine[4] = {rt->rank, rt->stage, rt->dpi, rt_mem_total(rt)};
+    int root = rt->f.part.part[rt->f.part.nparts - 1].stage * rt->dp;
+    int64_t *all = rt->rank == root ? rt_alloc(rt, (size_t)rt->world * sizeof mine, "memory records") : NULL;
+    RT_MPI(rt, MPI_Gather(mine, 4, MPI_INT64_T, all, 4, MPI_INT64_T, root, MPI_COMM_WORLD));
+    if (!all)
+        return;
+    for (int r = 0; r < rt->world; r++)
+        fprintf(rt->metrics, "{\"rank\": %lld, \"stage\": %lld, \"replica\": %lld, \"memory_bytes\": %lld}\n",
+                (long long)all[4 * r], (long long)all[4 * r + 1], (long long)all[4 * r + 2], (long long)all[4 * r + 3]);
+    fflush(rt->metrics);
+    free(all);
+}
+
 /* What main has set up, so that every way out frees it (LeakSanitizer
  * checks every exit path in `make test-asan`). */
 enum { HAVE_MPI = 1, HAVE_PLAN = 2, HAVE_SETUP = 4, HAVE_DATA = 8 };
@@ -517,6 +537,8 @@ int main(int argc, char **argv)
         rt->metrics = fopen(rt->metrics_path, resume ? "a" : "w");
         RT_CHECK(rt, rt->metrics, "cannot write %s", rt->metrics_path);
     }
+    if (rt->metrics_path)
+        memory_records(rt);
     int32_t *tmp = rt_alloc(rt, (pc_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
     int stopped = 0, interrupted = 0;
     int live = reporter && (!strcmp(progress, "on") || (!strcmp(progress, "auto") && terminal_stdout()));

@@ -67,6 +67,19 @@ typedef struct RtChunk {
     int64_t ws_bytes;
 } RtChunk;
 
+/* The kinds of training memory a rank allocates, in compiler/memory.h's
+ * order (PcMemory): what `pipert --metrics` reports per rank and `pipec
+ * --stats` predicts per stage. */
+typedef enum RtMem {
+    RT_MEM_PARAMETERS,
+    RT_MEM_GRADIENTS,
+    RT_MEM_OPTIMIZER_STATE,
+    RT_MEM_ACTIVATIONS,
+    RT_MEM_RECOMPUTE_WORKSPACE,
+    RT_MEM_TRANSFER_STAGING,
+    RT_MEM_KINDS
+} RtMem;
+
 typedef struct RtCtx {
     /* who */
     int rank, world, stage, dp, dpi, stages, chunks;
@@ -100,6 +113,7 @@ typedef struct RtCtx {
     int64_t work_elems;
     float *scratch;               /* kernels' scratch (im2col) */
     int64_t scratch_elems;
+    int64_t mem[RT_MEM_KINDS];    /* bytes of training memory allocated, by kind (rt_mem_count) */
     /* training state */
     int64_t step, steps;
     double loss_sum;              /* this step, this rank's last part */
@@ -144,7 +158,15 @@ void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attr
  * rank, the instruction and step, and what it waited for (a transfer `req`
  * or a reduction over `group`), then ends the job. */
 void rt_stalled(RtCtx *rt, double secs, const XportReq *req, const char *group) __attribute__((noreturn));
+/* Bookkeeping memory (tables, requests): not counted as training memory. */
 void *rt_alloc(RtCtx *rt, size_t bytes, const char *what);
+/* Training memory is counted, by kind, where it is allocated: every arena
+ * of the training copy (the device's with --device cuda) adds its
+ * requested bytes here, once, at start-up. rt_host_arena allocates a host
+ * arena, counted on the CPU only (on a GPU run the device copy counts). */
+void rt_mem_count(RtCtx *rt, RtMem kind, size_t bytes);
+void *rt_host_arena(RtCtx *rt, RtMem kind, size_t bytes, const char *what);
+int64_t rt_mem_total(const RtCtx *rt);
 /* The geometry of a transformer_block for k_block.h, of a conv2d and a
  * pooling layer for k_cpu.h (the same structs serve k_cuda.h). */
 struct KBlock rt_block_geom(const PcLayer *L);

@@ -170,9 +170,9 @@ static void g_params(RtCtx *rt)
 {
     int per = rt_optim_state_per_param(rt->c);
     size_t n = (size_t)rt->nparams_total;
-    rt->dparams = g_alloc(rt, n * sizeof(float), "parameters");
-    rt->dgrads = g_alloc(rt, n * sizeof(float), "gradients");
-    rt->dstate = g_alloc(rt, (size_t)(per ? per : 1) * n * sizeof(float), "optimizer state");
+    rt->dparams = rt_dev_alloc(rt, RT_MEM_PARAMETERS, n * sizeof(float), "parameters");
+    rt->dgrads = rt_dev_alloc(rt, RT_MEM_GRADIENTS, n * sizeof(float), "gradients");
+    rt->dstate = rt_dev_alloc(rt, RT_MEM_OPTIMIZER_STATE, (size_t)per * n * sizeof(float), "optimizer state");
     for (int i = 0; i < rt->nparam; i++) {
         RtParam *q = &rt->param[i];
         q->dp = rt->dparams + (q->p - rt->params);

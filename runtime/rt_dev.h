@@ -93,9 +93,11 @@ typedef struct RtGpuOps {
 int rt_cuda_open(RtCtx *rt, char *err, size_t errsize);
 #endif
 
-/* Memory of the activation arenas: the device's, or calloc's (rt_alloc). */
-static inline void *rt_dev_alloc(RtCtx *rt, size_t bytes, const char *what)
+/* Memory of the activation arenas: the device's, or calloc's (rt_alloc);
+ * counted as training memory of that kind. */
+static inline void *rt_dev_alloc(RtCtx *rt, RtMem kind, size_t bytes, const char *what)
 {
+    rt_mem_count(rt, kind, bytes);
     return rt->gpu ? rt->gpu->alloc(rt, bytes, what) : rt_alloc(rt, bytes, what);
 }
 

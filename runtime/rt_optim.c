@@ -23,6 +23,8 @@
  * exp_avg in state[0, n) and exp_avg_sq in state[n, 2n). */
 #include "rt_optim.h"
 
+#include "memory.h"
+
 #include <math.h>
 
 /* M_PI is XSI, not C11 or POSIX; the build asks only for POSIX. */
@@ -30,15 +32,7 @@ static const double rt_pi = 3.14159265358979323846;
 
 int rt_optim_state_per_param(const PcConfig *c)
 {
-    switch (c->optimizer) {
-    case PC_OPT_SGD:
-        return c->momentum != 0 ? 1 : 0;
-    case PC_OPT_ADAM:
-    case PC_OPT_ADAMW:
-        return 2;
-    default:
-        return 0;
-    }
+    return pc_optim_state_per_param(c); /* the memory planner's answer, so both agree */
 }
 
 /* torch.optim.sgd._single_tensor_sgd with dampening 0, maximize False. */

@@ -12,6 +12,7 @@
 
 #include "k_block.h"
 #include "k_cpu.h"
+#include "memory.h"
 #include "rt.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
@@ -72,9 +73,24 @@ void *rt_alloc(RtCtx *rt, size_t bytes, const char *what)
     return p;
 }
 
-static int64_t elems(const PcTensor *t)
+void rt_mem_count(RtCtx *rt, RtMem kind, size_t bytes)
 {
-    return pc_tensor_elems(t);
+    rt->mem[kind] += (int64_t)bytes;
+}
+
+void *rt_host_arena(RtCtx *rt, RtMem kind, size_t bytes, const char *what)
+{
+    if (!rt->gpu)
+        rt_mem_count(rt, kind, bytes);
+    return rt_alloc(rt, bytes, what);
+}
+
+int64_t rt_mem_total(const RtCtx *rt)
+{
+    int64_t t = 0;
+    for (int k = 0; k < RT_MEM_KINDS; k++)
+        t += rt->mem[k];
+    return t;
 }
 
 KBlock rt_block_geom(const PcLayer *L)
@@ -97,173 +113,30 @@ KPool rt_pool_geom(const PcLayer *L)
     return g;
 }
 
-/* Extra bytes a layer saves per sample beyond its output. */
-static int64_t extra_bytes(const PcLayer *L)
-{
-    switch (L->kind) {
-    case PC_L_TRANSFORMER_BLOCK: {
-        KBlock g = rt_block_geom(L);
-        return k_block_saved_floats(&g) * 4;
-    }
-    case PC_L_MAXPOOL2D: return elems(&L->out) * 4;                  /* argmax positions */
-    case PC_L_LAYERNORM: return 2 * (elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd */
-    default: return 0;
-    }
-}
-
-static int64_t align64(int64_t x)
-{
-    return (x + 63) & ~(int64_t)63;
-}
-
-static int split_program(const SchedPlan *pl, int stage)
-{
-    for (int i = 0; i < pl->prog[stage].n; i++)
-        if (pl->prog[stage].ins[i].op == SCHED_BackwardInput)
-            return 1;
-    return 0;
-}
-
-/* The slot layout of one chunk. */
+/* The slot layout of one chunk: compiler/memory.c's, the one pipec
+ * predicts from, so what --stats says is what is allocated here. */
 static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
 {
-    const PcModel *m = rt->m;
-    const PcPartition *pt = &rt->f.part;
-    int64_t B = rt->B, off = 0;
-    /* input tuple: the model's inputs for the first part, else the boundary */
-    ch->in_off = off;
-    if (ch->is_first) {
-        for (int i = 0; i < m->ninputs; i++)
-            ch->in_bytes += B * elems(&m->input[i].t) * 4;
-    } else {
-        ch->in_bytes = pt->bnd[ch->part - 1].bytes;
-    }
-    off = align64(off + ch->in_bytes);
-    if (ch->is_last) {
-        ch->tgt_off = off;
-        off = align64(off + B * elems(&m->target[0].t) * 4);
-    }
+    PcChunkLayout l;
+    pc_chunk_layout(rt->m, &rt->f.part, rt->B, ch->part, split, ch->ac, &l);
+    ch->in_off = l.in_off, ch->in_bytes = l.in_bytes, ch->tgt_off = l.tgt_off;
+    ch->outt_off = l.outt_off, ch->outt_bytes = l.outt_bytes, ch->dout_off = l.dout_off;
+    ch->slot_bytes = l.slot_bytes, ch->ws_bytes = l.ws_bytes, ch->gin_elems = l.gin_elems;
     int n = ch->last - ch->first + 1;
     ch->lay = rt_alloc(rt, n * sizeof *ch->lay, "layers");
-    int64_t work = 0, scratch = 0;
     for (int i = 0; i < n; i++) {
         RtLayerRt *lr = &ch->lay[i];
-        const PcLayer *L = &m->layer[ch->first + i];
-        lr->L = L;
-        lr->in_elems = elems(&L->in);
-        lr->out_elems = elems(&L->out);
-        RT_CHECK(rt, L->kind != PC_L_TRANSFORMER_BLOCK || L->p == 0,
-                 "layer %d: transformer_block with dropout > 0 is not supported by the CPU runtime yet", L->index);
-        if (i < n - 1) {
-            lr->out_off = off;
-            off = align64(off + B * lr->out_elems * 4);
-        }
-        lr->save_off = off;
-        lr->save_bytes = B * extra_bytes(L);
-        off = align64(off + lr->save_bytes);
-        int64_t big = lr->in_elems > lr->out_elems ? lr->in_elems : lr->out_elems;
-        if (B * big > work)
-            work = B * big;
-        if (L->kind == PC_L_CONV2D) {
-            KConv g = rt_conv_geom(L);
-            int64_t s = k_conv2d_scratch(&g);
-            if (s > scratch)
-                scratch = s;
-        }
-        if (L->kind == PC_L_DROPOUT && (B * lr->out_elems + 3) / 4 > scratch)
-            scratch = (B * lr->out_elems + 3) / 4; /* the mask, as bytes */
-        if (L->kind == PC_L_TRANSFORMER_BLOCK) {
-            /* the kernel's scratch, then room for an unsplit backward's
-             * output gradients */
-            KBlock g = rt_block_geom(L);
-            int64_t s = k_block_scratch_floats(&g, B) + B * k_block_dsaved_floats(&g);
-            if (s > scratch)
-                scratch = s;
-        }
+        const PcLayerLayout *y = &l.lay[i];
+        lr->L = &rt->m->layer[ch->first + i];
+        lr->in_elems = y->in_elems, lr->out_elems = y->out_elems;
+        lr->out_off = y->out_off, lr->save_off = y->save_off, lr->save_bytes = y->save_bytes;
+        lr->dout_off = y->dout_off, lr->ws_out = y->ws_out, lr->ws_save = y->ws_save;
     }
-    /* the output tuple: the last layer writes its output here, then the
-     * side inputs that go on follow it */
-    RtLayerRt *last = &ch->lay[n - 1];
-    ch->outt_off = off;
-    last->out_off = off;
-    ch->outt_bytes = B * last->out_elems * 4;
-    if (!ch->is_last)
-        ch->outt_bytes = pt->bnd[ch->part].bytes;
-    off = align64(off + ch->outt_bytes);
-    ch->dout_off = off;
-    off = align64(off + B * last->out_elems * 4);
-    if (split)
-        for (int i = 0; i < n; i++)
-            if (ch->lay[i].L->nparams > 0 || ch->lay[i].L->tie >= 0) {
-                int64_t keep = ch->lay[i].out_elems;
-                if (ch->lay[i].L->kind == PC_L_TRANSFORMER_BLOCK) {
-                    KBlock g = rt_block_geom(ch->lay[i].L);
-                    keep = k_block_dsaved_floats(&g);
-                }
-                ch->lay[i].dout_off = off;
-                off = align64(off + B * keep * 4);
-            }
-    /* activation checkpointing: segments of ac layers; the slot keeps each
-     * segment's last output (the next one's input) and the chunk's output;
-     * every other output, and all saved state, goes to a workspace that
-     * one segment at a time reuses (forward, and again in the backward) */
-    for (int i = 0; i < n; i++)
-        ch->lay[i].ws_out = ch->lay[i].ws_save = -1;
-    if (ch->ac > 0) {
-        int64_t most = 0;
-        for (int s0 = 0; s0 < n; s0 += (int)ch->ac) {
-            int64_t w = 0;
-            for (int i = s0; i < n && i < s0 + ch->ac; i++) {
-                RtLayerRt *lr = &ch->lay[i];
-                int last_of_segment = i == n - 1 || (i + 1) % ch->ac == 0;
-                if (!last_of_segment) {
-                    lr->ws_out = w;
-                    w = align64(w + B * lr->out_elems * 4);
-                }
-                if (lr->save_bytes > 0) {
-                    lr->ws_save = w;
-                    w = align64(w + lr->save_bytes);
-                }
-            }
-            if (w > most)
-                most = w;
-        }
-        ch->ws_bytes = most;
-        /* the slot no longer needs room for what moved: lay it out again
-         * without those outputs and saved states */
-        int64_t o2 = ch->in_off + align64(ch->in_bytes);
-        if (ch->is_last) {
-            ch->tgt_off = o2;
-            o2 = align64(o2 + B * elems(&rt->m->target[0].t) * 4);
-        }
-        for (int i = 0; i < n - 1; i++)
-            if (ch->lay[i].ws_out < 0) {
-                ch->lay[i].out_off = o2;
-                o2 = align64(o2 + B * ch->lay[i].out_elems * 4);
-            }
-        ch->outt_off = o2;
-        ch->lay[n - 1].out_off = o2;
-        o2 = align64(o2 + ch->outt_bytes);
-        ch->dout_off = o2;
-        o2 = align64(o2 + B * ch->lay[n - 1].out_elems * 4);
-        for (int i = 0; i < n; i++)
-            if (ch->lay[i].dout_off > 0) {
-                int64_t keep = ch->lay[i].out_elems;
-                if (ch->lay[i].L->kind == PC_L_TRANSFORMER_BLOCK) {
-                    KBlock g = rt_block_geom(ch->lay[i].L);
-                    keep = k_block_dsaved_floats(&g);
-                }
-                ch->lay[i].dout_off = o2;
-                o2 = align64(o2 + B * keep * 4);
-            }
-        off = o2;
-    }
-    ch->slot_bytes = off;
-    ch->gin_elems = B * ch->lay[0].in_elems;
-    if (work > rt->work_elems)
-        rt->work_elems = work;
-    if (scratch > rt->scratch_elems)
-        rt->scratch_elems = scratch;
+    if (l.work_elems > rt->work_elems)
+        rt->work_elems = l.work_elems;
+    if (l.scratch_elems > rt->scratch_elems)
+        rt->scratch_elems = l.scratch_elems;
+    pc_chunk_layout_free(&l);
 }
 
 /* Parameters of this stage, in layer order; a tied linear whose owner is on
@@ -305,10 +178,12 @@ static void setup_params(RtCtx *rt)
         }
     }
     rt->nparams_total = total;
-    rt->params = rt_alloc(rt, total * sizeof(float), "parameters");
-    rt->grads = rt_alloc(rt, total * sizeof(float), "gradients");
+    /* the training copy with --device cuda is the device's (rt_cuda.c
+     * counts it); these host arenas then only serve checkpoints */
     int per = rt_optim_state_per_param(rt->c);
-    rt->state = rt_alloc(rt, (size_t)(per ? per : 1) * total * sizeof(float), "optimizer state");
+    rt->params = rt_host_arena(rt, RT_MEM_PARAMETERS, total * sizeof(float), "parameters");
+    rt->grads = rt_host_arena(rt, RT_MEM_GRADIENTS, total * sizeof(float), "gradients");
+    rt->state = rt_host_arena(rt, RT_MEM_OPTIMIZER_STATE, (size_t)per * total * sizeof(float), "optimizer state");
     int64_t at = 0;
     for (int i = 0; i < rt->nparam; i++) {
         RtParam *q = &rt->param[i];
@@ -386,7 +261,7 @@ void rt_setup(RtCtx *rt)
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->dpi, rt->stage, &rt->pipe_comm));
     int tied = rt->p.tied_stage[rt->stage];
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, tied ? rt->dpi : MPI_UNDEFINED, rt->stage, &rt->tied_comm));
-    int split = split_program(&rt->p.train, rt->stage);
+    int split = pc_stage_split(&rt->p.train, rt->stage);
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
         ch->part = sched_part(rt->c->place, rt->stages, rt->stage, c);
@@ -396,12 +271,12 @@ void rt_setup(RtCtx *rt)
         ch->is_last = ch->part == pt->nparts - 1;
         ch->ac = (int)rt->c->activation_checkpoint;
         layout_chunk(rt, ch, split);
-        ch->ws = rt_dev_alloc(rt, ch->ws_bytes ? (size_t)ch->ws_bytes : 1, "recompute workspace");
+        ch->ws = rt_dev_alloc(rt, RT_MEM_RECOMPUTE_WORKSPACE, (size_t)ch->ws_bytes, "recompute workspace");
         int nb = rt->p.train.nbuf[rt->stage * rt->chunks + c];
         int ne = rt->p.eval.nbuf[rt->stage * rt->chunks + c];
         ch->nbuf = nb > ne ? nb : ne;
-        ch->slots = rt_dev_alloc(rt, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
-        ch->gin = rt_dev_alloc(rt, ch->gin_elems * sizeof(float), "input gradient");
+        ch->slots = rt_dev_alloc(rt, RT_MEM_ACTIVATIONS, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
+        ch->gin = rt_dev_alloc(rt, RT_MEM_TRANSFER_STAGING, ch->gin_elems * sizeof(float), "input gradient");
         ch->gin_req = xport_none();
         ch->out_req = rt_alloc(rt, ch->nbuf * sizeof *ch->out_req, "requests");
         ch->in_req = rt_alloc(rt, ch->nbuf * sizeof *ch->in_req, "requests");
@@ -413,8 +288,8 @@ void rt_setup(RtCtx *rt)
         }
     }
     for (int k = 0; k < 2; k++)
-        rt->work[k] = rt_dev_alloc(rt, (rt->work_elems ? rt->work_elems : 1) * sizeof(float), "work space");
-    rt->scratch = rt_dev_alloc(rt, (rt->scratch_elems ? rt->scratch_elems : 1) * sizeof(float), "kernel scratch");
+        rt->work[k] = rt_dev_alloc(rt, RT_MEM_ACTIVATIONS, rt->work_elems * sizeof(float), "work space");
+    rt->scratch = rt_dev_alloc(rt, RT_MEM_ACTIVATIONS, rt->scratch_elems * sizeof(float), "kernel scratch");
     setup_params(rt);
     rt->vote = rt_alloc(rt, rt->stages * sizeof *rt->vote, "vote");
     rt->bad_stage = -1;

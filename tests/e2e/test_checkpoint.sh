@@ -90,7 +90,7 @@ pkill -9 -f "pipert $TMP/k.bin"
 wait "$job" 2>/dev/null
 rc=$?
 # the steps the dead run logged after step 5 are not part of the resumed run
-head -n 5 "$TMP/h.jsonl" >"$TMP/h.tmp"
+grep '"step": ' "$TMP/h.jsonl" | head -n 5 >"$TMP/h.tmp"
 mv "$TMP/h.tmp" "$TMP/h.jsonl"
 if [ "$rc" -ne 0 ] && grep -q '"step": 5,' "$TMP/h/manifest.json" && [ -e "$TMP/h/step-00000010/stage-0.safetensors" ] \
     && [ ! -e "$TMP/h/step-00000010/optim-0.safetensors" ]; then
