@@ -44,6 +44,7 @@ void pc_value_text(const AstValue *v, char *buf, size_t size)
     case AST_TUPLE: snprintf(buf, size, "(...)"); return;
     case AST_LIST: snprintf(buf, size, "[...]"); return;
     case AST_CALL: snprintf(buf, size, "%.40s(...)", v->s); return;
+    case AST_SIZE: snprintf(buf, size, "%.40s", v->text); return;
     }
     buf[0] = '\0';
 }

@@ -305,6 +305,40 @@ static int k_device_tflops(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
+/* `24 GiB` (a size: an integer, a space, a unit) or `24GiB` (one word). */
+static int k_memory_limit(DiagList *dl, const AstValue *v, PcConfig *c)
+{
+    static const struct {
+        const char *unit;
+        int shift;
+    } units[] = {{"B", 0}, {"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}};
+    int64_t n = -1;
+    const char *unit = NULL;
+    char *end = NULL;
+    if (v->kind == AST_SIZE) {
+        n = v->i, unit = v->s;
+    } else if (v->kind == AST_WORD && v->s[0] >= '0' && v->s[0] <= '9') {
+        long long x = strtoll(v->s, &end, 10);
+        if (x >= 0 && x <= (1LL << 53))
+            n = x, unit = end;
+    }
+    int shift = -1;
+    for (size_t i = 0; unit && i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(unit, units[i].unit) == 0)
+            shift = units[i].shift;
+    if (n < 1 || shift < 0 || n > (INT64_MAX >> shift)) {
+        if (v->kind == AST_INT)
+            diag_error(dl, v->loc, "memory_limit needs a unit: %lld KiB, MiB or GiB (e.g. memory_limit = 24 GiB)",
+                       (long long)v->i);
+        else
+            bad_value(dl, v, "memory_limit", "a positive size with a unit: N KiB, N MiB or N GiB (e.g. 24 GiB)");
+        return -1;
+    }
+    c->memory_limit = n << shift;
+    c->memory_limit_loc = v->loc;
+    return 0;
+}
+
 static int k_optimizer(DiagList *dl, const AstValue *v, PcConfig *c)
 {
     int kind;
@@ -487,6 +521,7 @@ static const struct Key {
     {"activation_checkpoint", AST_BLOCK_PIPELINE, k_activation_checkpoint},
     {"link_bandwidth", AST_BLOCK_PIPELINE, k_link_bandwidth},
     {"device_tflops", AST_BLOCK_PIPELINE, k_device_tflops},
+    {"memory_limit", AST_BLOCK_PIPELINE, k_memory_limit},
     {"optimizer", AST_BLOCK_TRAIN, k_optimizer},
     {"steps", AST_BLOCK_TRAIN, k_steps},
     {"seed", AST_BLOCK_TRAIN, k_seed},

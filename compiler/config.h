@@ -92,6 +92,8 @@ typedef struct PcConfig {
     int64_t activation_checkpoint;
     double link_bandwidth;   /* GB/s; 0: communication is free */
     double device_tflops;    /* the simulator's compute speed, TFLOP/s */
+    int64_t memory_limit;    /* bytes a rank may allocate (compiler/memory.h); 0: no limit. Checked by
+                                pipec only, not stored in the plan */
     /* train */
     PcOptimizerKind optimizer;
     double lr, momentum, beta1, beta2, eps, weight_decay;
@@ -107,7 +109,7 @@ typedef struct PcConfig {
     double grad_clip;        /* max global norm; 0: off */
     PcPrecision precision;
     /* where each setting came from, for later messages */
-    SrcLoc schedule_loc, partition_loc, stages_loc;
+    SrcLoc schedule_loc, partition_loc, stages_loc, memory_limit_loc;
 } PcConfig;
 
 /* Reads the pipeline and train blocks (either may be NULL: defaults). */

@@ -815,19 +815,6 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
     return 0;
 }
 
-int64_t pc_layer_saved_bytes(const PcLayer *L)
-{
-    if (L->kind == PC_L_TRANSFORMER_BLOCK) {
-        /* ln1 out, q k v, context, x after attention, ln2 out, out (T x D
-         * each: 8), the MLP's hidden before and after GELU (T x mlp: 2),
-         * attention probabilities (heads x T x T) */
-        int64_t t = L->in.dim[0], d = L->in.dim[1];
-        double e = (double)t * d * 8 + (double)t * L->mlp * 2 + (double)L->heads * t * t;
-        return fl(e * 4);
-    }
-    return L->act_bytes;
-}
-
 void pc_model_free(PcModel *m)
 {
     free(m->layer);

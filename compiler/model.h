@@ -108,12 +108,6 @@ typedef struct PcModel {
 int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m);
 void pc_model_free(PcModel *m);
 
-/* Bytes a layer's forward keeps for its backward, one sample: its output,
- * plus what the layer needs inside (attention probabilities, the MLP's
- * hidden activations). The activation buffers of a plan are sized from
- * this; the runtime's layers keep no more. */
-int64_t pc_layer_saved_bytes(const PcLayer *L);
-
 int64_t pc_tensor_elems(const PcTensor *t);
 int64_t pc_dtype_size(PcDtype d);
 const char *pc_dtype_name(PcDtype d);

@@ -1,5 +1,6 @@
 /* compiler/planner.c: schedules for a compiled model (see planner.h). */
 #include "planner.h"
+#include "listing.h"
 #include "memory.h"
 #include "util.h"
 
@@ -32,6 +33,8 @@ static void report(DiagList *dl, const PcFront *f, int line, const char *what, c
         diag_error(dl, at, "schedule %s, %s: %s", pc_schedule_names[f->cfg.schedule], what, msg);
     }
 }
+
+static int check_memory(DiagList *dl, const PcFront *f, const PcPlan *p);
 
 int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
 {
@@ -134,7 +137,160 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
         return PC_USER_ERROR;
     }
     p->ok = 1;
-    return PC_OK;
+    return c->memory_limit > 0 ? check_memory(dl, f, p) : PC_OK;
+}
+
+/* The largest per-rank memory of a plan, and its stage. */
+static int64_t largest_stage(const PcFront *f, const PcPlan *p, int *stage)
+{
+    int64_t most = -1;
+    for (int s = 0; s < f->part.stages; s++) {
+        PcMemory mem;
+        pc_stage_memory(f, &p->train, &p->eval, s, &mem);
+        if (mem.total > most)
+            most = mem.total, *stage = s;
+    }
+    return most;
+}
+
+/* The largest per-rank need of the same front with cfg changed (and, for
+ * another stage count, partitioned again), or -1 when that does not plan;
+ * its stage in *stage. */
+static int64_t variant_need(const PcFront *f, PcConfig cfg, int *stage)
+{
+    DiagList quiet;
+    diag_init(&quiet);
+    PcFront g = *f;
+    cfg.memory_limit = 0;
+    g.cfg = cfg;
+    if (cfg.schedule != f->cfg.schedule)
+        g.have_text = 0;
+    int own_part = cfg.stages != f->cfg.stages;
+    int64_t need = -1;
+    if (own_part && pc_partition(&quiet, &g.model, &g.cfg, &g.part) != 0) {
+        diag_free(&quiet);
+        return -1; /* that many stages do not partition this model */
+    }
+    PcPlan q;
+    if (pc_plan_build(&quiet, &g, &q, 0) == PC_OK)
+        need = largest_stage(&g, &q, stage);
+    pc_plan_free(&q);
+    if (own_part)
+        pc_partition_free(&g.part);
+    diag_free(&quiet);
+    return need;
+}
+
+/* A limit as the user would write it: "24 GiB", else bytes. */
+static const char *limit_text(int64_t v, char *buf, size_t size)
+{
+    static const char *const unit[] = {"TiB", "GiB", "MiB", "KiB"};
+    for (int k = 0; k < 4; k++) {
+        int shift = 40 - 10 * k;
+        if (v >= ((int64_t)1 << shift) && v % ((int64_t)1 << shift) == 0) {
+            snprintf(buf, size, "%lld %s", (long long)(v >> shift), unit[k]);
+            return buf;
+        }
+    }
+    snprintf(buf, size, "%lld B", (long long)v);
+    return buf;
+}
+
+/* A way out, tried: a note saying whether it fits, and the need. Returns
+ * whether it fits. */
+static int way_out(DiagList *dl, SrcLoc at, const PcFront *f, const PcConfig *v, const char *what)
+{
+    int s = 0;
+    int64_t need = variant_need(f, *v, &s);
+    if (need < 0)
+        return 0;
+    char b[32];
+    pc_bytes_text((double)need, b, sizeof b);
+    if (need <= f->cfg.memory_limit)
+        diag_note(dl, at, "would fit: %s (largest stage: %d, %s)", what, s, b);
+    else
+        diag_note(dl, at, "not enough: %s (stage %d would still need %s)", what, s, b);
+    return need <= f->cfg.memory_limit;
+}
+
+/* memory_limit: every stage's memory (compiler/memory.h, what each of its
+ * ranks allocates) within the limit, or an error per stage over it, with
+ * its parts, then the ways out that were tried: activation checkpointing
+ * (the segment length that needs least), a schedule with fewer buffers in
+ * flight, twice the stages, and all of those together when none alone is
+ * enough. */
+static int check_memory(DiagList *dl, const PcFront *f, const PcPlan *p)
+{
+    const PcConfig *c = &f->cfg;
+    SrcLoc at = c->memory_limit_loc, whole = {at.file, 0, 0};
+    char lim[32], b[32], parts[512], what[160];
+    limit_text(c->memory_limit, lim, sizeof lim);
+    int over = 0;
+    for (int s = 0; s < f->part.stages; s++) {
+        PcMemory mem;
+        int64_t part[6];
+        pc_stage_memory(f, &p->train, &p->eval, s, &mem);
+        if (mem.total <= c->memory_limit)
+            continue;
+        pc_memory_parts(&mem, part);
+        size_t n = 0;
+        for (int k = 0; k < 6 && n < sizeof parts; k++)
+            n += snprintf(parts + n, sizeof parts - n, "%s%s %s", k ? ", " : "", pc_memory_part_names[k],
+                          pc_bytes_text((double)part[k], b, sizeof b));
+        diag_error(dl, over ? whole : at, "stage %d needs %lld bytes of memory (%s), over memory_limit = %s", s,
+                   (long long)mem.total, pc_bytes_text((double)mem.total, b, sizeof b), lim);
+        diag_note(dl, whole, "stage %d: %s", s, parts);
+        over = 1;
+    }
+    if (!over)
+        return PC_OK;
+    int fits = 0;
+    PcConfig all = *c, v;
+    /* activation checkpointing: segments of 1, 2, 4, ... layers, the one
+     * that needs least (longer segments keep fewer activations but need a
+     * larger recompute workspace) */
+    int longest = 1;
+    for (int k = 0; k < f->part.nparts; k++)
+        if (f->part.part[k].last - f->part.part[k].first + 1 > longest)
+            longest = f->part.part[k].last - f->part.part[k].first + 1;
+    int64_t best = -1, best_ac = 0;
+    for (int64_t ac = 1; ac <= longest && ac <= 1024; ac *= 2) {
+        v = *c;
+        v.activation_checkpoint = ac;
+        int s = 0;
+        int64_t need = variant_need(f, v, &s);
+        if (need >= 0 && (best < 0 || need < best))
+            best = need, best_ac = ac;
+    }
+    if (best_ac > 0 && best_ac != c->activation_checkpoint) {
+        v = *c;
+        v.activation_checkpoint = all.activation_checkpoint = best_ac;
+        snprintf(what, sizeof what, "activation_checkpoint = %lld (recompute in segments of %lld layer%s)",
+                 (long long)best_ac, (long long)best_ac, best_ac == 1 ? "" : "s");
+        fits |= way_out(dl, whole, f, &v, what);
+    }
+    static const struct {
+        int from, to;
+        const char *what;
+    } fewer[] = {{PC_SCHED_GPIPE, PC_SCHED_ONE_F_ONE_B, "schedule = 1f1b instead of gpipe"},
+                 {PC_SCHED_LOOPED_BFS, PC_SCHED_INTERLEAVED, "schedule = interleaved instead of looped-bfs"},
+                 {PC_SCHED_ZB_H2, PC_SCHED_ZB_H1, "schedule = zb-h1 instead of zb-h2"}};
+    for (size_t i = 0; i < sizeof fewer / sizeof fewer[0]; i++)
+        if ((int)c->schedule == fewer[i].from) {
+            v = *c;
+            v.schedule = all.schedule = (PcScheduleKind)fewer[i].to;
+            fits |= way_out(dl, whole, f, &v, fewer[i].what);
+        }
+    if (!f->have_text) {
+        v = *c;
+        v.stages = all.stages = 2 * c->stages;
+        snprintf(what, sizeof what, "stages = %lld (and twice the ranks)", (long long)v.stages);
+        fits |= way_out(dl, whole, f, &v, what);
+    }
+    if (!fits && (all.stages != c->stages || all.schedule != c->schedule ||
+                  all.activation_checkpoint != c->activation_checkpoint))
+        way_out(dl, whole, f, &all, "all of these together");
+    return PC_USER_ERROR;
 }
 
 void pc_plan_free(PcPlan *p)

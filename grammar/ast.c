@@ -62,6 +62,7 @@ const char *ast_value_kind_name(AstValueKind k)
     case AST_TUPLE: return "a tuple";
     case AST_LIST: return "a list";
     case AST_CALL: return "a call";
+    case AST_SIZE: return "a size";
     }
     return "a value";
 }

@@ -9,6 +9,7 @@
  *   pipeline,
  *   train     := KEY = value
  *   value     := INT | FLOAT | "STRING" | WORD | (v, ...) | [v, ...] | WORD(args)
+ *              | INT WORD (a size with its unit: 24 GiB)
  */
 #ifndef PIPE_AST_H
 #define PIPE_AST_H
@@ -33,7 +34,8 @@ typedef enum AstValueKind {
     AST_WORD,   /* bare word: 1f1b, zb-h1, true, relu, a label */
     AST_TUPLE,  /* (a, b) */
     AST_LIST,   /* [a, b] */
-    AST_CALL    /* name(k = v, ...) */
+    AST_CALL,   /* name(k = v, ...) */
+    AST_SIZE    /* an integer and a unit word: 24 GiB (i, s = the unit, text as written) */
 } AstValueKind;
 
 typedef struct AstValue AstValue;

@@ -37,6 +37,17 @@ static AstValue *mkval(GrState *st, AstValueKind k, GR_YYLTYPE loc)
     return v;
 }
 
+/* "24 GiB": a size as written, number and unit */
+static const char *size_text(GrState *st, const char *num, const char *unit)
+{
+    size_t a = strlen(num), b = strlen(unit);
+    char *t = ast_alloc(st->arena, a + b + 2);
+    memcpy(t, num, a);
+    t[a] = ' ';
+    memcpy(t + a + 1, unit, b + 1);
+    return t;
+}
+
 static AstStmt *mkstmt(GrState *st, AstStmtKind k, GR_YYLTYPE loc)
 {
     AstStmt *s = ast_alloc(st->arena, sizeof *s);
@@ -215,6 +226,8 @@ value
     | '(' items ')'               { $$ = mkval(st, AST_TUPLE, @1); $$->items = $2; }
     | '[' items_opt ']'           { $$ = mkval(st, AST_LIST, @1); $$->items = $2; }
     | WORD '(' call_args_opt ')'  { $$ = mkval(st, AST_CALL, @1); $$->s = $1; $$->items = $3; }
+    | INT WORD                    { $$ = mkval(st, AST_SIZE, @1); $$->i = $1.i; $$->s = $2;
+                                    $$->text = size_text(st, $1.text, $2); }
     ;
 
 items_opt
