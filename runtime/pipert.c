@@ -1,20 +1,34 @@
 /* runtime/pipert.c: the `pipert` command line: runs a plan under mpirun
  * (or alone, as a world of one).
  *
- *   mpirun -np N pipert PLAN.bin [--steps N] [--seed N] [--data PATH]
- *          [--eval-data PATH] [--log-every N] [--metrics FILE] [--verbose]
- *          [--device cpu|cuda]
+ *   mpirun -np N pipert PLAN.bin [--steps N] [--seed N]
+ *          [--data PATH] [--eval-data PATH]
+ *          [--log-every N] [--progress auto|on|off] [--metrics FILE]
+ *          [--save DIR] [--save-every N] [--resume DIR]
+ *          [--trace FILE] [--watchdog SEC] [--device cpu|cuda] [--verbose]
+ *   pipert --help | -h | --version
+ *
+ * Options are read with getopt_long (`--opt VALUE` or `--opt=VALUE`, in any
+ * order around the plan), and every number strictly: a value that is not a
+ * whole number in range is one line naming the option, and exit 1.
  *
  * Every rank reads the plan and checks it (version, checksum, the
  * verifier), then the world: N must be a multiple of the stage count, or
  * exactly stages x data_parallel when the plan fixes it. Every rank comes to
  * the same conclusion, so a mismatch is one message and a non-zero exit
- * everywhere, never a hang. Rank r runs stage r / dp as replica r % dp. */
+ * everywhere, never a hang. Checks that only some ranks can make (the data
+ * files, which only the first and last stages open; the --save folder; the
+ * --metrics file) are agreed on collectively (agree()): the lowest failing
+ * rank's message, printed once by rank 0, and exit 1 on every rank through
+ * MPI_Finalize. MPI_Abort is kept for failures inside the step loop, where a
+ * rank cannot tell the others. Rank r runs stage r / dp as replica r % dp. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -50,38 +64,149 @@ static void usage(FILE *out)
           "instruction stream. N is a multiple of the plan's stage count (data-parallel\n"
           "replicas), or exactly stages x data_parallel when the plan fixes it.\n"
           "\n"
-          "options (each overrides the plan's train settings):\n"
+          "  PLAN.bin          the plan, written by pipec -o\n"
+          "\n"
+          "training (each overrides the plan's train block):\n"
           "  --steps N         train N steps (0: none; evaluation still runs)\n"
           "  --seed N          seed for initialisation, shuffling and dropout\n"
+          "\n"
+          "data:\n"
           "  --data PATH       training data: the directory or file of the plan's source\n"
           "                    (idx: IMAGES,LABELS)\n"
-          "  --eval-data PATH  evaluation data, the same way\n"
-          "  --log-every N     a log line every N steps (default: 10)\n"
+          "  --eval-data PATH  evaluation data, the same way (the plan needs eval_data)\n"
+          "\n"
+          "logging and metrics:\n"
+          "  --log-every N     a log line every N steps (default: 10): loss, learning\n"
+          "                    rate, gradient norm (before clipping), samples/s, ms/step\n"
+          "  --progress MODE   auto (default): a live line (step, loss, samples/s, ETA) when\n"
+          "                    the output is a terminal; on; off: plain log lines only\n"
           "  --metrics FILE    also write the log as JSON lines\n"
+          "\n"
+          "checkpoints:\n"
           "  --save DIR        write a resumable checkpoint at the end: weights as\n"
           "                    safetensors (one file per stage, PyTorch's names and\n"
           "                    layouts), optimizer state, step; DIR/latest/ holds the\n"
-          "                    newest (--steps 0 --save DIR: the initial weights)\n"
+          "                    newest (--steps 0 --save DIR: the initial weights); DIR is\n"
+          "                    created (with its parents) and checked before the first step\n"
           "  --save-every N    also a checkpoint every N steps (needs --save)\n"
           "  --resume DIR      continue from the checkpoint in DIR (any stage count or\n"
           "                    schedule of the same model); --steps counts from the\n"
           "                    start of training\n"
+          "\n"
+          "tracing and hangs:\n"
           "  --trace FILE      write a Chrome trace (Perfetto) of the run: one row per rank,\n"
           "                    one box per instruction; prints each rank's measured idle\n"
           "                    fraction beside the plan's prediction\n"
           "  --watchdog SEC    a rank that waits SEC seconds for a transfer or reduction\n"
           "                    without progress ends the job, naming the instruction and\n"
           "                    the peer (default 300; 0: never)\n"
-          "  --progress MODE   auto (default): a live line (step, loss, samples/s, ETA) when\n"
-          "                    the output is a terminal; on; off: plain log lines only\n"
+          "\n"
+          "device:\n"
           "  --device DEV      the backend: cpu (default) or cuda (one GPU per rank: local\n"
           "                    rank modulo the node's GPUs; needs a pipert built with CUDA)\n"
-          "  --verbose         each rank prints its pid, stage, replica and memory\n"
           "\n"
-          "SIGTERM or SIGINT: every rank finishes the current step, a checkpoint is\n"
-          "written if --save was given, and pipert exits 0; a second signal exits at once.\n"
-          "  --help, --version\n",
+          "other:\n"
+          "  --verbose         each rank prints its pid, stage, replica and memory\n"
+          "  --help, -h        this text\n"
+          "  --version         pipert's version, plan format and devices\n"
+          "\n"
+          "A value follows its option (--steps 5) or joins it (--steps=5).\n"
+          "\n"
+          "SIGTERM or SIGINT to a rank: every rank finishes the current step, a checkpoint\n"
+          "is written if --save was given, and pipert exits 0; a second signal exits at\n"
+          "once. Open MPI's mpirun, signalled itself, sends the ranks SIGTERM one second\n"
+          "later and SIGKILL one second after that, and exits 1 (docs/reliability.md).\n",
           out);
+}
+
+/* The options, in --help's order; val is what getopt_long returns. */
+enum {
+    O_STEPS = 256, O_SEED, O_DATA, O_EVAL_DATA, O_LOG_EVERY, O_PROGRESS, O_METRICS, O_SAVE, O_SAVE_EVERY,
+    O_RESUME, O_TRACE, O_WATCHDOG, O_DEVICE, O_VERBOSE, O_VERSION, O_HELP = 'h'
+};
+static const struct option options[] = {
+    {"steps", required_argument, NULL, O_STEPS},
+    {"seed", required_argument, NULL, O_SEED},
+    {"data", required_argument, NULL, O_DATA},
+    {"eval-data", required_argument, NULL, O_EVAL_DATA},
+    {"log-every", required_argument, NULL, O_LOG_EVERY},
+    {"progress", required_argument, NULL, O_PROGRESS},
+    {"metrics", required_argument, NULL, O_METRICS},
+    {"save", required_argument, NULL, O_SAVE},
+    {"save-every", required_argument, NULL, O_SAVE_EVERY},
+    {"resume", required_argument, NULL, O_RESUME},
+    {"trace", required_argument, NULL, O_TRACE},
+    {"watchdog", required_argument, NULL, O_WATCHDOG},
+    {"device", required_argument, NULL, O_DEVICE},
+    {"verbose", no_argument, NULL, O_VERBOSE},
+    {"help", no_argument, NULL, O_HELP},
+    {"version", no_argument, NULL, O_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *option_name(int val)
+{
+    for (const struct option *o = options; o->name; o++)
+        if (o->val == val)
+            return o->name;
+    return "?";
+}
+
+/* The command-line text of the option getopt_long has just returned:
+ * argv[optind - 2] when its value came as the next argument, else
+ * argv[optind - 1] ("--steps=5", "--verbose"). */
+static const char *option_text(char **argv, const struct option *o)
+{
+    if (o->has_arg && optind >= 2 && optarg == argv[optind - 1])
+        return argv[optind - 2];
+    return argv[optind - 1];
+}
+
+/* getopt_long also takes an unambiguous prefix (--ste for --steps): refused,
+ * so that a misspelt option is never taken for another one. */
+static int spelt_out(const char *text, const char *name)
+{
+    size_t n = strcspn(text + 2, "=");
+    return !strncmp(text, "--", 2) && n == strlen(name) && !strncmp(text + 2, name, n);
+}
+
+/* A whole number >= min (and at most max) for option opt, in decimal digits
+ * only; else one line and -1. */
+static int whole_number(const char *opt, const char *s, long long min, long long max, long long *out)
+{
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || s[n]) {
+        fprintf(stderr, "pipert: --%s: '%s' is not a whole number >= %lld\n", opt, s, min);
+        return -1;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(s, NULL, 10);
+    if (errno == ERANGE || v > (unsigned long long)max) {
+        fprintf(stderr, "pipert: --%s: '%s' is more than %lld\n", opt, s, max);
+        return -1;
+    }
+    if ((long long)v < min) {
+        fprintf(stderr, "pipert: --%s: '%s' is not a whole number >= %lld\n", opt, s, min);
+        return -1;
+    }
+    *out = (long long)v;
+    return 0;
+}
+
+/* A number of seconds >= 0 (decimal, "1.5", "2e3"), else one line and -1. */
+static int seconds(const char *opt, const char *s, double *out)
+{
+    char *end = NULL;
+    double v = -1;
+    errno = 0;
+    if (s[0] && strspn(s, "0123456789.eE+-") == strlen(s) && ((s[0] >= '0' && s[0] <= '9') || s[0] == '.'))
+        v = strtod(s, &end);
+    if (!end || *end || errno == ERANGE || !(v >= 0) || !isfinite(v)) {
+        fprintf(stderr, "pipert: --%s: '%s' is not a number of seconds >= 0\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
 }
 
 /* SIGTERM or SIGINT (a preempted job): the first asks for a clean stop
@@ -174,6 +299,21 @@ static int has_last(const RtCtx *rt)
     return 0;
 }
 
+/* Whether --data / --eval-data (opt) can replace the paths of the plan's
+ * source d: "" or why not. */
+static void check_data_option(const PcData *d, const char *opt, const char *path, char *why, size_t n)
+{
+    const char *comma = strchr(path, ',');
+    why[0] = 0;
+    if (!d->set)
+        snprintf(why, n, "--%s: the plan has no eval_data to replace; add eval_data = ... to its train block", opt);
+    else if (d->kind == PC_DATA_SYNTHETIC)
+        snprintf(why, n, "--%s: the plan's %s is synthetic (generated, no files to replace); compile it with idx(...), "
+                 "cifar10(...) or tokens(...) data", opt, !strcmp(opt, "data") ? "data" : "eval_data");
+    else if (d->kind == PC_DATA_IDX && (!comma || comma == path || !comma[1] || strchr(comma + 1, ',')))
+        snprintf(why, n, "--%s: idx data takes IMAGES,LABELS (two files, one comma), not '%.600s'", opt, path);
+}
+
 /* Replaces a data source's paths from the command line. */
 static void override_path(AstArena *a, PcData *d, const char *path)
 {
@@ -185,6 +325,63 @@ static void override_path(AstArena *a, PcData *d, const char *path)
         d->path = ast_strdup(a, path, strlen(path));
     }
     d->set = 1;
+}
+
+/* A start-up check that only some ranks can make, collective over the
+ * world: msg holds this rank's error ("" for none) and is the same size on
+ * every rank. Returns 0 when no rank failed; else -1 on every rank, with the
+ * lowest failing rank's message in msg. Rank 0 prints it; every rank then
+ * ends through done() (exit 1, MPI_Finalize): no abort banner, no rank left
+ * waiting. */
+static int agree(RtCtx *rt, char *msg, size_t size)
+{
+    int bad = msg[0] ? rt->rank : INT_MAX, first = INT_MAX;
+    RT_MPI(rt, MPI_Allreduce(&bad, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (first == INT_MAX)
+        return 0;
+    RT_MPI(rt, MPI_Bcast(msg, (int)size, MPI_CHAR, first, MPI_COMM_WORLD));
+    return -1;
+}
+
+/* --save DIR, before the first step, on every rank (each may write there):
+ * creates DIR and its parents where missing, then proves it a directory this
+ * rank can write in by creating and removing a file (as root, permission
+ * bits say nothing; a read-only file system still refuses). "" or why not. */
+static void check_save_dir(const RtCtx *rt, const char *dir, char *why, size_t n)
+{
+    char p[4096];
+    why[0] = 0;
+    if (!dir[0] || snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p - 64) {
+        snprintf(why, n, "--save %.600s...: the path is too long", dir);
+        return;
+    }
+    /* each prefix in turn, as mkdir -p; another rank may create it first */
+    for (char *q = p + 1;; q++) {
+        if (*q != '/' && *q)
+            continue;
+        char c = *q;
+        *q = 0;
+        struct stat st;
+        if (stat(p, &st) != 0 && (mkdir(p, 0755) != 0 && errno != EEXIST)) {
+            snprintf(why, n, "--save %.600s: cannot create %.600s: %s", dir, p, strerror(errno));
+            return;
+        }
+        if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            snprintf(why, n, "--save %.600s: %.600s is not a directory", dir, p);
+            return;
+        }
+        *q = c;
+        if (!c)
+            break;
+    }
+    snprintf(p, sizeof p, "%s/.pipert-write-test-%d-%ld", dir, rt->rank, (long)getpid());
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        snprintf(why, n, "--save %.600s: cannot write in it: %s", dir, strerror(errno));
+        return;
+    }
+    close(fd);
+    unlink(p);
 }
 
 /* 1 / (the non-ignored targets of the global batch), as the loss is their
@@ -243,11 +440,8 @@ static int open_cuda(RtCtx *rt, char *err, size_t errsize)
         }
     }
     /* every rank learns whether any failed, and the lowest such rank's reason */
-    int bad = mine[0] ? rt->rank : INT_MAX, first = INT_MAX;
-    RT_MPI(rt, MPI_Allreduce(&bad, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
-    if (first == INT_MAX)
+    if (agree(rt, mine, sizeof mine) == 0)
         return open_fn(rt, err, errsize);
-    RT_MPI(rt, MPI_Bcast(mine, (int)sizeof mine, MPI_CHAR, first, MPI_COMM_WORLD));
     snprintf(err, errsize, "%s", mine);
     return -1;
 }
@@ -351,60 +545,73 @@ int main(int argc, char **argv)
         return 2;
     rt->log_every = 10;
     rt->watchdog_s = 300;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return done(rt, 0, 0);
-        } else if (!strcmp(a, "--version")) {
+    long long log_every = rt->log_every;
+    opterr = 0; /* our messages, one line each */
+    int c, at = -1;
+    while ((c = getopt_long(argc, argv, ":h", options, &at)) != -1) {
+        if (c == '?' && optopt >= O_STEPS) {
+            fprintf(stderr, "pipert: --%s takes no value\n", option_name(optopt));
+            return done(rt, 1, 0);
+        }
+        if (c == '?') {
+            /* optopt: the short option; 0 for a long one, which getopt_long has passed */
+            char shopt[3] = {'-', (char)optopt, 0};
+            fprintf(stderr, "pipert: unknown option '%s' (pipert --help lists them)\n",
+                    optopt ? shopt : argv[optind - 1]);
+            return done(rt, 1, 0);
+        }
+        if (c == ':') {
+            fprintf(stderr, "pipert: --%s needs a value\n", option_name(optopt));
+            return done(rt, 1, 0);
+        }
+        const struct option *o = at >= 0 ? &options[at] : NULL;
+        at = -1;
+        if (o && !spelt_out(option_text(argv, o), o->name)) {
+            fprintf(stderr, "pipert: unknown option '%s' (did you mean --%s?)\n", option_text(argv, o), o->name);
+            return done(rt, 1, 0);
+        }
+        if (o && o->has_arg && !optarg[0]) {
+            fprintf(stderr, "pipert: --%s needs a value\n", o->name);
+            return done(rt, 1, 0);
+        }
+        /* --save --steps 5: the next option is not a value */
+        if (o && o->has_arg && !strncmp(optarg, "--", 2) && optarg == argv[optind - 1]) {
+            fprintf(stderr, "pipert: --%s needs a value, not the option '%s'\n", o->name, optarg);
+            return done(rt, 1, 0);
+        }
+        int bad = 0;
+        switch (c) {
+        case O_HELP: usage(stdout); return done(rt, 0, 0);
+        case O_VERSION:
             printf("pipert %s (plan format %d; devices: %s)\n", PIPE_VERSION, PLAN_VERSION, PIPE_DEVICES);
             return done(rt, 0, 0);
-        } else if (!strcmp(a, "--verbose")) {
-            rt->verbose = 1;
-        } else if (a[0] == '-' && a[1] == '-' && !v) {
-            fprintf(stderr, "pipert: %s needs a value\n", a);
-            return done(rt, 1, 0);
-        } else if (!strcmp(a, "--steps")) {
-            steps = atoll(argv[++i]);
-        } else if (!strcmp(a, "--seed")) {
-            seed = atoll(argv[++i]);
-        } else if (!strcmp(a, "--data")) {
-            data = argv[++i];
-        } else if (!strcmp(a, "--eval-data")) {
-            eval_data = argv[++i];
-        } else if (!strcmp(a, "--log-every")) {
-            rt->log_every = atoi(argv[++i]);
-        } else if (!strcmp(a, "--metrics")) {
-            rt->metrics_path = argv[++i];
-        } else if (!strcmp(a, "--save")) {
-            rt->save_dir = argv[++i];
-        } else if (!strcmp(a, "--save-every")) {
-            save_every = atoll(argv[++i]);
-        } else if (!strcmp(a, "--trace")) {
-            trace = argv[++i];
-        } else if (!strcmp(a, "--watchdog")) {
-            rt->watchdog_s = atof(argv[++i]);
-        } else if (!strcmp(a, "--progress")) {
-            progress = argv[++i];
-        } else if (!strcmp(a, "--resume")) {
-            resume = argv[++i];
-        } else if (!strcmp(a, "--device")) {
-            device = argv[++i];
-        } else if (a[0] == '-') {
-            fprintf(stderr, "pipert: unknown option '%s'\n", a);
-            usage(stderr);
-            return done(rt, 1, 0);
-        } else if (path) {
-            fprintf(stderr, "pipert: more than one plan ('%s' and '%s')\n", path, a);
-            return done(rt, 1, 0);
-        } else {
-            path = a;
+        case O_VERBOSE: rt->verbose = 1; break;
+        /* the limits are the DSL's (compiler/config.c) */
+        case O_STEPS: bad = whole_number("steps", optarg, 0, (long long)1 << 40, &steps); break;
+        case O_SEED: bad = whole_number("seed", optarg, 0, (long long)1 << 53, &seed); break;
+        case O_SAVE_EVERY: bad = whole_number("save-every", optarg, 0, (long long)1 << 40, &save_every); break;
+        case O_LOG_EVERY: bad = whole_number("log-every", optarg, 1, INT_MAX, &log_every); break;
+        case O_WATCHDOG: bad = seconds("watchdog", optarg, &rt->watchdog_s); break;
+        case O_DATA: data = optarg; break;
+        case O_EVAL_DATA: eval_data = optarg; break;
+        case O_METRICS: rt->metrics_path = optarg; break;
+        case O_SAVE: rt->save_dir = optarg; break;
+        case O_TRACE: trace = optarg; break;
+        case O_PROGRESS: progress = optarg; break;
+        case O_RESUME: resume = optarg; break;
+        case O_DEVICE: device = optarg; break;
+        default: bad = 1; break;
         }
+        if (bad)
+            return done(rt, 1, 0);
     }
-    if (!path) {
-        usage(stderr);
-        return done(rt, 1, 0);
+    rt->log_every = (int)log_every;
+    for (int i = optind; i < argc; i++) {
+        if (path) {
+            fprintf(stderr, "pipert: more than one plan ('%s' and '%s')\n", path, argv[i]);
+            return done(rt, 1, 0);
+        }
+        path = argv[i];
     }
     if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
         fprintf(stderr, "pipert: --device %s: unknown device (cpu or cuda)\n", device);
@@ -416,16 +623,16 @@ int main(int argc, char **argv)
         return done(rt, 1, 0);
     }
 #endif
-    if (steps < -1 || rt->log_every < 1 || save_every < 0) {
-        fprintf(stderr, "pipert: --steps and --save-every must be >= 0 and --log-every >= 1\n");
-        return done(rt, 1, 0);
-    }
-    if (!(rt->watchdog_s >= 0) || (strcmp(progress, "auto") && strcmp(progress, "on") && strcmp(progress, "off"))) {
-        fprintf(stderr, "pipert: --watchdog must be >= 0 seconds and --progress auto, on or off\n");
+    if (strcmp(progress, "auto") && strcmp(progress, "on") && strcmp(progress, "off")) {
+        fprintf(stderr, "pipert: --progress: '%s' is not auto, on or off\n", progress);
         return done(rt, 1, 0);
     }
     if (save_every > 0 && !rt->save_dir) {
         fprintf(stderr, "pipert: --save-every needs --save DIR\n");
+        return done(rt, 1, 0);
+    }
+    if (!path) {
+        fprintf(stderr, "pipert: no plan given (usage: mpirun -np N pipert PLAN.bin [options]; pipert --help)\n");
         return done(rt, 1, 0);
     }
     openblas_set_num_threads(1);
@@ -458,6 +665,25 @@ int main(int argc, char **argv)
         if (rt->rank == 0)
             fprintf(stderr, "pipert: %s: %s\n", path, bad);
         return done(rt, 1, have);
+    }
+    /* --data / --eval-data: a source with files to replace (every rank reads the same plan) */
+    if (data)
+        check_data_option(&rt->f.cfg.data, "data", data, err, sizeof err);
+    if (eval_data && !(data && err[0]))
+        check_data_option(&rt->f.cfg.eval_data, "eval-data", eval_data, err, sizeof err);
+    if ((data || eval_data) && err[0]) {
+        if (rt->rank == 0)
+            fprintf(stderr, "pipert: %s\n", err);
+        return done(rt, 1, have);
+    }
+    /* --save DIR: usable on every rank, or the job ends now, not after training */
+    if (rt->save_dir) {
+        check_save_dir(rt, rt->save_dir, err, sizeof err);
+        if (agree(rt, err, sizeof err) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: %s\n", err);
+            return done(rt, 1, have);
+        }
     }
     /* a checkpoint to resume from: every rank reads the manifest (the same
      * file, so the same verdict); its seed is the run's */
@@ -501,15 +727,23 @@ int main(int argc, char **argv)
 #endif
     rt_setup(rt);
     have |= HAVE_SETUP;
+    /* only the first and last stages open the data: collective, so that a bad
+     * file is one message and exit 1 everywhere */
+    char msg[sizeof err] = "";
     if (has_first(rt) || has_last(rt)) {
         if (rt_data_open(&rt->data, &cfg->data, rt->m, cfg->seed, 0, err, sizeof err) != 0)
-            rt_fail(rt, __FILE__, __LINE__, "training data: %s", err);
-        if (cfg->eval_data.set) {
-            if (rt_data_open(&rt->eval, &cfg->eval_data, rt->m, cfg->seed, 1, err, sizeof err) != 0)
-                rt_fail(rt, __FILE__, __LINE__, "evaluation data: %s", err);
-        }
+            snprintf(msg, sizeof msg, "training data: %s", err);
+        else if (cfg->eval_data.set && rt_data_open(&rt->eval, &cfg->eval_data, rt->m, cfg->seed, 1, err, sizeof err) != 0)
+            snprintf(msg, sizeof msg, "evaluation data: %s", err);
     }
     have |= HAVE_DATA;
+    if (agree(rt, msg, sizeof msg) != 0) {
+        if (rt->rank == 0)
+            fprintf(stderr, "pipert: %s\n", msg);
+        if (resume)
+            rt_ckpt_manifest_free(&man);
+        return done(rt, 1, have);
+    }
     rt->have_eval = cfg->eval_data.set;
     if (rt->have_eval) {
         /* every rank needs the evaluation size: the first and last stages know it */
@@ -533,9 +767,16 @@ int main(int argc, char **argv)
         rt_ckpt_manifest_free(&man);
     }
     int reporter = has_last(rt) && rt->dpi == 0;
-    if (reporter && rt->metrics_path) {
-        rt->metrics = fopen(rt->metrics_path, resume ? "a" : "w");
-        RT_CHECK(rt, rt->metrics, "cannot write %s", rt->metrics_path);
+    if (rt->metrics_path) {
+        /* only the reporter opens it: collective, as the data */
+        msg[0] = 0;
+        if (reporter && !(rt->metrics = fopen(rt->metrics_path, resume ? "a" : "w")))
+            snprintf(msg, sizeof msg, "--metrics %s: cannot write: %s", rt->metrics_path, strerror(errno));
+        if (agree(rt, msg, sizeof msg) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: %s\n", msg);
+            return done(rt, 1, have);
+        }
     }
     if (rt->metrics_path)
         memory_records(rt);
@@ -583,13 +824,13 @@ int main(int argc, char **argv)
                 printf("\r\033[K");
             double l = loss[1] > 0 ? loss[0] / loss[1] : 0, ms = (t1 - t0) * 1e3;
             double sps = rt->global_batch / (t1 - t0), lr = rt_lr_at(cfg, rt->step);
-            printf("step %lld/%lld loss %.4f lr %.1e %.0f samples/s %.1f ms/step\n", (long long)s,
-                   (long long)cfg->steps, l, lr, sps, ms);
+            printf("step %lld/%lld loss %.4f lr %.1e grad_norm %.3e %.0f samples/s %.1f ms/step\n", (long long)s,
+                   (long long)cfg->steps, l, lr, rt->grad_norm, sps, ms);
             fflush(stdout);
             if (rt->metrics) {
-                fprintf(rt->metrics, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"samples_per_s\": %.9g, "
-                                     "\"step_ms\": %.9g}\n",
-                        (long long)s, l, lr, sps, ms);
+                fprintf(rt->metrics, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+                                     "\"samples_per_s\": %.9g, \"step_ms\": %.9g}\n",
+                        (long long)s, l, lr, rt->grad_norm, sps, ms);
                 fflush(rt->metrics);
             }
         }

@@ -124,6 +124,8 @@ typedef struct RtCtx {
     int64_t eval_batches, eval_step_base;
     int evaluating;
     int bad_stage;                /* after a step: the first stage with a NaN/Inf loss or gradient, or -1 */
+    double grad_norm;             /* after a step: the global L2 norm of the gradient before clipping (the lane's,
+                                   * every stage the same value; with replicas, already summed over them) */
     double *vote;                 /* [stages]: scratch for that vote */
     /* where we are (for messages) */
     int pc;

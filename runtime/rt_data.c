@@ -400,7 +400,7 @@ static int open_idx(RtData *d, const PcData *spec, const PcModel *m, char *err, 
         return -1;
     if (hl.dim[0] != hi.dim[0]) {
         gzclose(gl);
-        return fail(err, es, "%s: %lld labels, but %s holds %lld images", lp, (long long)hl.dim[0], ip,
+        return fail(err, es, "%s: %lld labels, but the images file %s holds %lld images", lp, (long long)hl.dim[0], ip,
                     (long long)hi.dim[0]);
     }
     uint8_t *lb = malloc((size_t)hl.dim[0]);

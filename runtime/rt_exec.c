@@ -157,10 +157,12 @@ static void optimizer_step(RtCtx *rt)
     rt->bad_stage = nonfinite_stage(rt, ss);
     if (rt->bad_stage >= 0)
         return; /* pipert stops; the weights keep the last finite step */
-    if (rt->c->grad_clip > 0) {
-        rt->xp->allreduce_f64(rt, &ss, 1, XPORT_LANE);
-        factor = rt_clip_factor(sqrt(ss), rt->c->grad_clip);
-    }
+    /* the global norm, for the log whether or not it clips: one double over
+     * the lane (replicas hold the same, already summed, gradients) */
+    rt->xp->allreduce_f64(rt, &ss, 1, XPORT_LANE);
+    rt->grad_norm = sqrt(ss);
+    if (rt->c->grad_clip > 0)
+        factor = rt_clip_factor(rt->grad_norm, rt->c->grad_clip);
     double lr = rt_lr_at(rt->c, rt->step);
     if (rt->gpu) {
         rt->gpu->update(rt, factor, lr);
