@@ -2,6 +2,15 @@
 # A preempted job: SIGTERM to one rank of a running 2-stage job finishes the
 # current step on every rank, writes a checkpoint when --save was given, and
 # exits 0; a second signal ends the job at once.
+#
+# SIGTERM or SIGINT to mpirun itself (what a user or a batch system does):
+# Open MPI 4.1's mpirun does not forward it. It ends the job: SIGCONT to the
+# ranks, odls_base_sigkill_timeout seconds (default 1) later SIGTERM, as
+# long again later SIGKILL, and mpirun exits 1 whatever the ranks return
+# (they are killed inside MPI_Finalize, whose last exchange waits for
+# mpirun). So the ranks have that timeout to finish the step and write the
+# checkpoint: it is complete and resumable; mpirun's exit status is 1. A
+# second signal to mpirun ends it at once, exit 1, before the ranks' SIGTERM.
 #   test_signals.sh PIPEC PIPERT SOURCE_DIR
 set -u
 PIPEC=$1 PIPERT=$2 SRC=$3
@@ -29,6 +38,13 @@ start_job() { # PLAN ARGS...: starts a long run; sets job and pid (rank 0's)
         sleep 0.2
     done
     sleep 1 # into training
+}
+
+# as start_job, under mpirun's own (default or given) kill timeout
+start_job_mca() { # TIMEOUT PLAN ARGS...
+    local t=$1
+    shift
+    OMPI_MCA_odls_base_sigkill_timeout=$t start_job "$@"
 }
 
 finish() { # waits up to 30 s for the job; sets rc (124 when it did not end)
@@ -63,6 +79,36 @@ if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; then
     ok "a second signal ends the job at once (exit $rc)"
 else
     not_ok "a second signal ends the job at once (exit $rc)"
+fi
+# SIGTERM to mpirun. The step and the save take milliseconds here; a 2 s
+# kill timeout (the knob docs/reliability.md gives for longer steps) keeps a
+# slow fsync on a busy machine from racing mpirun's SIGKILL.
+start_job_mca 2 "$TMP/long.bin" --save "$TMP/m"
+kill -TERM "$job"
+finish
+step=$(sed -n 's/^ *"step": \([0-9]*\),*$/\1/p' "$TMP/m/manifest.json" 2>/dev/null | head -n 1)
+if [ "$rc" -eq 1 ] && grep -Eq '^pipert: stopped by a signal after step [0-9]+ of 1000000; checkpoint saved in ' "$TMP/out" \
+    && [ -n "$step" ]; then
+    ok "SIGTERM to mpirun: the ranks stop after a step and save (step $step); mpirun exits 1"
+else
+    not_ok "SIGTERM to mpirun: the ranks stop after a step and save; mpirun exits 1 (exit $rc, step '${step:-}')"
+fi
+if [ -n "$step" ] && timeout 60 mpirun --oversubscribe -np 2 "$PIPERT" "$TMP/long.bin" --resume "$TMP/m" \
+    --steps $((step + 1)) --log-every 1 >"$TMP/out" 2>&1 \
+    && grep -q "^resumed from $TMP/m at step $step of $((step + 1))\$" "$TMP/out" \
+    && grep -q "^step $((step + 1))/$((step + 1)) loss " "$TMP/out"; then
+    ok "that checkpoint resumes"
+else
+    not_ok "that checkpoint resumes"
+fi
+# SIGINT to mpirun, its default timeout: the same exit status
+start_job "$TMP/long.bin"
+kill -INT "$job"
+finish
+if [ "$rc" -eq 1 ] && grep -q '^pipert: stopped by a signal after step ' "$TMP/out"; then
+    ok "SIGINT to mpirun: exit 1"
+else
+    not_ok "SIGINT to mpirun: exit 1 (exit $rc)"
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
