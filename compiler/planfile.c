@@ -548,6 +548,7 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
         SchedProgram *pr = &pl->prog[st];
         pr->ins = alloc(n, sizeof *pr->ins);
         pr->line = alloc(n, sizeof *pr->line);
+        pr->col = alloc(n, sizeof *pr->col);
         pr->n = pr->cap = (int)n;
         for (uint32_t i = 0; i < n && !in->bad; i++) {
             unsigned char b[16];

@@ -14,20 +14,21 @@ static const SchedGenerator generators[PC_SCHED_COUNT] = {
 #undef PC_SCHEDULE
 };
 
-/* The text-schedule line of instruction pc on stage, or 0. */
-static int line_of(const SchedPlan *pl, int stage, int pc)
+/* The text-schedule place (line, column) of instruction pc on stage, or
+ * line 0. */
+static void place_of(const SchedPlan *pl, int stage, int pc, int *line, int *col)
 {
+    *line = *col = 0;
     if (pl->prog && stage >= 0 && stage < pl->stages && pc >= 0 && pc < pl->prog[stage].n)
-        return pl->prog[stage].line[pc];
-    return 0;
+        *line = pl->prog[stage].line[pc], *col = pl->prog[stage].col[pc];
 }
 
-/* Reports a failure against the text schedule's line when there is one,
+/* Reports a failure against the text schedule's action when there is one,
  * else against the schedule setting. */
-static void report(DiagList *dl, const PcFront *f, int line, const char *what, const char *msg)
+static void report(DiagList *dl, const PcFront *f, int line, int col, const char *what, const char *msg)
 {
     if (line > 0 && f->have_text) {
-        diag_error(dl, ((SrcLoc){f->text_src, line, 1}), "%s: %s", what, msg);
+        diag_error(dl, ((SrcLoc){f->text_src, line, col > 0 ? col : 1}), "%s: %s", what, msg);
     } else {
         SrcLoc at = f->cfg.schedule_loc.line ? f->cfg.schedule_loc : f->model.loc;
         diag_error(dl, at, "schedule %s, %s: %s", pc_schedule_names[f->cfg.schedule], what, msg);
@@ -61,6 +62,7 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
             for (int i = 0; i < from->n; i++) {
                 sched_push(&p->acts, s, (SchedKind)from->a[i].kind, from->a[i].mb, from->a[i].chunk);
                 p->acts.stage[s].a[i].line = from->a[i].line;
+                p->acts.stage[s].a[i].col = from->a[i].col;
             }
         }
     }
@@ -114,12 +116,13 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
     if (sched_build(&p->parts, &p->acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {
-        report(dl, f, p->train.err_line, "training program", err);
+        report(dl, f, p->train.err_line, p->train.err_col, "training program", err);
         return PC_USER_ERROR;
     }
     if (!p->train_sim.ok) {
-        report(dl, f, line_of(&p->train, p->train_sim.err_stage, p->train_sim.err_pc), "training program",
-               p->train_sim.error);
+        int line, col;
+        place_of(&p->train, p->train_sim.err_stage, p->train_sim.err_pc, &line, &col);
+        report(dl, f, line, col, "training program", p->train_sim.error);
         return PC_USER_ERROR;
     }
     if (!p->train.wgrad_in_order)
@@ -133,7 +136,7 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
     int rc = sched_build(&p->eval_parts, &ev, 1, &p->costs, &p->eval, &p->eval_sim, err, sizeof err);
     sched_actions_free(&ev);
     if (rc != 0 || !p->eval_sim.ok) {
-        report(dl, f, 0, "evaluation program", rc ? err : p->eval_sim.error);
+        report(dl, f, 0, 0, "evaluation program", rc ? err : p->eval_sim.error);
         return PC_USER_ERROR;
     }
     p->ok = 1;

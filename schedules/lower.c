@@ -32,19 +32,21 @@
 #include "sched.h"
 #include "util.h"
 
-static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, int line)
+static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, const SchedAction *a)
 {
     if (pr->n == pr->cap) {
         pr->cap = pr->cap ? 2 * pr->cap : 256;
         pr->ins = realloc(pr->ins, (size_t)pr->cap * sizeof *pr->ins);
         pr->line = realloc(pr->line, (size_t)pr->cap * sizeof *pr->line);
-        if (!pr->ins || !pr->line) {
+        pr->col = realloc(pr->col, (size_t)pr->cap * sizeof *pr->col);
+        if (!pr->ins || !pr->line || !pr->col) {
             fputs("pipe: out of memory\n", stderr);
             exit(2);
         }
     }
     pr->ins[pr->n] = (SchedInstr){(uint8_t)op, (uint8_t)chunk, (int16_t)peer, mb, buf, link};
-    pr->line[pr->n] = line;
+    pr->line[pr->n] = a ? a->line : 0; /* the action it serves, in a text schedule */
+    pr->col[pr->n] = a ? a->col : 0;
     pr->n++;
 }
 
@@ -157,13 +159,13 @@ static void inputs(Lower *lw, const SchedAction *a, int j)
         int b = lw->buf[at] = pool_get(&lw->pool[c]);
         if (k > 0 && !local(lw, k, -1)) {
             lw->pr->act_recv[j] = lw->pr->n;
-            emit(lw->pr, SCHED_RecvActivation, mb, c, b, stage_of(lw, k - 1), -1, a->line);
+            emit(lw->pr, SCHED_RecvActivation, mb, c, b, stage_of(lw, k - 1), -1, a);
         }
         if (k == 0 || k == lw->P - 1)
-            emit(lw->pr, SCHED_LoadMicroBatch, mb, c, b, -1, -1, a->line);
+            emit(lw->pr, SCHED_LoadMicroBatch, mb, c, b, -1, -1, a);
     } else if ((a->kind == SCHED_BWD || a->kind == SCHED_I) && k < lw->P - 1 && !local(lw, k, +1)) {
         lw->pr->act_recv[j] = lw->pr->n;
-        emit(lw->pr, SCHED_RecvGrad, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, a->line);
+        emit(lw->pr, SCHED_RecvGrad, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, a);
     }
 }
 
@@ -175,7 +177,7 @@ static void compute(Lower *lw, const SchedAction *a, int j)
     if ((a->kind == SCHED_F || a->kind == SCHED_BWD || a->kind == SCHED_I) && k > 0 && local(lw, k, -1))
         link = lw->buf[mb * lw->V + chunk_of(lw, k - 1)];
     static const int ops[] = {SCHED_Forward, SCHED_Backward, SCHED_BackwardInput, SCHED_BackwardWeight};
-    emit(lw->pr, ops[a->kind], mb, c, lw->buf[at], -1, link, a->line);
+    emit(lw->pr, ops[a->kind], mb, c, lw->buf[at], -1, link, a);
     if (a->kind == SCHED_BWD || a->kind == SCHED_W)
         release(lw, mb, c);
     if (lw->eval && a->kind == SCHED_F) {
@@ -191,18 +193,18 @@ static void outputs(Lower *lw, const SchedAction *a)
 {
     int c = a->chunk, mb = a->mb, k = part_of(lw, c), at = mb * lw->V + c;
     if (a->kind == SCHED_F && k < lw->P - 1 && !local(lw, k, +1)) {
-        emit(lw->pr, SCHED_SendActivation, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, a->line);
+        emit(lw->pr, SCHED_SendActivation, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, a);
         if (lw->eval)
             release(lw, mb, c);
     }
     if ((a->kind == SCHED_BWD || a->kind == SCHED_I) && k > 0 && !local(lw, k, -1))
-        emit(lw->pr, SCHED_SendGrad, mb, c, -1, stage_of(lw, k - 1), -1, a->line);
+        emit(lw->pr, SCHED_SendGrad, mb, c, -1, stage_of(lw, k - 1), -1, a);
 }
 
 #define FAIL(a, idx, ...)                                                         \
     do {                                                                          \
         snprintf(err, errsize, __VA_ARGS__);                                      \
-        out->err_stage = lw.s, out->err_index = (idx), out->err_line = (a)->line; \
+        out->err_stage = lw.s, out->err_index = (idx), out->err_line = (a)->line, out->err_col = (a)->col; \
         goto fail;                                                                \
     } while (0)
 
@@ -300,7 +302,7 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
                 const char *what = !(f & ST_F) ? "forward" : eval ? NULL : !(f & (ST_B | ST_I)) ? "backward"
                                                                          : (f & ST_I) && !(f & ST_W) ? "W" : NULL;
                 if (what) {
-                    static const SchedAction none = {0, 0, 0, 0};
+                    static const SchedAction none = {0, 0, 0, 0, 0};
                     const SchedAction *a = L->n ? &L->a[L->n - 1] : &none;
                     FAIL(a, L->n, "stage %d: micro-batch %d has no %s on chunk %d", lw.s, mb, what, c);
                 }
@@ -336,9 +338,9 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
         }
         if (!eval) {
             if (pp->tied_stage && pp->tied_stage[lw.s])
-                emit(lw.pr, SCHED_ReduceTiedGrads, -1, 0, -1, -1, -1, 0);
-            emit(lw.pr, SCHED_ReduceGrads, -1, 0, -1, -1, -1, 0);
-            emit(lw.pr, SCHED_OptimizerStep, -1, 0, -1, -1, -1, 0);
+                emit(lw.pr, SCHED_ReduceTiedGrads, -1, 0, -1, -1, -1, NULL);
+            emit(lw.pr, SCHED_ReduceGrads, -1, 0, -1, -1, -1, NULL);
+            emit(lw.pr, SCHED_OptimizerStep, -1, 0, -1, -1, -1, NULL);
         }
         for (int c = 0; c < lw.V; c++)
             out->nbuf[lw.s * lw.V + c] = lw.pool[c].next;
@@ -353,9 +355,9 @@ fail:
     for (int c = 0; c < lw.V; c++)
         free(lw.pool[c].v);
     free(lw.pool), free(lw.buf), free(lw.st), free(lw.last_wgrad);
-    int es = out->err_stage, ei = out->err_index, el = out->err_line;
+    int es = out->err_stage, ei = out->err_index, el = out->err_line, ec = out->err_col;
     sched_plan_free(out);
-    out->err_stage = es, out->err_index = ei, out->err_line = el;
+    out->err_stage = es, out->err_index = ei, out->err_line = el, out->err_col = ec;
     return -1;
 }
 
@@ -365,6 +367,7 @@ void sched_plan_free(SchedPlan *p)
         for (int s = 0; s < p->stages; s++) {
             free(p->prog[s].ins);
             free(p->prog[s].line);
+            free(p->prog[s].col);
             free(p->prog[s].act_pc);
             free(p->prog[s].act_recv);
         }

@@ -125,5 +125,5 @@ void sched_push(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk)
         l->cap = l->cap ? 2 * l->cap : 64;
         l->a = util_realloc(l->a, (size_t)l->cap * sizeof *l->a);
     }
-    l->a[l->n++] = (SchedAction){(uint8_t)kind, (uint8_t)chunk, mb, 0};
+    l->a[l->n++] = (SchedAction){(uint8_t)kind, (uint8_t)chunk, mb, 0, 0};
 }

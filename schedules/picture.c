@@ -320,10 +320,20 @@ void sched_emit_svg(FILE *out, const SchedPlan *plan, const SchedSim *sim, const
     for (int i = 0; i * tick <= extent * (1 + 1e-9); i++)
         fprintf(out, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\"/>\n", X(i * tick), rows_y - 4, X(i * tick),
                 rows_y + rows_h + 2);
+    /* labels in the unit that suits the step (the simulator counts seconds) */
+    static const struct {
+        double scale;
+        const char *name;
+    } units[] = {{1, "s"}, {1e3, "ms"}, {1e6, "us"}, {1e9, "ns"}};
+    int u = 0;
+    while (u < 3 && extent * units[u].scale < 1)
+        u++;
     fputs("</g>\n<g fill=\"#666\" font-size=\"10\" text-anchor=\"middle\">\n", out);
     for (int i = 0; i * tick <= extent * (1 + 1e-9); i++)
-        fprintf(out, "<text x=\"%.2f\" y=\"%d\">%.6g</text>\n", X(i * tick), rows_y - 8, i * tick);
+        fprintf(out, "<text x=\"%.2f\" y=\"%d\">%.6g</text>\n", X(i * tick), rows_y - 8, i * tick * units[u].scale);
     fputs("</g>\n", out);
+    fprintf(out, "<text x=\"8\" y=\"%d\" font-size=\"10\" fill=\"#666\">time (%s)</text>\n", rows_y - 8,
+            units[u].name);
     fprintf(out, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#888\" stroke-dasharray=\"2 2\"/>\n",
             X(extent), rows_y - 4, X(extent), rows_y + rows_h + 2);
 

@@ -82,6 +82,7 @@ typedef struct SchedAction {
     uint8_t chunk;
     int32_t mb;
     int32_t line;     /* text schedules: the source line; else 0 */
+    int32_t col;      /* text schedules: the action's column on that line; else 0 */
 } SchedAction;
 
 typedef struct SchedList {
@@ -134,6 +135,7 @@ typedef struct SchedProgram {
     SchedInstr *ins;
     int n, cap;
     int32_t *line;        /* per instruction: text-schedule line, or 0 (not in plan.bin) */
+    int32_t *col;         /* per instruction: the action's column on that line, or 0 (not in plan.bin) */
     int32_t *act_pc;      /* per compute action: its compute instruction (not in plan.bin) */
     int32_t *act_recv;    /* per compute action: its receive instruction, or -1 */
     int nact;
@@ -155,7 +157,7 @@ typedef struct SchedPlan {
     int *nbuf;               /* [stages * chunks]: activation buffers per (stage, chunk) */
     int wgrad_in_order;      /* weight gradients accumulate in micro-batch order everywhere */
     char note[256];          /* when not: where the order breaks */
-    int err_stage, err_index, err_line; /* when lowering fails: the action at fault */
+    int err_stage, err_index, err_line, err_col; /* when lowering fails: the action at fault */
 } SchedPlan;
 
 /* Adds loads, sends/receives, reductions and the optimizer step, and assigns

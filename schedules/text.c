@@ -73,7 +73,7 @@ int sched_text_read(DiagList *dl, int src, int stages, SchedText *out)
     long file_stages = -1, file_chunks = -1;
     /* first pass for the header; actions need the stage count */
     typedef struct Pending {
-        int stage, kind, mb, chunk, line;
+        int stage, kind, mb, chunk, line, col;
     } Pending;
     Pending *pend = NULL;
     size_t np = 0, cap = 0;
@@ -187,8 +187,7 @@ int sched_text_read(DiagList *dl, int src, int stages, SchedText *out)
                         exit(2);
                     }
                 }
-                pend[np++] = (Pending){(int)st, kind, (int)mb, (int)ch, r.line};
-                (void)a;
+                pend[np++] = (Pending){(int)st, kind, (int)mb, (int)ch, r.line, (int)(a - r.line_start) + 1};
             }
         } else {
             diag_error(dl, here(&r, start), "expected 'stage N: actions' (or stages:, chunks:, placement:)");
@@ -225,7 +224,7 @@ int sched_text_read(DiagList *dl, int src, int stages, SchedText *out)
     if (!errors && max_chunk >= V) {
         for (size_t i = 0; i < np; i++)
             if (pend[i].chunk >= V) {
-                diag_error(dl, ((SrcLoc){src, pend[i].line, 1}), "chunk %d, but chunks: %d", pend[i].chunk, V);
+                diag_error(dl, ((SrcLoc){src, pend[i].line, pend[i].col}), "chunk %d, but chunks: %d", pend[i].chunk, V);
                 break;
             }
         errors++;
@@ -242,6 +241,7 @@ int sched_text_read(DiagList *dl, int src, int stages, SchedText *out)
             sched_push(&out->acts, pend[i].stage, (SchedKind)pend[i].kind, pend[i].mb, pend[i].chunk);
             SchedList *l = &out->acts.stage[pend[i].stage];
             l->a[l->n - 1].line = pend[i].line;
+            l->a[l->n - 1].col = pend[i].col;
         }
     }
     free(pend);

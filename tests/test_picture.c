@@ -101,6 +101,10 @@ START_TEST(svg_draws_every_instruction)
     ck_assert_ptr_nonnull(strstr(svg, ">step<"));
     ck_assert_ptr_nonnull(strstr(svg, "stage 0"));
     ck_assert_ptr_nonnull(strstr(svg, "bubble"));
+    /* the time axis says its unit */
+    ck_assert_msg(strstr(svg, ">time (s)<") || strstr(svg, ">time (ms)<") || strstr(svg, ">time (us)<") ||
+                      strstr(svg, ">time (ns)<"),
+                  "%s: no unit on the time axis", c->name);
     /* the title is escaped, never raw */
     ck_assert_ptr_nonnull(strstr(svg, "picture &lt;test&gt; &amp; &quot;quotes&quot;"));
     ck_assert_ptr_null(strstr(svg, "<test>"));

@@ -85,17 +85,18 @@ START_TEST(text_schedule_errors)
         {"stage 0: F0 B0\n", "the schedule has 1 stage, the pipeline 2"},
         {"stage 0 F0 B0\nstage 1: F0 B0\n", "pipe-test-planner-bad.sched:1:9: error: expected ':' after 'stage 0'"},
         {"stage 0: F0B0\nstage 1: F0 B0\n", "pipe-test-planner-bad.sched:1:12: error: expected a space between actions"},
-        {"chunks: 1\nstage 0: F0.1 B0.1\nstage 1: F0 B0\n", "chunk 1, but chunks: 1"},
+        {"chunks: 1\nstage 0: F0.1 B0.1\nstage 1: F0 B0\n", "pipe-test-planner-bad.sched:2:10: error: chunk 1, but chunks: 1"},
         {"hello\n", "pipe-test-planner-bad.sched:1:1: error: expected 'stage N: actions'"},
-        /* stages disagreeing on the order of micro-batches (once a crash) */
-        {"stage 0: F0 F1 B0 B1\nstage 1: F1 B1 F0 B0\n", "pipe-test-planner-bad.sched:2:1: error: training program: "
+        /* stages disagreeing on the order of micro-batches (once a crash),
+         * at the action whose instruction the verifier stopped at */
+        {"stage 0: F0 F1 B0 B1\nstage 1: F1 B1 F0 B0\n", "pipe-test-planner-bad.sched:2:10: error: training program: "
                                                            "mismatched send/receive"},
-        /* order errors, at the action's line */
+        /* order errors, at the action's line and column */
         {"stage 0: F0 F1 B0 B1\nstage 1:\n  \n", "stage 1: micro-batch 0 has no forward"},
-        {"# comment\nstage 0: B0 F0\nstage 1: F0 B0\n", "pipe-test-planner-bad.sched:2:1: error: training program: stage 0, "
+        {"# comment\nstage 0: B0 F0\nstage 1: F0 B0\n", "pipe-test-planner-bad.sched:2:10: error: training program: stage 0, "
                                                        "action 0 (B0): backward before its forward"},
-        /* 1 wants F1 before B0; 0 sends F1 after B0: a deadlock, at the line of the stage that waits first */
-        {"stage 0: F0 B0 F1 B1\nstage 1: F0 F1 B0 B1\n", "pipe-test-planner-bad.sched:1:1: error: training program: "
+        /* 1 wants F1 before B0; 0 sends F1 after B0: a deadlock, at the action of the stage that waits first */
+        {"stage 0: F0 B0 F1 B1\nstage 1: F0 F1 B0 B1\n", "pipe-test-planner-bad.sched:1:13: error: training program: "
                                                            "deadlock: stage 0 pc 4 (Backward mb 0 chunk 0) waits for data "
                                                            "from stage 1"},
     };
