@@ -2,10 +2,12 @@
 #include "config.h"
 
 #include <regex.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "model.h"
 #include "parse.h"
 
 const char *const pc_schedule_names[PC_SCHED_COUNT + 1] = {
@@ -439,6 +441,205 @@ static int k_data(DiagList *dl, const AstValue *v, PcConfig *c)
 static int k_eval_data(DiagList *dl, const AstValue *v, PcConfig *c)
 {
     return read_data(dl, v, "eval_data", &c->eval_data);
+}
+
+/* ---- data sources against the model ------------------------------------ */
+
+/* What each source yields, checked here with the rules of runtime/rt_data.c
+ * (its open_synthetic, open_idx, open_cifar, open_tokens), so that a
+ * mismatch is a located compile error, not a refusal after mpirun starts.
+ * Only what depends on files (image sizes, label values, token ids) is left
+ * to the runtime. Keep the two in step. */
+
+static int64_t data_vocab(const PcModel *m)
+{
+    for (int i = 0; i < m->nlayers; i++)
+        if (m->layer[i].kind == PC_L_EMBEDDING)
+            return m->layer[i].vocab;
+    return 0;
+}
+
+static int64_t data_classes(const PcModel *m)
+{
+    if (m->nlayers < 1)
+        return 0;
+    const PcTensor *o = &m->layer[m->nlayers - 1].out;
+    return o->ndim > 0 ? o->dim[o->ndim - 1] : 0;
+}
+
+/* rt_data.c's is_mask: a float32 side input a transformer_block names, or
+ * one of shape [T] beside int32[T] token ids. */
+static int data_is_mask(const PcModel *m, int k)
+{
+    if (k <= 0 || k >= m->ninputs || m->input[k].t.dtype != PC_F32)
+        return 0;
+    for (int i = 0; i < m->nlayers; i++)
+        if (m->layer[i].kind == PC_L_TRANSFORMER_BLOCK && m->layer[i].mask == k)
+            return 1;
+    const PcTensor *x = &m->input[0].t, *t = &m->input[k].t;
+    return x->dtype == PC_I32 && x->ndim == 1 && t->ndim == 1 && t->dim[0] == x->dim[0];
+}
+
+/* What a data error's note points at: a declaration of the model, or the
+ * layer that settles the number. */
+typedef struct DataNote {
+    SrcLoc at;
+    char text[160];
+} DataNote;
+
+static DataNote io_note(const char *what, const PcIO *io)
+{
+    DataNote n = {io->loc, ""};
+    snprintf(n.text, sizeof n.text, "%s '%s' is declared here", what, io->name);
+    return n;
+}
+
+static DataNote layer_note(const PcLayer *L, const char *what)
+{
+    DataNote n = {L->loc, ""};
+    snprintf(n.text, sizeof n.text, "layer %d (%s) %s", L->index, pc_layer_names[L->kind], what);
+    return n;
+}
+
+/* One error at the source's value, then the note; returns -1. */
+static int data_error(DiagList *dl, SrcLoc at, DataNote note, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int data_error(DiagList *dl, SrcLoc at, DataNote note, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    diag_error(dl, at, "%s", msg);
+    diag_note(dl, note.at, "%s", note.text);
+    return -1;
+}
+
+/* idx and cifar10: one float32 image input; one int32[] class label under
+ * loss cross_entropy. */
+static int data_classifier(DiagList *dl, SrcLoc at, const char *key, const char *src, const PcModel *m)
+{
+    char s[96];
+    if (m->ninputs != 1)
+        return data_error(dl, at, io_note("input", &m->input[1]),
+                          "%s: %s(...) yields one input per sample (the image), but the model declares %d inputs", key,
+                          src, m->ninputs);
+    if (m->input[0].t.dtype != PC_F32) {
+        pc_tensor_text(&m->input[0].t, 1, s, sizeof s);
+        return data_error(dl, at, io_note("input", &m->input[0]),
+                          "%s: %s(...) yields float32 images, but input '%s' is %s",
+                          key, src, m->input[0].name, s);
+    }
+    const PcTensor *y = &m->target[0].t;
+    if (m->loss != PC_LOSS_CROSS_ENTROPY || y->dtype != PC_I32 || y->ndim != 0) {
+        pc_tensor_text(y, 1, s, sizeof s);
+        return data_error(dl, at, io_note("target", &m->target[0]),
+                          "%s: %s(...) yields one integer class label per sample (target int32[] under loss "
+                          "cross_entropy), but target '%s' is %s under loss %s",
+                          key, src, m->target[0].name, s, pc_loss_names[m->loss]);
+    }
+    return 0;
+}
+
+static int check_source(DiagList *dl, const PcData *d, const char *key, const PcModel *m)
+{
+    /* the default source has no place of its own: the model's, then */
+    SrcLoc at = d->loc.line > 0 ? d->loc : m->loc;
+    if (d->loc.line <= 0)
+        key = "data (synthetic by default: set data = ...)";
+    const char *src = pc_data_names[d->kind];
+    char s[96];
+    if (m->ninputs < 1 || m->ntargets != 1)
+        return 0; /* the model's own checks have said so */
+    switch (d->kind) {
+    case PC_DATA_SYNTHETIC:
+        for (int k = 0; k < m->ninputs; k++)
+            if (m->input[k].t.dtype == PC_I32 && data_vocab(m) < 1) {
+                pc_tensor_text(&m->input[k].t, 1, s, sizeof s);
+                return data_error(dl, at, io_note("input", &m->input[k]),
+                                  "%s: synthetic(...) fills int32 input '%s' (%s) with token ids below an embedding's "
+                                  "vocab, but the model has no embedding layer",
+                                  key, m->input[k].name, s);
+            }
+        if (m->target[0].t.dtype == PC_I32 && data_classes(m) < 1)
+            return data_error(dl, at, io_note("target", &m->target[0]),
+                              "%s: synthetic(...) fills target '%s' with class ids, but the model's output gives no "
+                              "class count", key, m->target[0].name);
+        return 0;
+    case PC_DATA_IDX:
+        return data_classifier(dl, at, key, src, m);
+    case PC_DATA_CIFAR10: {
+        if (data_classifier(dl, at, key, src, m) != 0)
+            return -1;
+        int64_t side = d->resize > 0 ? d->resize : 32;
+        const PcTensor *x = &m->input[0].t;
+        if (x->ndim != 3 || x->dim[0] != 3 || x->dim[1] != side || x->dim[2] != side) {
+            char how[64];
+            if (d->resize > 0)
+                snprintf(how, sizeof how, "resize = %lld", (long long)d->resize);
+            else
+                snprintf(how, sizeof how, "as stored; resize = N scales them");
+            pc_tensor_text(x, 1, s, sizeof s);
+            return data_error(dl, at, io_note("input", &m->input[0]),
+                              "%s: cifar10(...) yields float32[3, %lld, %lld] images (%s), but input '%s' is %s", key,
+                              (long long)side, (long long)side, how, m->input[0].name, s);
+        }
+        /* CIFAR-10's labels are 0-9: fewer classes refuse the first label of
+         * class 9 or so at run time */
+        if (data_classes(m) < 10)
+            return data_error(dl, at, layer_note(&m->layer[m->nlayers - 1], "gives the output"),
+                              "%s: cifar10(...) has 10 classes, but the model's output gives %lld (its last "
+                              "dimension)", key, (long long)data_classes(m));
+        return 0;
+    }
+    case PC_DATA_TOKENS: {
+        const PcTensor *x = &m->input[0].t, *y = &m->target[0].t;
+        if (x->dtype != PC_I32 || x->ndim != 1) {
+            pc_tensor_text(x, 1, s, sizeof s);
+            return data_error(dl, at, io_note("input", &m->input[0]),
+                              "%s: tokens(...) yields int32[T] token ids, but input '%s' is %s", key, m->input[0].name,
+                              s);
+        }
+        int64_t T = x->dim[0];
+        for (int k = 1; k < m->ninputs; k++)
+            if (!data_is_mask(m, k)) {
+                pc_tensor_text(&m->input[k].t, 1, s, sizeof s);
+                return data_error(dl, at, io_note("input", &m->input[k]),
+                                  "%s: tokens(...) yields only a float32[%lld] padding mask besides the token ids, but "
+                                  "input '%s' is %s", key, (long long)T, m->input[k].name, s);
+            }
+        if (m->loss != PC_LOSS_CROSS_ENTROPY || y->dtype != PC_I32 || y->ndim != 1 || y->dim[0] != T) {
+            pc_tensor_text(y, 1, s, sizeof s);
+            return data_error(dl, at, io_note("target", &m->target[0]),
+                              "%s: tokens(...) yields next-token targets int32[%lld] under loss cross_entropy, but "
+                              "target '%s' is %s under loss %s",
+                              key, (long long)T, m->target[0].name, s, pc_loss_names[m->loss]);
+        }
+        /* token ids are uint16 below the vocabulary: a pad id outside both
+         * never occurs, and nothing would be masked */
+        int64_t vocab = data_vocab(m), ids = vocab < 65536 ? vocab : 65536;
+        const PcLayer *emb = m->layer;
+        while (emb->kind != PC_L_EMBEDDING)
+            emb++; /* there is one: the int32 input's first layer */
+        if (d->pad >= ids)
+            return data_error(dl, at, layer_note(emb, "gives the vocabulary"),
+                              "%s: pad = %lld can never occur: token ids are below %lld (%s)", key, (long long)d->pad,
+                              (long long)ids, vocab < 65536 ? "the embedding's vocab" : "uint16 in the file");
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+int pc_config_check_data(DiagList *dl, const PcConfig *c, const PcModel *m)
+{
+    int errors = check_source(dl, &c->data, "data", m) != 0;
+    if (c->eval_data.set)
+        errors += check_source(dl, &c->eval_data, "eval_data", m) != 0;
+    return errors ? -1 : 0;
 }
 
 static int k_shuffle(DiagList *dl, const AstValue *v, PcConfig *c)

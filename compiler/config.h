@@ -116,6 +116,13 @@ typedef struct PcConfig {
 int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train, PcConfig *cfg);
 void pc_config_free(PcConfig *cfg);
 
+/* The data and eval_data sources against the model (compiler/model.h):
+ * what each yields (float32 images and class labels, int32 token ids and
+ * next-token targets, ...) must be what the model's inputs, target and loss
+ * take. Returns 0, or -1 after reporting at the source. */
+struct PcModel;
+int pc_config_check_data(DiagList *dl, const PcConfig *cfg, const struct PcModel *m);
+
 /* Applies one -D key=value to the syntax tree before it is read: the value
  * is parsed with the DSL's value grammar and replaces (or adds) the key in
  * the block it belongs to. Returns 0, or -1 after reporting. */

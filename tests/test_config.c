@@ -4,6 +4,12 @@
 
 #define MODEL "model m {\n  input x: float32[4]\n  target y: int32[]\n  repeat 8 { linear(4) }\n  linear(3)\n" \
               "  loss cross_entropy\n}\n"
+/* models whose inputs take the data sources the tests below name (pipec
+ * checks every source against the model) */
+#define IMAGE_MODEL "model m {\n  input x: float32[3, 224, 224]\n  target y: int32[]\n  flatten\n" \
+                    "  repeat 4 { linear(10) }\n  loss cross_entropy\n}\n"
+#define TOKEN_MODEL "model m {\n  input x: int32[8]\n  target y: int32[8]\n  embedding(16, 4)\n" \
+                    "  repeat 8 { linear(4) }\n  linear(16)\n  loss cross_entropy\n}\n"
 
 START_TEST(defaults)
 {
@@ -27,7 +33,7 @@ END_TEST
 
 START_TEST(all_keys)
 {
-    T *t = t_compile(MODEL "pipeline {\n  stages = 3\n  data_parallel = 2\n  micro_batches = 12\n"
+    T *t = t_compile(IMAGE_MODEL "pipeline {\n  stages = 3\n  data_parallel = 2\n  micro_batches = 12\n"
                      "  micro_batch_size = 16\n  schedule = zb-h1\n  partition = flops\n  activation_checkpoint = 2\n"
                      "  link_bandwidth = 25.5\n}\n"
                      "train {\n  optimizer = adamw(lr = 3e-4, betas = (0.9, 0.95))\n  steps = 50\n  seed = 7\n"
@@ -214,7 +220,7 @@ START_TEST(overrides)
 {
     const char *defs[] = {"stages=4", "schedule=interleaved(chunks = 2)", "optimizer=sgd(lr = 0.1)",
                           "data = tokens(\"in.u16\", pad = 0)"};
-    T *t = t_compile_defs(MODEL "pipeline { stages = 2; schedule = 1f1b }\ntrain { steps = 4 }\n", defs, 4);
+    T *t = t_compile_defs(TOKEN_MODEL "pipeline { stages = 2; schedule = 1f1b }\ntrain { steps = 4 }\n", defs, 4);
     ck_ok(t);
     ck_assert_int_eq(t->f.cfg.stages, 4);
     ck_assert_int_eq(t->f.cfg.schedule, PC_SCHED_INTERLEAVED);

@@ -277,6 +277,100 @@ check "-D a negative lr exits 1" 1 --stdout-empty --err 'lr must not be negative
 run "$ALEXNET" -D "=4"
 check "-D =4 exits 1" 1 --stdout-empty --err 'key=value'
 
+# ---- data sources against the model: what each yields must be what the
+# model takes (the runtime would refuse it, after mpirun had started)
+
+cat >"$TMP/tokens_float.pipe" <<'EOF'
+model regress {
+    input  x: float32[16]
+    target y: float32[4]
+    linear(4)
+    loss mse
+}
+train { steps = 10; data = tokens("input.u16") }
+EOF
+run tokens_float.pipe
+check "tokens(...) for a float32 input exits 1" 1 --stdout-empty
+cat >"$TMP/want" <<'EOF'
+tokens_float.pipe:7:28: error: data: tokens(...) yields int32[T] token ids, but input 'x' is float32[16]
+    train { steps = 10; data = tokens("input.u16") }
+                               ^
+tokens_float.pipe:2:12: note: input 'x' is declared here
+        input  x: float32[16]
+               ^
+EOF
+if diff "$TMP/want" "$ERR" >/dev/null; then
+    ok "tokens(...) for a float32 input: the message, its caret, a note at the input"
+else
+    not_ok "tokens(...) for a float32 input: the message, its caret, a note at the input" \
+        "$(diff "$TMP/want" "$ERR" | head -n 4)"
+fi
+run tokens_float.pipe -D 'data=idx("images.gz", "labels.gz")'
+check "idx(...) (class labels) for an mse target" 1 --stdout-empty \
+    --err-fixed "-D data:1:1: error: data: idx(...) yields one integer class label per sample (target int32[] under loss cross_entropy), but target 'y' is float32[4] under loss mse" \
+    --err-fixed "tokens_float.pipe:3:12: note: target 'y' is declared here"
+run "$SRC/examples/mlp.pipe" -D 'data=cifar10("cifar")'
+check "cifar10 for a non-image input" 1 --stdout-empty \
+    --err-fixed "-D data:1:1: error: data: cifar10(...) yields float32[3, 32, 32] images (as stored; resize = N scales them), but input 'x' is float32[784]" \
+    --err "examples/mlp\.pipe:14:12: note: input 'x' is declared here$"
+run "$ALEXNET" -D 'data=cifar10("cifar", resize = 64)'
+check "cifar10 resized to another size than the input" 1 --stdout-empty \
+    --err-fixed "error: data: cifar10(...) yields float32[3, 64, 64] images (resize = 64), but input 'image' is float32[3, 224, 224]"
+cat >"$TMP/few.pipe" <<'EOF'
+model few {
+    input  image: float32[3, 32, 32]
+    target label: int32[]
+    flatten
+    linear(5)
+    loss cross_entropy
+}
+train {
+    data = cifar10("cifar")
+    eval_data = tokens("t.u16")
+}
+EOF
+run few.pipe
+check "cifar10 for 5 classes; eval_data checked as well, both reported" 1 --stdout-empty \
+    --err-fixed "few.pipe:9:12: error: data: cifar10(...) has 10 classes, but the model's output gives 5 (its last dimension)" \
+    --err-fixed "few.pipe:5:5: note: layer 1 (linear) gives the output" \
+    --err-fixed "few.pipe:10:17: error: eval_data: tokens(...) yields int32[T] token ids, but input 'image' is float32[3, 32, 32]"
+run "$GPT" -D 'data=idx("images.gz", "labels.gz")'
+check "idx(...) for a model of two inputs" 1 --stdout-empty \
+    --err-fixed "-D data:1:1: error: data: idx(...) yields one input per sample (the image), but the model declares 2 inputs" \
+    --err "gpt_tiny\.pipe:22:12: note: input 'mask' is declared here$"
+run "$GPT" -D 'data=tokens("input.u16", pad = 256)'
+check "tokens with a pad id outside the vocabulary" 1 --stdout-empty \
+    --err-fixed "-D data:1:1: error: data: pad = 256 can never occur: token ids are below 256 (the embedding's vocab)" \
+    --err "gpt_tiny\.pipe:24:5: note: layer 0 \(embedding\) gives the vocabulary$"
+cat >"$TMP/lm_scalar.pipe" <<'EOF'
+model lm {
+    input  tokens: int32[8]
+    target next: int32[]
+    embedding(16, 4)
+    flatten
+    linear(16)
+    loss cross_entropy
+}
+train { data = tokens("t.u16") }
+EOF
+run lm_scalar.pipe
+check "tokens for a target that is not next-token ids" 1 --stdout-empty \
+    --err-fixed "lm_scalar.pipe:9:16: error: data: tokens(...) yields next-token targets int32[8] under loss cross_entropy, but target 'next' is int32[] under loss cross_entropy"
+cat >"$TMP/side.pipe" <<'EOF'
+model side {
+    input  x: float32[16]
+    input  ids: int32[3]
+    target y: int32[]
+    linear(4)
+    loss cross_entropy
+}
+EOF
+run side.pipe
+check "the default synthetic data for an int32 input without an embedding" 1 --stdout-empty \
+    --err-fixed "side.pipe:1:1: error: data (synthetic by default: set data = ...): synthetic(...) fills int32 input 'ids' (int32[3]) with token ids below an embedding's vocab, but the model has no embedding layer"
+run "$GPT" -D 'data=tokens("input.u16", pad = 0)' -D 'eval_data=synthetic(samples = 8)'
+check "matching sources compile" 0 --out ': ok$'
+
 # ---- limits and long values
 
 # A long schedule path must come back whole, not cut at a fixed buffer.
