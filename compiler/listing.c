@@ -110,6 +110,16 @@ void pc_listing(FILE *out, const PcFront *f, const PcPlan *p)
     program(out, f, p, 1);
 }
 
+/* The most activation memory a stage has in use at once: its live slots at
+ * their peak (the simulation), plus the recompute workspace that
+ * activation checkpointing keeps beside them. */
+static double peak_bytes(const PcFront *f, const PcPlan *p, int stage)
+{
+    PcMemory mem;
+    pc_stage_memory(f, &p->train, &p->eval, stage, &mem);
+    return p->train_sim.peak_bytes[stage] + (double)mem.recompute_workspace;
+}
+
 void pc_stats_ranks_text(FILE *out, const PcFront *f, const PcPlan *p)
 {
     const SchedSim *sim = &p->train_sim;
@@ -121,7 +131,7 @@ void pc_stats_ranks_text(FILE *out, const PcFront *f, const PcPlan *p)
         double bub = sim->step_time > 0 ? sim->idle[s] / sim->step_time : 0;
         fprintf(out, "%6d  %12s %12s %7.1f%% %12d %14s\n", s, pc_time_text(sim->busy[s], b, sizeof b),
                 pc_time_text(sim->idle[s], i, sizeof i), 100 * bub, sim->peak_buffers[s],
-                pc_bytes_text(sim->peak_bytes[s], t, sizeof t));
+                pc_bytes_text(peak_bytes(f, p, s), t, sizeof t));
     }
     fprintf(out, "\nmemory per rank (what pipert allocates on each rank of the stage: one replica)\n");
     fprintf(out, "%6s  %11s %11s %11s %11s %11s %11s %11s\n", "stage", "parameters", "gradients", "optimizer",
@@ -147,7 +157,7 @@ void pc_stats_ranks_json(FILE *out, const PcFront *f, const PcPlan *p)
         fprintf(out,
                 "    {\"rank\": %d, \"stage\": %d, \"busy\": %.9g, \"idle\": %.9g, \"bubble\": %.9g, \"peak_buffers\": %d, "
                 "\"peak_bytes\": %.0f}%s\n",
-                s, s, sim->busy[s], sim->idle[s], bub, sim->peak_buffers[s], sim->peak_bytes[s],
+                s, s, sim->busy[s], sim->idle[s], bub, sim->peak_buffers[s], peak_bytes(f, p, s),
                 s + 1 < f->part.stages ? "," : "");
     }
     fprintf(out, "  ],\n");
