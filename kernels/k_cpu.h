@@ -132,6 +132,11 @@ void k_philox(uint32_t out[4], const uint32_t c[4], const uint32_t k[2]);
  * (e / 4, sample, layer, step), word e % 4, as (u >> 8) * 2^-24. The same
  * on every backend. */
 void k_dropout_mask(uint8_t *mask, int64_t n, float p, uint64_t seed, uint64_t step, uint64_t sample, uint32_t layer);
+/* Elements [e0, e0 + n) of the same stream (mask[0] is element e0): what
+ * k_dropout_mask writes at mask + e0, for any e0 >= 0 (transformer_block
+ * draws one head or one sample of a longer stream at a time). */
+void k_dropout_mask_at(uint8_t *mask, int64_t e0, int64_t n, float p, uint64_t seed, uint64_t step, uint64_t sample,
+                       uint32_t layer);
 /* Parameter initialisation, PyTorch's defaults with Philox numbers keyed by
  * the seed, the layer index and a hash of the parameter's name (so they do
  * not depend on stages or schedule): uniform in [-bound, bound] ... */

@@ -68,19 +68,42 @@ static inline float uniform01(uint32_t x)
 
 /* ---- dropout masks ------------------------------------------------------- */
 /* counter = { e / 4, sample, layer, step } (low 32 bits of each); element e
- * is dropped (0) when uniform01(word e % 4) < p, in float. p = 0 keeps all. */
-void k_dropout_mask(uint8_t *mask, int64_t n, float p, uint64_t seed, uint64_t step, uint64_t sample, uint32_t layer)
+ * is dropped (0) when uniform01(word e % 4) < p, in float. p = 0 keeps all.
+ *
+ * transformer_block's three dropout sites (kernels/k_block.h) use the same
+ * recipe with the layer word k_block_drop_stream(layer, site) =
+ * layer | site << 24, site 1 (attention probabilities), 2 (attn.proj's
+ * output) or 3 (mlp.proj's output), and e the element's index in the
+ * sample's tensor at that site: (h T + i) T + j for head h, query i, key j
+ * of att (H, T, T); i D + c for position i, channel c of a (T, D) output.
+ * The front end allows at most 100,000 layers, so a layer index leaves the
+ * word's top byte 0 (the kernels assert layer < 2^24): the standalone
+ * dropout layer (site 0), the three sites of a block and the sites of other
+ * layers differ in the layer word, so they never share a counter, and
+ * Philox being a bijection of counters under one key, never a random
+ * number. Nor does a block site share one with the init streams below,
+ * whose layer word is a plain layer index. (Folding the site into the
+ * layer index instead, 4 layer + site, would collide with the plain
+ * indices: block 0's site 1 would be the stream of a dropout layer 1.) */
+void k_dropout_mask_at(uint8_t *mask, int64_t e0, int64_t n, float p, uint64_t seed, uint64_t step, uint64_t sample,
+                       uint32_t layer)
 {
     uint32_t key[2], ctr[4], r[4];
     seed_key(key, seed);
     ctr[1] = (uint32_t)sample, ctr[2] = layer, ctr[3] = (uint32_t)step;
-    for (int64_t e0 = 0; e0 < n; e0 += 4) {
-        ctr[0] = (uint32_t)(e0 / 4);
+    /* one Philox call per group of 4 elements; the first and last groups
+     * may be partial (e0 or e0 + n not a multiple of 4) */
+    for (int64_t e = e0; e < e0 + n;) {
+        ctr[0] = (uint32_t)(e / 4);
         k_philox(r, ctr, key);
-        int64_t m = n - e0 < 4 ? n - e0 : 4;
-        for (int64_t j = 0; j < m; j++)
-            mask[e0 + j] = uniform01(r[j]) < p ? 0 : 1;
+        for (int64_t j = e % 4; j < 4 && e < e0 + n; j++, e++)
+            mask[e - e0] = uniform01(r[j]) < p ? 0 : 1;
     }
+}
+
+void k_dropout_mask(uint8_t *mask, int64_t n, float p, uint64_t seed, uint64_t step, uint64_t sample, uint32_t layer)
+{
+    k_dropout_mask_at(mask, 0, n, p, seed, step, sample, layer);
 }
 
 /* ---- parameter initialisation --------------------------------------------- */
