@@ -1,11 +1,31 @@
 /* kernels/k_block.h: the transformer_block layer (pre-LayerNorm, GPT-2
  * style) as one composite of the k_cpu.h kernels:
  *
- *     h   = x + proj(attention(qkv(ln1(x)), mask, causal))
- *     out = h + mlp.proj(gelu(mlp.fc(ln2(h))))
+ *     h   = x + drop2(proj(drop1(attention(qkv(ln1(x)), mask, causal))))
+ *     out = h + drop3(mlp.proj(gelu(mlp.fc(ln2(h)))))
  *
  * with biases on every linear, tanh GELU, heads = H, width D, hidden F.
  * Shapes per sample: x, h, out (T, D); qkv (T, 3D); fc (T, F).
+ *
+ * Dropout, as GPT-2 / nanoGPT: drop1 on the attention probabilities after
+ * the softmax (attn_dropout), drop2 on attn.proj's output before its
+ * residual add, drop3 on mlp.proj's output before its residual add
+ * (resid_dropout). Inverted dropout: an element is zeroed with probability
+ * p = dropout, a kept one multiplied by 1 / (1 - p) (k_dropout_forward's
+ * float arithmetic), only while training; with training = 0 or p = 0 the
+ * block is exactly the one without dropout. The masks are Philox streams
+ * (kernels/cpu/k_random.c, k_dropout_mask_at) keyed by (seed, step, global
+ * sample index, k_block_drop_stream(layer, site), element index): a pure
+ * function of those, whatever the stages, schedule, micro-batch grouping or
+ * backend (KBlockKeys below; the recipe is next to k_dropout_mask).
+ * Masks are recomputed, not kept: the forward draws them, the input half
+ * of the backward draws all three again from the same keys (the same
+ * numbers), and the weight half needs none (what it reads, dsaved and
+ * saved, already holds the dropped values), so split and unsplit backwards
+ * run the same calls, however far apart. The cost is drawing each mask
+ * twice and more scratch (k_block_scratch_floats, when dropout > 0);
+ * saved and dsaved keep their sizes (keeping the dropped probabilities
+ * would add B H T^2 floats to saved).
  *
  * Parameters in PcLayer.param order (compiler/model.c): ln1.weight (D),
  * ln1.bias (D), attn.qkv.weight (3D, D), attn.qkv.bias (3D),
@@ -23,8 +43,35 @@ typedef struct KBlock {
     int64_t t, d, heads, f;
     int causal;
     float eps;       /* layernorm eps (1e-5) */
-    float dropout;   /* must be 0 for now (the runtime refuses others) */
+    float dropout;   /* p of the three dropout sites, in [0, 1) */
 } KBlock;
+
+/* Dropout's mask keys for one call of k_block_forward or
+ * k_block_backward_input (the geometry above is fixed for a run; these
+ * change with every micro-batch). NULL is the same as training = 0. */
+typedef struct KBlockKeys {
+    int training;     /* 0: evaluation, dropout is the identity */
+    uint64_t seed;    /* the run's seed */
+    uint64_t step;    /* the training step */
+    uint64_t sample0; /* global index of sample 0 of the B (the others follow) */
+    uint32_t layer;   /* the layer's index in the model (< 2^24) */
+} KBlockKeys;
+
+/* The three dropout sites and the Philox layer word of each (the recipe is
+ * in kernels/cpu/k_random.c): the site in the word's top byte, which a
+ * layer index never reaches, so no two sites or layers share a stream. */
+enum { K_BLOCK_DROP_ATT = 1, K_BLOCK_DROP_ATTN_PROJ = 2, K_BLOCK_DROP_MLP_PROJ = 3 };
+
+static inline uint32_t k_block_drop_stream(uint32_t layer, int site)
+{
+    return layer | (uint32_t)site << 24;
+}
+
+/* 1 when a call with these keys drops (training and p > 0) */
+static inline int k_block_drops(const KBlock *g, const KBlockKeys *keys)
+{
+    return keys && keys->training && g->dropout > 0.0f;
+}
 
 /* Floats the forward keeps per sample for the backward (everything between
  * the block's input and its output). */
@@ -32,18 +79,21 @@ int64_t k_block_saved_floats(const KBlock *g);
 /* Floats the input-gradient half leaves per sample for the weight half
  * (the output gradients of the block's linears and layernorms). */
 int64_t k_block_dsaved_floats(const KBlock *g);
-/* Scratch floats for B samples (forward and both backward halves). */
+/* Scratch floats for B samples (forward and both backward halves); more
+ * when dropout > 0 (whether or not a call trains). */
 int64_t k_block_scratch_floats(const KBlock *g, int64_t B);
 
 /* in, out (B, T, D); mask (B, T) or NULL (1 = real token, 0 = padding);
- * p[12] the parameters; saved (B * saved_floats). */
+ * p[12] the parameters; saved (B * saved_floats); keys as above. */
 void k_block_forward(float *out, float *saved, const float *in, const float *mask, const float *const p[12], int64_t B,
-                     const KBlock *g, float *scratch);
+                     const KBlock *g, const KBlockKeys *keys, float *scratch);
 /* din (B, T, D) overwritten; dsaved (B * dsaved_floats) written for the
- * weight half. */
+ * weight half. keys: the forward's (the same masks, drawn again). */
 void k_block_backward_input(float *din, float *dsaved, const float *dout, const float *in, const float *saved,
-                            const float *mask, const float *const p[12], int64_t B, const KBlock *g, float *scratch);
-/* grads[12] += the parameter gradients, from what the input half left. */
+                            const float *mask, const float *const p[12], int64_t B, const KBlock *g,
+                            const KBlockKeys *keys, float *scratch);
+/* grads[12] += the parameter gradients, from what the input half left
+ * (no keys: nothing here is random). */
 void k_block_backward_weight(float *const grads[12], const float *dsaved, const float *in, const float *saved, int64_t B,
                              const KBlock *g, float *scratch);
 

@@ -230,13 +230,15 @@ int kc_scale(KcCtx *ctx, float *g, int64_t n, float factor);
 
 /* ---- transformer_block (k_block.h), call for call as kernels/cpu/k_block.c ------- */
 /* saved, dsaved, scratch are the CPU's sizes (k_block_saved_floats etc.);
- * ctx->ws must also hold kc_block_workspace bytes for the inner kernels. */
+ * ctx->ws must also hold kc_block_workspace bytes for the inner kernels.
+ * keys (a host struct, or NULL) as k_block.h's: the three dropout masks are
+ * the CPU's bit for bit (drawn inside the kernels, nothing kept). */
 size_t kc_block_workspace(const KcCtx *ctx, const KBlock *g, int64_t B);
 int kc_block_forward(KcCtx *ctx, float *out, float *saved, const float *in, const float *mask, const float *const p[12],
-                     int64_t B, const KBlock *g, float *scratch);
+                     int64_t B, const KBlock *g, const KBlockKeys *keys, float *scratch);
 int kc_block_backward_input(KcCtx *ctx, float *din, float *dsaved, const float *dout, const float *in,
                             const float *saved, const float *mask, const float *const p[12], int64_t B,
-                            const KBlock *g, float *scratch);
+                            const KBlock *g, const KBlockKeys *keys, float *scratch);
 int kc_block_backward_weight(KcCtx *ctx, float *const grads[12], const float *dsaved, const float *in,
                              const float *saved, int64_t B, const KBlock *g, float *scratch);
 

@@ -191,6 +191,14 @@ static void dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb, uint8_t *ma
                               (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb), (uint32_t)L->index));
 }
 
+/* transformer_block's dropout keys for micro-batch mb, as rt_layers.c's */
+static KBlockKeys block_keys(const RtCtx *rt, const PcLayer *L, int64_t mb)
+{
+    KBlockKeys k = {!rt->evaluating, rt->c->seed, (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb),
+                    (uint32_t)L->index};
+    return k;
+}
+
 static void g_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
 {
     KcCtx *k = &gpu_of(rt)->kc;
@@ -242,7 +250,9 @@ static void g_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
     }
     case PC_L_TRANSFORMER_BLOCK: {
         KBlock g = rt_block_geom(L);
-        KC(rt, L, kc_block_forward(k, out, io->save, in, io->mask, (const float *const *)lr->w2, B, &g, rt->scratch));
+        KBlockKeys keys = block_keys(rt, L, io->mb);
+        KC(rt, L, kc_block_forward(k, out, io->save, in, io->mask, (const float *const *)lr->w2, B, &g, &keys,
+                                   rt->scratch));
         break;
     }
     case PC_L_EMBEDDING:
@@ -306,8 +316,9 @@ static void g_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io
     }
     case PC_L_TRANSFORMER_BLOCK: {
         KBlock gm = rt_block_geom(L);
+        KBlockKeys keys = block_keys(rt, L, io->mb);
         KC(rt, L, kc_block_backward_input(k, din, io->dsaved, g, in, io->save, io->mask, (const float *const *)lr->w2,
-                                          B, &gm, rt->scratch));
+                                          B, &gm, &keys, rt->scratch));
         break;
     }
     default:

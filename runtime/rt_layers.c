@@ -85,6 +85,13 @@ static uint64_t sample_of(const RtCtx *rt, int64_t mb, int64_t b)
     return (uint64_t)(rt_sample_base(rt, mb) + b);
 }
 
+/* transformer_block's dropout keys for micro-batch mb (k_block.h) */
+static KBlockKeys block_keys(const RtCtx *rt, const PcLayer *L, int64_t mb)
+{
+    KBlockKeys k = {!rt->evaluating, rt->c->seed, (uint64_t)rt->step, sample_of(rt, mb, 0), (uint32_t)L->index};
+    return k;
+}
+
 static void dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb, uint8_t *mask)
 {
     for (int64_t b = 0; b < rt->B; b++)
@@ -164,8 +171,9 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, in
         }
         case PC_L_TRANSFORMER_BLOCK: {
             KBlock g = rt_block_geom(L);
+            KBlockKeys keys = block_keys(rt, L, mb);
             k_block_forward(out, lay_save(ch, slot, lr), in, block_mask(rt, ch, slot, L),
-                            (const float *const *)lr->w2, B, &g, rt->scratch);
+                            (const float *const *)lr->w2, B, &g, &keys, rt->scratch);
             break;
         }
         case PC_L_EMBEDDING:
@@ -291,9 +299,10 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
             if (weight)
                 rt->gpu->backward_weight(rt, lr, &io);
         } else {
+            KBlockKeys keys = block_keys(rt, L, mb);
             if (input)
                 k_block_backward_input(din, dsaved, g, in, lay_save(ch, slot, lr), mask, (const float *const *)lr->w2,
-                                       B, &gm, scratch);
+                                       B, &gm, &keys, scratch);
             if (weight)
                 k_block_backward_weight(lr->g2, dsaved, in, lay_save(ch, slot, lr), B, &gm, scratch);
         }

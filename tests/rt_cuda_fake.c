@@ -433,17 +433,17 @@ size_t kc_block_workspace(const KcCtx *ctx, const KBlock *g, int64_t B)
 }
 
 int kc_block_forward(KcCtx *ctx, float *out, float *saved, const float *in, const float *mask, const float *const p[12],
-                     int64_t B, const KBlock *g, float *scratch)
+                     int64_t B, const KBlock *g, const KBlockKeys *keys, float *scratch)
 {
-    k_block_forward(out, saved, in, mask, p, B, g, scratch);
+    k_block_forward(out, saved, in, mask, p, B, g, keys, scratch);
     return ctx->err;
 }
 
 int kc_block_backward_input(KcCtx *ctx, float *din, float *dsaved, const float *dout, const float *in,
                             const float *saved, const float *mask, const float *const p[12], int64_t B,
-                            const KBlock *g, float *scratch)
+                            const KBlock *g, const KBlockKeys *keys, float *scratch)
 {
-    k_block_backward_input(din, dsaved, dout, in, saved, mask, p, B, g, scratch);
+    k_block_backward_input(din, dsaved, dout, in, saved, mask, p, B, g, keys, scratch);
     return ctx->err;
 }
 

@@ -8,7 +8,17 @@
  * that leaves one query with no key at all, and with a sample that is all
  * padding. Also: every float of saved and dsaved is written, scratch
  * contents do not matter, weight gradients accumulate, the same call gives
- * the same bits. Inputs come from a fixed LCG, so every run is the same.
+ * the same bits.
+ *
+ * Dropout (the block_dropout_* tests): the forward against the same double
+ * reference with the three masks drawn here from k_random.c's documented
+ * recipe (k_dropout_mask on the stream words of k_block.h), the backward
+ * against finite differences under fixed keys (a fixed mask), the masks
+ * of sites 2 and 3 read back exactly from dsaved, split and unsplit
+ * backwards bit for bit (with other calls in between), evaluation and
+ * p = 0 exactly the block without dropout, and the streams distinct across
+ * sites, layers, steps, samples and seeds. Inputs come from a fixed LCG,
+ * so every run is the same.
  */
 #include <check.h>
 #include <cblas.h>
@@ -19,6 +29,7 @@
 #include <string.h>
 
 #include "k_block.h"
+#include "k_cpu.h"
 
 /* ck_assert records every passing check; loops use this instead */
 #define REQUIRE(cond, ...)             \
@@ -45,6 +56,7 @@ static void fill_nan(float *p, int64_t n)
 
 typedef struct Blk {
     KBlock g;
+    KBlockKeys keys; /* zero unless a test trains: no dropout */
     int64_t B;
     const float *mask;         /* (B, T) or NULL */
     float *x, *out, *saved;    /* (B, T, D), (B, T, D), B * saved_floats */
@@ -78,6 +90,16 @@ static void blk_init(Blk *c, int64_t B, int64_t t, int64_t d, int64_t H, int64_t
     c->scratch = fnan(c->nscratch);
 }
 
+/* dropout p with these keys (scratch grows when p > 0) */
+static void blk_set_dropout(Blk *c, float p, KBlockKeys keys)
+{
+    c->g.dropout = p;
+    c->keys = keys;
+    free(c->scratch);
+    c->nscratch = k_block_scratch_floats(&c->g, c->B);
+    c->scratch = fnan(c->nscratch);
+}
+
 static void blk_free(Blk *c)
 {
     free(c->x), free(c->out), free(c->saved), free(c->scratch);
@@ -88,7 +110,7 @@ static void blk_free(Blk *c)
 static void blk_forward(Blk *c)
 {
     fill_nan(c->scratch, c->nscratch);
-    k_block_forward(c->out, c->saved, c->x, c->mask, (const float *const *)c->p, c->B, &c->g, c->scratch);
+    k_block_forward(c->out, c->saved, c->x, c->mask, (const float *const *)c->p, c->B, &c->g, &c->keys, c->scratch);
 }
 
 /* din (overwritten), dsaved (written), grads (added to) from dout */
@@ -96,7 +118,7 @@ static void blk_backward(Blk *c, float *din, float *dsaved, float *const grads[1
 {
     fill_nan(c->scratch, c->nscratch);
     k_block_backward_input(din, dsaved, dout, c->x, c->saved, c->mask, (const float *const *)c->p, c->B, &c->g,
-                           c->scratch);
+                           &c->keys, c->scratch);
     fill_nan(c->scratch, c->nscratch);
     k_block_backward_weight(grads, dsaved, c->x, c->saved, c->B, &c->g, c->scratch);
 }
@@ -167,10 +189,33 @@ static void ref_linear(double *y, const double *x, const float *w, const float *
         }
 }
 
-/* out (B, T, D) of the block, in double */
+/* dropout's factor (0 or 1 / (1 - p)) for every element of one site, for
+ * the B samples in a row: (B, per), from k_dropout_mask with the stream
+ * word and element order k_block.h and k_random.c document; all 1 when the
+ * block does not drop */
+static double *ref_factors(const Blk *c, int site, int64_t per)
+{
+    double *fct = malloc((size_t)(c->B * per) * sizeof(double));
+    uint8_t *m = malloc((size_t)per);
+    double keep = 1.0f / (1.0f - c->g.dropout);
+    for (int64_t b = 0; b < c->B; b++) {
+        if (k_block_drops(&c->g, &c->keys))
+            k_dropout_mask(m, per, c->g.dropout, c->keys.seed, c->keys.step, c->keys.sample0 + (uint64_t)b,
+                           c->keys.layer | (uint32_t)site << 24);
+        else
+            memset(m, 1, (size_t)per);
+        for (int64_t e = 0; e < per; e++)
+            fct[b * per + e] = m[e] ? keep : 0.0;
+    }
+    free(m);
+    return fct;
+}
+
+/* out (B, T, D) of the block, in double (with c's dropout, if it drops) */
 static void ref_block(double *out, const Blk *c)
 {
     int64_t B = c->B, t = c->g.t, d = c->g.d, H = c->g.heads, f = c->g.f, n = B * t, hd = d / H;
+    double *f1 = ref_factors(c, 1, H * t * t), *f2 = ref_factors(c, 2, t * d), *f3 = ref_factors(c, 3, t * d);
     double *x = malloc((size_t)(n * d) * sizeof(double)), *a = malloc((size_t)(n * d) * sizeof(double));
     double *qkv = malloc((size_t)(n * 3 * d) * sizeof(double)), *ctx = malloc((size_t)(n * d) * sizeof(double));
     double *h = malloc((size_t)(n * d) * sizeof(double)), *fc = malloc((size_t)(n * f) * sizeof(double));
@@ -195,16 +240,17 @@ static void ref_block(double *out, const Blk *c)
                 }
                 for (int64_t j = 0; j < t; j++) /* all masked: zeros (torch: NaN, then nan_to_num) */
                     sum += s[j] = isinf(mx) ? 0 : exp(s[j] - mx);
+                const double *f1r = f1 + b * H * t * t + (hh * t + i) * t; /* drop1 of row i */
                 for (int64_t e = 0; e < hd; e++) {
                     double o = 0;
                     for (int64_t j = 0; j < t; j++)
-                        o += (sum > 0 ? s[j] / sum : 0) * qkv[(b * t + j) * 3 * d + 2 * d + hh * hd + e];
+                        o += (sum > 0 ? s[j] / sum : 0) * f1r[j] * qkv[(b * t + j) * 3 * d + 2 * d + hh * hd + e];
                     ctx[(b * t + i) * d + hh * hd + e] = o;
                 }
             }
     ref_linear(h, ctx, c->p[4], c->p[5], n, d, d);
     for (int64_t i = 0; i < n * d; i++)
-        h[i] += x[i];
+        h[i] = x[i] + f2[i] * h[i];
     ref_layernorm(a, h, c->p[6], c->p[7], n, d, c->g.eps);
     ref_linear(fc, a, c->p[8], c->p[9], n, d, f);
     for (int64_t i = 0; i < n * f; i++) {
@@ -213,8 +259,8 @@ static void ref_block(double *out, const Blk *c)
     }
     ref_linear(out, fc, c->p[10], c->p[11], n, f, d);
     for (int64_t i = 0; i < n * d; i++)
-        out[i] += h[i];
-    free(x), free(a), free(qkv), free(ctx), free(h), free(fc), free(s);
+        out[i] = h[i] + f3[i] * out[i];
+    free(x), free(a), free(qkv), free(ctx), free(h), free(fc), free(s), free(f1), free(f2), free(f3);
 }
 
 /* ---- the tests ---------------------------------------------------------------------- */
@@ -233,12 +279,17 @@ static const float *case_mask(int m)
     return m == M_ROW ? mask_row : m == M_SAMPLE ? mask_sample : NULL;
 }
 
-START_TEST(block_forward_reference)
+/* the keys of the dropout tests (training) */
+static const KBlockKeys train_keys = {1, 0x5eedf00d12345ULL, 7, 40, 3};
+
+static void forward_reference_case(int i, float p)
 {
-    int causal = _i % 2, m = _i / 2;
-    rng_seed(2000 + (uint32_t)_i);
+    int causal = i % 2, m = i / 2;
+    rng_seed(2000 + (uint32_t)i);
     Blk c;
     blk_init(&c, 2, 5, 8, 2, 12, causal, case_mask(m));
+    if (p > 0)
+        blk_set_dropout(&c, p, train_keys);
     blk_forward(&c);
     double *ref = malloc((size_t)c.nx * sizeof(double));
     ref_block(ref, &c);
@@ -246,23 +297,38 @@ START_TEST(block_forward_reference)
     for (int64_t i = 0; i < c.nx; i++)
         mx = fmax(mx, fabs(ref[i]));
     for (int64_t i = 0; i < c.nx; i++)
-        REQUIRE(isfinite(c.out[i]) && fabs(c.out[i] - ref[i]) <= 1e-5 * mx, "%s%s out[%lld]: %.9g, want %.9g",
-                causal ? "causal, " : "", mask_names[m], (long long)i, c.out[i], ref[i]);
+        REQUIRE(isfinite(c.out[i]) && fabs(c.out[i] - ref[i]) <= 1e-5 * mx, "p %g, %s%s out[%lld]: %.9g, want %.9g",
+                p, causal ? "causal, " : "", mask_names[m], (long long)i, c.out[i], ref[i]);
     /* the forward writes every saved float (fully masked rows as zeros) */
     for (int64_t i = 0; i < c.nsaved; i++)
         REQUIRE(isfinite(c.saved[i]), "saved[%lld] = %g after the forward", (long long)i, c.saved[i]);
     free(ref);
     blk_free(&c);
 }
+
+START_TEST(block_forward_reference)
+{
+    forward_reference_case(_i, 0.0f);
+}
 END_TEST
 
-START_TEST(block_gradients)
+/* with the masks drawn by the reference from the documented recipe: a
+ * kernel that dropped elsewhere, or with other bits, is off by O(1) */
+START_TEST(block_dropout_forward_reference)
 {
-    int causal = _i % 2, m = _i / 2;
+    forward_reference_case(_i, 0.3f);
+}
+END_TEST
+
+static void gradients_case(int i, float p)
+{
+    int causal = i % 2, m = i / 2;
     char what[96];
-    rng_seed(3000 + (uint32_t)_i);
+    rng_seed(3000 + (uint32_t)i);
     Blk c;
     blk_init(&c, 2, 5, 8, 2, 12, causal, case_mask(m));
+    if (p > 0)
+        blk_set_dropout(&c, p, train_keys); /* fixed keys: a fixed mask, L smooth */
     int64_t ndsaved = c.B * k_block_dsaved_floats(&c.g);
     float *g = frand(c.nx, -1, 1), *din = fnan(c.nx), *dsaved = fnan(ndsaved), *grads[12];
     for (int k = 0; k < 12; k++)
@@ -273,14 +339,14 @@ START_TEST(block_gradients)
         REQUIRE(isfinite(dsaved[i]), "dsaved[%lld] = %g after the input half", (long long)i, dsaved[i]);
 
     /* every entry of din */
-    snprintf(what, sizeof what, "%s%s din", causal ? "causal, " : "", mask_names[m]);
+    snprintf(what, sizeof what, "p %g, %s%s din", p, causal ? "causal, " : "", mask_names[m]);
     double amax = absmax(din, c.nx);
     for (int64_t i = 0; i < c.nx; i++)
         check_fd_at(what, i, &c, g, c.x, din[i], amax, 1e-2f);
     /* five entries of each parameter gradient: both ends and three from
      * the LCG (a weight matrix's entries are all alike) */
     for (int k = 0; k < 12; k++) {
-        snprintf(what, sizeof what, "%s%s %s", causal ? "causal, " : "", mask_names[m], pnames[k]);
+        snprintf(what, sizeof what, "p %g, %s%s %s", p, causal ? "causal, " : "", mask_names[m], pnames[k]);
         amax = absmax(grads[k], c.np[k]);
         int64_t at[5] = {0, c.np[k] - 1, 0, 0, 0};
         for (int e = 2; e < 5; e++)
@@ -299,6 +365,17 @@ START_TEST(block_gradients)
     for (int k = 0; k < 12; k++)
         free(grads[k]);
     blk_free(&c);
+}
+
+START_TEST(block_gradients)
+{
+    gradients_case(_i, 0.0f);
+}
+END_TEST
+
+START_TEST(block_dropout_gradients)
+{
+    gradients_case(_i, 0.3f);
 }
 END_TEST
 
@@ -347,6 +424,261 @@ START_TEST(block_accumulates_and_repeats)
 }
 END_TEST
 
+/* ---- dropout -------------------------------------------------------------------------- */
+
+/* Everything one forward + backward of c gives, for bitwise comparisons. */
+typedef struct Run {
+    float *out, *saved, *din, *dsaved, *grads[12];
+    int64_t ndsaved;
+} Run;
+
+static Run run_full(Blk *c, const float *g)
+{
+    Run r;
+    r.ndsaved = c->B * k_block_dsaved_floats(&c->g);
+    r.din = fnan(c->nx), r.dsaved = fnan(r.ndsaved);
+    for (int k = 0; k < 12; k++)
+        r.grads[k] = fzero(c->np[k]);
+    blk_forward(c);
+    r.out = malloc((size_t)c->nx * sizeof(float)), r.saved = malloc((size_t)c->nsaved * sizeof(float));
+    memcpy(r.out, c->out, (size_t)c->nx * sizeof(float));
+    memcpy(r.saved, c->saved, (size_t)c->nsaved * sizeof(float));
+    blk_backward(c, r.din, r.dsaved, r.grads, g);
+    return r;
+}
+
+static void run_free(Run *r)
+{
+    free(r->out), free(r->saved), free(r->din), free(r->dsaved);
+    for (int k = 0; k < 12; k++)
+        free(r->grads[k]);
+}
+
+static void require_same(const char *what, const Blk *c, const Run *a, const Run *b)
+{
+    REQUIRE(!memcmp(a->out, b->out, (size_t)c->nx * sizeof(float)), "%s: out differs", what);
+    REQUIRE(!memcmp(a->saved, b->saved, (size_t)c->nsaved * sizeof(float)), "%s: saved differs", what);
+    REQUIRE(!memcmp(a->din, b->din, (size_t)c->nx * sizeof(float)), "%s: din differs", what);
+    REQUIRE(!memcmp(a->dsaved, b->dsaved, (size_t)a->ndsaved * sizeof(float)), "%s: dsaved differs", what);
+    for (int k = 0; k < 12; k++)
+        REQUIRE(!memcmp(a->grads[k], b->grads[k], (size_t)c->np[k] * sizeof(float)), "%s: %s differs", what,
+                pnames[k]);
+}
+
+/* p = 0 while training, and p = 0.3 in evaluation, are exactly the block
+ * without dropout (no keys): every output bit; and p = 0.3 training is not */
+START_TEST(block_dropout_identity)
+{
+    rng_seed(5000);
+    Blk c;
+    blk_init(&c, 2, 5, 8, 2, 12, 1, mask_row);
+    float *g = frand(c.nx, -1, 1);
+    Run plain = run_full(&c, g);
+    blk_set_dropout(&c, 0.0f, train_keys);
+    Run p0 = run_full(&c, g);
+    require_same("p = 0, training", &c, &plain, &p0);
+    KBlockKeys eval = train_keys;
+    eval.training = 0;
+    blk_set_dropout(&c, 0.3f, eval);
+    Run ev = run_full(&c, g);
+    require_same("p = 0.3, evaluating", &c, &plain, &ev);
+    blk_set_dropout(&c, 0.3f, train_keys);
+    Run tr = run_full(&c, g);
+    ck_assert(memcmp(tr.out, plain.out, (size_t)c.nx * sizeof(float)) != 0);
+    /* P itself is saved before drop1: the same as without dropout */
+    KBlockSaved o = k_block_saved_layout(&c.g, c.B);
+    ck_assert_mem_eq(tr.saved + o.att, plain.saved + o.att, (size_t)(o.ctx - o.att) * sizeof(float));
+    run_free(&plain), run_free(&p0), run_free(&ev), run_free(&tr);
+    free(g);
+    blk_free(&c);
+}
+END_TEST
+
+/* With dropout: the weight half run later, after other calls (another
+ * micro-batch's forward and input half, with other keys, through the same
+ * scratch), gives the bits of the unsplit backward; and the whole thing
+ * twice from NaN-filled outputs gives the same bits. */
+START_TEST(block_dropout_split)
+{
+    rng_seed(6000);
+    Blk c;
+    blk_init(&c, 2, 5, 8, 2, 12, 1, mask_row);
+    blk_set_dropout(&c, 0.2f, train_keys);
+    float *g = frand(c.nx, -1, 1);
+    Run full = run_full(&c, g), again = run_full(&c, g);
+    require_same("the same calls twice", &c, &full, &again);
+
+    /* split: forward and input half of micro-batch A ... */
+    Run sp;
+    sp.ndsaved = full.ndsaved;
+    sp.din = fnan(c.nx), sp.dsaved = fnan(sp.ndsaved);
+    for (int k = 0; k < 12; k++)
+        sp.grads[k] = fzero(c.np[k]);
+    blk_forward(&c);
+    sp.out = malloc((size_t)c.nx * sizeof(float)), sp.saved = malloc((size_t)c.nsaved * sizeof(float));
+    memcpy(sp.out, c.out, (size_t)c.nx * sizeof(float));
+    memcpy(sp.saved, c.saved, (size_t)c.nsaved * sizeof(float));
+    fill_nan(c.scratch, c.nscratch);
+    k_block_backward_input(sp.din, sp.dsaved, g, c.x, sp.saved, c.mask, (const float *const *)c.p, c.B, &c.g, &c.keys,
+                           c.scratch);
+    /* ... micro-batch B in between (other samples, same step) ... */
+    KBlockKeys other = train_keys;
+    other.sample0 += 2;
+    float *din2 = fnan(c.nx), *dsaved2 = fnan(sp.ndsaved);
+    k_block_forward(c.out, c.saved, c.x, c.mask, (const float *const *)c.p, c.B, &c.g, &other, c.scratch);
+    k_block_backward_input(din2, dsaved2, g, c.x, c.saved, c.mask, (const float *const *)c.p, c.B, &c.g, &other,
+                           c.scratch);
+    ck_assert(memcmp(din2, sp.din, (size_t)c.nx * sizeof(float)) != 0); /* other masks */
+    /* ... then A's weight half, from what A's input half left */
+    fill_nan(c.scratch, c.nscratch);
+    k_block_backward_weight(sp.grads, sp.dsaved, c.x, sp.saved, c.B, &c.g, c.scratch);
+    require_same("split (weight half later) vs unsplit", &c, &full, &sp);
+    free(din2), free(dsaved2), free(g);
+    run_free(&full), run_free(&again), run_free(&sp);
+    blk_free(&c);
+}
+END_TEST
+
+/* The masks of sites 3 and 2 come back out of dsaved: with dout = 1,
+ * mlp.proj's output gradient is exactly the factor (0 or 1 / (1 - p)), and
+ * attn.proj's is 0 exactly where site 2 drops. Both must be the documented
+ * streams of each sample (sample0 + b), drawn here by k_dropout_mask. */
+START_TEST(block_dropout_masks_readback)
+{
+    rng_seed(7000);
+    Blk c;
+    blk_init(&c, 2, 5, 8, 2, 12, 1, mask_row);
+    blk_set_dropout(&c, 0.4f, train_keys);
+    float *ones = malloc((size_t)c.nx * sizeof(float));
+    for (int64_t i = 0; i < c.nx; i++)
+        ones[i] = 1.0f;
+    Run r = run_full(&c, ones);
+    KBlockDsaved q = k_block_dsaved_layout(&c.g, c.B);
+    int64_t per = c.g.t * c.g.d;
+    float keep = 1.0f / (1.0f - c.g.dropout);
+    uint8_t *m3 = malloc((size_t)per), *m2 = malloc((size_t)per);
+    int64_t dropped3 = 0, dropped2 = 0;
+    for (int64_t b = 0; b < c.B; b++) {
+        uint64_t sample = train_keys.sample0 + (uint64_t)b;
+        k_dropout_mask(m3, per, c.g.dropout, train_keys.seed, train_keys.step, sample,
+                       k_block_drop_stream(train_keys.layer, K_BLOCK_DROP_MLP_PROJ));
+        k_dropout_mask(m2, per, c.g.dropout, train_keys.seed, train_keys.step, sample,
+                       k_block_drop_stream(train_keys.layer, K_BLOCK_DROP_ATTN_PROJ));
+        for (int64_t e = 0; e < per; e++) {
+            float d3 = r.dsaved[q.dout + b * per + e], d2 = r.dsaved[q.dh + b * per + e];
+            REQUIRE(d3 == (m3[e] ? keep : 0.0f), "sample %lld: mlp.proj's gradient[%lld] = %g, site 3's mask %d",
+                    (long long)b, (long long)e, d3, m3[e]);
+            REQUIRE((d2 == 0.0f) == (m2[e] == 0), "sample %lld: attn.proj's gradient[%lld] = %g, site 2's mask %d",
+                    (long long)b, (long long)e, d2, m2[e]);
+            dropped3 += !m3[e], dropped2 += !m2[e];
+        }
+    }
+    /* 80 draws each at p = 0.4: both kinds present */
+    ck_assert(dropped3 > 0 && dropped3 < 2 * per && dropped2 > 0 && dropped2 < 2 * per);
+    /* the two sites are different streams */
+    ck_assert(memcmp(m2, m3, (size_t)per) != 0);
+    free(m3), free(m2), free(ones);
+    run_free(&r);
+    blk_free(&c);
+}
+END_TEST
+
+/* The block's output depends on every key, and on nothing else: the same
+ * keys give the same bits, another seed, step, layer or first sample gives
+ * another output; a sample's output does not depend on the micro-batch it
+ * is in (sample 1 of a pair starting at 40 = a single sample at 41). */
+START_TEST(block_dropout_keys)
+{
+    rng_seed(8000);
+    Blk c;
+    blk_init(&c, 2, 5, 8, 2, 12, 0, NULL);
+    blk_set_dropout(&c, 0.2f, train_keys);
+    blk_forward(&c);
+    float *base = malloc((size_t)c.nx * sizeof(float));
+    memcpy(base, c.out, (size_t)c.nx * sizeof(float));
+    blk_forward(&c);
+    ck_assert_mem_eq(c.out, base, (size_t)c.nx * sizeof(float));
+    for (int which = 0; which < 4; which++) {
+        KBlockKeys k = train_keys;
+        if (which == 0)
+            k.seed += 1;
+        else if (which == 1)
+            k.step += 1;
+        else if (which == 2)
+            k.layer += 1;
+        else
+            k.sample0 += 1;
+        c.keys = k;
+        blk_forward(&c);
+        /* every sample changes */
+        for (int64_t b = 0; b < c.B; b++) {
+            int64_t per = c.g.t * c.g.d;
+            REQUIRE(memcmp(c.out + b * per, base + b * per, (size_t)per * sizeof(float)) != 0,
+                    "key %d changed, sample %lld's output did not", which, (long long)b);
+        }
+    }
+    /* sample 1 alone, keyed as the second of the pair */
+    Blk one;
+    blk_init(&one, 1, 5, 8, 2, 12, 0, NULL);
+    KBlockKeys k1 = train_keys;
+    k1.sample0 += 1;
+    blk_set_dropout(&one, 0.2f, k1);
+    for (int k = 0; k < 12; k++)
+        memcpy(one.p[k], c.p[k], (size_t)c.np[k] * sizeof(float));
+    memcpy(one.x, c.x + one.nx, (size_t)one.nx * sizeof(float));
+    blk_forward(&one);
+    double mx = absmax(base + one.nx, one.nx);
+    for (int64_t i = 0; i < one.nx; i++)
+        REQUIRE(fabs(one.out[i] - base[one.nx + i]) <= 1e-6 * mx, "sample 41 alone: out[%lld] = %.9g, in a pair %.9g",
+                (long long)i, one.out[i], base[one.nx + i]);
+    free(base);
+    blk_free(&one);
+    blk_free(&c);
+}
+END_TEST
+
+/* The recipe itself (k_random.c): k_dropout_mask_at is a window of the
+ * whole stream at any offset; the three sites of a layer, the standalone
+ * dropout layer's stream (site 0), neighbouring layers, steps, samples and
+ * seeds all give different masks; about p of each is dropped. */
+START_TEST(block_dropout_streams)
+{
+    enum { N = 4099 }; /* not a multiple of 4 */
+    float p = 0.1f;
+    uint64_t seed = 99, step = 3, sample = 17;
+    static uint8_t whole[N], part[N], m[24][N];
+    k_dropout_mask(whole, N, p, seed, step, sample, k_block_drop_stream(5, 1));
+    for (int64_t e0 = 0; e0 < 9; e0++) {
+        k_dropout_mask_at(part, e0, N - e0 - 3, p, seed, step, sample, k_block_drop_stream(5, 1));
+        ck_assert_mem_eq(part, whole + e0, (size_t)(N - e0 - 3));
+    }
+    /* layers 4..6, sites 0..3 (0: the dropout layer's stream) at (step,
+     * sample, seed); then the block's site 1 of layer 5 at neighbours of
+     * each of those */
+    int nm = 0;
+    for (uint32_t layer = 4; layer <= 6; layer++)
+        for (int site = 0; site <= 3; site++)
+            k_dropout_mask(m[nm++], N, p, seed, step, sample, k_block_drop_stream(layer, site));
+    k_dropout_mask(m[nm++], N, p, seed, step + 1, sample, k_block_drop_stream(5, 1));
+    k_dropout_mask(m[nm++], N, p, seed, step, sample + 1, k_block_drop_stream(5, 1));
+    k_dropout_mask(m[nm++], N, p, seed + 1, step, sample, k_block_drop_stream(5, 1));
+    for (int a = 0; a < nm; a++) {
+        int64_t dropped = 0;
+        for (int64_t e = 0; e < N; e++)
+            dropped += !m[a][e];
+        /* mean 409.9, sd 19.2: 5 sd either way */
+        REQUIRE(dropped > 313 && dropped < 506, "mask %d drops %lld of %d at p 0.1", a, (long long)dropped, N);
+        for (int b = 0; b < a; b++)
+            REQUIRE(memcmp(m[a], m[b], N) != 0, "masks %d and %d are the same stream", a, b);
+    }
+    /* the stream words: distinct for every (layer, site), never a plain
+     * layer index unless site 0 */
+    ck_assert_uint_eq(k_block_drop_stream(7, 0), 7);
+    ck_assert_uint_eq(k_block_drop_stream(99999, 3), 99999u + (3u << 24));
+    ck_assert_uint_ne(k_block_drop_stream(0, 2), k_block_drop_stream(2, 0));
+}
+END_TEST
+
 /* The per-sample counts follow the layout in k_block.c:
  * saved = 7 T D + 4 T + H T^2 + 2 T F, dsaved = T (7 D + F). */
 START_TEST(block_sizes)
@@ -357,6 +689,14 @@ START_TEST(block_sizes)
     ck_assert_int_eq(k_block_scratch_floats(&g, 3), 3 * 128 * 512);
     KBlock w = {5, 8, 2, 6, 0, 1e-5f, 0.0f}; /* F < D: scratch follows D */
     ck_assert_int_eq(k_block_scratch_floats(&w, 2), 2 * 5 * 8);
+    /* dropout > 0: + dres (N, D) + pd, dpd (T, T) + a mask of max(T T, T D)
+     * bytes; saved and dsaved unchanged (masks are drawn again, not kept) */
+    g.dropout = 0.1f;
+    ck_assert_int_eq(k_block_scratch_floats(&g, 3), 3 * 128 * 512 + 3 * 128 * 128 + 2 * 128 * 128 + 128 * 128 / 4);
+    ck_assert_int_eq(k_block_saved_floats(&g), 7 * 128 * 128 + 4 * 128 + 4 * 128 * 128 + 2 * 128 * 512);
+    ck_assert_int_eq(k_block_dsaved_floats(&g), 128 * (7 * 128 + 512));
+    w.dropout = 0.5f; /* T D > T T, and odd: the mask rounds up to floats */
+    ck_assert_int_eq(k_block_scratch_floats(&w, 2), 2 * 5 * 8 + 2 * 5 * 8 + 2 * 25 + (40 + 3) / 4);
 }
 END_TEST
 
@@ -369,6 +709,13 @@ static Suite *suite(void)
     tcase_add_loop_test(c, block_gradients, 0, 2 * M_N);
     tcase_add_test(c, block_accumulates_and_repeats);
     tcase_add_test(c, block_sizes);
+    tcase_add_loop_test(c, block_dropout_forward_reference, 0, 2 * M_N);
+    tcase_add_loop_test(c, block_dropout_gradients, 0, 2 * M_N);
+    tcase_add_test(c, block_dropout_identity);
+    tcase_add_test(c, block_dropout_split);
+    tcase_add_test(c, block_dropout_masks_readback);
+    tcase_add_test(c, block_dropout_keys);
+    tcase_add_test(c, block_dropout_streams);
     suite_add_tcase(s, c);
     return s;
 }

@@ -782,11 +782,19 @@ static void test_norm_scale_casts(void)
 
 /* ---- transformer_block ------------------------------------------------------------------------------ */
 
-static void test_block(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, int64_t f, int causal, int masked)
+/* p > 0: dropout while training, with the keys below. Beyond the
+ * tolerances: mlp.proj's output gradient in dsaved (dout times site 3's
+ * factor) must be the CPU's bit for bit, attn.proj's must be zero exactly
+ * where the CPU's is (site 2's mask), drop1 shows in out and ctx at fp32's
+ * 1e-5 (one differing mask element is O(1e-2)), and evaluation (training 0)
+ * must give the bits of p = 0. */
+static void test_block(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, int64_t f, int causal, int masked,
+                       float p_drop)
 {
     KcPrec prec = precs[pi];
     kc_set_precision(&ctx, prec);
-    KBlock g = {t, d, heads, f, causal, 1e-5f, 0.0f};
+    KBlock g = {t, d, heads, f, causal, 1e-5f, p_drop};
+    KBlockKeys keys = {1, 0x123456789abcdefULL, 11, 1000, 7};
     reserve(kc_block_workspace(&ctx, &g, B));
     int64_t nx = B * t * d, ns = B * k_block_saved_floats(&g), nds = B * k_block_dsaved_floats(&g);
     int64_t nscr = k_block_scratch_floats(&g, B);
@@ -806,24 +814,25 @@ static void test_block(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, i
     float *din = xmalloc((size_t)nx * sizeof(float)), *dsaved = xmalloc((size_t)nds * sizeof(float));
     float *scratch = xmalloc((size_t)nscr * sizeof(float));
     const float *const *cp = (const float *const *)p;
-    k_block_forward(out, saved, x, mask, cp, B, &g, scratch);
-    k_block_backward_input(din, dsaved, dy, x, saved, mask, cp, B, &g, scratch);
+    k_block_forward(out, saved, x, mask, cp, B, &g, &keys, scratch);
+    k_block_backward_input(din, dsaved, dy, x, saved, mask, cp, B, &g, &keys, scratch);
     k_block_backward_weight(gr, dsaved, x, saved, B, &g, scratch);
 
     float *d_x = dput(x, nx), *d_dy = dput(dy, nx), *d_mask = mask ? dput(mask, B * t) : NULL;
     float *d_out = dnan(nx), *d_saved = dnan(ns), *d_din = dnan(nx), *d_dsaved = dnan(nds), *d_scr = dnan(nscr);
     const float *const *dcp = (const float *const *)d_p;
     char what[112];
-    snprintf(what, sizeof what, "B%lld T%lld D%lld H%lld F%lld%s%s", (long long)B, (long long)t, (long long)d,
-             (long long)heads, (long long)f, causal ? " causal" : "", masked ? " mask" : "");
+    snprintf(what, sizeof what, "B%lld T%lld D%lld H%lld F%lld%s%s%s", (long long)B, (long long)t, (long long)d,
+             (long long)heads, (long long)f, causal ? " causal" : "", masked ? " mask" : "",
+             p_drop > 0 ? " dropout" : "");
     char line[160];
     Err e = {0}, e2 = {0}, e3 = {0};
-    KC(kc_block_forward(&ctx, d_out, d_saved, d_x, d_mask, dcp, B, &g, d_scr));
+    KC(kc_block_forward(&ctx, d_out, d_saved, d_x, d_mask, dcp, B, &g, &keys, d_scr));
     err_dev(&e, d_out, out, nx);
     err_dev(&e, d_saved, saved, ns);
     snprintf(line, sizeof line, "block forward (out, saved) %s", what);
     report(line, kc_prec_name(prec), &e, lim_comp[pi]);
-    KC(kc_block_backward_input(&ctx, d_din, d_dsaved, d_dy, d_x, d_saved, d_mask, dcp, B, &g, d_scr));
+    KC(kc_block_backward_input(&ctx, d_din, d_dsaved, d_dy, d_x, d_saved, d_mask, dcp, B, &g, &keys, d_scr));
     err_dev(&e2, d_din, din, nx);
     err_dev(&e2, d_dsaved, dsaved, nds);
     report("block backward_input (din, dsaved)", kc_prec_name(prec), &e2, lim_comp[pi]);
@@ -835,11 +844,46 @@ static void test_block(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, i
     /* the same call again: the same bits */
     float *first = hget(d_din, nx);
     poison(d_din, (size_t)nx * sizeof(float));
-    KC(kc_block_backward_input(&ctx, d_din, d_dsaved, d_dy, d_x, d_saved, d_mask, dcp, B, &g, d_scr));
+    KC(kc_block_backward_input(&ctx, d_din, d_dsaved, d_dy, d_x, d_saved, d_mask, dcp, B, &g, &keys, d_scr));
     Err e4 = {0};
     err_dev(&e4, d_din, first, nx);
     report_bool("block backward_input twice: the same bits", !e4.bad && !e4.differs, kc_prec_name(prec));
     free(first);
+
+    if (p_drop > 0) {
+        KBlockDsaved q = k_block_dsaved_layout(&g, B);
+        KBlockSaved o = k_block_saved_layout(&g, B);
+        Err e5 = {0}, e6 = {0};
+        float *gd = hget(d_dsaved, nds);
+        err_add(&e5, gd + q.dout, dsaved + q.dout, nx);
+        report_exact("block dropout: site 3 (mlp.proj's gradient)", &e5);
+        int64_t zeros = 0, wrong = 0;
+        for (int64_t i = 0; i < nx; i++) {
+            zeros += dsaved[q.dh + i] == 0.0f;
+            wrong += (gd[q.dh + i] == 0.0f) != (dsaved[q.dh + i] == 0.0f);
+        }
+        char detail[96];
+        snprintf(detail, sizeof detail, "%lld of %lld zeros on the CPU, %lld placed differently", (long long)zeros,
+                 (long long)nx, (long long)wrong);
+        report_bool("block dropout: site 2 (attn.proj's gradient)", zeros > 0 && wrong == 0, detail);
+        free(gd);
+        err_dev(&e6, d_saved + o.ctx, saved + o.ctx, nx);
+        report("block dropout: site 1 (ctx = drop1(P) V)", kc_prec_name(prec), &e6, lim_comp[pi]);
+        /* evaluation: the bits of the block without dropout */
+        KBlock g0 = g;
+        g0.dropout = 0.0f;
+        KBlockKeys ev = keys;
+        ev.training = 0;
+        float *d_o0 = dnan(nx), *d_o1 = dnan(nx);
+        KC(kc_block_forward(&ctx, d_o0, d_saved, d_x, d_mask, dcp, B, &g0, NULL, d_scr));
+        KC(kc_block_forward(&ctx, d_o1, d_saved, d_x, d_mask, dcp, B, &g, &ev, d_scr));
+        float *o0 = hget(d_o0, nx);
+        Err e7 = {0};
+        err_dev(&e7, d_o1, o0, nx);
+        report_bool("block dropout, evaluating: the bits of p = 0", !e7.bad && !e7.differs, kc_prec_name(prec));
+        free(o0);
+        dfree(d_o0), dfree(d_o1);
+    }
 
     for (int k = 0; k < 12; k++) {
         free(p[k]), free(gr0[k]), free(gr[k]);
@@ -954,8 +998,10 @@ int main(void)
     test_norm_scale_casts();
 
     for (int pi = 0; pi < 3; pi++) {
-        test_block(pi, 3, 16, 32, 4, 128, 1, 1);
-        test_block(pi, 2, 64, 128, 4, 512, 0, 0);
+        test_block(pi, 3, 16, 32, 4, 128, 1, 1, 0.0f);
+        test_block(pi, 2, 64, 128, 4, 512, 0, 0, 0.0f);
+        test_block(pi, 3, 16, 32, 4, 128, 1, 1, 0.1f);
+        test_block(pi, 2, 64, 128, 4, 512, 0, 0, 0.1f);
     }
     kc_set_precision(&ctx, KC_FP32);
     test_errors();

@@ -159,6 +159,69 @@ __device__ __forceinline__ float kc_block_max(float v, float *sh)
 }
 #endif
 
+/* ---- dropout inside transformer_block (kc_block.cu, kc_attention.cu) ---------------
+ * k_random.c's recipe, word for word: element e of sample s gets the
+ * factor 0 when uniform01(word e % 4 of Philox(counter { e / 4,
+ * sample0 + s, stream, step }, key seed)) < p, else keep = 1 / (1 - p)
+ * (computed on the host as k_dropout_forward does), so a product
+ * x * factor has the CPU's bits. Each element makes its own Philox call
+ * (the four elements of one counter repeat it): no mask in memory, in the
+ * forward or the backward. */
+typedef struct KcDrop {
+    float p, keep;
+    uint32_t k0, k1;   /* the key: the seed's low and high words */
+    uint32_t stream;   /* counter word 2: k_block_drop_stream(layer, site) */
+    uint32_t step;     /* counter word 3 */
+    uint64_t sample0;  /* counter word 1 is sample0 + s */
+} KcDrop;
+
+static inline KcDrop kc_drop_of(const KBlock *g, const KBlockKeys *keys, int site)
+{
+    KcDrop d;
+    d.p = g->dropout;
+    d.keep = 1.0f / (1.0f - g->dropout);
+    d.k0 = (uint32_t)keys->seed, d.k1 = (uint32_t)(keys->seed >> 32);
+    d.stream = k_block_drop_stream(keys->layer, site);
+    d.step = (uint32_t)keys->step;
+    d.sample0 = keys->sample0;
+    return d;
+}
+
+#ifdef __CUDACC__
+__device__ __forceinline__ uint32_t kc_philox_word(uint32_t x0, uint32_t x1, uint32_t x2, uint32_t x3, uint32_t k0,
+                                                   uint32_t k1, int word)
+{
+    for (int r = 0; r < 10; r++) { /* Philox4x32-10 (k_philox) */
+        if (r > 0)
+            k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+        uint32_t hi0 = __umulhi(0xD2511F53u, x0), lo0 = 0xD2511F53u * x0;
+        uint32_t hi1 = __umulhi(0xCD9E8D57u, x2), lo1 = 0xCD9E8D57u * x2;
+        uint32_t y0 = hi1 ^ x1 ^ k0, y1 = lo1, y2 = hi0 ^ x3 ^ k1, y3 = lo0;
+        x0 = y0, x1 = y1, x2 = y2, x3 = y3;
+    }
+    return word == 0 ? x0 : word == 1 ? x1 : word == 2 ? x2 : x3;
+}
+
+/* 0 or d.keep for element e of sample s at d's site */
+__device__ __forceinline__ float kc_drop_factor(const KcDrop &d, int64_t s, int64_t e)
+{
+    uint32_t w = kc_philox_word((uint32_t)(e / 4), (uint32_t)(d.sample0 + (uint64_t)s), d.stream, d.step, d.k0, d.k1,
+                                (int)(e % 4));
+    return (float)(w >> 8) * 0x1p-24f < d.p ? 0.0f : d.keep;
+}
+#endif
+
+/* The attention core with drop1 on the probabilities (kc_attention.cu):
+ * as kc_attention_forward / _backward, with O = drop1(P) V, att keeping P,
+ * and the backward through the mask (kernels/cpu/k_block.c's
+ * att_drop_backward). drop NULL: exactly kc_attention_*. The workspace
+ * with dropout: */
+size_t kc_attention_drop_workspace(const KcCtx *ctx, int64_t B, int64_t t, int64_t d, int64_t heads);
+int kc_attention_forward_drop(KcCtx *ctx, float *out, float *att, const float *qkv, const float *mask, int64_t B,
+                              int64_t t, int64_t d, int64_t heads, int causal, const KcDrop *drop);
+int kc_attention_backward_drop(KcCtx *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
+                               int64_t B, int64_t t, int64_t d, int64_t heads, const KcDrop *drop);
+
 /* ---- shared helpers (kc_core.cu) ------------------------------------------------------ */
 /* C (col-major, fp32) = alpha op(A) op(B) + beta C, batch times with element
  * strides sa, sb, sc (batch 1: one cublasGemmEx). A and B are fp32 in

@@ -4,7 +4,8 @@
  *   block_driver < input
  *
  * stdin, whitespace-separated text (%.9g round-trips a float32 exactly):
- *   B T D H F CAUSAL HAS_MASK
+ *   B T D H F CAUSAL HAS_MASK P TRAINING SEED STEP SAMPLE0 LAYER
+ *     (P the block's dropout; the rest its KBlockKeys)
  *   x (B*T*D)
  *   mask (B*T), only when HAS_MASK is 1 (1 = real token, 0 = padding)
  *   the 12 parameters in PcLayer.param order, each flattened row-major:
@@ -14,7 +15,9 @@
  *   dout (B*T*D), the upstream gradient
  *
  * It runs k_block_forward, then k_block_backward_input and
- * k_block_backward_weight (into zeroed gradients), and prints 14 lines,
+ * k_block_backward_weight (into zeroed gradients) with those keys (the
+ * masks are Philox streams the caller can reproduce: k_random.c's recipe),
+ * and prints 14 lines,
  * each a name and its values in %.9g: `out`, `din`, then the 12 parameter
  * names above with their gradients. Exit 2 on malformed input. */
 #include <cblas.h>
@@ -62,13 +65,20 @@ int main(void)
 {
     openblas_set_num_threads(1); /* the kernels' contract: one thread */
     long long B, t, d, H, f;
-    int causal, has_mask;
-    if (scanf("%lld %lld %lld %lld %lld %d %d", &B, &t, &d, &H, &f, &causal, &has_mask) != 7 || B <= 0 || t <= 0 ||
-        d <= 0 || H <= 0 || f <= 0 || d % H != 0) {
-        fprintf(stderr, "block_driver: expected sizes B T D H F CAUSAL HAS_MASK (H dividing D)\n");
+    int causal, has_mask, training;
+    float p_drop;
+    unsigned long long seed, step, sample0;
+    unsigned layer;
+    if (scanf("%lld %lld %lld %lld %lld %d %d %f %d %llu %llu %llu %u", &B, &t, &d, &H, &f, &causal, &has_mask,
+              &p_drop, &training, &seed, &step, &sample0, &layer) != 13 ||
+        B <= 0 || t <= 0 || d <= 0 || H <= 0 || f <= 0 || d % H != 0 || !(p_drop >= 0.0f && p_drop < 1.0f) ||
+        layer >= (1u << 24)) {
+        fprintf(stderr, "block_driver: expected B T D H F CAUSAL HAS_MASK P TRAINING SEED STEP SAMPLE0 LAYER "
+                        "(H dividing D, P in [0, 1), LAYER < 2^24)\n");
         return 2;
     }
-    KBlock g = {t, d, H, f, causal, 1e-5f, 0.0f};
+    KBlock g = {t, d, H, f, causal, 1e-5f, p_drop};
+    KBlockKeys keys = {training, seed, step, sample0, layer};
     int64_t nx = B * t * d;
     int64_t np[12] = {d, d, 3 * d * d, 3 * d, d * d, d, d, d, f * d, f, d * f, d};
     float *x = read_floats(nx, "x");
@@ -83,8 +93,8 @@ int main(void)
     float *out = xalloc(nx), *din = xalloc(nx);
     float *saved = xalloc(B * k_block_saved_floats(&g)), *dsaved = xalloc(B * k_block_dsaved_floats(&g));
     float *scratch = xalloc(k_block_scratch_floats(&g, B));
-    k_block_forward(out, saved, x, mask, (const float *const *)p, B, &g, scratch);
-    k_block_backward_input(din, dsaved, dout, x, saved, mask, (const float *const *)p, B, &g, scratch);
+    k_block_forward(out, saved, x, mask, (const float *const *)p, B, &g, &keys, scratch);
+    k_block_backward_input(din, dsaved, dout, x, saved, mask, (const float *const *)p, B, &g, &keys, scratch);
     k_block_backward_weight(grads, dsaved, x, saved, B, &g, scratch);
 
     print_floats("out", out, nx);

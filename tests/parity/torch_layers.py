@@ -5,6 +5,13 @@ layers.{i}.attn.qkv.weight, ...). Shared by the parity scripts.
 Attention follows pipe's kernel exactly: scale 1/sqrt(head width), causal
 and padding masks over keys, and a query whose keys are all masked gets
 zeros (softmax alone would give NaN).
+
+Block's dropouts are GPT-2's (nanoGPT's): on the attention probabilities,
+on attn.proj's output and on mlp.proj's output, each before what follows
+it. nn.Dropout draws torch's own masks; a caller that must reproduce pipe's
+(Philox, kernels/cpu/k_random.c) passes noise = the three factor tensors
+(0 or 1/(1-p)), which replace the nn.Dropout calls the way nn.Dropout
+applies its own: input * noise.
 """
 import math
 
@@ -37,7 +44,7 @@ class Attention(nn.Module):
         self.causal = causal
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, noise=None):
         b, t, d = x.shape
         h = self.heads
         q, k, v = self.qkv(x).split(d, dim=-1)
@@ -47,7 +54,8 @@ class Attention(nn.Module):
             s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
         if mask is not None:
             s = s.masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-        a = self.drop(s.softmax(-1).nan_to_num(0.0))
+        a = s.softmax(-1).nan_to_num(0.0)
+        a = self.drop(a) if noise is None else a * noise
         y = (a @ v).transpose(1, 2).reshape(b, t, d)
         return self.proj(y)
 
@@ -76,6 +84,12 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.uses_mask = mask
 
-    def forward(self, x, mask=None):
-        x = x + self.drop(self.attn(self.ln1(x), mask if self.uses_mask else None))
-        return x + self.drop(self.mlp(self.ln2(x)))
+    def forward(self, x, mask=None, noise=None):
+        """noise: None (nn.Dropout), or the factors of the three sites:
+        (B, H, T, T) for the probabilities, (B, T, D) for attn.proj's
+        output, (B, T, D) for mlp.proj's."""
+        n1, n2, n3 = noise if noise is not None else (None, None, None)
+        a = self.attn(self.ln1(x), mask if self.uses_mask else None, n1)
+        x = x + (self.drop(a) if n2 is None else a * n2)
+        m = self.mlp(self.ln2(x))
+        return x + (self.drop(m) if n3 is None else m * n3)
