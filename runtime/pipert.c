@@ -18,7 +18,7 @@
  * the same conclusion, so a mismatch is one message and a non-zero exit
  * everywhere, never a hang. Checks that only some ranks can make (the data
  * files, which only the first and last stages open; the --save folder; the
- * --metrics file) are agreed on collectively (agree()): the lowest failing
+ * --metrics and --trace files) are agreed on collectively (agree()): the lowest failing
  * rank's message, printed once by rank 0, and exit 1 on every rank through
  * MPI_Finalize. MPI_Abort is kept for failures inside the step loop, where a
  * rank cannot tell the others. Rank r runs stage r / dp as replica r % dp. */
@@ -297,6 +297,25 @@ static int has_last(const RtCtx *rt)
         if (rt->chunk[c].is_last)
             return 1;
     return 0;
+}
+
+/* --trace FILE, written by rank 0 after the last step: whether it can be,
+ * found out at start without changing anything (an existing file is opened
+ * for writing but not cut; a new one is created and removed). "" or why not. */
+static void check_output_file(const char *opt, const char *path, char *why, size_t n)
+{
+    why[0] = 0;
+    int fd = open(path, O_WRONLY);
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    if (errno == ENOENT && (fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644)) >= 0) {
+        close(fd);
+        unlink(path);
+        return;
+    }
+    snprintf(why, n, "%s %.600s: cannot write: %s", opt, path, strerror(errno));
 }
 
 /* Whether --data / --eval-data (opt) can replace the paths of the plan's
@@ -685,6 +704,18 @@ int main(int argc, char **argv)
             return done(rt, 1, have);
         }
     }
+    /* --trace FILE: rank 0 writes it after the last step; known now */
+    if (trace) {
+        if (rt->rank == 0)
+            check_output_file("--trace", trace, err, sizeof err);
+        else
+            err[0] = 0;
+        if (agree(rt, err, sizeof err) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: %s\n", err);
+            return done(rt, 1, have);
+        }
+    }
     /* a checkpoint to resume from: every rank reads the manifest (the same
      * file, so the same verdict); its seed is the run's */
     RtManifest man;
@@ -733,7 +764,8 @@ int main(int argc, char **argv)
     if (has_first(rt) || has_last(rt)) {
         if (rt_data_open(&rt->data, &cfg->data, rt->m, cfg->seed, 0, err, sizeof err) != 0)
             snprintf(msg, sizeof msg, "training data: %s", err);
-        else if (cfg->eval_data.set && rt_data_open(&rt->eval, &cfg->eval_data, rt->m, cfg->seed, 1, err, sizeof err) != 0)
+        else if (cfg->eval_data.set &&
+                 rt_data_open(&rt->eval, &cfg->eval_data, rt->m, cfg->seed, 1, err, sizeof err) != 0)
             snprintf(msg, sizeof msg, "evaluation data: %s", err);
     }
     have |= HAVE_DATA;

@@ -151,6 +151,9 @@ collective "--save: a directory that cannot be written" '^pipert: --save /proc/s
 check "--save: a missing DIR is created with its parents" 0 '^trained 0 steps'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --metrics "$TMP/nodir/m.jsonl" >"$TMP/out" 2>&1; rc=$?
 collective "--metrics: a file that cannot be written" "^pipert: --metrics $TMP/nodir/m.jsonl: cannot write: No such file or directory\$"
+"${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --trace "$TMP/nodir/t.json" >"$TMP/out" 2>&1; rc=$?
+collective "--trace: a file that cannot be written, refused at start" \
+    "^pipert: --trace $TMP/nodir/t.json: cannot write: No such file or directory\$"
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 3 --log-every 1 --metrics "$TMP/m.jsonl" >"$TMP/out" 2>&1; rc=$?
 check "trains and logs each step" 0 \
     '^step 3/3 loss [0-9.]+ lr [0-9.e+-]+ grad_norm [0-9]\.[0-9]{3}e[+-][0-9]+ [0-9]+ samples/s [0-9.]+ ms/step$'
