@@ -35,6 +35,9 @@
 #include <unistd.h>
 
 #include "planfile.h"
+#include "listing.h"
+#include "memory.h"
+#include "stats.h"
 #include "rt.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
@@ -265,22 +268,6 @@ static void duration(char *buf, size_t n, double secs)
         snprintf(buf, n, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
     else
         snprintf(buf, n, "%lld:%02lld", t / 60, t % 60);
-}
-
-static double ws_mib(const RtCtx *rt)
-{
-    double b = 0;
-    for (int c = 0; c < rt->chunks; c++)
-        b += (double)rt->chunk[c].ws_bytes;
-    return b / (1 << 20);
-}
-
-static double slot_mib(const RtCtx *rt)
-{
-    double b = 0;
-    for (int c = 0; c < rt->chunks; c++)
-        b += (double)rt->chunk[c].nbuf * rt->chunk[c].slot_bytes;
-    return b / (1 << 20);
 }
 
 static int has_first(const RtCtx *rt)
@@ -784,12 +771,20 @@ int main(int argc, char **argv)
         rt->eval.n = n;
     }
     if (rt->verbose) {
-        printf("[rank %d] pid %ld, stage %d of %d, replica %d of %d: %lld parameters (%.1f MiB with gradients and optimizer "
-               "state), activation slots %.1f MiB (the plan predicted a peak of %.1f MiB), recompute workspace %.1f "
-               "MiB\n",
+        /* what this rank allocated, by part, beside pipec's prediction */
+        PcMemory want;
+        int64_t part[6];
+        pc_stage_memory(&rt->f, &rt->p.train, &rt->p.eval, rt->stage, &want);
+        pc_memory_parts(&want, part);
+        char parts[512], b[32], have[32], pred[32];
+        size_t n = 0;
+        for (int k = 0; k < RT_MEM_KINDS && n < sizeof parts; k++)
+            n += snprintf(parts + n, sizeof parts - n, "%s %s %s", k ? "," : "", pc_memory_part_names[k],
+                          pc_bytes_text((double)rt->mem[k], b, sizeof b));
+        printf("[rank %d] pid %ld, stage %d of %d, replica %d of %d: %lld parameters; memory %s bytes (pipec "
+               "predicted %s):%s\n",
                rt->rank, (long)getpid(), rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
-               rt->nparams_total * 4.0 * (2 + rt_optim_state_per_param(cfg)) / (1 << 20), slot_mib(rt),
-               rt->p.train_sim.peak_bytes[rt->stage] / (1 << 20), ws_mib(rt));
+               pc_commas(rt_mem_total(rt), have, sizeof have), pc_commas(want.total, pred, sizeof pred), parts);
         fflush(stdout);
     }
     if (resume) {
