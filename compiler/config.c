@@ -854,7 +854,7 @@ void pc_config_free(PcConfig *c)
     c->partition_list = NULL;
 }
 
-int pc_config_override(AstArena *arena, DiagList *dl, AstFile *file, const char *kv)
+int pc_config_override(BaseArena *arena, DiagList *dl, AstFile *file, const char *kv)
 {
     while (*kv == ' ')
         kv++;
@@ -892,7 +892,7 @@ int pc_config_override(AstArena *arena, DiagList *dl, AstFile *file, const char 
         last = b;
     }
     if (!blk) {
-        blk = ast_alloc(arena, sizeof *blk);
+        blk = base_arena_alloc(arena, sizeof *blk);
         blk->kind = (AstBlockKind)keys[k].block;
         blk->loc = (SrcLoc){src, 1, 1};
         if (last)
@@ -908,10 +908,10 @@ int pc_config_override(AstArena *arena, DiagList *dl, AstFile *file, const char 
         }
         tail = s;
     }
-    AstStmt *s = ast_alloc(arena, sizeof *s);
+    AstStmt *s = base_arena_alloc(arena, sizeof *s);
     s->kind = AST_ASSIGN;
     s->loc = s->name_loc = (SrcLoc){src, 1, 1};
-    s->name = ast_strdup(arena, key, strlen(key));
+    s->name = base_arena_strdup(arena, key, strlen(key));
     s->value = v;
     if (tail)
         tail->next = s;

@@ -126,7 +126,7 @@ int pc_config_check_data(DiagList *dl, const PcConfig *cfg, const struct PcModel
 /* Applies one -D key=value to the syntax tree before it is read: the value
  * is parsed with the DSL's value grammar and replaces (or adds) the key in
  * the block it belongs to. Returns 0, or -1 after reporting. */
-int pc_config_override(AstArena *arena, DiagList *dl, AstFile *file, const char *kv);
+int pc_config_override(BaseArena *arena, DiagList *dl, AstFile *file, const char *kv);
 
 /* Names of the keys, NULL-terminated, for docs and hints. */
 const char *pc_config_key_name(int i);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base_file.h"
 #include "parse.h"
 
 static int take_schedule(PcFront *f, DiagList *dl, int src);
@@ -29,31 +30,19 @@ static int read_schedule_file(PcFront *f, DiagList *dl)
         snprintf(path, sizeof path, "%.*s/%s", (int)(slash - f->path), f->path, name);
     else
         snprintf(path, sizeof path, "%s", name);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        diag_error(dl, f->cfg.schedule_loc, "cannot open schedule file '%s': %s", path, strerror(errno));
+    unsigned char *buf;
+    size_t len;
+    char why[256];
+    BaseRead r = base_read_file(path, PC_MAX_FILE_BYTES * 4, &buf, &len, why, sizeof why);
+    if (r == BASE_READ_CANNOT_OPEN) {
+        diag_error(dl, f->cfg.schedule_loc, "cannot open schedule file '%s': %s", path, why);
         return -1;
     }
-    size_t cap = 65536, len = 0, got;
-    char *buf = malloc(cap);
-    while (buf && (got = fread(buf + len, 1, cap - len, fp)) > 0) {
-        len += got;
-        if (len == cap && cap < PC_MAX_FILE_BYTES * 4) {
-            cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb)
-                free(buf);
-            buf = nb;
-        } else if (len == cap) {
-            break;
-        }
-    }
-    fclose(fp);
-    if (!buf) {
-        diag_error(dl, f->cfg.schedule_loc, "cannot read schedule file '%s'", path);
+    if (r != BASE_READ_OK) {
+        diag_error(dl, f->cfg.schedule_loc, "cannot read schedule file '%s': %s", path, why);
         return -1;
     }
-    int src = diag_add_source(dl, path, buf, len);
+    int src = diag_add_source(dl, path, (const char *)buf, len);
     free(buf);
     return take_schedule(f, dl, src);
 }
@@ -134,43 +123,25 @@ int pc_front_file(PcFront *f, DiagList *dl, const char *path, const char *const 
     memset(f, 0, sizeof *f);
     f->path = path;
     SrcLoc none = {-1, 0, 0};
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        diag_error(dl, none, "cannot open '%s': %s", path, strerror(errno));
+    unsigned char *buf;
+    size_t len;
+    char why[256];
+    BaseRead r = base_read_file(path, PC_MAX_FILE_BYTES, &buf, &len, why, sizeof why);
+    if (r == BASE_READ_CANNOT_OPEN) {
+        diag_error(dl, none, "cannot open '%s': %s", path, why);
         return PC_SYSTEM_ERROR;
     }
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while (buf && (got = fread(buf + len, 1, cap - len, fp)) > 0) {
-        len += got;
-        if (len > PC_MAX_FILE_BYTES)
-            break;
-        if (len == cap) {
-            cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = nb;
-        }
-    }
-    int err = ferror(fp);
-    fclose(fp);
-    if (!buf || err) {
-        free(buf);
-        diag_error(dl, none, "cannot read '%s'%s", path, err ? ": read error" : ": out of memory");
-        return PC_SYSTEM_ERROR;
-    }
-    if (len > PC_MAX_FILE_BYTES) {
-        free(buf);
+    if (r == BASE_READ_TOO_LARGE) {
         int src = diag_add_source(dl, path, "", 0);
         diag_error(dl, ((SrcLoc){src, 1, 1}), "file is larger than %zu MiB; a .pipe file is a model description",
                    PC_MAX_FILE_BYTES >> 20);
         return PC_USER_ERROR;
     }
-    int src = diag_add_source(dl, path, buf, len);
+    if (r != BASE_READ_OK) {
+        diag_error(dl, none, "cannot read '%s': %s", path, why);
+        return PC_SYSTEM_ERROR;
+    }
+    int src = diag_add_source(dl, path, (const char *)buf, len);
     free(buf);
     int rc = run(f, dl, src, defs, ndefs);
     f->path = path;
@@ -184,6 +155,6 @@ void pc_front_free(PcFront *f)
     pc_partition_free(&f->part);
     pc_model_free(&f->model);
     pc_config_free(&f->cfg);
-    ast_arena_free(&f->arena);
+    base_arena_free(&f->arena);
     memset(f, 0, sizeof *f);
 }

@@ -13,7 +13,7 @@
 #define PC_MAX_FILE_BYTES ((size_t)16 << 20)
 
 typedef struct PcFront {
-    AstArena arena;
+    BaseArena arena;
     AstFile file;
     const char *path;   /* the .pipe file, or NULL for text in memory */
     SchedText text;     /* schedule = file(...): the actions read from it */

@@ -7,7 +7,7 @@
 
 #include "k_block.h"
 #include "k_cpu.h"
-#include "util.h"
+#include "base_alloc.h"
 
 const char *const pc_memory_part_names[6] = {"parameters",  "gradients",           "optimizer_state",
                                              "activations", "recompute_workspace", "transfer_staging"};
@@ -129,7 +129,7 @@ void pc_chunk_layout(const PcModel *m, const PcPartition *pt, int64_t B, int par
     else
         l->in_bytes = pt->bnd[part - 1].bytes;
     l->outt_bytes = l->is_last ? B * pc_tensor_elems(&m->layer[l->last].out) * 4 : pt->bnd[part].bytes;
-    l->lay = util_calloc(n, sizeof *l->lay);
+    l->lay = base_calloc(n, sizeof *l->lay);
     for (int i = 0; i < n; i++) {
         const PcLayer *L = &m->layer[l->first + i];
         PcLayerLayout *y = &l->lay[i];

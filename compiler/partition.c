@@ -1,6 +1,6 @@
 /* compiler/partition.c: partitioning, placement and boundary tuples. */
 #include "partition.h"
-#include "util.h"
+#include "base_alloc.h"
 
 #include <regex.h>
 #include <stdio.h>
@@ -63,8 +63,8 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
                    c->npartition_list, S, S == 1 ? "" : "s", V, V == 1 ? "" : "s", P);
         return -1;
     }
-    int *first = util_calloc(P + 1, sizeof *first);
-    int64_t *cost = util_calloc(n, sizeof *cost);
+    int *first = base_calloc(P + 1, sizeof *first);
+    int64_t *cost = base_calloc(n, sizeof *cost);
     switch (c->partition) {
     case PC_PART_UNIFORM: {
         /* equal counts; the remainder goes to the last parts */
@@ -122,9 +122,9 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
     out->nparts = P;
     out->stages = S;
     out->chunks = V;
-    out->part = util_calloc(P, sizeof *out->part);
-    out->bnd = util_calloc(P > 1 ? P - 1 : 1, sizeof *out->bnd);
-    out->stage_of_layer = util_calloc(n, sizeof *out->stage_of_layer);
+    out->part = base_calloc(P, sizeof *out->part);
+    out->bnd = base_calloc(P > 1 ? P - 1 : 1, sizeof *out->bnd);
+    out->stage_of_layer = base_calloc(n, sizeof *out->stage_of_layer);
     for (int k = 0; k < P; k++) {
         PcPart *pt = &out->part[k];
         pt->first = first[k];
@@ -167,7 +167,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
     for (int i = 0; i < n; i++)
         if (m->layer[i].tie >= 0)
             out->nties++;
-    out->tie = util_calloc(out->nties, sizeof *out->tie);
+    out->tie = base_calloc(out->nties, sizeof *out->tie);
     for (int i = 0, t = 0; i < n; i++)
         if (m->layer[i].tie >= 0) {
             PcTie *x = &out->tie[t++];

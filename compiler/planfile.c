@@ -6,15 +6,14 @@
  * bounds, and finally runs the verifier over the programs it read. */
 #include "planfile.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <zlib.h>
+
+#include "base_file.h"
 
 enum { SEC_STRINGS = 1, SEC_MODEL, SEC_CONFIG, SEC_PARTITION, SEC_COSTS, SEC_TRAIN, SEC_EVAL, SEC_COUNT };
 static const char *const sec_names[SEC_COUNT] = {"?", "STRINGS", "MODEL", "CONFIG", "PARTITION", "COSTS", "TRAIN", "EVAL"};
@@ -320,35 +319,9 @@ int plan_write(const char *path, const PcFront *f, const PcPlan *p, char *err, s
     unsigned char *d;
     size_t n;
     plan_encode(f, p, &d, &n);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        snprintf(err, errsize, "cannot write '%s': %s", tmp, strerror(errno));
-        free(d);
-        return -1;
-    }
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, d + done, n - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            snprintf(err, errsize, "cannot write '%s': %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(d);
-            return -1;
-        }
-        done += (size_t)w;
-    }
+    int rc = base_write_atomic(path, d, n, err, errsize);
     free(d);
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        snprintf(err, errsize, "cannot write '%s': %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return rc;
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -450,7 +423,7 @@ static uint32_t get_enum(In *in, uint32_t count, const char *what)
     return v;
 }
 
-static const char *get_str(In *in, AstArena *arena, int nullable, const char *what)
+static const char *get_str(In *in, BaseArena *arena, int nullable, const char *what)
 {
     size_t at = in->at;
     int32_t off = get_i32(in);
@@ -463,7 +436,7 @@ static const char *get_str(In *in, AstArena *arena, int nullable, const char *wh
         bad(in, "%s: string offset %d outside the string section", what, off);
         return NULL;
     }
-    return ast_strdup(arena, in->strs + off, strlen(in->strs + off));
+    return base_arena_strdup(arena, in->strs + off, strlen(in->strs + off));
 }
 
 static void get_tensor(In *in, PcTensor *t, const char *what)
@@ -512,7 +485,7 @@ static uint32_t get_count(In *in, uint32_t max, size_t min, const char *what)
     return in->bad ? 0 : v;
 }
 
-static void get_data(In *in, AstArena *a, PcData *d)
+static void get_data(In *in, BaseArena *a, PcData *d)
 {
     d->kind = (PcDataKind)get_enum(in, PC_DATA_COUNT, "data source");
     d->set = get_i32(in) != 0;
@@ -648,7 +621,7 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
     in.strs = (const char *)d + off[SEC_STRINGS];
     in.nstrs = sz[SEC_STRINGS];
 #define SECTION(id) (in.d = d + off[id], in.n = sz[id], in.at = 0, in.base = off[id], in.sec = id)
-    AstArena *A = &f->arena;
+    BaseArena *A = &f->arena;
     PcModel *m = &f->model;
     PcConfig *c = &f->cfg;
     PcPartition *pt = &f->part;
@@ -868,33 +841,12 @@ int plan_read(const char *path, PcFront *f, PcPlan *p, char *err, size_t errsize
 {
     memset(f, 0, sizeof *f);
     memset(p, 0, sizeof *p);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(err, errsize, "cannot open '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    size_t cap = 1 << 16, n = 0, got;
-    unsigned char *d = malloc(cap);
-    while (d && (got = fread(d + n, 1, cap - n, fp)) > 0) {
-        n += got;
-        if (n == cap) {
-            if (cap >= (size_t)1 << 32) {
-                free(d);
-                d = NULL;
-                break;
-            }
-            cap *= 2;
-            unsigned char *nd = realloc(d, cap);
-            if (!nd)
-                free(d);
-            d = nd;
-        }
-    }
-    int ioerr = ferror(fp);
-    fclose(fp);
-    if (!d || ioerr) {
-        free(d);
-        snprintf(err, errsize, "cannot read '%s'", path);
+    unsigned char *d;
+    size_t n;
+    char why[256];
+    BaseRead r = base_read_file(path, (size_t)1 << 32, &d, &n, why, sizeof why);
+    if (r != BASE_READ_OK) {
+        snprintf(err, errsize, "cannot %s '%s': %s", r == BASE_READ_CANNOT_OPEN ? "open" : "read", path, why);
         return -1;
     }
     char inner[1024];

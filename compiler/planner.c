@@ -2,7 +2,7 @@
 #include "planner.h"
 #include "listing.h"
 #include "memory.h"
-#include "util.h"
+#include "base_alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,13 +43,13 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
     const PcConfig *c = &f->cfg;
     const PcPartition *pt = &f->part;
     int S = pt->stages, V = pt->chunks, P = pt->nparts, M = (int)c->micro_batches;
-    p->cost_f = util_calloc(P, sizeof *p->cost_f);
-    p->cost_b = util_calloc(P, sizeof *p->cost_b);
-    p->cost_i = util_calloc(P, sizeof *p->cost_i);
-    p->cost_w = util_calloc(P, sizeof *p->cost_w);
-    p->bytes_fwd = util_calloc(P, sizeof *p->bytes_fwd);
-    p->buf_bytes = util_calloc(P, sizeof *p->buf_bytes);
-    p->tied_stage = util_calloc(S, sizeof *p->tied_stage);
+    p->cost_f = base_calloc(P, sizeof *p->cost_f);
+    p->cost_b = base_calloc(P, sizeof *p->cost_b);
+    p->cost_i = base_calloc(P, sizeof *p->cost_i);
+    p->cost_w = base_calloc(P, sizeof *p->cost_w);
+    p->bytes_fwd = base_calloc(P, sizeof *p->bytes_fwd);
+    p->buf_bytes = base_calloc(P, sizeof *p->buf_bytes);
+    p->tied_stage = base_calloc(S, sizeof *p->tied_stage);
     double rate = c->device_tflops * 1e12;
     /* a stage splits its backwards when its actions have an I: known
      * before lowering, from the generator's (or the text's) actions */

@@ -2,7 +2,7 @@
  *
  * The tree is what was written, not what it means: `repeat` is not expanded,
  * layer names are not checked, values are untyped. compiler/ gives it
- * meaning. Every node lives in one AstArena and is freed with it.
+ * meaning. Every node lives in one BaseArena and is freed with it.
  *
  *   file      := block*                       (model NAME { ... }, pipeline { ... }, train { ... })
  *   model     := input | target | layer [as LABEL] | repeat N { model } | loss NAME
@@ -17,15 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base_alloc.h"
 #include "diag.h"
 
-typedef struct AstArena {
-    struct AstChunk *head;
-} AstArena;
-
-void *ast_alloc(AstArena *a, size_t size); /* zeroed; exits on OOM */
-char *ast_strdup(AstArena *a, const char *s, size_t len);
-void ast_arena_free(AstArena *a);
 
 typedef enum AstValueKind {
     AST_INT,

@@ -11,7 +11,7 @@ int gr_yylex_destroy(yyscan_t scanner);
 YY_BUFFER_STATE gr_yy_scan_bytes(const char *bytes, int len, yyscan_t scanner);
 int gr_yyparse(yyscan_t scanner, GrState *st);
 
-static int run(AstArena *arena, DiagList *dl, int src, int start, GrState *st, AstFile *file)
+static int run(BaseArena *arena, DiagList *dl, int src, int start, GrState *st, AstFile *file)
 {
     memset(st, 0, sizeof *st);
     st->file = file;
@@ -39,14 +39,14 @@ static int run(AstArena *arena, DiagList *dl, int src, int start, GrState *st, A
     return rc == 0 && !st->failed ? 0 : -1;
 }
 
-int gr_parse_file(AstArena *arena, DiagList *dl, int src, AstFile *out)
+int gr_parse_file(BaseArena *arena, DiagList *dl, int src, AstFile *out)
 {
     GrState st;
     memset(out, 0, sizeof *out);
     return run(arena, dl, src, START_FILE, &st, out);
 }
 
-int gr_parse_value(AstArena *arena, DiagList *dl, int src, AstValue **out)
+int gr_parse_value(BaseArena *arena, DiagList *dl, int src, AstValue **out)
 {
     GrState st;
     AstFile unused;

@@ -14,13 +14,13 @@
 #define GR_MAX_TOKEN 4096      /* bytes in one word or string */
 
 /* Parses a whole .pipe file. */
-int gr_parse_file(AstArena *arena, DiagList *dl, int src, AstFile *out);
+int gr_parse_file(BaseArena *arena, DiagList *dl, int src, AstFile *out);
 /* Parses one value (the right-hand side of -D key=value). */
-int gr_parse_value(AstArena *arena, DiagList *dl, int src, AstValue **out);
+int gr_parse_value(BaseArena *arena, DiagList *dl, int src, AstValue **out);
 
 /* Shared by the lexer and the parser; not for other users. */
 typedef struct GrState {
-    AstArena *arena;
+    BaseArena *arena;
     DiagList *dl;
     int src;
     int start_token;     /* first token handed to the parser: picks the mode */

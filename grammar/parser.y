@@ -31,7 +31,7 @@ static void gr_yyerror(GR_YYLTYPE *loc, yyscan_t scanner, GrState *st, const cha
 
 static AstValue *mkval(GrState *st, AstValueKind k, GR_YYLTYPE loc)
 {
-    AstValue *v = ast_alloc(st->arena, sizeof *v);
+    AstValue *v = base_arena_alloc(st->arena, sizeof *v);
     v->kind = k;
     v->loc = L(loc);
     return v;
@@ -41,7 +41,7 @@ static AstValue *mkval(GrState *st, AstValueKind k, GR_YYLTYPE loc)
 static const char *size_text(GrState *st, const char *num, const char *unit)
 {
     size_t a = strlen(num), b = strlen(unit);
-    char *t = ast_alloc(st->arena, a + b + 2);
+    char *t = base_arena_alloc(st->arena, a + b + 2);
     memcpy(t, num, a);
     t[a] = ' ';
     memcpy(t + a + 1, unit, b + 1);
@@ -50,7 +50,7 @@ static const char *size_text(GrState *st, const char *num, const char *unit)
 
 static AstStmt *mkstmt(GrState *st, AstStmtKind k, GR_YYLTYPE loc)
 {
-    AstStmt *s = ast_alloc(st->arena, sizeof *s);
+    AstStmt *s = base_arena_alloc(st->arena, sizeof *s);
     s->kind = k;
     s->loc = L(loc);
     s->name_loc = s->loc;
@@ -69,7 +69,7 @@ static void push_arg(AstArgList *l, AstArg *a)
 
 static AstArg *mkarg(GrState *st, const char *name, SrcLoc loc, AstValue *v)
 {
-    AstArg *a = ast_alloc(st->arena, sizeof *a);
+    AstArg *a = base_arena_alloc(st->arena, sizeof *a);
     a->name = name;
     a->loc = loc;
     a->value = v;
@@ -128,15 +128,15 @@ blocks
 
 block
     : KW_MODEL WORD '{' model_body '}' {
-          $$ = ast_alloc(st->arena, sizeof *$$);
+          $$ = base_arena_alloc(st->arena, sizeof *$$);
           $$->kind = AST_BLOCK_MODEL; $$->loc = L(@1); $$->name = $2; $$->stmts = $4.head;
       }
     | KW_PIPELINE '{' assign_body '}' {
-          $$ = ast_alloc(st->arena, sizeof *$$);
+          $$ = base_arena_alloc(st->arena, sizeof *$$);
           $$->kind = AST_BLOCK_PIPELINE; $$->loc = L(@1); $$->stmts = $3.head;
       }
     | KW_TRAIN '{' assign_body '}' {
-          $$ = ast_alloc(st->arena, sizeof *$$);
+          $$ = base_arena_alloc(st->arena, sizeof *$$);
           $$->kind = AST_BLOCK_TRAIN; $$->loc = L(@1); $$->stmts = $3.head;
       }
     ;

@@ -321,14 +321,14 @@ static void check_data_option(const PcData *d, const char *opt, const char *path
 }
 
 /* Replaces a data source's paths from the command line. */
-static void override_path(AstArena *a, PcData *d, const char *path)
+static void override_path(BaseArena *a, PcData *d, const char *path)
 {
     const char *comma = strchr(path, ',');
     if (d->kind == PC_DATA_IDX && comma) {
-        d->path = ast_strdup(a, path, (size_t)(comma - path));
-        d->path2 = ast_strdup(a, comma + 1, strlen(comma + 1));
+        d->path = base_arena_strdup(a, path, (size_t)(comma - path));
+        d->path2 = base_arena_strdup(a, comma + 1, strlen(comma + 1));
     } else {
-        d->path = ast_strdup(a, path, strlen(path));
+        d->path = base_arena_strdup(a, path, strlen(path));
     }
     d->set = 1;
 }

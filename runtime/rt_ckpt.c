@@ -2,6 +2,8 @@
  * are in rt_ckpt.h and docs/reliability.md. */
 #include "rt_ckpt.h"
 
+#include "base_file.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -45,36 +47,17 @@ static const char *state_suffix(int per, int j)
 
 static int read_small(const char *path, char **text, size_t *len, char *err, size_t errsize)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        fmt(err, errsize, "%s: %s", path, errno == ENOENT ? "missing (no checkpoint here, or none completed)" : strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MANIFEST_MAX) {
+    char why[256];
+    unsigned char *d;
+    BaseRead r = base_read_file(path, MANIFEST_MAX, &d, len, why, sizeof why);
+    if (r == BASE_READ_CANNOT_OPEN && errno == ENOENT)
+        fmt(err, errsize, "%s: missing (no checkpoint here, or none completed)", path);
+    else if (r == BASE_READ_NOT_A_FILE || r == BASE_READ_TOO_LARGE)
         fmt(err, errsize, "%s: not a regular file of at most %d bytes", path, MANIFEST_MAX);
-        close(fd);
-        return -1;
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    char *d = malloc(n + 1);
-    while (d && got < n) {
-        ssize_t r = read(fd, d + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!d || got != n) {
-        fmt(err, errsize, "%s: cannot read it", path);
-        free(d);
-        return -1;
-    }
-    d[n] = 0;
-    *text = d, *len = n;
-    return 0;
+    else if (r != BASE_READ_OK)
+        fmt(err, errsize, "%s: %s", path, why);
+    *text = (char *)d;
+    return r == BASE_READ_OK ? 0 : -1;
 }
 
 int rt_ckpt_manifest_read(const char *root, RtManifest *m, char *err, size_t errsize)
@@ -561,7 +544,7 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     RT_CHECK(rt, fclose(f) == 0, "out of memory");
     char path[4200], err[1024];
     snprintf(path, sizeof path, "%s/manifest.json", rt->save_dir);
-    if (rt_file_write_atomic(path, text, len, err, sizeof err) != 0)
+    if (base_write_atomic(path, text, len, err, sizeof err) != 0)
         rt_fail(rt, __FILE__, __LINE__, "checkpoint: %s", err);
     free(text);
 }
@@ -590,7 +573,7 @@ void rt_ckpt_save(RtCtx *rt, int64_t step)
         }
         if (mkdir(folder, 0755) != 0)
             rt_fail(rt, __FILE__, __LINE__, "checkpoint: cannot create %s: %s", folder, strerror(errno));
-        if (rt_fsync_parent(folder) != 0)
+        if (base_fsync_parent(folder) != 0)
             rt_fail(rt, __FILE__, __LINE__, "checkpoint: cannot sync %s: %s", root, strerror(errno));
     }
     RT_MPI(rt, MPI_Bcast(sub, sizeof sub, MPI_CHAR, 0, MPI_COMM_WORLD));

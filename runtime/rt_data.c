@@ -60,6 +60,8 @@
  * main input is int32[T] token ids. */
 #include "rt_data.h"
 
+#include "base_file.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -433,35 +435,15 @@ static int open_idx(RtData *d, const PcData *spec, const PcModel *m, char *err, 
 /* Reads a whole plain file; *size its bytes. */
 static int read_file(const char *path, uint8_t **data, int64_t *size, char *err, size_t es)
 {
-    *data = NULL;
+    char why[256];
+    size_t n;
     *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail(err, es, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return fail(err, es, "%s: not a regular file", path);
-    }
-    int64_t sz = (int64_t)st.st_size;
-    if (sz > RT_MAX_BYTES) {
-        fclose(f);
-        return fail(err, es, "%s: too large (%lld bytes)", path, (long long)sz);
-    }
-    uint8_t *p = malloc(sz > 0 ? (size_t)sz : 1);
-    if (!p) {
-        fclose(f);
-        return fail(err, es, "%s: out of memory for %lld bytes", path, (long long)sz);
-    }
-    size_t got = fread(p, 1, (size_t)sz, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (got != (size_t)sz || bad) {
-        free(p);
-        return fail(err, es, "%s: read error after %zu of %lld bytes", path, got, (long long)sz);
-    }
-    *data = p;
-    *size = sz;
+    BaseRead r = base_read_file(path, (size_t)RT_MAX_BYTES, data, &n, why, sizeof why);
+    if (r == BASE_READ_CANNOT_OPEN)
+        return fail(err, es, "%s: cannot open: %s", path, why);
+    if (r != BASE_READ_OK)
+        return fail(err, es, "%s: %s", path, why);
+    *size = (int64_t)n;
     return 0;
 }
 

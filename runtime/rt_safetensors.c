@@ -22,6 +22,8 @@
  * where there is one, the tensor. */
 #include "rt_safetensors.h"
 
+#include "base_file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -180,26 +182,6 @@ static void sb_json_string(StBuf *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    while (n > 0) {
-        /* Linux moves at most about 2 GB a call; smaller pieces also keep
-         * a signal from losing much work. */
-        size_t piece = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
-        ssize_t w = write(fd, c, piece);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        c += w, n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Floats as little-endian bytes whatever the host: swapped through a small
  * buffer on a big-endian one. */
 static int write_f32_le(int fd, const float *x, int64_t n)
@@ -207,7 +189,7 @@ static int write_f32_le(int fd, const float *x, int64_t n)
     if (n == 0)
         return 0;
     if (host_is_little_endian())
-        return write_all(fd, x, (size_t)n * 4);
+        return base_write_all(fd, x, (size_t)n * 4);
     unsigned char tmp[4096];
     for (int64_t i = 0; i < n;) {
         int64_t k = n - i < 1024 ? n - i : 1024;
@@ -217,46 +199,11 @@ static int write_f32_le(int fd, const float *x, int64_t n)
             for (int q = 0; q < 4; q++)
                 tmp[4 * j + q] = b[3 - q];
         }
-        if (write_all(fd, tmp, (size_t)k * 4) != 0)
+        if (base_write_all(fd, tmp, (size_t)k * 4) != 0)
             return -1;
         i += k;
     }
     return 0;
-}
-
-/* Makes the rename itself durable: without an fsync of the folder a crash
- * may bring back the old directory entry. A file system that cannot sync
- * folders says EINVAL; there is nothing more to do there. */
-static int fsync_parent(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash)
-        dir = strdup(".");
-    else if (slash == path)
-        dir = strdup("/");
-    else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir) {
-            memcpy(dir, path, (size_t)(slash - path));
-            dir[slash - path] = 0;
-        }
-    }
-    if (!dir) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int fd = open(dir, O_RDONLY);
-    free(dir);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc != 0 && e == EINVAL)
-        return 0;
-    errno = e;
-    return rc;
 }
 
 /* Elements of a tensor, or -1 when the shape is invalid or its byte count
@@ -272,51 +219,6 @@ static int64_t tensor_numel(int ndim, const int64_t *dim)
         numel *= dim[d];
     }
     return numel;
-}
-
-/* Atomic replacement of a file: atomic_begin opens PATH.tmp.PID for
- * writing; atomic_finish (rc: whether the writes succeeded) fsyncs, closes,
- * renames it over path and fsyncs the folder, or removes it. Readers see
- * the old file or the new one, never a part. */
-static int atomic_begin(const char *path, char **tmp, char *err, size_t errsize)
-{
-    size_t tlen = strlen(path) + 32;
-    *tmp = malloc(tlen);
-    if (!*tmp) {
-        st_fail(err, errsize, "%s: out of memory", path);
-        return -1;
-    }
-    snprintf(*tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        st_fail(err, errsize, "cannot write '%s': %s", *tmp, strerror(errno));
-        free(*tmp);
-    }
-    return fd;
-}
-
-static int atomic_finish(int fd, char *tmp, const char *path, int rc, char *err, size_t errsize)
-{
-    const char *what = "";
-    if (rc == 0 && fsync(fd) != 0)
-        rc = -1, what = "fsync: ";
-    int e = errno;
-    if (close(fd) != 0 && rc == 0)
-        rc = -1, e = errno;
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -1, e = errno;
-    if (rc != 0) {
-        st_fail(err, errsize, "cannot write '%s': %s%s", path, what, strerror(e));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    if (fsync_parent(path) != 0) {
-        st_fail(err, errsize, "%s: written, but syncing its folder failed: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
 }
 
 int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char *const *meta_keys,
@@ -430,16 +332,16 @@ int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char 
         len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
 
     char *tmp;
-    int fd = atomic_begin(path, &tmp, err, errsize);
+    int fd = base_atomic_begin(path, &tmp, err, errsize);
     if (fd < 0) {
         free(h.d);
         return -1;
     }
-    int rc = write_all(fd, len8, 8) == 0 && write_all(fd, h.d, h.n) == 0 ? 0 : -1;
+    int rc = base_write_all(fd, len8, 8) == 0 && base_write_all(fd, h.d, h.n) == 0 ? 0 : -1;
     free(h.d);
     for (int i = 0; i < n && rc == 0; i++)
         rc = write_f32_le(fd, t[i].data, tensor_numel(t[i].ndim, t[i].dim));
-    return atomic_finish(fd, tmp, path, rc, err, errsize);
+    return base_atomic_finish(fd, tmp, path, rc == 0, err, errsize);
 }
 
 /* ---- reading: the header's JSON ---------------------------------------- */
@@ -787,55 +689,6 @@ static int cmp_info_offset(const void *a, const void *b)
     return x->order - y->order;
 }
 
-static int read_whole(const char *path, unsigned char **buf, size_t *len, char *err, size_t errsize)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        st_fail(err, errsize, "cannot read '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        st_fail(err, errsize, "cannot read '%s': %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        st_fail(err, errsize, "cannot read '%s': not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX - 1) {
-        st_fail(err, errsize, "cannot read '%s': too large", path);
-        close(fd);
-        return -1;
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    unsigned char *d = malloc(n ? n : 1);
-    if (!d) {
-        st_fail(err, errsize, "cannot read '%s': out of memory (%zu bytes)", path, n);
-        close(fd);
-        return -1;
-    }
-    while (got < n) {
-        ssize_t r = read(fd, d + got, n - got < ((size_t)1 << 30) ? n - got : ((size_t)1 << 30));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            /* A file that shrank under us is as bad as a short one. */
-            st_fail(err, errsize, "cannot read '%s': %s", path, r < 0 ? strerror(errno) : "the file shrank while being read");
-            free(d);
-            close(fd);
-            return -1;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    *buf = d;
-    *len = n;
-    return 0;
-}
-
 static void free_infos(StInfo *info, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -850,8 +703,11 @@ int rt_safetensors_read(const char *path, RtSafetensors *out, char *err, size_t 
     memset(out, 0, sizeof *out);
     unsigned char *buf;
     size_t len;
-    if (read_whole(path, &buf, &len, err, errsize) != 0)
+    char why[256];
+    if (base_read_file(path, SIZE_MAX - 1, &buf, &len, why, sizeof why) != BASE_READ_OK) {
+        st_fail(err, errsize, "cannot read '%s': %s", path, why);
         return -1;
+    }
 
     StInfo *info = NULL, **order = NULL;
     char **kv = NULL;
@@ -1131,20 +987,4 @@ const char *rt_safetensors_meta(const RtSafetensors *s, const char *key)
         if (!strcmp(s->names[s->n + 2 * i], key))
             return s->names[s->n + 2 * i + 1];
     return NULL;
-}
-
-/* ---- any small file, atomically ---------------------------------------- */
-
-int rt_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errsize)
-{
-    char *tmp;
-    int fd = atomic_begin(path, &tmp, err, errsize);
-    if (fd < 0)
-        return -1;
-    return atomic_finish(fd, tmp, path, write_all(fd, data, len), err, errsize);
-}
-
-int rt_fsync_parent(const char *path)
-{
-    return fsync_parent(path);
 }

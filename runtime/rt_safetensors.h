@@ -51,11 +51,4 @@ int rt_safetensors_meta_at(const RtSafetensors *s, int i, const char **key, cons
 /* The value for key, or NULL. */
 const char *rt_safetensors_meta(const RtSafetensors *s, const char *key);
 
-/* Writes len bytes to path the same way (temporary file, fsync, rename,
- * fsync of the folder): readers see the old file or the new one, never a
- * part. Returns 0, or -1 with a message. */
-int rt_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errsize);
-/* fsync of the folder that holds path (after a rename or unlink in it). */
-int rt_fsync_parent(const char *path);
-
 #endif

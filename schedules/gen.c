@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "sched.h"
-#include "util.h"
+#include "base_alloc.h"
 
 #define ERR(...)                                  \
     do {                                          \
@@ -130,7 +130,7 @@ int sched_gen_dualpipev(const SchedSpec *sp, SchedActions *out, char *err, size_
         ERR("dualpipev runs two chunks per stage in a V");
     if (m < 2 * p)
         ERR("dualpipev needs micro_batches >= 2 x stages (%d), not %d", 2 * p, m);
-    DpvState *d = util_calloc(1, sizeof *d);
+    DpvState *d = base_calloc(1, sizeof *d);
     d->out = out;
     for (int r = 0; r < p; r++) {
         memset(d->nf, 0, sizeof d->nf);
@@ -281,18 +281,18 @@ static void eng_init(Eng *e, const SchedSpec *sp)
     e->sp = sp;
     e->S = sp->stages, e->V = sp->chunks, e->P = e->S * e->V, e->M = sp->micro_batches;
     size_t pm = (size_t)e->P * e->M;
-    e->fend = util_calloc(pm, sizeof *e->fend);
-    e->iend = util_calloc(pm, sizeof *e->iend);
+    e->fend = base_calloc(pm, sizeof *e->fend);
+    e->iend = base_calloc(pm, sizeof *e->iend);
     for (size_t i = 0; i < pm; i++)
         e->fend[i] = e->iend[i] = -1;
-    e->free_at = util_calloc(e->S, sizeof *e->free_at);
-    e->nf = util_calloc((size_t)e->S * e->V, sizeof *e->nf);
-    e->ni = util_calloc((size_t)e->S * e->V, sizeof *e->ni);
-    e->nw = util_calloc((size_t)e->S * e->V, sizeof *e->nw);
-    e->live = util_calloc(e->S, sizeof *e->live);
-    e->wq = util_calloc(pm, sizeof *e->wq);
-    e->wq_head = util_calloc(e->S, sizeof *e->wq_head);
-    e->wq_tail = util_calloc(e->S, sizeof *e->wq_tail);
+    e->free_at = base_calloc(e->S, sizeof *e->free_at);
+    e->nf = base_calloc((size_t)e->S * e->V, sizeof *e->nf);
+    e->ni = base_calloc((size_t)e->S * e->V, sizeof *e->ni);
+    e->nw = base_calloc((size_t)e->S * e->V, sizeof *e->nw);
+    e->live = base_calloc(e->S, sizeof *e->live);
+    e->wq = base_calloc(pm, sizeof *e->wq);
+    e->wq_head = base_calloc(e->S, sizeof *e->wq_head);
+    e->wq_tail = base_calloc(e->S, sizeof *e->wq_tail);
 }
 
 static void eng_free(Eng *e)
@@ -375,7 +375,7 @@ typedef enum { ENG_SEQ, ENG_GREEDY } EngMode;
 static int eng_run(Eng *e, EngMode mode, const SchedActions *seq, const int *cap, SchedActions *out)
 {
     int S = e->S, V = e->V, M = e->M;
-    int *pos = util_calloc(S, sizeof *pos);
+    int *pos = base_calloc(S, sizeof *pos);
     long remaining = 0;
     if (mode == ENG_SEQ)
         for (int i = 0; i < S; i++)
@@ -503,8 +503,8 @@ static int zb_seq(const SchedSpec *sp, SchedActions *out, int warm_extra, const 
 static int interleaved_order(const SchedSpec *sp, SchedActions *out, int extra)
 {
     int p = sp->stages, v = sp->chunks, m = sp->micro_batches, total = m * v;
-    int *fmb = util_calloc(total, sizeof *fmb), *fch = util_calloc(total, sizeof *fch);
-    int *bmb = util_calloc(total, sizeof *bmb), *bch = util_calloc(total, sizeof *bch);
+    int *fmb = base_calloc(total, sizeof *fmb), *fch = base_calloc(total, sizeof *fch);
+    int *bmb = base_calloc(total, sizeof *bmb), *bch = base_calloc(total, sizeof *bch);
     int k = 0, kb = 0;
     for (int g = 0; g < m; g += p) {
         int size = m - g < p ? m - g : p;
@@ -542,7 +542,7 @@ int sched_gen_interleaved(const SchedSpec *sp, SchedActions *out, char *err, siz
     if (sp->chunks == 1)
         return sched_gen_1f1b(sp, out, err, errsize);
     int total = sp->micro_batches * sp->chunks;
-    int *cap = util_calloc(sp->stages, sizeof *cap);
+    int *cap = base_calloc(sp->stages, sizeof *cap);
     for (int s = 0; s < sp->stages; s++)
         cap[s] = total + 1;
     for (int extra = 0; extra <= total; extra++) {
@@ -574,7 +574,7 @@ int sched_gen_interleaved(const SchedSpec *sp, SchedActions *out, char *err, siz
 int sched_gen_zb_h1(const SchedSpec *sp, SchedActions *out, char *err, size_t errsize)
 {
     /* 1F1B's peak memory: p activations on any stage */
-    int *cap = util_calloc(sp->stages, sizeof *cap);
+    int *cap = base_calloc(sp->stages, sizeof *cap);
     for (int s = 0; s < sp->stages; s++)
         cap[s] = sp->stages;
     int rc = zb_seq(sp, out, 0, cap, err, errsize);
@@ -586,7 +586,7 @@ int sched_gen_zb_h2(const SchedSpec *sp, SchedActions *out, char *err, size_t er
 {
     /* up to 2p - 1 activations: warm-up long enough to cover the first
      * backward's round trip */
-    int *cap = util_calloc(sp->stages, sizeof *cap);
+    int *cap = base_calloc(sp->stages, sizeof *cap);
     for (int s = 0; s < sp->stages; s++)
         cap[s] = 2 * sp->stages - 1;
     int rc = zb_seq(sp, out, 1, cap, err, errsize);
@@ -599,7 +599,7 @@ int sched_gen_zb_v(const SchedSpec *sp, SchedActions *out, char *err, size_t err
     if (sp->chunks != 2 || sp->place != SCHED_PLACE_V)
         ERR("zb-v runs two chunks per stage in a V");
     /* a chunk is half a stage's layers: 2p chunk activations is 1F1B's p */
-    int *cap = util_calloc(sp->stages, sizeof *cap);
+    int *cap = base_calloc(sp->stages, sizeof *cap);
     for (int c = 2 * sp->stages;; c++) {
         for (int s = 0; s < sp->stages; s++)
             cap[s] = c;

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "sched.h"
-#include "util.h"
+#include "base_alloc.h"
 
 static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, const SchedAction *a)
 {
@@ -226,12 +226,12 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
     out->place = pp->place;
     out->eval = eval;
     out->wgrad_in_order = 1;
-    out->prog = util_calloc(lw.S, sizeof *out->prog);
-    out->nbuf = util_calloc((size_t)lw.S * lw.V, sizeof *out->nbuf);
-    lw.pool = util_calloc(lw.V, sizeof *lw.pool);
-    lw.buf = util_calloc((size_t)lw.M * lw.V, sizeof *lw.buf);
-    lw.st = util_calloc((size_t)lw.M * lw.V, sizeof *lw.st);
-    lw.last_wgrad = util_calloc(lw.V, sizeof *lw.last_wgrad);
+    out->prog = base_calloc(lw.S, sizeof *out->prog);
+    out->nbuf = base_calloc((size_t)lw.S * lw.V, sizeof *out->nbuf);
+    lw.pool = base_calloc(lw.V, sizeof *lw.pool);
+    lw.buf = base_calloc((size_t)lw.M * lw.V, sizeof *lw.buf);
+    lw.st = base_calloc((size_t)lw.M * lw.V, sizeof *lw.st);
+    lw.last_wgrad = base_calloc(lw.V, sizeof *lw.last_wgrad);
     if (acts->stages != lw.S) {
         snprintf(err, errsize, "the schedule has %d stages, the pipeline %d", acts->stages, lw.S);
         goto fail;
@@ -309,16 +309,16 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
             }
         if (L->n == 0)
             continue;
-        lw.pr->act_pc = util_calloc(L->n, sizeof *lw.pr->act_pc);
-        lw.pr->act_recv = util_calloc(L->n, sizeof *lw.pr->act_recv);
+        lw.pr->act_pc = base_calloc(L->n, sizeof *lw.pr->act_pc);
+        lw.pr->act_recv = base_calloc(L->n, sizeof *lw.pr->act_recv);
         lw.pr->nact = L->n;
         for (int j = 0; j < L->n; j++)
             lw.pr->act_recv[j] = -1;
         /* which actions' inputs go after compute i: sorted by position,
          * bucketed (order[] lists action indices; next[] chains them) */
         free(order), free(next);
-        order = util_calloc(L->n + 1, sizeof *order);
-        next = util_calloc(L->n, sizeof *next);
+        order = base_calloc(L->n + 1, sizeof *order);
+        next = base_calloc(L->n, sizeof *next);
         for (int i = 0; i <= L->n; i++)
             order[i] = -1;
         for (int j = L->n - 1; j >= 0; j--) {
@@ -380,10 +380,10 @@ int sched_build(const SchedParts *pp, const SchedActions *acts, int eval, const 
                 SchedSim *sim, char *err, size_t errsize)
 {
     int S = pp->stages, rc = 0;
-    int **post = util_calloc(S, sizeof *post);
+    int **post = base_calloc(S, sizeof *post);
     for (int s = 0; s < S; s++) {
         int n = acts->stage[s].n;
-        post[s] = util_calloc(n ? n : 1, sizeof **post);
+        post[s] = base_calloc(n ? n : 1, sizeof **post);
         for (int j = 0; j < n; j++)
             post[s][j] = j - 1;
     }

@@ -1,7 +1,7 @@
 /* schedules/ops.c: the instruction tables, the one instruction printer,
  * placement, and compute-action lists. */
 #include "sched.h"
-#include "util.h"
+#include "base_alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,7 +106,7 @@ int sched_part(SchedPlacement place, int stages, int stage, int chunk)
 void sched_actions_init(SchedActions *sa, int stages)
 {
     sa->stages = stages;
-    sa->stage = util_realloc(NULL, (size_t)stages * sizeof *sa->stage);
+    sa->stage = base_realloc(NULL, (size_t)stages * sizeof *sa->stage);
     memset(sa->stage, 0, (size_t)stages * sizeof *sa->stage);
 }
 
@@ -123,7 +123,7 @@ void sched_push(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk)
     SchedList *l = &sa->stage[stage];
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
-        l->a = util_realloc(l->a, (size_t)l->cap * sizeof *l->a);
+        l->a = base_realloc(l->a, (size_t)l->cap * sizeof *l->a);
     }
     l->a[l->n++] = (SchedAction){(uint8_t)kind, (uint8_t)chunk, mb, 0, 0};
 }

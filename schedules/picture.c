@@ -7,7 +7,7 @@
  * consumes it). Both read the plan and its simulation and nothing else:
  * the output is self-contained, no fonts, styles or scripts fetched. */
 #include "picture.h"
-#include "util.h"
+#include "base_alloc.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -452,8 +452,8 @@ static void match_flows(const SchedPlan *plan, const SchedSim *sim, int **out_id
 {
     int S = plan->stages;
     size_t nch = (size_t)S * S * 2;
-    int *count = util_calloc(nch, sizeof *count), *off = util_calloc(nch + 1, sizeof *off);
-    int *seq = util_calloc(nch, sizeof *seq);
+    int *count = base_calloc(nch, sizeof *count), *off = base_calloc(nch + 1, sizeof *off);
+    int *seq = base_calloc(nch, sizeof *seq);
 #define CHAN(src, dst, g) (((size_t)(src) * S + (dst)) * 2 + (g))
     for (int s = 0; s < S; s++)
         for (int pc = 0; pc < plan->prog[s].n; pc++) {
@@ -463,7 +463,7 @@ static void match_flows(const SchedPlan *plan, const SchedSim *sim, int **out_id
         }
     for (size_t c = 0; c < nch; c++)
         off[c + 1] = off[c] + count[c];
-    int *recv_pc = util_calloc((size_t)off[nch], sizeof *recv_pc);
+    int *recv_pc = base_calloc((size_t)off[nch], sizeof *recv_pc);
     for (int s = 0; s < S; s++)
         for (int pc = 0; pc < plan->prog[s].n; pc++) {
             const SchedInstr *in = &plan->prog[s].ins[pc];
@@ -505,10 +505,10 @@ static void match_flows(const SchedPlan *plan, const SchedSim *sim, int **out_id
 void sched_emit_trace(FILE *out, const SchedPlan *plan, const SchedSim *sim, const char *title)
 {
     int S = plan->stages;
-    int **out_id = util_calloc(S, sizeof *out_id), **in_id = util_calloc(S, sizeof *in_id);
+    int **out_id = base_calloc(S, sizeof *out_id), **in_id = base_calloc(S, sizeof *in_id);
     for (int s = 0; s < S; s++) {
-        out_id[s] = util_calloc(plan->prog[s].n, sizeof **out_id);
-        in_id[s] = util_calloc(plan->prog[s].n, sizeof **in_id);
+        out_id[s] = base_calloc(plan->prog[s].n, sizeof **out_id);
+        in_id[s] = base_calloc(plan->prog[s].n, sizeof **in_id);
     }
     match_flows(plan, sim, out_id, in_id);
 
@@ -519,7 +519,7 @@ void sched_emit_trace(FILE *out, const SchedPlan *plan, const SchedSim *sim, con
     /* A send that takes time (a link bandwidth in the cost model) runs
      * while its stage computes on, and complete events on one thread must
      * nest; so those sends get a thread of their own under the stage's. */
-    int *wire = util_calloc(S, sizeof *wire);
+    int *wire = base_calloc(S, sizeof *wire);
     for (int s = 0; s < S; s++)
         for (int pc = 0; pc < plan->prog[s].n; pc++)
             if (is_send(plan->prog[s].ins[pc].op) && ran(sim, s, pc) && dur_us(sim, s, pc) > 0)

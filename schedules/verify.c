@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "sched.h"
-#include "util.h"
+#include "base_alloc.h"
 
 typedef struct Chan {
     int src, dst, grad;
@@ -88,8 +88,8 @@ static void chan_grow(Vm *vm)
         return;
     int old = vm->hcap, *ok = vm->hkeys, *ov = vm->hvals;
     vm->hcap *= 2;
-    vm->hkeys = util_calloc(vm->hcap, sizeof *vm->hkeys);
-    vm->hvals = util_calloc(vm->hcap, sizeof *vm->hvals);
+    vm->hkeys = base_calloc(vm->hcap, sizeof *vm->hkeys);
+    vm->hvals = base_calloc(vm->hcap, sizeof *vm->hvals);
     for (int i = 0; i < vm->hcap; i++)
         vm->hkeys[i] = -1;
     for (int i = 0; i < old; i++)
@@ -171,8 +171,8 @@ static int prepass(Vm *vm)
     const SchedPlan *pl = vm->plan;
     for (int s = 0; s < vm->S; s++) {
         const SchedProgram *pr = &pl->prog[s];
-        vm->cid[s] = util_calloc(pr->n, sizeof **vm->cid);
-        vm->cseq[s] = util_calloc(pr->n, sizeof **vm->cseq);
+        vm->cid[s] = base_calloc(pr->n, sizeof **vm->cid);
+        vm->cseq[s] = base_calloc(pr->n, sizeof **vm->cseq);
         for (int i = 0; i < pr->n; i++) {
             const SchedInstr *in = &pr->ins[i];
             vm->cid[s][i] = -1;
@@ -226,10 +226,10 @@ static int prepass(Vm *vm)
     }
     for (int c = 0; c < vm->nchan; c++) {
         Chan *ch = &vm->chan[c];
-        ch->post_time = util_calloc(ch->nrecv, sizeof *ch->post_time);
-        ch->arrive = util_calloc(ch->nsend, sizeof *ch->arrive);
-        ch->send_stage_pc = util_calloc(ch->nsend, sizeof *ch->send_stage_pc);
-        ch->recv_stage_pc = util_calloc(ch->nrecv, sizeof *ch->recv_stage_pc);
+        ch->post_time = base_calloc(ch->nrecv, sizeof *ch->post_time);
+        ch->arrive = base_calloc(ch->nsend, sizeof *ch->arrive);
+        ch->send_stage_pc = base_calloc(ch->nsend, sizeof *ch->send_stage_pc);
+        ch->recv_stage_pc = base_calloc(ch->nrecv, sizeof *ch->recv_stage_pc);
     }
     for (int s = 0; s < vm->S; s++)
         for (int i = 0; i < pl->prog[s].n; i++) {
@@ -573,7 +573,7 @@ static void step(Vm *vm, int s)
 /* Everyone is stuck: report the cycle of waiting instructions. */
 static void report_deadlock(Vm *vm)
 {
-    int *seen = util_calloc(vm->S, sizeof *seen);
+    int *seen = base_calloc(vm->S, sizeof *seen);
     int s = 0;
     while (s < vm->S && vm->pc[s] >= vm->plan->prog[s].n)
         s++;
@@ -619,15 +619,15 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     Vm vm = {.buffered = buffered, .plan = plan, .parts = parts, .costs = costs, .out = out, .S = S, .V = V, .P = S * V};
     out->ok = 1;
     out->err_stage = out->err_pc = -1;
-    out->busy = util_calloc(S, sizeof *out->busy);
-    out->idle = util_calloc(S, sizeof *out->idle);
-    out->peak_buffers = util_calloc(S, sizeof *out->peak_buffers);
-    out->peak_bytes = util_calloc(S, sizeof *out->peak_bytes);
-    out->start = util_calloc(S, sizeof *out->start);
-    out->end = util_calloc(S, sizeof *out->end);
-    out->peer_time = util_calloc(S, sizeof *out->peer_time);
-    out->stuck_pc = util_calloc(S, sizeof *out->stuck_pc);
-    out->stuck_recv_pc = util_calloc(S, sizeof *out->stuck_recv_pc);
+    out->busy = base_calloc(S, sizeof *out->busy);
+    out->idle = base_calloc(S, sizeof *out->idle);
+    out->peak_buffers = base_calloc(S, sizeof *out->peak_buffers);
+    out->peak_bytes = base_calloc(S, sizeof *out->peak_bytes);
+    out->start = base_calloc(S, sizeof *out->start);
+    out->end = base_calloc(S, sizeof *out->end);
+    out->peer_time = base_calloc(S, sizeof *out->peer_time);
+    out->stuck_pc = base_calloc(S, sizeof *out->stuck_pc);
+    out->stuck_recv_pc = base_calloc(S, sizeof *out->stuck_recv_pc);
     for (int s = 0; s < S; s++)
         out->stuck_pc[s] = out->stuck_recv_pc[s] = -1;
     /* one block for the three timelines: [start | end | peer_time] per stage;
@@ -648,32 +648,32 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     vm.hcap = 64;
     while (vm.hcap < 8 * S)
         vm.hcap *= 2;
-    vm.hkeys = util_calloc(vm.hcap, sizeof *vm.hkeys);
-    vm.hvals = util_calloc(vm.hcap, sizeof *vm.hvals);
+    vm.hkeys = base_calloc(vm.hcap, sizeof *vm.hkeys);
+    vm.hvals = base_calloc(vm.hcap, sizeof *vm.hvals);
     for (int i = 0; i < vm.hcap; i++)
         vm.hkeys[i] = -1;
-    vm.cid = util_calloc(S, sizeof *vm.cid);
-    vm.cseq = util_calloc(S, sizeof *vm.cseq);
-    vm.pc = util_calloc(S, sizeof *vm.pc);
-    vm.clock = util_calloc(S, sizeof *vm.clock);
-    vm.slot = util_calloc((size_t)S * V, sizeof *vm.slot);
+    vm.cid = base_calloc(S, sizeof *vm.cid);
+    vm.cseq = base_calloc(S, sizeof *vm.cseq);
+    vm.pc = base_calloc(S, sizeof *vm.pc);
+    vm.clock = base_calloc(S, sizeof *vm.clock);
+    vm.slot = base_calloc((size_t)S * V, sizeof *vm.slot);
     for (int i = 0; i < S * V; i++) {
-        vm.slot[i] = util_calloc(plan->nbuf[i], sizeof **vm.slot);
+        vm.slot[i] = base_calloc(plan->nbuf[i], sizeof **vm.slot);
         for (int b = 0; b < plan->nbuf[i]; b++)
             vm.slot[i][b].mb = vm.slot[i][b].pend_chan = vm.slot[i][b].gpend_chan = -1;
     }
-    vm.gin_mb = util_calloc((size_t)S * V, sizeof *vm.gin_mb);
-    vm.gin_sent = util_calloc((size_t)S * V, sizeof *vm.gin_sent);
+    vm.gin_mb = base_calloc((size_t)S * V, sizeof *vm.gin_mb);
+    vm.gin_sent = base_calloc((size_t)S * V, sizeof *vm.gin_sent);
     for (int i = 0; i < S * V; i++)
         vm.gin_mb[i] = -1, vm.gin_sent[i] = 1;
-    vm.live = util_calloc(S, sizeof *vm.live);
-    vm.live_bytes = util_calloc(S, sizeof *vm.live_bytes);
-    vm.wait = util_calloc(S, sizeof *vm.wait);
-    vm.wait_on = util_calloc(S, sizeof *vm.wait_on);
-    vm.queue = util_calloc(S, sizeof *vm.queue);
-    vm.queued = util_calloc(S, sizeof *vm.queued);
-    vm.at_tied = util_calloc(S, sizeof *vm.at_tied);
-    vm.at_all = util_calloc(S, sizeof *vm.at_all);
+    vm.live = base_calloc(S, sizeof *vm.live);
+    vm.live_bytes = base_calloc(S, sizeof *vm.live_bytes);
+    vm.wait = base_calloc(S, sizeof *vm.wait);
+    vm.wait_on = base_calloc(S, sizeof *vm.wait_on);
+    vm.queue = base_calloc(S, sizeof *vm.queue);
+    vm.queued = base_calloc(S, sizeof *vm.queued);
+    vm.at_tied = base_calloc(S, sizeof *vm.at_tied);
+    vm.at_all = base_calloc(S, sizeof *vm.at_all);
     vm.all_need = S;
     for (int s = 0; s < S; s++)
         vm.tied_need += parts->tied_stage && parts->tied_stage[s];

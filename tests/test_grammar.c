@@ -46,7 +46,7 @@ START_TEST(values)
 {
     DiagList dl;
     diag_init(&dl);
-    AstArena a = {0};
+    BaseArena a = {0};
     const char *texts[] = {"42", "-7", "1e-8", "0.5", ".25", "\"a\\\"b\\n\"", "1f1b", "zb-h1", "looped-bfs",
                            "(0.9, 0.999)", "[0, 5, 12]", "[]", "adam(lr = 0.001, betas = (0.9, 0.95))",
                            "file(\"x.sched\")"};
@@ -75,7 +75,7 @@ START_TEST(values)
     ck_assert_str_eq(v->items.head->name, "lr");
     ck_assert_int_eq(v->items.head->next->value->kind, AST_TUPLE);
     ck_assert_int_eq(dl.nerrors, 0);
-    ast_arena_free(&a);
+    base_arena_free(&a);
     diag_free(&dl);
 }
 END_TEST

@@ -1,6 +1,6 @@
-/* grammar/diag.c: diagnostics, with the offending line and a caret. */
+/* base/diag.c: diagnostics, with the offending line and a caret. */
 #include "diag.h"
-#include "util.h"
+#include "base_alloc.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -29,12 +29,12 @@ int diag_add_source(DiagList *dl, const char *name, const char *text, size_t len
 {
     if (dl->nsrc == dl->capsrc) {
         dl->capsrc = dl->capsrc ? 2 * dl->capsrc : 4;
-        dl->src = util_realloc(dl->src, dl->capsrc * sizeof *dl->src);
+        dl->src = base_realloc(dl->src, dl->capsrc * sizeof *dl->src);
     }
     DiagSource *s = &dl->src[dl->nsrc];
-    s->name = util_realloc(NULL, strlen(name) + 1);
+    s->name = base_realloc(NULL, strlen(name) + 1);
     strcpy(s->name, name);
-    s->text = util_realloc(NULL, len + 1);
+    s->text = base_realloc(NULL, len + 1);
     memcpy(s->text, text, len);
     s->text[len] = '\0';
     s->len = len;
@@ -52,14 +52,14 @@ void diag_vreport(DiagList *dl, DiagLevel level, SrcLoc loc, const char *fmt, va
         return;
     if (dl->n == dl->cap) {
         dl->cap = dl->cap ? 2 * dl->cap : 8;
-        dl->d = util_realloc(dl->d, dl->cap * sizeof *dl->d);
+        dl->d = base_realloc(dl->d, dl->cap * sizeof *dl->d);
     }
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
     Diag *d = &dl->d[dl->n++];
     d->level = level;
     d->loc = loc;
-    d->msg = util_realloc(NULL, strlen(buf) + 1);
+    d->msg = base_realloc(NULL, strlen(buf) + 1);
     strcpy(d->msg, buf);
     if (level == DIAG_ERROR)
         dl->nerrors++;

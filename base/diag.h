@@ -1,4 +1,4 @@
-/* grammar/diag.h: source files and the diagnostics collected against them.
+/* base/diag.h: source files and the diagnostics collected against them.
  *
  * The compiler's error regime (docs/errors.md): nothing prints or exits in
  * the middle of the front end. Each phase appends diagnostics to one DiagList
