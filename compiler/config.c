@@ -10,62 +10,62 @@
 #include "model.h"
 #include "parse.h"
 
-const char *const pc_schedule_names[PC_SCHED_COUNT + 1] = {
-#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) name,
+const char *const plan_schedule_names[PLAN_SCHED_COUNT + 1] = {
+#define SCHED_DEF(id, name, sig, place, split, gen, doc) name,
 #include "schedules.def"
-#undef PC_SCHEDULE
+#undef SCHED_DEF
     NULL};
-const char *const pc_schedule_sigs[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) sig,
+const char *const plan_schedule_sigs[PLAN_SCHED_COUNT] = {
+#define SCHED_DEF(id, name, sig, place, split, gen, doc) sig,
 #include "schedules.def"
-#undef PC_SCHEDULE
+#undef SCHED_DEF
 };
-const char *const pc_schedule_docs[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) doc,
+const char *const plan_schedule_docs[PLAN_SCHED_COUNT] = {
+#define SCHED_DEF(id, name, sig, place, split, gen, doc) doc,
 #include "schedules.def"
-#undef PC_SCHEDULE
+#undef SCHED_DEF
 };
-const SchedPlacement pc_schedule_place[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) SCHED_PLACE_##place,
+const SchedPlacement plan_schedule_place[PLAN_SCHED_COUNT] = {
+#define SCHED_DEF(id, name, sig, place, split, gen, doc) SCHED_PLACE_##place,
 #include "schedules.def"
-#undef PC_SCHEDULE
+#undef SCHED_DEF
 };
-static const char *const optimizer_sigs[PC_OPT_COUNT] = {
-#define PC_OPTIMIZER(id, name, sig) sig,
+static const char *const optimizer_sigs[PLAN_OPT_COUNT] = {
+#define PLAN_OPTIMIZER(id, name, sig) sig,
 #include "train.def"
-#undef PC_OPTIMIZER
+#undef PLAN_OPTIMIZER
 };
-const char *const pc_optimizer_names[PC_OPT_COUNT + 1] = {
-#define PC_OPTIMIZER(id, name, sig) name,
+const char *const plan_optimizer_names[PLAN_OPT_COUNT + 1] = {
+#define PLAN_OPTIMIZER(id, name, sig) name,
 #include "train.def"
-#undef PC_OPTIMIZER
+#undef PLAN_OPTIMIZER
     NULL};
-static const char *const data_sigs[PC_DATA_COUNT] = {
-#define PC_DATA(id, name, sig) sig,
+static const char *const data_sigs[PLAN_DATA_COUNT] = {
+#define PLAN_DATA(id, name, sig) sig,
 #include "train.def"
-#undef PC_DATA
+#undef PLAN_DATA
 };
-const char *const pc_data_names[PC_DATA_COUNT + 1] = {
-#define PC_DATA(id, name, sig) name,
+const char *const plan_data_names[PLAN_DATA_COUNT + 1] = {
+#define PLAN_DATA(id, name, sig) name,
 #include "train.def"
-#undef PC_DATA
+#undef PLAN_DATA
     NULL};
-static const char *const lr_sigs[PC_LR_COUNT] = {
-#define PC_LR_SCHEDULE(id, name, sig) sig,
+static const char *const lr_sigs[PLAN_LR_COUNT] = {
+#define PLAN_LR_SCHEDULE(id, name, sig) sig,
 #include "train.def"
-#undef PC_LR_SCHEDULE
+#undef PLAN_LR_SCHEDULE
 };
-const char *const pc_lr_names[PC_LR_COUNT + 1] = {
-#define PC_LR_SCHEDULE(id, name, sig) name,
+const char *const plan_lr_names[PLAN_LR_COUNT + 1] = {
+#define PLAN_LR_SCHEDULE(id, name, sig) name,
 #include "train.def"
-#undef PC_LR_SCHEDULE
+#undef PLAN_LR_SCHEDULE
     NULL};
-const char *const pc_precision_names[PC_PREC_COUNT + 1] = {
-#define PC_PRECISION(id, name) name,
+const char *const plan_precision_names[PLAN_PREC_COUNT + 1] = {
+#define PLAN_PRECISION(id, name) name,
 #include "train.def"
-#undef PC_PRECISION
+#undef PLAN_PRECISION
     NULL};
-const char *const pc_partition_names[] = {"uniform", "parameters", "flops", "type:REGEX", "[list]", NULL};
+const char *const plan_partition_names[] = {"uniform", "parameters", "flops", "type:REGEX", "[list]", NULL};
 
 /* ---- value readers --------------------------------------------------- */
 
@@ -149,15 +149,15 @@ static int read_callee(DiagList *dl, const AstValue *v, const char *key, const c
 
 /* ---- keys ------------------------------------------------------------ */
 
-typedef int (*KeyReader)(DiagList *, const AstValue *, PcConfig *);
+typedef int (*KeyReader)(DiagList *, const AstValue *, PlanConfig *);
 
-static int k_stages(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_stages(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     c->stages_loc = v->loc;
-    return read_int(dl, v, "stages", 1, PC_MAX_STAGES, &c->stages);
+    return read_int(dl, v, "stages", 1, PLAN_MAX_STAGES, &c->stages);
 }
 
-static int k_data_parallel(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_data_parallel(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     if (v->kind == AST_WORD && strcmp(v->s, "auto") == 0) {
         c->data_parallel = 0;
@@ -170,31 +170,31 @@ static int k_data_parallel(DiagList *dl, const AstValue *v, PcConfig *c)
     return read_int(dl, v, "data_parallel", 1, 1 << 20, &c->data_parallel);
 }
 
-static int k_micro_batches(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_micro_batches(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
-    return read_int(dl, v, "micro_batches", 1, PC_MAX_MICRO_BATCHES, &c->micro_batches);
+    return read_int(dl, v, "micro_batches", 1, PLAN_MAX_MICRO_BATCHES, &c->micro_batches);
 }
 
-static int k_micro_batch_size(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_micro_batch_size(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     return read_int(dl, v, "micro_batch_size", 1, 1 << 20, &c->micro_batch_size);
 }
 
-static int k_schedule(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_schedule(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     int kind;
     PcArgs a;
     c->schedule_loc = v->loc;
-    if (read_callee(dl, v, "schedule", pc_schedule_names, pc_schedule_sigs, &kind, &a) != 0)
+    if (read_callee(dl, v, "schedule", plan_schedule_names, plan_schedule_sigs, &kind, &a) != 0)
         return -1;
-    c->schedule = (PcScheduleKind)kind;
-    c->place = pc_schedule_place[kind];
-    c->chunks = pc_schedule_place[kind] == SCHED_PLACE_V ? 2 : 1;
+    c->schedule = (PlanScheduleKind)kind;
+    c->place = plan_schedule_place[kind];
+    c->chunks = plan_schedule_place[kind] == SCHED_PLACE_V ? 2 : 1;
     c->schedule_file = NULL;
     for (int i = 0; i < a.n; i++) {
         if (strcmp(a.a[i].name, "chunks") == 0) {
-            if (a.a[i].i[0] < 1 || a.a[i].i[0] > PC_MAX_CHUNKS) {
-                diag_error(dl, a.a[i].loc, "chunks must be between 1 and %d, not %lld", PC_MAX_CHUNKS,
+            if (a.a[i].i[0] < 1 || a.a[i].i[0] > PLAN_MAX_CHUNKS) {
+                diag_error(dl, a.a[i].loc, "chunks must be between 1 and %d, not %lld", PLAN_MAX_CHUNKS,
                            (long long)a.a[i].i[0]);
                 return -1;
             }
@@ -206,7 +206,7 @@ static int k_schedule(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
-static int k_partition(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_partition(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     c->partition_loc = v->loc;
     free(c->partition_list);
@@ -216,7 +216,7 @@ static int k_partition(DiagList *dl, const AstValue *v, PcConfig *c)
         static const char *const words[] = {"uniform", "parameters", "flops", NULL};
         for (int i = 0; words[i]; i++)
             if (strcmp(v->s, words[i]) == 0) {
-                c->partition = (PcPartitionKind)i;
+                c->partition = (PlanPartitionKind)i;
                 return 0;
             }
         const char *near = diag_nearest(v->s, words);
@@ -240,7 +240,7 @@ static int k_partition(DiagList *dl, const AstValue *v, PcConfig *c)
             return -1;
         }
         regfree(&re);
-        c->partition = PC_PART_TYPE;
+        c->partition = PLAN_PART_TYPE;
         c->partition_regex = v->s + 5;
         return 0;
     }
@@ -273,19 +273,19 @@ static int k_partition(DiagList *dl, const AstValue *v, PcConfig *c)
             }
             c->partition_list[c->npartition_list++] = x->i;
         }
-        c->partition = PC_PART_LIST;
+        c->partition = PLAN_PART_LIST;
         return 0;
     }
     bad_value(dl, v, "partition", "uniform, parameters, flops, \"type:REGEX\" or a list of first layers");
     return -1;
 }
 
-static int k_activation_checkpoint(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_activation_checkpoint(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
-    return read_int(dl, v, "activation_checkpoint", 0, PC_MAX_STAGES * 64, &c->activation_checkpoint);
+    return read_int(dl, v, "activation_checkpoint", 0, PLAN_MAX_STAGES * 64, &c->activation_checkpoint);
 }
 
-static int k_link_bandwidth(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_link_bandwidth(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     if (read_num(dl, v, "link_bandwidth", &c->link_bandwidth) != 0)
         return -1;
@@ -296,7 +296,7 @@ static int k_link_bandwidth(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
-static int k_device_tflops(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_device_tflops(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     if (read_num(dl, v, "device_tflops", &c->device_tflops) != 0)
         return -1;
@@ -308,7 +308,7 @@ static int k_device_tflops(DiagList *dl, const AstValue *v, PcConfig *c)
 }
 
 /* `24 GiB` (a size: an integer, a space, a unit) or `24GiB` (one word). */
-static int k_memory_limit(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_memory_limit(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     static const struct {
         const char *unit;
@@ -341,13 +341,13 @@ static int k_memory_limit(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
-static int k_optimizer(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_optimizer(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     int kind;
     PcArgs a;
-    if (read_callee(dl, v, "optimizer", pc_optimizer_names, optimizer_sigs, &kind, &a) != 0)
+    if (read_callee(dl, v, "optimizer", plan_optimizer_names, optimizer_sigs, &kind, &a) != 0)
         return -1;
-    c->optimizer = (PcOptimizerKind)kind;
+    c->optimizer = (PlanOptimizerKind)kind;
     c->momentum = 0, c->nesterov = 0, c->beta1 = 0.9, c->beta2 = 0.999, c->eps = 1e-8;
     for (int i = 0; i < a.n; i++) {
         const PcArg *x = &a.a[i];
@@ -384,12 +384,12 @@ static int k_optimizer(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
-static int k_steps(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_steps(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     return read_int(dl, v, "steps", 0, (int64_t)1 << 40, &c->steps);
 }
 
-static int k_seed(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_seed(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     int64_t s;
     if (read_int(dl, v, "seed", 0, (int64_t)1 << 53, &s) != 0)
@@ -398,14 +398,14 @@ static int k_seed(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
-static int read_data(DiagList *dl, const AstValue *v, const char *key, PcData *d)
+static int read_data(DiagList *dl, const AstValue *v, const char *key, PlanData *d)
 {
     int kind;
     PcArgs a;
-    if (read_callee(dl, v, key, pc_data_names, data_sigs, &kind, &a) != 0)
+    if (read_callee(dl, v, key, plan_data_names, data_sigs, &kind, &a) != 0)
         return -1;
     memset(d, 0, sizeof *d);
-    d->kind = (PcDataKind)kind;
+    d->kind = (PlanDataKind)kind;
     d->set = 1;
     d->loc = v->loc;
     d->pad = -1;
@@ -433,12 +433,12 @@ static int read_data(DiagList *dl, const AstValue *v, const char *key, PcData *d
     return 0;
 }
 
-static int k_data(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_data(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     return read_data(dl, v, "data", &c->data);
 }
 
-static int k_eval_data(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_eval_data(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     return read_data(dl, v, "eval_data", &c->eval_data);
 }
@@ -451,33 +451,33 @@ static int k_eval_data(DiagList *dl, const AstValue *v, PcConfig *c)
  * Only what depends on files (image sizes, label values, token ids) is left
  * to the runtime. Keep the two in step. */
 
-static int64_t data_vocab(const PcModel *m)
+static int64_t data_vocab(const PlanModel *m)
 {
     for (int i = 0; i < m->nlayers; i++)
-        if (m->layer[i].kind == PC_L_EMBEDDING)
+        if (m->layer[i].kind == PLAN_L_EMBEDDING)
             return m->layer[i].vocab;
     return 0;
 }
 
-static int64_t data_classes(const PcModel *m)
+static int64_t data_classes(const PlanModel *m)
 {
     if (m->nlayers < 1)
         return 0;
-    const PcTensor *o = &m->layer[m->nlayers - 1].out;
+    const PlanTensor *o = &m->layer[m->nlayers - 1].out;
     return o->ndim > 0 ? o->dim[o->ndim - 1] : 0;
 }
 
 /* rt_data.c's is_mask: a float32 side input a transformer_block names, or
  * one of shape [T] beside int32[T] token ids. */
-static int data_is_mask(const PcModel *m, int k)
+static int data_is_mask(const PlanModel *m, int k)
 {
-    if (k <= 0 || k >= m->ninputs || m->input[k].t.dtype != PC_F32)
+    if (k <= 0 || k >= m->ninputs || m->input[k].t.dtype != PLAN_F32)
         return 0;
     for (int i = 0; i < m->nlayers; i++)
-        if (m->layer[i].kind == PC_L_TRANSFORMER_BLOCK && m->layer[i].mask == k)
+        if (m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK && m->layer[i].mask == k)
             return 1;
-    const PcTensor *x = &m->input[0].t, *t = &m->input[k].t;
-    return x->dtype == PC_I32 && x->ndim == 1 && t->ndim == 1 && t->dim[0] == x->dim[0];
+    const PlanTensor *x = &m->input[0].t, *t = &m->input[k].t;
+    return x->dtype == PLAN_I32 && x->ndim == 1 && t->ndim == 1 && t->dim[0] == x->dim[0];
 }
 
 /* What a data error's note points at: a declaration of the model, or the
@@ -487,17 +487,17 @@ typedef struct DataNote {
     char text[160];
 } DataNote;
 
-static DataNote io_note(const char *what, const PcIO *io)
+static DataNote io_note(const char *what, const PlanIO *io)
 {
     DataNote n = {io->loc, ""};
     snprintf(n.text, sizeof n.text, "%s '%s' is declared here", what, io->name);
     return n;
 }
 
-static DataNote layer_note(const PcLayer *L, const char *what)
+static DataNote layer_note(const PlanLayer *L, const char *what)
 {
     DataNote n = {L->loc, ""};
-    snprintf(n.text, sizeof n.text, "layer %d (%s) %s", L->index, pc_layer_names[L->kind], what);
+    snprintf(n.text, sizeof n.text, "layer %d (%s) %s", L->index, plan_layer_names[L->kind], what);
     return n;
 }
 
@@ -519,69 +519,69 @@ static int data_error(DiagList *dl, SrcLoc at, DataNote note, const char *fmt, .
 
 /* idx and cifar10: one float32 image input; one int32[] class label under
  * loss cross_entropy. */
-static int data_classifier(DiagList *dl, SrcLoc at, const char *key, const char *src, const PcModel *m)
+static int data_classifier(DiagList *dl, SrcLoc at, const char *key, const char *src, const PlanModel *m)
 {
     char s[96];
     if (m->ninputs != 1)
         return data_error(dl, at, io_note("input", &m->input[1]),
                           "%s: %s(...) yields one input per sample (the image), but the model declares %d inputs", key,
                           src, m->ninputs);
-    if (m->input[0].t.dtype != PC_F32) {
-        pc_tensor_text(&m->input[0].t, 1, s, sizeof s);
+    if (m->input[0].t.dtype != PLAN_F32) {
+        plan_tensor_text(&m->input[0].t, 1, s, sizeof s);
         return data_error(dl, at, io_note("input", &m->input[0]),
                           "%s: %s(...) yields float32 images, but input '%s' is %s",
                           key, src, m->input[0].name, s);
     }
-    const PcTensor *y = &m->target[0].t;
-    if (m->loss != PC_LOSS_CROSS_ENTROPY || y->dtype != PC_I32 || y->ndim != 0) {
-        pc_tensor_text(y, 1, s, sizeof s);
+    const PlanTensor *y = &m->target[0].t;
+    if (m->loss != PLAN_LOSS_CROSS_ENTROPY || y->dtype != PLAN_I32 || y->ndim != 0) {
+        plan_tensor_text(y, 1, s, sizeof s);
         return data_error(dl, at, io_note("target", &m->target[0]),
                           "%s: %s(...) yields one integer class label per sample (target int32[] under loss "
                           "cross_entropy), but target '%s' is %s under loss %s",
-                          key, src, m->target[0].name, s, pc_loss_names[m->loss]);
+                          key, src, m->target[0].name, s, plan_loss_names[m->loss]);
     }
     return 0;
 }
 
-static int check_source(DiagList *dl, const PcData *d, const char *key, const PcModel *m)
+static int check_source(DiagList *dl, const PlanData *d, const char *key, const PlanModel *m)
 {
     /* the default source has no place of its own: the model's, then */
     SrcLoc at = d->loc.line > 0 ? d->loc : m->loc;
     if (d->loc.line <= 0)
         key = "data (synthetic by default: set data = ...)";
-    const char *src = pc_data_names[d->kind];
+    const char *src = plan_data_names[d->kind];
     char s[96];
     if (m->ninputs < 1 || m->ntargets != 1)
         return 0; /* the model's own checks have said so */
     switch (d->kind) {
-    case PC_DATA_SYNTHETIC:
+    case PLAN_DATA_SYNTHETIC:
         for (int k = 0; k < m->ninputs; k++)
-            if (m->input[k].t.dtype == PC_I32 && data_vocab(m) < 1) {
-                pc_tensor_text(&m->input[k].t, 1, s, sizeof s);
+            if (m->input[k].t.dtype == PLAN_I32 && data_vocab(m) < 1) {
+                plan_tensor_text(&m->input[k].t, 1, s, sizeof s);
                 return data_error(dl, at, io_note("input", &m->input[k]),
                                   "%s: synthetic(...) fills int32 input '%s' (%s) with token ids below an embedding's "
                                   "vocab, but the model has no embedding layer",
                                   key, m->input[k].name, s);
             }
-        if (m->target[0].t.dtype == PC_I32 && data_classes(m) < 1)
+        if (m->target[0].t.dtype == PLAN_I32 && data_classes(m) < 1)
             return data_error(dl, at, io_note("target", &m->target[0]),
                               "%s: synthetic(...) fills target '%s' with class ids, but the model's output gives no "
                               "class count", key, m->target[0].name);
         return 0;
-    case PC_DATA_IDX:
+    case PLAN_DATA_IDX:
         return data_classifier(dl, at, key, src, m);
-    case PC_DATA_CIFAR10: {
+    case PLAN_DATA_CIFAR10: {
         if (data_classifier(dl, at, key, src, m) != 0)
             return -1;
         int64_t side = d->resize > 0 ? d->resize : 32;
-        const PcTensor *x = &m->input[0].t;
+        const PlanTensor *x = &m->input[0].t;
         if (x->ndim != 3 || x->dim[0] != 3 || x->dim[1] != side || x->dim[2] != side) {
             char how[64];
             if (d->resize > 0)
                 snprintf(how, sizeof how, "resize = %lld", (long long)d->resize);
             else
                 snprintf(how, sizeof how, "as stored; resize = N scales them");
-            pc_tensor_text(x, 1, s, sizeof s);
+            plan_tensor_text(x, 1, s, sizeof s);
             return data_error(dl, at, io_note("input", &m->input[0]),
                               "%s: cifar10(...) yields float32[3, %lld, %lld] images (%s), but input '%s' is %s", key,
                               (long long)side, (long long)side, how, m->input[0].name, s);
@@ -594,10 +594,10 @@ static int check_source(DiagList *dl, const PcData *d, const char *key, const Pc
                               "dimension)", key, (long long)data_classes(m));
         return 0;
     }
-    case PC_DATA_TOKENS: {
-        const PcTensor *x = &m->input[0].t, *y = &m->target[0].t;
-        if (x->dtype != PC_I32 || x->ndim != 1) {
-            pc_tensor_text(x, 1, s, sizeof s);
+    case PLAN_DATA_TOKENS: {
+        const PlanTensor *x = &m->input[0].t, *y = &m->target[0].t;
+        if (x->dtype != PLAN_I32 || x->ndim != 1) {
+            plan_tensor_text(x, 1, s, sizeof s);
             return data_error(dl, at, io_note("input", &m->input[0]),
                               "%s: tokens(...) yields int32[T] token ids, but input '%s' is %s", key, m->input[0].name,
                               s);
@@ -605,23 +605,23 @@ static int check_source(DiagList *dl, const PcData *d, const char *key, const Pc
         int64_t T = x->dim[0];
         for (int k = 1; k < m->ninputs; k++)
             if (!data_is_mask(m, k)) {
-                pc_tensor_text(&m->input[k].t, 1, s, sizeof s);
+                plan_tensor_text(&m->input[k].t, 1, s, sizeof s);
                 return data_error(dl, at, io_note("input", &m->input[k]),
                                   "%s: tokens(...) yields only a float32[%lld] padding mask besides the token ids, but "
                                   "input '%s' is %s", key, (long long)T, m->input[k].name, s);
             }
-        if (m->loss != PC_LOSS_CROSS_ENTROPY || y->dtype != PC_I32 || y->ndim != 1 || y->dim[0] != T) {
-            pc_tensor_text(y, 1, s, sizeof s);
+        if (m->loss != PLAN_LOSS_CROSS_ENTROPY || y->dtype != PLAN_I32 || y->ndim != 1 || y->dim[0] != T) {
+            plan_tensor_text(y, 1, s, sizeof s);
             return data_error(dl, at, io_note("target", &m->target[0]),
                               "%s: tokens(...) yields next-token targets int32[%lld] under loss cross_entropy, but "
                               "target '%s' is %s under loss %s",
-                              key, (long long)T, m->target[0].name, s, pc_loss_names[m->loss]);
+                              key, (long long)T, m->target[0].name, s, plan_loss_names[m->loss]);
         }
         /* token ids are uint16 below the vocabulary: a pad id outside both
          * never occurs, and nothing would be masked */
         int64_t vocab = data_vocab(m), ids = vocab < 65536 ? vocab : 65536;
-        const PcLayer *emb = m->layer;
-        while (emb->kind != PC_L_EMBEDDING)
+        const PlanLayer *emb = m->layer;
+        while (emb->kind != PLAN_L_EMBEDDING)
             emb++; /* there is one: the int32 input's first layer */
         if (d->pad >= ids)
             return data_error(dl, at, layer_note(emb, "gives the vocabulary"),
@@ -634,7 +634,7 @@ static int check_source(DiagList *dl, const PcData *d, const char *key, const Pc
     }
 }
 
-int pc_config_check_data(DiagList *dl, const PcConfig *c, const PcModel *m)
+int pc_config_check_data(DiagList *dl, const PlanConfig *c, const PlanModel *m)
 {
     int errors = check_source(dl, &c->data, "data", m) != 0;
     if (c->eval_data.set)
@@ -642,23 +642,23 @@ int pc_config_check_data(DiagList *dl, const PcConfig *c, const PcModel *m)
     return errors ? -1 : 0;
 }
 
-static int k_shuffle(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_shuffle(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     return read_bool(dl, v, "shuffle", &c->shuffle);
 }
 
-static int k_eval_every(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_eval_every(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     return read_int(dl, v, "eval_every", 0, (int64_t)1 << 40, &c->eval_every);
 }
 
-static int k_lr_schedule(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_lr_schedule(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     int kind;
     PcArgs a;
-    if (read_callee(dl, v, "lr_schedule", pc_lr_names, lr_sigs, &kind, &a) != 0)
+    if (read_callee(dl, v, "lr_schedule", plan_lr_names, lr_sigs, &kind, &a) != 0)
         return -1;
-    c->lr_schedule = (PcLrKind)kind;
+    c->lr_schedule = (PlanLrKind)kind;
     for (int i = 0; i < a.n; i++) {
         if (!strcmp(a.a[i].name, "warmup")) {
             c->warmup = a.a[i].i[0];
@@ -678,7 +678,7 @@ static int k_lr_schedule(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
-static int k_grad_clip(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_grad_clip(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     if (v->kind == AST_WORD && strcmp(v->s, "off") == 0) {
         c->grad_clip = 0;
@@ -696,12 +696,12 @@ static int k_grad_clip(DiagList *dl, const AstValue *v, PcConfig *c)
     return 0;
 }
 
-static int k_precision(DiagList *dl, const AstValue *v, PcConfig *c)
+static int k_precision(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     if (v->kind == AST_WORD)
-        for (int i = 0; i < PC_PREC_COUNT; i++)
-            if (strcmp(v->s, pc_precision_names[i]) == 0) {
-                c->precision = (PcPrecision)i;
+        for (int i = 0; i < PLAN_PREC_COUNT; i++)
+            if (strcmp(v->s, plan_precision_names[i]) == 0) {
+                c->precision = (PlanPrecision)i;
                 return 0;
             }
     bad_value(dl, v, "precision", "fp32, tf32 or bf16");
@@ -775,7 +775,7 @@ static void unknown_key(DiagList *dl, SrcLoc loc, const char *name, int block)
         diag_error(dl, loc, "unknown %s%skey '%s'", where, *where ? " " : "", name);
 }
 
-static int read_block(DiagList *dl, const AstBlock *b, PcConfig *c)
+static int read_block(DiagList *dl, const AstBlock *b, PlanConfig *c)
 {
     if (!b)
         return 0;
@@ -805,33 +805,33 @@ static int read_block(DiagList *dl, const AstBlock *b, PcConfig *c)
     return errors;
 }
 
-int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train, PcConfig *c)
+int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train, PlanConfig *c)
 {
     memset(c, 0, sizeof *c);
     c->stages = 1;
     c->data_parallel = 0;
     c->micro_batches = 1;
     c->micro_batch_size = 1;
-    c->schedule = PC_SCHED_ONE_F_ONE_B;
+    c->schedule = PLAN_SCHED_ONE_F_ONE_B;
     c->chunks = 1;
     c->place = SCHED_PLACE_LOOP;
     c->device_tflops = 100;
-    c->partition = PC_PART_UNIFORM;
-    c->optimizer = PC_OPT_SGD;
+    c->partition = PLAN_PART_UNIFORM;
+    c->optimizer = PLAN_OPT_SGD;
     c->lr = 0.01;
     c->beta1 = 0.9, c->beta2 = 0.999, c->eps = 1e-8;
     c->steps = 100;
     c->seed = 0;
-    c->data.kind = PC_DATA_SYNTHETIC;
+    c->data.kind = PLAN_DATA_SYNTHETIC;
     c->data.samples = 1024;
     c->data.pad = -1;
     c->data.set = 1;
     c->eval_data.pad = -1;
     c->shuffle = 1;
-    c->lr_schedule = PC_LR_CONSTANT;
-    c->precision = PC_PREC_FP32;
+    c->lr_schedule = PLAN_LR_CONSTANT;
+    c->precision = PLAN_PREC_FP32;
     int errors = read_block(dl, pipeline, c) + read_block(dl, train, c);
-    if (!errors && c->schedule != PC_SCHED_FILE && c->partition == PC_PART_LIST &&
+    if (!errors && c->schedule != PLAN_SCHED_FILE && c->partition == PLAN_PART_LIST &&
         c->npartition_list != c->stages * c->chunks) {
         diag_error(dl, c->partition_loc,
                    "the partition list has %d entr%s, but %lld stage%s x %lld chunk%s need %lld (one first layer per part)",
@@ -840,15 +840,15 @@ int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train
                    (long long)(c->stages * c->chunks));
         errors++;
     }
-    if (!errors && c->stages * c->chunks > PC_MAX_STAGES) {
+    if (!errors && c->stages * c->chunks > PLAN_MAX_STAGES) {
         diag_error(dl, c->stages_loc, "%lld stages x %lld chunks is more than %d model parts", (long long)c->stages,
-                   (long long)c->chunks, PC_MAX_STAGES);
+                   (long long)c->chunks, PLAN_MAX_STAGES);
         errors++;
     }
     return errors ? -1 : 0;
 }
 
-void pc_config_free(PcConfig *c)
+void plan_config_free(PlanConfig *c)
 {
     free(c->partition_list);
     c->partition_list = NULL;

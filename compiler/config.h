@@ -13,79 +13,79 @@
 #include "diag.h"
 #include "sched.h"
 
-typedef enum PcScheduleKind {
-#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) PC_SCHED_##id,
+typedef enum PlanScheduleKind {
+#define SCHED_DEF(id, name, sig, place, split, gen, doc) PLAN_SCHED_##id,
 #include "schedules.def"
-#undef PC_SCHEDULE
-    PC_SCHED_COUNT
-} PcScheduleKind;
+#undef SCHED_DEF
+    PLAN_SCHED_COUNT
+} PlanScheduleKind;
 
 
-typedef enum PcOptimizerKind {
-#define PC_OPTIMIZER(id, name, sig) PC_OPT_##id,
+typedef enum PlanOptimizerKind {
+#define PLAN_OPTIMIZER(id, name, sig) PLAN_OPT_##id,
 #include "train.def"
-#undef PC_OPTIMIZER
-    PC_OPT_COUNT
-} PcOptimizerKind;
+#undef PLAN_OPTIMIZER
+    PLAN_OPT_COUNT
+} PlanOptimizerKind;
 
-typedef enum PcDataKind {
-#define PC_DATA(id, name, sig) PC_DATA_##id,
+typedef enum PlanDataKind {
+#define PLAN_DATA(id, name, sig) PLAN_DATA_##id,
 #include "train.def"
-#undef PC_DATA
-    PC_DATA_COUNT
-} PcDataKind;
+#undef PLAN_DATA
+    PLAN_DATA_COUNT
+} PlanDataKind;
 
-typedef enum PcLrKind {
-#define PC_LR_SCHEDULE(id, name, sig) PC_LR_##id,
+typedef enum PlanLrKind {
+#define PLAN_LR_SCHEDULE(id, name, sig) PLAN_LR_##id,
 #include "train.def"
-#undef PC_LR_SCHEDULE
-    PC_LR_COUNT
-} PcLrKind;
+#undef PLAN_LR_SCHEDULE
+    PLAN_LR_COUNT
+} PlanLrKind;
 
-typedef enum PcPrecision {
-#define PC_PRECISION(id, name) PC_PREC_##id,
+typedef enum PlanPrecision {
+#define PLAN_PRECISION(id, name) PLAN_PREC_##id,
 #include "train.def"
-#undef PC_PRECISION
-    PC_PREC_COUNT
-} PcPrecision;
+#undef PLAN_PRECISION
+    PLAN_PREC_COUNT
+} PlanPrecision;
 
-typedef enum PcPartitionKind { PC_PART_UNIFORM, PC_PART_PARAMETERS, PC_PART_FLOPS, PC_PART_TYPE, PC_PART_LIST } PcPartitionKind;
+typedef enum PlanPartitionKind { PLAN_PART_UNIFORM, PLAN_PART_PARAMETERS, PLAN_PART_FLOPS, PLAN_PART_TYPE, PLAN_PART_LIST } PlanPartitionKind;
 
-extern const char *const pc_schedule_names[PC_SCHED_COUNT + 1];
-extern const char *const pc_schedule_sigs[PC_SCHED_COUNT];
-extern const char *const pc_schedule_docs[PC_SCHED_COUNT];
-extern const SchedPlacement pc_schedule_place[PC_SCHED_COUNT];
-extern const char *const pc_optimizer_names[PC_OPT_COUNT + 1];
-extern const char *const pc_data_names[PC_DATA_COUNT + 1];
-extern const char *const pc_lr_names[PC_LR_COUNT + 1];
-extern const char *const pc_precision_names[PC_PREC_COUNT + 1];
-extern const char *const pc_partition_names[];
+extern const char *const plan_schedule_names[PLAN_SCHED_COUNT + 1];
+extern const char *const plan_schedule_sigs[PLAN_SCHED_COUNT];
+extern const char *const plan_schedule_docs[PLAN_SCHED_COUNT];
+extern const SchedPlacement plan_schedule_place[PLAN_SCHED_COUNT];
+extern const char *const plan_optimizer_names[PLAN_OPT_COUNT + 1];
+extern const char *const plan_data_names[PLAN_DATA_COUNT + 1];
+extern const char *const plan_lr_names[PLAN_LR_COUNT + 1];
+extern const char *const plan_precision_names[PLAN_PREC_COUNT + 1];
+extern const char *const plan_partition_names[];
 
-#define PC_MAX_STAGES 4096
-#define PC_MAX_CHUNKS 64
-#define PC_MAX_MICRO_BATCHES (1 << 20)
+#define PLAN_MAX_STAGES 4096
+#define PLAN_MAX_CHUNKS 64
+#define PLAN_MAX_MICRO_BATCHES (1 << 20)
 
-typedef struct PcData {
-    PcDataKind kind;
+typedef struct PlanData {
+    PlanDataKind kind;
     int set;                 /* eval_data: given at all */
     const char *path, *path2;
     int64_t resize;          /* cifar10: 0 = as stored */
     int64_t pad;             /* tokens: pad id, -1 = none */
     int64_t samples;         /* synthetic */
     SrcLoc loc;
-} PcData;
+} PlanData;
 
-typedef struct PcConfig {
+typedef struct PlanConfig {
     /* pipeline */
     int64_t stages;
     int64_t data_parallel;   /* 0: auto (world / stages at run time) */
     int64_t micro_batches;
     int64_t micro_batch_size;
-    PcScheduleKind schedule;
+    PlanScheduleKind schedule;
     int64_t chunks;          /* model chunks (virtual stages) per stage */
     SchedPlacement place;    /* how parts map to stages (a text schedule may say) */
     const char *schedule_file;
-    PcPartitionKind partition;
+    PlanPartitionKind partition;
     const char *partition_regex;
     int64_t *partition_list; /* first layer of each part */
     int npartition_list;
@@ -95,33 +95,33 @@ typedef struct PcConfig {
     int64_t memory_limit;    /* bytes a rank may allocate (compiler/memory.h); 0: no limit. Checked by
                                 pipec only, not stored in the plan */
     /* train */
-    PcOptimizerKind optimizer;
+    PlanOptimizerKind optimizer;
     double lr, momentum, beta1, beta2, eps, weight_decay;
     int nesterov;
     int64_t steps;
     uint64_t seed;
-    PcData data, eval_data;
+    PlanData data, eval_data;
     int shuffle;
     int64_t eval_every;      /* 0: only at the end, when eval_data is set */
-    PcLrKind lr_schedule;
+    PlanLrKind lr_schedule;
     int64_t warmup;
     double min_lr;
     double grad_clip;        /* max global norm; 0: off */
-    PcPrecision precision;
+    PlanPrecision precision;
     /* where each setting came from, for later messages */
     SrcLoc schedule_loc, partition_loc, stages_loc, memory_limit_loc;
-} PcConfig;
+} PlanConfig;
 
 /* Reads the pipeline and train blocks (either may be NULL: defaults). */
-int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train, PcConfig *cfg);
-void pc_config_free(PcConfig *cfg);
+int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train, PlanConfig *cfg);
+void plan_config_free(PlanConfig *cfg);
 
 /* The data and eval_data sources against the model (compiler/model.h):
  * what each yields (float32 images and class labels, int32 token ids and
  * next-token targets, ...) must be what the model's inputs, target and loss
  * take. Returns 0, or -1 after reporting at the source. */
-struct PcModel;
-int pc_config_check_data(DiagList *dl, const PcConfig *cfg, const struct PcModel *m);
+struct PlanModel;
+int pc_config_check_data(DiagList *dl, const PlanConfig *cfg, const struct PlanModel *m);
 
 /* Applies one -D key=value to the syntax tree before it is read: the value
  * is parsed with the DSL's value grammar and replaces (or adds) the key in

@@ -91,7 +91,7 @@ static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int n
         return PC_USER_ERROR;
     if (pc_config_check_data(dl, &f->cfg, &f->model) != 0)
         return PC_USER_ERROR;
-    if (f->cfg.schedule == PC_SCHED_FILE && read_schedule_file(f, dl) != 0)
+    if (f->cfg.schedule == PLAN_SCHED_FILE && read_schedule_file(f, dl) != 0)
         return PC_USER_ERROR;
     if (pc_partition(dl, &f->model, &f->cfg, &f->part) != 0)
         return PC_USER_ERROR;
@@ -152,9 +152,9 @@ void pc_front_free(PcFront *f)
 {
     if (f->have_text)
         sched_actions_free(&f->text.acts);
-    pc_partition_free(&f->part);
-    pc_model_free(&f->model);
-    pc_config_free(&f->cfg);
+    plan_partition_free(&f->part);
+    plan_model_free(&f->model);
+    plan_config_free(&f->cfg);
     base_arena_free(&f->arena);
     memset(f, 0, sizeof *f);
 }

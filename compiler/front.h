@@ -19,9 +19,9 @@ typedef struct PcFront {
     SchedText text;     /* schedule = file(...): the actions read from it */
     int have_text;
     int text_src;       /* its source in the DiagList */
-    PcConfig cfg;
-    PcModel model;
-    PcPartition part;
+    PlanConfig cfg;
+    PlanModel model;
+    PlanPartition part;
     int ok;             /* everything above is complete */
     int mem_only;       /* pc_front_mem: file(...) reads mem_sched, never the disk */
     const char *mem_sched;

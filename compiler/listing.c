@@ -9,7 +9,7 @@
 #include "memory.h"
 #include "stats.h"
 
-const char *pc_time_text(double s, char *buf, size_t size)
+const char *base_time_text(double s, char *buf, size_t size)
 {
     if (s >= 1)
         snprintf(buf, size, "%.3f s", s);
@@ -20,7 +20,7 @@ const char *pc_time_text(double s, char *buf, size_t size)
     return buf;
 }
 
-const char *pc_bytes_text(double b, char *buf, size_t size)
+const char *base_bytes_text(double b, char *buf, size_t size)
 {
     if (b >= 1 << 30)
         snprintf(buf, size, "%.2f GiB", b / (1 << 30));
@@ -36,7 +36,7 @@ const char *pc_bytes_text(double b, char *buf, size_t size)
 /* Bytes an instruction moves or loads, per micro-batch; 0 when none. */
 static double instr_bytes(const PcFront *f, const PcPlan *p, int stage, const SchedInstr *in)
 {
-    const PcPartition *pt = &f->part;
+    const PlanPartition *pt = &f->part;
     int k = sched_part(f->cfg.place, pt->stages, stage, in->chunk);
     switch (in->op) {
     case SCHED_SendActivation: return p->bytes_fwd[k];
@@ -49,7 +49,7 @@ static double instr_bytes(const PcFront *f, const PcPlan *p, int stage, const Sc
 
 static void header(FILE *out, const PcFront *f, const PcPlan *p, const SchedSim *sim, int s, int eval)
 {
-    const PcPartition *pt = &f->part;
+    const PlanPartition *pt = &f->part;
     const SchedPlan *pl = eval ? &p->eval : &p->train;
     char parts[128] = "";
     size_t n = 0;
@@ -71,7 +71,7 @@ static void header(FILE *out, const PcFront *f, const PcPlan *p, const SchedSim 
         snprintf(dp, sizeof dp, "ranks r with r / dp = %d (data-parallel index r %% dp)", s);
     fprintf(out, "\n%s stage %d: %s\n", eval ? "eval" : "train", s, dp);
     fprintf(out, "  %s; %d buffer%s, peak %d live, %s; %d instructions\n", parts, nbuf, nbuf == 1 ? "" : "s",
-            sim->peak_buffers[s], pc_bytes_text(sim->peak_bytes[s], b1, sizeof b1), pl->prog[s].n);
+            sim->peak_buffers[s], base_bytes_text(sim->peak_bytes[s], b1, sizeof b1), pl->prog[s].n);
 }
 
 static void program(FILE *out, const PcFront *f, const PcPlan *p, int eval)
@@ -103,8 +103,8 @@ void pc_listing(FILE *out, const PcFront *f, const PcPlan *p)
     free(sched);
     fprintf(out, "predicted (%.0f TFLOP/s per device%s): step %s, bubble %.1f%%; evaluation pass %s\n",
             f->cfg.device_tflops, f->cfg.link_bandwidth > 0 ? ", links as set" : ", free communication",
-            pc_time_text(p->train_sim.step_time, t1, sizeof t1), 100 * p->train_sim.bubble,
-            pc_time_text(p->eval_sim.step_time, t2, sizeof t2));
+            base_time_text(p->train_sim.step_time, t1, sizeof t1), 100 * p->train_sim.bubble,
+            base_time_text(p->eval_sim.step_time, t2, sizeof t2));
     fprintf(out, "columns: index, instruction, micro-batch, chunk, buffer, peer stage, link, bytes per transfer\n");
     program(out, f, p, 0);
     program(out, f, p, 1);
@@ -115,8 +115,8 @@ void pc_listing(FILE *out, const PcFront *f, const PcPlan *p)
  * activation checkpointing keeps beside them. */
 static double peak_bytes(const PcFront *f, const PcPlan *p, int stage)
 {
-    PcMemory mem;
-    pc_stage_memory(f, &p->train, &p->eval, stage, &mem);
+    PlanMemory mem;
+    plan_stage_memory(f, &p->train, &p->eval, stage, &mem);
     return p->train_sim.peak_bytes[stage] + (double)mem.recompute_workspace;
 }
 
@@ -125,26 +125,26 @@ void pc_stats_ranks_text(FILE *out, const PcFront *f, const PcPlan *p)
     const SchedSim *sim = &p->train_sim;
     char t[32], b[32], i[32];
     fprintf(out, "\npredicted step %s at %.0f TFLOP/s per device, bubble %.1f%% (idle time over step time)\n",
-            pc_time_text(sim->step_time, t, sizeof t), f->cfg.device_tflops, 100 * sim->bubble);
+            base_time_text(sim->step_time, t, sizeof t), f->cfg.device_tflops, 100 * sim->bubble);
     fprintf(out, "%6s  %12s %12s %8s %12s %14s\n", "stage", "busy", "idle", "bubble", "peak bufs", "peak bytes");
     for (int s = 0; s < f->part.stages; s++) {
         double bub = sim->step_time > 0 ? sim->idle[s] / sim->step_time : 0;
-        fprintf(out, "%6d  %12s %12s %7.1f%% %12d %14s\n", s, pc_time_text(sim->busy[s], b, sizeof b),
-                pc_time_text(sim->idle[s], i, sizeof i), 100 * bub, sim->peak_buffers[s],
-                pc_bytes_text(peak_bytes(f, p, s), t, sizeof t));
+        fprintf(out, "%6d  %12s %12s %7.1f%% %12d %14s\n", s, base_time_text(sim->busy[s], b, sizeof b),
+                base_time_text(sim->idle[s], i, sizeof i), 100 * bub, sim->peak_buffers[s],
+                base_bytes_text(peak_bytes(f, p, s), t, sizeof t));
     }
     fprintf(out, "\nmemory per rank (what pipert allocates on each rank of the stage: one replica)\n");
     fprintf(out, "%6s  %11s %11s %11s %11s %11s %11s %11s\n", "stage", "parameters", "gradients", "optimizer",
             "activations", "recompute", "staging", "total");
     for (int s = 0; s < f->part.stages; s++) {
-        PcMemory mem;
+        PlanMemory mem;
         int64_t part[6];
-        pc_stage_memory(f, &p->train, &p->eval, s, &mem);
-        pc_memory_parts(&mem, part);
+        plan_stage_memory(f, &p->train, &p->eval, s, &mem);
+        plan_memory_parts(&mem, part);
         fprintf(out, "%6d ", s);
         for (int k = 0; k < 6; k++)
-            fprintf(out, " %11s", pc_bytes_text((double)part[k], t, sizeof t));
-        fprintf(out, " %11s\n", pc_bytes_text((double)mem.total, t, sizeof t));
+            fprintf(out, " %11s", base_bytes_text((double)part[k], t, sizeof t));
+        fprintf(out, " %11s\n", base_bytes_text((double)mem.total, t, sizeof t));
     }
 }
 
@@ -165,12 +165,12 @@ void pc_stats_ranks_json(FILE *out, const PcFront *f, const PcPlan *p)
 
 void pc_stats_memory_json(FILE *out, const PcFront *f, const PcPlan *p, int stage)
 {
-    PcMemory mem;
+    PlanMemory mem;
     int64_t part[6];
-    pc_stage_memory(f, &p->train, &p->eval, stage, &mem);
-    pc_memory_parts(&mem, part);
+    plan_stage_memory(f, &p->train, &p->eval, stage, &mem);
+    plan_memory_parts(&mem, part);
     fprintf(out, "\"memory_bytes\": %" PRId64 ", \"memory\": {", mem.total);
     for (int k = 0; k < 6; k++)
-        fprintf(out, "%s\"%s\": %" PRId64, k ? ", " : "", pc_memory_part_names[k], part[k]);
+        fprintf(out, "%s\"%s\": %" PRId64, k ? ", " : "", plan_memory_part_names[k], part[k]);
     fputc('}', out);
 }

@@ -17,8 +17,8 @@ void pc_stats_ranks_json(FILE *out, const PcFront *f, const PcPlan *p);
  * as a JSON object's members. */
 void pc_stats_memory_json(FILE *out, const PcFront *f, const PcPlan *p, int stage);
 /* "1.23 ms", "45.6 us": a time for people. */
-const char *pc_time_text(double seconds, char *buf, size_t size);
+const char *base_time_text(double seconds, char *buf, size_t size);
 /* "1.2 MiB" */
-const char *pc_bytes_text(double bytes, char *buf, size_t size);
+const char *base_bytes_text(double bytes, char *buf, size_t size);
 
 #endif

@@ -9,10 +9,10 @@
 #include "k_cpu.h"
 #include "base_alloc.h"
 
-const char *const pc_memory_part_names[6] = {"parameters",  "gradients",           "optimizer_state",
+const char *const plan_memory_part_names[6] = {"parameters",  "gradients",           "optimizer_state",
                                              "activations", "recompute_workspace", "transfer_staging"};
 
-void pc_memory_parts(const PcMemory *mem, int64_t out[6])
+void plan_memory_parts(const PlanMemory *mem, int64_t out[6])
 {
     out[0] = mem->parameters, out[1] = mem->gradients, out[2] = mem->optimizer_state;
     out[3] = mem->activations, out[4] = mem->recompute_workspace, out[5] = mem->transfer_staging;
@@ -23,21 +23,21 @@ static int64_t align64(int64_t x)
     return (x + 63) & ~(int64_t)63;
 }
 
-static KBlock block_geom(const PcLayer *L)
+static KBlock block_geom(const PlanLayer *L)
 {
     KBlock g = {L->in.dim[0], L->in.dim[1], L->heads, L->mlp, L->causal, (float)L->eps, (float)L->p};
     return g;
 }
 
-int64_t pc_layer_state_bytes(const PcLayer *L)
+int64_t plan_layer_state_bytes(const PlanLayer *L)
 {
     switch (L->kind) {
-    case PC_L_TRANSFORMER_BLOCK: {
+    case PLAN_L_TRANSFORMER_BLOCK: {
         KBlock g = block_geom(L);
         return k_block_saved_floats(&g) * 4;
     }
-    case PC_L_MAXPOOL2D: return pc_tensor_elems(&L->out) * 4; /* argmax positions (int32) */
-    case PC_L_LAYERNORM: return 2 * (pc_tensor_elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd */
+    case PLAN_L_MAXPOOL2D: return plan_tensor_elems(&L->out) * 4; /* argmax positions (int32) */
+    case PLAN_L_LAYERNORM: return 2 * (plan_tensor_elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd */
     default: return 0;
     }
 }
@@ -45,26 +45,26 @@ int64_t pc_layer_state_bytes(const PcLayer *L)
 /* Floats a layer's split backward keeps per sample from I for W: the
  * output gradient, or for a transformer block those of its linears and
  * layernorms. */
-static int64_t kept_dout_elems(const PcLayer *L)
+static int64_t kept_dout_elems(const PlanLayer *L)
 {
-    if (L->kind == PC_L_TRANSFORMER_BLOCK) {
+    if (L->kind == PLAN_L_TRANSFORMER_BLOCK) {
         KBlock g = block_geom(L);
         return k_block_dsaved_floats(&g);
     }
-    return pc_tensor_elems(&L->out);
+    return plan_tensor_elems(&L->out);
 }
 
 /* Scratch floats the layer's kernels need for B samples. */
-static int64_t scratch_elems(const PcLayer *L, int64_t B)
+static int64_t scratch_elems(const PlanLayer *L, int64_t B)
 {
     switch (L->kind) {
-    case PC_L_CONV2D: {
+    case PLAN_L_CONV2D: {
         KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
                    L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
         return k_conv2d_scratch(&g);
     }
-    case PC_L_DROPOUT: return (B * pc_tensor_elems(&L->out) + 3) / 4; /* the mask, as bytes */
-    case PC_L_TRANSFORMER_BLOCK: {
+    case PLAN_L_DROPOUT: return (B * plan_tensor_elems(&L->out) + 3) / 4; /* the mask, as bytes */
+    case PLAN_L_TRANSFORMER_BLOCK: {
         /* the kernel's scratch, then room for an unsplit backward's output
          * gradients */
         KBlock g = block_geom(L);
@@ -76,15 +76,15 @@ static int64_t scratch_elems(const PcLayer *L, int64_t B)
 
 /* Lays out the slot from `off` on: targets, the outputs that stay in the
  * slot, the output tuple, its gradient, the kept output gradients. */
-static int64_t lay_slot(const PcModel *m, PcChunkLayout *l, int64_t B, int64_t off)
+static int64_t lay_slot(const PlanModel *m, PlanChunkLayout *l, int64_t B, int64_t off)
 {
     int n = l->last - l->first + 1;
     if (l->is_last) {
         l->tgt_off = off;
-        off = align64(off + B * pc_tensor_elems(&m->target[0].t) * 4);
+        off = align64(off + B * plan_tensor_elems(&m->target[0].t) * 4);
     }
     for (int i = 0; i < n - 1; i++) {
-        PcLayerLayout *y = &l->lay[i];
+        PlanLayerLayout *y = &l->lay[i];
         if (y->ws_out < 0) {
             y->out_off = off;
             off = align64(off + B * y->out_elems * 4);
@@ -94,7 +94,7 @@ static int64_t lay_slot(const PcModel *m, PcChunkLayout *l, int64_t B, int64_t o
             off = align64(off + y->save_bytes);
         }
     }
-    PcLayerLayout *last = &l->lay[n - 1];
+    PlanLayerLayout *last = &l->lay[n - 1];
     if (last->ws_save < 0) {
         last->save_off = off;
         off = align64(off + last->save_bytes);
@@ -112,8 +112,8 @@ static int64_t lay_slot(const PcModel *m, PcChunkLayout *l, int64_t B, int64_t o
     return off;
 }
 
-void pc_chunk_layout(const PcModel *m, const PcPartition *pt, int64_t B, int part, int split, int ac,
-                     PcChunkLayout *l)
+void plan_chunk_layout(const PlanModel *m, const PlanPartition *pt, int64_t B, int part, int split, int ac,
+                     PlanChunkLayout *l)
 {
     memset(l, 0, sizeof *l);
     l->part = part;
@@ -125,17 +125,17 @@ void pc_chunk_layout(const PcModel *m, const PcPartition *pt, int64_t B, int par
     /* input tuple: the model's inputs for the first part, else the boundary */
     if (l->is_first)
         for (int i = 0; i < m->ninputs; i++)
-            l->in_bytes += B * pc_tensor_elems(&m->input[i].t) * 4;
+            l->in_bytes += B * plan_tensor_elems(&m->input[i].t) * 4;
     else
         l->in_bytes = pt->bnd[part - 1].bytes;
-    l->outt_bytes = l->is_last ? B * pc_tensor_elems(&m->layer[l->last].out) * 4 : pt->bnd[part].bytes;
+    l->outt_bytes = l->is_last ? B * plan_tensor_elems(&m->layer[l->last].out) * 4 : pt->bnd[part].bytes;
     l->lay = base_calloc(n, sizeof *l->lay);
     for (int i = 0; i < n; i++) {
-        const PcLayer *L = &m->layer[l->first + i];
-        PcLayerLayout *y = &l->lay[i];
-        y->in_elems = pc_tensor_elems(&L->in);
-        y->out_elems = pc_tensor_elems(&L->out);
-        y->save_bytes = B * pc_layer_state_bytes(L);
+        const PlanLayer *L = &m->layer[l->first + i];
+        PlanLayerLayout *y = &l->lay[i];
+        y->in_elems = plan_tensor_elems(&L->in);
+        y->out_elems = plan_tensor_elems(&L->out);
+        y->save_bytes = B * plan_layer_state_bytes(L);
         y->ws_out = y->ws_save = -1;
         /* split: a placeholder; lay_slot gives the offset */
         y->dout_off = split && (L->nparams > 0 || L->tie >= 0);
@@ -154,7 +154,7 @@ void pc_chunk_layout(const PcModel *m, const PcPartition *pt, int64_t B, int par
         for (int s0 = 0; s0 < n; s0 += ac) {
             int64_t w = 0;
             for (int i = s0; i < n && i < s0 + ac; i++) {
-                PcLayerLayout *y = &l->lay[i];
+                PlanLayerLayout *y = &l->lay[i];
                 int last_of_segment = i == n - 1 || (i + 1) % ac == 0;
                 if (!last_of_segment) {
                     y->ws_out = w;
@@ -174,13 +174,13 @@ void pc_chunk_layout(const PcModel *m, const PcPartition *pt, int64_t B, int par
     l->gin_elems = B * l->lay[0].in_elems;
 }
 
-void pc_chunk_layout_free(PcChunkLayout *l)
+void plan_chunk_layout_free(PlanChunkLayout *l)
 {
     free(l->lay);
     memset(l, 0, sizeof *l);
 }
 
-int pc_stage_split(const SchedPlan *train, int stage)
+int plan_stage_split(const SchedPlan *train, int stage)
 {
     for (int i = 0; i < train->prog[stage].n; i++)
         if (train->prog[stage].ins[i].op == SCHED_BackwardInput)
@@ -188,24 +188,24 @@ int pc_stage_split(const SchedPlan *train, int stage)
     return 0;
 }
 
-int pc_optim_state_per_param(const PcConfig *c)
+int plan_optim_state_per_param(const PlanConfig *c)
 {
     switch (c->optimizer) {
-    case PC_OPT_SGD: return c->momentum != 0 ? 1 : 0;
-    case PC_OPT_ADAM:
-    case PC_OPT_ADAMW: return 2;
+    case PLAN_OPT_SGD: return c->momentum != 0 ? 1 : 0;
+    case PLAN_OPT_ADAM:
+    case PLAN_OPT_ADAMW: return 2;
     default: return 0;
     }
 }
 
-int64_t pc_stage_param_elems(const PcModel *m, const PcPartition *pt, int stage)
+int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage)
 {
     int64_t n = 0;
     for (int k = 0; k < pt->nparts; k++) {
         if (pt->part[k].stage != stage)
             continue;
         for (int i = pt->part[k].first; i <= pt->part[k].last; i++) {
-            const PcLayer *L = &m->layer[i];
+            const PlanLayer *L = &m->layer[i];
             for (int j = 0; j < L->nparams; j++)
                 n += L->param[j].count;
             if (L->tie >= 0)
@@ -215,19 +215,19 @@ int64_t pc_stage_param_elems(const PcModel *m, const PcPartition *pt, int stage)
     return n;
 }
 
-void pc_stage_memory(const PcFront *f, const SchedPlan *train, const SchedPlan *eval, int stage, PcMemory *out)
+void plan_stage_memory(const PcFront *f, const SchedPlan *train, const SchedPlan *eval, int stage, PlanMemory *out)
 {
-    const PcPartition *pt = &f->part;
-    const PcConfig *c = &f->cfg;
+    const PlanPartition *pt = &f->part;
+    const PlanConfig *c = &f->cfg;
     memset(out, 0, sizeof *out);
-    int64_t np = pc_stage_param_elems(&f->model, pt, stage), work = 0, scratch = 0;
+    int64_t np = plan_stage_param_elems(&f->model, pt, stage), work = 0, scratch = 0;
     out->parameters = out->gradients = np * 4;
-    out->optimizer_state = (int64_t)pc_optim_state_per_param(c) * np * 4;
-    int split = pc_stage_split(train, stage);
+    out->optimizer_state = (int64_t)plan_optim_state_per_param(c) * np * 4;
+    int split = plan_stage_split(train, stage);
     for (int ch = 0; ch < pt->chunks; ch++) {
         int part = sched_part(c->place, pt->stages, stage, ch);
-        PcChunkLayout l;
-        pc_chunk_layout(&f->model, pt, c->micro_batch_size, part, split, (int)c->activation_checkpoint, &l);
+        PlanChunkLayout l;
+        plan_chunk_layout(&f->model, pt, c->micro_batch_size, part, split, (int)c->activation_checkpoint, &l);
         int nb = train->nbuf[stage * pt->chunks + ch], ne = eval ? eval->nbuf[stage * pt->chunks + ch] : 0;
         out->activations += (int64_t)(nb > ne ? nb : ne) * l.slot_bytes;
         out->recompute_workspace += l.ws_bytes;
@@ -236,7 +236,7 @@ void pc_stage_memory(const PcFront *f, const SchedPlan *train, const SchedPlan *
             work = l.work_elems;
         if (l.scratch_elems > scratch)
             scratch = l.scratch_elems;
-        pc_chunk_layout_free(&l);
+        plan_chunk_layout_free(&l);
     }
     out->activations += (2 * work + scratch) * 4;
     out->total = out->parameters + out->gradients + out->optimizer_state + out->activations +

@@ -42,18 +42,18 @@
 /* Bytes a layer keeps for its backward per sample beyond its output: the
  * maxpool's argmax positions, the layernorm's mean and rstd, everything
  * inside a transformer block. The one answer for planner and runtime. */
-int64_t pc_layer_state_bytes(const PcLayer *L);
+int64_t plan_layer_state_bytes(const PlanLayer *L);
 
 /* Where one layer's arrays lie in its chunk's slot (byte offsets). */
-typedef struct PcLayerLayout {
+typedef struct PlanLayerLayout {
     int64_t in_elems, out_elems;  /* per sample */
     int64_t out_off;              /* its output */
     int64_t save_off, save_bytes; /* what it saves beyond its output (micro-batch) */
     int64_t dout_off;             /* split schedules: its output gradient, kept for W; 0: none */
     int64_t ws_out, ws_save;      /* activation checkpointing: offsets in the workspace, or -1 */
-} PcLayerLayout;
+} PlanLayerLayout;
 
-typedef struct PcChunkLayout {
+typedef struct PlanChunkLayout {
     int part, first, last;        /* the model part and its layers */
     int is_first, is_last;
     int64_t in_off, in_bytes;     /* the input tuple */
@@ -65,34 +65,34 @@ typedef struct PcChunkLayout {
     int64_t gin_elems;            /* the input gradient (floats) */
     int64_t work_elems;           /* floats each of the two ping-pong arrays needs */
     int64_t scratch_elems;        /* floats of kernel scratch */
-    PcLayerLayout *lay;           /* last - first + 1; pc_chunk_layout_free */
-} PcChunkLayout;
+    PlanLayerLayout *lay;           /* last - first + 1; plan_chunk_layout_free */
+} PlanChunkLayout;
 
 /* The layout of model part `part` for micro-batches of B samples; split:
  * the stage runs BackwardInput/BackwardWeight; ac: activation_checkpoint
  * (layers per segment, 0 = off). */
-void pc_chunk_layout(const PcModel *m, const PcPartition *pt, int64_t B, int part, int split, int ac,
-                     PcChunkLayout *out);
-void pc_chunk_layout_free(PcChunkLayout *l);
+void plan_chunk_layout(const PlanModel *m, const PlanPartition *pt, int64_t B, int part, int split, int ac,
+                     PlanChunkLayout *out);
+void plan_chunk_layout_free(PlanChunkLayout *l);
 
 /* Whether the stage's training program splits backwards (I and W). */
-int pc_stage_split(const SchedPlan *train, int stage);
+int plan_stage_split(const SchedPlan *train, int stage);
 /* Floats of optimizer state per parameter. */
-int pc_optim_state_per_param(const PcConfig *c);
+int plan_optim_state_per_param(const PlanConfig *c);
 /* Parameter floats the stage holds (tied copies included). */
-int64_t pc_stage_param_elems(const PcModel *m, const PcPartition *pt, int stage);
+int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage);
 
-typedef struct PcMemory {
+typedef struct PlanMemory {
     int64_t parameters, gradients, optimizer_state, activations, recompute_workspace, transfer_staging;
     int64_t total;
-} PcMemory;
+} PlanMemory;
 
-/* The parts' names, in PcMemory's order, as --stats and the JSON write them. */
-extern const char *const pc_memory_part_names[6];
-/* PcMemory's parts as an array, in that order. */
-void pc_memory_parts(const PcMemory *mem, int64_t out[6]);
+/* The parts' names, in PlanMemory's order, as --stats and the JSON write them. */
+extern const char *const plan_memory_part_names[6];
+/* PlanMemory's parts as an array, in that order. */
+void plan_memory_parts(const PlanMemory *mem, int64_t out[6]);
 
 /* What each rank of `stage` allocates to train (one replica). */
-void pc_stage_memory(const PcFront *f, const SchedPlan *train, const SchedPlan *eval, int stage, PcMemory *out);
+void plan_stage_memory(const PcFront *f, const SchedPlan *train, const SchedPlan *eval, int stage, PlanMemory *out);
 
 #endif

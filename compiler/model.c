@@ -1,4 +1,4 @@
-/* compiler/model.c: from the `model` block to a PcModel: repeat expansion,
+/* compiler/model.c: from the `model` block to a PlanModel: repeat expansion,
  * argument binding, labels, shape inference, parameter layout, estimates.
  *
  * Shape inference stops at the first layer whose input it cannot accept:
@@ -12,43 +12,43 @@
 
 #include "bind.h"
 
-const char *const pc_layer_names[PC_L_COUNT + 1] = {
-#define PC_LAYER(id, name, sig, doc) name,
+const char *const plan_layer_names[PLAN_L_COUNT + 1] = {
+#define PLAN_LAYER(id, name, sig, doc) name,
 #include "layers.def"
-#undef PC_LAYER
+#undef PLAN_LAYER
     NULL};
-const char *const pc_layer_sigs[PC_L_COUNT] = {
-#define PC_LAYER(id, name, sig, doc) sig,
+const char *const plan_layer_sigs[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) sig,
 #include "layers.def"
-#undef PC_LAYER
+#undef PLAN_LAYER
 };
-const char *const pc_layer_docs[PC_L_COUNT] = {
-#define PC_LAYER(id, name, sig, doc) doc,
+const char *const plan_layer_docs[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) doc,
 #include "layers.def"
-#undef PC_LAYER
+#undef PLAN_LAYER
 };
-const char *const pc_loss_names[PC_LOSS_COUNT + 1] = {
-#define PC_LOSS(id, name, doc) name,
+const char *const plan_loss_names[PLAN_LOSS_COUNT + 1] = {
+#define PLAN_LOSS(id, name, doc) name,
 #include "losses.def"
-#undef PC_LOSS
+#undef PLAN_LOSS
     NULL};
-const char *const pc_loss_docs[PC_LOSS_COUNT] = {
-#define PC_LOSS(id, name, doc) doc,
+const char *const plan_loss_docs[PLAN_LOSS_COUNT] = {
+#define PLAN_LOSS(id, name, doc) doc,
 #include "losses.def"
-#undef PC_LOSS
+#undef PLAN_LOSS
 };
 
-int64_t pc_dtype_size(PcDtype d)
+int64_t plan_dtype_size(PlanDtype d)
 {
-    return d == PC_F32 || d == PC_I32 ? 4 : 0;
+    return d == PLAN_F32 || d == PLAN_I32 ? 4 : 0;
 }
 
-const char *pc_dtype_name(PcDtype d)
+const char *plan_dtype_name(PlanDtype d)
 {
-    return d == PC_F32 ? "float32" : "int32";
+    return d == PLAN_F32 ? "float32" : "int32";
 }
 
-int64_t pc_tensor_elems(const PcTensor *t)
+int64_t plan_tensor_elems(const PlanTensor *t)
 {
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++)
@@ -56,11 +56,11 @@ int64_t pc_tensor_elems(const PcTensor *t)
     return n;
 }
 
-void pc_tensor_text(const PcTensor *t, int with_dtype, char *buf, size_t size)
+void plan_tensor_text(const PlanTensor *t, int with_dtype, char *buf, size_t size)
 {
     size_t n = 0;
     if (with_dtype)
-        n += snprintf(buf + n, size - n, "%s", pc_dtype_name(t->dtype));
+        n += snprintf(buf + n, size - n, "%s", plan_dtype_name(t->dtype));
     n += snprintf(buf + n, size - n, "[");
     for (int i = 0; i < t->ndim && n < size; i++)
         n += snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)t->dim[i]);
@@ -72,14 +72,14 @@ void pc_tensor_text(const PcTensor *t, int with_dtype, char *buf, size_t size)
 
 typedef struct Builder {
     DiagList *dl;
-    PcModel *m;
+    PlanModel *m;
     const AstStmt **stmt;   /* the statement each expanded layer came from */
     int n, cap;
     const AstStmt **bad;    /* statements whose arguments failed: report once */
     int nbad, capbad;
 } Builder;
 
-/* Layers a statement list expands to, saturating at PC_MAX_LAYERS + 1. */
+/* Layers a statement list expands to, saturating at PLAN_MAX_LAYERS + 1. */
 static int64_t count_layers(const AstStmt *s)
 {
     int64_t n = 0;
@@ -88,12 +88,12 @@ static int64_t count_layers(const AstStmt *s)
             n++;
         else if (s->kind == AST_REPEAT && s->count && s->count->kind == AST_INT && s->count->i > 0) {
             int64_t body = count_layers(s->body);
-            if (body > 0 && s->count->i > (PC_MAX_LAYERS + 1) / body)
-                return PC_MAX_LAYERS + 1;
+            if (body > 0 && s->count->i > (PLAN_MAX_LAYERS + 1) / body)
+                return PLAN_MAX_LAYERS + 1;
             n += body * s->count->i;
         }
-        if (n > PC_MAX_LAYERS)
-            return PC_MAX_LAYERS + 1;
+        if (n > PLAN_MAX_LAYERS)
+            return PLAN_MAX_LAYERS + 1;
     }
     return n;
 }
@@ -149,7 +149,7 @@ static int check_structure(DiagList *dl, const AstStmt *s, int depth)
 
 /* ---- arguments ------------------------------------------------------- */
 
-static int find_label(const PcModel *m, const char *label)
+static int find_label(const PlanModel *m, const char *label)
 {
     for (int i = 0; i < m->nlayers; i++)
         if (m->layer[i].label && strcmp(m->layer[i].label, label) == 0)
@@ -157,7 +157,7 @@ static int find_label(const PcModel *m, const char *label)
     return -1;
 }
 
-static int find_input(const PcModel *m, const char *name)
+static int find_input(const PlanModel *m, const char *name)
 {
     for (int i = 0; i < m->ninputs; i++)
         if (strcmp(m->input[i].name, name) == 0)
@@ -181,7 +181,7 @@ static int bind_layer(Builder *b, int idx)
 {
     DiagList *dl = b->dl;
     const AstStmt *s = b->stmt[idx];
-    PcLayer *L = &b->m->layer[idx];
+    PlanLayer *L = &b->m->layer[idx];
     memset(L, 0, sizeof *L);
     L->index = idx;
     L->loc = s->loc;
@@ -192,15 +192,15 @@ static int bind_layer(Builder *b, int idx)
         if (b->bad[k] == s)
             return -1;
     int kind = -1;
-    for (int k = 0; k < PC_L_COUNT; k++)
-        if (strcmp(pc_layer_names[k], s->name) == 0)
+    for (int k = 0; k < PLAN_L_COUNT; k++)
+        if (strcmp(plan_layer_names[k], s->name) == 0)
             kind = k;
     int rc = 0;
     if (kind < 0) {
-        const char *near = diag_nearest(s->name, pc_layer_names);
+        const char *near = diag_nearest(s->name, plan_layer_names);
         int is_loss = 0;
-        for (int k = 0; k < PC_LOSS_COUNT; k++)
-            if (strcmp(pc_loss_names[k], s->name) == 0)
+        for (int k = 0; k < PLAN_LOSS_COUNT; k++)
+            if (strcmp(plan_loss_names[k], s->name) == 0)
                 is_loss = 1;
         if (is_loss)
             diag_error(dl, s->loc, "'%s' is a loss, not a layer: write 'loss %s' at the end of the model", s->name,
@@ -211,19 +211,19 @@ static int bind_layer(Builder *b, int idx)
             diag_error(dl, s->loc, "unknown layer '%s'", s->name);
         rc = -1;
     } else {
-        L->kind = (PcLayerKind)kind;
+        L->kind = (PlanLayerKind)kind;
         PcArgs a;
-        if (pc_bind(dl, s->name, pc_layer_sigs[kind], &s->args, s->loc, &a) != 0) {
+        if (pc_bind(dl, s->name, plan_layer_sigs[kind], &s->args, s->loc, &a) != 0) {
             rc = -1;
         } else {
             const char *w = s->name;
             switch (L->kind) {
-            case PC_L_LINEAR:
+            case PLAN_L_LINEAR:
                 L->nout = pc_arg(&a, "out")->i[0];
                 L->bias = (int)pc_arg(&a, "bias")->i[0];
                 rc |= positive(dl, pc_arg(&a, "out"), w, 1);
                 break;
-            case PC_L_CONV2D:
+            case PLAN_L_CONV2D:
                 L->nout = pc_arg(&a, "out")->i[0];
                 L->kh = pc_arg(&a, "kernel")->i[0], L->kw = pc_arg(&a, "kernel")->i[1];
                 L->sh = pc_arg(&a, "stride")->i[0], L->sw = pc_arg(&a, "stride")->i[1];
@@ -234,15 +234,15 @@ static int bind_layer(Builder *b, int idx)
                 rc |= positive(dl, pc_arg(&a, "stride"), w, 1);
                 rc |= positive(dl, pc_arg(&a, "padding"), w, 0);
                 break;
-            case PC_L_MAXPOOL2D:
-            case PC_L_AVGPOOL2D: {
+            case PLAN_L_MAXPOOL2D:
+            case PLAN_L_AVGPOOL2D: {
                 const PcArg *k = pc_arg(&a, "kernel"), *st = pc_arg(&a, "stride");
                 L->kh = k->i[0], L->kw = k->i[1];
                 L->sh = st->set ? st->i[0] : L->kh, L->sw = st->set ? st->i[1] : L->kw;
                 rc |= positive(dl, k, w, 1);
                 if (st->set)
                     rc |= positive(dl, st, w, 1);
-                if (L->kind == PC_L_MAXPOOL2D) {
+                if (L->kind == PLAN_L_MAXPOOL2D) {
                     const PcArg *pd = pc_arg(&a, "padding");
                     L->ph = pd->i[0], L->pw = pd->i[1];
                     rc |= positive(dl, pd, w, 0);
@@ -254,7 +254,7 @@ static int bind_layer(Builder *b, int idx)
                 }
                 break;
             }
-            case PC_L_ADAPTIVE_AVGPOOL2D: {
+            case PLAN_L_ADAPTIVE_AVGPOOL2D: {
                 const PcArg *h = pc_arg(&a, "h"), *ww = pc_arg(&a, "w");
                 L->oh = h->i[0];
                 L->ow = ww->set ? ww->i[0] : L->oh;
@@ -263,21 +263,21 @@ static int bind_layer(Builder *b, int idx)
                     rc |= positive(dl, ww, w, 1);
                 break;
             }
-            case PC_L_DROPOUT:
+            case PLAN_L_DROPOUT:
                 L->p = pc_arg(&a, "p")->f[0];
                 if (!(L->p >= 0.0 && L->p < 1.0)) {
                     diag_error(dl, pc_arg(&a, "p")->loc, "p of 'dropout' must be in [0, 1), not %g", L->p);
                     rc = -1;
                 }
                 break;
-            case PC_L_LAYERNORM:
+            case PLAN_L_LAYERNORM:
                 L->eps = pc_arg(&a, "eps")->f[0];
                 if (!(L->eps > 0.0)) {
                     diag_error(dl, pc_arg(&a, "eps")->loc, "eps of 'layernorm' must be positive, not %g", L->eps);
                     rc = -1;
                 }
                 break;
-            case PC_L_EMBEDDING:
+            case PLAN_L_EMBEDDING:
                 L->vocab = pc_arg(&a, "vocab")->i[0];
                 L->dim = pc_arg(&a, "dim")->i[0];
                 L->positions = pc_arg(&a, "positions")->i[0];
@@ -285,7 +285,7 @@ static int bind_layer(Builder *b, int idx)
                 rc |= positive(dl, pc_arg(&a, "dim"), w, 1);
                 rc |= positive(dl, pc_arg(&a, "positions"), w, 0);
                 break;
-            case PC_L_TRANSFORMER_BLOCK: {
+            case PLAN_L_TRANSFORMER_BLOCK: {
                 L->heads = pc_arg(&a, "heads")->i[0];
                 const PcArg *mlp = pc_arg(&a, "mlp");
                 L->mlp = mlp->set ? mlp->i[0] : 0; /* 0: 4 * dim, known with the shape */
@@ -304,7 +304,7 @@ static int bind_layer(Builder *b, int idx)
                 if (mk->set) {
                     L->mask = find_input(b->m, mk->s);
                     if (L->mask < 0) {
-                        const char *names[PC_MAX_IO + 1];
+                        const char *names[PLAN_MAX_IO + 1];
                         for (int k = 0; k < b->m->ninputs; k++)
                             names[k] = b->m->input[k].name;
                         names[b->m->ninputs] = NULL;
@@ -323,15 +323,15 @@ static int bind_layer(Builder *b, int idx)
                 }
                 break;
             }
-            case PC_L_RELU:
-            case PC_L_GELU:
-            case PC_L_TANH:
-            case PC_L_SIGMOID:
-            case PC_L_FLATTEN:
-            case PC_L_COUNT:
+            case PLAN_L_RELU:
+            case PLAN_L_GELU:
+            case PLAN_L_TANH:
+            case PLAN_L_SIGMOID:
+            case PLAN_L_FLATTEN:
+            case PLAN_L_COUNT:
                 break;
             }
-            if (L->kind == PC_L_LINEAR && pc_arg(&a, "tie")->set) {
+            if (L->kind == PLAN_L_LINEAR && pc_arg(&a, "tie")->set) {
                 L->tie_label = pc_arg(&a, "tie")->s; /* resolved once all labels are known */
                 L->tie_loc = pc_arg(&a, "tie")->loc;
             }
@@ -353,18 +353,18 @@ static int bind_layer(Builder *b, int idx)
 
 /* ---- shapes ---------------------------------------------------------- */
 
-/* Adds a parameter tensor; returns -1 when it would exceed PC_MAX_ELEMS
+/* Adds a parameter tensor; returns -1 when it would exceed PLAN_MAX_ELEMS
  * (the caller reports), so no count can overflow. */
-static int add_param(PcLayer *L, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+static int add_param(PlanLayer *L, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
 {
-    PcParam *p = &L->param[L->nparams++];
+    PlanParam *p = &L->param[L->nparams++];
     snprintf(p->name, sizeof p->name, "%s", name);
     p->ndim = ndim;
     int64_t d[4] = {d0, d1, d2, d3};
     p->count = 1;
     for (int i = 0; i < ndim; i++) {
         p->dim[i] = d[i];
-        if (d[i] < 1 || d[i] > PC_MAX_ELEMS / p->count)
+        if (d[i] < 1 || d[i] > PLAN_MAX_ELEMS / p->count)
             return -1;
         p->count *= d[i];
     }
@@ -380,11 +380,11 @@ static int64_t fl(double x)
 }
 
 /* True when the tensor stays within the size limits. */
-static int sane(const PcTensor *t)
+static int sane(const PlanTensor *t)
 {
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) {
-        if (t->dim[i] < 1 || t->dim[i] > PC_MAX_ELEMS / n)
+        if (t->dim[i] < 1 || t->dim[i] > PLAN_MAX_ELEMS / n)
             return 0;
         n *= t->dim[i];
     }
@@ -395,7 +395,7 @@ static int sane(const PcTensor *t)
     do {                                                                                           \
         if (add_param(__VA_ARGS__) != 0)                                                           \
             SHAPE_ERR("layer %d (%s): a parameter tensor would have more than 2^40 elements", L->index, \
-                      pc_layer_names[L->kind]);                                                    \
+                      plan_layer_names[L->kind]);                                                    \
     } while (0)
 
 #define SHAPE_ERR(...)                          \
@@ -404,11 +404,11 @@ static int sane(const PcTensor *t)
         return -1;                              \
     } while (0)
 
-static int pool_out(DiagList *dl, PcLayer *L, const char *what, int64_t in, int64_t k, int64_t s, int64_t p,
+static int pool_out(DiagList *dl, PlanLayer *L, const char *what, int64_t in, int64_t k, int64_t s, int64_t p,
                     const char *txt, int64_t *out)
 {
     if (in + 2 * p < k)
-        SHAPE_ERR("layer %d (%s): %s %lld is larger than its input %s%s", L->index, pc_layer_names[L->kind], what,
+        SHAPE_ERR("layer %d (%s): %s %lld is larger than its input %s%s", L->index, plan_layer_names[L->kind], what,
                   (long long)k, txt, p ? " even with padding" : "");
     *out = (in + 2 * p - k) / s + 1;
     return 0;
@@ -424,19 +424,19 @@ static double adaptive_span(int64_t in, int64_t out)
     return (double)out * (double)((in + out - 1) / out + 1);
 }
 
-static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
+static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
 {
     char txt[96];
-    pc_tensor_text(in, 1, txt, sizeof txt);
-    const char *name = pc_layer_names[L->kind];
+    plan_tensor_text(in, 1, txt, sizeof txt);
+    const char *name = plan_layer_names[L->kind];
     L->in = *in;
     L->out = *in;
-    int64_t n = pc_tensor_elems(in);
-    if (L->kind != PC_L_EMBEDDING && in->dtype != PC_F32)
+    int64_t n = plan_tensor_elems(in);
+    if (L->kind != PLAN_L_EMBEDDING && in->dtype != PLAN_F32)
         SHAPE_ERR("layer %d (%s) needs a float32 input, but gets %s%s", L->index, name, txt,
                   L->index == 0 ? " (token ids go through an embedding first)" : "");
     switch (L->kind) {
-    case PC_L_LINEAR: {
+    case PLAN_L_LINEAR: {
         if (in->ndim < 1)
             SHAPE_ERR("layer %d (linear) needs an input with at least one dimension, but gets %s", L->index, txt);
         int64_t fin = in->dim[in->ndim - 1], rows = n / fin;
@@ -450,18 +450,18 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
         L->flops = fl(2.0 * rows * fin * L->nout + (L->bias ? (double)rows * L->nout : 0));
         break;
     }
-    case PC_L_CONV2D:
-    case PC_L_MAXPOOL2D:
-    case PC_L_AVGPOOL2D: {
+    case PLAN_L_CONV2D:
+    case PLAN_L_MAXPOOL2D:
+    case PLAN_L_AVGPOOL2D: {
         if (in->ndim != 3)
             SHAPE_ERR("layer %d (%s) needs a [C, H, W] input, but gets %s", L->index, name, txt);
         int64_t c = in->dim[0], h = in->dim[1], w = in->dim[2], oh, ow;
-        const char *what = L->kind == PC_L_CONV2D ? "kernel" : "window";
+        const char *what = L->kind == PLAN_L_CONV2D ? "kernel" : "window";
         if (pool_out(dl, L, what, h, L->kh, L->sh, L->ph, txt, &oh) || pool_out(dl, L, what, w, L->kw, L->sw, L->pw, txt, &ow))
             return -1;
-        int64_t oc = L->kind == PC_L_CONV2D ? L->nout : c;
+        int64_t oc = L->kind == PLAN_L_CONV2D ? L->nout : c;
         L->out.dim[0] = oc, L->out.dim[1] = oh, L->out.dim[2] = ow;
-        if (L->kind == PC_L_CONV2D) {
+        if (L->kind == PLAN_L_CONV2D) {
             PARAM(L, "weight", 4, L->nout, c, L->kh, L->kw);
             if (L->bias)
                 PARAM(L, "bias", 1, L->nout, 0, 0, 0);
@@ -471,7 +471,7 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
         }
         break;
     }
-    case PC_L_ADAPTIVE_AVGPOOL2D:
+    case PLAN_L_ADAPTIVE_AVGPOOL2D:
         if (in->ndim != 3)
             SHAPE_ERR("layer %d (%s) needs a [C, H, W] input, but gets %s", L->index, name, txt);
         L->out.dim[1] = L->oh, L->out.dim[2] = L->ow;
@@ -479,36 +479,36 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
             SHAPE_ERR("layer %d (%s): output shape is too large", L->index, name);
         L->flops = fl((double)in->dim[0] * adaptive_span(in->dim[1], L->oh) * adaptive_span(in->dim[2], L->ow));
         break;
-    case PC_L_RELU:
-    case PC_L_DROPOUT:
+    case PLAN_L_RELU:
+    case PLAN_L_DROPOUT:
         L->flops = n;
         break;
-    case PC_L_GELU:
-    case PC_L_TANH:
-    case PC_L_SIGMOID:
+    case PLAN_L_GELU:
+    case PLAN_L_TANH:
+    case PLAN_L_SIGMOID:
         L->flops = fl(4.0 * n);
         break;
-    case PC_L_FLATTEN:
+    case PLAN_L_FLATTEN:
         if (in->ndim < 1)
             SHAPE_ERR("layer %d (flatten) needs an input with at least one dimension, but gets %s", L->index, txt);
         L->out.ndim = 1;
         L->out.dim[0] = n;
         break;
-    case PC_L_LAYERNORM:
+    case PLAN_L_LAYERNORM:
         if (in->ndim < 1)
             SHAPE_ERR("layer %d (layernorm) needs an input with at least one dimension, but gets %s", L->index, txt);
         PARAM(L, "weight", 1, in->dim[in->ndim - 1], 0, 0, 0);
         PARAM(L, "bias", 1, in->dim[in->ndim - 1], 0, 0, 0);
         L->flops = fl(8.0 * n);
         break;
-    case PC_L_EMBEDDING: {
-        if (in->dtype != PC_I32 || in->ndim != 1)
+    case PLAN_L_EMBEDDING: {
+        if (in->dtype != PLAN_I32 || in->ndim != 1)
             SHAPE_ERR("layer %d (embedding) needs int32 token ids [T], but gets %s", L->index, txt);
         int64_t t = in->dim[0];
         if (L->positions > 0 && t > L->positions)
             SHAPE_ERR("layer %d (embedding): sequence length %lld is longer than positions = %lld", L->index,
                       (long long)t, (long long)L->positions);
-        L->out.dtype = PC_F32;
+        L->out.dtype = PLAN_F32;
         L->out.ndim = 2;
         L->out.dim[0] = t, L->out.dim[1] = L->dim;
         PARAM(L, "tokens.weight", 2, L->vocab, L->dim, 0, 0);
@@ -517,7 +517,7 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
         L->flops = L->positions > 0 ? fl((double)t * L->dim) : 0;
         break;
     }
-    case PC_L_TRANSFORMER_BLOCK: {
+    case PLAN_L_TRANSFORMER_BLOCK: {
         if (in->ndim != 2)
             SHAPE_ERR("layer %d (transformer_block) needs a [T, D] input, but gets %s", L->index, txt);
         int64_t t = in->dim[0], d = in->dim[1];
@@ -527,14 +527,14 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
         if (L->mlp == 0)
             L->mlp = 4 * d;
         if (L->mask >= 0) {
-            const PcIO *mk = &m->input[L->mask];
+            const PlanIO *mk = &m->input[L->mask];
             char mt[96];
-            pc_tensor_text(&mk->t, 1, mt, sizeof mt);
-            if (mk->t.dtype != PC_F32 || mk->t.ndim != 1 || mk->t.dim[0] != t)
+            plan_tensor_text(&mk->t, 1, mt, sizeof mt);
+            if (mk->t.dtype != PLAN_F32 || mk->t.ndim != 1 || mk->t.dim[0] != t)
                 SHAPE_ERR("layer %d (transformer_block): mask '%s' must be float32[%lld] to match the sequence, but is %s",
                           L->index, mk->name, (long long)t, mt);
         }
-        if (L->mlp > PC_MAX_ELEMS / d)
+        if (L->mlp > PLAN_MAX_ELEMS / d)
             SHAPE_ERR("layer %d (transformer_block): mlp = %lld is too large", L->index, (long long)L->mlp);
         int64_t f = L->mlp;
         PARAM(L, "ln1.weight", 1, d, 0, 0, 0);
@@ -559,18 +559,18 @@ static int infer(DiagList *dl, PcModel *m, PcLayer *L, const PcTensor *in)
                    + 2 * T * D);                      /* residuals */
         break;
     }
-    case PC_L_COUNT:
+    case PLAN_L_COUNT:
         break;
     }
     if (!sane(&L->out))
         SHAPE_ERR("layer %d (%s): output shape is too large or empty", L->index, name);
     L->held = L->params;
-    L->act_bytes = pc_tensor_elems(&L->out) * pc_dtype_size(L->out.dtype);
+    L->act_bytes = plan_tensor_elems(&L->out) * plan_dtype_size(L->out.dtype);
     return 0;
 }
 
 /* Shares a tied linear's weight with the labelled embedding or linear. */
-static int resolve_tie(DiagList *dl, PcModel *m, PcLayer *L)
+static int resolve_tie(DiagList *dl, PlanModel *m, PlanLayer *L)
 {
     int t = find_label(m, L->tie_label);
     if (t < 0) {
@@ -587,17 +587,17 @@ static int resolve_tie(DiagList *dl, PcModel *m, PcLayer *L)
             diag_error(dl, L->tie_loc, "unknown tie label '%s' (name a layer with 'as %s')", L->tie_label, L->tie_label);
         return -1;
     }
-    const PcLayer *T = &m->layer[t];
+    const PlanLayer *T = &m->layer[t];
     if (t == L->index) {
         diag_error(dl, L->tie_loc, "layer %d cannot tie its weight to itself", L->index);
         return -1;
     }
-    if (!(T->kind == PC_L_EMBEDDING || (T->kind == PC_L_LINEAR && !T->tie_label))) {
+    if (!(T->kind == PLAN_L_EMBEDDING || (T->kind == PLAN_L_LINEAR && !T->tie_label))) {
         diag_error(dl, L->tie_loc, "tie = %s: layer %d (%s) has no weight to share (tie to an embedding or an untied linear)",
-                   L->tie_label, t, pc_layer_names[T->kind]);
+                   L->tie_label, t, plan_layer_names[T->kind]);
         return -1;
     }
-    const PcParam *w = &T->param[0];
+    const PlanParam *w = &T->param[0];
     int64_t fin = L->in.dim[L->in.ndim - 1];
     if (w->dim[0] != L->nout || w->dim[1] != fin) {
         diag_error(dl, L->tie_loc,
@@ -613,10 +613,10 @@ static int resolve_tie(DiagList *dl, PcModel *m, PcLayer *L)
 
 /* ---- the model ------------------------------------------------------- */
 
-static int declare_io(DiagList *dl, PcModel *m, const AstStmt *s)
+static int declare_io(DiagList *dl, PlanModel *m, const AstStmt *s)
 {
     int is_input = s->kind == AST_INPUT;
-    PcIO *list = is_input ? m->input : m->target;
+    PlanIO *list = is_input ? m->input : m->target;
     int *n = is_input ? &m->ninputs : &m->ntargets;
     for (int i = 0; i < m->ninputs; i++)
         if (strcmp(m->input[i].name, s->name) == 0) {
@@ -628,19 +628,19 @@ static int declare_io(DiagList *dl, PcModel *m, const AstStmt *s)
             diag_error(dl, s->name_loc, "'%s' is already declared as a target", s->name);
             return -1;
         }
-    if (*n == PC_MAX_IO) {
-        diag_error(dl, s->loc, "too many %ss (limit %d)", is_input ? "input" : "target", PC_MAX_IO);
+    if (*n == PLAN_MAX_IO) {
+        diag_error(dl, s->loc, "too many %ss (limit %d)", is_input ? "input" : "target", PLAN_MAX_IO);
         return -1;
     }
-    PcIO *io = &list[*n];
+    PlanIO *io = &list[*n];
     memset(io, 0, sizeof *io);
     io->name = s->name;
     io->loc = s->name_loc;
     io->first_use = io->last_use = -1;
     if (strcmp(s->dtype, "float32") == 0)
-        io->t.dtype = PC_F32;
+        io->t.dtype = PLAN_F32;
     else if (strcmp(s->dtype, "int32") == 0)
-        io->t.dtype = PC_I32;
+        io->t.dtype = PLAN_I32;
     else {
         static const char *const dts[] = {"float32", "int32", NULL};
         const char *near = diag_nearest(s->dtype, dts);
@@ -648,8 +648,8 @@ static int declare_io(DiagList *dl, PcModel *m, const AstStmt *s)
                    near ? near : "", near ? "'?" : "");
         return -1;
     }
-    if (s->dims.n > PC_MAX_DIMS) {
-        diag_error(dl, s->dtype_loc, "'%s' has %d dimensions; at most %d are supported", s->name, s->dims.n, PC_MAX_DIMS);
+    if (s->dims.n > PLAN_MAX_DIMS) {
+        diag_error(dl, s->dtype_loc, "'%s' has %d dimensions; at most %d are supported", s->name, s->dims.n, PLAN_MAX_DIMS);
         return -1;
     }
     for (const AstArg *d = s->dims.head; d; d = d->next) {
@@ -669,23 +669,23 @@ static int declare_io(DiagList *dl, PcModel *m, const AstStmt *s)
     return 0;
 }
 
-static int check_loss(DiagList *dl, PcModel *m, const PcTensor *out)
+static int check_loss(DiagList *dl, PlanModel *m, const PlanTensor *out)
 {
     if (m->ntargets == 0) {
         diag_error(dl, m->loss_loc, "loss %s needs a target: declare one with 'target NAME: int32[...]'",
-                   pc_loss_names[m->loss]);
+                   plan_loss_names[m->loss]);
         return -1;
     }
     if (m->ntargets > 1) {
         diag_error(dl, m->target[1].loc, "a model takes one target; '%s' is a second", m->target[1].name);
         return -1;
     }
-    const PcTensor *t = &m->target[0].t;
+    const PlanTensor *t = &m->target[0].t;
     char ot[96], tt[96];
-    pc_tensor_text(out, 1, ot, sizeof ot);
-    pc_tensor_text(t, 1, tt, sizeof tt);
-    if (m->loss == PC_LOSS_CROSS_ENTROPY) {
-        int ok = t->dtype == PC_I32 && out->dtype == PC_F32 && out->ndim == t->ndim + 1;
+    plan_tensor_text(out, 1, ot, sizeof ot);
+    plan_tensor_text(t, 1, tt, sizeof tt);
+    if (m->loss == PLAN_LOSS_CROSS_ENTROPY) {
+        int ok = t->dtype == PLAN_I32 && out->dtype == PLAN_F32 && out->ndim == t->ndim + 1;
         for (int i = 0; ok && i < t->ndim; i++)
             ok = t->dim[i] == out->dim[i];
         if (!ok) {
@@ -696,7 +696,7 @@ static int check_loss(DiagList *dl, PcModel *m, const PcTensor *out)
             return -1;
         }
     } else {
-        int ok = t->dtype == PC_F32 && t->ndim == out->ndim;
+        int ok = t->dtype == PLAN_F32 && t->ndim == out->ndim;
         for (int i = 0; ok && i < t->ndim; i++)
             ok = t->dim[i] == out->dim[i];
         if (!ok) {
@@ -708,12 +708,12 @@ static int check_loss(DiagList *dl, PcModel *m, const PcTensor *out)
     return 0;
 }
 
-int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
+int pc_model_build(DiagList *dl, const AstBlock *block, PlanModel *m)
 {
     memset(m, 0, sizeof *m);
     m->name = block->name;
     m->loc = block->loc;
-    m->loss = PC_LOSS_COUNT;
+    m->loss = PLAN_LOSS_COUNT;
     int errors = check_structure(dl, block->stmts, 0);
     const AstStmt *loss = NULL;
     for (const AstStmt *s = block->stmts; s; s = s->next) {
@@ -727,11 +727,11 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
         else if (s->kind == AST_LOSS) {
             loss = s;
             m->loss_loc = s->name_loc;
-            for (int k = 0; k < PC_LOSS_COUNT; k++)
-                if (strcmp(pc_loss_names[k], s->name) == 0)
-                    m->loss = (PcLossKind)k;
-            if (m->loss == PC_LOSS_COUNT) {
-                const char *near = diag_nearest(s->name, pc_loss_names);
+            for (int k = 0; k < PLAN_LOSS_COUNT; k++)
+                if (strcmp(plan_loss_names[k], s->name) == 0)
+                    m->loss = (PlanLossKind)k;
+            if (m->loss == PLAN_LOSS_COUNT) {
+                const char *near = diag_nearest(s->name, plan_loss_names);
                 if (near)
                     diag_error(dl, s->name_loc, "unknown loss '%s'; did you mean '%s'?", s->name, near);
                 else
@@ -747,9 +747,9 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
         return -1;
     }
     int64_t total = count_layers(block->stmts);
-    if (total > PC_MAX_LAYERS) {
+    if (total > PLAN_MAX_LAYERS) {
         diag_error(dl, block->loc, "model '%s' has too many layers (more than %d after expanding repeat)", m->name,
-                   PC_MAX_LAYERS);
+                   PLAN_MAX_LAYERS);
         return -1;
     }
     if (total == 0) {
@@ -785,7 +785,7 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
             return -1;
         }
     }
-    const PcTensor *cur = &m->input[0].t;
+    const PlanTensor *cur = &m->input[0].t;
     for (int i = 0; i < m->nlayers; i++) {
         if (infer(dl, m, &m->layer[i], cur) != 0)
             return -1;
@@ -799,9 +799,9 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
     m->input[0].first_use = 0;
     m->input[0].last_use = 0;
     for (int i = 0; i < m->nlayers; i++) {
-        const PcLayer *L = &m->layer[i];
+        const PlanLayer *L = &m->layer[i];
         if (L->mask >= 0) {
-            PcIO *io = &m->input[L->mask];
+            PlanIO *io = &m->input[L->mask];
             if (io->first_use < 0)
                 io->first_use = i;
             io->last_use = i;
@@ -815,7 +815,7 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m)
     return 0;
 }
 
-void pc_model_free(PcModel *m)
+void plan_model_free(PlanModel *m)
 {
     free(m->layer);
     memset(m, 0, sizeof *m);

@@ -15,49 +15,49 @@
 #include "ast.h"
 #include "diag.h"
 
-#define PC_MAX_DIMS 4
-#define PC_MAX_IO 8              /* inputs, and targets, per model */
-#define PC_MAX_LAYERS 100000     /* after repeat expansion */
-#define PC_MAX_PARAM_TENSORS 12  /* per layer (transformer_block has 12) */
-#define PC_MAX_ELEMS ((int64_t)1 << 40)
+#define PLAN_MAX_DIMS 4
+#define PLAN_MAX_IO 8              /* inputs, and targets, per model */
+#define PLAN_MAX_LAYERS 100000     /* after repeat expansion */
+#define PLAN_MAX_PARAM_TENSORS 12  /* per layer (transformer_block has 12) */
+#define PLAN_MAX_ELEMS ((int64_t)1 << 40)
 
-typedef enum PcLayerKind {
-#define PC_LAYER(id, name, sig, doc) PC_L_##id,
+typedef enum PlanLayerKind {
+#define PLAN_LAYER(id, name, sig, doc) PLAN_L_##id,
 #include "layers.def"
-#undef PC_LAYER
-    PC_L_COUNT
-} PcLayerKind;
+#undef PLAN_LAYER
+    PLAN_L_COUNT
+} PlanLayerKind;
 
-typedef enum PcLossKind {
-#define PC_LOSS(id, name, doc) PC_LOSS_##id,
+typedef enum PlanLossKind {
+#define PLAN_LOSS(id, name, doc) PLAN_LOSS_##id,
 #include "losses.def"
-#undef PC_LOSS
-    PC_LOSS_COUNT
-} PcLossKind;
+#undef PLAN_LOSS
+    PLAN_LOSS_COUNT
+} PlanLossKind;
 
-extern const char *const pc_layer_names[PC_L_COUNT + 1];   /* NULL-terminated */
-extern const char *const pc_layer_sigs[PC_L_COUNT];
-extern const char *const pc_layer_docs[PC_L_COUNT];
-extern const char *const pc_loss_names[PC_LOSS_COUNT + 1];
-extern const char *const pc_loss_docs[PC_LOSS_COUNT];
+extern const char *const plan_layer_names[PLAN_L_COUNT + 1];   /* NULL-terminated */
+extern const char *const plan_layer_sigs[PLAN_L_COUNT];
+extern const char *const plan_layer_docs[PLAN_L_COUNT];
+extern const char *const plan_loss_names[PLAN_LOSS_COUNT + 1];
+extern const char *const plan_loss_docs[PLAN_LOSS_COUNT];
 
-typedef enum PcDtype { PC_F32, PC_I32 } PcDtype;
+typedef enum PlanDtype { PLAN_F32, PLAN_I32 } PlanDtype;
 
-typedef struct PcTensor {
-    PcDtype dtype;
+typedef struct PlanTensor {
+    PlanDtype dtype;
     int ndim;
-    int64_t dim[PC_MAX_DIMS];
-} PcTensor;
+    int64_t dim[PLAN_MAX_DIMS];
+} PlanTensor;
 
-typedef struct PcParam {
+typedef struct PlanParam {
     char name[24];               /* suffix after "layers.{i}.", e.g. "attn.qkv.weight" */
     int ndim;
-    int64_t dim[PC_MAX_DIMS];    /* PyTorch's layout: Linear [out, in], Conv2d [out, in, kh, kw] */
+    int64_t dim[PLAN_MAX_DIMS];    /* PyTorch's layout: Linear [out, in], Conv2d [out, in, kh, kw] */
     int64_t count;
-} PcParam;
+} PlanParam;
 
-typedef struct PcLayer {
-    PcLayerKind kind;
+typedef struct PlanLayer {
+    PlanLayerKind kind;
     int index;
     SrcLoc loc;
     const char *label;           /* `as LABEL`, or NULL */
@@ -72,46 +72,46 @@ typedef struct PcLayer {
     const char *tie_label;       /* as written (tie = LABEL), or NULL */
     SrcLoc tie_loc;
     int mask;                    /* transformer_block: input index of its mask, or -1 */
-    PcTensor in, out;
+    PlanTensor in, out;
     int nparams;
-    PcParam param[PC_MAX_PARAM_TENSORS]; /* tensors this layer owns */
+    PlanParam param[PLAN_MAX_PARAM_TENSORS]; /* tensors this layer owns */
     int64_t params;              /* elements it owns (a tied linear: its bias only) */
     int64_t held;                /* elements its stage must hold (a tied linear: + the shared weight) */
     int64_t flops;               /* forward, one sample (a multiply-add counts 2) */
     int64_t act_bytes;           /* its output, one sample */
-} PcLayer;
+} PlanLayer;
 
-typedef struct PcIO {
+typedef struct PlanIO {
     const char *name;
     SrcLoc loc;
-    PcTensor t;
+    PlanTensor t;
     int first_use, last_use;     /* layer indices; -1 when unused (inputs past the first) */
-} PcIO;
+} PlanIO;
 
-typedef struct PcModel {
+typedef struct PlanModel {
     const char *name;
     SrcLoc loc;
-    PcIO input[PC_MAX_IO];
+    PlanIO input[PLAN_MAX_IO];
     int ninputs;
-    PcIO target[PC_MAX_IO];
+    PlanIO target[PLAN_MAX_IO];
     int ntargets;
-    PcLayer *layer;
+    PlanLayer *layer;
     int nlayers;
-    PcLossKind loss;
+    PlanLossKind loss;
     SrcLoc loss_loc;
     int64_t total_params;        /* each tied tensor counted once */
     int64_t total_flops;
-} PcModel;
+} PlanModel;
 
 /* Builds the model from the `model` block: expands repeat, binds arguments,
  * infers shapes. Returns 0, or -1 after reporting. */
-int pc_model_build(DiagList *dl, const AstBlock *block, PcModel *m);
-void pc_model_free(PcModel *m);
+int pc_model_build(DiagList *dl, const AstBlock *block, PlanModel *m);
+void plan_model_free(PlanModel *m);
 
-int64_t pc_tensor_elems(const PcTensor *t);
-int64_t pc_dtype_size(PcDtype d);
-const char *pc_dtype_name(PcDtype d);
+int64_t plan_tensor_elems(const PlanTensor *t);
+int64_t plan_dtype_size(PlanDtype d);
+const char *plan_dtype_name(PlanDtype d);
 /* "[64, 55, 55]" (with dtype: "int32[128]") */
-void pc_tensor_text(const PcTensor *t, int with_dtype, char *buf, size_t size);
+void plan_tensor_text(const PlanTensor *t, int with_dtype, char *buf, size_t size);
 
 #endif

@@ -48,7 +48,7 @@ static void balance(const int64_t *cost, int n, int P, int *first)
     fill(cost, n, P, lo, first);
 }
 
-int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition *out)
+int pc_partition(DiagList *dl, const PlanModel *m, const PlanConfig *c, PlanPartition *out)
 {
     memset(out, 0, sizeof *out);
     int S = (int)c->stages, V = (int)c->chunks, P = S * V, n = m->nlayers;
@@ -58,7 +58,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
                    V == 1 ? "" : "s", P, m->name, n, n == 1 ? "" : "s");
         return -1;
     }
-    if (c->partition == PC_PART_LIST && c->npartition_list != P) {
+    if (c->partition == PLAN_PART_LIST && c->npartition_list != P) {
         diag_error(dl, c->partition_loc, "the partition list has %d entries, but %d stage%s x %d chunk%s need %d",
                    c->npartition_list, S, S == 1 ? "" : "s", V, V == 1 ? "" : "s", P);
         return -1;
@@ -66,7 +66,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
     int *first = base_calloc(P + 1, sizeof *first);
     int64_t *cost = base_calloc(n, sizeof *cost);
     switch (c->partition) {
-    case PC_PART_UNIFORM: {
+    case PLAN_PART_UNIFORM: {
         /* equal counts; the remainder goes to the last parts */
         int base = n / P, extra = n % P, at = 0;
         for (int k = 0; k < P; k++) {
@@ -77,13 +77,13 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
             cost[i] = 1;
         break;
     }
-    case PC_PART_PARAMETERS:
-    case PC_PART_FLOPS:
+    case PLAN_PART_PARAMETERS:
+    case PLAN_PART_FLOPS:
         for (int i = 0; i < n; i++)
-            cost[i] = c->partition == PC_PART_PARAMETERS ? m->layer[i].held : m->layer[i].flops;
+            cost[i] = c->partition == PLAN_PART_PARAMETERS ? m->layer[i].held : m->layer[i].flops;
         balance(cost, n, P, first);
         break;
-    case PC_PART_TYPE: {
+    case PLAN_PART_TYPE: {
         regex_t re;
         if (regcomp(&re, c->partition_regex, REG_EXTENDED | REG_ICASE | REG_NOSUB) != 0) {
             diag_error(dl, c->partition_loc, "bad regular expression '%s'", c->partition_regex);
@@ -92,7 +92,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
         }
         int matched = 0;
         for (int i = 0; i < n; i++) {
-            cost[i] = regexec(&re, pc_layer_names[m->layer[i].kind], 0, NULL, 0) == 0;
+            cost[i] = regexec(&re, plan_layer_names[m->layer[i].kind], 0, NULL, 0) == 0;
             matched += (int)cost[i];
         }
         regfree(&re);
@@ -104,7 +104,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
         balance(cost, n, P, first);
         break;
     }
-    case PC_PART_LIST:
+    case PLAN_PART_LIST:
         for (int k = 0; k < P; k++) {
             if (c->partition_list[k] >= n) {
                 diag_error(dl, c->partition_loc, "partition list entry %lld is past the last layer (%d)",
@@ -126,7 +126,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
     out->bnd = base_calloc(P > 1 ? P - 1 : 1, sizeof *out->bnd);
     out->stage_of_layer = base_calloc(n, sizeof *out->stage_of_layer);
     for (int k = 0; k < P; k++) {
-        PcPart *pt = &out->part[k];
+        PlanPart *pt = &out->part[k];
         pt->first = first[k];
         pt->last = first[k + 1] - 1;
         sched_place(c->place, S, k, &pt->stage, &pt->chunk);
@@ -138,19 +138,19 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
         }
     }
     for (int k = 0; k < P; k++) {
-        PcPart *pt = &out->part[k];
+        PlanPart *pt = &out->part[k];
         pt->held = pt->params;
         for (int i = pt->first; i <= pt->last; i++) {
-            const PcLayer *L = &m->layer[i];
+            const PlanLayer *L = &m->layer[i];
             if (L->tie >= 0 && out->stage_of_layer[L->tie] != pt->stage)
                 pt->held += L->held - L->params; /* a copy of the shared weight */
         }
     }
     for (int k = 0; k + 1 < P; k++) {
-        PcBoundary *b = &out->bnd[k];
+        PlanBoundary *b = &out->bnd[k];
         b->local = out->part[k].stage == out->part[k + 1].stage;
         int next = first[k + 1];
-        PcItem *it = &b->item[b->nitems++];
+        PlanItem *it = &b->item[b->nitems++];
         it->name = "activation";
         it->t = m->layer[next - 1].out;
         for (int j = 1; j < m->ninputs; j++)
@@ -160,7 +160,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
                 it->t = m->input[j].t;
             }
         for (int j = 0; j < b->nitems; j++) {
-            b->item[j].bytes = pc_tensor_elems(&b->item[j].t) * pc_dtype_size(b->item[j].t.dtype) * c->micro_batch_size;
+            b->item[j].bytes = plan_tensor_elems(&b->item[j].t) * plan_dtype_size(b->item[j].t.dtype) * c->micro_batch_size;
             b->bytes += b->item[j].bytes;
         }
     }
@@ -170,7 +170,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
     out->tie = base_calloc(out->nties, sizeof *out->tie);
     for (int i = 0, t = 0; i < n; i++)
         if (m->layer[i].tie >= 0) {
-            PcTie *x = &out->tie[t++];
+            PlanTie *x = &out->tie[t++];
             x->layer = i;
             x->owner = m->layer[i].tie;
             x->cross_stage = out->stage_of_layer[i] != out->stage_of_layer[x->owner];
@@ -180,7 +180,7 @@ int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition 
     return 0;
 }
 
-void pc_partition_free(PcPartition *p)
+void plan_partition_free(PlanPartition *p)
 {
     free(p->part);
     free(p->bnd);

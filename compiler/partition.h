@@ -12,22 +12,22 @@
 #include "config.h"
 #include "model.h"
 
-typedef struct PcItem {
+typedef struct PlanItem {
     const char *name;   /* "activation", or the name of a carried input */
-    PcTensor t;         /* per sample */
+    PlanTensor t;         /* per sample */
     int64_t bytes;      /* per micro-batch */
-} PcItem;
+} PlanItem;
 
 /* What part k sends to part k + 1: the main activation, then every side
  * input (a mask) that a layer at or after part k + 1 still uses. */
-typedef struct PcBoundary {
+typedef struct PlanBoundary {
     int nitems;
-    PcItem item[1 + PC_MAX_IO];
+    PlanItem item[1 + PLAN_MAX_IO];
     int64_t bytes;      /* per micro-batch, all items */
     int local;          /* both parts on one stage: handed over, not sent */
-} PcBoundary;
+} PlanBoundary;
 
-typedef struct PcPart {
+typedef struct PlanPart {
     int first, last;    /* layer indices, inclusive */
     int stage, chunk;
     int64_t params;     /* parameters the part owns */
@@ -35,24 +35,24 @@ typedef struct PcPart {
                            weight of a tied linear whose owner is on another stage */
     int64_t flops;      /* forward, one sample */
     int64_t cost;       /* what the partition method balanced */
-} PcPart;
+} PlanPart;
 
-typedef struct PcTie {
+typedef struct PlanTie {
     int layer, owner;   /* the tied linear, and the layer whose weight it shares */
     int cross_stage;    /* on different stages: the plan needs ReduceTiedGrads */
-} PcTie;
+} PlanTie;
 
-typedef struct PcPartition {
+typedef struct PlanPartition {
     int nparts, stages, chunks;
-    PcPart *part;       /* nparts, in model order */
-    PcBoundary *bnd;    /* nparts - 1: bnd[k] follows part[k] */
+    PlanPart *part;       /* nparts, in model order */
+    PlanBoundary *bnd;    /* nparts - 1: bnd[k] follows part[k] */
     int *stage_of_layer;
-    PcTie *tie;
+    PlanTie *tie;
     int nties;
-} PcPartition;
+} PlanPartition;
 
-int pc_partition(DiagList *dl, const PcModel *m, const PcConfig *c, PcPartition *out);
-void pc_partition_free(PcPartition *p);
+int pc_partition(DiagList *dl, const PlanModel *m, const PlanConfig *c, PlanPartition *out);
+void plan_partition_free(PlanPartition *p);
 
 
 #endif

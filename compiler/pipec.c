@@ -53,19 +53,19 @@ static void usage(FILE *out)
 
 static void list_layers(void)
 {
-    for (int i = 0; i < PC_L_COUNT; i++) {
-        printf("%-20s (%s)\n    %s\n", pc_layer_names[i], pc_layer_sigs[i], pc_layer_docs[i]);
+    for (int i = 0; i < PLAN_L_COUNT; i++) {
+        printf("%-20s (%s)\n    %s\n", plan_layer_names[i], plan_layer_sigs[i], plan_layer_docs[i]);
     }
-    for (int i = 0; i < PC_LOSS_COUNT; i++)
-        printf("loss %-15s\n    %s\n", pc_loss_names[i], pc_loss_docs[i]);
+    for (int i = 0; i < PLAN_LOSS_COUNT; i++)
+        printf("loss %-15s\n    %s\n", plan_loss_names[i], plan_loss_docs[i]);
 }
 
 static void list_schedules(void)
 {
     static const char *const place[] = {"loop", "v"};
-    for (int i = 0; i < PC_SCHED_COUNT; i++)
-        printf("%-12s (%s)  placement %s\n    %s\n", pc_schedule_names[i], pc_schedule_sigs[i],
-               place[pc_schedule_place[i]], pc_schedule_docs[i]);
+    for (int i = 0; i < PLAN_SCHED_COUNT; i++)
+        printf("%-12s (%s)  placement %s\n    %s\n", plan_schedule_names[i], plan_schedule_sigs[i],
+               place[plan_schedule_place[i]], plan_schedule_docs[i]);
 }
 
 static void list_ops(void)

@@ -85,15 +85,15 @@ static void put_str(Out *o, Out *strs, const char *s)
     put(strs, s, strlen(s) + 1);
 }
 
-static void put_tensor(Out *o, const PcTensor *t)
+static void put_tensor(Out *o, const PlanTensor *t)
 {
     put_u32(o, t->dtype);
     put_u32(o, (uint32_t)t->ndim);
-    for (int i = 0; i < PC_MAX_DIMS; i++)
+    for (int i = 0; i < PLAN_MAX_DIMS; i++)
         put_i64(o, i < t->ndim ? t->dim[i] : 0);
 }
 
-static void put_data(Out *o, Out *s, const PcData *d)
+static void put_data(Out *o, Out *s, const PlanData *d)
 {
     put_u32(o, d->kind);
     put_i32(o, d->set);
@@ -159,9 +159,9 @@ void plan_encode(const PcFront *f, const PcPlan *p, unsigned char **data, size_t
     Out sec[SEC_COUNT];
     memset(sec, 0, sizeof sec);
     Out *S = &sec[SEC_STRINGS];
-    const PcModel *m = &f->model;
-    const PcConfig *c = &f->cfg;
-    const PcPartition *pt = &f->part;
+    const PlanModel *m = &f->model;
+    const PlanConfig *c = &f->cfg;
+    const PlanPartition *pt = &f->part;
     /* MODEL */
     Out *o = &sec[SEC_MODEL];
     put_str(o, S, m->name);
@@ -170,14 +170,14 @@ void plan_encode(const PcFront *f, const PcPlan *p, unsigned char **data, size_t
     put_u32(o, (uint32_t)m->ntargets);
     put_u32(o, m->loss);
     for (int i = 0; i < m->ninputs + m->ntargets; i++) {
-        const PcIO *io = i < m->ninputs ? &m->input[i] : &m->target[i - m->ninputs];
+        const PlanIO *io = i < m->ninputs ? &m->input[i] : &m->target[i - m->ninputs];
         put_str(o, S, io->name);
         put_tensor(o, &io->t);
         put_i32(o, io->first_use);
         put_i32(o, io->last_use);
     }
     for (int i = 0; i < m->nlayers; i++) {
-        const PcLayer *L = &m->layer[i];
+        const PlanLayer *L = &m->layer[i];
         put_u32(o, L->kind);
         put_str(o, S, L->label);
         int64_t iv[] = {L->nout, L->vocab, L->dim, L->positions, L->heads, L->mlp, L->kh,
@@ -200,7 +200,7 @@ void plan_encode(const PcFront *f, const PcPlan *p, unsigned char **data, size_t
         for (int k = 0; k < L->nparams; k++) {
             put_str(o, S, L->param[k].name);
             put_u32(o, (uint32_t)L->param[k].ndim);
-            for (int d = 0; d < PC_MAX_DIMS; d++)
+            for (int d = 0; d < PLAN_MAX_DIMS; d++)
                 put_i64(o, d < L->param[k].ndim ? L->param[k].dim[d] : 0);
         }
     }
@@ -246,12 +246,12 @@ void plan_encode(const PcFront *f, const PcPlan *p, unsigned char **data, size_t
     put_u32(o, (uint32_t)pt->stages);
     put_u32(o, (uint32_t)pt->chunks);
     for (int k = 0; k < pt->nparts; k++) {
-        const PcPart *q = &pt->part[k];
+        const PlanPart *q = &pt->part[k];
         put_i32(o, q->first), put_i32(o, q->last), put_i32(o, q->stage), put_i32(o, q->chunk);
         put_i64(o, q->params), put_i64(o, q->held), put_i64(o, q->flops), put_i64(o, q->cost);
     }
     for (int k = 0; k + 1 < pt->nparts; k++) {
-        const PcBoundary *b = &pt->bnd[k];
+        const PlanBoundary *b = &pt->bnd[k];
         put_u32(o, (uint32_t)b->nitems);
         put_i32(o, b->local);
         put_i64(o, b->bytes);
@@ -439,23 +439,23 @@ static const char *get_str(In *in, BaseArena *arena, int nullable, const char *w
     return base_arena_strdup(arena, in->strs + off, strlen(in->strs + off));
 }
 
-static void get_tensor(In *in, PcTensor *t, const char *what)
+static void get_tensor(In *in, PlanTensor *t, const char *what)
 {
-    t->dtype = (PcDtype)get_enum(in, 2, what);
+    t->dtype = (PlanDtype)get_enum(in, 2, what);
     size_t at = in->at;
     uint32_t nd = get_u32(in);
-    if (!in->bad && nd > PC_MAX_DIMS) {
+    if (!in->bad && nd > PLAN_MAX_DIMS) {
         in->at = at;
         bad(in, "%s has %u dimensions", what, nd);
         return;
     }
     t->ndim = (int)nd;
     int64_t elems = 1;
-    for (int i = 0; i < PC_MAX_DIMS; i++) {
-        int64_t d = get_range(in, i < t->ndim ? 1 : 0, i < t->ndim ? PC_MAX_ELEMS : 0, what);
+    for (int i = 0; i < PLAN_MAX_DIMS; i++) {
+        int64_t d = get_range(in, i < t->ndim ? 1 : 0, i < t->ndim ? PLAN_MAX_ELEMS : 0, what);
         if (i < t->ndim) {
             t->dim[i] = d;
-            if (!in->bad && d > PC_MAX_ELEMS / elems)
+            if (!in->bad && d > PLAN_MAX_ELEMS / elems)
                 bad(in, "%s is larger than 2^40 elements", what);
             elems *= in->bad ? 1 : d;
         }
@@ -485,9 +485,9 @@ static uint32_t get_count(In *in, uint32_t max, size_t min, const char *what)
     return in->bad ? 0 : v;
 }
 
-static void get_data(In *in, BaseArena *a, PcData *d)
+static void get_data(In *in, BaseArena *a, PlanData *d)
 {
-    d->kind = (PcDataKind)get_enum(in, PC_DATA_COUNT, "data source");
+    d->kind = (PlanDataKind)get_enum(in, PLAN_DATA_COUNT, "data source");
     d->set = get_i32(in) != 0;
     d->path = get_str(in, a, 1, "data path");
     d->path2 = get_str(in, a, 1, "data path");
@@ -622,20 +622,20 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
     in.nstrs = sz[SEC_STRINGS];
 #define SECTION(id) (in.d = d + off[id], in.n = sz[id], in.at = 0, in.base = off[id], in.sec = id)
     BaseArena *A = &f->arena;
-    PcModel *m = &f->model;
-    PcConfig *c = &f->cfg;
-    PcPartition *pt = &f->part;
+    PlanModel *m = &f->model;
+    PlanConfig *c = &f->cfg;
+    PlanPartition *pt = &f->part;
 
     SECTION(SEC_MODEL);
     m->name = get_str(&in, A, 0, "model name");
-    m->nlayers = (int)get_count(&in, PC_MAX_LAYERS, 64, "layer");
-    m->ninputs = (int)get_count(&in, PC_MAX_IO, 0, "input");
-    m->ntargets = (int)get_count(&in, PC_MAX_IO, 0, "target");
-    m->loss = (PcLossKind)get_enum(&in, PC_LOSS_COUNT, "loss");
+    m->nlayers = (int)get_count(&in, PLAN_MAX_LAYERS, 64, "layer");
+    m->ninputs = (int)get_count(&in, PLAN_MAX_IO, 0, "input");
+    m->ntargets = (int)get_count(&in, PLAN_MAX_IO, 0, "target");
+    m->loss = (PlanLossKind)get_enum(&in, PLAN_LOSS_COUNT, "loss");
     if (!in.bad && (m->nlayers < 1 || m->ninputs < 1 || m->ntargets != 1))
         bad(&in, "%d layers, %d inputs, %d targets", m->nlayers, m->ninputs, m->ntargets);
     for (int i = 0; i < m->ninputs + m->ntargets && !in.bad; i++) {
-        PcIO *io = i < m->ninputs ? &m->input[i] : &m->target[i - m->ninputs];
+        PlanIO *io = i < m->ninputs ? &m->input[i] : &m->target[i - m->ninputs];
         io->name = get_str(&in, A, 0, "input name");
         get_tensor(&in, &io->t, "an input's shape");
         io->first_use = get_i32(&in);
@@ -646,14 +646,14 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
     }
     m->layer = alloc(m->nlayers, sizeof *m->layer);
     for (int i = 0; i < m->nlayers && !in.bad; i++) {
-        PcLayer *L = &m->layer[i];
+        PlanLayer *L = &m->layer[i];
         L->index = i;
-        L->kind = (PcLayerKind)get_enum(&in, PC_L_COUNT, "layer kind");
+        L->kind = (PlanLayerKind)get_enum(&in, PLAN_L_COUNT, "layer kind");
         L->label = get_str(&in, A, 1, "layer label");
         int64_t *iv[] = {&L->nout, &L->vocab, &L->dim, &L->positions, &L->heads, &L->mlp, &L->kh,
                          &L->kw,   &L->sh,    &L->sw,  &L->ph,        &L->pw,    &L->oh,  &L->ow};
         for (size_t k = 0; k < sizeof iv / sizeof iv[0]; k++)
-            *iv[k] = get_range(&in, 0, PC_MAX_ELEMS, "a layer argument");
+            *iv[k] = get_range(&in, 0, PLAN_MAX_ELEMS, "a layer argument");
         L->p = get_f64(&in);
         L->eps = get_f64(&in);
         if (!in.bad && !(L->p >= 0 && L->p < 1 && L->eps >= 0 && L->eps < 1))
@@ -664,7 +664,7 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
         L->mask = get_i32(&in);
         if (!in.bad && (L->tie < -1 || L->tie >= m->nlayers || L->tie == i || L->mask < -1 || L->mask >= m->ninputs))
             bad(&in, "layer %d: tie %d or mask %d does not exist", i, L->tie, L->mask);
-        if (!in.bad && L->kind == PC_L_TRANSFORMER_BLOCK && (L->heads < 1 || L->mlp < 1))
+        if (!in.bad && L->kind == PLAN_L_TRANSFORMER_BLOCK && (L->heads < 1 || L->mlp < 1))
             bad(&in, "layer %d: a transformer block with %lld heads", i, (long long)L->heads);
         get_tensor(&in, &L->in, "a layer's input shape");
         get_tensor(&in, &L->out, "a layer's output shape");
@@ -672,24 +672,24 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
         L->held = get_range(&in, 0, (int64_t)1 << 53, "parameters held");
         L->flops = get_range(&in, 0, (int64_t)1 << 62, "FLOPs");
         L->act_bytes = get_range(&in, 0, (int64_t)1 << 53, "activation bytes");
-        L->nparams = (int)get_count(&in, PC_MAX_PARAM_TENSORS, 0, "parameter tensor");
+        L->nparams = (int)get_count(&in, PLAN_MAX_PARAM_TENSORS, 0, "parameter tensor");
         for (int k = 0; k < L->nparams && !in.bad; k++) {
-            PcParam *q = &L->param[k];
+            PlanParam *q = &L->param[k];
             const char *nm = get_str(&in, A, 0, "parameter name");
             snprintf(q->name, sizeof q->name, "%s", nm ? nm : "");
             size_t at = in.at;
             uint32_t nd = get_u32(&in);
-            if (!in.bad && (nd < 1 || nd > PC_MAX_DIMS)) {
+            if (!in.bad && (nd < 1 || nd > PLAN_MAX_DIMS)) {
                 in.at = at;
                 bad(&in, "layer %d parameter %d has %u dimensions", i, k, nd);
             }
             q->ndim = (int)nd;
             q->count = 1;
-            for (int dd = 0; dd < PC_MAX_DIMS; dd++) {
-                int64_t v = get_range(&in, dd < q->ndim ? 1 : 0, dd < q->ndim ? PC_MAX_ELEMS : 0, "a parameter dimension");
+            for (int dd = 0; dd < PLAN_MAX_DIMS; dd++) {
+                int64_t v = get_range(&in, dd < q->ndim ? 1 : 0, dd < q->ndim ? PLAN_MAX_ELEMS : 0, "a parameter dimension");
                 if (dd < q->ndim && !in.bad) {
                     q->dim[dd] = v;
-                    if (v > PC_MAX_ELEMS / q->count)
+                    if (v > PLAN_MAX_ELEMS / q->count)
                         bad(&in, "layer %d parameter %d is larger than 2^40 elements", i, k);
                     else
                         q->count *= v;
@@ -702,24 +702,24 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
 
     if (!in.bad) {
         SECTION(SEC_CONFIG);
-        c->stages = get_range(&in, 1, PC_MAX_STAGES, "stages");
+        c->stages = get_range(&in, 1, PLAN_MAX_STAGES, "stages");
         c->data_parallel = get_range(&in, 0, 1 << 20, "data_parallel");
-        c->micro_batches = get_range(&in, 1, PC_MAX_MICRO_BATCHES, "micro_batches");
+        c->micro_batches = get_range(&in, 1, PLAN_MAX_MICRO_BATCHES, "micro_batches");
         c->micro_batch_size = get_range(&in, 1, 1 << 20, "micro_batch_size");
-        c->schedule = (PcScheduleKind)get_enum(&in, PC_SCHED_COUNT, "schedule");
-        c->chunks = get_range(&in, 1, PC_MAX_CHUNKS, "chunks");
+        c->schedule = (PlanScheduleKind)get_enum(&in, PLAN_SCHED_COUNT, "schedule");
+        c->chunks = get_range(&in, 1, PLAN_MAX_CHUNKS, "chunks");
         c->place = (SchedPlacement)get_enum(&in, 2, "placement");
         c->schedule_file = get_str(&in, A, 1, "schedule file");
-        c->partition = (PcPartitionKind)get_enum(&in, PC_PART_LIST + 1, "partition");
+        c->partition = (PlanPartitionKind)get_enum(&in, PLAN_PART_LIST + 1, "partition");
         c->partition_regex = get_str(&in, A, 1, "partition regex");
-        c->npartition_list = (int)get_count(&in, PC_MAX_STAGES, 8, "partition list entry");
+        c->npartition_list = (int)get_count(&in, PLAN_MAX_STAGES, 8, "partition list entry");
         c->partition_list = alloc(c->npartition_list, sizeof *c->partition_list);
         for (int i = 0; i < c->npartition_list; i++)
-            c->partition_list[i] = get_range(&in, 0, PC_MAX_LAYERS, "a partition list entry");
-        c->activation_checkpoint = get_range(&in, 0, PC_MAX_LAYERS, "activation_checkpoint");
+            c->partition_list[i] = get_range(&in, 0, PLAN_MAX_LAYERS, "a partition list entry");
+        c->activation_checkpoint = get_range(&in, 0, PLAN_MAX_LAYERS, "activation_checkpoint");
         c->link_bandwidth = get_f64(&in);
         c->device_tflops = get_f64(&in);
-        c->optimizer = (PcOptimizerKind)get_enum(&in, PC_OPT_COUNT, "optimizer");
+        c->optimizer = (PlanOptimizerKind)get_enum(&in, PLAN_OPT_COUNT, "optimizer");
         double *fv[] = {&c->lr, &c->momentum, &c->beta1, &c->beta2, &c->eps, &c->weight_decay};
         for (size_t k = 0; k < sizeof fv / sizeof fv[0]; k++)
             *fv[k] = get_f64(&in);
@@ -730,11 +730,11 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
         get_data(&in, A, &c->eval_data);
         c->shuffle = get_i32(&in) != 0;
         c->eval_every = get_range(&in, 0, (int64_t)1 << 40, "eval_every");
-        c->lr_schedule = (PcLrKind)get_enum(&in, PC_LR_COUNT, "lr_schedule");
+        c->lr_schedule = (PlanLrKind)get_enum(&in, PLAN_LR_COUNT, "lr_schedule");
         c->warmup = get_range(&in, 0, (int64_t)1 << 40, "warmup");
         c->min_lr = get_f64(&in);
         c->grad_clip = get_f64(&in);
-        c->precision = (PcPrecision)get_enum(&in, PC_PREC_COUNT, "precision");
+        c->precision = (PlanPrecision)get_enum(&in, PLAN_PREC_COUNT, "precision");
         if (!in.bad && !(c->lr >= 0 && c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 &&
                          c->eps >= 0 && c->weight_decay >= 0 && c->momentum >= 0 && c->grad_clip >= 0 &&
                          c->min_lr >= 0 && c->link_bandwidth >= 0 && c->device_tflops > 0))
@@ -746,14 +746,14 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
     if (!in.bad) {
         SECTION(SEC_PARTITION);
         uint32_t np = get_u32(&in), ns = get_u32(&in), nc = get_u32(&in);
-        if (!in.bad && ((int)np != P || (int)ns != S || (int)nc != V || P > m->nlayers || P > PC_MAX_STAGES))
+        if (!in.bad && ((int)np != P || (int)ns != S || (int)nc != V || P > m->nlayers || P > PLAN_MAX_STAGES))
             bad(&in, "%u parts on %u stages x %u chunks, for %d x %d and %d layers", np, ns, nc, S, V, m->nlayers);
         pt->nparts = in.bad ? 0 : P, pt->stages = S, pt->chunks = V;
         pt->part = alloc(pt->nparts, sizeof *pt->part);
         pt->bnd = alloc(pt->nparts, sizeof *pt->bnd);
         pt->stage_of_layer = alloc(m->nlayers, sizeof *pt->stage_of_layer);
         for (int k = 0; k < pt->nparts && !in.bad; k++) {
-            PcPart *q = &pt->part[k];
+            PlanPart *q = &pt->part[k];
             q->first = get_i32(&in), q->last = get_i32(&in), q->stage = get_i32(&in), q->chunk = get_i32(&in);
             int st, ch;
             sched_place(c->place, S, k, &st, &ch);
@@ -767,8 +767,8 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
                 pt->stage_of_layer[i] = q->stage;
         }
         for (int k = 0; k + 1 < pt->nparts && !in.bad; k++) {
-            PcBoundary *b = &pt->bnd[k];
-            b->nitems = (int)get_count(&in, 1 + PC_MAX_IO, 0, "boundary item");
+            PlanBoundary *b = &pt->bnd[k];
+            b->nitems = (int)get_count(&in, 1 + PLAN_MAX_IO, 0, "boundary item");
             b->local = get_i32(&in) != 0;
             b->bytes = get_range(&in, 0, (int64_t)1 << 60, "boundary bytes");
             for (int j = 0; j < b->nitems && !in.bad; j++) {
@@ -777,7 +777,7 @@ int plan_decode(const unsigned char *d, size_t len, PcFront *f, PcPlan *p, char 
                 b->item[j].bytes = get_range(&in, 0, (int64_t)1 << 60, "boundary item bytes");
             }
         }
-        pt->nties = (int)get_count(&in, PC_MAX_LAYERS, 12, "tie");
+        pt->nties = (int)get_count(&in, PLAN_MAX_LAYERS, 12, "tie");
         pt->tie = alloc(pt->nties, sizeof *pt->tie);
         for (int t = 0; t < pt->nties && !in.bad; t++) {
             pt->tie[t].layer = get_i32(&in), pt->tie[t].owner = get_i32(&in), pt->tie[t].cross_stage = get_i32(&in);

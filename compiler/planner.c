@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const SchedGenerator generators[PC_SCHED_COUNT] = {
-#define PC_SCHEDULE(id, name, sig, place, split, gen, doc) gen,
+static const SchedGenerator generators[PLAN_SCHED_COUNT] = {
+#define SCHED_DEF(id, name, sig, place, split, gen, doc) gen,
 #include "schedules.def"
-#undef PC_SCHEDULE
+#undef SCHED_DEF
 };
 
 /* The text-schedule place (line, column) of instruction pc on stage, or
@@ -31,7 +31,7 @@ static void report(DiagList *dl, const PcFront *f, int line, int col, const char
         diag_error(dl, ((SrcLoc){f->text_src, line, col > 0 ? col : 1}), "%s: %s", what, msg);
     } else {
         SrcLoc at = f->cfg.schedule_loc.line ? f->cfg.schedule_loc : f->model.loc;
-        diag_error(dl, at, "schedule %s, %s: %s", pc_schedule_names[f->cfg.schedule], what, msg);
+        diag_error(dl, at, "schedule %s, %s: %s", plan_schedule_names[f->cfg.schedule], what, msg);
     }
 }
 
@@ -40,8 +40,8 @@ static int check_memory(DiagList *dl, const PcFront *f, const PcPlan *p);
 int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
 {
     memset(p, 0, sizeof *p);
-    const PcConfig *c = &f->cfg;
-    const PcPartition *pt = &f->part;
+    const PlanConfig *c = &f->cfg;
+    const PlanPartition *pt = &f->part;
     int S = pt->stages, V = pt->chunks, P = pt->nparts, M = (int)c->micro_batches;
     p->cost_f = base_calloc(P, sizeof *p->cost_f);
     p->cost_b = base_calloc(P, sizeof *p->cost_b);
@@ -67,7 +67,7 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
         }
     }
     for (int k = 0; k < P; k++) {
-        const PcPart *q = &pt->part[k];
+        const PlanPart *q = &pt->part[k];
         double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
         p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
         if (k + 1 < P && !pt->bnd[k].local)
@@ -76,13 +76,13 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
          * dropped layers forward again; a split one does it in I and again
          * in W (the workspace is one segment's, reused in between) */
         if (c->activation_checkpoint > 0) {
-            PcChunkLayout l;
-            pc_chunk_layout(&f->model, pt, c->micro_batch_size, k, 0, (int)c->activation_checkpoint, &l);
+            PlanChunkLayout l;
+            plan_chunk_layout(&f->model, pt, c->micro_batch_size, k, 0, (int)c->activation_checkpoint, &l);
             double again = 0;
             for (int i = 0; i <= q->last - q->first; i++)
                 if (l.lay[i].ws_out >= 0 || l.lay[i].ws_save >= 0)
                     again += (double)f->model.layer[q->first + i].flops;
-            pc_chunk_layout_free(&l);
+            plan_chunk_layout_free(&l);
             again *= (double)c->micro_batch_size / rate;
             p->cost_b[k] += again, p->cost_i[k] += again, p->cost_w[k] += again;
         }
@@ -91,21 +91,21 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PcPlan *p, int timeline)
      * generator runs; the slot sizes below need the split it chose */
     if (!f->have_text && generators[c->schedule](&spec, &p->acts, err, sizeof err) != 0) {
         diag_error(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc, "schedule %s: %s",
-                   pc_schedule_names[c->schedule], err);
+                   plan_schedule_names[c->schedule], err);
         return PC_USER_ERROR;
     }
     for (int k = 0; k < P; k++) {
-        const PcPart *q = &pt->part[k];
+        const PlanPart *q = &pt->part[k];
         int split = 0;
         const SchedList *L = &p->acts.stage[q->stage];
         for (int i = 0; i < L->n && !split; i++)
             split = L->a[i].kind == SCHED_I;
         /* one activation buffer is one slot of the runtime's layout
          * (compiler/memory.c): the bytes it allocates per micro-batch */
-        PcChunkLayout l;
-        pc_chunk_layout(&f->model, pt, c->micro_batch_size, k, split, (int)c->activation_checkpoint, &l);
+        PlanChunkLayout l;
+        plan_chunk_layout(&f->model, pt, c->micro_batch_size, k, split, (int)c->activation_checkpoint, &l);
         p->buf_bytes[k] = (double)l.slot_bytes;
-        pc_chunk_layout_free(&l);
+        plan_chunk_layout_free(&l);
     }
     for (int t = 0; t < pt->nties; t++) {
         p->tied_stage[pt->stage_of_layer[pt->tie[t].layer]] = 1;
@@ -148,8 +148,8 @@ static int64_t largest_stage(const PcFront *f, const PcPlan *p, int *stage)
 {
     int64_t most = -1;
     for (int s = 0; s < f->part.stages; s++) {
-        PcMemory mem;
-        pc_stage_memory(f, &p->train, &p->eval, s, &mem);
+        PlanMemory mem;
+        plan_stage_memory(f, &p->train, &p->eval, s, &mem);
         if (mem.total > most)
             most = mem.total, *stage = s;
     }
@@ -159,7 +159,7 @@ static int64_t largest_stage(const PcFront *f, const PcPlan *p, int *stage)
 /* The largest per-rank need of the same front with cfg changed (and, for
  * another stage count, partitioned again), or -1 when that does not plan;
  * its stage in *stage. */
-static int64_t variant_need(const PcFront *f, PcConfig cfg, int *stage)
+static int64_t variant_need(const PcFront *f, PlanConfig cfg, int *stage)
 {
     DiagList quiet;
     diag_init(&quiet);
@@ -179,7 +179,7 @@ static int64_t variant_need(const PcFront *f, PcConfig cfg, int *stage)
         need = largest_stage(&g, &q, stage);
     pc_plan_free(&q);
     if (own_part)
-        pc_partition_free(&g.part);
+        plan_partition_free(&g.part);
     diag_free(&quiet);
     return need;
 }
@@ -201,14 +201,14 @@ static const char *limit_text(int64_t v, char *buf, size_t size)
 
 /* A way out, tried: a note saying whether it fits, and the need. Returns
  * whether it fits. */
-static int way_out(DiagList *dl, SrcLoc at, const PcFront *f, const PcConfig *v, const char *what)
+static int way_out(DiagList *dl, SrcLoc at, const PcFront *f, const PlanConfig *v, const char *what)
 {
     int s = 0;
     int64_t need = variant_need(f, *v, &s);
     if (need < 0)
         return 0;
     char b[32];
-    pc_bytes_text((double)need, b, sizeof b);
+    base_bytes_text((double)need, b, sizeof b);
     if (need <= f->cfg.memory_limit)
         diag_note(dl, at, "would fit: %s (largest stage: %d, %s)", what, s, b);
     else
@@ -224,31 +224,31 @@ static int way_out(DiagList *dl, SrcLoc at, const PcFront *f, const PcConfig *v,
  * enough. */
 static int check_memory(DiagList *dl, const PcFront *f, const PcPlan *p)
 {
-    const PcConfig *c = &f->cfg;
+    const PlanConfig *c = &f->cfg;
     SrcLoc at = c->memory_limit_loc, whole = {at.file, 0, 0};
     char lim[32], b[32], parts[512], what[160];
     limit_text(c->memory_limit, lim, sizeof lim);
     int over = 0;
     for (int s = 0; s < f->part.stages; s++) {
-        PcMemory mem;
+        PlanMemory mem;
         int64_t part[6];
-        pc_stage_memory(f, &p->train, &p->eval, s, &mem);
+        plan_stage_memory(f, &p->train, &p->eval, s, &mem);
         if (mem.total <= c->memory_limit)
             continue;
-        pc_memory_parts(&mem, part);
+        plan_memory_parts(&mem, part);
         size_t n = 0;
         for (int k = 0; k < 6 && n < sizeof parts; k++)
-            n += snprintf(parts + n, sizeof parts - n, "%s%s %s", k ? ", " : "", pc_memory_part_names[k],
-                          pc_bytes_text((double)part[k], b, sizeof b));
+            n += snprintf(parts + n, sizeof parts - n, "%s%s %s", k ? ", " : "", plan_memory_part_names[k],
+                          base_bytes_text((double)part[k], b, sizeof b));
         diag_error(dl, over ? whole : at, "stage %d needs %lld bytes of memory (%s), over memory_limit = %s", s,
-                   (long long)mem.total, pc_bytes_text((double)mem.total, b, sizeof b), lim);
+                   (long long)mem.total, base_bytes_text((double)mem.total, b, sizeof b), lim);
         diag_note(dl, whole, "stage %d: %s", s, parts);
         over = 1;
     }
     if (!over)
         return PC_OK;
     int fits = 0;
-    PcConfig all = *c, v;
+    PlanConfig all = *c, v;
     /* activation checkpointing: segments of 1, 2, 4, ... layers, the one
      * that needs least (longer segments keep fewer activations but need a
      * larger recompute workspace) */
@@ -275,13 +275,13 @@ static int check_memory(DiagList *dl, const PcFront *f, const PcPlan *p)
     static const struct {
         int from, to;
         const char *what;
-    } fewer[] = {{PC_SCHED_GPIPE, PC_SCHED_ONE_F_ONE_B, "schedule = 1f1b instead of gpipe"},
-                 {PC_SCHED_LOOPED_BFS, PC_SCHED_INTERLEAVED, "schedule = interleaved instead of looped-bfs"},
-                 {PC_SCHED_ZB_H2, PC_SCHED_ZB_H1, "schedule = zb-h1 instead of zb-h2"}};
+    } fewer[] = {{PLAN_SCHED_GPIPE, PLAN_SCHED_ONE_F_ONE_B, "schedule = 1f1b instead of gpipe"},
+                 {PLAN_SCHED_LOOPED_BFS, PLAN_SCHED_INTERLEAVED, "schedule = interleaved instead of looped-bfs"},
+                 {PLAN_SCHED_ZB_H2, PLAN_SCHED_ZB_H1, "schedule = zb-h1 instead of zb-h2"}};
     for (size_t i = 0; i < sizeof fewer / sizeof fewer[0]; i++)
         if ((int)c->schedule == fewer[i].from) {
             v = *c;
-            v.schedule = all.schedule = (PcScheduleKind)fewer[i].to;
+            v.schedule = all.schedule = (PlanScheduleKind)fewer[i].to;
             fits |= way_out(dl, whole, f, &v, fewer[i].what);
         }
     if (!f->have_text) {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *pc_commas(int64_t v, char *buf, size_t size)
+const char *base_commas(int64_t v, char *buf, size_t size)
 {
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, "%lld", (long long)(v < 0 ? -v : v));
@@ -33,15 +33,15 @@ static FILE *memstream(char **buf, size_t *len)
     return f;
 }
 
-char *pc_schedule_str(const PcConfig *c)
+char *pc_schedule_str(const PlanConfig *c)
 {
     char *buf;
     size_t len;
     FILE *f = memstream(&buf, &len);
-    const char *name = pc_schedule_names[c->schedule];
-    if (c->schedule == PC_SCHED_FILE)
+    const char *name = plan_schedule_names[c->schedule];
+    if (c->schedule == PLAN_SCHED_FILE)
         fprintf(f, "file(\"%s\")", c->schedule_file ? c->schedule_file : "");
-    else if (strstr(pc_schedule_sigs[c->schedule], "chunks"))
+    else if (strstr(plan_schedule_sigs[c->schedule], "chunks"))
         fprintf(f, "%s(chunks = %lld)", name, (long long)c->chunks);
     else
         fprintf(f, "%s", name);
@@ -49,17 +49,17 @@ char *pc_schedule_str(const PcConfig *c)
     return buf;
 }
 
-char *pc_partition_str(const PcConfig *c)
+char *pc_partition_str(const PlanConfig *c)
 {
     char *buf;
     size_t len;
     FILE *f = memstream(&buf, &len);
     switch (c->partition) {
-    case PC_PART_UNIFORM: fprintf(f, "uniform"); break;
-    case PC_PART_PARAMETERS: fprintf(f, "parameters"); break;
-    case PC_PART_FLOPS: fprintf(f, "flops"); break;
-    case PC_PART_TYPE: fprintf(f, "\"type:%s\"", c->partition_regex); break;
-    case PC_PART_LIST:
+    case PLAN_PART_UNIFORM: fprintf(f, "uniform"); break;
+    case PLAN_PART_PARAMETERS: fprintf(f, "parameters"); break;
+    case PLAN_PART_FLOPS: fprintf(f, "flops"); break;
+    case PLAN_PART_TYPE: fprintf(f, "\"type:%s\"", c->partition_regex); break;
+    case PLAN_PART_LIST:
         fputc('[', f);
         for (int i = 0; i < c->npartition_list; i++)
             fprintf(f, "%s%lld", i ? ", " : "", (long long)c->partition_list[i]);
@@ -75,7 +75,7 @@ void pc_summary_line(FILE *out, const PcFront *f, const PcPlan *pl)
     char p[32];
     char *s = pc_schedule_str(&f->cfg);
     fprintf(out, "%s: %d layer%s, %s parameters, %lld stage%s x %lld chunk%s, schedule %s", f->model.name,
-            f->model.nlayers, f->model.nlayers == 1 ? "" : "s", pc_commas(f->model.total_params, p, sizeof p),
+            f->model.nlayers, f->model.nlayers == 1 ? "" : "s", base_commas(f->model.total_params, p, sizeof p),
             (long long)f->cfg.stages, f->cfg.stages == 1 ? "" : "s", (long long)f->cfg.chunks,
             f->cfg.chunks == 1 ? "" : "s", s);
     if (pl && pl->ok)
@@ -84,7 +84,7 @@ void pc_summary_line(FILE *out, const PcFront *f, const PcPlan *pl)
     free(s);
 }
 
-static int part_of_layer(const PcPartition *pt, int layer)
+static int part_of_layer(const PlanPartition *pt, int layer)
 {
     for (int k = 0; k < pt->nparts; k++)
         if (layer >= pt->part[k].first && layer <= pt->part[k].last)
@@ -94,20 +94,20 @@ static int part_of_layer(const PcPartition *pt, int layer)
 
 void pc_stats_text(FILE *out, const PcFront *f, const PcPlan *p)
 {
-    const PcModel *m = &f->model;
-    const PcConfig *c = &f->cfg;
-    const PcPartition *pt = &f->part;
+    const PlanModel *m = &f->model;
+    const PlanConfig *c = &f->cfg;
+    const PlanPartition *pt = &f->part;
     char a[32], b[32], d[32], sh[96];
     char *sched = pc_schedule_str(c), *part = pc_partition_str(c);
     fprintf(out, "model %s: %d layer%s, %s parameters, %s forward FLOPs per sample\n", m->name, m->nlayers,
-            m->nlayers == 1 ? "" : "s", pc_commas(m->total_params, a, sizeof a), pc_commas(m->total_flops, b, sizeof b));
+            m->nlayers == 1 ? "" : "s", base_commas(m->total_params, a, sizeof a), base_commas(m->total_flops, b, sizeof b));
     for (int i = 0; i < m->ninputs; i++) {
-        pc_tensor_text(&m->input[i].t, 1, sh, sizeof sh);
+        plan_tensor_text(&m->input[i].t, 1, sh, sizeof sh);
         fprintf(out, "  input  %-10s %s\n", m->input[i].name, sh);
     }
     for (int i = 0; i < m->ntargets; i++) {
-        pc_tensor_text(&m->target[i].t, 1, sh, sizeof sh);
-        fprintf(out, "  target %-10s %s   (loss %s)\n", m->target[i].name, sh, pc_loss_names[m->loss]);
+        plan_tensor_text(&m->target[i].t, 1, sh, sizeof sh);
+        fprintf(out, "  target %-10s %s   (loss %s)\n", m->target[i].name, sh, plan_loss_names[m->loss]);
     }
     char dp[32];
     if (c->data_parallel)
@@ -123,21 +123,21 @@ void pc_stats_text(FILE *out, const PcFront *f, const PcPlan *p)
     fprintf(out, "%6s  %-18s %-20s %14s %16s %12s %6s\n", "layer", "type", "output", "params", "flops", "act bytes",
             "stage");
     for (int i = 0; i < m->nlayers; i++) {
-        const PcLayer *L = &m->layer[i];
+        const PlanLayer *L = &m->layer[i];
         char type[64];
         if (L->label)
-            snprintf(type, sizeof type, "%s as %s", pc_layer_names[L->kind], L->label);
+            snprintf(type, sizeof type, "%s as %s", plan_layer_names[L->kind], L->label);
         else
-            snprintf(type, sizeof type, "%s", pc_layer_names[L->kind]);
-        pc_tensor_text(&L->out, 0, sh, sizeof sh);
+            snprintf(type, sizeof type, "%s", plan_layer_names[L->kind]);
+        plan_tensor_text(&L->out, 0, sh, sizeof sh);
         int k = part_of_layer(pt, i);
         char st[24];
         if (pt->chunks > 1)
             snprintf(st, sizeof st, "%d.%d", pt->part[k].stage, pt->part[k].chunk);
         else
             snprintf(st, sizeof st, "%d", pt->part[k].stage);
-        fprintf(out, "%6d  %-18s %-20s %14s %16s %12s %6s", i, type, sh, pc_commas(L->params, a, sizeof a),
-                pc_commas(L->flops, b, sizeof b), pc_commas(L->act_bytes, d, sizeof d), st);
+        fprintf(out, "%6d  %-18s %-20s %14s %16s %12s %6s", i, type, sh, base_commas(L->params, a, sizeof a),
+                base_commas(L->flops, b, sizeof b), base_commas(L->act_bytes, d, sizeof d), st);
         if (L->tie >= 0)
             fprintf(out, "  (weight tied to layer %d)", L->tie);
         fputc('\n', out);
@@ -160,22 +160,22 @@ void pc_stats_text(FILE *out, const PcFront *f, const PcPlan *p)
                 held += pt->part[k].held;
                 flops += pt->part[k].flops;
             }
-        fprintf(out, "%6d  %-18s %14s %16s", s, layers, pc_commas(held, a, sizeof a), pc_commas(flops, b, sizeof b));
+        fprintf(out, "%6d  %-18s %14s %16s", s, layers, base_commas(held, a, sizeof a), base_commas(flops, b, sizeof b));
         int sent = 0;
         for (int k = 0; k + 1 < pt->nparts; k++) {
             if (pt->part[k].stage != s)
                 continue;
-            const PcBoundary *bd = &pt->bnd[k];
+            const PlanBoundary *bd = &pt->bnd[k];
             fprintf(out, "%s", sent ? "\n                                                             " : "  ");
             for (int j = 0; j < bd->nitems; j++) {
-                pc_tensor_text(&bd->item[j].t, 1, sh, sizeof sh);
+                plan_tensor_text(&bd->item[j].t, 1, sh, sizeof sh);
                 fprintf(out, "%s%s %s", j ? " + " : "", bd->item[j].name, sh);
             }
             if (bd->local)
-                fprintf(out, " = %s B -> chunk %d, same stage (no transfer)", pc_commas(bd->bytes, a, sizeof a),
+                fprintf(out, " = %s B -> chunk %d, same stage (no transfer)", base_commas(bd->bytes, a, sizeof a),
                         pt->part[k + 1].chunk);
             else
-                fprintf(out, " = %s B -> stage %d", pc_commas(bd->bytes, a, sizeof a), pt->part[k + 1].stage);
+                fprintf(out, " = %s B -> stage %d", base_commas(bd->bytes, a, sizeof a), pt->part[k + 1].stage);
             sent = 1;
         }
         if (!sent)
@@ -183,8 +183,8 @@ void pc_stats_text(FILE *out, const PcFront *f, const PcPlan *p)
         fputc('\n', out);
     }
     for (int t = 0; t < pt->nties; t++) {
-        const PcTie *x = &pt->tie[t];
-        const PcLayer *L = &m->layer[x->layer];
+        const PlanTie *x = &pt->tie[t];
+        const PlanLayer *L = &m->layer[x->layer];
         const char *owner = m->layer[x->owner].label ? m->layer[x->owner].label : "?";
         (void)L;
         fprintf(out, "\ntied: layer %d (linear) uses the weight of layer %d (%s)%s", x->layer, x->owner, owner,
@@ -233,7 +233,7 @@ static void jstr(FILE *out, const char *s)
     fputc('"', out);
 }
 
-static void jshape(FILE *out, const PcTensor *t)
+static void jshape(FILE *out, const PlanTensor *t)
 {
     fputc('[', out);
     for (int i = 0; i < t->ndim; i++)
@@ -241,13 +241,13 @@ static void jshape(FILE *out, const PcTensor *t)
     fputc(']', out);
 }
 
-static void jio(FILE *out, const PcIO *io, int n)
+static void jio(FILE *out, const PlanIO *io, int n)
 {
     fputc('[', out);
     for (int i = 0; i < n; i++) {
         fprintf(out, "%s{\"name\": ", i ? ", " : "");
         jstr(out, io[i].name);
-        fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", pc_dtype_name(io[i].t.dtype));
+        fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", plan_dtype_name(io[i].t.dtype));
         jshape(out, &io[i].t);
         fputc('}', out);
     }
@@ -256,9 +256,9 @@ static void jio(FILE *out, const PcIO *io, int n)
 
 void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p)
 {
-    const PcModel *m = &f->model;
-    const PcConfig *c = &f->cfg;
-    const PcPartition *pt = &f->part;
+    const PlanModel *m = &f->model;
+    const PlanConfig *c = &f->cfg;
+    const PlanPartition *pt = &f->part;
     char *sched = pc_schedule_str(c), *part = pc_partition_str(c);
     fprintf(out, "{\n  \"model\": ");
     jstr(out, m->name);
@@ -268,7 +268,7 @@ void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p)
     jio(out, m->input, m->ninputs);
     fprintf(out, ",\n  \"targets\": ");
     jio(out, m->target, m->ntargets);
-    fprintf(out, ",\n  \"loss\": \"%s\",\n", pc_loss_names[m->loss]);
+    fprintf(out, ",\n  \"loss\": \"%s\",\n", plan_loss_names[m->loss]);
     fprintf(out, "  \"pipeline\": {\"stages\": %lld, \"chunks\": %lld, \"data_parallel\": ", (long long)c->stages,
             (long long)c->chunks);
     if (c->data_parallel)
@@ -284,9 +284,9 @@ void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p)
     free(part);
     fprintf(out, "},\n  \"layers\": [\n");
     for (int i = 0; i < m->nlayers; i++) {
-        const PcLayer *L = &m->layer[i];
+        const PlanLayer *L = &m->layer[i];
         int k = part_of_layer(pt, i);
-        fprintf(out, "    {\"index\": %d, \"type\": \"%s\", ", i, pc_layer_names[L->kind]);
+        fprintf(out, "    {\"index\": %d, \"type\": \"%s\", ", i, plan_layer_names[L->kind]);
         if (L->label) {
             fprintf(out, "\"label\": ");
             jstr(out, L->label);
@@ -298,12 +298,12 @@ void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p)
         jshape(out, &L->out);
         fprintf(out, ", \"dtype\": \"%s\", \"params\": %" PRId64 ", \"flops\": %" PRId64 ", \"act_bytes\": %" PRId64
                      ", \"stage\": %d, \"chunk\": %d, \"part\": %d",
-                pc_dtype_name(L->out.dtype), L->params, L->flops, L->act_bytes, pt->part[k].stage, pt->part[k].chunk, k);
+                plan_dtype_name(L->out.dtype), L->params, L->flops, L->act_bytes, pt->part[k].stage, pt->part[k].chunk, k);
         if (L->tie >= 0)
             fprintf(out, ", \"tied_to\": %d", L->tie);
         fprintf(out, ", \"param_tensors\": [");
         for (int j = 0; j < L->nparams; j++) {
-            const PcParam *p = &L->param[j];
+            const PlanParam *p = &L->param[j];
             fprintf(out, "%s{\"name\": \"layers.%d.%s\", \"shape\": [", j ? ", " : "", i, p->name);
             for (int q = 0; q < p->ndim; q++)
                 fprintf(out, "%s%" PRId64, q ? ", " : "", p->dim[q]);
@@ -313,19 +313,19 @@ void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p)
     }
     fprintf(out, "  ],\n  \"parts\": [\n");
     for (int k = 0; k < pt->nparts; k++) {
-        const PcPart *p = &pt->part[k];
+        const PlanPart *p = &pt->part[k];
         fprintf(out,
                 "    {\"part\": %d, \"stage\": %d, \"chunk\": %d, \"first_layer\": %d, \"last_layer\": %d, "
                 "\"params\": %" PRId64 ", \"held\": %" PRId64 ", \"flops\": %" PRId64 ", \"sends\": ",
                 k, p->stage, p->chunk, p->first, p->last, p->params, p->held, p->flops);
         if (k + 1 < pt->nparts) {
-            const PcBoundary *bd = &pt->bnd[k];
+            const PlanBoundary *bd = &pt->bnd[k];
             fprintf(out, "{\"to_stage\": %d, \"to_chunk\": %d, \"local\": %s, \"bytes\": %" PRId64 ", \"items\": [",
                     pt->part[k + 1].stage, pt->part[k + 1].chunk, bd->local ? "true" : "false", bd->bytes);
             for (int j = 0; j < bd->nitems; j++) {
                 fprintf(out, "%s{\"name\": ", j ? ", " : "");
                 jstr(out, bd->item[j].name);
-                fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", pc_dtype_name(bd->item[j].t.dtype));
+                fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", plan_dtype_name(bd->item[j].t.dtype));
                 jshape(out, &bd->item[j].t);
                 fprintf(out, ", \"bytes\": %" PRId64 "}", bd->item[j].bytes);
             }

@@ -15,10 +15,10 @@ void pc_stats_json(FILE *out, const PcFront *f, const PcPlan *p);
  * schedule 1f1b, predicted bubble 8.8%: ok" */
 void pc_summary_line(FILE *out, const PcFront *f, const PcPlan *p);
 /* 57044810 -> "57,044,810" */
-const char *pc_commas(int64_t v, char *buf, size_t size);
+const char *base_commas(int64_t v, char *buf, size_t size);
 /* The schedule and partition as written back in the DSL
  * ("interleaved(chunks = 2)", "[0, 12]"); the caller frees. */
-char *pc_schedule_str(const PcConfig *c);
-char *pc_partition_str(const PcConfig *c);
+char *pc_schedule_str(const PlanConfig *c);
+char *pc_partition_str(const PlanConfig *c);
 
 #endif

@@ -307,24 +307,24 @@ static void check_output_file(const char *opt, const char *path, char *why, size
 
 /* Whether --data / --eval-data (opt) can replace the paths of the plan's
  * source d: "" or why not. */
-static void check_data_option(const PcData *d, const char *opt, const char *path, char *why, size_t n)
+static void check_data_option(const PlanData *d, const char *opt, const char *path, char *why, size_t n)
 {
     const char *comma = strchr(path, ',');
     why[0] = 0;
     if (!d->set)
         snprintf(why, n, "--%s: the plan has no eval_data to replace; add eval_data = ... to its train block", opt);
-    else if (d->kind == PC_DATA_SYNTHETIC)
+    else if (d->kind == PLAN_DATA_SYNTHETIC)
         snprintf(why, n, "--%s: the plan's %s is synthetic (generated, no files to replace); compile it with idx(...), "
                  "cifar10(...) or tokens(...) data", opt, !strcmp(opt, "data") ? "data" : "eval_data");
-    else if (d->kind == PC_DATA_IDX && (!comma || comma == path || !comma[1] || strchr(comma + 1, ',')))
+    else if (d->kind == PLAN_DATA_IDX && (!comma || comma == path || !comma[1] || strchr(comma + 1, ',')))
         snprintf(why, n, "--%s: idx data takes IMAGES,LABELS (two files, one comma), not '%.600s'", opt, path);
 }
 
 /* Replaces a data source's paths from the command line. */
-static void override_path(BaseArena *a, PcData *d, const char *path)
+static void override_path(BaseArena *a, PlanData *d, const char *path)
 {
     const char *comma = strchr(path, ',');
-    if (d->kind == PC_DATA_IDX && comma) {
+    if (d->kind == PLAN_DATA_IDX && comma) {
         d->path = base_arena_strdup(a, path, (size_t)(comma - path));
         d->path2 = base_arena_strdup(a, comma + 1, strlen(comma + 1));
     } else {
@@ -394,9 +394,9 @@ static void check_save_dir(const RtCtx *rt, const char *dir, char *why, size_t n
  * mean; every last-stage rank reads the global batch's targets to count. */
 static void target_scale(RtCtx *rt, int32_t *tmp)
 {
-    const PcModel *m = rt->m;
-    int64_t e = pc_tensor_elems(&m->target[0].t);
-    if (m->loss == PC_LOSS_MSE) {
+    const PlanModel *m = rt->m;
+    int64_t e = plan_tensor_elems(&m->target[0].t);
+    if (m->loss == PLAN_LOSS_MSE) {
         rt->target_scale = 1.0 / ((double)rt->global_batch * e);
         return;
     }
@@ -479,7 +479,7 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
     if (rt->dpi != 0)
         return;
     double loss = tot[1] > 0 ? tot[0] / tot[1] : 0, acc = tot[1] > 0 ? tot[2] / tot[1] : 0;
-    int cls = rt->m->loss == PC_LOSS_CROSS_ENTROPY;
+    int cls = rt->m->loss == PLAN_LOSS_CROSS_ENTROPY;
     if (cls)
         printf("eval step %lld: loss %.4f accuracy %.2f%% (%lld samples)\n", (long long)at_step, loss, 100 * acc,
                (long long)rt->eval.n);
@@ -724,7 +724,7 @@ int main(int argc, char **argv)
     rt->dp = rt->world / S;
     rt->stage = rt->rank / rt->dp;
     rt->dpi = rt->rank % rt->dp;
-    PcConfig *cfg = &rt->f.cfg;
+    PlanConfig *cfg = &rt->f.cfg;
     if (steps >= 0)
         cfg->steps = steps;
     if (seed >= 0)
@@ -772,19 +772,19 @@ int main(int argc, char **argv)
     }
     if (rt->verbose) {
         /* what this rank allocated, by part, beside pipec's prediction */
-        PcMemory want;
+        PlanMemory want;
         int64_t part[6];
-        pc_stage_memory(&rt->f, &rt->p.train, &rt->p.eval, rt->stage, &want);
-        pc_memory_parts(&want, part);
+        plan_stage_memory(&rt->f, &rt->p.train, &rt->p.eval, rt->stage, &want);
+        plan_memory_parts(&want, part);
         char parts[512], b[32], have[32], pred[32];
         size_t n = 0;
         for (int k = 0; k < RT_MEM_KINDS && n < sizeof parts; k++)
-            n += snprintf(parts + n, sizeof parts - n, "%s %s %s", k ? "," : "", pc_memory_part_names[k],
-                          pc_bytes_text((double)rt->mem[k], b, sizeof b));
+            n += snprintf(parts + n, sizeof parts - n, "%s %s %s", k ? "," : "", plan_memory_part_names[k],
+                          base_bytes_text((double)rt->mem[k], b, sizeof b));
         printf("[rank %d] pid %ld, stage %d of %d, replica %d of %d: %lld parameters; memory %s bytes (pipec "
                "predicted %s):%s\n",
                rt->rank, (long)getpid(), rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
-               pc_commas(rt_mem_total(rt), have, sizeof have), pc_commas(want.total, pred, sizeof pred), parts);
+               base_commas(rt_mem_total(rt), have, sizeof have), base_commas(want.total, pred, sizeof pred), parts);
         fflush(stdout);
     }
     if (resume) {
@@ -807,7 +807,7 @@ int main(int argc, char **argv)
     }
     if (rt->metrics_path)
         memory_records(rt);
-    int32_t *tmp = rt_alloc(rt, (pc_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
+    int32_t *tmp = rt_alloc(rt, (plan_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
     int stopped = 0, interrupted = 0;
     int live = reporter && (!strcmp(progress, "on") || (!strcmp(progress, "auto") && terminal_stdout()));
     double last_live = 0;

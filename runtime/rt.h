@@ -34,7 +34,7 @@ typedef struct RtParam {
 
 /* Where one layer keeps what it needs inside a slot, and its pointers. */
 typedef struct RtLayerRt {
-    const PcLayer *L;
+    const PlanLayer *L;
     int64_t in_elems, out_elems;  /* per sample */
     int64_t out_off;              /* slot offset (bytes) of its output */
     int64_t save_off, save_bytes; /* slot offset of extra saved state */
@@ -42,7 +42,7 @@ typedef struct RtLayerRt {
     int64_t ws_out, ws_save;      /* activation checkpointing: offsets in the chunk's workspace, or -1 */
     float *w, *b;                 /* parameters (a tied linear: the shared weight) */
     float *gw, *gb;
-    float *w2[12], *g2[12];       /* all tensors, in PcLayer.param order (transformer) */
+    float *w2[12], *g2[12];       /* all tensors, in PlanLayer.param order (transformer) */
     void *gpu_plan;               /* --device cuda: the layer's KcConvPlan (conv2d), else NULL */
 } RtLayerRt;
 
@@ -68,7 +68,7 @@ typedef struct RtChunk {
 } RtChunk;
 
 /* The kinds of training memory a rank allocates, in compiler/memory.h's
- * order (PcMemory): what `pipert --metrics` reports per rank and `pipec
+ * order (PlanMemory): what `pipert --metrics` reports per rank and `pipec
  * --stats` predicts per stage. */
 typedef enum RtMem {
     RT_MEM_PARAMETERS,
@@ -97,8 +97,8 @@ typedef struct RtCtx {
     /* what */
     PcFront f;
     PcPlan p;
-    const PcModel *m;
-    const PcConfig *c;
+    const PlanModel *m;
+    const PlanConfig *c;
     int64_t B;                    /* micro_batch_size */
     int64_t M;                    /* micro_batches */
     int64_t global_batch;         /* B * M * dp */
@@ -171,9 +171,9 @@ void *rt_host_arena(RtCtx *rt, RtMem kind, size_t bytes, const char *what);
 int64_t rt_mem_total(const RtCtx *rt);
 /* The geometry of a transformer_block for k_block.h, of a conv2d and a
  * pooling layer for k_cpu.h (the same structs serve k_cuda.h). */
-struct KBlock rt_block_geom(const PcLayer *L);
-struct KConv rt_conv_geom(const PcLayer *L);
-struct KPool rt_pool_geom(const PcLayer *L);
+struct KBlock rt_block_geom(const PlanLayer *L);
+struct KConv rt_conv_geom(const PlanLayer *L);
+struct KPool rt_pool_geom(const PlanLayer *L);
 
 /* rt_setup.c: arenas, parameters (initialised), slots, communicators. */
 void rt_setup(RtCtx *rt);

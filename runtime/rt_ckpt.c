@@ -238,8 +238,8 @@ static void shape_text(char *s, size_t n, int ndim, const int64_t *dim)
 /* The checks that need no file: the same model, optimizer, batch, data. */
 static void check_run(RtCtx *rt, const RtManifest *m, char *err, size_t errsize)
 {
-    const PcConfig *c = rt->c;
-    const char *opt = pc_optimizer_names[c->optimizer];
+    const PlanConfig *c = rt->c;
+    const char *opt = plan_optimizer_names[c->optimizer];
     if (strcmp(m->model, rt->m->name) != 0) {
         fmt(err, errsize, "the checkpoint is of model '%s'; this plan's model is '%s'", m->model, rt->m->name);
     } else if (strcmp(m->optimizer, opt) != 0) {
@@ -263,7 +263,7 @@ static void check_run(RtCtx *rt, const RtManifest *m, char *err, size_t errsize)
 /* Rank 0: every tensor the checkpoint holds must be one of this model's. */
 static void check_no_extra(RtCtx *rt, const RtManifest *m, char *err, size_t errsize)
 {
-    const PcModel *model = rt->m;
+    const PlanModel *model = rt->m;
     for (int t = 0; t < m->tensors->n; t++) {
         const char *name = m->tensors->keys[t];
         int found = 0;
@@ -310,7 +310,7 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
             break;
         const RtTensor *t = rt_safetensors_find(w, q->name);
         int li = q->k < 0 ? rt->m->layer[q->layer].tie : q->layer;
-        const PcParam *pp = &rt->m->layer[li].param[q->k < 0 ? 0 : q->k];
+        const PlanParam *pp = &rt->m->layer[li].param[q->k < 0 ? 0 : q->k];
         if (!t) {
             fmt(err, sizeof err, "%s/%s: stage %lld's weights lack tensor %s", m->root, m->dir, (long long)s, q->name);
             break;
@@ -415,7 +415,7 @@ static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out
         const RtParam *q = &rt->param[i];
         if (q->k < 0)
             continue; /* a tied copy: its owner's file holds it */
-        const PcParam *pp = &rt->m->layer[q->layer].param[q->k];
+        const PlanParam *pp = &rt->m->layer[q->layer].param[q->k];
         RtTensor t = {q->name, pp->ndim, {0}, q->p};
         for (int d = 0; d < pp->ndim; d++)
             t.dim[d] = pp->dim[d];
@@ -441,7 +441,7 @@ static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out
     out[1] = crc;
     fault_pause(step);
     const char *ok[] = {"format", "model", "step", "stage", "optimizer"};
-    const char *ov[] = {"pipe-optimizer", rt->m->name, stp, stage, pc_optimizer_names[rt->c->optimizer]};
+    const char *ov[] = {"pipe-optimizer", rt->m->name, stp, stage, plan_optimizer_names[rt->c->optimizer]};
     snprintf(path, sizeof path, "%s/optim-%d.safetensors", folder, rt->stage);
     if (rt_safetensors_write(path, o, no, ok, ov, 5, err, sizeof err) != 0)
         rt_fail(rt, __FILE__, __LINE__, "checkpoint: %s", err);
@@ -502,11 +502,11 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     RT_CHECK(rt, f, "out of memory");
-    const PcConfig *c = rt->c;
+    const PlanConfig *c = rt->c;
     fprintf(f, "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"model\": ", CKPT_FORMAT, CKPT_VERSION);
     rj_put_str(f, rt->m->name);
     fprintf(f, ",\n  \"step\": %lld,\n  \"steps\": %lld,\n  \"seed\": %llu,\n  \"optimizer\": \"%s\",\n",
-            (long long)step, (long long)c->steps, (unsigned long long)c->seed, pc_optimizer_names[c->optimizer]);
+            (long long)step, (long long)c->steps, (unsigned long long)c->seed, plan_optimizer_names[c->optimizer]);
     fprintf(f, "  \"global_batch\": %lld,\n  \"train_samples\": %lld,\n", (long long)rt->global_batch,
             (long long)rt->data.n);
     /* informational: what the step and seed stand for */
@@ -529,7 +529,7 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     }
     fprintf(f, "\n  ],\n  \"tensors\": {");
     /* every owned parameter, with the stage whose files hold it */
-    const PcPartition *pt = &rt->f.part;
+    const PlanPartition *pt = &rt->f.part;
     int first = 1;
     for (int s = 0; s < rt->stages; s++)
         for (int ch = 0; ch < rt->chunks; ch++) {

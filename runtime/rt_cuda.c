@@ -78,13 +78,13 @@ static RtGpu *gpu_of(RtCtx *rt)
 
 /* ---- checks ------------------------------------------------------------------ */
 
-static void kc_failed(RtCtx *rt, const char *file, int line, const char *call, const PcLayer *L)
+static void kc_failed(RtCtx *rt, const char *file, int line, const char *call, const PlanLayer *L)
     __attribute__((noreturn));
-static void kc_failed(RtCtx *rt, const char *file, int line, const char *call, const PcLayer *L)
+static void kc_failed(RtCtx *rt, const char *file, int line, const char *call, const PlanLayer *L)
 {
     const KcCtx *k = &gpu_of(rt)->kc;
     if (L)
-        rt_fail(rt, file, line, "%s failed, layer %d (%s): %s", call, L->index, pc_layer_names[L->kind], k->msg);
+        rt_fail(rt, file, line, "%s failed, layer %d (%s): %s", call, L->index, plan_layer_names[L->kind], k->msg);
     rt_fail(rt, file, line, "%s failed: %s", call, k->msg);
 }
 
@@ -186,13 +186,13 @@ static void g_params(RtCtx *rt)
 
 static void dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb, uint8_t *mask)
 {
-    const PcLayer *L = lr->L;
+    const PlanLayer *L = lr->L;
     KC(rt, L, kc_dropout_mask(&gpu_of(rt)->kc, mask, lr->out_elems, rt->B, (float)L->p, rt->c->seed,
                               (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb), (uint32_t)L->index));
 }
 
 /* transformer_block's dropout keys for micro-batch mb, as rt_layers.c's */
-static KBlockKeys block_keys(const RtCtx *rt, const PcLayer *L, int64_t mb)
+static KBlockKeys block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb)
 {
     KBlockKeys k = {!rt->evaluating, rt->c->seed, (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb),
                     (uint32_t)L->index};
@@ -202,38 +202,38 @@ static KBlockKeys block_keys(const RtCtx *rt, const PcLayer *L, int64_t mb)
 static void g_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
 {
     KcCtx *k = &gpu_of(rt)->kc;
-    const PcLayer *L = lr->L;
+    const PlanLayer *L = lr->L;
     int64_t B = rt->B, nin = B * lr->in_elems;
     const float *in = io->in;
     float *out = io->out;
     switch (L->kind) {
-    case PC_L_LINEAR: {
+    case PLAN_L_LINEAR: {
         int64_t fin = L->in.dim[L->in.ndim - 1];
         KC(rt, L, kc_linear_forward(k, out, in, lr->w, lr->b, nin / fin, fin, L->nout));
         break;
     }
-    case PC_L_CONV2D:
+    case PLAN_L_CONV2D:
         KC(rt, L, kc_conv2d_forward(k, (const KcConvPlan *)lr->gpu_plan, out, in, lr->w, lr->b));
         break;
-    case PC_L_MAXPOOL2D: {
+    case PLAN_L_MAXPOOL2D: {
         KPool g = rt_pool_geom(L);
         KC(rt, L, kc_maxpool2d_forward(k, out, (int32_t *)io->save, in, B, &g));
         break;
     }
-    case PC_L_AVGPOOL2D: {
+    case PLAN_L_AVGPOOL2D: {
         KPool g = rt_pool_geom(L);
         KC(rt, L, kc_avgpool2d_forward(k, out, in, B, &g));
         break;
     }
-    case PC_L_ADAPTIVE_AVGPOOL2D:
+    case PLAN_L_ADAPTIVE_AVGPOOL2D:
         KC(rt, L, kc_adaptive_avgpool2d_forward(k, out, in, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow));
         break;
-    case PC_L_RELU: KC(rt, L, kc_relu_forward(k, out, in, nin)); break;
-    case PC_L_GELU: KC(rt, L, kc_gelu_forward(k, out, in, nin)); break;
-    case PC_L_TANH: KC(rt, L, kc_tanh_forward(k, out, in, nin)); break;
-    case PC_L_SIGMOID: KC(rt, L, kc_sigmoid_forward(k, out, in, nin)); break;
-    case PC_L_FLATTEN: g_copy(rt, out, in, (size_t)nin * sizeof(float)); break;
-    case PC_L_DROPOUT:
+    case PLAN_L_RELU: KC(rt, L, kc_relu_forward(k, out, in, nin)); break;
+    case PLAN_L_GELU: KC(rt, L, kc_gelu_forward(k, out, in, nin)); break;
+    case PLAN_L_TANH: KC(rt, L, kc_tanh_forward(k, out, in, nin)); break;
+    case PLAN_L_SIGMOID: KC(rt, L, kc_sigmoid_forward(k, out, in, nin)); break;
+    case PLAN_L_FLATTEN: g_copy(rt, out, in, (size_t)nin * sizeof(float)); break;
+    case PLAN_L_DROPOUT:
         if (rt->evaluating || L->p == 0) {
             g_copy(rt, out, in, (size_t)nin * sizeof(float));
         } else {
@@ -242,64 +242,64 @@ static void g_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
             KC(rt, L, kc_dropout_forward(k, out, in, mask, (float)L->p, nin));
         }
         break;
-    case PC_L_LAYERNORM: {
+    case PLAN_L_LAYERNORM: {
         int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
         float *mean = io->save, *rstd = mean + rows;
         KC(rt, L, kc_layernorm_forward(k, out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps));
         break;
     }
-    case PC_L_TRANSFORMER_BLOCK: {
+    case PLAN_L_TRANSFORMER_BLOCK: {
         KBlock g = rt_block_geom(L);
         KBlockKeys keys = block_keys(rt, L, io->mb);
         KC(rt, L, kc_block_forward(k, out, io->save, in, io->mask, (const float *const *)lr->w2, B, &g, &keys,
                                    rt->scratch));
         break;
     }
-    case PC_L_EMBEDDING:
+    case PLAN_L_EMBEDDING:
         /* token ids were checked against the vocabulary when the data was opened */
         KC(rt, L, kc_embedding_forward(k, out, (const int32_t *)in, lr->w, lr->b, B, L->in.dim[0], L->dim));
         break;
     default:
-        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA implementation", L->index, pc_layer_names[L->kind]);
+        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA implementation", L->index, plan_layer_names[L->kind]);
     }
 }
 
 static void g_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
 {
     KcCtx *k = &gpu_of(rt)->kc;
-    const PcLayer *L = lr->L;
+    const PlanLayer *L = lr->L;
     int64_t B = rt->B, nin = B * lr->in_elems;
     const float *g = io->dout, *in = io->in, *out = io->out;
     float *din = io->din;
     switch (L->kind) {
-    case PC_L_LINEAR: {
+    case PLAN_L_LINEAR: {
         int64_t fin = L->in.dim[L->in.ndim - 1];
         KC(rt, L, kc_linear_backward_input(k, din, g, lr->w, nin / fin, fin, L->nout));
         break;
     }
-    case PC_L_CONV2D:
+    case PLAN_L_CONV2D:
         KC(rt, L, kc_conv2d_backward_input(k, (const KcConvPlan *)lr->gpu_plan, din, g, lr->w));
         break;
-    case PC_L_MAXPOOL2D: {
+    case PLAN_L_MAXPOOL2D: {
         KPool gm = rt_pool_geom(L);
         KC(rt, L, kc_maxpool2d_backward(k, din, g, (const int32_t *)io->save, B, &gm));
         break;
     }
-    case PC_L_AVGPOOL2D: {
+    case PLAN_L_AVGPOOL2D: {
         KPool gm = rt_pool_geom(L);
         KC(rt, L, kc_avgpool2d_backward(k, din, g, B, &gm));
         break;
     }
-    case PC_L_ADAPTIVE_AVGPOOL2D:
+    case PLAN_L_ADAPTIVE_AVGPOOL2D:
         KC(rt, L, kc_adaptive_avgpool2d_backward(k, din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh,
                                                  L->ow));
         break;
-    case PC_L_RELU: KC(rt, L, kc_relu_backward(k, din, g, in, nin)); break;
-    case PC_L_GELU: KC(rt, L, kc_gelu_backward(k, din, g, in, nin)); break;
-    case PC_L_TANH: KC(rt, L, kc_tanh_backward(k, din, g, out, nin)); break;
-    case PC_L_SIGMOID: KC(rt, L, kc_sigmoid_backward(k, din, g, out, nin)); break;
-    case PC_L_FLATTEN: g_copy(rt, din, g, (size_t)nin * sizeof(float)); break;
-    case PC_L_DROPOUT:
+    case PLAN_L_RELU: KC(rt, L, kc_relu_backward(k, din, g, in, nin)); break;
+    case PLAN_L_GELU: KC(rt, L, kc_gelu_backward(k, din, g, in, nin)); break;
+    case PLAN_L_TANH: KC(rt, L, kc_tanh_backward(k, din, g, out, nin)); break;
+    case PLAN_L_SIGMOID: KC(rt, L, kc_sigmoid_backward(k, din, g, out, nin)); break;
+    case PLAN_L_FLATTEN: g_copy(rt, din, g, (size_t)nin * sizeof(float)); break;
+    case PLAN_L_DROPOUT:
         if (L->p == 0) {
             g_copy(rt, din, g, (size_t)nin * sizeof(float));
         } else {
@@ -308,13 +308,13 @@ static void g_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io
             KC(rt, L, kc_dropout_backward(k, din, g, mask, (float)L->p, nin));
         }
         break;
-    case PC_L_LAYERNORM: {
+    case PLAN_L_LAYERNORM: {
         int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
         const float *mean = io->save, *rstd = mean + rows;
         KC(rt, L, kc_layernorm_backward_input(k, din, g, in, lr->w, mean, rstd, rows, d));
         break;
     }
-    case PC_L_TRANSFORMER_BLOCK: {
+    case PLAN_L_TRANSFORMER_BLOCK: {
         KBlock gm = rt_block_geom(L);
         KBlockKeys keys = block_keys(rt, L, io->mb);
         KC(rt, L, kc_block_backward_input(k, din, io->dsaved, g, in, io->save, io->mask, (const float *const *)lr->w2,
@@ -322,35 +322,35 @@ static void g_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io
         break;
     }
     default:
-        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA backward", L->index, pc_layer_names[L->kind]);
+        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA backward", L->index, plan_layer_names[L->kind]);
     }
 }
 
 static void g_backward_weight(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
 {
     KcCtx *k = &gpu_of(rt)->kc;
-    const PcLayer *L = lr->L;
+    const PlanLayer *L = lr->L;
     int64_t B = rt->B, nin = B * lr->in_elems;
     const float *dout = io->dout, *in = io->in;
     switch (L->kind) {
-    case PC_L_LINEAR: {
+    case PLAN_L_LINEAR: {
         int64_t fin = L->in.dim[L->in.ndim - 1];
         KC(rt, L, kc_linear_backward_weight(k, lr->gw, lr->gb, dout, in, nin / fin, fin, L->nout));
         break;
     }
-    case PC_L_CONV2D:
+    case PLAN_L_CONV2D:
         KC(rt, L, kc_conv2d_backward_weight(k, (const KcConvPlan *)lr->gpu_plan, lr->gw, lr->gb, dout, in));
         break;
-    case PC_L_LAYERNORM: {
+    case PLAN_L_LAYERNORM: {
         int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
         const float *mean = io->save, *rstd = mean + rows;
         KC(rt, L, kc_layernorm_backward_weight(k, lr->gw, lr->gb, dout, in, mean, rstd, rows, d));
         break;
     }
-    case PC_L_EMBEDDING:
+    case PLAN_L_EMBEDDING:
         KC(rt, L, kc_embedding_backward_weight(k, lr->gw, lr->gb, dout, (const int32_t *)in, B, L->in.dim[0], L->dim));
         break;
-    case PC_L_TRANSFORMER_BLOCK: {
+    case PLAN_L_TRANSFORMER_BLOCK: {
         KBlock gm = rt_block_geom(L);
         KC(rt, L, kc_block_backward_weight(k, (float *const *)lr->g2, io->dsaved, in, io->save, B, &gm, rt->scratch));
         break;
@@ -369,7 +369,7 @@ static void g_loss(RtCtx *rt, const RtLayerRt *last, float *dlogits, const float
              G->cap_loss);
     double *res = G->d_loss + 3 * (int64_t)G->nloss++;
     int64_t n = rt->B * last->out_elems;
-    if (rt->m->loss == PC_LOSS_CROSS_ENTROPY) {
+    if (rt->m->loss == PLAN_LOSS_CROSS_ENTROPY) {
         int64_t cls = last->L->out.dim[last->L->out.ndim - 1];
         KC(rt, last->L, kc_cross_entropy(&G->kc, dlogits, logits, (const int32_t *)targets, n / cls, cls,
                                          rt->target_scale, res));
@@ -386,7 +386,7 @@ static void g_fetch_losses(RtCtx *rt)
     if (G->nloss == 0)
         return;
     KC(rt, NULL, kc_fetch(&G->kc, G->h_loss, G->d_loss, 3 * G->nloss));
-    int xent = rt->m->loss == PC_LOSS_CROSS_ENTROPY;
+    int xent = rt->m->loss == PLAN_LOSS_CROSS_ENTROPY;
     for (int i = 0; i < G->nloss; i++) {
         rt->loss_sum += G->h_loss[3 * i];
         if (xent) {
@@ -433,7 +433,7 @@ static void g_add_tied(RtCtx *rt, RtParam *own, RtParam *copy)
 
 static int64_t target_bytes(const RtCtx *rt)
 {
-    return rt->B * pc_tensor_elems(&rt->m->target[0].t) * 4;
+    return rt->B * plan_tensor_elems(&rt->m->target[0].t) * 4;
 }
 
 /* The bytes of a slot that LoadMicroBatch writes: the input tuple (at
@@ -562,9 +562,9 @@ static void req_unstage(RtCtx *rt, XportReq *req)
 
 /* ---- setup -------------------------------------------------------------------------- */
 
-static KcPrec prec_of(PcPrecision p)
+static KcPrec prec_of(PlanPrecision p)
 {
-    return p == PC_PREC_BF16 ? KC_BF16 : p == PC_PREC_TF32 ? KC_TF32 : KC_FP32;
+    return p == PLAN_PREC_BF16 ? KC_BF16 : p == PLAN_PREC_TF32 ? KC_TF32 : KC_FP32;
 }
 
 static size_t max_z(size_t a, size_t b)
@@ -592,9 +592,9 @@ static void g_setup(RtCtx *rt)
     RtGpu *G = gpu_of(rt);
     KcCtx *k = &G->kc;
     int64_t B = rt->B;
-    const PcConfig *c = rt->c;
+    const PlanConfig *c = rt->c;
     kc_set_precision(k, prec_of(c->precision));
-    G->opt.kind = c->optimizer == PC_OPT_SGD ? KC_SGD : c->optimizer == PC_OPT_ADAM ? KC_ADAM : KC_ADAMW;
+    G->opt.kind = c->optimizer == PLAN_OPT_SGD ? KC_SGD : c->optimizer == PLAN_OPT_ADAM ? KC_ADAM : KC_ADAMW;
     G->opt.momentum = c->momentum, G->opt.weight_decay = c->weight_decay;
     G->opt.beta1 = c->beta1, G->opt.beta2 = c->beta2, G->opt.eps = c->eps, G->opt.nesterov = c->nesterov;
     RT_CHECK(rt, kc_optim_state_per_param(&G->opt) == rt_optim_state_per_param(c),
@@ -606,15 +606,15 @@ static void g_setup(RtCtx *rt)
         int n = ch->last - ch->first + 1;
         for (int i = 0; i < n; i++) {
             RtLayerRt *lr = &ch->lay[i];
-            const PcLayer *L = lr->L;
+            const PlanLayer *L = lr->L;
             int64_t nin = B * lr->in_elems;
             switch (L->kind) {
-            case PC_L_LINEAR: {
+            case PLAN_L_LINEAR: {
                 int64_t fin = L->in.dim[L->in.ndim - 1];
                 ws = max_z(ws, kc_linear_workspace(k, nin / fin, fin, L->nout));
                 break;
             }
-            case PC_L_CONV2D: {
+            case PLAN_L_CONV2D: {
                 KConv g = rt_conv_geom(L);
                 KcConvPlan *plan = rt_alloc(rt, sizeof *plan, "conv plan");
                 lr->gpu_plan = plan;
@@ -622,12 +622,12 @@ static void g_setup(RtCtx *rt)
                 ws = max_z(ws, plan->ws_bytes);
                 break;
             }
-            case PC_L_LAYERNORM: {
+            case PLAN_L_LAYERNORM: {
                 int64_t d = L->in.dim[L->in.ndim - 1];
                 ws = max_z(ws, kc_layernorm_workspace(nin / d, d));
                 break;
             }
-            case PC_L_TRANSFORMER_BLOCK: {
+            case PLAN_L_TRANSFORMER_BLOCK: {
                 KBlock g = rt_block_geom(L);
                 ws = max_z(ws, kc_block_workspace(k, &g, B));
                 break;
@@ -639,7 +639,7 @@ static void g_setup(RtCtx *rt)
         if (ch->is_last) {
             const RtLayerRt *last = &ch->lay[n - 1];
             int64_t e = B * last->out_elems;
-            int64_t rows = rt->m->loss == PC_LOSS_CROSS_ENTROPY ? e / last->L->out.dim[last->L->out.ndim - 1] : e;
+            int64_t rows = rt->m->loss == PLAN_LOSS_CROSS_ENTROPY ? e / last->L->out.dim[last->L->out.ndim - 1] : e;
             ws = max_z(ws, kc_loss_workspace(rows));
         }
     }

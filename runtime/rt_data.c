@@ -101,9 +101,9 @@ static int fail(char *err, size_t errsize, const char *fmt, ...)
     return -1;
 }
 
-static void shape_text(const PcTensor *t, char *buf, size_t size)
+static void shape_text(const PlanTensor *t, char *buf, size_t size)
 {
-    pc_tensor_text(t, 1, buf, size);
+    plan_tensor_text(t, 1, buf, size);
 }
 
 /* ---- random numbers ---------------------------------------------------------- */
@@ -157,46 +157,46 @@ static void rt_fill_uniform_int(int32_t *dst, int64_t n, uint64_t seed, int64_t 
 
 /* ---- what the model asks for ---------------------------------------------------- */
 
-static int64_t model_vocab(const PcModel *m)
+static int64_t model_vocab(const PlanModel *m)
 {
     for (int i = 0; i < m->nlayers; i++)
-        if (m->layer[i].kind == PC_L_EMBEDDING)
+        if (m->layer[i].kind == PLAN_L_EMBEDDING)
             return m->layer[i].vocab;
     return 0;
 }
 
-static int64_t model_classes(const PcModel *m)
+static int64_t model_classes(const PlanModel *m)
 {
     if (m->nlayers < 1)
         return 0;
-    const PcTensor *o = &m->layer[m->nlayers - 1].out;
+    const PlanTensor *o = &m->layer[m->nlayers - 1].out;
     return o->ndim > 0 ? o->dim[o->ndim - 1] : 0;
 }
 
-static int is_mask(const PcModel *m, int k)
+static int is_mask(const PlanModel *m, int k)
 {
-    if (k <= 0 || k >= m->ninputs || m->input[k].t.dtype != PC_F32)
+    if (k <= 0 || k >= m->ninputs || m->input[k].t.dtype != PLAN_F32)
         return 0;
     for (int i = 0; i < m->nlayers; i++)
-        if (m->layer[i].kind == PC_L_TRANSFORMER_BLOCK && m->layer[i].mask == k)
+        if (m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK && m->layer[i].mask == k)
             return 1;
-    const PcTensor *x = &m->input[0].t, *t = &m->input[k].t;
-    return x->dtype == PC_I32 && x->ndim == 1 && t->ndim == 1 && t->dim[0] == x->dim[0];
+    const PlanTensor *x = &m->input[0].t, *t = &m->input[k].t;
+    return x->dtype == PLAN_I32 && x->ndim == 1 && t->ndim == 1 && t->dim[0] == x->dim[0];
 }
 
 /* idx and cifar10: one float image input, one int32[] class target. */
-static int check_classifier(const PcModel *m, const char *what, const char *path, char *err, size_t es)
+static int check_classifier(const PlanModel *m, const char *what, const char *path, char *err, size_t es)
 {
     char s[96];
     if (m->ninputs != 1)
         return fail(err, es, "%s: %s data supplies one input (the image), but the model declares %d inputs", path,
                     what, m->ninputs);
-    if (m->input[0].t.dtype != PC_F32) {
+    if (m->input[0].t.dtype != PLAN_F32) {
         shape_text(&m->input[0].t, s, sizeof s);
         return fail(err, es, "%s: %s data supplies float32 images, but input '%s' is %s", path, what,
                     m->input[0].name, s);
     }
-    if (m->ntargets != 1 || m->loss != PC_LOSS_CROSS_ENTROPY || m->target[0].t.dtype != PC_I32 ||
+    if (m->ntargets != 1 || m->loss != PLAN_LOSS_CROSS_ENTROPY || m->target[0].t.dtype != PLAN_I32 ||
         m->target[0].t.ndim != 0)
         return fail(err, es, "%s: %s data supplies one class label per sample, for an int32[] target under "
                     "loss cross_entropy", path, what);
@@ -344,7 +344,7 @@ static void dims_text(const IdxHead *h, char *buf, size_t size)
         snprintf(buf + n, size - n, "]");
 }
 
-static int open_idx(RtData *d, const PcData *spec, const PcModel *m, char *err, size_t es)
+static int open_idx(RtData *d, const PlanData *spec, const PlanModel *m, char *err, size_t es)
 {
     const char *ip = spec->path, *lp = spec->path2;
     if (!ip || !lp)
@@ -357,7 +357,7 @@ static int open_idx(RtData *d, const PcData *spec, const PcModel *m, char *err, 
     gzFile gi = idx_open(ip, 0, &hi, err, es);
     if (!gi)
         return -1;
-    int64_t want = pc_tensor_elems(&m->input[0].t);
+    int64_t want = plan_tensor_elems(&m->input[0].t);
     if (hi.count != want) {
         char a[64], b[96];
         dims_text(&hi, a, sizeof a);
@@ -499,7 +499,7 @@ static int cifar_file(RtData *d, const char *path, char *err, size_t es)
     return 0;
 }
 
-static int open_cifar(RtData *d, const PcData *spec, const PcModel *m, int eval, char *err, size_t es)
+static int open_cifar(RtData *d, const PlanData *spec, const PlanModel *m, int eval, char *err, size_t es)
 {
     const char *dir = spec->path;
     if (!dir)
@@ -508,7 +508,7 @@ static int open_cifar(RtData *d, const PcData *spec, const PcModel *m, int eval,
         return -1;
     d->classes = model_classes(m);
     int64_t s = spec->resize > 0 ? spec->resize : RT_CIFAR_SIDE;
-    const PcTensor *t = &m->input[0].t;
+    const PlanTensor *t = &m->input[0].t;
     if (t->ndim != 3 || t->dim[0] != 3 || t->dim[1] != s || t->dim[2] != s) {
         char b[96];
         shape_text(t, b, sizeof b);
@@ -552,14 +552,14 @@ static int open_cifar(RtData *d, const PcData *spec, const PcModel *m, int eval,
 
 /* ---- tokens ---------------------------------------------------------------------- */
 
-static int open_tokens(RtData *d, const PcData *spec, const PcModel *m, char *err, size_t es)
+static int open_tokens(RtData *d, const PlanData *spec, const PlanModel *m, char *err, size_t es)
 {
     const char *path = spec->path;
     char s[96], s2[96];
     if (!path)
         return fail(err, es, "tokens data needs a file");
-    const PcTensor *x = &m->input[0].t;
-    if (x->dtype != PC_I32 || x->ndim != 1) {
+    const PlanTensor *x = &m->input[0].t;
+    if (x->dtype != PLAN_I32 || x->ndim != 1) {
         shape_text(x, s, sizeof s);
         return fail(err, es, "%s: tokens data supplies int32[T] token ids, but input '%s' is %s", path,
                     m->input[0].name, s);
@@ -571,8 +571,8 @@ static int open_tokens(RtData *d, const PcData *spec, const PcModel *m, char *er
             return fail(err, es, "%s: tokens data supplies only a float32[%lld] mask besides the tokens, but "
                         "input '%s' is %s", path, (long long)T, m->input[k].name, s);
         }
-    const PcTensor *y = &m->target[0].t;
-    if (m->ntargets != 1 || m->loss != PC_LOSS_CROSS_ENTROPY || y->dtype != PC_I32 || y->ndim != 1 ||
+    const PlanTensor *y = &m->target[0].t;
+    if (m->ntargets != 1 || m->loss != PLAN_LOSS_CROSS_ENTROPY || y->dtype != PLAN_I32 || y->ndim != 1 ||
         y->dim[0] != T) {
         shape_text(y, s, sizeof s);
         shape_text(x, s2, sizeof s2);
@@ -621,7 +621,7 @@ static int open_tokens(RtData *d, const PcData *spec, const PcModel *m, char *er
 
 /* ---- synthetic ------------------------------------------------------------------- */
 
-static int open_synthetic(RtData *d, const PcData *spec, const PcModel *m, char *err, size_t es)
+static int open_synthetic(RtData *d, const PlanData *spec, const PlanModel *m, char *err, size_t es)
 {
     char s[96];
     if (spec->samples < 1)
@@ -629,14 +629,14 @@ static int open_synthetic(RtData *d, const PcData *spec, const PcModel *m, char 
     d->vocab = model_vocab(m);
     d->classes = model_classes(m);
     for (int k = 0; k < m->ninputs; k++)
-        if (m->input[k].t.dtype == PC_I32 && d->vocab < 1) {
+        if (m->input[k].t.dtype == PLAN_I32 && d->vocab < 1) {
             shape_text(&m->input[k].t, s, sizeof s);
             return fail(err, es, "synthetic data: input '%s' is %s, but no embedding layer gives a vocabulary "
                         "for its ids", m->input[k].name, s);
         }
     if (m->ntargets != 1)
         return fail(err, es, "synthetic data: the model declares %d targets; one is needed", m->ntargets);
-    if (m->target[0].t.dtype == PC_I32 && d->classes < 1)
+    if (m->target[0].t.dtype == PLAN_I32 && d->classes < 1)
         return fail(err, es, "synthetic data: target '%s' holds class ids, but the model's output gives no "
                     "class count", m->target[0].name);
     d->n = spec->samples;
@@ -645,7 +645,7 @@ static int open_synthetic(RtData *d, const PcData *spec, const PcModel *m, char 
 
 /* ---- the contract ------------------------------------------------------------------ */
 
-int rt_data_open(RtData *d, const PcData *spec, const PcModel *m, uint64_t seed, int eval, char *err, size_t errsize)
+int rt_data_open(RtData *d, const PlanData *spec, const PlanModel *m, uint64_t seed, int eval, char *err, size_t errsize)
 {
     memset(d, 0, sizeof *d);
     d->kind = spec->kind;
@@ -657,10 +657,10 @@ int rt_data_open(RtData *d, const PcData *spec, const PcModel *m, uint64_t seed,
         return fail(err, errsize, "data: the model declares no input");
     int rc;
     switch (spec->kind) {
-    case PC_DATA_SYNTHETIC: rc = open_synthetic(d, spec, m, err, errsize); break;
-    case PC_DATA_IDX: rc = open_idx(d, spec, m, err, errsize); break;
-    case PC_DATA_CIFAR10: rc = open_cifar(d, spec, m, eval, err, errsize); break;
-    case PC_DATA_TOKENS: rc = open_tokens(d, spec, m, err, errsize); break;
+    case PLAN_DATA_SYNTHETIC: rc = open_synthetic(d, spec, m, err, errsize); break;
+    case PLAN_DATA_IDX: rc = open_idx(d, spec, m, err, errsize); break;
+    case PLAN_DATA_CIFAR10: rc = open_cifar(d, spec, m, eval, err, errsize); break;
+    case PLAN_DATA_TOKENS: rc = open_tokens(d, spec, m, err, errsize); break;
     default: rc = fail(err, errsize, "data: unknown source kind %d", (int)spec->kind); break;
     }
     if (rc == 0 && d->n < 1)
@@ -728,12 +728,12 @@ int64_t rt_data_index(RtData *d, int shuffle, int64_t step, int64_t pos, int64_t
 
 void rt_data_input(const RtData *d, int64_t sample, int k, void *dst)
 {
-    const PcModel *m = d->model;
-    const PcTensor *t = &m->input[k].t;
-    int64_t n = pc_tensor_elems(t);
+    const PlanModel *m = d->model;
+    const PlanTensor *t = &m->input[k].t;
+    int64_t n = plan_tensor_elems(t);
     switch (d->kind) {
-    case PC_DATA_SYNTHETIC:
-        if (t->dtype == PC_I32)
+    case PLAN_DATA_SYNTHETIC:
+        if (t->dtype == PLAN_I32)
             rt_fill_uniform_int(dst, n, d->seed, sample, (uint32_t)k, d->vocab);
         else if (is_mask(m, k))
             for (int64_t i = 0; i < n; i++)
@@ -741,7 +741,7 @@ void rt_data_input(const RtData *d, int64_t sample, int k, void *dst)
         else
             rt_fill_normal(dst, n, d->seed, sample, (uint32_t)k);
         break;
-    case PC_DATA_IDX: {
+    case PLAN_DATA_IDX: {
         float *o = dst;
         if (d->u8) {
             const uint8_t *p = d->u8 + sample * d->sample_elems;
@@ -752,7 +752,7 @@ void rt_data_input(const RtData *d, int64_t sample, int k, void *dst)
         }
         break;
     }
-    case PC_DATA_CIFAR10: {
+    case PLAN_DATA_CIFAR10: {
         float img[RT_CIFAR_PIXELS];
         const uint8_t *p = d->u8 + sample * RT_CIFAR_PIXELS;
         for (int i = 0; i < RT_CIFAR_PIXELS; i++)
@@ -760,7 +760,7 @@ void rt_data_input(const RtData *d, int64_t sample, int k, void *dst)
         rt_data_resize_bilinear(dst, img, 3, RT_CIFAR_SIDE, RT_CIFAR_SIDE, t->dim[1], t->dim[2]);
         break;
     }
-    case PC_DATA_TOKENS: {
+    case PLAN_DATA_TOKENS: {
         const uint16_t *tok = d->tokens + sample * d->sample_elems;
         if (k == 0) {
             int32_t *o = dst;
@@ -779,18 +779,18 @@ void rt_data_input(const RtData *d, int64_t sample, int k, void *dst)
 
 void rt_data_target(const RtData *d, int64_t sample, void *dst)
 {
-    const PcTensor *t = &d->model->target[0].t;
-    int64_t n = pc_tensor_elems(t);
+    const PlanTensor *t = &d->model->target[0].t;
+    int64_t n = plan_tensor_elems(t);
     switch (d->kind) {
-    case PC_DATA_SYNTHETIC:
-        if (t->dtype == PC_I32)
+    case PLAN_DATA_SYNTHETIC:
+        if (t->dtype == PLAN_I32)
             rt_fill_uniform_int(dst, n, d->seed, sample, RT_TARGET_SLOT, d->classes);
         else
             rt_fill_normal(dst, n, d->seed, sample, RT_TARGET_SLOT);
         break;
-    case PC_DATA_IDX:
-    case PC_DATA_CIFAR10: ((int32_t *)dst)[0] = d->labels[sample]; break;
-    case PC_DATA_TOKENS: {
+    case PLAN_DATA_IDX:
+    case PLAN_DATA_CIFAR10: ((int32_t *)dst)[0] = d->labels[sample]; break;
+    case PLAN_DATA_TOKENS: {
         /* the next token of each position; the window starts one later */
         const uint16_t *tok = d->tokens + sample * d->sample_elems + 1;
         int32_t *o = dst;

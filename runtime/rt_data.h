@@ -38,9 +38,9 @@
 #include "model.h"
 
 typedef struct RtData {
-    PcDataKind kind;
+    PlanDataKind kind;
     int64_t n;               /* samples */
-    const PcModel *model;
+    const PlanModel *model;
     /* what each sample holds, per model input and for the target */
     uint8_t *u8;             /* idx/cifar images (before scaling), if stored as bytes */
     float *f32;              /* idx float images, or resized cifar images */
@@ -61,7 +61,7 @@ typedef struct RtData {
  * size against the model's inputs and target, and token ids against the
  * vocabulary, before training starts. Returns 0, or -1 with a message that
  * names the file (and, for bad contents, the offset or sample). */
-int rt_data_open(RtData *d, const PcData *spec, const PcModel *m, uint64_t seed, int eval, char *err, size_t errsize);
+int rt_data_open(RtData *d, const PlanData *spec, const PlanModel *m, uint64_t seed, int eval, char *err, size_t errsize);
 void rt_data_close(RtData *d);
 
 /* The sample at position pos of step's global batch of size batch. */

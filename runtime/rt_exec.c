@@ -43,7 +43,7 @@ static unsigned char *slot_of(RtChunk *ch, int buf)
 static void load(RtCtx *rt, RtChunk *ch, unsigned char *slot, int64_t mb)
 {
     RtData *d = rt->evaluating ? &rt->eval : &rt->data;
-    const PcModel *m = rt->m;
+    const PlanModel *m = rt->m;
     int64_t batch = rt->global_batch;
     for (int64_t b = 0; b < rt->B; b++) {
         int64_t pos = rt_sample_base(rt, mb) + b, idx;
@@ -58,16 +58,16 @@ static void load(RtCtx *rt, RtChunk *ch, unsigned char *slot, int64_t mb)
         if (ch->is_first) {
             unsigned char *dst = slot + ch->in_off;
             for (int k = 0; k < m->ninputs; k++) {
-                int64_t e = pc_tensor_elems(&m->input[k].t);
+                int64_t e = plan_tensor_elems(&m->input[k].t);
                 rt_data_input(d, idx, k, dst + b * e * 4);
                 dst += rt->B * e * 4;
             }
         }
         if (ch->is_last) {
-            int64_t e = pc_tensor_elems(&m->target[0].t);
+            int64_t e = plan_tensor_elems(&m->target[0].t);
             void *dst = slot + ch->tgt_off + b * e * 4;
             rt_data_target(d, idx, dst);
-            if (past_end && m->loss == PC_LOSS_CROSS_ENTROPY)
+            if (past_end && m->loss == PLAN_LOSS_CROSS_ENTROPY)
                 for (int64_t j = 0; j < (e ? e : 1); j++)
                     ((int32_t *)dst)[j] = -1;
         }
@@ -99,7 +99,7 @@ static unsigned char *link_slot(RtCtx *rt, RtChunk *ch, int link)
 static void reduce_tied(RtCtx *rt)
 {
     for (int t = 0; t < rt->f.part.nties; t++) {
-        const PcTie *tie = &rt->f.part.tie[t];
+        const PlanTie *tie = &rt->f.part.tie[t];
         RtParam *own = NULL, *copy = NULL;
         for (int i = 0; i < rt->nparam; i++) {
             RtParam *q = &rt->param[i];

@@ -53,11 +53,11 @@ static int64_t input_item_at(const RtCtx *rt, const RtChunk *ch, const char *nam
         for (int q = 0; q < rt->m->ninputs; q++) {
             if (strcmp(rt->m->input[q].name, name) == 0)
                 return off;
-            off += rt->B * pc_tensor_elems(&rt->m->input[q].t) * 4;
+            off += rt->B * plan_tensor_elems(&rt->m->input[q].t) * 4;
         }
         return -1;
     }
-    const PcBoundary *b = &rt->f.part.bnd[ch->part - 1];
+    const PlanBoundary *b = &rt->f.part.bnd[ch->part - 1];
     for (int q = 0; q < b->nitems; q++) {
         if (strcmp(b->item[q].name, name) == 0)
             return off;
@@ -74,7 +74,7 @@ static const float *side_input(RtCtx *rt, const RtChunk *ch, const unsigned char
     return (const float *)(slot + ch->in_off + off);
 }
 
-static const float *block_mask(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const PcLayer *L)
+static const float *block_mask(RtCtx *rt, const RtChunk *ch, const unsigned char *slot, const PlanLayer *L)
 {
     return L->mask >= 0 ? side_input(rt, ch, slot, rt->m->input[L->mask].name) : NULL;
 }
@@ -86,7 +86,7 @@ static uint64_t sample_of(const RtCtx *rt, int64_t mb, int64_t b)
 }
 
 /* transformer_block's dropout keys for micro-batch mb (k_block.h) */
-static KBlockKeys block_keys(const RtCtx *rt, const PcLayer *L, int64_t mb)
+static KBlockKeys block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb)
 {
     KBlockKeys k = {!rt->evaluating, rt->c->seed, (uint64_t)rt->step, sample_of(rt, mb, 0), (uint32_t)L->index};
     return k;
@@ -114,47 +114,47 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, in
     int64_t B = rt->B;
     {
         RtLayerRt *lr = &ch->lay[i];
-        const PcLayer *L = lr->L;
+        const PlanLayer *L = lr->L;
         const float *in = layer_input(ch, slot, i);
         float *out = lay_out(ch, slot, lr);
         int64_t nin = B * lr->in_elems, nout = B * lr->out_elems;
         if (rt->gpu) {
             RtLayerIO io = {in, out, lay_save(ch, slot, lr), NULL, NULL, NULL, NULL, mb};
-            if (L->kind == PC_L_TRANSFORMER_BLOCK)
+            if (L->kind == PLAN_L_TRANSFORMER_BLOCK)
                 io.mask = block_mask(rt, ch, slot, L);
             rt->gpu->forward(rt, lr, &io);
             return;
         }
         switch (L->kind) {
-        case PC_L_LINEAR: {
+        case PLAN_L_LINEAR: {
             int64_t fin = L->in.dim[L->in.ndim - 1];
             k_linear_forward(out, in, lr->w, lr->b, nin / fin, fin, L->nout);
             break;
         }
-        case PC_L_CONV2D: {
+        case PLAN_L_CONV2D: {
             KConv g = rt_conv_geom(L);
             k_conv2d_forward(out, in, lr->w, lr->b, B, &g, rt->scratch);
             break;
         }
-        case PC_L_MAXPOOL2D: {
+        case PLAN_L_MAXPOOL2D: {
             KPool g = rt_pool_geom(L);
             k_maxpool2d_forward(out, (int32_t *)lay_save(ch, slot, lr), in, B, &g);
             break;
         }
-        case PC_L_AVGPOOL2D: {
+        case PLAN_L_AVGPOOL2D: {
             KPool g = rt_pool_geom(L);
             k_avgpool2d_forward(out, in, B, &g);
             break;
         }
-        case PC_L_ADAPTIVE_AVGPOOL2D:
+        case PLAN_L_ADAPTIVE_AVGPOOL2D:
             k_adaptive_avgpool2d_forward(out, in, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
             break;
-        case PC_L_RELU: k_relu_forward(out, in, nin); break;
-        case PC_L_GELU: k_gelu_forward(out, in, nin); break;
-        case PC_L_TANH: k_tanh_forward(out, in, nin); break;
-        case PC_L_SIGMOID: k_sigmoid_forward(out, in, nin); break;
-        case PC_L_FLATTEN: memmove(out, in, nin * sizeof(float)); break;
-        case PC_L_DROPOUT:
+        case PLAN_L_RELU: k_relu_forward(out, in, nin); break;
+        case PLAN_L_GELU: k_gelu_forward(out, in, nin); break;
+        case PLAN_L_TANH: k_tanh_forward(out, in, nin); break;
+        case PLAN_L_SIGMOID: k_sigmoid_forward(out, in, nin); break;
+        case PLAN_L_FLATTEN: memmove(out, in, nin * sizeof(float)); break;
+        case PLAN_L_DROPOUT:
             if (rt->evaluating || L->p == 0) {
                 memmove(out, in, nin * sizeof(float));
             } else {
@@ -163,24 +163,24 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, in
                 k_dropout_forward(out, in, mask, (float)L->p, nin);
             }
             break;
-        case PC_L_LAYERNORM: {
+        case PLAN_L_LAYERNORM: {
             int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
             float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
             k_layernorm_forward(out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps);
             break;
         }
-        case PC_L_TRANSFORMER_BLOCK: {
+        case PLAN_L_TRANSFORMER_BLOCK: {
             KBlock g = rt_block_geom(L);
             KBlockKeys keys = block_keys(rt, L, mb);
             k_block_forward(out, lay_save(ch, slot, lr), in, block_mask(rt, ch, slot, L),
                             (const float *const *)lr->w2, B, &g, &keys, rt->scratch);
             break;
         }
-        case PC_L_EMBEDDING:
+        case PLAN_L_EMBEDDING:
             k_embedding_forward(out, (const int32_t *)in, lr->w, lr->b, B, L->in.dim[0], L->dim);
             break;
         default:
-            RT_CHECK(rt, 0, "layer %d (%s) has no CPU implementation", L->index, pc_layer_names[L->kind]);
+            RT_CHECK(rt, 0, "layer %d (%s) has no CPU implementation", L->index, plan_layer_names[L->kind]);
         }
         (void)nout;
     }
@@ -196,7 +196,7 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
         forward_layer(rt, ch, slot, i, mb);
     /* side inputs that travel on are copied behind the main output */
     if (!ch->is_last) {
-        const PcBoundary *bo = &rt->f.part.bnd[ch->part];
+        const PlanBoundary *bo = &rt->f.part.bnd[ch->part];
         int64_t off = B * ch->lay[n - 1].out_elems * 4;
         for (int j = 1; j < bo->nitems; j++) {
             int64_t in_at = input_item_at(rt, ch, bo->item[j].name);
@@ -212,9 +212,9 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
         if (rt->gpu) {
             /* queued; the totals arrive at fetch_losses (the mse count is known now) */
             rt->gpu->loss(rt, last, dl, logits, at(slot, ch->tgt_off));
-            if (rt->m->loss != PC_LOSS_CROSS_ENTROPY)
+            if (rt->m->loss != PLAN_LOSS_CROSS_ENTROPY)
                 rt->loss_count += B * last->out_elems;
-        } else if (rt->m->loss == PC_LOSS_CROSS_ENTROPY) {
+        } else if (rt->m->loss == PLAN_LOSS_CROSS_ENTROPY) {
             int64_t cls = last->L->out.dim[last->L->out.ndim - 1];
             int64_t count = 0, correct = 0;
             rt->loss_sum += k_cross_entropy(dl, logits, (const int32_t *)at(slot, ch->tgt_off), B * last->out_elems / cls,
@@ -238,7 +238,7 @@ static int keeps_dout(const RtLayerRt *lr)
 static void weight_grads(RtCtx *rt, const RtChunk *ch, RtLayerRt *lr, unsigned char *slot, const float *dout,
                          const float *in, int64_t mb)
 {
-    const PcLayer *L = lr->L;
+    const PlanLayer *L = lr->L;
     int64_t B = rt->B, nin = B * lr->in_elems;
     if (rt->gpu) {
         RtLayerIO io = {in, NULL, lay_save(ch, slot, lr), NULL, dout, NULL, NULL, mb};
@@ -247,23 +247,23 @@ static void weight_grads(RtCtx *rt, const RtChunk *ch, RtLayerRt *lr, unsigned c
     }
     (void)mb;
     switch (L->kind) {
-    case PC_L_LINEAR: {
+    case PLAN_L_LINEAR: {
         int64_t fin = L->in.dim[L->in.ndim - 1];
         k_linear_backward_weight(lr->gw, lr->gb, dout, in, nin / fin, fin, L->nout);
         break;
     }
-    case PC_L_CONV2D: {
+    case PLAN_L_CONV2D: {
         KConv g = rt_conv_geom(L);
         k_conv2d_backward_weight(lr->gw, lr->gb, dout, in, B, &g, rt->scratch);
         break;
     }
-    case PC_L_LAYERNORM: {
+    case PLAN_L_LAYERNORM: {
         int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
         const float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
         k_layernorm_backward_weight(lr->gw, lr->gb, dout, in, mean, rstd, rows, d);
         break;
     }
-    case PC_L_EMBEDDING:
+    case PLAN_L_EMBEDDING:
         k_embedding_backward_weight(lr->gw, lr->gb, dout, (const int32_t *)in, B, L->in.dim[0], L->dim);
         break;
     default:
@@ -280,11 +280,11 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
     int64_t B = rt->B;
     const float *g = *gp;
     RtLayerRt *lr = &ch->lay[i];
-    const PcLayer *L = lr->L;
+    const PlanLayer *L = lr->L;
     const float *in = layer_input(ch, slot, i);
     const float *out = lay_out(ch, slot, lr);
     int64_t nin = B * lr->in_elems;
-    if (L->kind == PC_L_TRANSFORMER_BLOCK) {
+    if (L->kind == PLAN_L_TRANSFORMER_BLOCK) {
         KBlock gm = rt_block_geom(L);
         float *scratch = rt->scratch;
         /* split: the output gradients stay in the slot for the W half;
@@ -334,35 +334,35 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         rt->gpu->backward_input(rt, lr, &io);
     } else if (need_din) {
         switch (L->kind) {
-        case PC_L_LINEAR: {
+        case PLAN_L_LINEAR: {
             int64_t fin = L->in.dim[L->in.ndim - 1];
             k_linear_backward_input(din, g, lr->w, nin / fin, fin, L->nout);
             break;
         }
-        case PC_L_CONV2D: {
+        case PLAN_L_CONV2D: {
             KConv gm = rt_conv_geom(L);
             k_conv2d_backward_input(din, g, lr->w, B, &gm, rt->scratch);
             break;
         }
-        case PC_L_MAXPOOL2D: {
+        case PLAN_L_MAXPOOL2D: {
             KPool gm = rt_pool_geom(L);
             k_maxpool2d_backward(din, g, (const int32_t *)lay_save(ch, slot, lr), B, &gm);
             break;
         }
-        case PC_L_AVGPOOL2D: {
+        case PLAN_L_AVGPOOL2D: {
             KPool gm = rt_pool_geom(L);
             k_avgpool2d_backward(din, g, B, &gm);
             break;
         }
-        case PC_L_ADAPTIVE_AVGPOOL2D:
+        case PLAN_L_ADAPTIVE_AVGPOOL2D:
             k_adaptive_avgpool2d_backward(din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
             break;
-        case PC_L_RELU: k_relu_backward(din, g, in, nin); break;
-        case PC_L_GELU: k_gelu_backward(din, g, in, nin); break;
-        case PC_L_TANH: k_tanh_backward(din, g, out, nin); break;
-        case PC_L_SIGMOID: k_sigmoid_backward(din, g, out, nin); break;
-        case PC_L_FLATTEN: memmove(din, g, nin * sizeof(float)); break;
-        case PC_L_DROPOUT:
+        case PLAN_L_RELU: k_relu_backward(din, g, in, nin); break;
+        case PLAN_L_GELU: k_gelu_backward(din, g, in, nin); break;
+        case PLAN_L_TANH: k_tanh_backward(din, g, out, nin); break;
+        case PLAN_L_SIGMOID: k_sigmoid_backward(din, g, out, nin); break;
+        case PLAN_L_FLATTEN: memmove(din, g, nin * sizeof(float)); break;
+        case PLAN_L_DROPOUT:
             if (L->p == 0) {
                 memmove(din, g, nin * sizeof(float));
             } else {
@@ -371,14 +371,14 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
                 k_dropout_backward(din, g, mask, (float)L->p, nin);
             }
             break;
-        case PC_L_LAYERNORM: {
+        case PLAN_L_LAYERNORM: {
             int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
             const float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
             k_layernorm_backward_input(din, g, in, lr->w, mean, rstd, rows, d);
             break;
         }
         default:
-            RT_CHECK(rt, 0, "layer %d (%s) has no CPU backward", L->index, pc_layer_names[L->kind]);
+            RT_CHECK(rt, 0, "layer %d (%s) has no CPU backward", L->index, plan_layer_names[L->kind]);
         }
     }
     if (weight)

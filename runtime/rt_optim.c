@@ -30,13 +30,13 @@
 /* M_PI is XSI, not C11 or POSIX; the build asks only for POSIX. */
 static const double rt_pi = 3.14159265358979323846;
 
-int rt_optim_state_per_param(const PcConfig *c)
+int rt_optim_state_per_param(const PlanConfig *c)
 {
-    return pc_optim_state_per_param(c); /* the memory planner's answer, so both agree */
+    return plan_optim_state_per_param(c); /* the memory planner's answer, so both agree */
 }
 
 /* torch.optim.sgd._single_tensor_sgd with dampening 0, maximize False. */
-static void sgd_step(const PcConfig *c, float *p, const float *g, float *buf, int64_t n, int64_t t, double lr)
+static void sgd_step(const PlanConfig *c, float *p, const float *g, float *buf, int64_t n, int64_t t, double lr)
 {
     const float wd = (float)c->weight_decay, mom = (float)c->momentum, neg_lr = (float)-lr;
     const int use_wd = c->weight_decay != 0, use_mom = c->momentum != 0, nesterov = c->nesterov;
@@ -60,7 +60,7 @@ static void sgd_step(const PcConfig *c, float *p, const float *g, float *buf, in
 /* torch.optim.adam._single_tensor_adam (amsgrad False, not capturable), and
  * _single_tensor_adamw, which decays the parameter first instead of adding
  * weight_decay * p to the gradient. */
-static void adam_step(const PcConfig *c, int decoupled, float *p, const float *g, float *m, float *v, int64_t n, int64_t t,
+static void adam_step(const PlanConfig *c, int decoupled, float *p, const float *g, float *m, float *v, int64_t n, int64_t t,
                       double lr)
 {
     const double b1 = c->beta1, b2 = c->beta2;
@@ -91,16 +91,16 @@ static void adam_step(const PcConfig *c, int decoupled, float *p, const float *g
     }
 }
 
-void rt_optim_step(const PcConfig *c, float *p, const float *g, float *state, int64_t n, int64_t t, double lr)
+void rt_optim_step(const PlanConfig *c, float *p, const float *g, float *state, int64_t n, int64_t t, double lr)
 {
     switch (c->optimizer) {
-    case PC_OPT_SGD:
+    case PLAN_OPT_SGD:
         sgd_step(c, p, g, state, n, t, lr);
         break;
-    case PC_OPT_ADAM:
+    case PLAN_OPT_ADAM:
         adam_step(c, 0, p, g, state, state + n, n, t, lr);
         break;
-    case PC_OPT_ADAMW:
+    case PLAN_OPT_ADAMW:
         adam_step(c, 1, p, g, state, state + n, n, t, lr);
         break;
     default:
@@ -108,9 +108,9 @@ void rt_optim_step(const PcConfig *c, float *p, const float *g, float *state, in
     }
 }
 
-double rt_lr_at(const PcConfig *c, int64_t step)
+double rt_lr_at(const PlanConfig *c, int64_t step)
 {
-    if (c->lr_schedule != PC_LR_COSINE)
+    if (c->lr_schedule != PLAN_LR_COSINE)
         return c->lr;
     if (step < c->warmup)
         return c->lr * (double)(step + 1) / (double)c->warmup;

@@ -17,16 +17,16 @@
 #include "config.h"
 
 /* State floats per parameter: SGD with momentum 1, Adam/AdamW 2, else 0. */
-int rt_optim_state_per_param(const PcConfig *c);
+int rt_optim_state_per_param(const PlanConfig *c);
 /* One step over n parameters. state holds rt_optim_state_per_param(c) * n
  * floats, zeroed before the first step; t is the step number from 1; lr
  * the learning rate for this step. */
-void rt_optim_step(const PcConfig *c, float *p, const float *g, float *state, int64_t n, int64_t t, double lr);
+void rt_optim_step(const PlanConfig *c, float *p, const float *g, float *state, int64_t n, int64_t t, double lr);
 
 /* The learning rate at step (from 0): constant, or cosine(warmup, min_lr):
  * lr * (step + 1) / warmup while step < warmup, then
  * min_lr + (lr - min_lr) * (1 + cos(pi * (step - warmup) / (steps - warmup))) / 2. */
-double rt_lr_at(const PcConfig *c, int64_t step);
+double rt_lr_at(const PlanConfig *c, int64_t step);
 
 /* Sum of squares of g (in double), for the global gradient norm. */
 double rt_sumsq(const float *g, int64_t n);

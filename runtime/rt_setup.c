@@ -93,20 +93,20 @@ int64_t rt_mem_total(const RtCtx *rt)
     return t;
 }
 
-KBlock rt_block_geom(const PcLayer *L)
+KBlock rt_block_geom(const PlanLayer *L)
 {
     KBlock g = {L->in.dim[0], L->in.dim[1], L->heads, L->mlp, L->causal, (float)L->eps, (float)L->p};
     return g;
 }
 
-KConv rt_conv_geom(const PcLayer *L)
+KConv rt_conv_geom(const PlanLayer *L)
 {
     KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
                L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
     return g;
 }
 
-KPool rt_pool_geom(const PcLayer *L)
+KPool rt_pool_geom(const PlanLayer *L)
 {
     KPool g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2], L->kh,
                L->kw,        L->sh,        L->sw,        L->ph,         L->pw};
@@ -117,8 +117,8 @@ KPool rt_pool_geom(const PcLayer *L)
  * predicts from, so what --stats says is what is allocated here. */
 static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
 {
-    PcChunkLayout l;
-    pc_chunk_layout(rt->m, &rt->f.part, rt->B, ch->part, split, ch->ac, &l);
+    PlanChunkLayout l;
+    plan_chunk_layout(rt->m, &rt->f.part, rt->B, ch->part, split, ch->ac, &l);
     ch->in_off = l.in_off, ch->in_bytes = l.in_bytes, ch->tgt_off = l.tgt_off;
     ch->outt_off = l.outt_off, ch->outt_bytes = l.outt_bytes, ch->dout_off = l.dout_off;
     ch->slot_bytes = l.slot_bytes, ch->ws_bytes = l.ws_bytes, ch->gin_elems = l.gin_elems;
@@ -126,7 +126,7 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
     ch->lay = rt_alloc(rt, n * sizeof *ch->lay, "layers");
     for (int i = 0; i < n; i++) {
         RtLayerRt *lr = &ch->lay[i];
-        const PcLayerLayout *y = &l.lay[i];
+        const PlanLayerLayout *y = &l.lay[i];
         lr->L = &rt->m->layer[ch->first + i];
         lr->in_elems = y->in_elems, lr->out_elems = y->out_elems;
         lr->out_off = y->out_off, lr->save_off = y->save_off, lr->save_bytes = y->save_bytes;
@@ -136,21 +136,21 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
         rt->work_elems = l.work_elems;
     if (l.scratch_elems > rt->scratch_elems)
         rt->scratch_elems = l.scratch_elems;
-    pc_chunk_layout_free(&l);
+    plan_chunk_layout_free(&l);
 }
 
 /* Parameters of this stage, in layer order; a tied linear whose owner is on
  * another stage gets a copy, initialised as the owner is. */
 static void setup_params(RtCtx *rt)
 {
-    const PcModel *m = rt->m;
+    const PlanModel *m = rt->m;
     int cap = 16;
     rt->param = rt_alloc(rt, cap * sizeof *rt->param, "parameter table");
     int64_t total = 0;
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
         for (int i = ch->first; i <= ch->last; i++) {
-            const PcLayer *L = &m->layer[i];
+            const PlanLayer *L = &m->layer[i];
             int extra = L->tie >= 0 ? 1 : 0;
             for (int k = -extra; k < L->nparams; k++) {
                 if (rt->nparam == cap) {
@@ -162,7 +162,7 @@ static void setup_params(RtCtx *rt)
                 memset(q, 0, sizeof *q);
                 q->layer = i, q->k = k;
                 if (k < 0) {
-                    const PcParam *w = &m->layer[L->tie].param[0];
+                    const PlanParam *w = &m->layer[L->tie].param[0];
                     q->n = w->count;
                     snprintf(q->name, sizeof q->name, "layers.%d.%s", L->tie, w->name);
                     q->counts_in_norm = 0; /* the owner counts it once */
@@ -192,15 +192,15 @@ static void setup_params(RtCtx *rt)
         /* PyTorch's defaults: Linear and Conv2d U(-1/sqrt(fan_in), ..) for
          * weight and bias; Embedding N(0, 1); LayerNorm 1 and 0 */
         int li = q->k < 0 ? m->layer[q->layer].tie : q->layer;
-        const PcLayer *L = &m->layer[li];
+        const PlanLayer *L = &m->layer[li];
         int k = q->k < 0 ? 0 : q->k;
         const char *pname = L->param[k].name;
-        if (L->kind == PC_L_EMBEDDING) {
+        if (L->kind == PLAN_L_EMBEDDING) {
             k_init_normal(q->p, q->n, rt->c->seed, (uint32_t)li, pname);
-        } else if (L->kind == PC_L_LAYERNORM) {
+        } else if (L->kind == PLAN_L_LAYERNORM) {
             k_fill(q->p, q->n, k == 0 ? 1.0f : 0.0f);
         } else {
-            int64_t fan_in = L->kind == PC_L_CONV2D ? L->in.dim[0] * L->kh * L->kw : L->in.dim[L->in.ndim - 1];
+            int64_t fan_in = L->kind == PLAN_L_CONV2D ? L->in.dim[0] * L->kh * L->kw : L->in.dim[L->in.ndim - 1];
             k_init_uniform(q->p, q->n, (float)(1.0 / sqrt((double)fan_in)), rt->c->seed, (uint32_t)li, pname);
         }
     }
@@ -226,7 +226,7 @@ static void setup_params(RtCtx *rt)
                     seen++;
                 }
             }
-            const PcLayer *L = lr->L;
+            const PlanLayer *L = lr->L;
             if (L->tie < 0) {
                 lr->w = L->nparams > 0 ? lr->w2[0] : NULL;
                 lr->gw = L->nparams > 0 ? lr->g2[0] : NULL;
@@ -236,7 +236,7 @@ static void setup_params(RtCtx *rt)
                 lr->b = L->nparams > 0 ? lr->w2[0] : NULL;
                 lr->gb = L->nparams > 0 ? lr->g2[0] : NULL;
             }
-            if (L->kind == PC_L_EMBEDDING) {
+            if (L->kind == PLAN_L_EMBEDDING) {
                 lr->b = L->nparams > 1 ? lr->w2[1] : NULL; /* positions */
                 lr->gb = L->nparams > 1 ? lr->g2[1] : NULL;
             }
@@ -247,7 +247,7 @@ static void setup_params(RtCtx *rt)
 
 void rt_setup(RtCtx *rt)
 {
-    const PcPartition *pt = &rt->f.part;
+    const PlanPartition *pt = &rt->f.part;
     rt->m = &rt->f.model;
     rt->xp = &xport_mpi;
     rt->c = &rt->f.cfg;
@@ -261,7 +261,7 @@ void rt_setup(RtCtx *rt)
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->dpi, rt->stage, &rt->pipe_comm));
     int tied = rt->p.tied_stage[rt->stage];
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, tied ? rt->dpi : MPI_UNDEFINED, rt->stage, &rt->tied_comm));
-    int split = pc_stage_split(&rt->p.train, rt->stage);
+    int split = plan_stage_split(&rt->p.train, rt->stage);
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
         ch->part = sched_part(rt->c->place, rt->stages, rt->stage, c);

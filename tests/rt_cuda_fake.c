@@ -397,9 +397,9 @@ int kc_optim_state_per_param(const KcOptim *o)
 int kc_optim_step(KcCtx *ctx, const KcOptim *o, float *p, const float *g, float *state, int64_t n, int64_t t,
                   double lr)
 {
-    PcConfig c;
+    PlanConfig c;
     memset(&c, 0, sizeof c);
-    c.optimizer = o->kind == KC_SGD ? PC_OPT_SGD : o->kind == KC_ADAM ? PC_OPT_ADAM : PC_OPT_ADAMW;
+    c.optimizer = o->kind == KC_SGD ? PLAN_OPT_SGD : o->kind == KC_ADAM ? PLAN_OPT_ADAM : PLAN_OPT_ADAMW;
     c.momentum = o->momentum, c.weight_decay = o->weight_decay, c.nesterov = o->nesterov;
     c.beta1 = o->beta1, c.beta2 = o->beta2, c.eps = o->eps, c.lr = lr;
     rt_optim_step(&c, p, g, state, n, t, lr);

@@ -60,7 +60,7 @@ typedef struct Blk {
     int64_t B;
     const float *mask;         /* (B, T) or NULL */
     float *x, *out, *saved;    /* (B, T, D), (B, T, D), B * saved_floats */
-    float *p[12];              /* parameters, PcLayer.param order */
+    float *p[12];              /* parameters, PlanLayer.param order */
     int64_t np[12];            /* their sizes */
     float *scratch;
     int64_t nx, nsaved, nscratch;

@@ -15,17 +15,17 @@ START_TEST(defaults)
 {
     T *t = t_compile(MODEL);
     ck_ok(t);
-    const PcConfig *c = &t->f.cfg;
+    const PlanConfig *c = &t->f.cfg;
     ck_assert_int_eq(c->stages, 1);
     ck_assert_int_eq(c->data_parallel, 0); /* auto */
     ck_assert_int_eq(c->micro_batches, 1);
-    ck_assert_int_eq(c->schedule, PC_SCHED_ONE_F_ONE_B);
+    ck_assert_int_eq(c->schedule, PLAN_SCHED_ONE_F_ONE_B);
     ck_assert_int_eq(c->chunks, 1);
-    ck_assert_int_eq(c->partition, PC_PART_UNIFORM);
-    ck_assert_int_eq(c->optimizer, PC_OPT_SGD);
-    ck_assert_int_eq(c->data.kind, PC_DATA_SYNTHETIC);
+    ck_assert_int_eq(c->partition, PLAN_PART_UNIFORM);
+    ck_assert_int_eq(c->optimizer, PLAN_OPT_SGD);
+    ck_assert_int_eq(c->data.kind, PLAN_DATA_SYNTHETIC);
     ck_assert_int_eq(c->shuffle, 1);
-    ck_assert_int_eq(c->precision, PC_PREC_FP32);
+    ck_assert_int_eq(c->precision, PLAN_PREC_FP32);
     ck_assert(c->grad_clip == 0);
     t_free(t);
 }
@@ -41,33 +41,33 @@ START_TEST(all_keys)
                      "  eval_every = 10\n  lr_schedule = cosine(warmup = 5, min_lr = 1e-5)\n  grad_clip = 1.0\n"
                      "  precision = bf16\n}\n");
     ck_ok(t);
-    const PcConfig *c = &t->f.cfg;
+    const PlanConfig *c = &t->f.cfg;
     ck_assert_int_eq(c->stages, 3);
     ck_assert_int_eq(c->data_parallel, 2);
     ck_assert_int_eq(c->micro_batches, 12);
     ck_assert_int_eq(c->micro_batch_size, 16);
-    ck_assert_int_eq(c->schedule, PC_SCHED_ZB_H1);
-    ck_assert_int_eq(c->partition, PC_PART_FLOPS);
+    ck_assert_int_eq(c->schedule, PLAN_SCHED_ZB_H1);
+    ck_assert_int_eq(c->partition, PLAN_PART_FLOPS);
     ck_assert_int_eq(c->activation_checkpoint, 2);
     ck_assert(c->link_bandwidth == 25.5);
-    ck_assert_int_eq(c->optimizer, PC_OPT_ADAMW);
+    ck_assert_int_eq(c->optimizer, PLAN_OPT_ADAMW);
     ck_assert(c->lr == 3e-4 && c->beta1 == 0.9 && c->beta2 == 0.95);
     ck_assert(c->weight_decay == 0.01); /* adamw's default */
     ck_assert(c->eps == 1e-8);
     ck_assert_int_eq(c->steps, 50);
     ck_assert_int_eq(c->seed, 7);
-    ck_assert_int_eq(c->data.kind, PC_DATA_IDX);
+    ck_assert_int_eq(c->data.kind, PLAN_DATA_IDX);
     ck_assert_str_eq(c->data.path, "a.gz");
     ck_assert_str_eq(c->data.path2, "b.gz");
     ck_assert_int_eq(c->shuffle, 0);
-    ck_assert_int_eq(c->eval_data.kind, PC_DATA_CIFAR10);
+    ck_assert_int_eq(c->eval_data.kind, PLAN_DATA_CIFAR10);
     ck_assert_int_eq(c->eval_data.resize, 224);
     ck_assert_int_eq(c->eval_every, 10);
-    ck_assert_int_eq(c->lr_schedule, PC_LR_COSINE);
+    ck_assert_int_eq(c->lr_schedule, PLAN_LR_COSINE);
     ck_assert_int_eq(c->warmup, 5);
     ck_assert(c->min_lr == 1e-5);
     ck_assert(c->grad_clip == 1.0);
-    ck_assert_int_eq(c->precision, PC_PREC_BF16);
+    ck_assert_int_eq(c->precision, PLAN_PREC_BF16);
     t_free(t);
 }
 END_TEST
@@ -76,19 +76,19 @@ START_TEST(schedules)
 {
     struct {
         const char *text;
-        PcScheduleKind kind;
+        PlanScheduleKind kind;
         int chunks;
     } cases[] = {
-        {"gpipe", PC_SCHED_GPIPE, 1},
-        {"1f1b", PC_SCHED_ONE_F_ONE_B, 1},
-        {"interleaved", PC_SCHED_INTERLEAVED, 2},
-        {"interleaved(chunks = 3)", PC_SCHED_INTERLEAVED, 3},
-        {"looped-bfs(chunks = 2)", PC_SCHED_LOOPED_BFS, 2},
-        {"zb-h1", PC_SCHED_ZB_H1, 1},
-        {"zb-h2", PC_SCHED_ZB_H2, 1},
-        {"zb-v", PC_SCHED_ZB_V, 2},
-        {"dualpipev", PC_SCHED_DUALPIPEV, 2},
-        {"file(\"/tmp/pipe-test-config-2.sched\")", PC_SCHED_FILE, 1},
+        {"gpipe", PLAN_SCHED_GPIPE, 1},
+        {"1f1b", PLAN_SCHED_ONE_F_ONE_B, 1},
+        {"interleaved", PLAN_SCHED_INTERLEAVED, 2},
+        {"interleaved(chunks = 3)", PLAN_SCHED_INTERLEAVED, 3},
+        {"looped-bfs(chunks = 2)", PLAN_SCHED_LOOPED_BFS, 2},
+        {"zb-h1", PLAN_SCHED_ZB_H1, 1},
+        {"zb-h2", PLAN_SCHED_ZB_H2, 1},
+        {"zb-v", PLAN_SCHED_ZB_V, 2},
+        {"dualpipev", PLAN_SCHED_DUALPIPEV, 2},
+        {"file(\"/tmp/pipe-test-config-2.sched\")", PLAN_SCHED_FILE, 1},
     };
     FILE *fp = fopen("/tmp/pipe-test-config-2.sched", "w");
     fputs("stage 0: F0 B0\nstage 1: F0 B0\n", fp);
@@ -186,7 +186,7 @@ START_TEST(partition_values)
 {
     T *t = t_compile(MODEL "pipeline { stages = 3; partition = [0, 2, 5] }\n");
     ck_ok(t);
-    ck_assert_int_eq(t->f.cfg.partition, PC_PART_LIST);
+    ck_assert_int_eq(t->f.cfg.partition, PLAN_PART_LIST);
     ck_assert_int_eq(t->f.cfg.npartition_list, 3);
     t_free(t);
     t = t_compile(MODEL "pipeline { stages = 3; partition = [0, 2] }\n");
@@ -223,13 +223,13 @@ START_TEST(overrides)
     T *t = t_compile_defs(TOKEN_MODEL "pipeline { stages = 2; schedule = 1f1b }\ntrain { steps = 4 }\n", defs, 4);
     ck_ok(t);
     ck_assert_int_eq(t->f.cfg.stages, 4);
-    ck_assert_int_eq(t->f.cfg.schedule, PC_SCHED_INTERLEAVED);
+    ck_assert_int_eq(t->f.cfg.schedule, PLAN_SCHED_INTERLEAVED);
     ck_assert_int_eq(t->f.cfg.chunks, 2);
     ck_assert_int_eq(t->f.part.nparts, 8);
-    ck_assert_int_eq(t->f.cfg.optimizer, PC_OPT_SGD);
+    ck_assert_int_eq(t->f.cfg.optimizer, PLAN_OPT_SGD);
     ck_assert(t->f.cfg.lr == 0.1);
     ck_assert_int_eq(t->f.cfg.steps, 4); /* untouched */
-    ck_assert_int_eq(t->f.cfg.data.kind, PC_DATA_TOKENS);
+    ck_assert_int_eq(t->f.cfg.data.kind, PLAN_DATA_TOKENS);
     ck_assert_int_eq(t->f.cfg.data.pad, 0);
     t_free(t);
     /* a block the file does not have is created */
@@ -239,7 +239,7 @@ START_TEST(overrides)
     const char *d2[] = {"schedule=file(\"/tmp/pipe-test-config-1.sched\")", "seed=3"};
     t = t_compile_defs(MODEL, d2, 2);
     ck_ok(t);
-    ck_assert_int_eq(t->f.cfg.schedule, PC_SCHED_FILE);
+    ck_assert_int_eq(t->f.cfg.schedule, PLAN_SCHED_FILE);
     ck_assert_str_eq(t->f.cfg.schedule_file, "/tmp/pipe-test-config-1.sched");
     ck_assert_int_eq(t->f.cfg.chunks, 2); /* from the file */
     ck_assert_int_eq(t->f.part.nparts, 2);

@@ -693,15 +693,15 @@ static void test_mse(int64_t n)
 
 /* ---- optimizers, norm, scale, casts --------------------------------------------------------- */
 
-static void test_optim(const char *name, PcOptimizerKind kind, double momentum, double wd, int nesterov)
+static void test_optim(const char *name, PlanOptimizerKind kind, double momentum, double wd, int nesterov)
 {
     int64_t n = 10007;
-    PcConfig c;
+    PlanConfig c;
     memset(&c, 0, sizeof c);
     c.optimizer = kind;
     c.momentum = momentum, c.weight_decay = wd, c.nesterov = nesterov;
     c.beta1 = 0.9, c.beta2 = 0.999, c.eps = 1e-8;
-    KcOptim o = {kind == PC_OPT_SGD ? KC_SGD : kind == PC_OPT_ADAM ? KC_ADAM : KC_ADAMW, momentum, wd, 0.9, 0.999, 1e-8,
+    KcOptim o = {kind == PLAN_OPT_SGD ? KC_SGD : kind == PLAN_OPT_ADAM ? KC_ADAM : KC_ADAMW, momentum, wd, 0.9, 0.999, 1e-8,
                  nesterov};
     int per = rt_optim_state_per_param(&c);
     if (per != kc_optim_state_per_param(&o)) {
@@ -989,12 +989,12 @@ int main(void)
     test_cross_entropy(40, 1000); /* wide rows: several elements per thread */
     test_mse(100003);
 
-    test_optim("sgd", PC_OPT_SGD, 0, 0, 0);
-    test_optim("sgd momentum 0.9 weight_decay 0.01", PC_OPT_SGD, 0.9, 0.01, 0);
-    test_optim("sgd nesterov momentum 0.9", PC_OPT_SGD, 0.9, 0, 1);
-    test_optim("adam", PC_OPT_ADAM, 0, 0, 0);
-    test_optim("adam weight_decay 0.01", PC_OPT_ADAM, 0, 0.01, 0);
-    test_optim("adamw weight_decay 0.1", PC_OPT_ADAMW, 0, 0.1, 0);
+    test_optim("sgd", PLAN_OPT_SGD, 0, 0, 0);
+    test_optim("sgd momentum 0.9 weight_decay 0.01", PLAN_OPT_SGD, 0.9, 0.01, 0);
+    test_optim("sgd nesterov momentum 0.9", PLAN_OPT_SGD, 0.9, 0, 1);
+    test_optim("adam", PLAN_OPT_ADAM, 0, 0, 0);
+    test_optim("adam weight_decay 0.01", PLAN_OPT_ADAM, 0, 0.01, 0);
+    test_optim("adamw weight_decay 0.1", PLAN_OPT_ADAMW, 0, 0.1, 0);
     test_norm_scale_casts();
 
     for (int pi = 0; pi < 3; pi++) {

@@ -119,9 +119,9 @@ static void write_mnist(const char *img, const char *lab, int gz)
     (gz ? write_gz : write_bytes)(path_of(lab), buf, n);
 }
 
-static PcData idx_spec(const char *img, const char *lab)
+static PlanData idx_spec(const char *img, const char *lab)
 {
-    PcData s = {.kind = PC_DATA_IDX, .set = 1, .path = path_of(img), .path2 = path_of(lab), .pad = -1};
+    PlanData s = {.kind = PLAN_DATA_IDX, .set = 1, .path = path_of(img), .path2 = path_of(lab), .pad = -1};
     return s;
 }
 
@@ -151,7 +151,7 @@ static PcData idx_spec(const char *img, const char *lab)
 static void check_mnist(const char *img, const char *lab, const char *input)
 {
     T *t = img_model(input, 10);
-    PcData s = idx_spec(img, lab);
+    PlanData s = idx_spec(img, lab);
     RtData d;
     open_ok(&d, &s, t, 1, 0);
     ck_assert_int_eq(d.n, 3);
@@ -208,7 +208,7 @@ START_TEST(idx_float)
     unsigned char labs[2] = {1, 4};
     write_bytes(path_of("fl.idx"), buf, idx_make(buf, 0x08, 1, dl, labs, 2));
     T *t = img_model("float32[6]", 5);
-    PcData s = idx_spec("f.idx.gz", "fl.idx");
+    PlanData s = idx_spec("f.idx.gz", "fl.idx");
     RtData d;
     open_ok(&d, &s, t, 0, 0);
     ck_assert_int_eq(d.n, 2);
@@ -229,7 +229,7 @@ START_TEST(idx_errors)
     write_mnist("i.idx", "l.idx", 0);
     T *t = img_model("float32[1, 4, 4]", 10);
     unsigned char buf[256];
-    PcData s;
+    PlanData s;
 
     s = idx_spec("missing.idx", "l.idx");
     expect_error(&s, t, 0, "missing.idx", "cannot open");
@@ -381,9 +381,9 @@ static void write_cifar(const char *name, int first, int nrec, const unsigned ch
     free(b);
 }
 
-static PcData cifar_spec(const char *dir, int64_t resize)
+static PlanData cifar_spec(const char *dir, int64_t resize)
 {
-    PcData s = {.kind = PC_DATA_CIFAR10, .set = 1, .path = dir, .resize = resize, .pad = -1};
+    PlanData s = {.kind = PLAN_DATA_CIFAR10, .set = 1, .path = dir, .resize = resize, .pad = -1};
     return s;
 }
 
@@ -399,7 +399,7 @@ START_TEST(cifar_batches)
     write_cifar("cifar/test_batch.bin", 10, 1, lt);
 
     T *t = cifar_model(32, 10);
-    PcData s = cifar_spec(dir, 0);
+    PlanData s = cifar_spec(dir, 0);
     RtData d;
     open_ok(&d, &s, t, 0, 0);
     ck_assert_int_eq(d.n, 3);
@@ -468,11 +468,11 @@ START_TEST(cifar_errors)
     ck_assert_int_eq(mkdir(dir, 0700), 0);
     ck_assert_int_eq(mkdir(empty, 0700), 0);
     T *t = cifar_model(32, 10);
-    PcData s = cifar_spec(empty, 0);
+    PlanData s = cifar_spec(empty, 0);
     /* no batch at all; a missing test batch; a missing directory */
     expect_error(&s, t, 0, "cnone/data_batch_1.bin", "none of");
     expect_error(&s, t, 1, "cnone/test_batch.bin", "cannot open");
-    PcData s_missing = cifar_spec(path_of("no-such-dir"), 0);
+    PlanData s_missing = cifar_spec(path_of("no-such-dir"), 0);
     expect_error(&s_missing, t, 0, "no-such-dir", "none of");
 
     /* a short file: not whole records; an empty file */
@@ -501,7 +501,7 @@ START_TEST(cifar_errors)
     /* the input does not match the resize */
     T *t64 = cifar_model(64, 10);
     expect_error(&s, t64, 0, "[3, 32, 32] (resize = 0)", "float32[3, 64, 64]");
-    PcData s48 = cifar_spec(dir, 48);
+    PlanData s48 = cifar_spec(dir, 48);
     expect_error(&s48, t64, 0, "[3, 48, 48] (resize = 48)", "float32[3, 64, 64]");
     t_free(t64);
     T *tg = img_model("float32[1, 32, 32]", 10);
@@ -561,9 +561,9 @@ static void write_tokens(const char *name, const uint16_t *tok, size_t n)
     free(b);
 }
 
-static PcData tok_spec(const char *name, int64_t pad)
+static PlanData tok_spec(const char *name, int64_t pad)
 {
-    PcData s = {.kind = PC_DATA_TOKENS, .set = 1, .path = path_of(name), .pad = pad};
+    PlanData s = {.kind = PLAN_DATA_TOKENS, .set = 1, .path = path_of(name), .pad = pad};
     return s;
 }
 
@@ -574,7 +574,7 @@ START_TEST(tokens_windows)
     for (int i = 0; i < 11; i++)
         tok[i] = (uint16_t)(i * 29);   /* up to 290: the high byte matters */
     write_tokens("t.u16", tok, 11);
-    PcData s = tok_spec("t.u16", -1);
+    PlanData s = tok_spec("t.u16", -1);
     RtData d;
     open_ok(&d, &s, t, 0, 0);
     ck_assert_int_eq(d.n, 2);   /* (11 - 1) / 4 */
@@ -609,7 +609,7 @@ START_TEST(tokens_pad)
     T *t = gpt_model(16);
     const uint16_t tok[9] = {5, 6, 0, 0, 7, 8, 9, 0, 0};
     write_tokens("p.u16", tok, 9);
-    PcData s = tok_spec("p.u16", 0);
+    PlanData s = tok_spec("p.u16", 0);
     RtData d;
     open_ok(&d, &s, t, 0, 0);
     ck_assert_int_eq(d.n, 2);
@@ -653,7 +653,7 @@ START_TEST(tokens_errors)
 {
     T *t = gpt_model(16);
     uint16_t tok[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
-    PcData s = tok_spec("none.u16", -1);
+    PlanData s = tok_spec("none.u16", -1);
     expect_error(&s, t, 0, "none.u16", "cannot open");
     write_tokens("short.u16", tok, 4);
     s = tok_spec("short.u16", -1);
@@ -692,16 +692,16 @@ END_TEST
 
 /* ---- synthetic ------------------------------------------------------------------- */
 
-static PcData syn_spec(int64_t n)
+static PlanData syn_spec(int64_t n)
 {
-    PcData s = {.kind = PC_DATA_SYNTHETIC, .set = 1, .samples = n, .pad = -1};
+    PlanData s = {.kind = PLAN_DATA_SYNTHETIC, .set = 1, .samples = n, .pad = -1};
     return s;
 }
 
 START_TEST(synthetic_values)
 {
     T *t = img_model("float32[1, 4, 8]", 7);
-    PcData s = syn_spec(100);
+    PlanData s = syn_spec(100);
     RtData a, b, c;
     open_ok(&a, &s, t, 42, 0);
     open_ok(&b, &s, t, 42, 0);
@@ -751,7 +751,7 @@ END_TEST
 START_TEST(synthetic_tokens_and_mse)
 {
     T *t = gpt_model(11);
-    PcData s = syn_spec(8);
+    PlanData s = syn_spec(8);
     RtData d;
     open_ok(&d, &s, t, 3, 0);
     int seen_max = 0;
@@ -785,7 +785,7 @@ START_TEST(synthetic_tokens_and_mse)
     rt_data_input(&d, 2, 0, x);
     ck_assert(x[0] != y[0]);
     rt_data_close(&d);
-    PcData bad = syn_spec(0);
+    PlanData bad = syn_spec(0);
     expect_error(&bad, t, 0, "synthetic", "samples");
     t_free(t);
 }
@@ -796,7 +796,7 @@ END_TEST
 START_TEST(order)
 {
     T *t = img_model("float32[2]", 3);
-    PcData s = syn_spec(10);
+    PlanData s = syn_spec(10);
     RtData a, b, c;
     open_ok(&a, &s, t, 9, 0);
     open_ok(&b, &s, t, 9, 0);
@@ -850,7 +850,7 @@ START_TEST(order)
 
     /* one sample: always 0 */
     rt_data_close(&c);
-    PcData s1 = syn_spec(1);
+    PlanData s1 = syn_spec(1);
     open_ok(&c, &s1, t, 1, 0);
     for (int g = 0; g < 5; g++)
         ck_assert_int_eq(rt_data_index(&c, 1, g, 0, 1), 0);

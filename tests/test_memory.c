@@ -49,10 +49,10 @@ static char *messages(const DiagList *dl)
     return buf;
 }
 
-static PcMemory stage_mem(P *x, int s)
+static PlanMemory stage_mem(P *x, int s)
 {
-    PcMemory m;
-    pc_stage_memory(&x->t->f, &x->p.train, &x->p.eval, s, &m);
+    PlanMemory m;
+    plan_stage_memory(&x->t->f, &x->p.train, &x->p.eval, s, &m);
     return m;
 }
 
@@ -61,16 +61,16 @@ START_TEST(state_bytes_per_layer)
     T *t = t_layers("float32[4, 8, 8]",
                     "  maxpool2d(2)\n  flatten\n  layernorm\n  linear(10)", "int32[]");
     ck_ok(t);
-    const PcModel *m = &t->f.model;
-    ck_assert_int_eq(pc_layer_state_bytes(&m->layer[0]), 4 * 4 * 4 * 4); /* an int32 argmax per output */
-    ck_assert_int_eq(pc_layer_state_bytes(&m->layer[1]), 0);
-    ck_assert_int_eq(pc_layer_state_bytes(&m->layer[2]), 2 * 4);          /* one row: mean and rstd */
-    ck_assert_int_eq(pc_layer_state_bytes(&m->layer[3]), 0);
+    const PlanModel *m = &t->f.model;
+    ck_assert_int_eq(plan_layer_state_bytes(&m->layer[0]), 4 * 4 * 4 * 4); /* an int32 argmax per output */
+    ck_assert_int_eq(plan_layer_state_bytes(&m->layer[1]), 0);
+    ck_assert_int_eq(plan_layer_state_bytes(&m->layer[2]), 2 * 4);          /* one row: mean and rstd */
+    ck_assert_int_eq(plan_layer_state_bytes(&m->layer[3]), 0);
     t_free(t);
     t = t_layers("float32[16, 32]", "  transformer_block(heads = 4)\n  linear(3)", "int32[16]");
     ck_ok(t);
     /* everything between the block's input and output: far more than its output */
-    ck_assert_int_gt(pc_layer_state_bytes(&t->f.model.layer[0]), 8 * 16 * 32 * 4);
+    ck_assert_int_gt(plan_layer_state_bytes(&t->f.model.layer[0]), 8 * 16 * 32 * 4);
     t_free(t);
 }
 END_TEST
@@ -83,10 +83,10 @@ START_TEST(slot_layout_is_disjoint)
         for (int split = 0; split <= 1; split++) {
             T *t = t_compile(MLP);
             ck_ok(t);
-            const PcPartition *pt = &t->f.part;
+            const PlanPartition *pt = &t->f.part;
             for (int k = 0; k < pt->nparts; k++) {
-                PcChunkLayout l;
-                pc_chunk_layout(&t->f.model, pt, 4, k, split, ac, &l);
+                PlanChunkLayout l;
+                plan_chunk_layout(&t->f.model, pt, 4, k, split, ac, &l);
                 int64_t lo[64], hi[64];
                 int n = 0;
                 lo[n] = l.in_off, hi[n++] = l.in_off + l.in_bytes;
@@ -116,7 +116,7 @@ START_TEST(slot_layout_is_disjoint)
                     ck_assert_int_eq(l.ws_bytes, 0);
                 if (ac >= 2 && l.last > l.first) /* a segment's inner outputs move to the workspace */
                     ck_assert_int_gt(l.ws_bytes, 0);
-                pc_chunk_layout_free(&l);
+                plan_chunk_layout_free(&l);
             }
             t_free(t);
         }
@@ -127,12 +127,12 @@ START_TEST(stage_memory_parts)
 {
     P *x = plan(MLP, NULL, 0);
     ck_assert_int_eq(x->rc, 0);
-    const PcModel *m = &x->t->f.model;
+    const PlanModel *m = &x->t->f.model;
     int64_t params = 0;
     for (int s = 0; s < 2; s++) {
-        PcMemory mem = stage_mem(x, s);
+        PlanMemory mem = stage_mem(x, s);
         int64_t part[6], sum = 0;
-        pc_memory_parts(&mem, part);
+        plan_memory_parts(&mem, part);
         for (int k = 0; k < 6; k++)
             sum += part[k];
         ck_assert_int_eq(sum, mem.total);

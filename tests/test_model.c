@@ -4,13 +4,13 @@
  * the same against torch itself. */
 #include "testutil.h"
 
-static const PcLayer *L(T *t, int i)
+static const PlanLayer *L(T *t, int i)
 {
     ck_assert_int_lt(i, t->f.model.nlayers);
     return &t->f.model.layer[i];
 }
 
-static void ck_shape(const PcTensor *s, int ndim, int64_t d0, int64_t d1, int64_t d2)
+static void ck_shape(const PlanTensor *s, int ndim, int64_t d0, int64_t d1, int64_t d2)
 {
     int64_t d[3] = {d0, d1, d2};
     ck_assert_int_eq(s->ndim, ndim);
@@ -109,7 +109,7 @@ START_TEST(gpt_layers)
     diag_init(&dl);
     PcFront f;
     ck_assert_int_eq(pc_front_file(&f, &dl, path, NULL, 0), 0);
-    const PcModel *m = &f.model;
+    const PlanModel *m = &f.model;
     ck_assert_int_eq(m->nlayers, 9);
     /* embedding: tokens [256, 128] + positions [128, 128] */
     ck_assert_int_eq(m->layer[0].params, 256 * 128 + 128 * 128);
@@ -154,7 +154,7 @@ START_TEST(mse_loss)
 {
     T *t = t_compile("model m {\n  input x: float32[4]\n  target y: float32[2]\n  linear(2)\n  loss mse\n}\n");
     ck_ok(t);
-    ck_assert_int_eq(t->f.model.loss, PC_LOSS_MSE);
+    ck_assert_int_eq(t->f.model.loss, PLAN_LOSS_MSE);
     t_free(t);
     t = t_compile("model m {\n  input x: float32[4]\n  target y: float32[3]\n  linear(2)\n  loss mse\n}\n");
     ck_err(t, "t.pipe:5:8: error: loss mse: the model's output float32[2] needs a float32 target of the same shape, "
@@ -170,9 +170,9 @@ START_TEST(repeat_and_labels)
     ck_ok(t);
     ck_assert_int_eq(t->f.model.nlayers, 1 + 3 * 3 + 1);
     ck_assert_str_eq(L(t, 0)->label, "first");
-    ck_assert_int_eq(L(t, 1)->kind, PC_L_LINEAR);
-    ck_assert_int_eq(L(t, 2)->kind, PC_L_RELU);
-    ck_assert_int_eq(L(t, 4)->kind, PC_L_LINEAR);
+    ck_assert_int_eq(L(t, 1)->kind, PLAN_L_LINEAR);
+    ck_assert_int_eq(L(t, 2)->kind, PLAN_L_RELU);
+    ck_assert_int_eq(L(t, 4)->kind, PLAN_L_LINEAR);
     ck_assert_int_eq(L(t, 10)->index, 10);
     t_free(t);
 }

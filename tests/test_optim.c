@@ -25,20 +25,20 @@ static void near(double got, double want, const char *what, int step, int i)
                   i, got, want);
 }
 
-static PcConfig config(PcOptimizerKind kind)
+static PlanConfig config(PlanOptimizerKind kind)
 {
-    PcConfig c;
+    PlanConfig c;
     memset(&c, 0, sizeof c);
     c.optimizer = kind;
     c.lr = 0.1;
     c.beta1 = 0.9, c.beta2 = 0.999, c.eps = 1e-8;
-    c.lr_schedule = PC_LR_CONSTANT;
+    c.lr_schedule = PLAN_LR_CONSTANT;
     c.steps = 100;
     return c;
 }
 
 /* The header's SGD in double. */
-static void sgd_ref(const PcConfig *c, double lr, double p[N], double buf[N], int t, const double g[N])
+static void sgd_ref(const PlanConfig *c, double lr, double p[N], double buf[N], int t, const double g[N])
 {
     for (int i = 0; i < N; i++) {
         double d = g[i] + c->weight_decay * p[i];
@@ -51,7 +51,7 @@ static void sgd_ref(const PcConfig *c, double lr, double p[N], double buf[N], in
 }
 
 /* The header's Adam (decoupled = 0) and AdamW (1) in double. */
-static void adam_ref(const PcConfig *c, int decoupled, double lr, double p[N], double m[N], double v[N], int t,
+static void adam_ref(const PlanConfig *c, int decoupled, double lr, double p[N], double m[N], double v[N], int t,
                      const double g[N])
 {
     for (int i = 0; i < N; i++) {
@@ -68,7 +68,7 @@ static void adam_ref(const PcConfig *c, int decoupled, double lr, double p[N], d
 
 /* Runs STEPS steps of c in rt_optim and in the reference, comparing the
  * parameters and the optimizer state after each. */
-static void run(const PcConfig *c, const char *what)
+static void run(const PlanConfig *c, const char *what)
 {
     int k = rt_optim_state_per_param(c);
     float p[N], g[N], state[2 * N] = {0};
@@ -79,10 +79,10 @@ static void run(const PcConfig *c, const char *what)
         for (int i = 0; i < N; i++)
             g[i] = (float)G[t - 1][i];
         rt_optim_step(c, p, g, state, N, t, c->lr);
-        if (c->optimizer == PC_OPT_SGD)
+        if (c->optimizer == PLAN_OPT_SGD)
             sgd_ref(c, c->lr, rp, rs, t, G[t - 1]);
         else
-            adam_ref(c, c->optimizer == PC_OPT_ADAMW, c->lr, rp, rs, rs + N, t, G[t - 1]);
+            adam_ref(c, c->optimizer == PLAN_OPT_ADAMW, c->lr, rp, rs, rs + N, t, G[t - 1]);
         for (int i = 0; i < N; i++)
             near(p[i], rp[i], what, t, i);
         for (int i = 0; i < k * N; i++)
@@ -95,20 +95,20 @@ static void run(const PcConfig *c, const char *what)
 
 START_TEST(state_sizes)
 {
-    PcConfig c = config(PC_OPT_SGD);
+    PlanConfig c = config(PLAN_OPT_SGD);
     ck_assert_int_eq(rt_optim_state_per_param(&c), 0);
     c.momentum = 0.9;
     ck_assert_int_eq(rt_optim_state_per_param(&c), 1);
-    c = config(PC_OPT_ADAM);
+    c = config(PLAN_OPT_ADAM);
     ck_assert_int_eq(rt_optim_state_per_param(&c), 2);
-    c = config(PC_OPT_ADAMW);
+    c = config(PLAN_OPT_ADAMW);
     ck_assert_int_eq(rt_optim_state_per_param(&c), 2);
 }
 END_TEST
 
 START_TEST(sgd_plain)
 {
-    PcConfig c = config(PC_OPT_SGD);
+    PlanConfig c = config(PLAN_OPT_SGD);
     run(&c, "sgd");
     /* one step by hand: p - lr * g */
     float p[N] = {1, -2, 2.5f}, g[N] = {0.5f, 0.25f, -1.5f};
@@ -124,7 +124,7 @@ START_TEST(sgd_momentum_first_step)
     /* PyTorch starts the buffer at the gradient itself (not (1 -
      * dampening) * g, not 0 * buf + g with a stale buffer): step 1 is plain
      * SGD whatever the state holds. */
-    PcConfig c = config(PC_OPT_SGD);
+    PlanConfig c = config(PLAN_OPT_SGD);
     c.momentum = 0.9;
     float p[N] = {1, -2, 2.5f}, g[N] = {0.5f, 0.25f, -1.5f}, buf[N] = {7, 7, 7};
     rt_optim_step(&c, p, g, buf, N, 1, 0.1);
@@ -146,7 +146,7 @@ END_TEST
 
 START_TEST(sgd_nesterov)
 {
-    PcConfig c = config(PC_OPT_SGD);
+    PlanConfig c = config(PLAN_OPT_SGD);
     c.momentum = 0.9;
     c.nesterov = 1;
     /* step 1: buf = g, update g + 0.9 * buf = 1.9 g */
@@ -160,7 +160,7 @@ END_TEST
 
 START_TEST(sgd_weight_decay)
 {
-    PcConfig c = config(PC_OPT_SGD);
+    PlanConfig c = config(PLAN_OPT_SGD);
     c.weight_decay = 0.1;
     /* p - lr * (g + wd * p) */
     float p[N] = {1, -2, 2.5f}, g[N] = {0.5f, 0.25f, -1.5f};
@@ -177,7 +177,7 @@ END_TEST
 
 START_TEST(adam_steps)
 {
-    PcConfig c = config(PC_OPT_ADAM);
+    PlanConfig c = config(PLAN_OPT_ADAM);
     /* step 1 by hand: m = 0.1 g, v = 0.001 g^2, bias-corrected m / sqrt(v)
      * = g / |g|: p - lr * sign(g) (less the eps term) */
     float p[N] = {1, -2, 2.5f}, g[N] = {0.5f, 0.25f, -1.5f}, st[2 * N] = {0};
@@ -196,7 +196,7 @@ END_TEST
 
 START_TEST(adam_weight_decay)
 {
-    PcConfig c = config(PC_OPT_ADAM);
+    PlanConfig c = config(PLAN_OPT_ADAM);
     c.weight_decay = 0.1;
     /* L2: the decay goes into the gradient, so into m and v */
     float p[N] = {1, -2, 2.5f}, g[N] = {0.5f, 0.25f, -1.5f}, st[2 * N] = {0};
@@ -209,7 +209,7 @@ END_TEST
 
 START_TEST(adamw_decoupled)
 {
-    PcConfig c = config(PC_OPT_ADAMW);
+    PlanConfig c = config(PLAN_OPT_ADAMW);
     c.weight_decay = 0.1;
     c.lr = 0.5;
     /* Decoupled: p *= 1 - lr * wd first; m and v see the bare gradient. */
@@ -222,7 +222,7 @@ START_TEST(adamw_decoupled)
     c.lr = 0.2; /* three steps of 0.5 would bring p[0] near 0, where relative errors mean nothing */
     run(&c, "adamw");
     /* weight decay 0: AdamW is Adam */
-    PcConfig a = config(PC_OPT_ADAM), w = config(PC_OPT_ADAMW);
+    PlanConfig a = config(PLAN_OPT_ADAM), w = config(PLAN_OPT_ADAMW);
     float pa[N] = {1, -2, 2.5f}, pw[N] = {1, -2, 2.5f}, sa[2 * N] = {0}, sw[2 * N] = {0};
     for (int t = 1; t <= STEPS; t++) {
         float gg[N];
@@ -238,12 +238,12 @@ END_TEST
 START_TEST(step_lr_argument)
 {
     /* The step's lr comes from the argument (the schedule), not c->lr. */
-    PcConfig c = config(PC_OPT_SGD);
+    PlanConfig c = config(PLAN_OPT_SGD);
     c.lr = 100;
     float p[1] = {1}, g[1] = {1};
     rt_optim_step(&c, p, g, NULL, 1, 1, 0.25);
     ck_assert(p[0] == 0.75f);
-    c = config(PC_OPT_ADAM);
+    c = config(PLAN_OPT_ADAM);
     c.lr = 100;
     float st[2] = {0};
     p[0] = 1;
@@ -254,7 +254,7 @@ END_TEST
 
 START_TEST(lr_constant)
 {
-    PcConfig c = config(PC_OPT_SGD);
+    PlanConfig c = config(PLAN_OPT_SGD);
     c.lr = 0.05;
     ck_assert(rt_lr_at(&c, 0) == 0.05);
     ck_assert(rt_lr_at(&c, 57) == 0.05);
@@ -266,8 +266,8 @@ END_TEST
 
 START_TEST(lr_cosine)
 {
-    PcConfig c = config(PC_OPT_SGD);
-    c.lr = 1.0, c.min_lr = 0.1, c.warmup = 10, c.steps = 110, c.lr_schedule = PC_LR_COSINE;
+    PlanConfig c = config(PLAN_OPT_SGD);
+    c.lr = 1.0, c.min_lr = 0.1, c.warmup = 10, c.steps = 110, c.lr_schedule = PLAN_LR_COSINE;
     near(rt_lr_at(&c, 0), 0.1, "warmup, step 0: lr / warmup", 0, 0);
     near(rt_lr_at(&c, 4), 0.5, "warmup, step 4", 4, 0);
     near(rt_lr_at(&c, 9), 1.0, "warmup - 1: the full lr", 9, 0);

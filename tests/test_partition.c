@@ -49,13 +49,13 @@ START_TEST(balanced_is_optimal)
                       P, method);
         T *t = t_compile(text);
         ck_ok(t);
-        const PcModel *m = &t->f.model;
+        const PlanModel *m = &t->f.model;
         int64_t cost[16];
         for (int i = 0; i < n; i++)
             cost[i] = trial % 2 ? m->layer[i].held : m->layer[i].flops;
         int64_t worst = 0;
         for (int k = 0; k < P; k++) {
-            const PcPart *p = &t->f.part.part[k];
+            const PlanPart *p = &t->f.part.part[k];
             ck_assert_int_le(p->first, p->last); /* never empty */
             if (k > 0)
                 ck_assert_int_eq(p->first, t->f.part.part[k - 1].last + 1);
@@ -164,7 +164,7 @@ START_TEST(boundary_carries_mask)
     ck_ok(t);
     /* layers 1..6 use the mask: it crosses every boundary before layer 6 */
     for (int k = 0; k < 8; k++) {
-        const PcBoundary *b = &t->f.part.bnd[k];
+        const PlanBoundary *b = &t->f.part.bnd[k];
         int next = k + 1;
         ck_assert_str_eq(b->item[0].name, "activation");
         if (next <= 6) {

@@ -313,7 +313,7 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
 
 /* Every parameter gradient is a *_backward_weight call on one output
  * gradient from dsaved and one saved input; they touch disjoint grads, in
- * PcLayer.param order. */
+ * PlanLayer.param order. */
 void k_block_backward_weight(float *const grads[12], const float *dsaved, const float *in, const float *saved, int64_t B,
                              const KBlock *g, float *scratch)
 {

@@ -23,7 +23,7 @@ not_ok() { echo "not ok - $1"; [ -n "${2:-}" ] && echo "#   $2"; failed=$((faile
 
 # The generators, from the table itself: "name placement" for every line
 # whose generator column is not NULL (NULL: the text-file schedule).
-SCHEDS=$(sed -n 's/^PC_SCHEDULE([A-Z_0-9]*, "\([^"]*\)", "[^"]*", \([A-Z]*\), [01], \([a-z_0-9]*\),.*/\1 \2 \3/p' \
+SCHEDS=$(sed -n 's/^SCHED_DEF([A-Z_0-9]*, "\([^"]*\)", "[^"]*", \([A-Z]*\), [01], \([a-z_0-9]*\),.*/\1 \2 \3/p' \
     "$SRC/schedules/schedules.def" | awk '$3 != "NULL" { print $1 " " $2 }')
 [ "$(echo "$SCHEDS" | wc -l)" -ge 8 ] || { echo "not ok - read the generators from schedules.def: got '$SCHEDS'"; exit 1; }
 echo "# generators: $(echo "$SCHEDS" | cut -d' ' -f1 | tr '\n' ' ')"

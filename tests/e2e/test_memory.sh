@@ -18,7 +18,7 @@ passed=0 failed=0 worst=0
 ok() { echo "ok - $1"; passed=$((passed + 1)); }
 not_ok() { echo "not ok - $1"; [ -n "${2:-}" ] && echo "$2" | head -6 | sed 's/^/#   /'; failed=$((failed + 1)); }
 
-SCHEDS=$(sed -n 's/^PC_SCHEDULE([A-Z_0-9]*, "\([^"]*\)", "[^"]*", [A-Z]*, [01], \([a-z_0-9]*\),.*/\1 \2/p' \
+SCHEDS=$(sed -n 's/^SCHED_DEF([A-Z_0-9]*, "\([^"]*\)", "[^"]*", [A-Z]*, [01], \([a-z_0-9]*\),.*/\1 \2/p' \
     "$SRC/schedules/schedules.def" | awk '$2 != "NULL" { print $1 }')
 [ "$(echo "$SCHEDS" | wc -l)" -ge 8 ] || { echo "not ok - the generators from schedules.def: '$SCHEDS'"; exit 1; }
 

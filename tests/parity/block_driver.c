@@ -8,7 +8,7 @@
  *     (P the block's dropout; the rest its KBlockKeys)
  *   x (B*T*D)
  *   mask (B*T), only when HAS_MASK is 1 (1 = real token, 0 = padding)
- *   the 12 parameters in PcLayer.param order, each flattened row-major:
+ *   the 12 parameters in PlanLayer.param order, each flattened row-major:
  *     ln1.weight (D), ln1.bias (D), attn.qkv.weight (3D*D), attn.qkv.bias (3D),
  *     attn.proj.weight (D*D), attn.proj.bias (D), ln2.weight (D), ln2.bias (D),
  *     mlp.fc.weight (F*D), mlp.fc.bias (F), mlp.proj.weight (D*F), mlp.proj.bias (D)

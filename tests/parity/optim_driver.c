@@ -24,14 +24,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s sgd|adam|adamw LR BETA1 BETA2 EPS WD MOMENTUM NESTEROV STEPS [GRAD_CLIP]\n", argv[0]);
         return 2;
     }
-    PcConfig c;
+    PlanConfig c;
     memset(&c, 0, sizeof c);
     if (!strcmp(argv[1], "sgd"))
-        c.optimizer = PC_OPT_SGD;
+        c.optimizer = PLAN_OPT_SGD;
     else if (!strcmp(argv[1], "adam"))
-        c.optimizer = PC_OPT_ADAM;
+        c.optimizer = PLAN_OPT_ADAM;
     else if (!strcmp(argv[1], "adamw"))
-        c.optimizer = PC_OPT_ADAMW;
+        c.optimizer = PLAN_OPT_ADAMW;
     else {
         fprintf(stderr, "optim_driver: unknown optimizer '%s'\n", argv[1]);
         return 2;
@@ -45,7 +45,7 @@ int main(int argc, char **argv)
     c.nesterov = atoi(argv[8]);
     long steps = atol(argv[9]);
     double clip = argc == 11 ? strtod(argv[10], NULL) : 0;
-    c.lr_schedule = PC_LR_CONSTANT;
+    c.lr_schedule = PLAN_LR_CONSTANT;
     c.steps = steps;
 
     long n;

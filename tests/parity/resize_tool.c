@@ -55,7 +55,7 @@ static int run_cifar(char **av)
     diag_init(&dl);
     if (pc_front_text(&fr, &dl, "resize.pipe", text, strlen(text), NULL, 0) != 0)
         return die("the model does not compile");
-    PcData spec = {.kind = PC_DATA_CIFAR10, .set = 1, .path = av[0], .resize = s, .pad = -1};
+    PlanData spec = {.kind = PLAN_DATA_CIFAR10, .set = 1, .path = av[0], .resize = s, .pad = -1};
     RtData d;
     char err[1024];
     if (rt_data_open(&d, &spec, &fr.model, 0, 0, err, sizeof err) != 0)
