@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "front.h"
-#include "listing.h"
-#include "picture.h"
-#include "planfile.h"
-#include "planner.h"
-#include "stats.h"
+#include "pc_front.h"
+#include "pc_listing.h"
+#include "sched_picture.h"
+#include "plan_file.h"
+#include "pc_planner.h"
+#include "pc_stats.h"
 
 #ifndef PIPE_VERSION
 #define PIPE_VERSION "0.0.0"
@@ -207,9 +207,16 @@ int main(int argc, char **argv)
     }
     DiagList dl;
     diag_init(&dl);
+    /* a .pipe file: the front end and the planner (f, p, acts), seen as
+     * one PlanIR; a plan.bin: the PlanIR read back (read) */
     PcFront f;
-    PcPlan p;
+    PlanSchedule p;
+    SchedActions acts;
+    PlanIR read, ir;
+    memset(&f, 0, sizeof f);
     memset(&p, 0, sizeof p);
+    memset(&acts, 0, sizeof acts);
+    memset(&read, 0, sizeof read);
     int rc;
     int from_plan = is_plan(path);
     if (from_plan) {
@@ -220,14 +227,16 @@ int main(int argc, char **argv)
             diag_free(&dl);
             return 1;
         }
-        rc = plan_read(path, &f, &p, err, sizeof err) == 0 ? PC_OK : PC_USER_ERROR;
+        rc = plan_read(path, &read, err, sizeof err) == 0 ? PC_OK : PC_USER_ERROR;
         if (rc != PC_OK)
             fprintf(stderr, "pipec: %s\n", err);
+        ir = read;
     } else {
         rc = pc_front_file(&f, &dl, path, defs, ndefs);
         if (rc == PC_OK)
-            rc = pc_plan_build(&dl, &f, &p, emit && strcmp(emit, "sched") != 0);
+            rc = pc_plan_build(&dl, &f, &p, &acts, emit && strcmp(emit, "sched") != 0);
         diag_print(&dl, stderr);
+        ir = pc_ir_view(&f, &p);
     }
     if (rc == PC_OK && emit) {
         FILE *o = open_out(out);
@@ -235,38 +244,42 @@ int main(int argc, char **argv)
             rc = PC_SYSTEM_ERROR;
         } else {
             char title[256];
-            char *sched = pc_schedule_str(&f.cfg);
-            snprintf(title, sizeof title, "%s: %s, %d stages, %lld micro-batches", f.model.name, sched, f.part.stages,
-                     (long long)f.cfg.micro_batches);
+            char *sched = pc_schedule_str(&ir.cfg);
+            snprintf(title, sizeof title, "%s: %s, %d stages, %lld micro-batches", ir.model.name, sched, ir.part.stages,
+                     (long long)ir.cfg.micro_batches);
             free(sched);
             if (!strcmp(emit, "sched"))
-                sched_text_write(o, &p.acts, f.part.chunks, f.cfg.place, title);
+                sched_text_write(o, &acts, ir.part.chunks, ir.cfg.place, title);
             else if (!strcmp(emit, "svg"))
-                sched_emit_svg(o, &p.train, &p.train_sim, title);
+                sched_emit_svg(o, &ir.sched.train, &ir.sched.train_sim, title);
             else
-                sched_emit_trace(o, &p.train, &p.train_sim, title);
+                sched_emit_trace(o, &ir.sched.train, &ir.sched.train_sim, title);
             rc = close_out(o, out);
         }
     } else if (rc == PC_OK && out) {
         char err[4400];
-        if (plan_write(out, &f, &p, err, sizeof err) != 0) {
+        if (plan_write(out, &ir, err, sizeof err) != 0) {
             fprintf(stderr, "pipec: %s\n", err);
             rc = PC_SYSTEM_ERROR;
         }
     }
     if (rc == PC_OK && (list || stats || (!emit && !out))) {
         if (list)
-            pc_listing(stdout, &f, &p);
+            pc_listing(stdout, &ir);
         if (stats && json)
-            pc_stats_json(stdout, &f, &p);
+            pc_stats_json(stdout, &ir);
         else if (stats)
-            pc_stats_text(stdout, &f, &p);
+            pc_stats_text(stdout, &ir);
         if (!list && !stats)
-            pc_summary_line(stdout, &f, &p);
+            pc_summary_line(stdout, &ir);
         rc = close_out(stdout, NULL);
     }
-    pc_plan_free(&p);
-    pc_front_free(&f);
+    sched_actions_free(&acts);
+    plan_schedule_free(&p);
+    if (from_plan)
+        plan_ir_free(&read);
+    else
+        pc_front_free(&f);
     diag_free(&dl);
     free(defs);
     return rc;

@@ -16,7 +16,7 @@
 
 %code requires {
 #include "ast.h"
-#include "parse.h"
+#include "gr_parse.h"
 typedef void *yyscan_t;
 }
 

@@ -27,7 +27,7 @@
  * saved and dsaved keep their sizes (keeping the dropped probabilities
  * would add B H T^2 floats to saved).
  *
- * Parameters in PlanLayer.param order (compiler/model.c): ln1.weight (D),
+ * Parameters in PlanLayer.param order (compiler/pc_model.c): ln1.weight (D),
  * ln1.bias (D), attn.qkv.weight (3D, D), attn.qkv.bias (3D),
  * attn.proj.weight (D, D), attn.proj.bias (D), ln2.weight (D), ln2.bias (D),
  * mlp.fc.weight (F, D), mlp.fc.bias (F), mlp.proj.weight (D, F),

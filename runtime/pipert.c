@@ -34,10 +34,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "planfile.h"
-#include "listing.h"
-#include "memory.h"
-#include "stats.h"
+#include "base_text.h"
+#include "plan_file.h"
+#include "plan_memory.h"
 #include "rt.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
@@ -470,7 +469,7 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
         rt->eval_step_base = b * rt->global_batch;
         rt->loss_sum = 0, rt->loss_count = 0, rt->correct = 0;
         rt->target_scale = 1;
-        rt_run_program(rt, &rt->p.eval.prog[rt->stage], 1);
+        rt_run_program(rt, &rt->ir.sched.eval.prog[rt->stage], 1);
         tot[0] += rt->loss_sum, tot[1] += (double)rt->loss_count, tot[2] += (double)rt->correct;
     }
     if (!has_last(rt))
@@ -505,7 +504,7 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
 static void memory_records(RtCtx *rt)
 {
     int64_t mine[4] = {rt->rank, rt->stage, rt->dpi, rt_mem_total(rt)};
-    int root = rt->f.part.part[rt->f.part.nparts - 1].stage * rt->dp;
+    int root = rt->ir.part.part[rt->ir.part.nparts - 1].stage * rt->dp;
     int64_t *all = rt->rank == root ? rt_alloc(rt, (size_t)rt->world * sizeof mine, "memory records") : NULL;
     RT_MPI(rt, MPI_Gather(mine, 4, MPI_INT64_T, all, 4, MPI_INT64_T, root, MPI_COMM_WORLD));
     if (!all)
@@ -532,8 +531,7 @@ static int done(RtCtx *rt, int rc, unsigned have)
     if (have & HAVE_SETUP)
         rt_teardown(rt);
     if (have & HAVE_PLAN) {
-        pc_plan_free(&rt->p);
-        pc_front_free(&rt->f);
+        plan_ir_free(&rt->ir);
     }
     free(rt);
     if (have & HAVE_MPI)
@@ -592,7 +590,7 @@ int main(int argc, char **argv)
             printf("pipert %s (plan format %d; devices: %s)\n", PIPE_VERSION, PLAN_VERSION, PIPE_DEVICES);
             return done(rt, 0, 0);
         case O_VERBOSE: rt->verbose = 1; break;
-        /* the limits are the DSL's (compiler/config.c) */
+        /* the limits are the DSL's (compiler/pc_config.c) */
         case O_STEPS: bad = whole_number("steps", optarg, 0, (long long)1 << 40, &steps); break;
         case O_SEED: bad = whole_number("seed", optarg, 0, (long long)1 << 53, &seed); break;
         case O_SAVE_EVERY: bad = whole_number("save-every", optarg, 0, (long long)1 << 40, &save_every); break;
@@ -648,14 +646,14 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rt->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &rt->world);
     char err[1400];
-    if (plan_read(path, &rt->f, &rt->p, err, sizeof err) != 0) {
+    if (plan_read(path, &rt->ir, err, sizeof err) != 0) {
         if (rt->rank == 0)
             fprintf(stderr, "pipert: %s\n", err);
         return done(rt, 1, have);
     }
     have |= HAVE_PLAN;
-    int S = rt->f.part.stages;
-    int64_t fixed = rt->f.cfg.data_parallel;
+    int S = rt->ir.part.stages;
+    int64_t fixed = rt->ir.cfg.data_parallel;
     const char *bad = NULL;
     char why[256];
     if (rt->world % S != 0) {
@@ -674,9 +672,9 @@ int main(int argc, char **argv)
     }
     /* --data / --eval-data: a source with files to replace (every rank reads the same plan) */
     if (data)
-        check_data_option(&rt->f.cfg.data, "data", data, err, sizeof err);
+        check_data_option(&rt->ir.cfg.data, "data", data, err, sizeof err);
     if (eval_data && !(data && err[0]))
-        check_data_option(&rt->f.cfg.eval_data, "eval-data", eval_data, err, sizeof err);
+        check_data_option(&rt->ir.cfg.eval_data, "eval-data", eval_data, err, sizeof err);
     if ((data || eval_data) && err[0]) {
         if (rt->rank == 0)
             fprintf(stderr, "pipert: %s\n", err);
@@ -724,15 +722,15 @@ int main(int argc, char **argv)
     rt->dp = rt->world / S;
     rt->stage = rt->rank / rt->dp;
     rt->dpi = rt->rank % rt->dp;
-    PlanConfig *cfg = &rt->f.cfg;
+    PlanConfig *cfg = &rt->ir.cfg;
     if (steps >= 0)
         cfg->steps = steps;
     if (seed >= 0)
         cfg->seed = (uint64_t)seed;
     if (data)
-        override_path(&rt->f.arena, &cfg->data, data);
+        override_path(&rt->ir.arena, &cfg->data, data);
     if (eval_data)
-        override_path(&rt->f.arena, &cfg->eval_data, eval_data);
+        override_path(&rt->ir.arena, &cfg->eval_data, eval_data);
 #ifdef PIPE_HAVE_CUDA
     /* collective: every rank gets its GPU, or every rank exits 1 */
     if (!strcmp(device, "cuda") && open_cuda(rt, err, sizeof err) != 0) {
@@ -774,7 +772,7 @@ int main(int argc, char **argv)
         /* what this rank allocated, by part, beside pipec's prediction */
         PlanMemory want;
         int64_t part[6];
-        plan_stage_memory(&rt->f, &rt->p.train, &rt->p.eval, rt->stage, &want);
+        plan_stage_memory(&rt->ir, rt->stage, &want);
         plan_memory_parts(&want, part);
         char parts[512], b[32], have[32], pred[32];
         size_t n = 0;
@@ -822,7 +820,7 @@ int main(int argc, char **argv)
         if (has_last(rt))
             target_scale(rt, tmp);
         rt->loss_sum = 0, rt->loss_count = 0, rt->correct = 0;
-        rt_run_program(rt, &rt->p.train.prog[rt->stage], 0);
+        rt_run_program(rt, &rt->ir.sched.train.prog[rt->stage], 0);
         double t1 = MPI_Wtime();
         if (rt->bad_stage >= 0) {
             /* every rank of the lane knows; replica 0 of the first stage says it */

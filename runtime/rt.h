@@ -15,8 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "front.h"
-#include "planner.h"
+#include "plan_ir.h"
 #include "rt_data.h"
 #include "xport.h"
 
@@ -67,7 +66,7 @@ typedef struct RtChunk {
     int64_t ws_bytes;
 } RtChunk;
 
-/* The kinds of training memory a rank allocates, in compiler/memory.h's
+/* The kinds of training memory a rank allocates, in plan/plan_memory.h's
  * order (PlanMemory): what `pipert --metrics` reports per rank and `pipec
  * --stats` predicts per stage. */
 typedef enum RtMem {
@@ -95,8 +94,7 @@ typedef struct RtCtx {
     const struct RtGpuOps *gpu;
     struct RtGpu *gpud;           /* that backend's own state */
     /* what */
-    PcFront f;
-    PcPlan p;
+    PlanIR ir;                    /* the plan, as read (plan/plan_ir.h) */
     const PlanModel *m;
     const PlanConfig *c;
     int64_t B;                    /* micro_batch_size */

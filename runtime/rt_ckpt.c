@@ -529,7 +529,7 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     }
     fprintf(f, "\n  ],\n  \"tensors\": {");
     /* every owned parameter, with the stage whose files hold it */
-    const PlanPartition *pt = &rt->f.part;
+    const PlanPartition *pt = &rt->ir.part;
     int first = 1;
     for (int s = 0; s < rt->stages; s++)
         for (int ch = 0; ch < rt->chunks; ch++) {

@@ -647,7 +647,7 @@ static void g_setup(RtCtx *rt)
         ws = max_z(ws, kc_sumsq_workspace(rt->param[i].n));
     KC(rt, NULL, kc_reserve(k, ws));
     /* results that come back to the host */
-    int ef = last_forwards(rt, &rt->p.train), ee = last_forwards(rt, &rt->p.eval);
+    int ef = last_forwards(rt, &rt->ir.sched.train), ee = last_forwards(rt, &rt->ir.sched.eval);
     G->cap_loss = ef > ee ? ef : ee;
     G->d_loss = g_alloc(rt, (size_t)(G->cap_loss ? G->cap_loss : 1) * 3 * sizeof(double), "losses");
     G->h_loss = rt_alloc(rt, (size_t)(G->cap_loss ? G->cap_loss : 1) * 3 * sizeof(double), "losses");

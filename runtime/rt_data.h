@@ -34,8 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "model.h"
+#include "plan_config.h"
+#include "plan_model.h"
 
 typedef struct RtData {
     PlanDataKind kind;

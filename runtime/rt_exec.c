@@ -98,8 +98,8 @@ static unsigned char *link_slot(RtCtx *rt, RtChunk *ch, int link)
  * owner, then the copy, on every stage that holds either. */
 static void reduce_tied(RtCtx *rt)
 {
-    for (int t = 0; t < rt->f.part.nties; t++) {
-        const PlanTie *tie = &rt->f.part.tie[t];
+    for (int t = 0; t < rt->ir.part.nties; t++) {
+        const PlanTie *tie = &rt->ir.part.tie[t];
         RtParam *own = NULL, *copy = NULL;
         for (int i = 0; i < rt->nparam; i++) {
             RtParam *q = &rt->param[i];

@@ -57,7 +57,7 @@ static int64_t input_item_at(const RtCtx *rt, const RtChunk *ch, const char *nam
         }
         return -1;
     }
-    const PlanBoundary *b = &rt->f.part.bnd[ch->part - 1];
+    const PlanBoundary *b = &rt->ir.part.bnd[ch->part - 1];
     for (int q = 0; q < b->nitems; q++) {
         if (strcmp(b->item[q].name, name) == 0)
             return off;
@@ -196,7 +196,7 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
         forward_layer(rt, ch, slot, i, mb);
     /* side inputs that travel on are copied behind the main output */
     if (!ch->is_last) {
-        const PlanBoundary *bo = &rt->f.part.bnd[ch->part];
+        const PlanBoundary *bo = &rt->ir.part.bnd[ch->part];
         int64_t off = B * ch->lay[n - 1].out_elems * 4;
         for (int j = 1; j < bo->nitems; j++) {
             int64_t in_at = input_item_at(rt, ch, bo->item[j].name);

@@ -23,7 +23,7 @@
  * exp_avg in state[0, n) and exp_avg_sq in state[n, 2n). */
 #include "rt_optim.h"
 
-#include "memory.h"
+#include "plan_memory.h"
 
 #include <math.h>
 

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "config.h"
+#include "plan_config.h"
 
 /* State floats per parameter: SGD with momentum 1, Adam/AdamW 2, else 0. */
 int rt_optim_state_per_param(const PlanConfig *c);

@@ -12,7 +12,7 @@
 
 #include "k_block.h"
 #include "k_cpu.h"
-#include "memory.h"
+#include "plan_memory.h"
 #include "rt.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
@@ -113,12 +113,12 @@ KPool rt_pool_geom(const PlanLayer *L)
     return g;
 }
 
-/* The slot layout of one chunk: compiler/memory.c's, the one pipec
+/* The slot layout of one chunk: plan/plan_memory.c's, the one pipec
  * predicts from, so what --stats says is what is allocated here. */
 static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
 {
     PlanChunkLayout l;
-    plan_chunk_layout(rt->m, &rt->f.part, rt->B, ch->part, split, ch->ac, &l);
+    plan_chunk_layout(rt->m, &rt->ir.part, rt->B, ch->part, split, ch->ac, &l);
     ch->in_off = l.in_off, ch->in_bytes = l.in_bytes, ch->tgt_off = l.tgt_off;
     ch->outt_off = l.outt_off, ch->outt_bytes = l.outt_bytes, ch->dout_off = l.dout_off;
     ch->slot_bytes = l.slot_bytes, ch->ws_bytes = l.ws_bytes, ch->gin_elems = l.gin_elems;
@@ -247,10 +247,10 @@ static void setup_params(RtCtx *rt)
 
 void rt_setup(RtCtx *rt)
 {
-    const PlanPartition *pt = &rt->f.part;
-    rt->m = &rt->f.model;
+    const PlanPartition *pt = &rt->ir.part;
+    rt->m = &rt->ir.model;
     rt->xp = &xport_mpi;
-    rt->c = &rt->f.cfg;
+    rt->c = &rt->ir.cfg;
     rt->B = rt->c->micro_batch_size;
     rt->M = rt->c->micro_batches;
     rt->stages = pt->stages;
@@ -259,9 +259,9 @@ void rt_setup(RtCtx *rt)
     RT_CHECK(rt, rt->chunks <= RT_MAX_CHUNKS, "more than %d chunks", RT_MAX_CHUNKS);
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->stage, rt->dpi, &rt->dp_comm));
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->dpi, rt->stage, &rt->pipe_comm));
-    int tied = rt->p.tied_stage[rt->stage];
+    int tied = rt->ir.sched.tied_stage[rt->stage];
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, tied ? rt->dpi : MPI_UNDEFINED, rt->stage, &rt->tied_comm));
-    int split = plan_stage_split(&rt->p.train, rt->stage);
+    int split = plan_stage_split(&rt->ir.sched.train, rt->stage);
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
         ch->part = sched_part(rt->c->place, rt->stages, rt->stage, c);
@@ -272,8 +272,8 @@ void rt_setup(RtCtx *rt)
         ch->ac = (int)rt->c->activation_checkpoint;
         layout_chunk(rt, ch, split);
         ch->ws = rt_dev_alloc(rt, RT_MEM_RECOMPUTE_WORKSPACE, (size_t)ch->ws_bytes, "recompute workspace");
-        int nb = rt->p.train.nbuf[rt->stage * rt->chunks + c];
-        int ne = rt->p.eval.nbuf[rt->stage * rt->chunks + c];
+        int nb = rt->ir.sched.train.nbuf[rt->stage * rt->chunks + c];
+        int ne = rt->ir.sched.eval.nbuf[rt->stage * rt->chunks + c];
         ch->nbuf = nb > ne ? nb : ne;
         ch->slots = rt_dev_alloc(rt, RT_MEM_ACTIVATIONS, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
         ch->gin = rt_dev_alloc(rt, RT_MEM_TRANSFER_STAGING, ch->gin_elems * sizeof(float), "input gradient");

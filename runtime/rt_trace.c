@@ -13,7 +13,7 @@ enum { TAG_CLOCK = 7001, TAG_EVENTS = 7002 };
 void rt_trace_open(RtCtx *rt, int64_t steps)
 {
     RtTrace *t = rt_alloc(rt, sizeof *t, "trace");
-    int64_t per = rt->p.train.prog[rt->stage].n, cap = steps * per;
+    int64_t per = rt->ir.sched.train.prog[rt->stage].n, cap = steps * per;
     if (cap > RT_TRACE_MAX)
         cap = RT_TRACE_MAX;
     t->cap = cap > 0 ? cap : 1;
@@ -48,7 +48,7 @@ void rt_trace_open(RtCtx *rt, int64_t steps)
 /* Rank 0: one rank's events as complete ("X") events. */
 static void write_events(FILE *out, const RtCtx *rt, int rank, const RtEvent *ev, int64_t n, double origin)
 {
-    const SchedProgram *prog = &rt->p.train.prog[rank / rt->dp];
+    const SchedProgram *prog = &rt->ir.sched.train.prog[rank / rt->dp];
     for (int64_t i = 0; i < n; i++) {
         const RtEvent *e = &ev[i];
         if (e->pc < 0 || e->pc >= prog->n)
@@ -75,7 +75,7 @@ void rt_trace_close(RtCtx *rt, const char *path)
     RtTrace *t = rt->trace;
     if (!t)
         return;
-    int64_t per = rt->p.train.prog[rt->stage].n;
+    int64_t per = rt->ir.sched.train.prog[rt->stage].n;
     for (int64_t i = 0; i < t->n; i++)
         t->ev[i].t0 -= t->offset, t->ev[i].t1 -= t->offset;
     /* the steps every rank holds whole: [first, first + common) */
@@ -170,7 +170,7 @@ void rt_trace_close(RtCtx *rt, const char *path)
         printf("\nidle fraction per rank, measured (the plan's prediction from its cost model):\n");
         for (int r = 0; r < rt->world; r++) {
             int s = r / rt->dp;
-            double pred = rt->p.train_sim.step_time > 0 ? rt->p.train_sim.idle[s] / rt->p.train_sim.step_time : 0;
+            double pred = rt->ir.sched.train_sim.step_time > 0 ? rt->ir.sched.train_sim.idle[s] / rt->ir.sched.train_sim.step_time : 0;
             printf("  rank %d, stage %d: %5.1f%% (%.1f%%)\n", r, s, span > 0 ? 100 * (1 - busy_all[r] / span) : 0.0,
                    100 * pred);
         }

@@ -462,7 +462,7 @@ int xp_nccl_open(RtCtx *rt, cudaStream_t compute, const unsigned char uuid[16], 
         int w = willing;
         if (!w)
             snprintf(why, sizeof x->why[g], "PIPE_NCCL=0");
-        else if (g == XPORT_LANE && !xp_nccl_plan_ok(&rt->p, why, sizeof x->why[g]))
+        else if (g == XPORT_LANE && !xp_nccl_plan_ok(&rt->ir.sched, why, sizeof x->why[g]))
             w = 0;
         if (group_vote(rt, comms[g], uuid, w, why, sizeof x->why[g])) {
             x->nc[g] = make_comm(rt, comms[g]);

@@ -192,7 +192,7 @@ static int same_order(const SchedPlan *pl, int a, int b, const char *what, char 
     }
 }
 
-int xp_nccl_plan_ok(const PcPlan *p, char *why, size_t whysize)
+int xp_nccl_plan_ok(const PlanSchedule *p, char *why, size_t whysize)
 {
     const SchedPlan *pls[2] = {&p->train, &p->eval};
     const char *names[2] = {"training", "evaluation"};

@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "planner.h"
+#include "plan_ir.h"
 
 /* 1 when every stage's training and evaluation programs keep the rules
  * N1-N3 and D3 of xport_nccl_plan.c, so the lane's transfers may go over
@@ -13,6 +13,6 @@
  * violation in why ("stage 0's training program: instruction 14 launches
  * a transfer while the receive posted at 9 is outstanding"). The same
  * answer on every rank: it reads only the plan. */
-int xp_nccl_plan_ok(const PcPlan *p, char *why, size_t whysize);
+int xp_nccl_plan_ok(const PlanSchedule *p, char *why, size_t whysize);
 
 #endif

@@ -17,7 +17,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "config.h"
+#include "plan_config.h"
 #include "k_cuda.h"
 #include "rt_optim.h"
 

@@ -1,6 +1,6 @@
 /* tests/test_grammar.c: the lexer and parser: what they accept, the syntax
  * errors they report (with line and column), and pathological input. */
-#include "parse.h"
+#include "gr_parse.h"
 #include "testutil.h"
 
 static const char *MIN_MODEL = "model m {\n  input x: float32[4]\n  target y: int32[]\n  linear(3)\n  loss cross_entropy\n}\n";

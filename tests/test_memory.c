@@ -1,9 +1,9 @@
-/* tests/test_memory.c: compiler/memory.c (what a stage keeps in memory) and
+/* tests/test_memory.c: plan/plan_memory.c (what a stage keeps in memory) and
  * memory_limit. That pipert allocates exactly these numbers is checked end
  * to end by tests/e2e/test_memory.sh; here, the layout itself and the
  * limit's parsing and refusal. */
-#include "memory.h"
-#include "planner.h"
+#include "plan_memory.h"
+#include "pc_planner.h"
 #include "testutil.h"
 
 #define MLP                                                                                                  \
@@ -14,7 +14,8 @@
 
 typedef struct P {
     T *t;
-    PcPlan p;
+    PlanSchedule p;
+    SchedActions acts;
     int rc;
 } P;
 
@@ -24,13 +25,14 @@ static P *plan(const char *text, const char *const *defs, int ndefs)
     x->t = t_compile_defs(text, defs, ndefs);
     x->rc = x->t->rc;
     if (x->rc == 0)
-        x->rc = pc_plan_build(&x->t->dl, &x->t->f, &x->p, 0);
+        x->rc = pc_plan_build(&x->t->dl, &x->t->f, &x->p, &x->acts, 0);
     return x;
 }
 
 static void plan_free(P *x)
 {
-    pc_plan_free(&x->p);
+    sched_actions_free(&x->acts);
+    plan_schedule_free(&x->p);
     t_free(x->t);
     free(x);
 }
@@ -52,7 +54,8 @@ static char *messages(const DiagList *dl)
 static PlanMemory stage_mem(P *x, int s)
 {
     PlanMemory m;
-    plan_stage_memory(&x->t->f, &x->p.train, &x->p.eval, s, &m);
+    PlanIR ir = pc_ir_view(&x->t->f, &x->p);
+    plan_stage_memory(&ir, s, &m);
     return m;
 }
 

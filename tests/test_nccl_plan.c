@@ -1,7 +1,7 @@
 /* tests/test_nccl_plan.c: the NCCL transport's start-up plan check
  * (runtime/xport_nccl_plan.c), which decides whether a lane's transfers
  * may go over NCCL. No GPU or NCCL needed: it reads plans only. */
-#include "planner.h"
+#include "pc_planner.h"
 #include "testutil.h"
 #include "xport_nccl_plan.h"
 
@@ -21,11 +21,13 @@ static int verdict(const char *schedule, int stages, char *why, size_t whysize)
     const char *defs[] = {d0, d1, "micro_batches=8"};
     T *t = t_compile_defs(MLP8, defs, 3);
     ck_assert_msg(t->rc == 0, "%s", t->err);
-    PcPlan p;
-    ck_assert_int_eq(pc_plan_build(&t->dl, &t->f, &p, 0), 0);
+    PlanSchedule p;
+    SchedActions acts;
+    ck_assert_int_eq(pc_plan_build(&t->dl, &t->f, &p, &acts, 0), 0);
     why[0] = 0;
     int ok = xp_nccl_plan_ok(&p, why, whysize);
-    pc_plan_free(&p);
+    sched_actions_free(&acts);
+    plan_schedule_free(&p);
     t_free(t);
     return ok;
 }
@@ -62,7 +64,7 @@ END_TEST
 
 /* A hand-made plan of 2 stages x 2 chunks, 1 buffer each. */
 typedef struct Hand {
-    PcPlan p;
+    PlanSchedule p;
     SchedProgram prog[2];
     int nbuf[4];
 } Hand;

@@ -4,7 +4,7 @@
  * well-formed as Python's own XML and JSON parsers read them. */
 #include <unistd.h>
 
-#include "picture.h"
+#include "sched_picture.h"
 #include "sched.h"
 #include "testutil.h"
 

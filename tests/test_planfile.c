@@ -3,15 +3,17 @@
  * never a crash (the suite also runs under AddressSanitizer). */
 #include <zlib.h>
 
-#include "listing.h"
-#include "planfile.h"
-#include "planner.h"
+#include "pc_listing.h"
+#include "plan_file.h"
+#include "pc_planner.h"
 #include "testutil.h"
 
 typedef struct Compiled {
     DiagList dl;
     PcFront f;
-    PcPlan p;
+    PlanSchedule p;
+    SchedActions acts;
+    PlanIR ir;          /* a view of f and p */
     unsigned char *bin;
     size_t len;
 } Compiled;
@@ -23,26 +25,28 @@ static Compiled *compile(const char *example, const char *const *defs, int ndefs
     snprintf(path, sizeof path, "%s/examples/%s", PIPE_SOURCE_DIR, example);
     diag_init(&c->dl);
     ck_assert_int_eq(pc_front_file(&c->f, &c->dl, path, defs, ndefs), 0);
-    ck_assert_int_eq(pc_plan_build(&c->dl, &c->f, &c->p, 0), 0);
-    plan_encode(&c->f, &c->p, &c->bin, &c->len);
+    ck_assert_int_eq(pc_plan_build(&c->dl, &c->f, &c->p, &c->acts, 0), 0);
+    c->ir = pc_ir_view(&c->f, &c->p);
+    plan_encode(&c->ir, &c->bin, &c->len);
     return c;
 }
 
 static void compiled_free(Compiled *c)
 {
-    pc_plan_free(&c->p);
+    sched_actions_free(&c->acts);
+    plan_schedule_free(&c->p);
     pc_front_free(&c->f);
     diag_free(&c->dl);
     free(c->bin);
     free(c);
 }
 
-static char *listing(const PcFront *f, const PcPlan *p)
+static char *listing(const PlanIR *ir)
 {
     char *buf;
     size_t n;
     FILE *m = open_memstream(&buf, &n);
-    pc_listing(m, f, p);
+    pc_listing(m, ir);
     fclose(m);
     return buf;
 }
@@ -53,10 +57,9 @@ START_TEST(round_trip)
     const char *d[] = {"stages=3", "schedule=zb-v"};
     for (int i = 0; i < 3; i++) {
         Compiled *c = i < 2 ? compile(ex[i], NULL, 0) : compile("gpt_tiny.pipe", d, 2);
-        PcFront f;
-        PcPlan p;
+        PlanIR f;
         char err[1024];
-        int rc = plan_decode(c->bin, c->len, &f, &p, err, sizeof err);
+        int rc = plan_decode(c->bin, c->len, &f, err, sizeof err);
         ck_assert_msg(rc == 0, "%s", err);
         ck_assert_str_eq(f.model.name, c->f.model.name);
         ck_assert_int_eq(f.model.nlayers, c->f.model.nlayers);
@@ -64,18 +67,17 @@ START_TEST(round_trip)
         ck_assert_int_eq(f.part.nparts, c->f.part.nparts);
         ck_assert(f.cfg.lr == c->f.cfg.lr);
         /* what a user reads is the same from the .pipe and from plan.bin */
-        char *a = listing(&c->f, &c->p), *b = listing(&f, &p);
+        char *a = listing(&c->ir), *b = listing(&f);
         ck_assert_str_eq(a, b);
         free(a), free(b);
         /* and it encodes to the same bytes */
         unsigned char *bin2;
         size_t len2;
-        plan_encode(&f, &p, &bin2, &len2);
+        plan_encode(&f, &bin2, &len2);
         ck_assert_int_eq(len2, c->len);
         ck_assert(memcmp(bin2, c->bin, len2) == 0);
         free(bin2);
-        pc_plan_free(&p);
-        pc_front_free(&f);
+        plan_ir_free(&f);
         compiled_free(c);
     }
 }
@@ -83,12 +85,10 @@ END_TEST
 
 static int decode_fails(const unsigned char *d, size_t n, char *err, size_t errsize)
 {
-    PcFront f;
-    PcPlan p;
-    if (plan_decode(d, n, &f, &p, err, errsize) != 0)
+    PlanIR ir;
+    if (plan_decode(d, n, &ir, err, errsize) != 0)
         return 1;
-    pc_plan_free(&p);
-    pc_front_free(&f);
+    plan_ir_free(&ir);
     return 0;
 }
 
@@ -185,15 +185,13 @@ START_TEST(write_and_read_file)
     ck_assert_int_ge(fd, 0);
     close(fd);
     char err[4400];
-    ck_assert_int_eq(plan_write(path, &c->f, &c->p, err, sizeof err), 0);
-    PcFront f;
-    PcPlan p;
-    ck_assert_msg(plan_read(path, &f, &p, err, sizeof err) == 0, "%s", err);
-    ck_assert_int_eq(p.train.stages, 4);
-    pc_plan_free(&p);
-    pc_front_free(&f);
+    ck_assert_int_eq(plan_write(path, &c->ir, err, sizeof err), 0);
+    PlanIR ir;
+    ck_assert_msg(plan_read(path, &ir, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ir.sched.train.stages, 4);
+    plan_ir_free(&ir);
     unlink(path);
-    ck_assert_int_ne(plan_read(path, &f, &p, err, sizeof err), 0);
+    ck_assert_int_ne(plan_read(path, &ir, err, sizeof err), 0);
     ck_assert_msg(strstr(err, "cannot open"), "%s", err);
     compiled_free(c);
 }

@@ -1,9 +1,9 @@
 /* tests/test_planner.c: the planner end to end: text schedules (syntax
  * errors with file:line:col, a deadlock reported at its line), --emit
  * sched read back as the same plan, predictions in --stats. */
-#include "listing.h"
-#include "planner.h"
-#include "stats.h"
+#include "pc_listing.h"
+#include "pc_planner.h"
+#include "pc_stats.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -25,7 +25,9 @@ static char *write_tmp(const char *name, const char *text)
 
 typedef struct P {
     T *t;
-    PcPlan p;
+    PlanSchedule p;
+    SchedActions acts;
+    PlanIR ir; /* a view of t->f and p */
     int rc;
     char err[1400];
 } P;
@@ -37,7 +39,8 @@ static P *plan(const char *const *defs, int ndefs)
     x->t = t_compile_defs(MLP, defs, ndefs);
     x->rc = x->t->rc;
     if (x->rc == 0)
-        x->rc = pc_plan_build(&x->t->dl, &x->t->f, &x->p, 0);
+        x->rc = pc_plan_build(&x->t->dl, &x->t->f, &x->p, &x->acts, 0);
+    x->ir = pc_ir_view(&x->t->f, &x->p);
     if (x->t->dl.n > 0)
         diag_format(&x->t->dl, &x->t->dl.d[x->t->dl.n - 1], x->err, sizeof x->err);
     return x;
@@ -45,7 +48,8 @@ static P *plan(const char *const *defs, int ndefs)
 
 static void plan_free(P *x)
 {
-    pc_plan_free(&x->p);
+    sched_actions_free(&x->acts);
+    plan_schedule_free(&x->p);
     t_free(x->t);
     free(x);
 }
@@ -55,7 +59,7 @@ static char *listing(P *x)
     char *buf;
     size_t n;
     FILE *m = open_memstream(&buf, &n);
-    pc_listing(m, &x->t->f, &x->p);
+    pc_listing(m, &x->ir);
     fclose(m);
     return buf;
 }
@@ -124,7 +128,7 @@ START_TEST(emit_sched_round_trip)
         char path[] = "/tmp/pipe-test-emit-XXXXXX";
         int fd = mkstemp(path);
         FILE *f = fdopen(fd, "w");
-        sched_text_write(f, &a->p.acts, a->t->f.part.chunks, a->t->f.cfg.place, "round trip");
+        sched_text_write(f, &a->acts, a->t->f.part.chunks, a->t->f.cfg.place, "round trip");
         fclose(f);
         char fdef[128];
         snprintf(fdef, sizeof fdef, "schedule=file(\"%s\")", path);
@@ -150,7 +154,7 @@ START_TEST(stats_predictions)
     char *buf;
     size_t n;
     FILE *m = open_memstream(&buf, &n);
-    pc_stats_json(m, &x->t->f, &x->p);
+    pc_stats_json(m, &x->ir);
     fclose(m);
     ck_assert_ptr_nonnull(strstr(buf, "\"step_time\": "));
     ck_assert_ptr_nonnull(strstr(buf, "\"ranks\": [\n    {\"rank\": 0, \"stage\": 0, \"busy\": "));
@@ -185,8 +189,9 @@ START_TEST(tied_and_clip_barriers)
     PcFront f;
     const char *d[] = {"grad_clip=1.0"};
     ck_assert_int_eq(pc_front_file(&f, &dl, path, d, 1), 0);
-    PcPlan p;
-    ck_assert_int_eq(pc_plan_build(&dl, &f, &p, 0), 0);
+    PlanSchedule p;
+    SchedActions acts;
+    ck_assert_int_eq(pc_plan_build(&dl, &f, &p, &acts, 0), 0);
     /* stages 0 and 3 hold the tied embedding / head: ReduceTiedGrads there only */
     for (int s = 0; s < 4; s++) {
         int tied = 0;
@@ -196,7 +201,8 @@ START_TEST(tied_and_clip_barriers)
         const SchedInstr *last = &p.train.prog[s].ins[p.train.prog[s].n - 1];
         ck_assert_int_eq(last->op, SCHED_OptimizerStep);
     }
-    pc_plan_free(&p);
+    sched_actions_free(&acts);
+    plan_schedule_free(&p);
     pc_front_free(&f);
     diag_free(&dl);
 }

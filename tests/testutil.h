@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "front.h"
+#include "pc_front.h"
 
 typedef struct T {
     DiagList dl;

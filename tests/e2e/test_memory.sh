@@ -5,7 +5,7 @@
 # schedule and a data-parallel run, each rank's `memory_bytes` record from
 # `pipert --metrics` (what its arenas allocated, counted where they are
 # allocated) must be within 2% of `pipec --stats --json`'s
-# stages[s].memory_bytes for its stage. Both come from compiler/memory.c,
+# stages[s].memory_bytes for its stage. Both come from plan/plan_memory.c,
 # so the test expects (and prints) 0 difference; 2% is the contract.
 #   test_memory.sh PIPEC PIPERT SOURCE_DIR
 set -u

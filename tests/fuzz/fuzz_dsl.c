@@ -17,11 +17,11 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "listing.h"
-#include "picture.h"
-#include "planfile.h"
-#include "planner.h"
-#include "stats.h"
+#include "pc_listing.h"
+#include "sched_picture.h"
+#include "plan_file.h"
+#include "pc_planner.h"
+#include "pc_stats.h"
 
 static int same_actions(const SchedActions *a, const SchedActions *b)
 {
@@ -39,13 +39,13 @@ static int same_actions(const SchedActions *a, const SchedActions *b)
 }
 
 /* --emit sched, read back as schedule = file(...) would. */
-static void check_sched_round_trip(const PcFront *f, const PcPlan *p)
+static void check_sched_round_trip(const PcFront *f, const SchedActions *acts)
 {
     char *text = NULL;
     size_t len = 0;
     FILE *o = open_memstream(&text, &len);
     FUZZ_CHECK(o != NULL, "open_memstream");
-    sched_text_write(o, &p->acts, f->part.chunks, f->cfg.place, "fuzz");
+    sched_text_write(o, acts, f->part.chunks, f->cfg.place, "fuzz");
     fclose(o);
     DiagList dl;
     diag_init(&dl);
@@ -55,29 +55,27 @@ static void check_sched_round_trip(const PcFront *f, const PcPlan *p)
     if (rc != 0)
         diag_print(&dl, stderr);
     FUZZ_CHECK(rc == 0, "pipec --emit sched wrote a schedule it cannot read:\n%s", text);
-    FUZZ_CHECK(same_actions(&back.acts, &p->acts) && back.place == f->cfg.place, "--emit sched changed the actions");
+    FUZZ_CHECK(same_actions(&back.acts, acts) && back.place == f->cfg.place, "--emit sched changed the actions");
     sched_actions_free(&back.acts);
     diag_free(&dl);
     free(text);
 }
 
 /* plan.bin as pipec -o writes it and pipert reads it. */
-static void check_plan_round_trip(const PcFront *f, const PcPlan *p)
+static void check_plan_round_trip(const PlanIR *ir)
 {
     unsigned char *data = NULL;
     size_t len = 0;
-    plan_encode(f, p, &data, &len);
-    PcFront f2;
-    PcPlan p2;
+    plan_encode(ir, &data, &len);
+    PlanIR back;
     char err[1024];
-    int rc = plan_decode(data, len, &f2, &p2, err, sizeof err);
+    int rc = plan_decode(data, len, &back, err, sizeof err);
     FUZZ_CHECK(rc == 0, "pipec wrote a plan its reader refuses: %s", err);
-    FUZZ_CHECK(f2.part.stages == f->part.stages && f2.model.nlayers == f->model.nlayers &&
-                   p2.train.prog[0].n == p->train.prog[0].n,
+    FUZZ_CHECK(back.part.stages == ir->part.stages && back.model.nlayers == ir->model.nlayers &&
+                   back.sched.train.prog[0].n == ir->sched.train.prog[0].n,
                "the plan read back differs");
-    pc_listing(fuzz_sink(), &f2, &p2);
-    pc_plan_free(&p2);
-    pc_front_free(&f2);
+    pc_listing(fuzz_sink(), &back);
+    plan_ir_free(&back);
     free(data);
 }
 
@@ -121,33 +119,37 @@ int fuzz_dsl(const uint8_t *data, size_t size)
     DiagList dl;
     diag_init(&dl);
     PcFront f;
-    PcPlan p;
+    PlanSchedule p;
+    SchedActions acts;
     memset(&p, 0, sizeof p);
+    memset(&acts, 0, sizeof acts);
     int rc = pc_front_mem(&f, &dl, "fuzz.pipe", text, len, defs, ndefs, sched, sched_len);
     FUZZ_CHECK(rc == PC_OK || rc == PC_USER_ERROR, "pc_front_mem returned %d", rc);
     FUZZ_CHECK((rc == PC_OK) == (dl.nerrors == 0), "front end: status %d with %d errors", rc, dl.nerrors);
     if (rc == PC_OK) {
-        rc = pc_plan_build(&dl, &f, &p, emit);
+        rc = pc_plan_build(&dl, &f, &p, &acts, emit);
         FUZZ_CHECK(rc == PC_OK || rc == PC_USER_ERROR, "pc_plan_build returned %d", rc);
         FUZZ_CHECK((rc == PC_OK) == (dl.nerrors == 0), "planner: status %d with %d errors", rc, dl.nerrors);
     }
     diag_print(&dl, getenv("FUZZ_VERBOSE") ? stderr : fuzz_sink());
     if (rc == PC_OK) {
         FILE *o = fuzz_sink();
-        pc_listing(o, &f, &p);
-        pc_stats_text(o, &f, &p);
-        pc_stats_json(o, &f, &p);
-        pc_summary_line(o, &f, &p);
+        PlanIR ir = pc_ir_view(&f, &p);
+        pc_listing(o, &ir);
+        pc_stats_text(o, &ir);
+        pc_stats_json(o, &ir);
+        pc_summary_line(o, &ir);
         char *name = pc_schedule_str(&f.cfg);
         free(name);
         if (emit) {
             sched_emit_svg(o, &p.train, &p.train_sim, "fuzz");
             sched_emit_trace(o, &p.train, &p.train_sim, "fuzz");
         }
-        check_sched_round_trip(&f, &p);
-        check_plan_round_trip(&f, &p);
+        check_sched_round_trip(&f, &acts);
+        check_plan_round_trip(&ir);
     }
-    pc_plan_free(&p);
+    sched_actions_free(&acts);
+    plan_schedule_free(&p);
     pc_front_free(&f);
     diag_free(&dl);
     free(defbuf);

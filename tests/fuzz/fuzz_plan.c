@@ -10,9 +10,9 @@
 #include <zlib.h>
 
 #include "fuzz.h"
-#include "listing.h"
-#include "planfile.h"
-#include "stats.h"
+#include "pc_listing.h"
+#include "plan_file.h"
+#include "pc_stats.h"
 
 static void put_le(unsigned char *d, uint64_t v, int bytes)
 {
@@ -28,39 +28,35 @@ int fuzz_plan(const uint8_t *data, size_t size)
         put_le(d + 32, size, 8);
         put_le(d + 24, (uint32_t)crc32(0L, d + 40, (uInt)(size - 40)), 4);
     }
-    PcFront f;
-    PcPlan p;
+    PlanIR ir;
     char err[1024];
     err[0] = '\0';
-    int rc = plan_decode(d, size, &f, &p, err, sizeof err);
+    int rc = plan_decode(d, size, &ir, err, sizeof err);
     FUZZ_CHECK(rc == 0 || rc == -1, "plan_decode returned %d", rc);
     FUZZ_CHECK(rc == 0 || err[0], "plan_decode failed without a message");
     if (rc != 0 && getenv("FUZZ_VERBOSE"))
         fprintf(stderr, "%s\n", err);
     if (rc == 0) {
         FILE *o = fuzz_sink();
-        pc_listing(o, &f, &p);
-        pc_stats_text(o, &f, &p);
-        pc_stats_json(o, &f, &p);
-        pc_summary_line(o, &f, &p);
+        pc_listing(o, &ir);
+        pc_stats_text(o, &ir);
+        pc_stats_json(o, &ir);
+        pc_summary_line(o, &ir);
 
         unsigned char *e1 = NULL, *e2 = NULL;
         size_t n1 = 0, n2 = 0;
-        plan_encode(&f, &p, &e1, &n1);
-        PcFront f2;
-        PcPlan p2;
-        rc = plan_decode(e1, n1, &f2, &p2, err, sizeof err);
+        plan_encode(&ir, &e1, &n1);
+        PlanIR ir2;
+        rc = plan_decode(e1, n1, &ir2, err, sizeof err);
         FUZZ_CHECK(rc == 0, "a plan the reader accepted, re-encoded, is refused: %s", err);
-        plan_encode(&f2, &p2, &e2, &n2);
+        plan_encode(&ir2, &e2, &n2);
         FUZZ_CHECK(n1 == n2 && memcmp(e1, e2, n1) == 0, "encode(decode(x)) is not a fixed point (%zu vs %zu bytes)",
                    n1, n2);
-        pc_plan_free(&p2);
-        pc_front_free(&f2);
+        plan_ir_free(&ir2);
         free(e1);
         free(e2);
+        plan_ir_free(&ir);
     }
-    pc_plan_free(&p);
-    pc_front_free(&f);
     free(d);
     return 0;
 }

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "front.h"
+#include "pc_front.h"
 #include "rt_data.h"
 
 static int die(const char *msg)

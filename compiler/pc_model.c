@@ -1,0 +1,760 @@
+/* compiler/pc_model.c: from the `model` block to a PlanModel: repeat expansion,
+ * argument binding, labels, shape inference, parameter layout, estimates.
+ *
+ * Shape inference stops at the first layer whose input it cannot accept:
+ * every later shape would be a guess, and one precise message beats a
+ * cascade. Argument errors are collected across all layers first. */
+#include "pc_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pc_bind.h"
+
+/* ---- expansion ------------------------------------------------------- */
+
+typedef struct Builder {
+    DiagList *dl;
+    PlanModel *m;
+    const AstStmt **stmt;   /* the statement each expanded layer came from */
+    int n, cap;
+    const AstStmt **bad;    /* statements whose arguments failed: report once */
+    int nbad, capbad;
+} Builder;
+
+/* Layers a statement list expands to, saturating at PLAN_MAX_LAYERS + 1. */
+static int64_t count_layers(const AstStmt *s)
+{
+    int64_t n = 0;
+    for (; s; s = s->next) {
+        if (s->kind == AST_LAYER)
+            n++;
+        else if (s->kind == AST_REPEAT && s->count && s->count->kind == AST_INT && s->count->i > 0) {
+            int64_t body = count_layers(s->body);
+            if (body > 0 && s->count->i > (PLAN_MAX_LAYERS + 1) / body)
+                return PLAN_MAX_LAYERS + 1;
+            n += body * s->count->i;
+        }
+        if (n > PLAN_MAX_LAYERS)
+            return PLAN_MAX_LAYERS + 1;
+    }
+    return n;
+}
+
+static int expand(Builder *b, const AstStmt *s, int depth)
+{
+    for (; s; s = s->next) {
+        if (s->kind == AST_LAYER) {
+            if (b->n == b->cap) {
+                b->cap = b->cap ? 2 * b->cap : 64;
+                b->stmt = realloc(b->stmt, b->cap * sizeof *b->stmt);
+                if (!b->stmt) {
+                    fputs("pipe: out of memory\n", stderr);
+                    exit(2);
+                }
+            }
+            b->stmt[b->n++] = s;
+        } else if (s->kind == AST_REPEAT) {
+            for (int64_t k = 0; k < s->count->i; k++)
+                expand(b, s->body, depth + 1);
+        }
+    }
+    return 0;
+}
+
+/* Checks repeat counts and where input/target/loss statements may stand. */
+static int check_structure(DiagList *dl, const AstStmt *s, int depth)
+{
+    int errors = 0;
+    for (; s; s = s->next) {
+        if (depth > 0 && (s->kind == AST_INPUT || s->kind == AST_TARGET || s->kind == AST_LOSS)) {
+            diag_error(dl, s->loc, "'%s' cannot stand inside repeat",
+                       s->kind == AST_INPUT ? "input" : s->kind == AST_TARGET ? "target" : "loss");
+            errors++;
+        }
+        if (s->kind == AST_REPEAT) {
+            const AstValue *c = s->count;
+            if (c->kind != AST_INT) {
+                char txt[64];
+                pc_value_text(c, txt, sizeof txt);
+                diag_error(dl, c->loc, "repeat count must be an integer, not '%s'", txt);
+                errors++;
+            } else if (c->i < 1) {
+                diag_error(dl, c->loc, "repeat count must be at least 1, not %lld", (long long)c->i);
+                errors++;
+            } else {
+                errors += check_structure(dl, s->body, depth + 1);
+            }
+        }
+    }
+    return errors;
+}
+
+/* ---- arguments ------------------------------------------------------- */
+
+static int find_label(const PlanModel *m, const char *label)
+{
+    for (int i = 0; i < m->nlayers; i++)
+        if (m->layer[i].label && strcmp(m->layer[i].label, label) == 0)
+            return i;
+    return -1;
+}
+
+static int find_input(const PlanModel *m, const char *name)
+{
+    for (int i = 0; i < m->ninputs; i++)
+        if (strcmp(m->input[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int positive(DiagList *dl, const PcArg *a, const char *what, int64_t min)
+{
+    for (int k = 0; k < 2; k++)
+        if (a->i[k] < min) {
+            diag_error(dl, a->loc, "%s of '%s' must be at least %lld, not %lld", a->name, what, (long long)min,
+                       (long long)a->i[k]);
+            return -1;
+        }
+    return 0;
+}
+
+/* Binds one layer's arguments and checks the ranges that need no shapes. */
+static int bind_layer(Builder *b, int idx)
+{
+    DiagList *dl = b->dl;
+    const AstStmt *s = b->stmt[idx];
+    PlanLayer *L = &b->m->layer[idx];
+    memset(L, 0, sizeof *L);
+    L->index = idx;
+    L->loc = s->loc;
+    L->label = s->label;
+    L->tie = -1;
+    L->mask = -1;
+    for (int k = 0; k < b->nbad; k++)
+        if (b->bad[k] == s)
+            return -1;
+    int kind = -1;
+    for (int k = 0; k < PLAN_L_COUNT; k++)
+        if (strcmp(plan_layer_names[k], s->name) == 0)
+            kind = k;
+    int rc = 0;
+    if (kind < 0) {
+        const char *near = diag_nearest(s->name, plan_layer_names);
+        int is_loss = 0;
+        for (int k = 0; k < PLAN_LOSS_COUNT; k++)
+            if (strcmp(plan_loss_names[k], s->name) == 0)
+                is_loss = 1;
+        if (is_loss)
+            diag_error(dl, s->loc, "'%s' is a loss, not a layer: write 'loss %s' at the end of the model", s->name,
+                       s->name);
+        else if (near)
+            diag_error(dl, s->loc, "unknown layer '%s'; did you mean '%s'?", s->name, near);
+        else
+            diag_error(dl, s->loc, "unknown layer '%s'", s->name);
+        rc = -1;
+    } else {
+        L->kind = (PlanLayerKind)kind;
+        PcArgs a;
+        if (pc_bind(dl, s->name, plan_layer_sigs[kind], &s->args, s->loc, &a) != 0) {
+            rc = -1;
+        } else {
+            const char *w = s->name;
+            switch (L->kind) {
+            case PLAN_L_LINEAR:
+                L->nout = pc_arg(&a, "out")->i[0];
+                L->bias = (int)pc_arg(&a, "bias")->i[0];
+                rc |= positive(dl, pc_arg(&a, "out"), w, 1);
+                break;
+            case PLAN_L_CONV2D:
+                L->nout = pc_arg(&a, "out")->i[0];
+                L->kh = pc_arg(&a, "kernel")->i[0], L->kw = pc_arg(&a, "kernel")->i[1];
+                L->sh = pc_arg(&a, "stride")->i[0], L->sw = pc_arg(&a, "stride")->i[1];
+                L->ph = pc_arg(&a, "padding")->i[0], L->pw = pc_arg(&a, "padding")->i[1];
+                L->bias = (int)pc_arg(&a, "bias")->i[0];
+                rc |= positive(dl, pc_arg(&a, "out"), w, 1);
+                rc |= positive(dl, pc_arg(&a, "kernel"), w, 1);
+                rc |= positive(dl, pc_arg(&a, "stride"), w, 1);
+                rc |= positive(dl, pc_arg(&a, "padding"), w, 0);
+                break;
+            case PLAN_L_MAXPOOL2D:
+            case PLAN_L_AVGPOOL2D: {
+                const PcArg *k = pc_arg(&a, "kernel"), *st = pc_arg(&a, "stride");
+                L->kh = k->i[0], L->kw = k->i[1];
+                L->sh = st->set ? st->i[0] : L->kh, L->sw = st->set ? st->i[1] : L->kw;
+                rc |= positive(dl, k, w, 1);
+                if (st->set)
+                    rc |= positive(dl, st, w, 1);
+                if (L->kind == PLAN_L_MAXPOOL2D) {
+                    const PcArg *pd = pc_arg(&a, "padding");
+                    L->ph = pd->i[0], L->pw = pd->i[1];
+                    rc |= positive(dl, pd, w, 0);
+                    if (!rc && (2 * L->ph > L->kh || 2 * L->pw > L->kw)) {
+                        diag_error(dl, pd->loc, "padding of 'maxpool2d' must be at most half the kernel (%lldx%lld)",
+                                   (long long)L->kh, (long long)L->kw);
+                        rc = -1;
+                    }
+                }
+                break;
+            }
+            case PLAN_L_ADAPTIVE_AVGPOOL2D: {
+                const PcArg *h = pc_arg(&a, "h"), *ww = pc_arg(&a, "w");
+                L->oh = h->i[0];
+                L->ow = ww->set ? ww->i[0] : L->oh;
+                rc |= positive(dl, h, w, 1);
+                if (ww->set)
+                    rc |= positive(dl, ww, w, 1);
+                break;
+            }
+            case PLAN_L_DROPOUT:
+                L->p = pc_arg(&a, "p")->f[0];
+                if (!(L->p >= 0.0 && L->p < 1.0)) {
+                    diag_error(dl, pc_arg(&a, "p")->loc, "p of 'dropout' must be in [0, 1), not %g", L->p);
+                    rc = -1;
+                }
+                break;
+            case PLAN_L_LAYERNORM:
+                L->eps = pc_arg(&a, "eps")->f[0];
+                if (!(L->eps > 0.0)) {
+                    diag_error(dl, pc_arg(&a, "eps")->loc, "eps of 'layernorm' must be positive, not %g", L->eps);
+                    rc = -1;
+                }
+                break;
+            case PLAN_L_EMBEDDING:
+                L->vocab = pc_arg(&a, "vocab")->i[0];
+                L->dim = pc_arg(&a, "dim")->i[0];
+                L->positions = pc_arg(&a, "positions")->i[0];
+                rc |= positive(dl, pc_arg(&a, "vocab"), w, 1);
+                rc |= positive(dl, pc_arg(&a, "dim"), w, 1);
+                rc |= positive(dl, pc_arg(&a, "positions"), w, 0);
+                break;
+            case PLAN_L_TRANSFORMER_BLOCK: {
+                L->heads = pc_arg(&a, "heads")->i[0];
+                const PcArg *mlp = pc_arg(&a, "mlp");
+                L->mlp = mlp->set ? mlp->i[0] : 0; /* 0: 4 * dim, known with the shape */
+                L->causal = (int)pc_arg(&a, "causal")->i[0];
+                L->p = pc_arg(&a, "dropout")->f[0];
+                L->eps = 1e-5;
+                rc |= positive(dl, pc_arg(&a, "heads"), w, 1);
+                if (mlp->set)
+                    rc |= positive(dl, mlp, w, 1);
+                if (!(L->p >= 0.0 && L->p < 1.0)) {
+                    diag_error(dl, pc_arg(&a, "dropout")->loc, "dropout of 'transformer_block' must be in [0, 1), not %g",
+                               L->p);
+                    rc = -1;
+                }
+                const PcArg *mk = pc_arg(&a, "mask");
+                if (mk->set) {
+                    L->mask = find_input(b->m, mk->s);
+                    if (L->mask < 0) {
+                        const char *names[PLAN_MAX_IO + 1];
+                        for (int k = 0; k < b->m->ninputs; k++)
+                            names[k] = b->m->input[k].name;
+                        names[b->m->ninputs] = NULL;
+                        const char *near = diag_nearest(mk->s, names);
+                        if (near)
+                            diag_error(dl, mk->loc, "unknown mask input '%s'; did you mean '%s'?", mk->s, near);
+                        else
+                            diag_error(dl, mk->loc, "unknown mask input '%s' (declare it with 'input %s: float32[T]')",
+                                       mk->s, mk->s);
+                        rc = -1;
+                    } else if (L->mask == 0) {
+                        diag_error(dl, mk->loc, "mask '%s' is the model's main input; a mask must be another input",
+                                   mk->s);
+                        rc = -1;
+                    }
+                }
+                break;
+            }
+            case PLAN_L_RELU:
+            case PLAN_L_GELU:
+            case PLAN_L_TANH:
+            case PLAN_L_SIGMOID:
+            case PLAN_L_FLATTEN:
+            case PLAN_L_COUNT:
+                break;
+            }
+            if (L->kind == PLAN_L_LINEAR && pc_arg(&a, "tie")->set) {
+                L->tie_label = pc_arg(&a, "tie")->s; /* resolved once all labels are known */
+                L->tie_loc = pc_arg(&a, "tie")->loc;
+            }
+        }
+    }
+    if (rc) {
+        if (b->nbad == b->capbad) {
+            b->capbad = b->capbad ? 2 * b->capbad : 16;
+            b->bad = realloc(b->bad, b->capbad * sizeof *b->bad);
+            if (!b->bad) {
+                fputs("pipe: out of memory\n", stderr);
+                exit(2);
+            }
+        }
+        b->bad[b->nbad++] = s;
+    }
+    return rc ? -1 : 0;
+}
+
+/* ---- shapes ---------------------------------------------------------- */
+
+/* Adds a parameter tensor; returns -1 when it would exceed PLAN_MAX_ELEMS
+ * (the caller reports), so no count can overflow. */
+static int add_param(PlanLayer *L, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    PlanParam *p = &L->param[L->nparams++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    int64_t d[4] = {d0, d1, d2, d3};
+    p->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->dim[i] = d[i];
+        if (d[i] < 1 || d[i] > PLAN_MAX_ELEMS / p->count)
+            return -1;
+        p->count *= d[i];
+    }
+    L->params += p->count;
+    return 0;
+}
+
+/* FLOP estimates are computed in double and clamped: an estimate must never
+ * overflow, however large the (already size-checked) shapes. */
+static int64_t fl(double x)
+{
+    return x > 4e18 ? (int64_t)4e18 : (int64_t)x;
+}
+
+/* True when the tensor stays within the size limits. */
+static int sane(const PlanTensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->dim[i] < 1 || t->dim[i] > PLAN_MAX_ELEMS / n)
+            return 0;
+        n *= t->dim[i];
+    }
+    return 1;
+}
+
+#define PARAM(...)                                                                                 \
+    do {                                                                                           \
+        if (add_param(__VA_ARGS__) != 0)                                                           \
+            SHAPE_ERR("layer %d (%s): a parameter tensor would have more than 2^40 elements", L->index, \
+                      plan_layer_names[L->kind]);                                                    \
+    } while (0)
+
+#define SHAPE_ERR(...)                          \
+    do {                                        \
+        diag_error(dl, L->loc, __VA_ARGS__);    \
+        return -1;                              \
+    } while (0)
+
+static int pool_out(DiagList *dl, PlanLayer *L, const char *what, int64_t in, int64_t k, int64_t s, int64_t p,
+                    const char *txt, int64_t *out)
+{
+    if (in + 2 * p < k)
+        SHAPE_ERR("layer %d (%s): %s %lld is larger than its input %s%s", L->index, plan_layer_names[L->kind], what,
+                  (long long)k, txt, p ? " even with padding" : "");
+    *out = (in + 2 * p - k) / s + 1;
+    return 0;
+}
+
+/* Input elements summed along one axis by adaptive pooling: each of the
+ * out windows spans about ceil(in / out) + 1 elements when they overlap. An
+ * estimate, in O(1) whatever the sizes. */
+static double adaptive_span(int64_t in, int64_t out)
+{
+    if (in % out == 0)
+        return (double)in;
+    return (double)out * (double)((in + out - 1) / out + 1);
+}
+
+static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
+{
+    char txt[96];
+    plan_tensor_text(in, 1, txt, sizeof txt);
+    const char *name = plan_layer_names[L->kind];
+    L->in = *in;
+    L->out = *in;
+    int64_t n = plan_tensor_elems(in);
+    if (L->kind != PLAN_L_EMBEDDING && in->dtype != PLAN_F32)
+        SHAPE_ERR("layer %d (%s) needs a float32 input, but gets %s%s", L->index, name, txt,
+                  L->index == 0 ? " (token ids go through an embedding first)" : "");
+    switch (L->kind) {
+    case PLAN_L_LINEAR: {
+        if (in->ndim < 1)
+            SHAPE_ERR("layer %d (linear) needs an input with at least one dimension, but gets %s", L->index, txt);
+        int64_t fin = in->dim[in->ndim - 1], rows = n / fin;
+        L->out.dim[in->ndim - 1] = L->nout;
+        if (!sane(&L->out))
+            SHAPE_ERR("layer %d (%s): output shape is too large", L->index, name);
+        if (L->tie < 0 && !L->tie_label)
+            PARAM(L, "weight", 2, L->nout, fin, 0, 0);
+        if (L->bias)
+            PARAM(L, "bias", 1, L->nout, 0, 0, 0);
+        L->flops = fl(2.0 * rows * fin * L->nout + (L->bias ? (double)rows * L->nout : 0));
+        break;
+    }
+    case PLAN_L_CONV2D:
+    case PLAN_L_MAXPOOL2D:
+    case PLAN_L_AVGPOOL2D: {
+        if (in->ndim != 3)
+            SHAPE_ERR("layer %d (%s) needs a [C, H, W] input, but gets %s", L->index, name, txt);
+        int64_t c = in->dim[0], h = in->dim[1], w = in->dim[2], oh, ow;
+        const char *what = L->kind == PLAN_L_CONV2D ? "kernel" : "window";
+        if (pool_out(dl, L, what, h, L->kh, L->sh, L->ph, txt, &oh) || pool_out(dl, L, what, w, L->kw, L->sw, L->pw, txt, &ow))
+            return -1;
+        int64_t oc = L->kind == PLAN_L_CONV2D ? L->nout : c;
+        L->out.dim[0] = oc, L->out.dim[1] = oh, L->out.dim[2] = ow;
+        if (L->kind == PLAN_L_CONV2D) {
+            PARAM(L, "weight", 4, L->nout, c, L->kh, L->kw);
+            if (L->bias)
+                PARAM(L, "bias", 1, L->nout, 0, 0, 0);
+            L->flops = fl(2.0 * c * L->kh * L->kw * oc * oh * ow + (L->bias ? (double)oc * oh * ow : 0));
+        } else {
+            L->flops = fl((double)oc * oh * ow * L->kh * L->kw);
+        }
+        break;
+    }
+    case PLAN_L_ADAPTIVE_AVGPOOL2D:
+        if (in->ndim != 3)
+            SHAPE_ERR("layer %d (%s) needs a [C, H, W] input, but gets %s", L->index, name, txt);
+        L->out.dim[1] = L->oh, L->out.dim[2] = L->ow;
+        if (!sane(&L->out))
+            SHAPE_ERR("layer %d (%s): output shape is too large", L->index, name);
+        L->flops = fl((double)in->dim[0] * adaptive_span(in->dim[1], L->oh) * adaptive_span(in->dim[2], L->ow));
+        break;
+    case PLAN_L_RELU:
+    case PLAN_L_DROPOUT:
+        L->flops = n;
+        break;
+    case PLAN_L_GELU:
+    case PLAN_L_TANH:
+    case PLAN_L_SIGMOID:
+        L->flops = fl(4.0 * n);
+        break;
+    case PLAN_L_FLATTEN:
+        if (in->ndim < 1)
+            SHAPE_ERR("layer %d (flatten) needs an input with at least one dimension, but gets %s", L->index, txt);
+        L->out.ndim = 1;
+        L->out.dim[0] = n;
+        break;
+    case PLAN_L_LAYERNORM:
+        if (in->ndim < 1)
+            SHAPE_ERR("layer %d (layernorm) needs an input with at least one dimension, but gets %s", L->index, txt);
+        PARAM(L, "weight", 1, in->dim[in->ndim - 1], 0, 0, 0);
+        PARAM(L, "bias", 1, in->dim[in->ndim - 1], 0, 0, 0);
+        L->flops = fl(8.0 * n);
+        break;
+    case PLAN_L_EMBEDDING: {
+        if (in->dtype != PLAN_I32 || in->ndim != 1)
+            SHAPE_ERR("layer %d (embedding) needs int32 token ids [T], but gets %s", L->index, txt);
+        int64_t t = in->dim[0];
+        if (L->positions > 0 && t > L->positions)
+            SHAPE_ERR("layer %d (embedding): sequence length %lld is longer than positions = %lld", L->index,
+                      (long long)t, (long long)L->positions);
+        L->out.dtype = PLAN_F32;
+        L->out.ndim = 2;
+        L->out.dim[0] = t, L->out.dim[1] = L->dim;
+        PARAM(L, "tokens.weight", 2, L->vocab, L->dim, 0, 0);
+        if (L->positions > 0)
+            PARAM(L, "positions.weight", 2, L->positions, L->dim, 0, 0);
+        L->flops = L->positions > 0 ? fl((double)t * L->dim) : 0;
+        break;
+    }
+    case PLAN_L_TRANSFORMER_BLOCK: {
+        if (in->ndim != 2)
+            SHAPE_ERR("layer %d (transformer_block) needs a [T, D] input, but gets %s", L->index, txt);
+        int64_t t = in->dim[0], d = in->dim[1];
+        if (d % L->heads != 0)
+            SHAPE_ERR("layer %d (transformer_block): heads = %lld do not divide the width %lld", L->index,
+                      (long long)L->heads, (long long)d);
+        if (L->mlp == 0)
+            L->mlp = 4 * d;
+        if (L->mask >= 0) {
+            const PlanIO *mk = &m->input[L->mask];
+            char mt[96];
+            plan_tensor_text(&mk->t, 1, mt, sizeof mt);
+            if (mk->t.dtype != PLAN_F32 || mk->t.ndim != 1 || mk->t.dim[0] != t)
+                SHAPE_ERR("layer %d (transformer_block): mask '%s' must be float32[%lld] to match the sequence, but is %s",
+                          L->index, mk->name, (long long)t, mt);
+        }
+        if (L->mlp > PLAN_MAX_ELEMS / d)
+            SHAPE_ERR("layer %d (transformer_block): mlp = %lld is too large", L->index, (long long)L->mlp);
+        int64_t f = L->mlp;
+        PARAM(L, "ln1.weight", 1, d, 0, 0, 0);
+        PARAM(L, "ln1.bias", 1, d, 0, 0, 0);
+        PARAM(L, "attn.qkv.weight", 2, 3 * d, d, 0, 0);
+        PARAM(L, "attn.qkv.bias", 1, 3 * d, 0, 0, 0);
+        PARAM(L, "attn.proj.weight", 2, d, d, 0, 0);
+        PARAM(L, "attn.proj.bias", 1, d, 0, 0, 0);
+        PARAM(L, "ln2.weight", 1, d, 0, 0, 0);
+        PARAM(L, "ln2.bias", 1, d, 0, 0, 0);
+        PARAM(L, "mlp.fc.weight", 2, f, d, 0, 0);
+        PARAM(L, "mlp.fc.bias", 1, f, 0, 0, 0);
+        PARAM(L, "mlp.proj.weight", 2, d, f, 0, 0);
+        PARAM(L, "mlp.proj.bias", 1, d, 0, 0, 0);
+        double T = (double)t, D = (double)d, F = (double)f, H = (double)L->heads;
+        L->flops = fl(2 * 8 * T * D                   /* ln1, ln2 */
+                   + 2 * T * D * 3 * D + 3 * T * D    /* qkv */
+                   + 2 * T * T * D + 5 * H * T * T + 2 * T * T * D /* scores, softmax, context */
+                   + 2 * T * D * D + T * D            /* proj */
+                   + 2 * T * D * F + T * F + 4 * T * F /* fc, gelu */
+                   + 2 * T * F * D + T * D            /* proj */
+                   + 2 * T * D);                      /* residuals */
+        break;
+    }
+    case PLAN_L_COUNT:
+        break;
+    }
+    if (!sane(&L->out))
+        SHAPE_ERR("layer %d (%s): output shape is too large or empty", L->index, name);
+    L->held = L->params;
+    L->act_bytes = plan_tensor_elems(&L->out) * plan_dtype_size(L->out.dtype);
+    return 0;
+}
+
+/* Shares a tied linear's weight with the labelled embedding or linear. */
+static int resolve_tie(DiagList *dl, PlanModel *m, PlanLayer *L)
+{
+    int t = find_label(m, L->tie_label);
+    if (t < 0) {
+        const char *names[64];
+        int n = 0;
+        for (int i = 0; i < m->nlayers && n < 63; i++)
+            if (m->layer[i].label)
+                names[n++] = m->layer[i].label;
+        names[n] = NULL;
+        const char *near = diag_nearest(L->tie_label, names);
+        if (near)
+            diag_error(dl, L->tie_loc, "unknown tie label '%s'; did you mean '%s'?", L->tie_label, near);
+        else
+            diag_error(dl, L->tie_loc, "unknown tie label '%s' (name a layer with 'as %s')", L->tie_label, L->tie_label);
+        return -1;
+    }
+    const PlanLayer *T = &m->layer[t];
+    if (t == L->index) {
+        diag_error(dl, L->tie_loc, "layer %d cannot tie its weight to itself", L->index);
+        return -1;
+    }
+    if (!(T->kind == PLAN_L_EMBEDDING || (T->kind == PLAN_L_LINEAR && !T->tie_label))) {
+        diag_error(dl, L->tie_loc, "tie = %s: layer %d (%s) has no weight to share (tie to an embedding or an untied linear)",
+                   L->tie_label, t, plan_layer_names[T->kind]);
+        return -1;
+    }
+    const PlanParam *w = &T->param[0];
+    int64_t fin = L->in.dim[L->in.ndim - 1];
+    if (w->dim[0] != L->nout || w->dim[1] != fin) {
+        diag_error(dl, L->tie_loc,
+                   "tie = %s: layer %d's weight is [%lld, %lld] but %s's (layer %d) is [%lld, %lld]", L->tie_label,
+                   L->index, (long long)L->nout, (long long)fin, L->tie_label, t, (long long)w->dim[0],
+                   (long long)w->dim[1]);
+        return -1;
+    }
+    L->tie = t;
+    L->held = L->params + w->count;
+    return 0;
+}
+
+/* ---- the model ------------------------------------------------------- */
+
+static int declare_io(DiagList *dl, PlanModel *m, const AstStmt *s)
+{
+    int is_input = s->kind == AST_INPUT;
+    PlanIO *list = is_input ? m->input : m->target;
+    int *n = is_input ? &m->ninputs : &m->ntargets;
+    for (int i = 0; i < m->ninputs; i++)
+        if (strcmp(m->input[i].name, s->name) == 0) {
+            diag_error(dl, s->name_loc, "'%s' is already declared as an input", s->name);
+            return -1;
+        }
+    for (int i = 0; i < m->ntargets; i++)
+        if (strcmp(m->target[i].name, s->name) == 0) {
+            diag_error(dl, s->name_loc, "'%s' is already declared as a target", s->name);
+            return -1;
+        }
+    if (*n == PLAN_MAX_IO) {
+        diag_error(dl, s->loc, "too many %ss (limit %d)", is_input ? "input" : "target", PLAN_MAX_IO);
+        return -1;
+    }
+    PlanIO *io = &list[*n];
+    memset(io, 0, sizeof *io);
+    io->name = s->name;
+    io->loc = s->name_loc;
+    io->first_use = io->last_use = -1;
+    if (strcmp(s->dtype, "float32") == 0)
+        io->t.dtype = PLAN_F32;
+    else if (strcmp(s->dtype, "int32") == 0)
+        io->t.dtype = PLAN_I32;
+    else {
+        static const char *const dts[] = {"float32", "int32", NULL};
+        const char *near = diag_nearest(s->dtype, dts);
+        diag_error(dl, s->dtype_loc, "unknown dtype '%s'%s%s%s (float32 or int32)", s->dtype, near ? "; did you mean '" : "",
+                   near ? near : "", near ? "'?" : "");
+        return -1;
+    }
+    if (s->dims.n > PLAN_MAX_DIMS) {
+        diag_error(dl, s->dtype_loc, "'%s' has %d dimensions; at most %d are supported", s->name, s->dims.n, PLAN_MAX_DIMS);
+        return -1;
+    }
+    for (const AstArg *d = s->dims.head; d; d = d->next) {
+        if (d->value->kind != AST_INT || d->value->i < 1) {
+            char txt[64];
+            pc_value_text(d->value, txt, sizeof txt);
+            diag_error(dl, d->value->loc, "a dimension must be a positive integer, not '%s'", txt);
+            return -1;
+        }
+        io->t.dim[io->t.ndim++] = d->value->i;
+    }
+    if (!sane(&io->t)) {
+        diag_error(dl, s->dtype_loc, "'%s' is too large (more than 2^40 elements)", s->name);
+        return -1;
+    }
+    (*n)++;
+    return 0;
+}
+
+static int check_loss(DiagList *dl, PlanModel *m, const PlanTensor *out)
+{
+    if (m->ntargets == 0) {
+        diag_error(dl, m->loss_loc, "loss %s needs a target: declare one with 'target NAME: int32[...]'",
+                   plan_loss_names[m->loss]);
+        return -1;
+    }
+    if (m->ntargets > 1) {
+        diag_error(dl, m->target[1].loc, "a model takes one target; '%s' is a second", m->target[1].name);
+        return -1;
+    }
+    const PlanTensor *t = &m->target[0].t;
+    char ot[96], tt[96];
+    plan_tensor_text(out, 1, ot, sizeof ot);
+    plan_tensor_text(t, 1, tt, sizeof tt);
+    if (m->loss == PLAN_LOSS_CROSS_ENTROPY) {
+        int ok = t->dtype == PLAN_I32 && out->dtype == PLAN_F32 && out->ndim == t->ndim + 1;
+        for (int i = 0; ok && i < t->ndim; i++)
+            ok = t->dim[i] == out->dim[i];
+        if (!ok) {
+            diag_error(dl, m->loss_loc,
+                       "loss cross_entropy: the model's output %s needs an int32 target of its shape without the "
+                       "class dimension, but target '%s' is %s",
+                       ot, m->target[0].name, tt);
+            return -1;
+        }
+    } else {
+        int ok = t->dtype == PLAN_F32 && t->ndim == out->ndim;
+        for (int i = 0; ok && i < t->ndim; i++)
+            ok = t->dim[i] == out->dim[i];
+        if (!ok) {
+            diag_error(dl, m->loss_loc, "loss mse: the model's output %s needs a float32 target of the same shape, "
+                       "but target '%s' is %s", ot, m->target[0].name, tt);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int pc_model_build(DiagList *dl, const AstBlock *block, PlanModel *m)
+{
+    memset(m, 0, sizeof *m);
+    m->name = block->name;
+    m->loc = block->loc;
+    m->loss = PLAN_LOSS_COUNT;
+    int errors = check_structure(dl, block->stmts, 0);
+    const AstStmt *loss = NULL;
+    for (const AstStmt *s = block->stmts; s; s = s->next) {
+        if (loss && s->kind != AST_INPUT && s->kind != AST_TARGET) {
+            diag_error(dl, s->loc, "nothing but input and target declarations may follow the loss");
+            errors++;
+            break;
+        }
+        if (s->kind == AST_INPUT || s->kind == AST_TARGET)
+            errors += declare_io(dl, m, s) != 0;
+        else if (s->kind == AST_LOSS) {
+            loss = s;
+            m->loss_loc = s->name_loc;
+            for (int k = 0; k < PLAN_LOSS_COUNT; k++)
+                if (strcmp(plan_loss_names[k], s->name) == 0)
+                    m->loss = (PlanLossKind)k;
+            if (m->loss == PLAN_LOSS_COUNT) {
+                const char *near = diag_nearest(s->name, plan_loss_names);
+                if (near)
+                    diag_error(dl, s->name_loc, "unknown loss '%s'; did you mean '%s'?", s->name, near);
+                else
+                    diag_error(dl, s->name_loc, "unknown loss '%s' (cross_entropy or mse)", s->name);
+                errors++;
+            }
+        }
+    }
+    if (errors)
+        return -1;
+    if (m->ninputs == 0) {
+        diag_error(dl, block->loc, "model '%s' has no input: declare one with 'input NAME: float32[...]'", m->name);
+        return -1;
+    }
+    int64_t total = count_layers(block->stmts);
+    if (total > PLAN_MAX_LAYERS) {
+        diag_error(dl, block->loc, "model '%s' has too many layers (more than %d after expanding repeat)", m->name,
+                   PLAN_MAX_LAYERS);
+        return -1;
+    }
+    if (total == 0) {
+        diag_error(dl, block->loc, "model '%s' has no layers", m->name);
+        return -1;
+    }
+    Builder b = {.dl = dl, .m = m};
+    expand(&b, block->stmts, 0);
+    m->nlayers = b.n;
+    m->layer = calloc(b.n, sizeof *m->layer);
+    if (!m->layer) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    for (int i = 0; i < b.n && !diag_full(dl); i++)
+        errors += bind_layer(&b, i) != 0;
+    free(b.stmt);
+    free(b.bad);
+    if (errors)
+        return -1;
+    if (!loss) {
+        diag_error(dl, block->loc, "model '%s' has no loss: end it with 'loss cross_entropy' or 'loss mse'", m->name);
+        return -1;
+    }
+    for (int i = 0; i < m->nlayers; i++) {
+        const char *lab = m->layer[i].label;
+        if (!lab)
+            continue;
+        int first = find_label(m, lab);
+        if (first != i) {
+            diag_error(dl, m->layer[i].loc, "label '%s' is already used by layer %d%s", lab, first,
+                       m->layer[i].loc.line == m->layer[first].loc.line ? " (a label inside repeat names one layer)" : "");
+            return -1;
+        }
+    }
+    const PlanTensor *cur = &m->input[0].t;
+    for (int i = 0; i < m->nlayers; i++) {
+        if (infer(dl, m, &m->layer[i], cur) != 0)
+            return -1;
+        cur = &m->layer[i].out;
+    }
+    for (int i = 0; i < m->nlayers; i++)
+        if (m->layer[i].tie_label && resolve_tie(dl, m, &m->layer[i]) != 0)
+            return -1;
+    if (check_loss(dl, m, cur) != 0)
+        return -1;
+    m->input[0].first_use = 0;
+    m->input[0].last_use = 0;
+    for (int i = 0; i < m->nlayers; i++) {
+        const PlanLayer *L = &m->layer[i];
+        if (L->mask >= 0) {
+            PlanIO *io = &m->input[L->mask];
+            if (io->first_use < 0)
+                io->first_use = i;
+            io->last_use = i;
+        }
+        m->total_params += L->params;
+        m->total_flops += L->flops;
+    }
+    for (int i = 1; i < m->ninputs; i++)
+        if (m->input[i].first_use < 0)
+            diag_warning(dl, m->input[i].loc, "input '%s' is declared but no layer uses it", m->input[i].name);
+    return 0;
+}

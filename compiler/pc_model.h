@@ -1,0 +1,14 @@
+/* compiler/pc_model.h: the model block of a .pipe file, given meaning
+ * (plan/plan_model.h): repeat expanded, arguments bound, shapes inferred,
+ * parameters laid out, ties resolved. */
+#ifndef PIPE_PC_MODEL_H
+#define PIPE_PC_MODEL_H
+
+#include "ast.h"
+#include "plan_model.h"
+
+/* Builds the model from the `model` block: expands repeat, binds arguments,
+ * infers shapes. Returns 0, or -1 after reporting. */
+int pc_model_build(DiagList *dl, const AstBlock *block, PlanModel *m);
+
+#endif

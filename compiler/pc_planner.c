@@ -1,0 +1,313 @@
+/* compiler/pc_planner.c: schedules for a compiled model (see planner.h). */
+#include "pc_planner.h"
+#include "pc_partition.h"
+#include "pc_listing.h"
+#include "plan_memory.h"
+#include "base_alloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const SchedGenerator generators[PLAN_SCHED_COUNT] = {
+#define SCHED_DEF(id, name, sig, place, split, gen, doc) gen,
+#include "schedules.def"
+#undef SCHED_DEF
+};
+
+/* The text-schedule place (line, column) of instruction pc on stage, or
+ * line 0. */
+static void place_of(const SchedPlan *pl, int stage, int pc, int *line, int *col)
+{
+    *line = *col = 0;
+    if (pl->prog && stage >= 0 && stage < pl->stages && pc >= 0 && pc < pl->prog[stage].n)
+        *line = pl->prog[stage].line[pc], *col = pl->prog[stage].col[pc];
+}
+
+/* Reports a failure against the text schedule's action when there is one,
+ * else against the schedule setting. */
+static void report(DiagList *dl, const PcFront *f, int line, int col, const char *what, const char *msg)
+{
+    if (line > 0 && f->have_text) {
+        diag_error(dl, ((SrcLoc){f->text_src, line, col > 0 ? col : 1}), "%s: %s", what, msg);
+    } else {
+        SrcLoc at = f->cfg.schedule_loc.line ? f->cfg.schedule_loc : f->model.loc;
+        diag_error(dl, at, "schedule %s, %s: %s", plan_schedule_names[f->cfg.schedule], what, msg);
+    }
+}
+
+static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
+
+int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions *acts, int timeline)
+{
+    memset(p, 0, sizeof *p);
+    const PlanConfig *c = &f->cfg;
+    const PlanPartition *pt = &f->part;
+    int S = pt->stages, V = pt->chunks, P = pt->nparts, M = (int)c->micro_batches;
+    p->cost_f = base_calloc(P, sizeof *p->cost_f);
+    p->cost_b = base_calloc(P, sizeof *p->cost_b);
+    p->cost_i = base_calloc(P, sizeof *p->cost_i);
+    p->cost_w = base_calloc(P, sizeof *p->cost_w);
+    p->bytes_fwd = base_calloc(P, sizeof *p->bytes_fwd);
+    p->buf_bytes = base_calloc(P, sizeof *p->buf_bytes);
+    p->tied_stage = base_calloc(S, sizeof *p->tied_stage);
+    double rate = c->device_tflops * 1e12;
+    /* a stage splits its backwards when its actions have an I: known
+     * before lowering, from the generator's (or the text's) actions */
+    char err[1024] = "";
+    sched_actions_init(acts, S);
+    SchedSpec spec = {S, V, M, c->place, p->cost_f, p->cost_b, p->cost_i, p->cost_w};
+    if (f->have_text) {
+        for (int s = 0; s < S; s++) {
+            const SchedList *from = &f->text.acts.stage[s];
+            for (int i = 0; i < from->n; i++) {
+                sched_push(acts, s, (SchedKind)from->a[i].kind, from->a[i].mb, from->a[i].chunk);
+                acts->stage[s].a[i].line = from->a[i].line;
+                acts->stage[s].a[i].col = from->a[i].col;
+            }
+        }
+    }
+    for (int k = 0; k < P; k++) {
+        const PlanPart *q = &pt->part[k];
+        double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
+        p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
+        if (k + 1 < P && !pt->bnd[k].local)
+            p->bytes_fwd[k] = (double)pt->bnd[k].bytes;
+        /* activation checkpointing: a backward first runs its segments'
+         * dropped layers forward again; a split one does it in I and again
+         * in W (the workspace is one segment's, reused in between) */
+        if (c->activation_checkpoint > 0) {
+            PlanChunkLayout l;
+            plan_chunk_layout(&f->model, pt, c->micro_batch_size, k, 0, (int)c->activation_checkpoint, &l);
+            double again = 0;
+            for (int i = 0; i <= q->last - q->first; i++)
+                if (l.lay[i].ws_out >= 0 || l.lay[i].ws_save >= 0)
+                    again += (double)f->model.layer[q->first + i].flops;
+            plan_chunk_layout_free(&l);
+            again *= (double)c->micro_batch_size / rate;
+            p->cost_b[k] += again, p->cost_i[k] += again, p->cost_w[k] += again;
+        }
+    }
+    /* generators place work by these costs, so they are final before the
+     * generator runs; the slot sizes below need the split it chose */
+    if (!f->have_text && generators[c->schedule](&spec, acts, err, sizeof err) != 0) {
+        diag_error(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc, "schedule %s: %s",
+                   plan_schedule_names[c->schedule], err);
+        return PC_USER_ERROR;
+    }
+    for (int k = 0; k < P; k++) {
+        const PlanPart *q = &pt->part[k];
+        int split = 0;
+        const SchedList *L = &acts->stage[q->stage];
+        for (int i = 0; i < L->n && !split; i++)
+            split = L->a[i].kind == SCHED_I;
+        /* one activation buffer is one slot of the runtime's layout
+         * (plan/plan_memory.c): the bytes it allocates per micro-batch */
+        PlanChunkLayout l;
+        plan_chunk_layout(&f->model, pt, c->micro_batch_size, k, split, (int)c->activation_checkpoint, &l);
+        p->buf_bytes[k] = (double)l.slot_bytes;
+        plan_chunk_layout_free(&l);
+    }
+    for (int t = 0; t < pt->nties; t++) {
+        p->tied_stage[pt->stage_of_layer[pt->tie[t].layer]] = 1;
+        p->tied_stage[pt->stage_of_layer[pt->tie[t].owner]] = 1;
+    }
+    p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd, c->link_bandwidth * 1e9,
+                            p->buf_bytes, !timeline};
+    p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
+    p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
+    if (sched_build(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {
+        report(dl, f, p->train.err_line, p->train.err_col, "training program", err);
+        return PC_USER_ERROR;
+    }
+    if (!p->train_sim.ok) {
+        int line, col;
+        place_of(&p->train, p->train_sim.err_stage, p->train_sim.err_pc, &line, &col);
+        report(dl, f, line, col, "training program", p->train_sim.error);
+        return PC_USER_ERROR;
+    }
+    if (!p->train.wgrad_in_order)
+        diag_warning(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc,
+                     "weight gradients do not accumulate in micro-batch order (%s): results will differ in the last "
+                     "bits from other schedules",
+                     p->train.note);
+    SchedActions ev;
+    sched_actions_init(&ev, S);
+    sched_gen_eval(&spec, &ev, err, sizeof err);
+    int rc = sched_build(&p->eval_parts, &ev, 1, &p->costs, &p->eval, &p->eval_sim, err, sizeof err);
+    sched_actions_free(&ev);
+    if (rc != 0 || !p->eval_sim.ok) {
+        report(dl, f, 0, 0, "evaluation program", rc ? err : p->eval_sim.error);
+        return PC_USER_ERROR;
+    }
+    p->ok = 1;
+    return c->memory_limit > 0 ? check_memory(dl, f, p) : PC_OK;
+}
+
+/* The largest per-rank memory of a plan, and its stage. */
+static int64_t largest_stage(const PcFront *f, const PlanSchedule *p, int *stage)
+{
+    PlanIR ir = pc_ir_view(f, p);
+    int64_t most = -1;
+    for (int s = 0; s < f->part.stages; s++) {
+        PlanMemory mem;
+        plan_stage_memory(&ir, s, &mem);
+        if (mem.total > most)
+            most = mem.total, *stage = s;
+    }
+    return most;
+}
+
+/* The largest per-rank need of the same front with cfg changed (and, for
+ * another stage count, partitioned again), or -1 when that does not plan;
+ * its stage in *stage. */
+static int64_t variant_need(const PcFront *f, PlanConfig cfg, int *stage)
+{
+    DiagList quiet;
+    diag_init(&quiet);
+    PcFront g = *f;
+    cfg.memory_limit = 0;
+    g.cfg = cfg;
+    if (cfg.schedule != f->cfg.schedule)
+        g.have_text = 0;
+    int own_part = cfg.stages != f->cfg.stages;
+    int64_t need = -1;
+    if (own_part && pc_partition(&quiet, &g.model, &g.cfg, &g.part) != 0) {
+        diag_free(&quiet);
+        return -1; /* that many stages do not partition this model */
+    }
+    PlanSchedule q;
+    SchedActions acts;
+    if (pc_plan_build(&quiet, &g, &q, &acts, 0) == PC_OK)
+        need = largest_stage(&g, &q, stage);
+    sched_actions_free(&acts);
+    plan_schedule_free(&q);
+    if (own_part)
+        plan_partition_free(&g.part);
+    diag_free(&quiet);
+    return need;
+}
+
+/* A limit as the user would write it: "24 GiB", else bytes. */
+static const char *limit_text(int64_t v, char *buf, size_t size)
+{
+    static const char *const unit[] = {"TiB", "GiB", "MiB", "KiB"};
+    for (int k = 0; k < 4; k++) {
+        int shift = 40 - 10 * k;
+        if (v >= ((int64_t)1 << shift) && v % ((int64_t)1 << shift) == 0) {
+            snprintf(buf, size, "%lld %s", (long long)(v >> shift), unit[k]);
+            return buf;
+        }
+    }
+    snprintf(buf, size, "%lld B", (long long)v);
+    return buf;
+}
+
+/* A way out, tried: a note saying whether it fits, and the need. Returns
+ * whether it fits. */
+static int way_out(DiagList *dl, SrcLoc at, const PcFront *f, const PlanConfig *v, const char *what)
+{
+    int s = 0;
+    int64_t need = variant_need(f, *v, &s);
+    if (need < 0)
+        return 0;
+    char b[32];
+    base_bytes_text((double)need, b, sizeof b);
+    if (need <= f->cfg.memory_limit)
+        diag_note(dl, at, "would fit: %s (largest stage: %d, %s)", what, s, b);
+    else
+        diag_note(dl, at, "not enough: %s (stage %d would still need %s)", what, s, b);
+    return need <= f->cfg.memory_limit;
+}
+
+/* memory_limit: every stage's memory (plan/plan_memory.h, what each of its
+ * ranks allocates) within the limit, or an error per stage over it, with
+ * its parts, then the ways out that were tried: activation checkpointing
+ * (the segment length that needs least), a schedule with fewer buffers in
+ * flight, twice the stages, and all of those together when none alone is
+ * enough. */
+static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p)
+{
+    PlanIR ir = pc_ir_view(f, p);
+    const PlanConfig *c = &f->cfg;
+    SrcLoc at = c->memory_limit_loc, whole = {at.file, 0, 0};
+    char lim[32], b[32], parts[512], what[160];
+    limit_text(c->memory_limit, lim, sizeof lim);
+    int over = 0;
+    for (int s = 0; s < f->part.stages; s++) {
+        PlanMemory mem;
+        int64_t part[6];
+        plan_stage_memory(&ir, s, &mem);
+        if (mem.total <= c->memory_limit)
+            continue;
+        plan_memory_parts(&mem, part);
+        size_t n = 0;
+        for (int k = 0; k < 6 && n < sizeof parts; k++)
+            n += snprintf(parts + n, sizeof parts - n, "%s%s %s", k ? ", " : "", plan_memory_part_names[k],
+                          base_bytes_text((double)part[k], b, sizeof b));
+        diag_error(dl, over ? whole : at, "stage %d needs %lld bytes of memory (%s), over memory_limit = %s", s,
+                   (long long)mem.total, base_bytes_text((double)mem.total, b, sizeof b), lim);
+        diag_note(dl, whole, "stage %d: %s", s, parts);
+        over = 1;
+    }
+    if (!over)
+        return PC_OK;
+    int fits = 0;
+    PlanConfig all = *c, v;
+    /* activation checkpointing: segments of 1, 2, 4, ... layers, the one
+     * that needs least (longer segments keep fewer activations but need a
+     * larger recompute workspace) */
+    int longest = 1;
+    for (int k = 0; k < f->part.nparts; k++)
+        if (f->part.part[k].last - f->part.part[k].first + 1 > longest)
+            longest = f->part.part[k].last - f->part.part[k].first + 1;
+    int64_t best = -1, best_ac = 0;
+    for (int64_t ac = 1; ac <= longest && ac <= 1024; ac *= 2) {
+        v = *c;
+        v.activation_checkpoint = ac;
+        int s = 0;
+        int64_t need = variant_need(f, v, &s);
+        if (need >= 0 && (best < 0 || need < best))
+            best = need, best_ac = ac;
+    }
+    if (best_ac > 0 && best_ac != c->activation_checkpoint) {
+        v = *c;
+        v.activation_checkpoint = all.activation_checkpoint = best_ac;
+        snprintf(what, sizeof what, "activation_checkpoint = %lld (recompute in segments of %lld layer%s)",
+                 (long long)best_ac, (long long)best_ac, best_ac == 1 ? "" : "s");
+        fits |= way_out(dl, whole, f, &v, what);
+    }
+    static const struct {
+        int from, to;
+        const char *what;
+    } fewer[] = {{PLAN_SCHED_GPIPE, PLAN_SCHED_ONE_F_ONE_B, "schedule = 1f1b instead of gpipe"},
+                 {PLAN_SCHED_LOOPED_BFS, PLAN_SCHED_INTERLEAVED, "schedule = interleaved instead of looped-bfs"},
+                 {PLAN_SCHED_ZB_H2, PLAN_SCHED_ZB_H1, "schedule = zb-h1 instead of zb-h2"}};
+    for (size_t i = 0; i < sizeof fewer / sizeof fewer[0]; i++)
+        if ((int)c->schedule == fewer[i].from) {
+            v = *c;
+            v.schedule = all.schedule = (PlanScheduleKind)fewer[i].to;
+            fits |= way_out(dl, whole, f, &v, fewer[i].what);
+        }
+    if (!f->have_text) {
+        v = *c;
+        v.stages = all.stages = 2 * c->stages;
+        snprintf(what, sizeof what, "stages = %lld (and twice the ranks)", (long long)v.stages);
+        fits |= way_out(dl, whole, f, &v, what);
+    }
+    if (!fits && (all.stages != c->stages || all.schedule != c->schedule ||
+                  all.activation_checkpoint != c->activation_checkpoint))
+        way_out(dl, whole, f, &all, "all of these together");
+    return PC_USER_ERROR;
+}
+
+PlanIR pc_ir_view(const PcFront *f, const PlanSchedule *p)
+{
+    PlanIR ir;
+    memset(&ir, 0, sizeof ir);
+    ir.model = f->model;
+    ir.cfg = f->cfg;
+    ir.part = f->part;
+    ir.sched = *p;
+    return ir;
+}

@@ -1,0 +1,894 @@
+/* plan/plan_file.c: plan.bin (see plan_file.h for the layout).
+ *
+ * Each section has its writer and its reader side by side (put_X, get_X),
+ * walking the same fields in the same order; the reader checks every count
+ * against what is left of its section and every index against what it
+ * indexes, so no file can make it read out of bounds, and finally runs the
+ * verifier over the programs it read. The reader fills a PlanIR and needs
+ * no syntax tree: it is all pipert reads of a model. */
+#include "plan_file.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "base_file.h"
+
+enum { SEC_STRINGS = 1, SEC_MODEL, SEC_CONFIG, SEC_PARTITION, SEC_COSTS, SEC_TRAIN, SEC_EVAL, SEC_COUNT };
+static const char *const sec_names[SEC_COUNT] = {"?", "STRINGS", "MODEL", "CONFIG", "PARTITION", "COSTS", "TRAIN", "EVAL"};
+#define HEADER 40
+
+/* ---- writing --------------------------------------------------------- */
+
+typedef struct Out {
+    unsigned char *d;
+    size_t n, cap;
+} Out;
+
+static void put(Out *o, const void *p, size_t n)
+{
+    if (o->n + n > o->cap) {
+        while (o->n + n > o->cap)
+            o->cap = o->cap ? 2 * o->cap : 4096;
+        o->d = realloc(o->d, o->cap);
+        if (!o->d) {
+            fputs("pipe: out of memory\n", stderr);
+            exit(2);
+        }
+    }
+    memcpy(o->d + o->n, p, n);
+    o->n += n;
+}
+
+static void put_u64(Out *o, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    put(o, b, 8);
+}
+
+static void put_u32(Out *o, uint32_t v)
+{
+    unsigned char b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    put(o, b, 4);
+}
+
+static void put_i32(Out *o, int32_t v)
+{
+    put_u32(o, (uint32_t)v);
+}
+
+static void put_i64(Out *o, int64_t v)
+{
+    put_u64(o, (uint64_t)v);
+}
+
+static void put_f64(Out *o, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    put_u64(o, u);
+}
+
+/* Strings go to their own section; a field holds the offset, or -1. */
+static void put_str(Out *o, Out *strs, const char *s)
+{
+    if (!s) {
+        put_i32(o, -1);
+        return;
+    }
+    put_i32(o, (int32_t)strs->n);
+    put(strs, s, strlen(s) + 1);
+}
+
+static void put_tensor(Out *o, const PlanTensor *t)
+{
+    put_u32(o, t->dtype);
+    put_u32(o, (uint32_t)t->ndim);
+    for (int i = 0; i < PLAN_MAX_DIMS; i++)
+        put_i64(o, i < t->ndim ? t->dim[i] : 0);
+}
+
+static void put_data(Out *o, Out *s, const PlanData *d)
+{
+    put_u32(o, d->kind);
+    put_i32(o, d->set);
+    put_str(o, s, d->path);
+    put_str(o, s, d->path2);
+    put_i64(o, d->resize);
+    put_i64(o, d->pad);
+    put_i64(o, d->samples);
+}
+
+static void reserve(Out *o, size_t extra)
+{
+    if (o->n + extra <= o->cap)
+        return;
+    o->cap = o->n + extra;
+    o->d = realloc(o->d, o->cap);
+    if (!o->d) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+typedef struct In {
+    const unsigned char *d;
+    size_t n, at, base;     /* the section's bytes; base: its offset in the file */
+    int sec;
+    SchedPlacement place;   /* CONFIG's, for checking the programs */
+    const char *strs;       /* the STRINGS section */
+    size_t nstrs;
+    char *err;
+    size_t errsize;
+    int bad;
+} In;
+
+static void bad(In *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad(In *in, const char *fmt, ...)
+{
+    if (in->bad)
+        return;
+    in->bad = 1;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(in->err, in->errsize, "corrupted plan: section %s at offset %zu: %s", sec_names[in->sec],
+             in->base + in->at, msg);
+}
+
+static int take(In *in, void *p, size_t k)
+{
+    if (in->bad || in->n - in->at < k) {
+        bad(in, "truncated (needs %zu more bytes)", k);
+        memset(p, 0, k);
+        return -1;
+    }
+    memcpy(p, in->d + in->at, k);
+    in->at += k;
+    return 0;
+}
+
+static uint64_t get_u64(In *in)
+{
+    unsigned char b[8];
+    take(in, b, 8);
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | b[i];
+    return v;
+}
+
+static uint32_t get_u32(In *in)
+{
+    unsigned char b[4];
+    take(in, b, 4);
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static int32_t get_i32(In *in)
+{
+    return (int32_t)get_u32(in);
+}
+
+static int64_t get_i64(In *in)
+{
+    return (int64_t)get_u64(in);
+}
+
+static double get_f64(In *in)
+{
+    uint64_t u = get_u64(in);
+    double v;
+    memcpy(&v, &u, 8);
+    return v;
+}
+
+/* An integer field within [lo, hi]. */
+static int64_t get_range(In *in, int64_t lo, int64_t hi, const char *what)
+{
+    size_t at = in->at;
+    int64_t v = get_i64(in);
+    if (!in->bad && (v < lo || v > hi)) {
+        in->at = at;
+        bad(in, "%s is %lld, outside [%lld, %lld]", what, (long long)v, (long long)lo, (long long)hi);
+    }
+    return v;
+}
+
+static uint32_t get_enum(In *in, uint32_t count, const char *what)
+{
+    size_t at = in->at;
+    uint32_t v = get_u32(in);
+    if (!in->bad && v >= count) {
+        in->at = at;
+        bad(in, "%s is %u, outside [0, %u)", what, v, count);
+    }
+    return v;
+}
+
+static const char *get_str(In *in, BaseArena *arena, int nullable, const char *what)
+{
+    size_t at = in->at;
+    int32_t off = get_i32(in);
+    if (in->bad)
+        return NULL;
+    if (off == -1 && nullable)
+        return NULL;
+    if (off < 0 || (size_t)off >= in->nstrs) {
+        in->at = at;
+        bad(in, "%s: string offset %d outside the string section", what, off);
+        return NULL;
+    }
+    return base_arena_strdup(arena, in->strs + off, strlen(in->strs + off));
+}
+
+static void get_tensor(In *in, PlanTensor *t, const char *what)
+{
+    t->dtype = (PlanDtype)get_enum(in, 2, what);
+    size_t at = in->at;
+    uint32_t nd = get_u32(in);
+    if (!in->bad && nd > PLAN_MAX_DIMS) {
+        in->at = at;
+        bad(in, "%s has %u dimensions", what, nd);
+        return;
+    }
+    t->ndim = (int)nd;
+    int64_t elems = 1;
+    for (int i = 0; i < PLAN_MAX_DIMS; i++) {
+        int64_t d = get_range(in, i < t->ndim ? 1 : 0, i < t->ndim ? PLAN_MAX_ELEMS : 0, what);
+        if (i < t->ndim) {
+            t->dim[i] = d;
+            if (!in->bad && d > PLAN_MAX_ELEMS / elems)
+                bad(in, "%s is larger than 2^40 elements", what);
+            elems *= in->bad ? 1 : d;
+        }
+    }
+}
+
+static void *alloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    return p;
+}
+
+/* A count of records that each take at least min bytes: never more than
+ * the section can hold. */
+static uint32_t get_count(In *in, uint32_t max, size_t min, const char *what)
+{
+    size_t at = in->at;
+    uint32_t v = get_u32(in);
+    if (!in->bad && (v > max || (min && v > (in->n - in->at) / min))) {
+        in->at = at;
+        bad(in, "%s count %u is more than %s", what, v, v > max ? "the limit" : "the section holds");
+    }
+    return in->bad ? 0 : v;
+}
+
+static void get_data(In *in, BaseArena *a, PlanData *d)
+{
+    d->kind = (PlanDataKind)get_enum(in, PLAN_DATA_COUNT, "data source");
+    d->set = get_i32(in) != 0;
+    d->path = get_str(in, a, 1, "data path");
+    d->path2 = get_str(in, a, 1, "data path");
+    d->resize = get_range(in, 0, 1 << 20, "resize");
+    d->pad = get_range(in, -1, 1 << 30, "pad");
+    d->samples = get_range(in, 0, (int64_t)1 << 40, "samples");
+}
+
+/* ---- MODEL: the layers, their shapes and parameters -------------------- */
+
+static void put_model(Out *o, Out *S, const PlanModel *m)
+{
+    put_str(o, S, m->name);
+    put_u32(o, (uint32_t)m->nlayers);
+    put_u32(o, (uint32_t)m->ninputs);
+    put_u32(o, (uint32_t)m->ntargets);
+    put_u32(o, m->loss);
+    for (int i = 0; i < m->ninputs + m->ntargets; i++) {
+        const PlanIO *io = i < m->ninputs ? &m->input[i] : &m->target[i - m->ninputs];
+        put_str(o, S, io->name);
+        put_tensor(o, &io->t);
+        put_i32(o, io->first_use);
+        put_i32(o, io->last_use);
+    }
+    for (int i = 0; i < m->nlayers; i++) {
+        const PlanLayer *L = &m->layer[i];
+        put_u32(o, L->kind);
+        put_str(o, S, L->label);
+        int64_t iv[] = {L->nout, L->vocab, L->dim, L->positions, L->heads, L->mlp, L->kh,
+                        L->kw,   L->sh,    L->sw,  L->ph,        L->pw,    L->oh,  L->ow};
+        for (size_t k = 0; k < sizeof iv / sizeof iv[0]; k++)
+            put_i64(o, iv[k]);
+        put_f64(o, L->p);
+        put_f64(o, L->eps);
+        put_i32(o, L->bias);
+        put_i32(o, L->causal);
+        put_i32(o, L->tie);
+        put_i32(o, L->mask);
+        put_tensor(o, &L->in);
+        put_tensor(o, &L->out);
+        put_i64(o, L->params);
+        put_i64(o, L->held);
+        put_i64(o, L->flops);
+        put_i64(o, L->act_bytes);
+        put_u32(o, (uint32_t)L->nparams);
+        for (int k = 0; k < L->nparams; k++) {
+            put_str(o, S, L->param[k].name);
+            put_u32(o, (uint32_t)L->param[k].ndim);
+            for (int d = 0; d < PLAN_MAX_DIMS; d++)
+                put_i64(o, d < L->param[k].ndim ? L->param[k].dim[d] : 0);
+        }
+    }
+    put_i64(o, m->total_params);
+    put_i64(o, m->total_flops);
+}
+
+static void get_model(In *in, BaseArena *A, PlanModel *m)
+{
+    m->name = get_str(in, A, 0, "model name");
+    m->nlayers = (int)get_count(in, PLAN_MAX_LAYERS, 64, "layer");
+    m->ninputs = (int)get_count(in, PLAN_MAX_IO, 0, "input");
+    m->ntargets = (int)get_count(in, PLAN_MAX_IO, 0, "target");
+    m->loss = (PlanLossKind)get_enum(in, PLAN_LOSS_COUNT, "loss");
+    if (!in->bad && (m->nlayers < 1 || m->ninputs < 1 || m->ntargets != 1))
+        bad(in, "%d layers, %d inputs, %d targets", m->nlayers, m->ninputs, m->ntargets);
+    for (int i = 0; i < m->ninputs + m->ntargets && !in->bad; i++) {
+        PlanIO *io = i < m->ninputs ? &m->input[i] : &m->target[i - m->ninputs];
+        io->name = get_str(in, A, 0, "input name");
+        get_tensor(in, &io->t, "an input's shape");
+        io->first_use = get_i32(in);
+        io->last_use = get_i32(in);
+        if (!in->bad && (io->first_use < -1 || io->first_use >= m->nlayers || io->last_use < -1 ||
+                        io->last_use >= m->nlayers))
+            bad(in, "input '%s' is used by a layer that does not exist", io->name);
+    }
+    m->layer = alloc(m->nlayers, sizeof *m->layer);
+    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+        PlanLayer *L = &m->layer[i];
+        L->index = i;
+        L->kind = (PlanLayerKind)get_enum(in, PLAN_L_COUNT, "layer kind");
+        L->label = get_str(in, A, 1, "layer label");
+        int64_t *iv[] = {&L->nout, &L->vocab, &L->dim, &L->positions, &L->heads, &L->mlp, &L->kh,
+                         &L->kw,   &L->sh,    &L->sw,  &L->ph,        &L->pw,    &L->oh,  &L->ow};
+        for (size_t k = 0; k < sizeof iv / sizeof iv[0]; k++)
+            *iv[k] = get_range(in, 0, PLAN_MAX_ELEMS, "a layer argument");
+        L->p = get_f64(in);
+        L->eps = get_f64(in);
+        if (!in->bad && !(L->p >= 0 && L->p < 1 && L->eps >= 0 && L->eps < 1))
+            bad(in, "layer %d: p %g or eps %g out of range", i, L->p, L->eps);
+        L->bias = get_i32(in) != 0;
+        L->causal = get_i32(in) != 0;
+        L->tie = get_i32(in);
+        L->mask = get_i32(in);
+        if (!in->bad && (L->tie < -1 || L->tie >= m->nlayers || L->tie == i || L->mask < -1 || L->mask >= m->ninputs))
+            bad(in, "layer %d: tie %d or mask %d does not exist", i, L->tie, L->mask);
+        if (!in->bad && L->kind == PLAN_L_TRANSFORMER_BLOCK && (L->heads < 1 || L->mlp < 1))
+            bad(in, "layer %d: a transformer block with %lld heads", i, (long long)L->heads);
+        get_tensor(in, &L->in, "a layer's input shape");
+        get_tensor(in, &L->out, "a layer's output shape");
+        L->params = get_range(in, 0, (int64_t)1 << 53, "parameters");
+        L->held = get_range(in, 0, (int64_t)1 << 53, "parameters held");
+        L->flops = get_range(in, 0, (int64_t)1 << 62, "FLOPs");
+        L->act_bytes = get_range(in, 0, (int64_t)1 << 53, "activation bytes");
+        L->nparams = (int)get_count(in, PLAN_MAX_PARAM_TENSORS, 0, "parameter tensor");
+        for (int k = 0; k < L->nparams && !in->bad; k++) {
+            PlanParam *q = &L->param[k];
+            const char *nm = get_str(in, A, 0, "parameter name");
+            snprintf(q->name, sizeof q->name, "%s", nm ? nm : "");
+            size_t at = in->at;
+            uint32_t nd = get_u32(in);
+            if (!in->bad && (nd < 1 || nd > PLAN_MAX_DIMS)) {
+                in->at = at;
+                bad(in, "layer %d parameter %d has %u dimensions", i, k, nd);
+            }
+            q->ndim = (int)nd;
+            q->count = 1;
+            for (int dd = 0; dd < PLAN_MAX_DIMS; dd++) {
+                int64_t v = get_range(in, dd < q->ndim ? 1 : 0, dd < q->ndim ? PLAN_MAX_ELEMS : 0, "a parameter dimension");
+                if (dd < q->ndim && !in->bad) {
+                    q->dim[dd] = v;
+                    if (v > PLAN_MAX_ELEMS / q->count)
+                        bad(in, "layer %d parameter %d is larger than 2^40 elements", i, k);
+                    else
+                        q->count *= v;
+                }
+            }
+        }
+    }
+    m->total_params = get_range(in, 0, (int64_t)1 << 53, "total parameters");
+    m->total_flops = get_range(in, 0, (int64_t)1 << 62, "total FLOPs");
+}
+
+/* ---- CONFIG: the pipeline and train settings ----------------------------- */
+
+static void put_config(Out *o, Out *S, const PlanConfig *c)
+{
+    put_i64(o, c->stages);
+    put_i64(o, c->data_parallel);
+    put_i64(o, c->micro_batches);
+    put_i64(o, c->micro_batch_size);
+    put_u32(o, c->schedule);
+    put_i64(o, c->chunks);
+    put_u32(o, c->place);
+    put_str(o, S, c->schedule_file);
+    put_u32(o, c->partition);
+    put_str(o, S, c->partition_regex);
+    put_u32(o, (uint32_t)c->npartition_list);
+    for (int i = 0; i < c->npartition_list; i++)
+        put_i64(o, c->partition_list[i]);
+    put_i64(o, c->activation_checkpoint);
+    put_f64(o, c->link_bandwidth);
+    put_f64(o, c->device_tflops);
+    put_u32(o, c->optimizer);
+    double fv[] = {c->lr, c->momentum, c->beta1, c->beta2, c->eps, c->weight_decay};
+    for (size_t k = 0; k < sizeof fv / sizeof fv[0]; k++)
+        put_f64(o, fv[k]);
+    put_i32(o, c->nesterov);
+    put_i64(o, c->steps);
+    put_u64(o, c->seed);
+    put_data(o, S, &c->data);
+    put_data(o, S, &c->eval_data);
+    put_i32(o, c->shuffle);
+    put_i64(o, c->eval_every);
+    put_u32(o, c->lr_schedule);
+    put_i64(o, c->warmup);
+    put_f64(o, c->min_lr);
+    put_f64(o, c->grad_clip);
+    put_u32(o, c->precision);
+}
+
+static void get_config(In *in, BaseArena *A, PlanConfig *c)
+{
+    c->stages = get_range(in, 1, PLAN_MAX_STAGES, "stages");
+    c->data_parallel = get_range(in, 0, 1 << 20, "data_parallel");
+    c->micro_batches = get_range(in, 1, PLAN_MAX_MICRO_BATCHES, "micro_batches");
+    c->micro_batch_size = get_range(in, 1, 1 << 20, "micro_batch_size");
+    c->schedule = (PlanScheduleKind)get_enum(in, PLAN_SCHED_COUNT, "schedule");
+    c->chunks = get_range(in, 1, PLAN_MAX_CHUNKS, "chunks");
+    c->place = (SchedPlacement)get_enum(in, 2, "placement");
+    c->schedule_file = get_str(in, A, 1, "schedule file");
+    c->partition = (PlanPartitionKind)get_enum(in, PLAN_PART_LIST + 1, "partition");
+    c->partition_regex = get_str(in, A, 1, "partition regex");
+    c->npartition_list = (int)get_count(in, PLAN_MAX_STAGES, 8, "partition list entry");
+    c->partition_list = alloc(c->npartition_list, sizeof *c->partition_list);
+    for (int i = 0; i < c->npartition_list; i++)
+        c->partition_list[i] = get_range(in, 0, PLAN_MAX_LAYERS, "a partition list entry");
+    c->activation_checkpoint = get_range(in, 0, PLAN_MAX_LAYERS, "activation_checkpoint");
+    c->link_bandwidth = get_f64(in);
+    c->device_tflops = get_f64(in);
+    c->optimizer = (PlanOptimizerKind)get_enum(in, PLAN_OPT_COUNT, "optimizer");
+    double *fv[] = {&c->lr, &c->momentum, &c->beta1, &c->beta2, &c->eps, &c->weight_decay};
+    for (size_t k = 0; k < sizeof fv / sizeof fv[0]; k++)
+        *fv[k] = get_f64(in);
+    c->nesterov = get_i32(in) != 0;
+    c->steps = get_range(in, 0, (int64_t)1 << 40, "steps");
+    c->seed = get_u64(in);
+    get_data(in, A, &c->data);
+    get_data(in, A, &c->eval_data);
+    c->shuffle = get_i32(in) != 0;
+    c->eval_every = get_range(in, 0, (int64_t)1 << 40, "eval_every");
+    c->lr_schedule = (PlanLrKind)get_enum(in, PLAN_LR_COUNT, "lr_schedule");
+    c->warmup = get_range(in, 0, (int64_t)1 << 40, "warmup");
+    c->min_lr = get_f64(in);
+    c->grad_clip = get_f64(in);
+    c->precision = (PlanPrecision)get_enum(in, PLAN_PREC_COUNT, "precision");
+    if (!in->bad && !(c->lr >= 0 && c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 &&
+                     c->eps >= 0 && c->weight_decay >= 0 && c->momentum >= 0 && c->grad_clip >= 0 &&
+                     c->min_lr >= 0 && c->link_bandwidth >= 0 && c->device_tflops > 0))
+        bad(in, "an optimizer or simulator setting is out of range");
+}
+
+/* ---- PARTITION: the parts, their boundaries, the ties -------------------- */
+
+static void put_partition(Out *o, Out *S, const PlanPartition *pt)
+{
+    put_u32(o, (uint32_t)pt->nparts);
+    put_u32(o, (uint32_t)pt->stages);
+    put_u32(o, (uint32_t)pt->chunks);
+    for (int k = 0; k < pt->nparts; k++) {
+        const PlanPart *q = &pt->part[k];
+        put_i32(o, q->first), put_i32(o, q->last), put_i32(o, q->stage), put_i32(o, q->chunk);
+        put_i64(o, q->params), put_i64(o, q->held), put_i64(o, q->flops), put_i64(o, q->cost);
+    }
+    for (int k = 0; k + 1 < pt->nparts; k++) {
+        const PlanBoundary *b = &pt->bnd[k];
+        put_u32(o, (uint32_t)b->nitems);
+        put_i32(o, b->local);
+        put_i64(o, b->bytes);
+        for (int j = 0; j < b->nitems; j++) {
+            put_str(o, S, b->item[j].name);
+            put_tensor(o, &b->item[j].t);
+            put_i64(o, b->item[j].bytes);
+        }
+    }
+    put_u32(o, (uint32_t)pt->nties);
+    for (int t = 0; t < pt->nties; t++)
+        put_i32(o, pt->tie[t].layer), put_i32(o, pt->tie[t].owner), put_i32(o, pt->tie[t].cross_stage);
+}
+
+static void get_partition(In *in, BaseArena *A, const PlanModel *m, const PlanConfig *c, PlanPartition *pt)
+{
+    int S = (int)c->stages, V = (int)c->chunks, P = S * V;
+    uint32_t np = get_u32(in), ns = get_u32(in), nc = get_u32(in);
+    if (!in->bad && ((int)np != P || (int)ns != S || (int)nc != V || P > m->nlayers || P > PLAN_MAX_STAGES))
+        bad(in, "%u parts on %u stages x %u chunks, for %d x %d and %d layers", np, ns, nc, S, V, m->nlayers);
+    pt->nparts = in->bad ? 0 : P, pt->stages = S, pt->chunks = V;
+    pt->part = alloc(pt->nparts, sizeof *pt->part);
+    pt->bnd = alloc(pt->nparts, sizeof *pt->bnd);
+    pt->stage_of_layer = alloc(m->nlayers, sizeof *pt->stage_of_layer);
+    for (int k = 0; k < pt->nparts && !in->bad; k++) {
+        PlanPart *q = &pt->part[k];
+        q->first = get_i32(in), q->last = get_i32(in), q->stage = get_i32(in), q->chunk = get_i32(in);
+        int st, ch;
+        sched_place(c->place, S, k, &st, &ch);
+        int want_first = k == 0 ? 0 : pt->part[k - 1].last + 1;
+        if (!in->bad && (q->first != want_first || q->last < q->first || q->last >= m->nlayers || q->stage != st ||
+                        q->chunk != ch || (k == P - 1 && q->last != m->nlayers - 1)))
+            bad(in, "part %d (layers %d-%d on stage %d chunk %d) does not follow the partition", k, q->first,
+                q->last, q->stage, q->chunk);
+        q->params = get_i64(in), q->held = get_i64(in), q->flops = get_i64(in), q->cost = get_i64(in);
+        for (int i = q->first; !in->bad && i <= q->last; i++)
+            pt->stage_of_layer[i] = q->stage;
+    }
+    for (int k = 0; k + 1 < pt->nparts && !in->bad; k++) {
+        PlanBoundary *b = &pt->bnd[k];
+        b->nitems = (int)get_count(in, 1 + PLAN_MAX_IO, 0, "boundary item");
+        b->local = get_i32(in) != 0;
+        b->bytes = get_range(in, 0, (int64_t)1 << 60, "boundary bytes");
+        for (int j = 0; j < b->nitems && !in->bad; j++) {
+            b->item[j].name = get_str(in, A, 0, "boundary item name");
+            get_tensor(in, &b->item[j].t, "a boundary item's shape");
+            b->item[j].bytes = get_range(in, 0, (int64_t)1 << 60, "boundary item bytes");
+        }
+    }
+    pt->nties = (int)get_count(in, PLAN_MAX_LAYERS, 12, "tie");
+    pt->tie = alloc(pt->nties, sizeof *pt->tie);
+    for (int t = 0; t < pt->nties && !in->bad; t++) {
+        pt->tie[t].layer = get_i32(in), pt->tie[t].owner = get_i32(in), pt->tie[t].cross_stage = get_i32(in);
+        if (!in->bad && (pt->tie[t].layer < 0 || pt->tie[t].layer >= m->nlayers || pt->tie[t].owner < 0 ||
+                        pt->tie[t].owner >= m->nlayers))
+            bad(in, "tie %d names a layer that does not exist", t);
+    }
+}
+
+/* ---- COSTS: what the simulator timed, per part ---------------------------- */
+
+static void put_costs(Out *o, const PlanPartition *pt, const PlanSchedule *p)
+{
+    for (int k = 0; k < pt->nparts; k++) {
+        put_f64(o, p->cost_f[k]), put_f64(o, p->cost_b[k]), put_f64(o, p->cost_i[k]), put_f64(o, p->cost_w[k]);
+        put_f64(o, p->bytes_fwd[k]), put_f64(o, p->buf_bytes[k]);
+    }
+    for (int s = 0; s < pt->stages; s++)
+        put_i32(o, p->tied_stage[s]);
+}
+
+static void get_costs(In *in, int S, int P, PlanSchedule *p)
+{
+    p->cost_f = alloc(P, sizeof *p->cost_f), p->cost_b = alloc(P, sizeof *p->cost_b);
+    p->cost_i = alloc(P, sizeof *p->cost_i), p->cost_w = alloc(P, sizeof *p->cost_w);
+    p->bytes_fwd = alloc(P, sizeof *p->bytes_fwd), p->buf_bytes = alloc(P, sizeof *p->buf_bytes);
+    p->tied_stage = alloc(S, sizeof *p->tied_stage);
+    for (int k = 0; k < P && !in->bad; k++) {
+        double *v[] = {&p->cost_f[k], &p->cost_b[k], &p->cost_i[k], &p->cost_w[k], &p->bytes_fwd[k], &p->buf_bytes[k]};
+        for (int j = 0; j < 6; j++) {
+            *v[j] = get_f64(in);
+            if (!in->bad && !(*v[j] >= 0 && *v[j] < 1e30))
+                bad(in, "part %d: a cost of %g", k, *v[j]);
+        }
+    }
+    for (int s = 0; s < S && !in->bad; s++)
+        p->tied_stage[s] = get_i32(in) != 0;
+}
+
+/* ---- TRAIN, EVAL: the programs, 16 bytes an instruction ------------------ */
+
+static void put_program(Out *o, const SchedPlan *pl)
+{
+    size_t need = 20 + 4 * (size_t)pl->stages * pl->chunks;
+    for (int s = 0; s < pl->stages; s++)
+        need += 4 + 16 * (size_t)pl->prog[s].n;
+    reserve(o, need);
+    put_u32(o, (uint32_t)pl->stages);
+    put_u32(o, (uint32_t)pl->chunks);
+    put_u32(o, (uint32_t)pl->micro_batches);
+    put_u32(o, pl->place);
+    put_u32(o, (uint32_t)pl->eval);
+    for (int i = 0; i < pl->stages * pl->chunks; i++)
+        put_u32(o, (uint32_t)pl->nbuf[i]);
+    const uint32_t probe = 1;
+    int little = *(const unsigned char *)&probe == 1;
+    _Static_assert(sizeof(SchedInstr) == 16, "SchedInstr is the 16-byte on-disk record");
+    for (int s = 0; s < pl->stages; s++) {
+        put_u32(o, (uint32_t)pl->prog[s].n);
+        if (little) { /* the in-memory record is the file's: copy it whole */
+            put(o, pl->prog[s].ins, (size_t)pl->prog[s].n * 16);
+            continue;
+        }
+        for (int i = 0; i < pl->prog[s].n; i++) {
+            const SchedInstr *in = &pl->prog[s].ins[i];
+            unsigned char b[16];
+            b[0] = in->op;
+            b[1] = in->chunk;
+            b[2] = (unsigned char)(uint16_t)in->peer, b[3] = (unsigned char)((uint16_t)in->peer >> 8);
+            for (int k = 0; k < 4; k++) {
+                b[4 + k] = (unsigned char)((uint32_t)in->mb >> (8 * k));
+                b[8 + k] = (unsigned char)((uint32_t)in->buf >> (8 * k));
+                b[12 + k] = (unsigned char)((uint32_t)in->link >> (8 * k));
+            }
+            put(o, b, 16);
+        }
+    }
+}
+
+static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, int eval)
+{
+    memset(pl, 0, sizeof *pl);
+    uint32_t s = get_u32(in), c = get_u32(in), m = get_u32(in);
+    if (!in->bad && ((int)s != stages || (int)c != chunks || (int)m != mbs)) {
+        bad(in, "the program is for %u stages x %u chunks, %u micro-batches; the plan has %d x %d, %d", s, c, m,
+            stages, chunks, mbs);
+        return;
+    }
+    pl->stages = stages, pl->chunks = chunks, pl->micro_batches = mbs;
+    pl->place = (SchedPlacement)get_enum(in, 2, "placement");
+    if (!in->bad && pl->place != in->place)
+        bad(in, "the program's placement differs from the settings'");
+    pl->eval = (int)get_enum(in, 2, "eval flag");
+    if (!in->bad && pl->eval != eval)
+        bad(in, "the program's eval flag is %d", pl->eval);
+    pl->prog = alloc(stages, sizeof *pl->prog);
+    pl->nbuf = alloc((size_t)stages * chunks, sizeof *pl->nbuf);
+    for (int i = 0; i < stages * chunks && !in->bad; i++)
+        pl->nbuf[i] = (int)get_count(in, 1u << 24, 0, "buffer");
+    for (int st = 0; st < stages && !in->bad; st++) {
+        uint32_t n = get_count(in, 1u << 30, 16, "instruction");
+        SchedProgram *pr = &pl->prog[st];
+        pr->ins = alloc(n, sizeof *pr->ins);
+        pr->line = alloc(n, sizeof *pr->line);
+        pr->col = alloc(n, sizeof *pr->col);
+        pr->n = pr->cap = (int)n;
+        for (uint32_t i = 0; i < n && !in->bad; i++) {
+            unsigned char b[16];
+            size_t at = in->at;
+            take(in, b, 16);
+            SchedInstr *x = &pr->ins[i];
+            x->op = b[0];
+            x->chunk = b[1];
+            x->peer = (int16_t)(uint16_t)(b[2] | b[3] << 8);
+            x->mb = (int32_t)((uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24);
+            x->buf = (int32_t)((uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24);
+            x->link = (int32_t)((uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24);
+            if (!in->bad && x->op >= SCHED_NOPS) {
+                in->at = at;
+                bad(in, "stage %d instruction %u: opcode %u is not an instruction", st, i, x->op);
+            }
+        }
+    }
+}
+
+/* ---- the file: header, section table, sections ------------------------- */
+
+void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
+{
+    Out sec[SEC_COUNT];
+    memset(sec, 0, sizeof sec);
+    Out *S = &sec[SEC_STRINGS];
+    put_model(&sec[SEC_MODEL], S, &ir->model);
+    put_config(&sec[SEC_CONFIG], S, &ir->cfg);
+    put_partition(&sec[SEC_PARTITION], S, &ir->part);
+    put_costs(&sec[SEC_COSTS], &ir->part, &ir->sched);
+    put_program(&sec[SEC_TRAIN], &ir->sched.train);
+    put_program(&sec[SEC_EVAL], &ir->sched.eval);
+    put(S, "", 1); /* the section ends in a NUL, so every offset reads a terminated string */
+
+    Out file = {0};
+    size_t total = HEADER + (size_t)(SEC_COUNT - 1) * 24;
+    for (int i = 1; i < SEC_COUNT; i++)
+        total += sec[i].n + 8;
+    reserve(&file, total);
+    unsigned char zero[HEADER];
+    memset(zero, 0, sizeof zero);
+    put(&file, zero, HEADER);
+    uint64_t offset = HEADER + (uint64_t)(SEC_COUNT - 1) * 24;
+    for (int i = 1; i < SEC_COUNT; i++) {
+        offset = (offset + 7) & ~(uint64_t)7;
+        put_u32(&file, (uint32_t)i);
+        put_u32(&file, 0);
+        put_u64(&file, offset);
+        put_u64(&file, sec[i].n);
+        offset += sec[i].n;
+    }
+    for (int i = 1; i < SEC_COUNT; i++) {
+        while (file.n % 8)
+            put(&file, "", 1);
+        put(&file, sec[i].d ? sec[i].d : (unsigned char *)"", sec[i].n);
+        free(sec[i].d);
+    }
+    Out h = {0};
+    put(&h, "PIPEPLAN", 8);
+    put_u32(&h, PLAN_VERSION);
+    put_u32(&h, 0x01020304u);
+    put_u32(&h, SEC_COUNT - 1);
+    put_u32(&h, HEADER);
+    put_u32(&h, (uint32_t)crc32(0L, file.d + HEADER, (uInt)(file.n - HEADER)));
+    put_u32(&h, 0);
+    put_u64(&h, file.n);
+    memcpy(file.d, h.d, HEADER);
+    free(h.d);
+    *data = file.d;
+    *len = file.n;
+}
+
+
+int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
+{
+    unsigned char *d;
+    size_t n;
+    plan_encode(ir, &d, &n);
+    int rc = base_write_atomic(path, d, n, err, errsize);
+    free(d);
+    return rc;
+}
+
+int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_t errsize)
+{
+    memset(ir, 0, sizeof *ir);
+    In in = {.d = d, .n = len, .err = err, .errsize = errsize};
+    if (len < 8 || memcmp(d, "PIPEPLAN", 8) != 0) {
+        snprintf(err, errsize, "not a pipe plan (no PIPEPLAN magic at offset 0)");
+        return -1;
+    }
+    if (len < HEADER) {
+        snprintf(err, errsize, "corrupted plan: header: the file is %zu bytes, shorter than the %d-byte header", len,
+                 HEADER);
+        return -1;
+    }
+    in.at = 8;
+    uint32_t version = get_u32(&in);
+    if (version != PLAN_VERSION) {
+        snprintf(err, errsize, "plan version %u, this program reads %d (recompile the model with this pipec)", version,
+                 PLAN_VERSION);
+        return -1;
+    }
+    uint32_t probe = get_u32(&in), nsec = get_u32(&in), hdr = get_u32(&in), crc = get_u32(&in);
+    get_u32(&in);
+    uint64_t size = get_u64(&in);
+    if (probe != 0x01020304u) {
+        snprintf(err, errsize, "corrupted plan: header at offset 12: byte-order probe is 0x%08x, not 0x01020304", probe);
+        return -1;
+    }
+    if (hdr != HEADER) {
+        snprintf(err, errsize, "corrupted plan: header at offset 20: header size %u, not %d", hdr, HEADER);
+        return -1;
+    }
+    if (size != len) {
+        snprintf(err, errsize, "corrupted plan: header at offset 32: the file is %zu bytes, the header says %llu%s", len,
+                 (unsigned long long)size, size > len ? " (truncated?)" : "");
+        return -1;
+    }
+    uint32_t got = (uint32_t)crc32(0L, d + HEADER, (uInt)(len - HEADER));
+    if (got != crc) {
+        snprintf(err, errsize, "corrupted plan: checksum mismatch (CRC-32 0x%08x, header says 0x%08x)", got, crc);
+        return -1;
+    }
+    if (nsec < SEC_COUNT - 1 || nsec > 64 || HEADER + (size_t)nsec * 24 > len) {
+        snprintf(err, errsize, "corrupted plan: header at offset 16: %u sections", nsec);
+        return -1;
+    }
+    size_t off[SEC_COUNT] = {0}, sz[SEC_COUNT] = {0};
+    int have[SEC_COUNT] = {0};
+    for (uint32_t i = 0; i < nsec; i++) {
+        in.at = HEADER + (size_t)i * 24;
+        uint32_t id = get_u32(&in);
+        get_u32(&in);
+        uint64_t o = get_u64(&in), n = get_u64(&in);
+        if (o > len || n > len - o) {
+            snprintf(err, errsize, "corrupted plan: section table at offset %u: section %u runs past the end of the file",
+                     HEADER + i * 24, id);
+            return -1;
+        }
+        if (id >= 1 && id < SEC_COUNT) {
+            if (have[id]) {
+                snprintf(err, errsize, "corrupted plan: section table: section %s twice", sec_names[id]);
+                return -1;
+            }
+            have[id] = 1, off[id] = (size_t)o, sz[id] = (size_t)n;
+        }
+    }
+    for (int i = 1; i < SEC_COUNT; i++)
+        if (!have[i]) {
+            snprintf(err, errsize, "corrupted plan: section %s is missing", sec_names[i]);
+            return -1;
+        }
+    if (sz[SEC_STRINGS] == 0 || d[off[SEC_STRINGS] + sz[SEC_STRINGS] - 1] != '\0') {
+        snprintf(err, errsize, "corrupted plan: section STRINGS at offset %zu: does not end in a NUL",
+                 off[SEC_STRINGS]);
+        return -1;
+    }
+    in.strs = (const char *)d + off[SEC_STRINGS];
+    in.nstrs = sz[SEC_STRINGS];
+#define SECTION(id) (in.d = d + off[id], in.n = sz[id], in.at = 0, in.base = off[id], in.sec = id)
+    BaseArena *A = &ir->arena;
+    PlanConfig *c = &ir->cfg;
+    PlanSchedule *p = &ir->sched;
+    SECTION(SEC_MODEL);
+    get_model(&in, A, &ir->model);
+    if (!in.bad) {
+        SECTION(SEC_CONFIG);
+        get_config(&in, A, c);
+    }
+    /* a CONFIG that failed may hold the out-of-range value it failed on */
+    int S = in.bad ? 0 : (int)c->stages, V = in.bad ? 0 : (int)c->chunks, P = S * V;
+    int M = in.bad ? 0 : (int)c->micro_batches;
+    if (!in.bad) {
+        SECTION(SEC_PARTITION);
+        get_partition(&in, A, &ir->model, c, &ir->part);
+    }
+    if (!in.bad) {
+        SECTION(SEC_COSTS);
+        get_costs(&in, S, P, p);
+    }
+    in.place = c->place;
+    if (!in.bad) {
+        SECTION(SEC_TRAIN);
+        get_program(&in, &p->train, S, V, M, 0);
+    }
+    if (!in.bad) {
+        SECTION(SEC_EVAL);
+        get_program(&in, &p->eval, S, V, M, 1);
+    }
+    if (in.bad) {
+        plan_ir_free(ir);
+        return -1;
+    }
+    /* a read plan is for listing and running: no per-instruction timeline */
+    p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd, c->link_bandwidth * 1e9,
+                            p->buf_bytes, 1};
+    p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
+    p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
+    sched_verify(&p->train, &p->parts, &p->costs, &p->train_sim);
+    sched_verify(&p->eval, &p->eval_parts, &p->costs, &p->eval_sim);
+    if (!p->train_sim.ok || !p->eval_sim.ok) {
+        snprintf(err, errsize, "corrupted plan: section %s: the program does not verify: %s",
+                 p->train_sim.ok ? "EVAL" : "TRAIN", p->train_sim.ok ? p->eval_sim.error : p->train_sim.error);
+        plan_ir_free(ir);
+        return -1;
+    }
+    p->ok = 1;
+    return 0;
+}
+
+int plan_read(const char *path, PlanIR *ir, char *err, size_t errsize)
+{
+    memset(ir, 0, sizeof *ir);
+    unsigned char *d;
+    size_t n;
+    char why[256];
+    BaseRead r = base_read_file(path, (size_t)1 << 32, &d, &n, why, sizeof why);
+    if (r != BASE_READ_OK) {
+        snprintf(err, errsize, "cannot %s '%s': %s", r == BASE_READ_CANNOT_OPEN ? "open" : "read", path, why);
+        return -1;
+    }
+    char inner[1024];
+    int rc = plan_decode(d, n, ir, inner, sizeof inner);
+    free(d);
+    if (rc != 0)
+        snprintf(err, errsize, "%s: %s", path, inner);
+    return rc;
+}

@@ -1,0 +1,245 @@
+/* plan/plan_memory.c: a stage's memory, for the planner and the runtime
+ * alike (plan_memory.h). */
+#include "plan_memory.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "k_block.h"
+#include "k_cpu.h"
+#include "base_alloc.h"
+
+const char *const plan_memory_part_names[6] = {"parameters",  "gradients",           "optimizer_state",
+                                             "activations", "recompute_workspace", "transfer_staging"};
+
+void plan_memory_parts(const PlanMemory *mem, int64_t out[6])
+{
+    out[0] = mem->parameters, out[1] = mem->gradients, out[2] = mem->optimizer_state;
+    out[3] = mem->activations, out[4] = mem->recompute_workspace, out[5] = mem->transfer_staging;
+}
+
+static int64_t align64(int64_t x)
+{
+    return (x + 63) & ~(int64_t)63;
+}
+
+static KBlock block_geom(const PlanLayer *L)
+{
+    KBlock g = {L->in.dim[0], L->in.dim[1], L->heads, L->mlp, L->causal, (float)L->eps, (float)L->p};
+    return g;
+}
+
+int64_t plan_layer_state_bytes(const PlanLayer *L)
+{
+    switch (L->kind) {
+    case PLAN_L_TRANSFORMER_BLOCK: {
+        KBlock g = block_geom(L);
+        return k_block_saved_floats(&g) * 4;
+    }
+    case PLAN_L_MAXPOOL2D: return plan_tensor_elems(&L->out) * 4; /* argmax positions (int32) */
+    case PLAN_L_LAYERNORM: return 2 * (plan_tensor_elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd */
+    default: return 0;
+    }
+}
+
+/* Floats a layer's split backward keeps per sample from I for W: the
+ * output gradient, or for a transformer block those of its linears and
+ * layernorms. */
+static int64_t kept_dout_elems(const PlanLayer *L)
+{
+    if (L->kind == PLAN_L_TRANSFORMER_BLOCK) {
+        KBlock g = block_geom(L);
+        return k_block_dsaved_floats(&g);
+    }
+    return plan_tensor_elems(&L->out);
+}
+
+/* Scratch floats the layer's kernels need for B samples. */
+static int64_t scratch_elems(const PlanLayer *L, int64_t B)
+{
+    switch (L->kind) {
+    case PLAN_L_CONV2D: {
+        KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
+                   L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
+        return k_conv2d_scratch(&g);
+    }
+    case PLAN_L_DROPOUT: return (B * plan_tensor_elems(&L->out) + 3) / 4; /* the mask, as bytes */
+    case PLAN_L_TRANSFORMER_BLOCK: {
+        /* the kernel's scratch, then room for an unsplit backward's output
+         * gradients */
+        KBlock g = block_geom(L);
+        return k_block_scratch_floats(&g, B) + B * k_block_dsaved_floats(&g);
+    }
+    default: return 0;
+    }
+}
+
+/* Lays out the slot from `off` on: targets, the outputs that stay in the
+ * slot, the output tuple, its gradient, the kept output gradients. */
+static int64_t lay_slot(const PlanModel *m, PlanChunkLayout *l, int64_t B, int64_t off)
+{
+    int n = l->last - l->first + 1;
+    if (l->is_last) {
+        l->tgt_off = off;
+        off = align64(off + B * plan_tensor_elems(&m->target[0].t) * 4);
+    }
+    for (int i = 0; i < n - 1; i++) {
+        PlanLayerLayout *y = &l->lay[i];
+        if (y->ws_out < 0) {
+            y->out_off = off;
+            off = align64(off + B * y->out_elems * 4);
+        }
+        if (y->ws_save < 0) {
+            y->save_off = off;
+            off = align64(off + y->save_bytes);
+        }
+    }
+    PlanLayerLayout *last = &l->lay[n - 1];
+    if (last->ws_save < 0) {
+        last->save_off = off;
+        off = align64(off + last->save_bytes);
+    }
+    l->outt_off = off;
+    last->out_off = off;
+    off = align64(off + l->outt_bytes);
+    l->dout_off = off;
+    off = align64(off + B * last->out_elems * 4);
+    for (int i = 0; i < n; i++)
+        if (l->lay[i].dout_off > 0) {
+            l->lay[i].dout_off = off;
+            off = align64(off + B * kept_dout_elems(&m->layer[l->first + i]) * 4);
+        }
+    return off;
+}
+
+void plan_chunk_layout(const PlanModel *m, const PlanPartition *pt, int64_t B, int part, int split, int ac,
+                     PlanChunkLayout *l)
+{
+    memset(l, 0, sizeof *l);
+    l->part = part;
+    l->first = pt->part[part].first;
+    l->last = pt->part[part].last;
+    l->is_first = part == 0;
+    l->is_last = part == pt->nparts - 1;
+    int n = l->last - l->first + 1;
+    /* input tuple: the model's inputs for the first part, else the boundary */
+    if (l->is_first)
+        for (int i = 0; i < m->ninputs; i++)
+            l->in_bytes += B * plan_tensor_elems(&m->input[i].t) * 4;
+    else
+        l->in_bytes = pt->bnd[part - 1].bytes;
+    l->outt_bytes = l->is_last ? B * plan_tensor_elems(&m->layer[l->last].out) * 4 : pt->bnd[part].bytes;
+    l->lay = base_calloc(n, sizeof *l->lay);
+    for (int i = 0; i < n; i++) {
+        const PlanLayer *L = &m->layer[l->first + i];
+        PlanLayerLayout *y = &l->lay[i];
+        y->in_elems = plan_tensor_elems(&L->in);
+        y->out_elems = plan_tensor_elems(&L->out);
+        y->save_bytes = B * plan_layer_state_bytes(L);
+        y->ws_out = y->ws_save = -1;
+        /* split: a placeholder; lay_slot gives the offset */
+        y->dout_off = split && (L->nparams > 0 || L->tie >= 0);
+        int64_t big = y->in_elems > y->out_elems ? y->in_elems : y->out_elems;
+        if (B * big > l->work_elems)
+            l->work_elems = B * big;
+        int64_t s = scratch_elems(L, B);
+        if (s > l->scratch_elems)
+            l->scratch_elems = s;
+    }
+    /* activation checkpointing: segments of ac layers; the slot keeps each
+     * segment's last output (the next one's input) and the chunk's output;
+     * every other output, and all saved state, goes to a workspace that one
+     * segment at a time reuses (forward, and again in the backward) */
+    if (ac > 0) {
+        for (int s0 = 0; s0 < n; s0 += ac) {
+            int64_t w = 0;
+            for (int i = s0; i < n && i < s0 + ac; i++) {
+                PlanLayerLayout *y = &l->lay[i];
+                int last_of_segment = i == n - 1 || (i + 1) % ac == 0;
+                if (!last_of_segment) {
+                    y->ws_out = w;
+                    w = align64(w + B * y->out_elems * 4);
+                }
+                if (y->save_bytes > 0) {
+                    y->ws_save = w;
+                    w = align64(w + y->save_bytes);
+                }
+            }
+            if (w > l->ws_bytes)
+                l->ws_bytes = w;
+        }
+    }
+    l->in_off = 0;
+    l->slot_bytes = lay_slot(m, l, B, align64(l->in_bytes));
+    l->gin_elems = B * l->lay[0].in_elems;
+}
+
+void plan_chunk_layout_free(PlanChunkLayout *l)
+{
+    free(l->lay);
+    memset(l, 0, sizeof *l);
+}
+
+int plan_stage_split(const SchedPlan *train, int stage)
+{
+    for (int i = 0; i < train->prog[stage].n; i++)
+        if (train->prog[stage].ins[i].op == SCHED_BackwardInput)
+            return 1;
+    return 0;
+}
+
+int plan_optim_state_per_param(const PlanConfig *c)
+{
+    switch (c->optimizer) {
+    case PLAN_OPT_SGD: return c->momentum != 0 ? 1 : 0;
+    case PLAN_OPT_ADAM:
+    case PLAN_OPT_ADAMW: return 2;
+    default: return 0;
+    }
+}
+
+int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage)
+{
+    int64_t n = 0;
+    for (int k = 0; k < pt->nparts; k++) {
+        if (pt->part[k].stage != stage)
+            continue;
+        for (int i = pt->part[k].first; i <= pt->part[k].last; i++) {
+            const PlanLayer *L = &m->layer[i];
+            for (int j = 0; j < L->nparams; j++)
+                n += L->param[j].count;
+            if (L->tie >= 0)
+                n += m->layer[L->tie].param[0].count;
+        }
+    }
+    return n;
+}
+
+void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
+{
+    const SchedPlan *train = &f->sched.train, *eval = &f->sched.eval;
+    const PlanPartition *pt = &f->part;
+    const PlanConfig *c = &f->cfg;
+    memset(out, 0, sizeof *out);
+    int64_t np = plan_stage_param_elems(&f->model, pt, stage), work = 0, scratch = 0;
+    out->parameters = out->gradients = np * 4;
+    out->optimizer_state = (int64_t)plan_optim_state_per_param(c) * np * 4;
+    int split = plan_stage_split(train, stage);
+    for (int ch = 0; ch < pt->chunks; ch++) {
+        int part = sched_part(c->place, pt->stages, stage, ch);
+        PlanChunkLayout l;
+        plan_chunk_layout(&f->model, pt, c->micro_batch_size, part, split, (int)c->activation_checkpoint, &l);
+        int nb = train->nbuf[stage * pt->chunks + ch], ne = eval && eval->nbuf ? eval->nbuf[stage * pt->chunks + ch] : 0;
+        out->activations += (int64_t)(nb > ne ? nb : ne) * l.slot_bytes;
+        out->recompute_workspace += l.ws_bytes;
+        out->transfer_staging += l.gin_elems * 4;
+        if (l.work_elems > work)
+            work = l.work_elems;
+        if (l.scratch_elems > scratch)
+            scratch = l.scratch_elems;
+        plan_chunk_layout_free(&l);
+    }
+    out->activations += (2 * work + scratch) * 4;
+    out->total = out->parameters + out->gradients + out->optimizer_state + out->activations +
+                 out->recompute_workspace + out->transfer_staging;
+}

@@ -1,0 +1,98 @@
+/* plan/plan_memory.h: what a stage keeps in memory, computed once for both
+ * programs. pipec predicts a stage's memory from it (`--stats`,
+ * `memory_limit`) and pipert lays out and allocates its arenas from the very
+ * same numbers, so the prediction is what the runtime allocates, byte for
+ * byte (tests/e2e/test_memory.sh holds the two together).
+ *
+ * A stage's memory, in the parts `pipec --stats` shows:
+ *   parameters          every tensor its layers own, plus a copy of the
+ *                       shared weight for each tied linear (kept apart from
+ *                       its owner's so the two gradients can be summed in a
+ *                       fixed order, even on one stage)
+ *   gradients           as many floats again
+ *   optimizer_state     floats per parameter: SGD 0 (1 with momentum), Adam
+ *                       and AdamW 2
+ *   activations         each chunk's activation slots (buffers: the most
+ *                       of the training and evaluation programs), plus the
+ *                       backward's two ping-pong gradient arrays and the
+ *                       kernels' scratch (im2col, dropout masks, the
+ *                       transformer block's temporaries)
+ *   recompute_workspace activation checkpointing: per chunk, room for one
+ *                       segment's recomputed outputs and saved state
+ *   transfer_staging    per chunk, the input gradient a backward writes and
+ *                       SendGrad sends from
+ * Bookkeeping (layer and request tables) and the data sets are not counted.
+ *
+ * The slot of one chunk (one micro-batch in flight), in order:
+ *   input tuple | targets (last part) | each layer's output but the last,
+ *   and what it saves for its backward | the output tuple (the last layer's
+ *   output, then the side inputs that travel on) | the output's gradient |
+ *   split schedules: each parameterised layer's output gradient, kept from
+ *   BackwardInput for BackwardWeight.
+ * Under activation checkpointing the outputs inside a segment and every
+ * saved state move to the chunk's recompute workspace. */
+#ifndef PIPE_MEMORY_H
+#define PIPE_MEMORY_H
+
+#include <stdint.h>
+
+#include "plan_ir.h"
+#include "sched.h"
+
+/* Bytes a layer keeps for its backward per sample beyond its output: the
+ * maxpool's argmax positions, the layernorm's mean and rstd, everything
+ * inside a transformer block. The one answer for planner and runtime. */
+int64_t plan_layer_state_bytes(const PlanLayer *L);
+
+/* Where one layer's arrays lie in its chunk's slot (byte offsets). */
+typedef struct PlanLayerLayout {
+    int64_t in_elems, out_elems;  /* per sample */
+    int64_t out_off;              /* its output */
+    int64_t save_off, save_bytes; /* what it saves beyond its output (micro-batch) */
+    int64_t dout_off;             /* split schedules: its output gradient, kept for W; 0: none */
+    int64_t ws_out, ws_save;      /* activation checkpointing: offsets in the workspace, or -1 */
+} PlanLayerLayout;
+
+typedef struct PlanChunkLayout {
+    int part, first, last;        /* the model part and its layers */
+    int is_first, is_last;
+    int64_t in_off, in_bytes;     /* the input tuple */
+    int64_t tgt_off;              /* targets (last part) */
+    int64_t outt_off, outt_bytes; /* the output tuple */
+    int64_t dout_off;             /* the main output's gradient */
+    int64_t slot_bytes;           /* one slot */
+    int64_t ws_bytes;             /* the recompute workspace */
+    int64_t gin_elems;            /* the input gradient (floats) */
+    int64_t work_elems;           /* floats each of the two ping-pong arrays needs */
+    int64_t scratch_elems;        /* floats of kernel scratch */
+    PlanLayerLayout *lay;           /* last - first + 1; plan_chunk_layout_free */
+} PlanChunkLayout;
+
+/* The layout of model part `part` for micro-batches of B samples; split:
+ * the stage runs BackwardInput/BackwardWeight; ac: activation_checkpoint
+ * (layers per segment, 0 = off). */
+void plan_chunk_layout(const PlanModel *m, const PlanPartition *pt, int64_t B, int part, int split, int ac,
+                     PlanChunkLayout *out);
+void plan_chunk_layout_free(PlanChunkLayout *l);
+
+/* Whether the stage's training program splits backwards (I and W). */
+int plan_stage_split(const SchedPlan *train, int stage);
+/* Floats of optimizer state per parameter. */
+int plan_optim_state_per_param(const PlanConfig *c);
+/* Parameter floats the stage holds (tied copies included). */
+int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage);
+
+typedef struct PlanMemory {
+    int64_t parameters, gradients, optimizer_state, activations, recompute_workspace, transfer_staging;
+    int64_t total;
+} PlanMemory;
+
+/* The parts' names, in PlanMemory's order, as --stats and the JSON write them. */
+extern const char *const plan_memory_part_names[6];
+/* PlanMemory's parts as an array, in that order. */
+void plan_memory_parts(const PlanMemory *mem, int64_t out[6]);
+
+/* What each rank of `stage` allocates to train (one replica). */
+void plan_stage_memory(const PlanIR *ir, int stage, PlanMemory *out);
+
+#endif

@@ -1,0 +1,69 @@
+/* plan/plan_model.c: the layer and loss tables (layers.def, losses.def)
+ * and what every program needs of a tensor. */
+#include "plan_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const plan_layer_names[PLAN_L_COUNT + 1] = {
+#define PLAN_LAYER(id, name, sig, doc) name,
+#include "layers.def"
+#undef PLAN_LAYER
+    NULL};
+const char *const plan_layer_sigs[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) sig,
+#include "layers.def"
+#undef PLAN_LAYER
+};
+const char *const plan_layer_docs[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) doc,
+#include "layers.def"
+#undef PLAN_LAYER
+};
+const char *const plan_loss_names[PLAN_LOSS_COUNT + 1] = {
+#define PLAN_LOSS(id, name, doc) name,
+#include "losses.def"
+#undef PLAN_LOSS
+    NULL};
+const char *const plan_loss_docs[PLAN_LOSS_COUNT] = {
+#define PLAN_LOSS(id, name, doc) doc,
+#include "losses.def"
+#undef PLAN_LOSS
+};
+
+int64_t plan_dtype_size(PlanDtype d)
+{
+    return d == PLAN_F32 || d == PLAN_I32 ? 4 : 0;
+}
+
+const char *plan_dtype_name(PlanDtype d)
+{
+    return d == PLAN_F32 ? "float32" : "int32";
+}
+
+int64_t plan_tensor_elems(const PlanTensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->dim[i];
+    return n;
+}
+
+void plan_tensor_text(const PlanTensor *t, int with_dtype, char *buf, size_t size)
+{
+    size_t n = 0;
+    if (with_dtype)
+        n += snprintf(buf + n, size - n, "%s", plan_dtype_name(t->dtype));
+    n += snprintf(buf + n, size - n, "[");
+    for (int i = 0; i < t->ndim && n < size; i++)
+        n += snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)t->dim[i]);
+    if (n < size)
+        snprintf(buf + n, size - n, "]");
+}
+
+void plan_model_free(PlanModel *m)
+{
+    free(m->layer);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,113 @@
+/* plan/plan_model.h: a model with meaning (the IR both programs share): the expanded layer list, every
+ * tensor shape, the parameter layout (PyTorch's names and shapes), FLOP and
+ * activation estimates.
+ *
+ * Shapes are per sample: the batch dimension is never written. The main
+ * activation starts at the first `input` and flows through the layers in
+ * order; other inputs (a padding mask) are side inputs that layers name
+ * with `mask = NAME`. Layers are numbered from 0 in expanded order, as in
+ * nn.Sequential. */
+#ifndef PIPE_PLAN_MODEL_H
+#define PIPE_PLAN_MODEL_H
+
+#include <stdint.h>
+
+#include "diag.h"
+
+#define PLAN_MAX_DIMS 4
+#define PLAN_MAX_IO 8              /* inputs, and targets, per model */
+#define PLAN_MAX_LAYERS 100000     /* after repeat expansion */
+#define PLAN_MAX_PARAM_TENSORS 12  /* per layer (transformer_block has 12) */
+#define PLAN_MAX_ELEMS ((int64_t)1 << 40)
+
+typedef enum PlanLayerKind {
+#define PLAN_LAYER(id, name, sig, doc) PLAN_L_##id,
+#include "layers.def"
+#undef PLAN_LAYER
+    PLAN_L_COUNT
+} PlanLayerKind;
+
+typedef enum PlanLossKind {
+#define PLAN_LOSS(id, name, doc) PLAN_LOSS_##id,
+#include "losses.def"
+#undef PLAN_LOSS
+    PLAN_LOSS_COUNT
+} PlanLossKind;
+
+extern const char *const plan_layer_names[PLAN_L_COUNT + 1];   /* NULL-terminated */
+extern const char *const plan_layer_sigs[PLAN_L_COUNT];
+extern const char *const plan_layer_docs[PLAN_L_COUNT];
+extern const char *const plan_loss_names[PLAN_LOSS_COUNT + 1];
+extern const char *const plan_loss_docs[PLAN_LOSS_COUNT];
+
+typedef enum PlanDtype { PLAN_F32, PLAN_I32 } PlanDtype;
+
+typedef struct PlanTensor {
+    PlanDtype dtype;
+    int ndim;
+    int64_t dim[PLAN_MAX_DIMS];
+} PlanTensor;
+
+typedef struct PlanParam {
+    char name[24];               /* suffix after "layers.{i}.", e.g. "attn.qkv.weight" */
+    int ndim;
+    int64_t dim[PLAN_MAX_DIMS];    /* PyTorch's layout: Linear [out, in], Conv2d [out, in, kh, kw] */
+    int64_t count;
+} PlanParam;
+
+typedef struct PlanLayer {
+    PlanLayerKind kind;
+    int index;
+    SrcLoc loc;
+    const char *label;           /* `as LABEL`, or NULL */
+    /* arguments, defaults applied */
+    int64_t nout;                /* linear, conv2d: output features / channels */
+    int64_t vocab, dim, positions, heads, mlp;
+    int64_t kh, kw, sh, sw, ph, pw;  /* conv2d, pools */
+    int64_t oh, ow;              /* adaptive_avgpool2d */
+    double p, eps;
+    int bias, causal;
+    int tie;                     /* linear: index of the layer whose weight it shares, or -1 */
+    const char *tie_label;       /* as written (tie = LABEL), or NULL */
+    SrcLoc tie_loc;
+    int mask;                    /* transformer_block: input index of its mask, or -1 */
+    PlanTensor in, out;
+    int nparams;
+    PlanParam param[PLAN_MAX_PARAM_TENSORS]; /* tensors this layer owns */
+    int64_t params;              /* elements it owns (a tied linear: its bias only) */
+    int64_t held;                /* elements its stage must hold (a tied linear: + the shared weight) */
+    int64_t flops;               /* forward, one sample (a multiply-add counts 2) */
+    int64_t act_bytes;           /* its output, one sample */
+} PlanLayer;
+
+typedef struct PlanIO {
+    const char *name;
+    SrcLoc loc;
+    PlanTensor t;
+    int first_use, last_use;     /* layer indices; -1 when unused (inputs past the first) */
+} PlanIO;
+
+typedef struct PlanModel {
+    const char *name;
+    SrcLoc loc;
+    PlanIO input[PLAN_MAX_IO];
+    int ninputs;
+    PlanIO target[PLAN_MAX_IO];
+    int ntargets;
+    PlanLayer *layer;
+    int nlayers;
+    PlanLossKind loss;
+    SrcLoc loss_loc;
+    int64_t total_params;        /* each tied tensor counted once */
+    int64_t total_flops;
+} PlanModel;
+
+void plan_model_free(PlanModel *m);
+
+int64_t plan_tensor_elems(const PlanTensor *t);
+int64_t plan_dtype_size(PlanDtype d);
+const char *plan_dtype_name(PlanDtype d);
+/* "[64, 55, 55]" (with dtype: "int32[128]") */
+void plan_tensor_text(const PlanTensor *t, int with_dtype, char *buf, size_t size);
+
+#endif
