@@ -1,5 +1,5 @@
 /* schedules/sched.h: the instruction set, per-stage programs, compute
- * actions, the generator table, lowering, and the verifier/simulator.
+ * actions, the generators, lowering, and the verifier/simulator.
  *
  * The pipeline, end to end:
  *   generator  -> SchedActions   per stage: F, B, I, W with mb and chunk
@@ -111,14 +111,11 @@ typedef struct SchedSpec {
 
 typedef int (*SchedGenerator)(const SchedSpec *spec, SchedActions *out, char *err, size_t errsize);
 
-typedef struct SchedInfo {
-    const char *name;
-    SchedGenerator gen;   /* NULL for file(): the text reader supplies actions */
-    SchedPlacement place;
-    int split;            /* uses I/W instead of B */
-} SchedInfo;
-
-/* Generators, one per schedule (schedules/gen_*.c). */
+/* The generators, all in schedules/gen.c: the functions of the generator
+ * column of schedules/schedules.def (the table itself, with each
+ * schedule's name, arguments and placement, is compiled into
+ * plan/plan_config.c and compiler/pc_planner.c). sched_gen_eval is no
+ * schedule: it gives the forward-only evaluation programs. */
 int sched_gen_gpipe(const SchedSpec *, SchedActions *, char *, size_t);
 int sched_gen_1f1b(const SchedSpec *, SchedActions *, char *, size_t);
 int sched_gen_interleaved(const SchedSpec *, SchedActions *, char *, size_t);
