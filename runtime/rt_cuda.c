@@ -182,183 +182,252 @@ static void g_params(RtCtx *rt)
     g_to_device(rt);
 }
 
-/* ---- layers (each case as rt_layers.c's CPU case, kc_ for k_) --------------------- */
+/* ---- layers: the CUDA backend's table (rt.h's RtLayerOps; each row as
+ * rt_cpu.c's, kc_ for k_), built from plan/layers.def ------------------------------ */
 
-static void dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb, uint8_t *mask)
+#define IO RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io
+
+static KcCtx *kc_of(RtCtx *rt)
+{
+    return &gpu_of(rt)->kc;
+}
+
+static int64_t n_in(const RtCtx *rt, const RtLayerRt *lr)
+{
+    return rt->B * lr->in_elems;
+}
+
+static int64_t features(const PlanLayer *L)
+{
+    return L->in.dim[L->in.ndim - 1];
+}
+
+static void no_weights(IO)
+{
+    (void)rt, (void)lr, (void)io;
+}
+
+static void linear_forward(IO)
+{
+    int64_t fin = features(lr->L);
+    KC(rt, lr->L, kc_linear_forward(kc_of(rt), io->out, io->in, lr->w, lr->b, n_in(rt, lr) / fin, fin, lr->L->nout));
+}
+
+static void linear_backward_input(IO)
+{
+    int64_t fin = features(lr->L);
+    KC(rt, lr->L, kc_linear_backward_input(kc_of(rt), io->din, io->dout, lr->w, n_in(rt, lr) / fin, fin, lr->L->nout));
+}
+
+static void linear_backward_weight(IO)
+{
+    int64_t fin = features(lr->L);
+    KC(rt, lr->L,
+       kc_linear_backward_weight(kc_of(rt), lr->gw, lr->gb, io->dout, io->in, n_in(rt, lr) / fin, fin, lr->L->nout));
+}
+
+static void conv2d_forward(IO)
+{
+    KC(rt, lr->L, kc_conv2d_forward(kc_of(rt), (const KcConvPlan *)lr->gpu_plan, io->out, io->in, lr->w, lr->b));
+}
+
+static void conv2d_backward_input(IO)
+{
+    KC(rt, lr->L, kc_conv2d_backward_input(kc_of(rt), (const KcConvPlan *)lr->gpu_plan, io->din, io->dout, lr->w));
+}
+
+static void conv2d_backward_weight(IO)
+{
+    KC(rt, lr->L,
+       kc_conv2d_backward_weight(kc_of(rt), (const KcConvPlan *)lr->gpu_plan, lr->gw, lr->gb, io->dout, io->in));
+}
+
+static void embedding_forward(IO)
 {
     const PlanLayer *L = lr->L;
-    KC(rt, L, kc_dropout_mask(&gpu_of(rt)->kc, mask, lr->out_elems, rt->B, (float)L->p, rt->c->seed,
-                              (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb), (uint32_t)L->index));
+    /* token ids were checked against the vocabulary when the data was opened */
+    KC(rt, L, kc_embedding_forward(kc_of(rt), io->out, (const int32_t *)io->in, lr->w, lr->b, rt->B, L->in.dim[0],
+                                   L->dim));
 }
 
-/* transformer_block's dropout keys for micro-batch mb, as rt_layers.c's */
-static KBlockKeys block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb)
+static void embedding_backward_input(IO)
 {
-    KBlockKeys k = {!rt->evaluating, rt->c->seed, (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb),
-                    (uint32_t)L->index};
-    return k;
+    RT_CHECK(rt, 0, "layer %d (embedding): token ids have no gradient", lr->L->index);
+    (void)io;
 }
 
-static void g_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
+static void embedding_backward_weight(IO)
 {
-    KcCtx *k = &gpu_of(rt)->kc;
     const PlanLayer *L = lr->L;
-    int64_t B = rt->B, nin = B * lr->in_elems;
-    const float *in = io->in;
-    float *out = io->out;
-    switch (L->kind) {
-    case PLAN_L_LINEAR: {
-        int64_t fin = L->in.dim[L->in.ndim - 1];
-        KC(rt, L, kc_linear_forward(k, out, in, lr->w, lr->b, nin / fin, fin, L->nout));
-        break;
-    }
-    case PLAN_L_CONV2D:
-        KC(rt, L, kc_conv2d_forward(k, (const KcConvPlan *)lr->gpu_plan, out, in, lr->w, lr->b));
-        break;
-    case PLAN_L_MAXPOOL2D: {
-        KPool g = rt_pool_geom(L);
-        KC(rt, L, kc_maxpool2d_forward(k, out, (int32_t *)io->save, in, B, &g));
-        break;
-    }
-    case PLAN_L_AVGPOOL2D: {
-        KPool g = rt_pool_geom(L);
-        KC(rt, L, kc_avgpool2d_forward(k, out, in, B, &g));
-        break;
-    }
-    case PLAN_L_ADAPTIVE_AVGPOOL2D:
-        KC(rt, L, kc_adaptive_avgpool2d_forward(k, out, in, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow));
-        break;
-    case PLAN_L_RELU: KC(rt, L, kc_relu_forward(k, out, in, nin)); break;
-    case PLAN_L_GELU: KC(rt, L, kc_gelu_forward(k, out, in, nin)); break;
-    case PLAN_L_TANH: KC(rt, L, kc_tanh_forward(k, out, in, nin)); break;
-    case PLAN_L_SIGMOID: KC(rt, L, kc_sigmoid_forward(k, out, in, nin)); break;
-    case PLAN_L_FLATTEN: g_copy(rt, out, in, (size_t)nin * sizeof(float)); break;
-    case PLAN_L_DROPOUT:
-        if (rt->evaluating || L->p == 0) {
-            g_copy(rt, out, in, (size_t)nin * sizeof(float));
-        } else {
-            uint8_t *mask = (uint8_t *)rt->scratch; /* sized for it by rt_setup */
-            dropout_mask(rt, lr, io->mb, mask);
-            KC(rt, L, kc_dropout_forward(k, out, in, mask, (float)L->p, nin));
-        }
-        break;
-    case PLAN_L_LAYERNORM: {
-        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-        float *mean = io->save, *rstd = mean + rows;
-        KC(rt, L, kc_layernorm_forward(k, out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps));
-        break;
-    }
-    case PLAN_L_TRANSFORMER_BLOCK: {
-        KBlock g = rt_block_geom(L);
-        KBlockKeys keys = block_keys(rt, L, io->mb);
-        KC(rt, L, kc_block_forward(k, out, io->save, in, io->mask, (const float *const *)lr->w2, B, &g, &keys,
-                                   rt->scratch));
-        break;
-    }
-    case PLAN_L_EMBEDDING:
-        /* token ids were checked against the vocabulary when the data was opened */
-        KC(rt, L, kc_embedding_forward(k, out, (const int32_t *)in, lr->w, lr->b, B, L->in.dim[0], L->dim));
-        break;
-    default:
-        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA implementation", L->index, plan_layer_names[L->kind]);
-    }
+    KC(rt, L, kc_embedding_backward_weight(kc_of(rt), lr->gw, lr->gb, io->dout, (const int32_t *)io->in, rt->B,
+                                           L->in.dim[0], L->dim));
 }
 
-static void g_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
+static void layernorm_forward(IO)
 {
-    KcCtx *k = &gpu_of(rt)->kc;
-    const PlanLayer *L = lr->L;
-    int64_t B = rt->B, nin = B * lr->in_elems;
-    const float *g = io->dout, *in = io->in, *out = io->out;
-    float *din = io->din;
-    switch (L->kind) {
-    case PLAN_L_LINEAR: {
-        int64_t fin = L->in.dim[L->in.ndim - 1];
-        KC(rt, L, kc_linear_backward_input(k, din, g, lr->w, nin / fin, fin, L->nout));
-        break;
-    }
-    case PLAN_L_CONV2D:
-        KC(rt, L, kc_conv2d_backward_input(k, (const KcConvPlan *)lr->gpu_plan, din, g, lr->w));
-        break;
-    case PLAN_L_MAXPOOL2D: {
-        KPool gm = rt_pool_geom(L);
-        KC(rt, L, kc_maxpool2d_backward(k, din, g, (const int32_t *)io->save, B, &gm));
-        break;
-    }
-    case PLAN_L_AVGPOOL2D: {
-        KPool gm = rt_pool_geom(L);
-        KC(rt, L, kc_avgpool2d_backward(k, din, g, B, &gm));
-        break;
-    }
-    case PLAN_L_ADAPTIVE_AVGPOOL2D:
-        KC(rt, L, kc_adaptive_avgpool2d_backward(k, din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh,
-                                                 L->ow));
-        break;
-    case PLAN_L_RELU: KC(rt, L, kc_relu_backward(k, din, g, in, nin)); break;
-    case PLAN_L_GELU: KC(rt, L, kc_gelu_backward(k, din, g, in, nin)); break;
-    case PLAN_L_TANH: KC(rt, L, kc_tanh_backward(k, din, g, out, nin)); break;
-    case PLAN_L_SIGMOID: KC(rt, L, kc_sigmoid_backward(k, din, g, out, nin)); break;
-    case PLAN_L_FLATTEN: g_copy(rt, din, g, (size_t)nin * sizeof(float)); break;
-    case PLAN_L_DROPOUT:
-        if (L->p == 0) {
-            g_copy(rt, din, g, (size_t)nin * sizeof(float));
-        } else {
-            uint8_t *mask = (uint8_t *)rt->scratch;
-            dropout_mask(rt, lr, io->mb, mask);
-            KC(rt, L, kc_dropout_backward(k, din, g, mask, (float)L->p, nin));
-        }
-        break;
-    case PLAN_L_LAYERNORM: {
-        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-        const float *mean = io->save, *rstd = mean + rows;
-        KC(rt, L, kc_layernorm_backward_input(k, din, g, in, lr->w, mean, rstd, rows, d));
-        break;
-    }
-    case PLAN_L_TRANSFORMER_BLOCK: {
-        KBlock gm = rt_block_geom(L);
-        KBlockKeys keys = block_keys(rt, L, io->mb);
-        KC(rt, L, kc_block_backward_input(k, din, io->dsaved, g, in, io->save, io->mask, (const float *const *)lr->w2,
-                                          B, &gm, &keys, rt->scratch));
-        break;
-    }
-    default:
-        RT_CHECK(rt, 0, "layer %d (%s) has no CUDA backward", L->index, plan_layer_names[L->kind]);
-    }
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    KC(rt, lr->L, kc_layernorm_forward(kc_of(rt), io->out, io->save, io->save + rows, io->in, lr->w, lr->b, rows, d,
+                                       (float)lr->L->eps));
 }
 
-static void g_backward_weight(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
+static void layernorm_backward_input(IO)
 {
-    KcCtx *k = &gpu_of(rt)->kc;
-    const PlanLayer *L = lr->L;
-    int64_t B = rt->B, nin = B * lr->in_elems;
-    const float *dout = io->dout, *in = io->in;
-    switch (L->kind) {
-    case PLAN_L_LINEAR: {
-        int64_t fin = L->in.dim[L->in.ndim - 1];
-        KC(rt, L, kc_linear_backward_weight(k, lr->gw, lr->gb, dout, in, nin / fin, fin, L->nout));
-        break;
-    }
-    case PLAN_L_CONV2D:
-        KC(rt, L, kc_conv2d_backward_weight(k, (const KcConvPlan *)lr->gpu_plan, lr->gw, lr->gb, dout, in));
-        break;
-    case PLAN_L_LAYERNORM: {
-        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-        const float *mean = io->save, *rstd = mean + rows;
-        KC(rt, L, kc_layernorm_backward_weight(k, lr->gw, lr->gb, dout, in, mean, rstd, rows, d));
-        break;
-    }
-    case PLAN_L_EMBEDDING:
-        KC(rt, L, kc_embedding_backward_weight(k, lr->gw, lr->gb, dout, (const int32_t *)in, B, L->in.dim[0], L->dim));
-        break;
-    case PLAN_L_TRANSFORMER_BLOCK: {
-        KBlock gm = rt_block_geom(L);
-        KC(rt, L, kc_block_backward_weight(k, (float *const *)lr->g2, io->dsaved, in, io->save, B, &gm, rt->scratch));
-        break;
-    }
-    default:
-        break; /* no parameters */
-    }
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    KC(rt, lr->L, kc_layernorm_backward_input(kc_of(rt), io->din, io->dout, io->in, lr->w, io->save, io->save + rows,
+                                              rows, d));
 }
+
+static void layernorm_backward_weight(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    KC(rt, lr->L, kc_layernorm_backward_weight(kc_of(rt), lr->gw, lr->gb, io->dout, io->in, io->save,
+                                               io->save + rows, rows, d));
+}
+
+static void maxpool2d_forward(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    KC(rt, lr->L, kc_maxpool2d_forward(kc_of(rt), io->out, (int32_t *)io->save, io->in, rt->B, &g));
+}
+
+static void maxpool2d_backward_input(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    KC(rt, lr->L, kc_maxpool2d_backward(kc_of(rt), io->din, io->dout, (const int32_t *)io->save, rt->B, &g));
+}
+
+static void avgpool2d_forward(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    KC(rt, lr->L, kc_avgpool2d_forward(kc_of(rt), io->out, io->in, rt->B, &g));
+}
+
+static void avgpool2d_backward_input(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    KC(rt, lr->L, kc_avgpool2d_backward(kc_of(rt), io->din, io->dout, rt->B, &g));
+}
+
+static void adaptive_avgpool2d_forward(IO)
+{
+    const PlanLayer *L = lr->L;
+    KC(rt, L, kc_adaptive_avgpool2d_forward(kc_of(rt), io->out, io->in, rt->B, L->in.dim[0], L->in.dim[1],
+                                            L->in.dim[2], L->oh, L->ow));
+}
+
+static void adaptive_avgpool2d_backward_input(IO)
+{
+    const PlanLayer *L = lr->L;
+    KC(rt, L, kc_adaptive_avgpool2d_backward(kc_of(rt), io->din, io->dout, rt->B, L->in.dim[0], L->in.dim[1],
+                                             L->in.dim[2], L->oh, L->ow));
+}
+
+#define POINTWISE(name, x)                                                                     \
+    static void name##_forward(IO)                                                             \
+    {                                                                                          \
+        KC(rt, lr->L, kc_##name##_forward(kc_of(rt), io->out, io->in, n_in(rt, lr)));          \
+    }                                                                                          \
+    static void name##_backward_input(IO)                                                      \
+    {                                                                                          \
+        KC(rt, lr->L, kc_##name##_backward(kc_of(rt), io->din, io->dout, io->x, n_in(rt, lr))); \
+    }
+POINTWISE(relu, in)
+POINTWISE(gelu, in)
+POINTWISE(tanh, out)
+POINTWISE(sigmoid, out)
+#undef POINTWISE
+
+static void flatten_forward(IO)
+{
+    g_copy(rt, io->out, io->in, (size_t)n_in(rt, lr) * sizeof(float));
+}
+
+static void flatten_backward_input(IO)
+{
+    g_copy(rt, io->din, io->dout, (size_t)n_in(rt, lr) * sizeof(float));
+}
+
+/* the mask of micro-batch mb in the scratch (sized for it by plan_memory.c),
+ * drawn as the CPU draws it */
+static const uint8_t *dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb)
+{
+    const PlanLayer *L = lr->L;
+    uint8_t *mask = (uint8_t *)rt->scratch;
+    KC(rt, L, kc_dropout_mask(kc_of(rt), mask, lr->out_elems, rt->B, (float)L->p, rt->c->seed, (uint64_t)rt->step,
+                              (uint64_t)rt_sample_base(rt, mb), (uint32_t)L->index));
+    return mask;
+}
+
+static void dropout_forward(IO)
+{
+    if (rt->evaluating || lr->L->p == 0)
+        flatten_forward(rt, lr, io);
+    else
+        KC(rt, lr->L, kc_dropout_forward(kc_of(rt), io->out, io->in, dropout_mask(rt, lr, io->mb), (float)lr->L->p,
+                                         n_in(rt, lr)));
+}
+
+static void dropout_backward_input(IO)
+{
+    if (lr->L->p == 0)
+        flatten_backward_input(rt, lr, io);
+    else
+        KC(rt, lr->L, kc_dropout_backward(kc_of(rt), io->din, io->dout, dropout_mask(rt, lr, io->mb),
+                                          (float)lr->L->p, n_in(rt, lr)));
+}
+
+/* the block's inner gradients: the slot's kept area, or room behind the
+ * kernel's scratch (as rt_cpu.c's) */
+static float *block_dsaved(RtCtx *rt, const RtLayerIO *io, const KBlock *g)
+{
+    return io->dsaved ? io->dsaved : rt->scratch + k_block_scratch_floats(g, rt->B);
+}
+
+static void transformer_block_forward(IO)
+{
+    KBlock g = rt_block_geom(lr->L);
+    KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
+    KC(rt, lr->L, kc_block_forward(kc_of(rt), io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B,
+                                   &g, &keys, rt->scratch));
+}
+
+static void transformer_block_backward_input(IO)
+{
+    KBlock g = rt_block_geom(lr->L);
+    KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
+    KC(rt, lr->L, kc_block_backward_input(kc_of(rt), io->din, block_dsaved(rt, io, &g), io->dout, io->in, io->save,
+                                          io->mask, (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch));
+}
+
+static void transformer_block_backward_weight(IO)
+{
+    KBlock g = rt_block_geom(lr->L);
+    KC(rt, lr->L, kc_block_backward_weight(kc_of(rt), (float *const *)lr->g2, block_dsaved(rt, io, &g), io->in,
+                                           io->save, rt->B, &g, rt->scratch));
+}
+
+#undef IO
+
+#define CUDA_LINEAR {linear_forward, linear_backward_input, linear_backward_weight}
+#define CUDA_CONV2D {conv2d_forward, conv2d_backward_input, conv2d_backward_weight}
+#define CUDA_MAXPOOL2D {maxpool2d_forward, maxpool2d_backward_input, no_weights}
+#define CUDA_AVGPOOL2D {avgpool2d_forward, avgpool2d_backward_input, no_weights}
+#define CUDA_ADAPTIVE_AVGPOOL2D {adaptive_avgpool2d_forward, adaptive_avgpool2d_backward_input, no_weights}
+#define CUDA_RELU {relu_forward, relu_backward_input, no_weights}
+#define CUDA_GELU {gelu_forward, gelu_backward_input, no_weights}
+#define CUDA_TANH {tanh_forward, tanh_backward_input, no_weights}
+#define CUDA_SIGMOID {sigmoid_forward, sigmoid_backward_input, no_weights}
+#define CUDA_FLATTEN {flatten_forward, flatten_backward_input, no_weights}
+#define CUDA_DROPOUT {dropout_forward, dropout_backward_input, no_weights}
+#define CUDA_LAYERNORM {layernorm_forward, layernorm_backward_input, layernorm_backward_weight}
+#define CUDA_EMBEDDING {embedding_forward, embedding_backward_input, embedding_backward_weight}
+#define CUDA_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight}
+
+static const RtLayerOps cuda_layers[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CUDA_##id,
+#include "layers.def"
+#undef PLAN_LAYER
+};
 
 /* ---- losses, norms, the update --------------------------------------------------- */
 
@@ -587,6 +656,35 @@ static int last_forwards(const RtCtx *rt, const SchedPlan *pl)
     return n;
 }
 
+/* The transfers this rank's programs (training and evaluation) make for
+ * chunk ci, as RT_XF_ bits: only those requests get a pinned staging
+ * buffer. A chunk with no peer on a side (the model's first or last part,
+ * one stage, a hand-over within the rank) stages nothing on that side:
+ * on one stage of GPT-2 small that is the logits and their gradient,
+ * 2 x 823 MB. A request left without one fails with a message if used. */
+enum { RT_XF_SEND_ACT = 1, RT_XF_RECV_ACT = 2, RT_XF_RECV_GRAD = 4, RT_XF_SEND_GRAD = 8 };
+static unsigned transfers_of(const RtCtx *rt, int ci)
+{
+    const SchedPlan *plans[2] = {&rt->ir.sched.train, &rt->ir.sched.eval};
+    unsigned f = 0;
+    for (int k = 0; k < 2; k++) {
+        if (!plans[k]->prog)
+            continue;
+        const SchedProgram *pr = &plans[k]->prog[rt->stage];
+        for (int i = 0; i < pr->n; i++) {
+            const SchedInstr *in = &pr->ins[i];
+            unsigned bit = in->op == SCHED_SendActivation ? RT_XF_SEND_ACT
+                           : in->op == SCHED_RecvActivation ? RT_XF_RECV_ACT
+                           : in->op == SCHED_RecvGrad       ? RT_XF_RECV_GRAD
+                           : in->op == SCHED_SendGrad       ? RT_XF_SEND_GRAD
+                                                            : 0;
+            if (bit && (int)in->chunk == ci)
+                f |= bit;
+        }
+    }
+    return f;
+}
+
 static void g_setup(RtCtx *rt)
 {
     RtGpu *G = gpu_of(rt);
@@ -669,15 +767,21 @@ static void g_setup(RtCtx *rt)
     xp_nccl_open(rt, stream_of(rt), G->uuid, &xport_mpi_staged, &nccl_p2p);
     staged_p2p = !nccl_p2p;
 #endif
+    size_t pinned = G->stage_bytes;
     for (int ci = 0; staged_p2p && ci < rt->chunks; ci++) {
         RtChunk *ch = &rt->chunk[ci];
         int64_t dout = B * ch->lay[ch->last - ch->first].out_elems * 4;
+        unsigned xf = transfers_of(rt, ci);
         for (int b = 0; b < ch->nbuf; b++) {
-            req_stage(rt, &ch->out_req[b], ch->outt_bytes);
-            req_stage(rt, &ch->in_req[b], ch->in_bytes);
-            req_stage(rt, &ch->dout_req[b], dout);
+            if (xf & RT_XF_SEND_ACT)
+                req_stage(rt, &ch->out_req[b], ch->outt_bytes), pinned += (size_t)ch->outt_bytes;
+            if (xf & RT_XF_RECV_ACT)
+                req_stage(rt, &ch->in_req[b], ch->in_bytes), pinned += (size_t)ch->in_bytes;
+            if (xf & RT_XF_RECV_GRAD)
+                req_stage(rt, &ch->dout_req[b], dout), pinned += (size_t)dout;
         }
-        req_stage(rt, &ch->gin_req, ch->gin_elems * 4);
+        if (xf & RT_XF_SEND_GRAD)
+            req_stage(rt, &ch->gin_req, ch->gin_elems * 4), pinned += (size_t)ch->gin_elems * 4;
     }
     g_sync(rt);
     if (rt->verbose) {
@@ -696,10 +800,10 @@ static void g_setup(RtCtx *rt)
         }
 #endif
         printf("[rank %d] device cuda:%d (%s; local rank %d of a node with %d GPU%s; %d rank%s on this GPU), "
-               "precision %s, kernel workspace %.1f MiB, %.0f of %.0f MiB free; %s\n",
+               "precision %s, kernel workspace %.1f MiB, pinned host staging %.1f MiB, %.0f of %.0f MiB free; %s\n",
                rt->rank, G->device, G->name, G->local_rank, G->ngpu, G->ngpu == 1 ? "" : "s", G->sharing,
-               G->sharing == 1 ? "" : "s", kc_prec_name(k->prec), ws / 1048576.0, fr / 1048576.0, tot / 1048576.0,
-               xpd);
+               G->sharing == 1 ? "" : "s", kc_prec_name(k->prec), ws / 1048576.0, pinned / 1048576.0,
+               fr / 1048576.0, tot / 1048576.0, xpd);
         fflush(stdout);
     }
 }
@@ -750,9 +854,7 @@ static const RtGpuOps rt_gpu_cuda = {
     .params = g_params,
     .setup = g_setup,
     .teardown = g_teardown,
-    .forward = g_forward,
-    .backward_input = g_backward_input,
-    .backward_weight = g_backward_weight,
+    .layers = cuda_layers,
     .loss = g_loss,
     .fetch_losses = g_fetch_losses,
     .load_begin = g_load_begin,
