@@ -77,6 +77,16 @@
  *       with no receive outstanding (N3), so it waits at most for this
  *       rank's last sends, whose receives the peers launch before they
  *       block (D1); every rank of the group reaches it, as on MPI.
+ *   D5  NCCL connects two ranks lazily, inside the ncclGroupEnd (or the
+ *       collective) of their first operation together, and that
+ *       connection is a handshake each side's host takes part in: a
+ *       blocking point that D1-D4 do not model (a rank could sit in its
+ *       first send's ncclGroupEnd while its peer's host is blocked
+ *       elsewhere). So xp_nccl_open connects everything at start-up,
+ *       where every rank of each group is present: one exchange of one
+ *       byte each way with every lane peer its programs name, in one
+ *       group, then a one-element sum on each reduction communicator,
+ *       the groups in the same order on every rank (warm_up).
  * The runtime checks N1 and N2 again as it goes (RT_CHECK), so a plan the
  * check let through by mistake fails with a message instead of hanging.
  *
@@ -436,6 +446,77 @@ static void req_unevent(RtCtx *rt, XportReq *r)
     r->nstate = NQ_IDLE;
 }
 
+/* D5: this rank's lane peers (ranks of pipe_comm) that its training and
+ * evaluation programs send to or receive from; the relation is symmetric
+ * (every send has its receive), so both sides of a pair list each other.
+ * Returns how many, written to peers (at most size). */
+static int lane_peers(const RtCtx *rt, int *peers, int size)
+{
+    const SchedPlan *plans[2] = {&rt->ir.sched.train, &rt->ir.sched.eval};
+    int n = 0;
+    for (int k = 0; k < 2; k++) {
+        if (!plans[k]->prog)
+            continue;
+        const SchedProgram *pr = &plans[k]->prog[rt->stage];
+        for (int i = 0; i < pr->n; i++) {
+            const SchedInstr *in = &pr->ins[i];
+            if (in->op != SCHED_SendActivation && in->op != SCHED_RecvActivation && in->op != SCHED_SendGrad &&
+                in->op != SCHED_RecvGrad)
+                continue;
+            int p = in->peer, seen = 0;
+            for (int j = 0; j < n; j++)
+                seen |= peers[j] == p;
+            if (!seen && p >= 0 && p < size && p != rt->stage)
+                peers[n++] = p;
+        }
+    }
+    return n;
+}
+
+/* D5: every connection this rank's NCCL work will use is made here, with
+ * every rank of each group present: the lane (if NCCL carries it) by one
+ * group of one-byte sends and receives with each peer, then each
+ * reduction communicator by a one-element sum; in the order lane,
+ * replicas, tied on every rank, each waited for (watchdog included)
+ * before the next, so no rank enters a group's warm-up before finishing
+ * the ones before it, and each group's ranks all reach it. */
+static void warm_up(RtCtx *rt, XpNccl *x)
+{
+    int size = 1;
+    if (x->nc[XPORT_LANE])
+        RT_MPI(rt, MPI_Comm_size(rt->pipe_comm, &size));
+    /* one float for the sums, then a byte to send and one per peer to receive */
+    unsigned char *buf = NULL;
+    size_t bytes = sizeof(float) + 1 + (size_t)size;
+    CU(rt, cudaMalloc((void **)&buf, bytes));
+    CU(rt, cudaMemsetAsync(buf, 0, bytes, x->comm));
+    const int order[NG_GROUPS] = {XPORT_LANE, XPORT_REPLICAS, XPORT_TIED};
+    for (int k = 0; k < NG_GROUPS; k++) {
+        int g = order[k];
+        ncclComm_t c = x->nc[g];
+        if (!c)
+            continue;
+        if (g == XPORT_LANE) {
+            int *peers = rt_alloc(rt, (size_t)size * sizeof *peers, "NCCL warm-up");
+            int n = lane_peers(rt, peers, size);
+            unsigned char *out = buf + sizeof(float), *in = out + 1;
+            NC(rt, c, ncclGroupStart());
+            for (int i = 0; i < n; i++) {
+                NC(rt, c, ncclSend(out, 1, ncclInt8, peers[i], c, x->comm));
+                NC(rt, c, ncclRecv(in + peers[i], 1, ncclInt8, peers[i], c, x->comm));
+            }
+            NC(rt, c, ncclGroupEnd());
+            free(peers);
+        } else {
+            NC(rt, c, ncclAllReduce(buf, buf, 1, ncclFloat, ncclSum, c, x->comm));
+        }
+        CU(rt, cudaEventRecord(x->red, x->comm));
+        poll(rt, x, x->red, NULL, (XportGroup)g);
+    }
+    CU(rt, cudaStreamSynchronize(x->comm));
+    CU(rt, cudaFree(buf));
+}
+
 int xp_nccl_open(RtCtx *rt, cudaStream_t compute, const unsigned char uuid[16], const XportOps *staged, int *p2p)
 {
     XpNccl *x = rt_alloc(rt, sizeof *x, "NCCL transport");
@@ -475,6 +556,7 @@ int xp_nccl_open(RtCtx *rt, cudaStream_t compute, const unsigned char uuid[16], 
     CU(rt, cudaStreamCreateWithFlags(&x->comm, cudaStreamNonBlocking));
     CU(rt, cudaEventCreateWithFlags(&x->ready, cudaEventDisableTiming));
     CU(rt, cudaEventCreateWithFlags(&x->red, cudaEventDisableTiming));
+    warm_up(rt, x);
     if (x->nc[XPORT_LANE]) {
         x->p2p = 1;
         for (int ci = 0; ci < rt->chunks; ci++)
