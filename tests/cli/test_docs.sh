@@ -9,7 +9,9 @@
 #   - docs/instructions.md, section 2: the opcode table is `pipec --ops`
 #     (schedules/ops.def), byte for byte;
 #   - docs/schedules.md, "The built-in schedules": a row for every schedule
-#     of `pipec --schedules` (schedules/schedules.def), and no other.
+#     of `pipec --schedules` (schedules/schedules.def), and no other;
+#   - docs/plan-format.md: the enum rows of layer kinds, losses and
+#     schedules number them as the tables do (plan.bin stores the position).
 #
 #   bash tests/cli/test_docs.sh PATH/TO/pipec SOURCE_DIR
 set -u
@@ -72,6 +74,24 @@ while IFS= read -r row; do
 done < <(table "$SRC/docs/schedules.md" '| `schedule =` |')
 sort "$TMP/got" -o "$TMP/got"
 same "docs/schedules.md: a row per schedule of pipec --schedules" "$TMP/want" "$TMP/got"
+
+# ---- plan.bin stores layers, losses and schedules by their position in the
+# table: docs/plan-format.md's enum rows number them in the same order
+numbered() { awk '{ printf "%s%d `%s`", (NR > 1 ? ", " : ""), NR - 1, $0 }'; }
+enum_row() { # NAME ROW: the row is in docs/plan-format.md, word for word
+    if grep -qxF -- "$2" "$SRC/docs/plan-format.md"; then
+        ok "$1"
+    else
+        { echo "want: $2"; grep -F -- "$(echo "$2" | cut -d: -f1)" "$SRC/docs/plan-format.md" | sed 's/^/got:  /'; } >"$TMP/diff"
+        not_ok "$1"
+    fi
+}
+enum_row "docs/plan-format.md: the layer kinds, numbered as in plan/layers.def" \
+    "| kind | enum | \`plan/layers.def\`: $(grep -v '^ ' "$TMP/layers" | grep -v '^loss ' | awk '{ print $1 }' | numbered) |"
+enum_row "docs/plan-format.md: the losses, numbered as in plan/losses.def" \
+    "| loss | enum | \`plan/losses.def\`: $(grep '^loss ' "$TMP/layers" | awk '{ print $2 }' | numbered) |"
+enum_row "docs/plan-format.md: the schedules, numbered as in schedules/schedules.def" \
+    "| schedule | enum | \`schedules/schedules.def\`: $(grep -v '^ ' "$TMP/schedules" | awk '{ print $1 }' | numbered) |"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
