@@ -29,17 +29,66 @@ static KBlock block_geom(const PlanLayer *L)
     return g;
 }
 
+/* What each layer kind keeps for its backward beyond its output, and
+ * whether its weight half needs its inner gradients rather than its output
+ * gradient: one row per plan/layers.def entry (a layer without its row does
+ * not compile). */
+static int64_t no_state(const PlanLayer *L)
+{
+    (void)L;
+    return 0;
+}
+
+static int64_t argmax_state(const PlanLayer *L)
+{
+    return plan_tensor_elems(&L->out) * 4; /* the input position of each maximum (int32) */
+}
+
+static int64_t norm_state(const PlanLayer *L)
+{
+    return 2 * (plan_tensor_elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd per row */
+}
+
+static int64_t block_state(const PlanLayer *L)
+{
+    KBlock g = block_geom(L);
+    return k_block_saved_floats(&g) * 4; /* everything between its input and its output */
+}
+
+typedef struct LayerMem {
+    int64_t (*state_bytes)(const PlanLayer *L);
+    int inner_grads;
+} LayerMem;
+
+#define MEM_LINEAR {no_state, 0}
+#define MEM_CONV2D {no_state, 0}
+#define MEM_MAXPOOL2D {argmax_state, 0}
+#define MEM_AVGPOOL2D {no_state, 0}
+#define MEM_ADAPTIVE_AVGPOOL2D {no_state, 0}
+#define MEM_RELU {no_state, 0}
+#define MEM_GELU {no_state, 0}
+#define MEM_TANH {no_state, 0}
+#define MEM_SIGMOID {no_state, 0}
+#define MEM_FLATTEN {no_state, 0}
+#define MEM_DROPOUT {no_state, 0}
+#define MEM_LAYERNORM {norm_state, 0}
+#define MEM_EMBEDDING {no_state, 0}
+#define MEM_TRANSFORMER_BLOCK {block_state, 1}
+
+static const LayerMem layer_mem[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = MEM_##id,
+#include "layers.def"
+#undef PLAN_LAYER
+};
+
 int64_t plan_layer_state_bytes(const PlanLayer *L)
 {
-    switch (L->kind) {
-    case PLAN_L_TRANSFORMER_BLOCK: {
-        KBlock g = block_geom(L);
-        return k_block_saved_floats(&g) * 4;
-    }
-    case PLAN_L_MAXPOOL2D: return plan_tensor_elems(&L->out) * 4; /* argmax positions (int32) */
-    case PLAN_L_LAYERNORM: return 2 * (plan_tensor_elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd */
-    default: return 0;
-    }
+    return layer_mem[L->kind].state_bytes(L);
+}
+
+int plan_layer_keeps_inner_grads(const PlanLayer *L)
+{
+    return layer_mem[L->kind].inner_grads;
 }
 
 /* Floats a layer's split backward keeps per sample from I for W: the
@@ -47,7 +96,7 @@ int64_t plan_layer_state_bytes(const PlanLayer *L)
  * layernorms. */
 static int64_t kept_dout_elems(const PlanLayer *L)
 {
-    if (L->kind == PLAN_L_TRANSFORMER_BLOCK) {
+    if (plan_layer_keeps_inner_grads(L)) {
         KBlock g = block_geom(L);
         return k_block_dsaved_floats(&g);
     }

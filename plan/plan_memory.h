@@ -43,6 +43,10 @@
  * maxpool's argmax positions, the layernorm's mean and rstd, everything
  * inside a transformer block. The one answer for planner and runtime. */
 int64_t plan_layer_state_bytes(const PlanLayer *L);
+/* Whether a layer's weight half reads the inner gradients its input half
+ * wrote (a transformer block: those of its linears and layernorms), not its
+ * output gradient; what a split schedule keeps for it either way. */
+int plan_layer_keeps_inner_grads(const PlanLayer *L);
 
 /* Where one layer's arrays lie in its chunk's slot (byte offsets). */
 typedef struct PlanLayerLayout {

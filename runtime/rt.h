@@ -79,6 +79,8 @@ typedef enum RtMem {
     RT_MEM_KINDS
 } RtMem;
 
+typedef struct RtLayerOps RtLayerOps; /* below */
+
 typedef struct RtCtx {
     /* who */
     int rank, world, stage, dp, dpi, stages, chunks;
@@ -92,6 +94,7 @@ typedef struct RtCtx {
      * slots, work, scratch, recompute workspaces and input gradients are
      * device memory and each layer runs through gpu's table */
     const struct RtGpuOps *gpu;
+    const RtLayerOps *layers;     /* rt_cpu_layers, or the GPU backend's table */
     struct RtGpu *gpud;           /* that backend's own state */
     /* what */
     PlanIR ir;                    /* the plan, as read (plan/plan_ir.h) */
@@ -137,6 +140,40 @@ typedef struct RtCtx {
     FILE *metrics;
 } RtCtx;
 
+/* The arrays one layer's forward or backward reads and writes, found by
+ * rt_layers.c (device pointers on the GPU). */
+typedef struct RtLayerIO {
+    const float *in;     /* its input (int32 tokens for embedding) */
+    float *out;          /* its output (forward) */
+    float *save;         /* its saved state (maxpool indices, layernorm mean and rstd, block's saved) */
+    const float *mask;   /* transformer_block: the padding mask, or NULL */
+    const float *dout;   /* backward: the gradient of its output */
+    float *din;          /* backward_input: where the input gradient goes */
+    float *dsaved;       /* transformer_block backward: its inner output gradients */
+    int64_t mb;          /* the micro-batch (dropout's keys) */
+} RtLayerIO;
+
+/* One layer kind's operations on a backend, over one micro-batch: forward
+ * overwrites io->out; backward_input overwrites io->din (and, for a layer
+ * whose weight half needs its inner gradients, a transformer block, writes
+ * them to io->dsaved: the slot's kept area, or NULL for room the backend
+ * finds in its scratch); backward_weight adds into the layer's weight
+ * gradients, reading io->dout (or io->dsaved); prepare runs once at set-up.
+ * Each backend has one table
+ * of these indexed by PlanLayerKind, built from plan/layers.def, so a layer
+ * without its row fails the build: rt_cpu_layers (rt_cpu.c), and the CUDA
+ * module's (rt_cuda.c). rt->layers is the one in use. */
+struct RtLayerOps {
+    void (*forward)(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+    void (*backward_input)(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+    void (*backward_weight)(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+    /* once, at set-up: what the layer needs of the backend (a convolution
+     * plan in lr->gpu_plan), and the bytes of workspace its calls may use */
+    size_t (*prepare)(RtCtx *rt, RtLayerRt *lr);
+};
+
+extern const RtLayerOps rt_cpu_layers[PLAN_L_COUNT];
+
 void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 4, 5)));
 #define RT_CHECK(rt, cond, ...)                               \
     do {                                                      \
@@ -172,6 +209,8 @@ int64_t rt_mem_total(const RtCtx *rt);
 struct KBlock rt_block_geom(const PlanLayer *L);
 struct KConv rt_conv_geom(const PlanLayer *L);
 struct KPool rt_pool_geom(const PlanLayer *L);
+/* transformer_block's dropout keys for micro-batch mb (training only) */
+struct KBlockKeys rt_block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb);
 
 /* rt_setup.c: arenas, parameters (initialised), slots, communicators. */
 void rt_setup(RtCtx *rt);

@@ -207,6 +207,41 @@ static void no_weights(IO)
     (void)rt, (void)lr, (void)io;
 }
 
+/* set-up: the workspace bytes of the layers whose kernels use one */
+static size_t ready(RtCtx *rt, RtLayerRt *lr)
+{
+    (void)rt, (void)lr;
+    return 0;
+}
+
+static size_t linear_prepare(RtCtx *rt, RtLayerRt *lr)
+{
+    int64_t fin = features(lr->L);
+    return kc_linear_workspace(kc_of(rt), n_in(rt, lr) / fin, fin, lr->L->nout);
+}
+
+/* the convolution's cuDNN algorithms, chosen once */
+static size_t conv2d_prepare(RtCtx *rt, RtLayerRt *lr)
+{
+    KConv g = rt_conv_geom(lr->L);
+    KcConvPlan *plan = rt_alloc(rt, sizeof *plan, "conv plan");
+    lr->gpu_plan = plan;
+    KC(rt, lr->L, kc_conv_plan(kc_of(rt), plan, &g, rt->B, RT_CONV_WS_LIMIT));
+    return plan->ws_bytes;
+}
+
+static size_t layernorm_prepare(RtCtx *rt, RtLayerRt *lr)
+{
+    int64_t d = features(lr->L);
+    return kc_layernorm_workspace(n_in(rt, lr) / d, d);
+}
+
+static size_t transformer_block_prepare(RtCtx *rt, RtLayerRt *lr)
+{
+    KBlock g = rt_block_geom(lr->L);
+    return kc_block_workspace(kc_of(rt), &g, rt->B);
+}
+
 static void linear_forward(IO)
 {
     int64_t fin = features(lr->L);
@@ -408,20 +443,20 @@ static void transformer_block_backward_weight(IO)
 
 #undef IO
 
-#define CUDA_LINEAR {linear_forward, linear_backward_input, linear_backward_weight}
-#define CUDA_CONV2D {conv2d_forward, conv2d_backward_input, conv2d_backward_weight}
-#define CUDA_MAXPOOL2D {maxpool2d_forward, maxpool2d_backward_input, no_weights}
-#define CUDA_AVGPOOL2D {avgpool2d_forward, avgpool2d_backward_input, no_weights}
-#define CUDA_ADAPTIVE_AVGPOOL2D {adaptive_avgpool2d_forward, adaptive_avgpool2d_backward_input, no_weights}
-#define CUDA_RELU {relu_forward, relu_backward_input, no_weights}
-#define CUDA_GELU {gelu_forward, gelu_backward_input, no_weights}
-#define CUDA_TANH {tanh_forward, tanh_backward_input, no_weights}
-#define CUDA_SIGMOID {sigmoid_forward, sigmoid_backward_input, no_weights}
-#define CUDA_FLATTEN {flatten_forward, flatten_backward_input, no_weights}
-#define CUDA_DROPOUT {dropout_forward, dropout_backward_input, no_weights}
-#define CUDA_LAYERNORM {layernorm_forward, layernorm_backward_input, layernorm_backward_weight}
-#define CUDA_EMBEDDING {embedding_forward, embedding_backward_input, embedding_backward_weight}
-#define CUDA_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight}
+#define CUDA_LINEAR {linear_forward, linear_backward_input, linear_backward_weight, linear_prepare}
+#define CUDA_CONV2D {conv2d_forward, conv2d_backward_input, conv2d_backward_weight, conv2d_prepare}
+#define CUDA_MAXPOOL2D {maxpool2d_forward, maxpool2d_backward_input, no_weights, ready}
+#define CUDA_AVGPOOL2D {avgpool2d_forward, avgpool2d_backward_input, no_weights, ready}
+#define CUDA_ADAPTIVE_AVGPOOL2D {adaptive_avgpool2d_forward, adaptive_avgpool2d_backward_input, no_weights, ready}
+#define CUDA_RELU {relu_forward, relu_backward_input, no_weights, ready}
+#define CUDA_GELU {gelu_forward, gelu_backward_input, no_weights, ready}
+#define CUDA_TANH {tanh_forward, tanh_backward_input, no_weights, ready}
+#define CUDA_SIGMOID {sigmoid_forward, sigmoid_backward_input, no_weights, ready}
+#define CUDA_FLATTEN {flatten_forward, flatten_backward_input, no_weights, ready}
+#define CUDA_DROPOUT {dropout_forward, dropout_backward_input, no_weights, ready}
+#define CUDA_LAYERNORM {layernorm_forward, layernorm_backward_input, layernorm_backward_weight, layernorm_prepare}
+#define CUDA_EMBEDDING {embedding_forward, embedding_backward_input, embedding_backward_weight, ready}
+#define CUDA_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight, transformer_block_prepare}
 
 static const RtLayerOps cuda_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CUDA_##id,
@@ -704,35 +739,7 @@ static void g_setup(RtCtx *rt)
         int n = ch->last - ch->first + 1;
         for (int i = 0; i < n; i++) {
             RtLayerRt *lr = &ch->lay[i];
-            const PlanLayer *L = lr->L;
-            int64_t nin = B * lr->in_elems;
-            switch (L->kind) {
-            case PLAN_L_LINEAR: {
-                int64_t fin = L->in.dim[L->in.ndim - 1];
-                ws = max_z(ws, kc_linear_workspace(k, nin / fin, fin, L->nout));
-                break;
-            }
-            case PLAN_L_CONV2D: {
-                KConv g = rt_conv_geom(L);
-                KcConvPlan *plan = rt_alloc(rt, sizeof *plan, "conv plan");
-                lr->gpu_plan = plan;
-                KC(rt, L, kc_conv_plan(k, plan, &g, B, RT_CONV_WS_LIMIT));
-                ws = max_z(ws, plan->ws_bytes);
-                break;
-            }
-            case PLAN_L_LAYERNORM: {
-                int64_t d = L->in.dim[L->in.ndim - 1];
-                ws = max_z(ws, kc_layernorm_workspace(nin / d, d));
-                break;
-            }
-            case PLAN_L_TRANSFORMER_BLOCK: {
-                KBlock g = rt_block_geom(L);
-                ws = max_z(ws, kc_block_workspace(k, &g, B));
-                break;
-            }
-            default:
-                break;
-            }
+            ws = max_z(ws, rt->layers[lr->L->kind].prepare(rt, lr));
         }
         if (ch->is_last) {
             const RtLayerRt *last = &ch->lay[n - 1];

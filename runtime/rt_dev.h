@@ -29,19 +29,6 @@
 
 #include "rt.h"
 
-/* The arrays one layer's forward or backward reads and writes, found by
- * rt_layers.c (device pointers on the GPU). */
-typedef struct RtLayerIO {
-    const float *in;     /* its input (int32 tokens for embedding) */
-    float *out;          /* its output (forward) */
-    float *save;         /* its saved state (maxpool indices, layernorm mean and rstd, block's saved) */
-    const float *mask;   /* transformer_block: the padding mask, or NULL */
-    const float *dout;   /* backward: the gradient of its output */
-    float *din;          /* backward_input: where the input gradient goes */
-    float *dsaved;       /* transformer_block backward: its inner output gradients */
-    int64_t mb;          /* the micro-batch (dropout's keys) */
-} RtLayerIO;
-
 typedef struct RtGpuOps {
     const char *name;
     /* memory, zeroed at allocation; alloc and free outside the step loop */
@@ -56,10 +43,8 @@ typedef struct RtGpuOps {
      * the transport */
     void (*setup)(RtCtx *rt);
     void (*teardown)(RtCtx *rt);
-    /* one layer (RtLayerIO above); backward_weight adds, as k_*_weight */
-    void (*forward)(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
-    void (*backward_input)(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
-    void (*backward_weight)(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+    /* the layers: the backend's table, one row per layers.def entry (rt.h) */
+    const RtLayerOps *layers;
     /* the loss of one micro-batch, queued; its totals reach rt->loss_sum,
      * loss_count, correct at fetch_losses, in the order queued */
     void (*loss)(RtCtx *rt, const RtLayerRt *last, float *dlogits, const float *logits, const void *targets);

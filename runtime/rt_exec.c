@@ -1,7 +1,8 @@
 /* runtime/rt_exec.c: the interpreter. One pass over a stage's program runs
  * a training step (or an evaluation batch); the switch covers every
- * instruction of schedules/ops.def (a missing case is a compile warning,
- * -Wswitch, and an abort at run time).
+ * instruction of schedules/ops.def with no default, so a missing case
+ * fails the build (-Werror=switch); an opcode out of range never gets
+ * here, the plan reader (plan/plan_file.c) refuses it.
  *
  * Transfers go through the transport (xport.h; MPI today): receives are
  * posted where the program posts them and waited for by the compute that
@@ -252,8 +253,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         case SCHED_OptimizerStep:
             optimizer_step(rt);
             break;
-        case SCHED_NOPS:
-        default:
+        case SCHED_NOPS: /* a count, not an opcode: plan_file.c refuses it and anything above */
             RT_CHECK(rt, 0, "unknown opcode %u", in->op);
         }
         if (trace && rt->gpu)

@@ -1,15 +1,16 @@
 /* runtime/rt_layers.c: a chunk's layers, forward and backward, over one
- * activation slot. Each layer is one call into kernels/ (k_cpu.h); this
- * file only finds the arrays: a layer reads the previous layer's output
- * (or the slot's input tuple, into which a hand-over first copies the
- * linked slot's output tuple) and writes its own output into the slot,
- * where the backward finds it; only the input gradient of a hand-over's
- * backward is written through the link. With --device cuda (rt->gpu, rt_dev.h) the same arithmetic
- * finds device arrays, and each layer's kernels are the GPU table's. */
+ * activation slot. This file only finds the arrays: a layer reads the
+ * previous layer's output (or the slot's input tuple, into which a
+ * hand-over first copies the linked slot's output tuple) and writes its own
+ * output into the slot, where the backward finds it; only the input
+ * gradient of a hand-over's backward is written through the link. What a
+ * layer computes is its row in the backend's table (rt->layers: rt_cpu.c's
+ * on the CPU, rt_cuda.c's with --device cuda, where the same arithmetic
+ * finds device arrays). */
 #include <string.h>
 
-#include "k_block.h"
 #include "k_cpu.h"
+#include "plan_memory.h"
 #include "rt.h"
 #include "rt_dev.h"
 
@@ -79,26 +80,6 @@ static const float *block_mask(RtCtx *rt, const RtChunk *ch, const unsigned char
     return L->mask >= 0 ? side_input(rt, ch, slot, rt->m->input[L->mask].name) : NULL;
 }
 
-/* Global sample index of sample b of micro-batch mb, for dropout's keys. */
-static uint64_t sample_of(const RtCtx *rt, int64_t mb, int64_t b)
-{
-    return (uint64_t)(rt_sample_base(rt, mb) + b);
-}
-
-/* transformer_block's dropout keys for micro-batch mb (k_block.h) */
-static KBlockKeys block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb)
-{
-    KBlockKeys k = {!rt->evaluating, rt->c->seed, (uint64_t)rt->step, sample_of(rt, mb, 0), (uint32_t)L->index};
-    return k;
-}
-
-static void dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb, uint8_t *mask)
-{
-    for (int64_t b = 0; b < rt->B; b++)
-        k_dropout_mask(mask + b * lr->out_elems, lr->out_elems, (float)lr->L->p, rt->c->seed, (uint64_t)rt->step,
-                       sample_of(rt, mb, b), (uint32_t)lr->L->index);
-}
-
 /* The chunk whose output tuple a hand-over reads: the previous part's. */
 static const RtChunk *prev_chunk(const RtCtx *rt, const RtChunk *ch)
 {
@@ -108,82 +89,16 @@ static const RtChunk *prev_chunk(const RtCtx *rt, const RtChunk *ch)
     return NULL;
 }
 
-/* Layer i of the chunk, forward. */
+/* Layer i of the chunk, forward, on the backend's table (rt->layers). */
 static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, int64_t mb)
 {
-    int64_t B = rt->B;
-    {
-        RtLayerRt *lr = &ch->lay[i];
-        const PlanLayer *L = lr->L;
-        const float *in = layer_input(ch, slot, i);
-        float *out = lay_out(ch, slot, lr);
-        int64_t nin = B * lr->in_elems, nout = B * lr->out_elems;
-        if (rt->gpu) {
-            RtLayerIO io = {in, out, lay_save(ch, slot, lr), NULL, NULL, NULL, NULL, mb};
-            if (L->kind == PLAN_L_TRANSFORMER_BLOCK)
-                io.mask = block_mask(rt, ch, slot, L);
-            rt->gpu->forward(rt, lr, &io);
-            return;
-        }
-        switch (L->kind) {
-        case PLAN_L_LINEAR: {
-            int64_t fin = L->in.dim[L->in.ndim - 1];
-            k_linear_forward(out, in, lr->w, lr->b, nin / fin, fin, L->nout);
-            break;
-        }
-        case PLAN_L_CONV2D: {
-            KConv g = rt_conv_geom(L);
-            k_conv2d_forward(out, in, lr->w, lr->b, B, &g, rt->scratch);
-            break;
-        }
-        case PLAN_L_MAXPOOL2D: {
-            KPool g = rt_pool_geom(L);
-            k_maxpool2d_forward(out, (int32_t *)lay_save(ch, slot, lr), in, B, &g);
-            break;
-        }
-        case PLAN_L_AVGPOOL2D: {
-            KPool g = rt_pool_geom(L);
-            k_avgpool2d_forward(out, in, B, &g);
-            break;
-        }
-        case PLAN_L_ADAPTIVE_AVGPOOL2D:
-            k_adaptive_avgpool2d_forward(out, in, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
-            break;
-        case PLAN_L_RELU: k_relu_forward(out, in, nin); break;
-        case PLAN_L_GELU: k_gelu_forward(out, in, nin); break;
-        case PLAN_L_TANH: k_tanh_forward(out, in, nin); break;
-        case PLAN_L_SIGMOID: k_sigmoid_forward(out, in, nin); break;
-        case PLAN_L_FLATTEN: memmove(out, in, nin * sizeof(float)); break;
-        case PLAN_L_DROPOUT:
-            if (rt->evaluating || L->p == 0) {
-                memmove(out, in, nin * sizeof(float));
-            } else {
-                uint8_t *mask = (uint8_t *)rt->scratch;
-                dropout_mask(rt, lr, mb, mask);
-                k_dropout_forward(out, in, mask, (float)L->p, nin);
-            }
-            break;
-        case PLAN_L_LAYERNORM: {
-            int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-            float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
-            k_layernorm_forward(out, mean, rstd, in, lr->w, lr->b, rows, d, (float)L->eps);
-            break;
-        }
-        case PLAN_L_TRANSFORMER_BLOCK: {
-            KBlock g = rt_block_geom(L);
-            KBlockKeys keys = block_keys(rt, L, mb);
-            k_block_forward(out, lay_save(ch, slot, lr), in, block_mask(rt, ch, slot, L),
-                            (const float *const *)lr->w2, B, &g, &keys, rt->scratch);
-            break;
-        }
-        case PLAN_L_EMBEDDING:
-            k_embedding_forward(out, (const int32_t *)in, lr->w, lr->b, B, L->in.dim[0], L->dim);
-            break;
-        default:
-            RT_CHECK(rt, 0, "layer %d (%s) has no CPU implementation", L->index, plan_layer_names[L->kind]);
-        }
-        (void)nout;
-    }
+    RtLayerRt *lr = &ch->lay[i];
+    const PlanLayer *L = lr->L;
+    RtLayerIO io = {layer_input(ch, slot, i), lay_out(ch, slot, lr), lay_save(ch, slot, lr), NULL, NULL, NULL, NULL,
+                    mb};
+    if (L->kind == PLAN_L_TRANSFORMER_BLOCK)
+        io.mask = block_mask(rt, ch, slot, L);
+    rt->layers[L->kind].forward(rt, lr, &io);
 }
 
 void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int64_t mb)
@@ -228,162 +143,54 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
     }
 }
 
-/* Keeps a parameterised layer's output gradient for a later
- * BackwardWeight. */
-static int keeps_dout(const RtLayerRt *lr)
+/* Under a split schedule, the gradient a layer with weights keeps from
+ * BackwardInput for its BackwardWeight, or NULL: its output gradient, or
+ * for a transformer block its inner ones (plan_layer_keeps_inner_grads). */
+static float *kept_grad(unsigned char *slot, const RtLayerRt *lr)
 {
-    return lr->dout_off > 0;
-}
-
-static void weight_grads(RtCtx *rt, const RtChunk *ch, RtLayerRt *lr, unsigned char *slot, const float *dout,
-                         const float *in, int64_t mb)
-{
-    const PlanLayer *L = lr->L;
-    int64_t B = rt->B, nin = B * lr->in_elems;
-    if (rt->gpu) {
-        RtLayerIO io = {in, NULL, lay_save(ch, slot, lr), NULL, dout, NULL, NULL, mb};
-        rt->gpu->backward_weight(rt, lr, &io);
-        return;
-    }
-    (void)mb;
-    switch (L->kind) {
-    case PLAN_L_LINEAR: {
-        int64_t fin = L->in.dim[L->in.ndim - 1];
-        k_linear_backward_weight(lr->gw, lr->gb, dout, in, nin / fin, fin, L->nout);
-        break;
-    }
-    case PLAN_L_CONV2D: {
-        KConv g = rt_conv_geom(L);
-        k_conv2d_backward_weight(lr->gw, lr->gb, dout, in, B, &g, rt->scratch);
-        break;
-    }
-    case PLAN_L_LAYERNORM: {
-        int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-        const float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
-        k_layernorm_backward_weight(lr->gw, lr->gb, dout, in, mean, rstd, rows, d);
-        break;
-    }
-    case PLAN_L_EMBEDDING:
-        k_embedding_backward_weight(lr->gw, lr->gb, dout, (const int32_t *)in, B, L->in.dim[0], L->dim);
-        break;
-    default:
-        break;
-    }
+    return lr->dout_off > 0 ? at(slot, lr->dout_off) : NULL;
 }
 
 /* Layer i of the chunk, backward: the input gradient (input), the weight
- * gradients (weight), or both. *gp is the gradient of its output on entry
- * and of its input on return (when input). */
+ * gradients (weight), or both, on the backend's table. *gp is the gradient
+ * of its output on entry and of its input on return (when input). */
 static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned char *link_slot, const RtChunk *lch,
-                       int i, int64_t mb, int input, int weight, const float **gp, int *pingp)
+                           int i, int64_t mb, int input, int weight, const float **gp, int *pingp)
 {
-    int64_t B = rt->B;
-    const float *g = *gp;
     RtLayerRt *lr = &ch->lay[i];
     const PlanLayer *L = lr->L;
-    const float *in = layer_input(ch, slot, i);
-    const float *out = lay_out(ch, slot, lr);
-    int64_t nin = B * lr->in_elems;
-    if (L->kind == PLAN_L_TRANSFORMER_BLOCK) {
-        KBlock gm = rt_block_geom(L);
-        float *scratch = rt->scratch;
-        /* split: the output gradients stay in the slot for the W half;
-         * unsplit: behind the kernel's scratch, used at once */
-        float *dsaved = keeps_dout(lr) ? at(slot, lr->dout_off) : rt->scratch + k_block_scratch_floats(&gm, B);
-        const float *mask = block_mask(rt, ch, slot, L);
-        float *din = i > 0 ? rt->work[*pingp] : link_slot ? (float *)(link_slot + lch->dout_off) : ch->gin;
-        if (rt->gpu) {
-            RtLayerIO io = {in, NULL, lay_save(ch, slot, lr), mask, g, din, dsaved, mb};
-            if (input)
-                rt->gpu->backward_input(rt, lr, &io);
-            if (weight)
-                rt->gpu->backward_weight(rt, lr, &io);
-        } else {
-            KBlockKeys keys = block_keys(rt, L, mb);
-            if (input)
-                k_block_backward_input(din, dsaved, g, in, lay_save(ch, slot, lr), mask, (const float *const *)lr->w2,
-                                       B, &gm, &keys, scratch);
-            if (weight)
-                k_block_backward_weight(lr->g2, dsaved, in, lay_save(ch, slot, lr), B, &gm, scratch);
-        }
-        if (input) {
-            *gp = din;
-            *pingp ^= 1;
-        }
-        return;
-    }
+    const RtLayerOps *ops = &rt->layers[L->kind];
+    int inner = plan_layer_keeps_inner_grads(L);
+    float *kept = kept_grad(slot, lr);
+    RtLayerIO io = {layer_input(ch, slot, i), lay_out(ch, slot, lr), lay_save(ch, slot, lr), NULL, *gp, NULL,
+                    inner ? kept : NULL, mb};
+    if (L->kind == PLAN_L_TRANSFORMER_BLOCK)
+        io.mask = block_mask(rt, ch, slot, L);
     if (!input) {
-        /* BackwardWeight: the output gradient was kept by BackwardInput */
-        if (keeps_dout(lr))
-            weight_grads(rt, ch, lr, slot, at(slot, lr->dout_off), in, mb);
+        /* BackwardWeight: from what BackwardInput kept (nothing kept: no weights) */
+        if (kept) {
+            io.dout = inner ? NULL : kept;
+            ops->backward_weight(rt, lr, &io);
+        }
         return;
     }
-    if (keeps_dout(lr) && !weight)
-        rt_dev_copy(rt, at(slot, lr->dout_off), g, B * lr->out_elems * sizeof(float));
-    /* where the input gradient goes */
-    float *din;
-    int need_din = !(i == 0 && ch->is_first);
+    if (kept && !inner && !weight)
+        rt_dev_copy(rt, kept, *gp, rt->B * lr->out_elems * sizeof(float));
+    /* where the input gradient goes: the ping-pong work arrays inside the
+     * chunk, the previous part's slot on a hand-over, else the chunk's
+     * SendGrad area; the model's first layer needs none (its input is
+     * data), unless its backward computes it anyway with its inner ones */
     if (i > 0)
-        din = rt->work[*pingp];
+        io.din = rt->work[*pingp];
     else if (link_slot)
-        din = (float *)(link_slot + lch->dout_off);
+        io.din = (float *)(link_slot + lch->dout_off);
     else
-        din = ch->gin;
-    if (need_din && rt->gpu) {
-        RtLayerIO io = {in, (float *)out, lay_save(ch, slot, lr), NULL, g, din, NULL, mb};
-        rt->gpu->backward_input(rt, lr, &io);
-    } else if (need_din) {
-        switch (L->kind) {
-        case PLAN_L_LINEAR: {
-            int64_t fin = L->in.dim[L->in.ndim - 1];
-            k_linear_backward_input(din, g, lr->w, nin / fin, fin, L->nout);
-            break;
-        }
-        case PLAN_L_CONV2D: {
-            KConv gm = rt_conv_geom(L);
-            k_conv2d_backward_input(din, g, lr->w, B, &gm, rt->scratch);
-            break;
-        }
-        case PLAN_L_MAXPOOL2D: {
-            KPool gm = rt_pool_geom(L);
-            k_maxpool2d_backward(din, g, (const int32_t *)lay_save(ch, slot, lr), B, &gm);
-            break;
-        }
-        case PLAN_L_AVGPOOL2D: {
-            KPool gm = rt_pool_geom(L);
-            k_avgpool2d_backward(din, g, B, &gm);
-            break;
-        }
-        case PLAN_L_ADAPTIVE_AVGPOOL2D:
-            k_adaptive_avgpool2d_backward(din, g, B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
-            break;
-        case PLAN_L_RELU: k_relu_backward(din, g, in, nin); break;
-        case PLAN_L_GELU: k_gelu_backward(din, g, in, nin); break;
-        case PLAN_L_TANH: k_tanh_backward(din, g, out, nin); break;
-        case PLAN_L_SIGMOID: k_sigmoid_backward(din, g, out, nin); break;
-        case PLAN_L_FLATTEN: memmove(din, g, nin * sizeof(float)); break;
-        case PLAN_L_DROPOUT:
-            if (L->p == 0) {
-                memmove(din, g, nin * sizeof(float));
-            } else {
-                uint8_t *mask = (uint8_t *)rt->scratch;
-                dropout_mask(rt, lr, mb, mask);
-                k_dropout_backward(din, g, mask, (float)L->p, nin);
-            }
-            break;
-        case PLAN_L_LAYERNORM: {
-            int64_t d = L->in.dim[L->in.ndim - 1], rows = nin / d;
-            const float *mean = lay_save(ch, slot, lr), *rstd = mean + rows;
-            k_layernorm_backward_input(din, g, in, lr->w, mean, rstd, rows, d);
-            break;
-        }
-        default:
-            RT_CHECK(rt, 0, "layer %d (%s) has no CPU backward", L->index, plan_layer_names[L->kind]);
-        }
-    }
+        io.din = ch->gin;
+    if (inner || !(i == 0 && ch->is_first))
+        ops->backward_input(rt, lr, &io);
     if (weight)
-        weight_grads(rt, ch, lr, slot, g, in, mb);
-    *gp = din;
+        ops->backward_weight(rt, lr, &io);
+    *gp = io.din;
     *pingp ^= 1;
 }
 

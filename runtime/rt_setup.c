@@ -106,6 +106,13 @@ KConv rt_conv_geom(const PlanLayer *L)
     return g;
 }
 
+KBlockKeys rt_block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb)
+{
+    KBlockKeys k = {!rt->evaluating, rt->c->seed, (uint64_t)rt->step, (uint64_t)rt_sample_base(rt, mb),
+                    (uint32_t)L->index};
+    return k;
+}
+
 KPool rt_pool_geom(const PlanLayer *L)
 {
     KPool g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2], L->kh,
@@ -138,6 +145,67 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
         rt->scratch_elems = l.scratch_elems;
     plan_chunk_layout_free(&l);
 }
+
+/* How each layer kind's parameters start, PyTorch's defaults, on the host
+ * (a GPU run copies them over): Linear and Conv2d U(-1/sqrt(fan_in), ..)
+ * for weight and bias, Embedding N(0, 1), LayerNorm 1 and 0. A pure
+ * function of (seed, layer index, parameter name), so the partition does
+ * not change it. One row per plan/layers.def entry: a layer without its row
+ * does not compile. k: which of the layer's tensors. */
+typedef void (*RtInit)(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed);
+
+static void init_uniform(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed, int64_t fan_in)
+{
+    k_init_uniform(p, n, (float)(1.0 / sqrt((double)fan_in)), seed, (uint32_t)L->index, L->param[k].name);
+}
+
+static void init_linear(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    init_uniform(p, n, L, k, seed, L->in.dim[L->in.ndim - 1]);
+}
+
+static void init_conv2d(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    init_uniform(p, n, L, k, seed, L->in.dim[0] * L->kh * L->kw);
+}
+
+static void init_embedding(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    k_init_normal(p, n, seed, (uint32_t)L->index, L->param[k].name);
+}
+
+static void init_layernorm(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    (void)L, (void)seed;
+    k_fill(p, n, k == 0 ? 1.0f : 0.0f);
+}
+
+/* no parameters */
+#define init_none NULL
+
+#define INIT_LINEAR init_linear
+#define INIT_CONV2D init_conv2d
+#define INIT_MAXPOOL2D init_none
+#define INIT_AVGPOOL2D init_none
+#define INIT_ADAPTIVE_AVGPOOL2D init_none
+#define INIT_RELU init_none
+#define INIT_GELU init_none
+#define INIT_TANH init_none
+#define INIT_SIGMOID init_none
+#define INIT_FLATTEN init_none
+#define INIT_DROPOUT init_none
+#define INIT_LAYERNORM init_layernorm
+#define INIT_EMBEDDING init_embedding
+/* every tensor of a block U(-1/sqrt(D), ..), its layernorms' included: what
+ * pipe has always done (PyTorch's GPT-2 blocks start their layernorms at 1
+ * and 0; a model-level init is issue 13's) */
+#define INIT_TRANSFORMER_BLOCK init_linear
+
+static const RtInit layer_init[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = INIT_##id,
+#include "layers.def"
+#undef PLAN_LAYER
+};
 
 /* Parameters of this stage, in layer order; a tied linear whose owner is on
  * another stage gets a copy, initialised as the owner is. */
@@ -189,20 +257,13 @@ static void setup_params(RtCtx *rt)
         RtParam *q = &rt->param[i];
         q->p = rt->params + at, q->g = rt->grads + at, q->state = rt->state + (int64_t)per * at;
         at += q->n;
-        /* PyTorch's defaults: Linear and Conv2d U(-1/sqrt(fan_in), ..) for
-         * weight and bias; Embedding N(0, 1); LayerNorm 1 and 0 */
+        /* a tied copy starts as its owner's weight */
         int li = q->k < 0 ? m->layer[q->layer].tie : q->layer;
         const PlanLayer *L = &m->layer[li];
         int k = q->k < 0 ? 0 : q->k;
-        const char *pname = L->param[k].name;
-        if (L->kind == PLAN_L_EMBEDDING) {
-            k_init_normal(q->p, q->n, rt->c->seed, (uint32_t)li, pname);
-        } else if (L->kind == PLAN_L_LAYERNORM) {
-            k_fill(q->p, q->n, k == 0 ? 1.0f : 0.0f);
-        } else {
-            int64_t fan_in = L->kind == PLAN_L_CONV2D ? L->in.dim[0] * L->kh * L->kw : L->in.dim[L->in.ndim - 1];
-            k_init_uniform(q->p, q->n, (float)(1.0 / sqrt((double)fan_in)), rt->c->seed, (uint32_t)li, pname);
-        }
+        RT_CHECK(rt, layer_init[L->kind], "layer %d (%s) has parameters but no initialisation", li,
+                 plan_layer_names[L->kind]);
+        layer_init[L->kind](q->p, q->n, L, k, rt->c->seed);
     }
     /* the device arenas, a copy of these (rt->dparams...; q->dp...) */
     if (rt->gpu)
@@ -250,6 +311,7 @@ void rt_setup(RtCtx *rt)
     const PlanPartition *pt = &rt->ir.part;
     rt->m = &rt->ir.model;
     rt->xp = &xport_mpi;
+    rt->layers = rt->gpu ? rt->gpu->layers : rt_cpu_layers;
     rt->c = &rt->ir.cfg;
     rt->B = rt->c->micro_batch_size;
     rt->M = rt->c->micro_batches;

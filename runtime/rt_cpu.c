@@ -1,0 +1,267 @@
+/* runtime/rt_cpu.c: the CPU backend's layer table. One row per layer of
+ * plan/layers.def, each a forward, a backward input and a backward weight
+ * over one micro-batch (RtLayerIO: the arrays rt_layers.c found in the
+ * slot), each one call into kernels/ (k_cpu.h, k_block.h). The table is
+ * built from layers.def itself, so a layer added there without its row
+ * here (CPU_<ID> below) does not compile. kernels/cuda's twin is
+ * runtime/rt_cuda.c's table.
+ *
+ * Conventions, as the kernels': a forward overwrites its output, a
+ * backward input overwrites the input gradient, a backward weight adds
+ * into the weight gradients (micro-batch order is the interpreter's). */
+#include <string.h>
+
+#include "k_block.h"
+#include "k_cpu.h"
+#include "rt.h"
+
+#define IO RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io
+
+static int64_t n_in(const RtCtx *rt, const RtLayerRt *lr)
+{
+    return rt->B * lr->in_elems;
+}
+
+/* rows and features of a layer over the last dimension (linear, layernorm) */
+static int64_t features(const PlanLayer *L)
+{
+    return L->in.dim[L->in.ndim - 1];
+}
+
+/* layers without weights: nothing to add */
+static void no_weights(IO)
+{
+    (void)rt, (void)lr, (void)io;
+}
+
+/* the CPU kernels' scratch is the plan's (plan_memory.c): nothing to prepare */
+static size_t ready(RtCtx *rt, RtLayerRt *lr)
+{
+    (void)rt, (void)lr;
+    return 0;
+}
+
+/* ---- linear, conv2d, embedding, layernorm: the layers with weights ---------- */
+
+static void linear_forward(IO)
+{
+    int64_t fin = features(lr->L);
+    k_linear_forward(io->out, io->in, lr->w, lr->b, n_in(rt, lr) / fin, fin, lr->L->nout);
+}
+
+static void linear_backward_input(IO)
+{
+    int64_t fin = features(lr->L);
+    k_linear_backward_input(io->din, io->dout, lr->w, n_in(rt, lr) / fin, fin, lr->L->nout);
+}
+
+static void linear_backward_weight(IO)
+{
+    int64_t fin = features(lr->L);
+    k_linear_backward_weight(lr->gw, lr->gb, io->dout, io->in, n_in(rt, lr) / fin, fin, lr->L->nout);
+}
+
+static void conv2d_forward(IO)
+{
+    KConv g = rt_conv_geom(lr->L);
+    k_conv2d_forward(io->out, io->in, lr->w, lr->b, rt->B, &g, rt->scratch);
+}
+
+static void conv2d_backward_input(IO)
+{
+    KConv g = rt_conv_geom(lr->L);
+    k_conv2d_backward_input(io->din, io->dout, lr->w, rt->B, &g, rt->scratch);
+}
+
+static void conv2d_backward_weight(IO)
+{
+    KConv g = rt_conv_geom(lr->L);
+    k_conv2d_backward_weight(lr->gw, lr->gb, io->dout, io->in, rt->B, &g, rt->scratch);
+}
+
+static void embedding_forward(IO)
+{
+    const PlanLayer *L = lr->L;
+    k_embedding_forward(io->out, (const int32_t *)io->in, lr->w, lr->b, rt->B, L->in.dim[0], L->dim);
+}
+
+/* its input is token ids, always the model's first input: no gradient */
+static void embedding_backward_input(IO)
+{
+    RT_CHECK(rt, 0, "layer %d (embedding): token ids have no gradient", lr->L->index);
+    (void)io;
+}
+
+static void embedding_backward_weight(IO)
+{
+    const PlanLayer *L = lr->L;
+    k_embedding_backward_weight(lr->gw, lr->gb, io->dout, (const int32_t *)io->in, rt->B, L->in.dim[0], L->dim);
+}
+
+/* mean (rows) then rstd (rows) in the saved state */
+static void layernorm_forward(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    k_layernorm_forward(io->out, io->save, io->save + rows, io->in, lr->w, lr->b, rows, d, (float)lr->L->eps);
+}
+
+static void layernorm_backward_input(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    k_layernorm_backward_input(io->din, io->dout, io->in, lr->w, io->save, io->save + rows, rows, d);
+}
+
+static void layernorm_backward_weight(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    k_layernorm_backward_weight(lr->gw, lr->gb, io->dout, io->in, io->save, io->save + rows, rows, d);
+}
+
+/* ---- pools ---------------------------------------------------------------------- */
+
+static void maxpool2d_forward(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    k_maxpool2d_forward(io->out, (int32_t *)io->save, io->in, rt->B, &g);
+}
+
+static void maxpool2d_backward_input(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    k_maxpool2d_backward(io->din, io->dout, (const int32_t *)io->save, rt->B, &g);
+}
+
+static void avgpool2d_forward(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    k_avgpool2d_forward(io->out, io->in, rt->B, &g);
+}
+
+static void avgpool2d_backward_input(IO)
+{
+    KPool g = rt_pool_geom(lr->L);
+    k_avgpool2d_backward(io->din, io->dout, rt->B, &g);
+}
+
+static void adaptive_avgpool2d_forward(IO)
+{
+    const PlanLayer *L = lr->L;
+    k_adaptive_avgpool2d_forward(io->out, io->in, rt->B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
+}
+
+static void adaptive_avgpool2d_backward_input(IO)
+{
+    const PlanLayer *L = lr->L;
+    k_adaptive_avgpool2d_backward(io->din, io->dout, rt->B, L->in.dim[0], L->in.dim[1], L->in.dim[2], L->oh, L->ow);
+}
+
+/* ---- pointwise -------------------------------------------------------------------- */
+
+/* NAME_forward(out, in, n) and NAME_backward_input(din, dout, x, n), x being
+ * the input (relu, gelu) or the output (tanh, sigmoid), as the kernel asks */
+#define POINTWISE(name, x)                                                       \
+    static void name##_forward(IO)                                               \
+    {                                                                            \
+        k_##name##_forward(io->out, io->in, n_in(rt, lr));                       \
+    }                                                                            \
+    static void name##_backward_input(IO)                                        \
+    {                                                                            \
+        k_##name##_backward(io->din, io->dout, io->x, n_in(rt, lr));             \
+    }
+POINTWISE(relu, in)
+POINTWISE(gelu, in)
+POINTWISE(tanh, out)
+POINTWISE(sigmoid, out)
+#undef POINTWISE
+
+static void flatten_forward(IO)
+{
+    memmove(io->out, io->in, (size_t)n_in(rt, lr) * sizeof(float));
+}
+
+static void flatten_backward_input(IO)
+{
+    memmove(io->din, io->dout, (size_t)n_in(rt, lr) * sizeof(float));
+}
+
+/* The mask of micro-batch mb, as bytes in the scratch: a Philox stream
+ * keyed by (seed, step, global sample, layer), so the same on every stage
+ * count, schedule and device (k_random.c). */
+static const uint8_t *dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb)
+{
+    uint8_t *mask = (uint8_t *)rt->scratch; /* sized for it by plan_memory.c */
+    for (int64_t b = 0; b < rt->B; b++)
+        k_dropout_mask(mask + b * lr->out_elems, lr->out_elems, (float)lr->L->p, rt->c->seed, (uint64_t)rt->step,
+                       (uint64_t)(rt_sample_base(rt, mb) + b), (uint32_t)lr->L->index);
+    return mask;
+}
+
+static void dropout_forward(IO)
+{
+    if (rt->evaluating || lr->L->p == 0)
+        flatten_forward(rt, lr, io);
+    else
+        k_dropout_forward(io->out, io->in, dropout_mask(rt, lr, io->mb), (float)lr->L->p, n_in(rt, lr));
+}
+
+static void dropout_backward_input(IO)
+{
+    if (lr->L->p == 0)
+        flatten_backward_input(rt, lr, io);
+    else
+        k_dropout_backward(io->din, io->dout, dropout_mask(rt, lr, io->mb), (float)lr->L->p, n_in(rt, lr));
+}
+
+/* ---- transformer_block -------------------------------------------------------------- */
+
+/* Its inner output gradients (dsaved): the slot's kept area under a split
+ * schedule (io->dsaved), else room behind the kernel's scratch, used at
+ * once by the weight half (plan_memory.c sizes the scratch for it). */
+static float *block_dsaved(RtCtx *rt, const RtLayerIO *io, const KBlock *g)
+{
+    return io->dsaved ? io->dsaved : rt->scratch + k_block_scratch_floats(g, rt->B);
+}
+
+static void transformer_block_forward(IO)
+{
+    KBlock g = rt_block_geom(lr->L);
+    KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
+    k_block_forward(io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch);
+}
+
+static void transformer_block_backward_input(IO)
+{
+    KBlock g = rt_block_geom(lr->L);
+    KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
+    k_block_backward_input(io->din, block_dsaved(rt, io, &g), io->dout, io->in, io->save, io->mask,
+                           (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch);
+}
+
+static void transformer_block_backward_weight(IO)
+{
+    KBlock g = rt_block_geom(lr->L);
+    k_block_backward_weight(lr->g2, block_dsaved(rt, io, &g), io->in, io->save, rt->B, &g, rt->scratch);
+}
+
+/* ---- the table -------------------------------------------------------------------- */
+
+#define CPU_LINEAR {linear_forward, linear_backward_input, linear_backward_weight, ready}
+#define CPU_CONV2D {conv2d_forward, conv2d_backward_input, conv2d_backward_weight, ready}
+#define CPU_MAXPOOL2D {maxpool2d_forward, maxpool2d_backward_input, no_weights, ready}
+#define CPU_AVGPOOL2D {avgpool2d_forward, avgpool2d_backward_input, no_weights, ready}
+#define CPU_ADAPTIVE_AVGPOOL2D {adaptive_avgpool2d_forward, adaptive_avgpool2d_backward_input, no_weights, ready}
+#define CPU_RELU {relu_forward, relu_backward_input, no_weights, ready}
+#define CPU_GELU {gelu_forward, gelu_backward_input, no_weights, ready}
+#define CPU_TANH {tanh_forward, tanh_backward_input, no_weights, ready}
+#define CPU_SIGMOID {sigmoid_forward, sigmoid_backward_input, no_weights, ready}
+#define CPU_FLATTEN {flatten_forward, flatten_backward_input, no_weights, ready}
+#define CPU_DROPOUT {dropout_forward, dropout_backward_input, no_weights, ready}
+#define CPU_LAYERNORM {layernorm_forward, layernorm_backward_input, layernorm_backward_weight, ready}
+#define CPU_EMBEDDING {embedding_forward, embedding_backward_input, embedding_backward_weight, ready}
+#define CPU_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight, ready}
+
+const RtLayerOps rt_cpu_layers[PLAN_L_COUNT] = {
+#define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CPU_##id,
+#include "layers.def"
+#undef PLAN_LAYER
+};
