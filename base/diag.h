@@ -1,8 +1,9 @@
 /* base/diag.h: source files and the diagnostics collected against them.
  *
- * The compiler's error regime (docs/errors.md): nothing prints or exits in
- * the middle of the front end. Each phase appends diagnostics to one DiagList
- * and returns; the driver prints them all, in order, as
+ * The compiler's error regime (docs/dsl.md, "Errors and limits"): nothing
+ * prints or exits in the middle of the front end. Each phase appends
+ * diagnostics to one DiagList and returns; the driver prints them all, in
+ * order, as
  *     FILE:LINE:COL: error: MESSAGE
  *       the offending line
  *            ^
