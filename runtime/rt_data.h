@@ -72,11 +72,4 @@ int64_t rt_data_index(RtData *d, int shuffle, int64_t step, int64_t pos, int64_t
 void rt_data_input(const RtData *d, int64_t sample, int k, void *dst);
 void rt_data_target(const RtData *d, int64_t sample, void *dst);
 
-/* ---- added with runtime/rt_data.c (not in the first contract) ------------- */
-
-/* The cifar10 resize, exposed for tests and parity checks: src (C, IH, IW)
- * to dst (C, OH, OW), PyTorch's F.interpolate(mode='bilinear',
- * align_corners=False, antialias=False) on float tensors. */
-void rt_data_resize_bilinear(float *dst, const float *src, int64_t c, int64_t ih, int64_t iw, int64_t oh, int64_t ow);
-
 #endif

@@ -12,6 +12,7 @@
 
 #include "k_cpu.h"
 #include "rt_data.h"
+#include "rt_resize.h"
 #include "testutil.h"
 
 static char tmpdir[256];
@@ -520,18 +521,18 @@ START_TEST(resize_by_hand)
     const float want[16] = {0,   0.25f, 0.75f, 1,    0.5f, 0.75f, 1.25f, 1.5f,
                             1.5f, 1.75f, 2.25f, 2.5f, 2,    2.25f, 2.75f, 3};
     float out[16];
-    rt_data_resize_bilinear(out, in, 1, 2, 2, 4, 4);
+    rt_resize_bilinear(out, in, 1, 2, 2, 4, 4);
     for (int i = 0; i < 16; i++)
         ck_assert_float_eq(out[i], want[i]);
 
     /* 3x3 -> 2x2: source positions 0.25 and 1.75 */
     const float lin[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};  /* 3 h + w */
-    rt_data_resize_bilinear(out, lin, 1, 3, 3, 2, 2);
+    rt_resize_bilinear(out, lin, 1, 3, 3, 2, 2);
     const float lw[4] = {1.0f, 2.5f, 5.5f, 7.0f};
     for (int i = 0; i < 4; i++)
         ck_assert_float_eq_tol(out[i], lw[i], 1e-6);
     const float spike[9] = {1, 0, 0, 0, 0, 0, 0, 0, 0};
-    rt_data_resize_bilinear(out, spike, 1, 3, 3, 2, 2);
+    rt_resize_bilinear(out, spike, 1, 3, 3, 2, 2);
     ck_assert_float_eq(out[0], 0.5625f);   /* 0.75 * 0.75 */
     ck_assert_float_eq(out[1], 0.0f);
     ck_assert_float_eq(out[2], 0.0f);
@@ -539,11 +540,11 @@ START_TEST(resize_by_hand)
 
     /* two channels, the same size: a copy */
     const float two[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-    rt_data_resize_bilinear(out, two, 2, 2, 2, 2, 2);
+    rt_resize_bilinear(out, two, 2, 2, 2, 2, 2);
     for (int i = 0; i < 8; i++)
         ck_assert_float_eq(out[i], two[i]);
     /* one dimension the same: that one is copied, the other interpolated */
-    rt_data_resize_bilinear(out, in, 1, 2, 2, 2, 4);
+    rt_resize_bilinear(out, in, 1, 2, 2, 2, 4);
     const float wide[8] = {0, 0.25f, 0.75f, 1, 2, 2.25f, 2.75f, 3};
     for (int i = 0; i < 8; i++)
         ck_assert_float_eq(out[i], wide[i]);

@@ -4,7 +4,7 @@
  *
  *   resize_tool raw IN OUT C IH IW OH OW
  *       IN holds C*IH*IW little-endian float32; OUT gets C*OH*OW of them
- *       (rt_data_resize_bilinear alone).
+ *       (rt_resize_bilinear alone).
  *   resize_tool cifar DIR S OUT
  *       opens cifar10(DIR, resize = S) for a model with input
  *       float32[3, S', S'] (S' = S, or 32 when S is 0) through rt_data_open,
@@ -15,6 +15,7 @@
 
 #include "pc_front.h"
 #include "rt_data.h"
+#include "rt_resize.h"
 
 static int die(const char *msg)
 {
@@ -33,7 +34,7 @@ static int run_raw(char **av)
     if (!f || !in || !out || fread(in, sizeof *in, ni, f) != ni)
         return die("cannot read the input");
     fclose(f);
-    rt_data_resize_bilinear(out, in, c, ih, iw, oh, ow);
+    rt_resize_bilinear(out, in, c, ih, iw, oh, ow);
     f = fopen(av[1], "wb");
     if (!f || fwrite(out, sizeof *out, no, f) != no || fclose(f) != 0)
         return die("cannot write the output");
