@@ -10,14 +10,8 @@
 #     with a message naming the file or the tensor.
 #   test_checkpoint.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-ckpt.XXXXXX") || exit 2
-trap 'pkill -9 -f "$TMP/" 2>/dev/null; rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPI=(timeout 120 mpirun --oversubscribe -np)
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $1"; sed 's/^/#   /' "$TMP/out" | tail -8; failed=$((failed + 1)); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipert-ckpt "$@"
 losses() { grep -o '"loss": [^,]*' "$1"; }
 # same_run A B: the same losses, and every file of the newest checkpoints equal
 same_run() {
@@ -138,5 +132,4 @@ refuse "another seed" "the checkpoint was trained with --seed 3, not 4" s2 "$TMP
 "$PIPEC" "$M" -D stages=2 -D micro_batches=4 -o "$TMP/mb4.bin" || exit 2
 refuse "another global batch" "global batch of 32 samples; this run.s is 16" mb4 "$TMP/b"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

@@ -5,38 +5,28 @@
 # On a machine with a GPU the run trains, and this test only checks that.
 #   test_device.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-device.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPI=(timeout 60 mpirun --oversubscribe -np)
-passed=0 failed=0
-check() { # NAME WANT_RC REGEX (on stdout+stderr)
-    if [ "$rc" -eq "$2" ] && grep -Eq -- "$3" "$TMP/out"; then
-        echo "ok - $1"; passed=$((passed + 1))
-    else
-        echo "not ok - $1 (exit $rc, want $2; want /$3/)"; sed 's/^/#   /' "$TMP/out" | head -5; failed=$((failed + 1))
-    fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipert-device "$@"
+mpi_timeout 60
 "$PIPEC" "$SRC/examples/mlp.pipe" -o "$TMP/mlp.bin" || exit 2
 "$PIPEC" "$SRC/examples/mlp.pipe" -D stages=1 -o "$TMP/mlp1.bin" || exit 2
 
 "$PIPERT" "$TMP/mlp1.bin" --device tpu >"$TMP/out" 2>&1; rc=$?
-check "an unknown device" 1 '^pipert: --device tpu: unknown device \(cpu or cuda\)$'
+check_rc "an unknown device" 1 '^pipert: --device tpu: unknown device \(cpu or cuda\)$'
 "$PIPERT" --version >"$TMP/out" 2>&1; rc=$?
-check "--version names the devices" 0 '^pipert [0-9].*devices: cpu'
+check_rc "--version names the devices" 0 '^pipert [0-9].*devices: cpu'
 
 # the CPU path maps no CUDA library: the backend is a module loaded for --device cuda only
 if command -v ldd >/dev/null; then
     ldd "$PIPERT" >"$TMP/out" 2>&1
     grep -E -q 'libcudart|libcublas|libcudnn|libnccl' "$TMP/out" && rc=1 || rc=0
     echo "ldd done" >>"$TMP/out"
-    check "pipert itself links no CUDA library" 0 'ldd done'
+    check_rc "pipert itself links no CUDA library" 0 'ldd done'
     "$PIPERT" --version >"$TMP/out" 2>&1
 fi
 if ! grep -q 'devices: cpu, cuda' "$TMP/out"; then
     "$PIPERT" "$TMP/mlp1.bin" --device cuda >"$TMP/out" 2>&1; rc=$?
-    check "--device cuda without CUDA support: says so" 1 \
+    check_rc "--device cuda without CUDA support: says so" 1 \
         '^pipert: --device cuda: this pipert was built without CUDA \(PIPE_CUDA=OFF or no toolkit\)$'
 else
     for np in 1 2; do
@@ -45,18 +35,18 @@ else
         "${MPI[@]}" "$np" "$PIPERT" "$plan" --device cuda --steps 2 >"$TMP/out" 2>&1; rc=$?
         secs=$((SECONDS - t0))
         if [ "$rc" -eq 0 ] && grep -q '^trained 2 steps' "$TMP/out"; then
-            echo "ok - $np rank(s): a CUDA device is present and trained (the no-device message is not checked here)"
-            passed=$((passed + 1)); continue
+            ok "$np rank(s): a CUDA device is present and trained (the no-device message is not checked here)"
+            continue
         fi
         [ "$rc" -eq 124 ] && echo "timed out" >>"$TMP/out"
         [ "$secs" -gt 20 ] && echo "took $secs s" >>"$TMP/out" && rc=3
         [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ "$rc" -ne 124 ] && rc=1
-        check "$np rank(s), --device cuda with no usable GPU: one clear message, exit 1, in seconds ($secs s)" 1 \
+        check_rc "$np rank(s), --device cuda with no usable GPU: one clear message, exit 1, in seconds ($secs s)" 1 \
             '^pipert: --device cuda: no CUDA device \(cudaGetDeviceCount: .+\)$'
         n=$(grep -c 'no CUDA device' "$TMP/out")
         [ "$n" = 1 ] && rc=0 || rc=1
         echo "said $n times" >"$TMP/out"
-        check "$np rank(s): the message once, not once per rank" 0 'said 1 times'
+        check_rc "$np rank(s): the message once, not once per rank" 0 'said 1 times'
     done
 fi
 
@@ -115,10 +105,10 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
     same() {
         local name=$1 np=$2 src=$3
         shift 3
-        "$PIPEC" "$src" "$@" -o "$TMP/$name.bin" >"$TMP/out" 2>&1 || { rc=2; check "$name: pipec" 0 x; return; }
+        "$PIPEC" "$src" "$@" -o "$TMP/$name.bin" >"$TMP/out" 2>&1 || { rc=2; check_rc "$name: pipec" 0 x; return; }
         "${MPI[@]}" "$np" "$PIPERT" "$TMP/$name.bin" --steps 5 --log-every 1 --metrics "$TMP/$name-cpu.jsonl" \
             >"$TMP/out" 2>&1; rc=$?
-        [ "$rc" -ne 0 ] && { check "$name: the CPU run" 0 x; return; }
+        [ "$rc" -ne 0 ] && { check_rc "$name: the CPU run" 0 x; return; }
         "${MPI[@]}" "$np" -x PIPERT_CUDA_MODULE="$FAKE" "$PIPERT" "$TMP/$name.bin" --device cuda --steps 5 \
             --log-every 1 --metrics "$TMP/$name-gpu.jsonl" >"$TMP/out" 2>&1; rc=$?
         if [ "$rc" -eq 0 ]; then
@@ -126,7 +116,7 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
             sed 's/, "samples_per_s.*//' "$TMP/$name-gpu.jsonl" >"$TMP/b"
             { [ -s "$TMP/a" ] && cmp -s "$TMP/a" "$TMP/b" && echo same; } >"$TMP/out" || { rc=1; diff "$TMP/a" "$TMP/b" >"$TMP/out"; }
         fi
-        check "--device cuda (host stand-in) gives the CPU's losses: $name, $np rank(s)" 0 '^same$'
+        check_rc "--device cuda (host stand-in) gives the CPU's losses: $name, $np rank(s)" 0 '^same$'
     }
     same tied_mlp 1 "$SRC/tests/e2e/tied_mlp.pipe"
     same tied_mlp-zbh1 2 "$SRC/tests/e2e/tied_mlp.pipe" -D stages=2 -D schedule=zb-h1
@@ -144,14 +134,13 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
         cmp "$TMP/ck-cpu/latest/$f.safetensors" "$TMP/ck-gpu/latest/$f.safetensors" >>"$TMP/out" 2>&1 || rc=1
     done
     echo "compared" >>"$TMP/out"
-    check "--device cuda (host stand-in) --save: the same weights and optimizer state as the CPU's" 0 compared
+    check_rc "--device cuda (host stand-in) --save: the same weights and optimizer state as the CPU's" 0 compared
     "${MPI[@]}" 2 "$PIPERT" "$TMP/ck.bin" --steps 6 --log-every 1 --resume "$TMP/ck-cpu" >"$TMP/a" 2>&1 &&
         "${MPI[@]}" 2 -x PIPERT_CUDA_MODULE="$FAKE" "$PIPERT" "$TMP/ck.bin" --device cuda --steps 6 --log-every 1 \
             --resume "$TMP/ck-gpu" >"$TMP/b" 2>&1; rc=$?
     diff <(grep '^step' "$TMP/a" | cut -d' ' -f1-3) <(grep '^step' "$TMP/b" | cut -d' ' -f1-3) >"$TMP/out" || rc=1
     grep -q '^step 6/6' "$TMP/b" || rc=1
     echo "resumed" >>"$TMP/out"
-    check "--device cuda (host stand-in) --resume continues as the CPU does" 0 resumed
+    check_rc "--device cuda (host stand-in) --resume continues as the CPU does" 0 resumed
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

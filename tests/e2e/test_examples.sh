@@ -5,13 +5,8 @@
 # rots. Each run must exit 0 and print "step 2/2 loss".
 #   test_examples.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipe-examples.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-notok() { echo "not ok - $1"; sed 's/^/#   /' "$TMP/out" | tail -8; failed=$((failed + 1)); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipe-examples "$@"
 
 # The stage count of a .pipe file (with its -D overrides): the ranks to run.
 stages() {
@@ -30,18 +25,18 @@ example() {
     if "$PIPEC" "$file" "${cargs[@]}" -o "$bin" >"$TMP/out" 2>&1; then
         ok "$name: compiles"
     else
-        notok "$name: compiles (exit $?)"; return
+        not_ok "$name: compiles (exit $?)"; return
     fi
     n=$(stages "$file" "${cargs[@]}")
     if ! [ "$n" -ge 1 ] 2>/dev/null; then
-        echo "pipec --stats --json gave no stage count" >"$TMP/out"; notok "$name: stage count"; return
+        echo "pipec --stats --json gave no stage count" >"$TMP/out"; not_ok "$name: stage count"; return
     fi
-    timeout 120 mpirun --oversubscribe -np "$n" "$PIPERT" "$bin" --steps 2 "${rargs[@]}" >"$TMP/out" 2>&1
+    "${MPI[@]}" "$n" "$PIPERT" "$bin" --steps 2 "${rargs[@]}" >"$TMP/out" 2>&1
     rc=$?
     if [ "$rc" -eq 0 ] && grep -Eq '^step 2/2 loss [0-9.]+' "$TMP/out"; then
         ok "$name: trains 2 steps on $n ranks"
     else
-        notok "$name: trains 2 steps on $n ranks (exit $rc, want 0 and a 'step 2/2 loss' line)"
+        not_ok "$name: trains 2 steps on $n ranks (exit $rc, want 0 and a 'step 2/2 loss' line)"
     fi
 }
 
@@ -50,7 +45,7 @@ for f in "$SRC"/examples/*.pipe; do
     case $(basename "$f") in
         mlp.pipe | alexnet.pipe | fashion_mnist.pipe | gpt_tiny.pipe) ;;
         *) echo "no data for this example: add it to test_examples.sh" >"$TMP/out"
-           notok "$(basename "$f"): covered by this test" ;;
+           not_ok "$(basename "$f"): covered by this test" ;;
     esac
 done
 
@@ -87,15 +82,14 @@ if python3 "$SRC/scripts/text_to_tokens.py" "$SRC/README.md" "$TMP/input.u16" >"
     grep -Eq '^[0-9]+ tokens written' "$TMP/out"; then
     ok "text_to_tokens.py: README.md to $(cut -d' ' -f1 "$TMP/out") tokens"
 else
-    notok "text_to_tokens.py: README.md to tokens"
+    not_ok "text_to_tokens.py: README.md to tokens"
 fi
 python3 "$SRC/scripts/text_to_tokens.py" "$SRC/README.md" "$TMP/x.u16" --vocab 100 >"$TMP/out" 2>&1
 if [ $? -ne 0 ] && grep -q 'vocab >= 256' "$TMP/out"; then
     ok "text_to_tokens.py: --vocab under 256 refused"
 else
-    notok "text_to_tokens.py: --vocab under 256 refused"
+    not_ok "text_to_tokens.py: --vocab under 256 refused"
 fi
 example gpt_tiny "$SRC/examples/gpt_tiny.pipe" -- --data "$TMP/input.u16"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

@@ -9,14 +9,10 @@
 # so the test expects (and prints) 0 difference; 2% is the contract.
 #   test_memory.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipe-mem.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-passed=0 failed=0 worst=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $1"; [ -n "${2:-}" ] && echo "$2" | head -6 | sed 's/^/#   /'; failed=$((failed + 1)); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipe-mem "$@"
+E2E_OUT= # a failure says why itself
+worst=0
 
 SCHEDS=$(sed -n 's/^SCHED_DEF([A-Z_0-9]*, "\([^"]*\)", "[^"]*", [A-Z]*, [01], \([a-z_0-9]*\),.*/\1 \2/p' \
     "$SRC/schedules/schedules.def" | awk '$2 != "NULL" { print $1 }')
@@ -48,9 +44,9 @@ check() {
     rargs=("$@")
     "$PIPEC" "$model" "${cargs[@]}" --stats --json >"$TMP/stats.json" 2>"$TMP/err" &&
         "$PIPEC" "$model" "${cargs[@]}" -o "$TMP/plan.bin" 2>>"$TMP/err" ||
-        { not_ok "$name: compiles" "$(cat "$TMP/err")"; return; }
+        { not_ok "$name: compiles" "$(head -n 6 "$TMP/err")"; return; }
     rm -f "$TMP/m.jsonl"
-    if ! timeout 120 mpirun -np "$np" "$PIPERT" "$TMP/plan.bin" --steps 0 --metrics "$TMP/m.jsonl" "${rargs[@]}" \
+    if ! "${MPI[@]}" "$np" "$PIPERT" "$TMP/plan.bin" --steps 0 --metrics "$TMP/m.jsonl" "${rargs[@]}" \
         </dev/null >"$TMP/out" 2>&1; then
         not_ok "$name: pipert --steps 0 on $np ranks" "$(tail -5 "$TMP/out")"
         return
@@ -80,7 +76,7 @@ PY
         ok "$name: $np ranks allocate what pipec predicts (largest difference $(python3 -c "print('%.4g%%' % (100 * $verdict))"))"
         worst=$(python3 -c "print(max($worst, $verdict))")
     else
-        not_ok "$name: allocated within 2% of the prediction" "$verdict"
+        not_ok "$name: allocated within 2% of the prediction" "$(printf '%s\n' "$verdict" | head -n 6)"
     fi
 }
 
@@ -124,5 +120,4 @@ check "fashion_mnist, 2 stages x 2 replicas" "$SRC/examples/fashion_mnist.pipe" 
 check "tied MLP, activation_checkpoint = 2, zb-v" "$SRC/tests/e2e/tied_mlp.pipe" 2 -D stages=2 \
     -D schedule=zb-v -D activation_checkpoint=2
 echo "# largest difference over all runs: $(python3 -c "print('%.4g%%' % (100 * $worst))")"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

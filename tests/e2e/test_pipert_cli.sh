@@ -3,25 +3,15 @@
 # non-zero exit, in bounded time, never a hang.
 #   test_pipert_cli.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-cli.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPI=(timeout 60 mpirun --oversubscribe -np)
-passed=0 failed=0
-check() { # NAME WANT_RC REGEX (on stdout+stderr)
-    if [ "$rc" -eq "$2" ] && grep -Eq -- "$3" "$TMP/out"; then
-        echo "ok - $1"; passed=$((passed + 1))
-    else
-        echo "not ok - $1 (exit $rc, want $2; want /$3/)"; sed 's/^/#   /' "$TMP/out" | head -5; failed=$((failed + 1))
-    fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipert-cli "$@"
+mpi_timeout 60
 # exactly NAME TEXT: the last run exited 1 and printed TEXT, one line, nothing else
 exactly() {
     if [ "$rc" -eq 1 ] && [ "$(cat "$TMP/out")" = "$2" ]; then
-        echo "ok - $1"; passed=$((passed + 1))
+        ok "$1"
     else
-        echo "not ok - $1 (exit $rc, want 1 and only: $2)"; sed 's/^/#   /' "$TMP/out" | head -5; failed=$((failed + 1))
+        not_ok "$1 (exit $rc, want 1 and only: $2)" "$(head -n 5 "$TMP/out")"
     fi
 }
 # a start-up refusal every rank knows: one "pipert: " line, exit 1 through
@@ -32,14 +22,14 @@ collective() { # NAME REGEX
         || grep -q '^step ' "$TMP/out"; then
         rc=99 # an abort, a source path, more or less than one message, or a step trained
     fi
-    check "$1" 1 "$2"
+    check_rc "$1" 1 "$2"
 }
 "$PIPEC" "$SRC/examples/mlp.pipe" -o "$TMP/mlp.bin" || exit 2
 "$PIPEC" "$SRC/examples/mlp.pipe" -D stages=1 -o "$TMP/mlp1.bin" || exit 2
 "$PIPEC" "$SRC/examples/mlp.pipe" -D data_parallel=2 -o "$TMP/dp2.bin" || exit 2
 
 "$PIPERT" --help >"$TMP/out" 2>&1; rc=$?
-check "--help" 0 'mpirun -np N pipert PLAN.bin'
+check_rc "--help" 0 'mpirun -np N pipert PLAN.bin'
 # every option, under headings in this order: plan, training, data, logging,
 # checkpoints, tracing, device, other
 order=$(grep -Eo '^(  PLAN\.bin|[a-z][^:]*:$|  --[a-z-]+)' "$TMP/out" | sed 's/ (.*//; s/ /_/g' | tr '\n' ' ')
@@ -47,7 +37,7 @@ want="__PLAN.bin training __--steps __--seed data: __--data __--eval-data loggin
 __--progress __--metrics checkpoints: __--save __--save-every __--resume tracing_and_hangs: __--trace __--watchdog \
 device: __--device other: __--verbose __--help __--version "
 [ "$order" = "$want" ] && rc=0 || rc=1
-check "--help lists every option, grouped and in order" 0 'usage:'
+check_rc "--help lists every option, grouped and in order" 0 'usage:'
 [ "$rc" -ne 0 ] && echo "#   got:  $order" && echo "#   want: $want"
 # the top comment of pipert.c lists the same options
 missing=""
@@ -55,9 +45,9 @@ for o in $(grep -Eo '^  --[a-z-]+' "$TMP/out"); do
     sed -n '1,/\*\//p' "$SRC/runtime/pipert.c" | grep -q -- "$o" || missing="$missing $o"
 done
 [ -z "$missing" ] && rc=0 || rc=1
-check "pipert.c's top comment names every option of --help${missing:+ (missing:$missing)}" 0 'usage:'
+check_rc "pipert.c's top comment names every option of --help${missing:+ (missing:$missing)}" 0 'usage:'
 "$PIPERT" --version >"$TMP/out" 2>&1; rc=$?
-check "--version" 0 '^pipert [0-9]'
+check_rc "--version" 0 '^pipert [0-9]'
 
 # the command line: one line for every mistake, exit 1, before MPI starts
 "$PIPERT" --frobnicate "$TMP/mlp.bin" >"$TMP/out" 2>&1; rc=$?
@@ -91,14 +81,14 @@ done
 "$PIPERT" "$TMP/mlp.bin" --progress=maybe >"$TMP/out" 2>&1; rc=$?
 exactly "--progress maybe" "pipert: --progress: 'maybe' is not auto, on or off"
 "$PIPERT" "$TMP/mlp1.bin" --steps=2 --log-every=1 --watchdog=1.5 --seed 3 --progress off >"$TMP/out" 2>&1; rc=$?
-check "--opt=VALUE and --opt VALUE, options after the plan or before" 0 '^step 2/2 loss'
+check_rc "--opt=VALUE and --opt VALUE, options after the plan or before" 0 '^step 2/2 loss'
 "${MPI[@]}" 3 "$PIPERT" "$TMP/mlp.bin" >"$TMP/out" 2>&1; rc=$?
-check "3 ranks for 2 stages: refused with the reason" 1 'the world has 3 ranks, not a multiple of the plan.s 2 stages'
+check_rc "3 ranks for 2 stages: refused with the reason" 1 'the world has 3 ranks, not a multiple of the plan.s 2 stages'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/dp2.bin" >"$TMP/out" 2>&1; rc=$?
-check "a fixed data_parallel the world does not match" 1 'data_parallel = 2: the world must be 4 ranks'
+check_rc "a fixed data_parallel the world does not match" 1 'data_parallel = 2: the world must be 4 ranks'
 head -c 200 "$TMP/mlp.bin" >"$TMP/cut.bin"
 "${MPI[@]}" 2 "$PIPERT" "$TMP/cut.bin" >"$TMP/out" 2>&1; rc=$?
-check "a cut plan" 1 'corrupted plan'
+check_rc "a cut plan" 1 'corrupted plan'
 "$PIPEC" "$SRC/examples/mlp.pipe" -D 'data=idx("/nonexistent/images.gz", "/nonexistent/labels.gz")' -o "$TMP/nodata.bin" || exit 2
 "${MPI[@]}" 2 "$PIPERT" "$TMP/nodata.bin" >"$TMP/out" 2>&1; rc=$?
 collective "missing data: the file is named, every rank exits 1" \
@@ -131,7 +121,7 @@ collective "idx: too few labels: the labels file is named first" \
 "${MPI[@]}" 2 "$PIPERT" "$TMP/idx.bin" --data "$TMP/img.idx" >"$TMP/out" 2>&1; rc=$?
 collective "idx: --data needs both files" "^pipert: --data: idx data takes IMAGES,LABELS \\(two files, one comma\\), not '$TMP/img.idx'\$"
 "${MPI[@]}" 2 "$PIPERT" "$TMP/idx.bin" --steps 1 --data "$TMP/img.idx,$TMP/lab.idx" >"$TMP/out" 2>&1; rc=$?
-check "idx: --data IMAGES,LABELS trains" 0 '^step 1/1 loss'
+check_rc "idx: --data IMAGES,LABELS trains" 0 '^step 1/1 loss'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --eval-data "$TMP/img.idx,$TMP/lab.idx" >"$TMP/out" 2>&1; rc=$?
 collective "--eval-data on a plan without eval_data" \
     "^pipert: --eval-data: the plan has no eval_data to replace; add eval_data = \\.\\.\\. to its train block\$"
@@ -148,26 +138,26 @@ collective "--save: a file among DIR's parents" "^pipert: --save $TMP/afile/ckpt
 collective "--save: a directory that cannot be written" '^pipert: --save /proc/self: cannot write in it: '
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 0 --save "$TMP/new/dir/ckpt" >"$TMP/out" 2>&1; rc=$?
 [ -s "$TMP/new/dir/ckpt/manifest.json" ] || rc=3
-check "--save: a missing DIR is created with its parents" 0 '^trained 0 steps'
+check_rc "--save: a missing DIR is created with its parents" 0 '^trained 0 steps'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --metrics "$TMP/nodir/m.jsonl" >"$TMP/out" 2>&1; rc=$?
 collective "--metrics: a file that cannot be written" "^pipert: --metrics $TMP/nodir/m.jsonl: cannot write: No such file or directory\$"
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --trace "$TMP/nodir/t.json" >"$TMP/out" 2>&1; rc=$?
 collective "--trace: a file that cannot be written, refused at start" \
     "^pipert: --trace $TMP/nodir/t.json: cannot write: No such file or directory\$"
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 3 --log-every 1 --metrics "$TMP/m.jsonl" >"$TMP/out" 2>&1; rc=$?
-check "trains and logs each step" 0 \
+check_rc "trains and logs each step" 0 \
     '^step 3/3 loss [0-9.]+ lr [0-9.e+-]+ grad_norm [0-9]\.[0-9]{3}e[+-][0-9]+ [0-9]+ samples/s [0-9.]+ ms/step$'
 n=$(grep -c '"step": ' "$TMP/m.jsonl" 2>/dev/null); [ "$n" = 3 ] && rc=0 || rc=1
 echo "x" >"$TMP/out"
-check "--metrics writes one JSON line per logged step" 0 'x'
+check_rc "--metrics writes one JSON line per logged step" 0 'x'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 0 --save "$TMP/w" >"$TMP/out" 2>&1; rc=$?
 ls "$TMP/w"/latest/stage-0.safetensors "$TMP/w"/latest/stage-1.safetensors >>"$TMP/out" 2>&1 || rc=1
-check "--steps 0 --save writes the initial weights, one file per stage" 0 'stage-1.safetensors'
+check_rc "--steps 0 --save writes the initial weights, one file per stage" 0 'stage-1.safetensors'
 "$PIPEC" "$SRC/examples/mlp.pipe" -D "optimizer=sgd(lr = 1e30)" -o "$TMP/nan.bin" || exit 2
 "${MPI[@]}" 2 "$PIPERT" "$TMP/nan.bin" --steps 10 --save "$TMP/nanw" >"$TMP/out" 2>&1; rc=$?
 [ "$rc" -ne 0 ] && rc=1
 [ -e "$TMP/nanw/manifest.json" ] && echo "a checkpoint was written" >>"$TMP/out" && rc=2
-check "a NaN/Inf loss or gradient stops the run, naming the step and stage, without a checkpoint" 1 \
+check_rc "a NaN/Inf loss or gradient stops the run, naming the step and stage, without a checkpoint" 1 \
     'step [0-9]+: the loss or a gradient is not finite \(NaN or Inf\), first on stage [0-9]+; stopping before the update, no checkpoint written'
 # grad_norm: the global norm before clipping, the same on 1 and 2 stages
 "$PIPERT" "$TMP/mlp1.bin" --steps 3 --log-every 1 --metrics "$TMP/m1.jsonl" >"$TMP/out" 2>&1; rc=$?
@@ -184,6 +174,5 @@ assert len(two) == len(one) == 3 and all(close(a["grad_norm"], b["grad_norm"]) f
 assert close(clip[0]["grad_norm"], two[0]["grad_norm"]) and clip[0]["grad_norm"] > 100 * 0.001, (clip[0], two[0])
 assert not close(clip[1]["loss"], two[1]["loss"]), (clip[1], two[1])
 PY
-check "grad_norm: > 0, finite, equal on 1 and 2 stages; with grad_clip, the norm before clipping" 0 '^step 3/3'
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+check_rc "grad_norm: > 0, finite, equal on 1 and 2 stages; with grad_clip, the norm before clipping" 0 '^step 3/3'
+e2e_end

@@ -4,13 +4,8 @@
 # rank, within 30 s, instead of the other rank waiting forever.
 #   test_rank_death.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-death.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"; [ -n "${job:-}" ] && kill -9 "$job" 2>/dev/null' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $1"; sed 's/^/#   /' "$TMP/out" | tail -8; failed=$((failed + 1)); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipert-death "$@"
 
 "$PIPEC" "$SRC/examples/mlp.pipe" -D steps=100000 -o "$TMP/long.bin" || exit 2
 mpirun --oversubscribe -np 2 "$PIPERT" "$TMP/long.bin" --verbose --log-every 1000 >"$TMP/out" 2>&1 &
@@ -47,5 +42,4 @@ else
         not_ok "the message names the dead rank"
     fi
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

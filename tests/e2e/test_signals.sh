@@ -13,13 +13,9 @@
 # second signal to mpirun ends it at once, exit 1, before the ranks' SIGTERM.
 #   test_signals.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-sig.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"; [ -n "${job:-}" ] && kill -9 "$job" 2>/dev/null' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $1"; sed 's/^/#   /' "$TMP/out" | tail -6; failed=$((failed + 1)); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipert-sig "$@"
+E2E_TAIL=6
 "$PIPEC" "$SRC/examples/mlp.pipe" -D steps=1000000 -o "$TMP/long.bin" || exit 2
 # steps of a few hundred ms, so that a second signal 10 ms after the first
 # lands inside the same step
@@ -110,5 +106,4 @@ if [ "$rc" -eq 1 ] && grep -q '^pipert: stopped by a signal after step ' "$TMP/o
 else
     not_ok "SIGINT to mpirun: exit 1 (exit $rc)"
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

@@ -9,17 +9,12 @@
 #     redrawn with \r; into a pipe only plain lines come out.
 #   test_trace.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-trace.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $1"; sed 's/^/#   /' "$TMP/out" | tail -8; failed=$((failed + 1)); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipert-trace "$@"
 "$PIPEC" "$SRC/tests/e2e/tied_mlp.pipe" -D stages=2 -D data_parallel=2 -o "$TMP/p.bin" || exit 2
 "$PIPEC" "$SRC/tests/e2e/tied_mlp.pipe" -D stages=2 -D data_parallel=2 --list >"$TMP/listing" || exit 2
 
-timeout 120 mpirun --oversubscribe -np 4 "$PIPERT" "$TMP/p.bin" --steps 6 --trace "$TMP/t.json" >"$TMP/out" 2>&1
+"${MPI[@]}" 4 "$PIPERT" "$TMP/p.bin" --steps 6 --trace "$TMP/t.json" >"$TMP/out" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ] && grep -Eq '^trace: .*t.json, [0-9]+ events, steps 1 to 6 in the idle figures' "$TMP/out" \
     && [ "$(grep -Ec '^  rank [0-3], stage [01]: +[0-9.]+% \([0-9.]+%\)$' "$TMP/out")" = 4 ]; then
@@ -79,11 +74,10 @@ if grep -aEq $'\r\033\\[Kstep [0-9]+/300 loss [0-9.]+ [0-9]+ samples/s ETA [0-9]
 else
     not_ok "on a terminal: a live progress line"
 fi
-timeout 120 mpirun --oversubscribe -np 2 "$PIPERT" "$TMP/mlp.bin" --steps 300 --log-every 1000 >"$TMP/out" 2>&1
+"${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 300 --log-every 1000 >"$TMP/out" 2>&1
 if ! grep -q $'\r' "$TMP/out" && grep -q '^step 300/300 loss' "$TMP/out"; then
     ok "into a pipe: plain lines only"
 else
     not_ok "into a pipe: plain lines only"
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

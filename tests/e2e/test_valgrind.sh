@@ -24,11 +24,9 @@ if grep -q -e __asan_init -e __ubsan_handle "$PIPEC" "$PIPERT"; then
     echo "skipped: sanitizer builds do not run under valgrind"
     exit 77
 fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipe-valgrind.XXXXXX") || exit 2
-trap 'rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipe-valgrind "$PIPEC" "$PIPERT" "$SRC"
 export HWLOC_COMPONENTS=-x86 # hwloc's CPUID probe does not work under valgrind (and says so)
-passed=0 failed=0
 VG=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
     --errors-for-leak-kinds=definite,indirect --num-callers=40 --suppressions="$SRC/tests/e2e/valgrind.supp")
 
@@ -40,12 +38,9 @@ vg() {
     "${VG[@]}" "$@" >"$TMP/out" 2>&1
     rc=$?
     if [ "$rc" -eq "$want" ]; then
-        echo "ok - $name"
-        passed=$((passed + 1))
+        ok "$name"
     else
-        echo "not ok - $name (exit $rc, want $want; 99: memcheck found an error)"
-        sed 's/^/#   /' "$TMP/out" | tail -n 60
-        failed=$((failed + 1))
+        not_ok "$name (exit $rc, want $want; 99: memcheck found an error)" "$(tail -n 60 "$TMP/out")"
     fi
 }
 
@@ -84,5 +79,4 @@ vg "pipert tied MLP (dropout, AdamW)" 0 "$PIPERT" tied1.bin
 vg "pipert CNN with evaluation" 0 "$PIPERT" cnn1.bin
 vg "pipert GPT (tied head, padding mask, tokens)" 0 "$PIPERT" gpt1.bin --data tokens.u16
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+e2e_end

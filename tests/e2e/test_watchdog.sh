@@ -5,10 +5,8 @@
 # within 30 s instead of hanging.
 #   test_watchdog.sh PIPEC PIPERT SOURCE_DIR
 set -u
-PIPEC=$1 PIPERT=$2 SRC=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pipert-wd.XXXXXX") || exit 2
-trap 'pkill -9 -f "$TMP/" 2>/dev/null; rm -rf "$TMP"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_start pipert-wd "$@"
 "$PIPEC" "$SRC/examples/mlp.pipe" -D steps=1000000 -o "$TMP/long.bin" || exit 2
 timeout 120 mpirun --oversubscribe -np 2 "$PIPERT" "$TMP/long.bin" --verbose --watchdog 3 --log-every 100000 \
     >"$TMP/out" 2>&1 &
@@ -28,6 +26,7 @@ for _ in $(seq 1 300); do
     if ! kill -0 "$job" 2>/dev/null; then
         wait "$job"
         rc=$?
+        job=
         break
     fi
     sleep 0.1
