@@ -2,6 +2,7 @@
 #include "pc_stats.h"
 
 #include "pc_listing.h"
+#include "base_json.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -186,39 +187,6 @@ void pc_stats_text(FILE *out, const PlanIR *f)
 
 /* ---- JSON ------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at p, or 0. */
-static int utf8_len(const unsigned char *p)
-{
-    int n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3 : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
-    if (n == 2 && p[0] < 0xc2)
-        return 0; /* overlong */
-    for (int i = 1; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return n;
-}
-
-/* A JSON string; bytes that are not valid UTF-8 become U+FFFD. */
-static void jstr(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        int n = utf8_len(p);
-        if (n == 0) {
-            fputs("\\ufffd", out);
-            p++;
-        } else if (*p == '"' || *p == '\\') {
-            fprintf(out, "\\%c", *p++);
-        } else if (*p < 0x20) {
-            fprintf(out, "\\u%04x", *p++);
-        } else {
-            fwrite(p, 1, n, out);
-            p += n;
-        }
-    }
-    fputc('"', out);
-}
-
 static void jshape(FILE *out, const PlanTensor *t)
 {
     fputc('[', out);
@@ -232,7 +200,7 @@ static void jio(FILE *out, const PlanIO *io, int n)
     fputc('[', out);
     for (int i = 0; i < n; i++) {
         fprintf(out, "%s{\"name\": ", i ? ", " : "");
-        jstr(out, io[i].name);
+        base_json_put_str(out, io[i].name);
         fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", plan_dtype_name(io[i].t.dtype));
         jshape(out, &io[i].t);
         fputc('}', out);
@@ -248,7 +216,7 @@ void pc_stats_json(FILE *out, const PlanIR *f)
     const PlanPartition *pt = &f->part;
     char *sched = pc_schedule_str(c), *part = pc_partition_str(c);
     fprintf(out, "{\n  \"model\": ");
-    jstr(out, m->name);
+    base_json_put_str(out, m->name);
     fprintf(out, ",\n  \"total_params\": %" PRId64 ",\n  \"total_flops\": %" PRId64 ",\n", m->total_params,
             m->total_flops);
     fprintf(out, "  \"inputs\": ");
@@ -264,9 +232,9 @@ void pc_stats_json(FILE *out, const PlanIR *f)
         fprintf(out, "\"auto\"");
     fprintf(out, ", \"micro_batches\": %lld, \"micro_batch_size\": %lld, \"schedule\": ", (long long)c->micro_batches,
             (long long)c->micro_batch_size);
-    jstr(out, sched);
+    base_json_put_str(out, sched);
     fprintf(out, ", \"partition\": ");
-    jstr(out, part);
+    base_json_put_str(out, part);
     free(sched);
     free(part);
     fprintf(out, "},\n  \"layers\": [\n");
@@ -276,7 +244,7 @@ void pc_stats_json(FILE *out, const PlanIR *f)
         fprintf(out, "    {\"index\": %d, \"type\": \"%s\", ", i, plan_layer_names[L->kind]);
         if (L->label) {
             fprintf(out, "\"label\": ");
-            jstr(out, L->label);
+            base_json_put_str(out, L->label);
             fprintf(out, ", ");
         }
         fprintf(out, "\"input_shape\": ");
@@ -311,7 +279,7 @@ void pc_stats_json(FILE *out, const PlanIR *f)
                     pt->part[k + 1].stage, pt->part[k + 1].chunk, bd->local ? "true" : "false", bd->bytes);
             for (int j = 0; j < bd->nitems; j++) {
                 fprintf(out, "%s{\"name\": ", j ? ", " : "");
-                jstr(out, bd->item[j].name);
+                base_json_put_str(out, bd->item[j].name);
                 fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", plan_dtype_name(bd->item[j].t.dtype));
                 jshape(out, &bd->item[j].t);
                 fprintf(out, ", \"bytes\": %" PRId64 "}", bd->item[j].bytes);

@@ -1,5 +1,6 @@
 /* runtime/rt_ckpt.c: resumable checkpoints; the layout and the guarantees
- * are in rt_ckpt.h and docs/reliability.md. */
+ * are in rt_ckpt.h and docs/reliability.md. Saving, and resuming from a
+ * manifest that rt_ckpt_manifest.c has read and checked. */
 #include "rt_ckpt.h"
 
 #include "base_file.h"
@@ -16,14 +17,9 @@
 #include <zlib.h>
 
 #include "rt.h"
-#include "rt_json.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
 #include "rt_safetensors.h"
-
-#define CKPT_FORMAT "pipe-checkpoint"
-#define CKPT_VERSION 1
-#define MANIFEST_MAX (64 << 20)
 
 static void fmt(char *err, size_t errsize, const char *f, ...) __attribute__((format(printf, 3, 4)));
 static void fmt(char *err, size_t errsize, const char *f, ...)
@@ -41,106 +37,6 @@ static const char *state_suffix(int per, int j)
     if (per == 1)
         return "momentum_buffer";
     return j == 0 ? "exp_avg" : "exp_avg_sq";
-}
-
-/* ---- the manifest -------------------------------------------------------- */
-
-static int read_small(const char *path, char **text, size_t *len, char *err, size_t errsize)
-{
-    char why[256];
-    unsigned char *d;
-    BaseRead r = base_read_file(path, MANIFEST_MAX, &d, len, why, sizeof why);
-    if (r == BASE_READ_CANNOT_OPEN && errno == ENOENT)
-        fmt(err, errsize, "%s: missing (no checkpoint here, or none completed)", path);
-    else if (r == BASE_READ_NOT_A_FILE || r == BASE_READ_TOO_LARGE)
-        fmt(err, errsize, "%s: not a regular file of at most %d bytes", path, MANIFEST_MAX);
-    else if (r != BASE_READ_OK)
-        fmt(err, errsize, "%s: %s", path, why);
-    *text = (char *)d;
-    return r == BASE_READ_OK ? 0 : -1;
-}
-
-int rt_ckpt_manifest_read(const char *root, RtManifest *m, char *err, size_t errsize)
-{
-    memset(m, 0, sizeof *m);
-    if (strlen(root) >= sizeof m->root - 64) {
-        fmt(err, errsize, "%s: path too long", root);
-        return -1;
-    }
-    strcpy(m->root, root);
-    char path[4200], perr[256];
-    snprintf(path, sizeof path, "%s/manifest.json", root);
-    char *text;
-    size_t len;
-    if (read_small(path, &text, &len, err, errsize) != 0)
-        return -1;
-    int rc = rj_parse(text, len, &m->json, perr, sizeof perr);
-    free(text);
-    if (rc != 0) {
-        fmt(err, errsize, "%s: not valid JSON: %s", path, perr);
-        return -1;
-    }
-    const RjVal *j = &m->json;
-    const char *format = rj_str(rj_get(j, "format"));
-    int64_t version = 0;
-    if (!format || strcmp(format, CKPT_FORMAT) != 0 || rj_uint(rj_get(j, "version"), &version) != 0) {
-        fmt(err, errsize, "%s: not a pipe checkpoint manifest (\"format\": \"%s\" and a \"version\" expected)", path,
-            CKPT_FORMAT);
-        goto fail;
-    }
-    if (version != CKPT_VERSION) {
-        fmt(err, errsize, "%s: checkpoint version %lld; this pipert reads version %d", path, (long long)version,
-            CKPT_VERSION);
-        goto fail;
-    }
-    static const char *const ints[] = {"step", "steps", "seed", "global_batch", "train_samples"};
-    int64_t *dst[] = {&m->step, &m->steps, &m->seed, &m->global_batch, &m->train_samples};
-    for (int i = 0; i < 5; i++)
-        if (rj_uint(rj_get(j, ints[i]), dst[i]) != 0) {
-            fmt(err, errsize, "%s: \"%s\" is missing or not a non-negative integer", path, ints[i]);
-            goto fail;
-        }
-    m->model = rj_str(rj_get(j, "model"));
-    m->optimizer = rj_str(rj_get(j, "optimizer"));
-    m->dir = rj_str(rj_get(j, "dir"));
-    m->files = rj_get(j, "files");
-    m->tensors = rj_get(j, "tensors");
-    if (!m->model || !m->optimizer || !m->dir || !m->files || m->files->kind != RJ_ARR || !m->tensors ||
-        m->tensors->kind != RJ_OBJ) {
-        fmt(err, errsize, "%s: \"model\", \"optimizer\", \"dir\", \"files\" and \"tensors\" are all required", path);
-        goto fail;
-    }
-    if (!m->dir[0] || strchr(m->dir, '/') || !strcmp(m->dir, ".") || !strcmp(m->dir, "..")) {
-        fmt(err, errsize, "%s: \"dir\" must name a folder inside %s", path, root);
-        goto fail;
-    }
-    for (int i = 0; i < m->files->n; i++) {
-        const RjVal *f = &m->files->items[i];
-        const char *name = rj_str(rj_get(f, "name")), *kind = rj_str(rj_get(f, "kind"));
-        int64_t v;
-        if (!name || !kind || strchr(name, '/') || rj_uint(rj_get(f, "stage"), &v) != 0 ||
-            rj_uint(rj_get(f, "bytes"), &v) != 0 || rj_uint(rj_get(f, "crc32"), &v) != 0) {
-            fmt(err, errsize, "%s: files[%d] needs name, kind, stage, bytes and crc32", path, i);
-            goto fail;
-        }
-    }
-    for (int i = 0; i < m->tensors->n; i++) {
-        int64_t v;
-        if (rj_uint(&m->tensors->items[i], &v) != 0) {
-            fmt(err, errsize, "%s: tensors[\"%s\"] must be a stage number", path, m->tensors->keys[i]);
-            goto fail;
-        }
-    }
-    return 0;
-fail:
-    rt_ckpt_manifest_free(m);
-    return -1;
-}
-
-void rt_ckpt_manifest_free(RtManifest *m)
-{
-    rj_free(&m->json);
-    m->files = m->tensors = NULL;
 }
 
 /* ---- collective errors ----------------------------------------------------- */
@@ -169,13 +65,16 @@ typedef struct Loaded {
     int ok;
 } Loaded;
 
-static const RjVal *file_entry(const RtManifest *m, int64_t stage, const char *kind)
+/* The manifest's entry for a stage's file (its fields checked by
+ * rt_ckpt_manifest_read). */
+static const BaseJson *file_entry(const RtManifest *m, int64_t stage, const char *kind)
 {
-    for (int i = 0; i < m->files->n; i++) {
-        const RjVal *f = &m->files->items[i];
+    size_t n = base_json_len(m->files);
+    for (size_t i = 0; i < n; i++) {
+        const BaseJson *f = base_json_at(m->files, i);
         int64_t s = -1;
-        rj_uint(rj_get(f, "stage"), &s);
-        if (s == stage && !strcmp(rj_str(rj_get(f, "kind")), kind))
+        base_json_uint(base_json_get(f, "stage"), &s);
+        if (s == stage && !strcmp(base_json_str(base_json_get(f, "kind")), kind))
             return f;
     }
     return NULL;
@@ -188,16 +87,16 @@ static const RtSafetensors *open_file(const RtManifest *m, Loaded *cache, int64_
 {
     if (cache->ok)
         return &cache->st;
-    const RjVal *f = file_entry(m, stage, kind);
+    const BaseJson *f = file_entry(m, stage, kind);
     if (!f) {
         fmt(err, errsize, "%s/manifest.json lists no %s file for stage %lld", m->root, kind, (long long)stage);
         return NULL;
     }
     int64_t bytes = 0, crc = 0;
-    rj_uint(rj_get(f, "bytes"), &bytes);
-    rj_uint(rj_get(f, "crc32"), &crc);
+    base_json_uint(base_json_get(f, "bytes"), &bytes);
+    base_json_uint(base_json_get(f, "crc32"), &crc);
     char path[8400];
-    snprintf(path, sizeof path, "%s/%s/%s", m->root, m->dir, rj_str(rj_get(f, "name")));
+    snprintf(path, sizeof path, "%s/%s/%s", m->root, m->dir, base_json_str(base_json_get(f, "name")));
     struct stat st;
     if (stat(path, &st) != 0) {
         fmt(err, errsize, "%s: %s", path, strerror(errno));
@@ -264,8 +163,10 @@ static void check_run(RtCtx *rt, const RtManifest *m, char *err, size_t errsize)
 static void check_no_extra(RtCtx *rt, const RtManifest *m, char *err, size_t errsize)
 {
     const PlanModel *model = rt->m;
-    for (int t = 0; t < m->tensors->n; t++) {
-        const char *name = m->tensors->keys[t];
+    void *it = NULL;
+    const char *name;
+    const BaseJson *stage;
+    while (base_json_next(m->tensors, &it, &name, &stage)) {
         int found = 0;
         char want[96];
         for (int i = 0; i < model->nlayers && !found; i++)
@@ -288,20 +189,24 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
     if (!err[0] && rt->rank == 0)
         check_no_extra(rt, m, err, sizeof err);
     int nst = 0;
-    for (int i = 0; i < m->tensors->n; i++) {
+    void *it = NULL;
+    const char *key;
+    const BaseJson *v;
+    while (base_json_next(m->tensors, &it, &key, &v)) {
         int64_t s = 0;
-        rj_uint(&m->tensors->items[i], &s);
-        if (s + 1 > nst)
-            nst = (int)(s + 1 < 1 << 20 ? s + 1 : 1 << 20);
+        base_json_uint(v, &s);
+        int64_t k = s < (1 << 20) ? s + 1 : 1 << 20;
+        if (k > nst)
+            nst = (int)k;
     }
     Loaded *wts = calloc((size_t)nst + 1, sizeof *wts), *opt = calloc((size_t)nst + 1, sizeof *opt);
     RT_CHECK(rt, wts && opt, "out of memory");
     int per = rt_optim_state_per_param(rt->c);
     for (int i = 0; i < rt->nparam && !err[0]; i++) {
         RtParam *q = &rt->param[i];
-        const RjVal *where = rj_get(m->tensors, q->name);
+        const BaseJson *where = base_json_get(m->tensors, q->name);
         int64_t s = -1;
-        if (!where || rj_uint(where, &s) != 0 || s >= nst) {
+        if (!where || base_json_uint(where, &s) != 0 || s >= nst) {
             fmt(err, sizeof err, "the checkpoint has no tensor %s, which this model needs", q->name);
             break;
         }
@@ -503,8 +408,8 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     FILE *f = open_memstream(&text, &len);
     RT_CHECK(rt, f, "out of memory");
     const PlanConfig *c = rt->c;
-    fprintf(f, "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"model\": ", CKPT_FORMAT, CKPT_VERSION);
-    rj_put_str(f, rt->m->name);
+    fprintf(f, "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"model\": ", RT_CKPT_FORMAT, RT_CKPT_VERSION);
+    base_json_put_str(f, rt->m->name);
     fprintf(f, ",\n  \"step\": %lld,\n  \"steps\": %lld,\n  \"seed\": %llu,\n  \"optimizer\": \"%s\",\n",
             (long long)step, (long long)c->steps, (unsigned long long)c->seed, plan_optimizer_names[c->optimizer]);
     fprintf(f, "  \"global_batch\": %lld,\n  \"train_samples\": %lld,\n", (long long)rt->global_batch,
@@ -516,7 +421,7 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     fprintf(f, "  \"rng\": {\"generator\": \"philox4x32-10\", \"seed\": %llu, \"step\": %lld},\n",
             (unsigned long long)c->seed, (long long)step);
     fprintf(f, "  \"stages\": %d,\n  \"dir\": ", rt->stages);
-    rj_put_str(f, sub);
+    base_json_put_str(f, sub);
     fprintf(f, ",\n  \"files\": [");
     for (int s = 0; s < rt->stages; s++) {
         const int64_t *v = all + (int64_t)s * rt->dp * 4; /* replica 0 of stage s is rank s * dp */

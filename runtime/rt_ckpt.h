@@ -19,23 +19,34 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rt_json.h"
+#include "base_json.h"
 
 struct RtCtx;
+
+/* The manifest's "format" and "version" (rt_ckpt.c writes them,
+ * rt_ckpt_manifest.c reads them). */
+#define RT_CKPT_FORMAT "pipe-checkpoint"
+#define RT_CKPT_VERSION 1
 
 typedef struct RtManifest {
     char root[4096];          /* the DIR given */
     const char *dir;          /* the step folder, inside root */
     const char *model, *optimizer;
     int64_t step, steps, seed, global_batch, train_samples;
-    const RjVal *files;       /* [{name, kind, stage, bytes, crc32}] */
-    const RjVal *tensors;     /* {name: stage} */
-    RjVal json;               /* owns the strings above */
+    const BaseJson *files;    /* [{name, kind, stage, bytes, crc32}] */
+    const BaseJson *tensors;  /* {name: stage} */
+    BaseJson *json;           /* owns the strings above */
 } RtManifest;
 
-/* Reads and checks DIR/manifest.json (any rank, no MPI). Returns 0, or -1
- * with a message naming the file and what is wrong. */
+/* Reads and checks DIR/manifest.json (any rank, no MPI;
+ * rt_ckpt_manifest.c). Returns 0, or -1 with a message naming the file and
+ * what is wrong. Every integer it accepts is in [0, 2^53] (the seeds and
+ * step counts pipec and pipert take), files[i].stage and tensors' stages
+ * included. */
 int rt_ckpt_manifest_read(const char *root, RtManifest *m, char *err, size_t errsize);
+/* The same checks on a manifest's text (path: the file, for messages). */
+int rt_ckpt_manifest_parse(const char *root, const char *path, const char *text, size_t len, RtManifest *m,
+                           char *err, size_t errsize);
 void rt_ckpt_manifest_free(RtManifest *m);
 
 /* Collective over the world, after rt_setup and the data: loads every

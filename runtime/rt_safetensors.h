@@ -2,7 +2,8 @@
  * load with safetensors.torch.load_file): an 8-byte little-endian header
  * length, a JSON header naming each tensor's dtype, shape and byte range,
  * then the data. Written atomically: a temporary file, fsync, rename,
- * fsync of the folder. */
+ * fsync of the folder. The code: rt_st_format.c (the header), rt_st_check.c
+ * (the rules), rt_st_file.c (the files and this API); see rt_st.h. */
 #ifndef PIPE_RT_SAFETENSORS_H
 #define PIPE_RT_SAFETENSORS_H
 

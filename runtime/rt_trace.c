@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base_json.h"
 #include "rt.h"
-#include "rt_json.h"
 
 enum { TAG_CLOCK = 7001, TAG_EVENTS = 7002 };
 
@@ -58,14 +58,14 @@ static void write_events(FILE *out, const RtCtx *rt, int rank, const RtEvent *ev
         sched_instr_label(in, label, sizeof label);
         sched_instr_text(in, text, sizeof text);
         fputs(",\n{\"name\": ", out);
-        rj_put_str(out, label);
+        base_json_put_str(out, label);
         fputs(", \"cat\": ", out);
-        rj_put_str(out, in->op < SCHED_NOPS ? sched_op_names[in->op] : "?");
+        base_json_put_str(out, in->op < SCHED_NOPS ? sched_op_names[in->op] : "?");
         fprintf(out, ", \"ph\": \"X\", \"pid\": 0, \"tid\": %d, \"ts\": %.3f, \"dur\": %.3f", rank,
                 (e->t0 - origin) * 1e6, (e->t1 - e->t0) * 1e6);
         fprintf(out, ", \"args\": {\"step\": %d, \"pc\": %d, \"mb\": %d, \"bytes\": %lld, \"instruction\": ", e->step,
                 e->pc, in->mb, (long long)e->bytes);
-        rj_put_str(out, text);
+        base_json_put_str(out, text);
         fputs("}}", out);
     }
 }
@@ -127,7 +127,7 @@ void rt_trace_close(RtCtx *rt, const char *path)
         fprintf(out, "{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": 0, \"args\": {\"name\": ");
         char title[256];
         snprintf(title, sizeof title, "pipert: %s, %d stages x %d replicas", rt->m->name, rt->stages, rt->dp);
-        rj_put_str(out, title);
+        base_json_put_str(out, title);
         fputs("}}", out);
         for (int r = 0; r < rt->world; r++)
             fprintf(out,

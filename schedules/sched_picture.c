@@ -8,6 +8,7 @@
  * the output is self-contained, no fonts, styles or scripts fetched. */
 #include "sched_picture.h"
 #include "base_alloc.h"
+#include "base_json.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -424,25 +425,6 @@ static double dur_us(const SchedSim *sim, int s, int pc)
     return d > 0 ? d : 0;
 }
 
-static void json_str(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", out);
-        else if (c == '\t')
-            fputs("\\t", out);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
-}
-
 /* Flow ids: for each send, the compute on the receiving stage that uses
  * what it sent (the forward of an activation, the backward of a
  * gradient). Channels are FIFO per (sender, receiver, kind), as in the
@@ -514,7 +496,7 @@ void sched_emit_trace(FILE *out, const SchedPlan *plan, const SchedSim *sim, con
 
     fputs("{\"traceEvents\": [\n", out);
     fputs("{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": 0, \"args\": {\"name\": ", out);
-    json_str(out, title);
+    base_json_put_str(out, title);
     fputs("}}", out);
     /* A send that takes time (a link bandwidth in the cost model) runs
      * while its stage computes on, and complete events on one thread must
@@ -560,9 +542,9 @@ void sched_emit_trace(FILE *out, const SchedPlan *plan, const SchedSim *sim, con
             double ts = finite(sim->start[s][pc]) * 1e6, dur = dur_us(sim, s, pc);
             int tid = wire[s] && is_send(in->op) ? S + s : s;
             fputs(",\n{\"name\": ", out);
-            json_str(out, name);
+            base_json_put_str(out, name);
             fputs(", \"cat\": ", out);
-            json_str(out, op);
+            base_json_put_str(out, op);
             fprintf(out, ", \"ph\": \"X\", \"pid\": 0, \"tid\": %d, \"ts\": %.3f, \"dur\": %.3f", tid, ts, dur);
             /* Perfetto's flow binding on complete events: the arrow leaves
              * the send and enters the compute that waits for its data */
@@ -571,22 +553,22 @@ void sched_emit_trace(FILE *out, const SchedPlan *plan, const SchedSim *sim, con
             if (in_id[s][pc])
                 fprintf(out, ", \"bind_id\": \"0x%x\", \"flow_in\": true", in_id[s][pc]);
             fputs(", \"args\": {\"op\": ", out);
-            json_str(out, op);
+            base_json_put_str(out, op);
             fprintf(out, ", \"mb\": %d, \"chunk\": %d, \"buf\": %d, \"peer\": %d, \"pc\": %d, \"text\": ", (int)in->mb,
                     (int)in->chunk, (int)in->buf, (int)in->peer, pc);
-            json_str(out, text);
+            base_json_put_str(out, text);
             fputs("}}", out);
         }
     }
     fputs("\n],\n\"displayTimeUnit\": \"ms\",\n\"otherData\": {\"title\": ", out);
-    json_str(out, title);
+    base_json_put_str(out, title);
     fprintf(out, ", \"stages\": %d, \"micro_batches\": %d, \"chunks\": %d, \"verified\": %s", S, plan->micro_batches,
             plan->chunks, sim->ok ? "true" : "false");
     if (sim->ok)
         fprintf(out, ", \"step_time\": %.9g, \"bubble\": %.6f", finite(sim->step_time), finite(sim->bubble));
     else {
         fputs(", \"error\": ", out);
-        json_str(out, sim->error);
+        base_json_put_str(out, sim->error);
     }
     fputs("}}\n", out);
     for (int s = 0; s < S; s++)

@@ -8,6 +8,7 @@ pkgs=(
   flex bison check
   openmpi-bin libopenmpi-dev
   libopenblas-dev zlib1g-dev
+  libjansson-dev              # JSON reader (base/base_json.c); libjansson4 at run time
   python3 python3-torch       # PyTorch parity tests
   dataset-fashion-mnist       # the demo's real data
   clang libclang-rt-14-dev    # make fuzz: libFuzzer (libclang_rt.fuzzer-x86_64.a)
