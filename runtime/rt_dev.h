@@ -2,18 +2,21 @@
  * once over pointers into its arenas; where it touches memory or calls a
  * kernel it asks rt->gpu:
  *
- *   rt->gpu == NULL   the CPU: every arena is host memory and every call
- *                     site runs the code it ran before this layer existed
- *                     (k_* kernels, memmove, calloc), nothing else;
+ *   rt->gpu == NULL   the CPU: every arena is host memory, every call site
+ *                     runs the host code (memmove, calloc), and the layers
+ *                     run through rt_cpu_layers (rt_cpu.c: k_* kernels);
  *   rt->gpu != NULL   a GPU backend (rt_cuda.c, --device cuda): the
  *                     activation slots, work, scratch, recompute workspaces,
  *                     input gradients and rt->dparams / dgrads / dstate are
- *                     device memory, and the table below runs each layer.
+ *                     device memory, and the table below runs the rest,
+ *                     its layer table (rt->layers) each layer.
  *
- * Why a table for the GPU only and not for both: the CPU code stays where
- * it was, word for word, so its losses cannot move (docs/design-notes.md).
- * The pointer arithmetic of rt_layers.c (slot + offset) is the same for
- * device pointers: only the kernels and the copies differ.
+ * Why this table for the GPU only: outside the layers, the CPU's code is a
+ * memmove or a loop at each call site and stays there, word for word, so
+ * its losses cannot move (docs/design-notes.md). The pointer arithmetic of
+ * rt_layers.c (slot + offset) is the same for device pointers: only the
+ * kernels and the copies differ. The layers have a table per backend, the
+ * CPU's included (rt.h's RtLayerOps).
  *
  * Streams: every GPU operation of the table is queued on the backend's one
  * compute stream (KcCtx.stream), in the interpreter's order; the table's
