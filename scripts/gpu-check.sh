@@ -484,7 +484,7 @@ sec_build() {
     if [ -z "$why" ] && [ -z "$lack" ]; then
         result ok "$([ "$GC_MODE" = dry ] && [ -n "${GC_BUILD_GIVEN:-}" ] && echo 'dry run, given build: ')${made# } ($how) in $(($(now) - T0)) s"
     else
-        result FAIL "${why:-missing:$lack}; built:${made:- nothing}"
+        result FAIL "${why:-missing:$lack}; built:${made:- nothing} ($how)"
     fi
 }
 
