@@ -341,7 +341,10 @@ preflight() {
     fi
     echo "carried folder: $cmeta"
     local PARSER MPI BLAS ZLIB PKGC groups="" PREFIX_LD=""
-    # the parser
+    # the parser (a copy may have lost the stand-ins' execute bits)
+    for t in flex bison; do
+        [ -f "${CARRY:-/nonexistent}/parser/$t" ] && [ ! -x "$CARRY/parser/$t" ] && chmod +x "$CARRY/parser/$t" 2>/dev/null
+    done
     if have flex && have bison; then
         PARSER=tools
     elif [ -x "${CARRY:-/nonexistent}/parser/flex" ] && [ -x "$CARRY/parser/bison" ]; then
