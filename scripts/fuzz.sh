@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fuzzes pipe's three readers with libFuzzer for a bounded time each
+# Fuzzes pipe's four readers with libFuzzer for a bounded time each
 # (docs/reliability.md, "Hardening"):
 #
 #   scripts/fuzz.sh [SECONDS_EACH]        (default 20; `make fuzz`)
 #
 # Configures build-fuzz/ with clang and -DPIPE_FUZZ=ON (AddressSanitizer,
-# UBSan, libFuzzer's coverage), builds fuzz_dsl, fuzz_plan and fuzz_sched,
-# and runs each on build-fuzz/fuzz-corpus/KIND/, a fresh copy of the
+# UBSan, libFuzzer's coverage), builds fuzz_dsl, fuzz_plan, fuzz_sched and
+# fuzz_json, and runs each on build-fuzz/fuzz-corpus/KIND/, a fresh copy of the
 # committed seeds (tests/fuzz/corpus/KIND/, never written to); with
 # FUZZ_KEEP=1 the copy keeps what earlier runs found (long campaigns).
 # Exits 1 if any target crashed, leaked, broke an invariant or ran one input
@@ -17,14 +17,14 @@
 #   build/tests/fuzz/fuzz_replay KIND FILE      (FUZZ_VERBOSE=1 for messages)
 #
 # Environment: PIPE_FUZZ_BUILD (the build folder, default build-fuzz),
-# FUZZ_TIMEOUT, FUZZ_TARGETS (default "dsl plan sched"), FUZZ_KEEP.
+# FUZZ_TIMEOUT, FUZZ_TARGETS (default "dsl plan sched json"), FUZZ_KEEP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 case $secs in '' | *[!0-9]*) echo "usage: $0 [SECONDS_EACH]" >&2; exit 2 ;; esac
 build=${PIPE_FUZZ_BUILD:-build-fuzz}
 timeout_s=${FUZZ_TIMEOUT:-10}
-targets=${FUZZ_TARGETS:-dsl plan sched}
+targets=${FUZZ_TARGETS:-dsl plan sched json}
 
 cc=$(command -v clang || command -v clang-14 || true)
 if [ -z "$cc" ]; then

@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz.h: the three fuzz targets, one function each, so that
+/* tests/fuzz/fuzz.h: the four fuzz targets, one function each, so that
  * libFuzzer (PIPE_FUZZ=ON, clang) and the replay test (every build) run the
  * same code:
  *
@@ -8,6 +8,9 @@
  *   fuzz_plan   plan.bin bytes through plan_decode and what pipec prints
  *   fuzz_sched  a text schedule through sched_text_read, lowering and the
  *               verifier
+ *   fuzz_json   a JSON text through base_json (jansson), as a safetensors
+ *               header (the rt_st_ reader, then written back) and as a
+ *               checkpoint manifest
  *
  * Each returns 0; a broken invariant (an error with no diagnostic, a round
  * trip that changes what it carries) prints what and aborts, so libFuzzer
@@ -24,6 +27,7 @@
 int fuzz_dsl(const uint8_t *data, size_t size);
 int fuzz_plan(const uint8_t *data, size_t size);
 int fuzz_sched(const uint8_t *data, size_t size);
+int fuzz_json(const uint8_t *data, size_t size);
 
 #define FUZZ_CHECK(cond, ...)                                                        \
     do {                                                                             \
@@ -36,7 +40,7 @@ int fuzz_sched(const uint8_t *data, size_t size);
     } while (0)
 
 /* The libFuzzer entry point, left out of the replay executable (which links
- * all three targets). */
+ * all four targets). */
 /* Where the targets print what pipec would (listings, stats, pictures):
  * exercised, then thrown away. */
 static inline FILE *fuzz_sink(void)

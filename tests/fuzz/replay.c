@@ -1,11 +1,11 @@
 /* tests/fuzz/replay.c: runs the fuzz targets over files, without libFuzzer,
  * in every build (the ctest test fuzz_replay): the regression inputs under
  * tests/fuzz/regress/ and the seed corpus under tests/fuzz/corpus/, each
- * folder holding dsl/, plan/ and sched/. A crash or a broken invariant
+ * folder holding dsl/, plan/, sched/ and json/. A crash or a broken invariant
  * aborts, which fails the test; under PIPE_SANITIZE the sanitizers watch.
  *
- *   fuzz_replay DIR...          every file of DIR/{dsl,plan,sched}/
- *   fuzz_replay KIND FILE...    the files given, KIND dsl, plan or sched */
+ *   fuzz_replay DIR...          every file of DIR/{dsl,plan,sched,json}/
+ *   fuzz_replay KIND FILE...    the files given, KIND dsl, plan, sched or json */
 #include <dirent.h>
 #include <string.h>
 
@@ -16,7 +16,7 @@ typedef int (*Target)(const uint8_t *, size_t);
 static const struct {
     const char *kind;
     Target fn;
-} targets[] = {{"dsl", fuzz_dsl}, {"plan", fuzz_plan}, {"sched", fuzz_sched}};
+} targets[] = {{"dsl", fuzz_dsl}, {"plan", fuzz_plan}, {"sched", fuzz_sched}, {"json", fuzz_json}};
 enum { NTARGETS = sizeof targets / sizeof targets[0] };
 
 static Target target_of(const char *kind)
@@ -107,7 +107,7 @@ static int run_dir(const char *dir, const char *kind)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s DIR... | %s dsl|plan|sched FILE...\n", argv[0], argv[0]);
+        fprintf(stderr, "usage: %s DIR... | %s dsl|plan|sched|json FILE...\n", argv[0], argv[0]);
         return 2;
     }
     int total = 0, failed = 0;
