@@ -6,6 +6,7 @@
  * cascade. Argument errors are collected across all layers first. */
 #include "pc_model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,69 @@ typedef struct Builder {
     const AstStmt **bad;    /* statements whose arguments failed: report once */
     int nbad, capbad;
 } Builder;
+
+/* ---- initialisation ---------------------------------------------------- */
+
+/* An `init = ...` value: `default`, `zeros`, `normal(std = 0.02)` (bare
+ * `normal` too), and in the model block `gpt2(std = 0.02)`. */
+static int read_init(DiagList *dl, const AstValue *v, int model_level, PlanInit *kind, double *std)
+{
+    const char *word = v->kind == AST_WORD || v->kind == AST_CALL ? v->s : NULL;
+    static const char *const names[] = {"default", "normal", "zeros", "gpt2", NULL};
+    int k = -1;
+    for (int i = 0; word && names[i]; i++)
+        if (strcmp(word, names[i]) == 0)
+            k = i;
+    if (k == PLAN_INIT_GPT2 && !model_level) {
+        diag_error(dl, v->loc, "init = gpt2 is a model-wide scheme: write it in the model block (init = gpt2(std = "
+                               "0.02)); a layer takes init = normal(std = ...), zeros or default");
+        return -1;
+    }
+    if (k < 0) {
+        char txt[64];
+        pc_value_text(v, txt, sizeof txt);
+        diag_error(dl, v->loc, "init must be %s, not '%s'",
+                   model_level ? "gpt2(std = ...), normal(std = ...), zeros or default"
+                               : "normal(std = ...), zeros or default",
+                   txt);
+        return -1;
+    }
+    PcArgs a;
+    const char *sig = k == PLAN_INIT_NORMAL || k == PLAN_INIT_GPT2 ? "std:num=0.02" : "";
+    if (pc_bind(dl, word, sig, v->kind == AST_CALL ? &v->items : NULL, v->loc, &a) != 0)
+        return -1;
+    *kind = (PlanInit)k;
+    *std = 0;
+    if (*sig) {
+        *std = pc_arg(&a, "std")->f[0];
+        if (!(*std > 0 && *std < 1e6)) {
+            diag_error(dl, pc_arg(&a, "std")->loc, "std of init = %s must be positive, not %g", word, *std);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The model block's settings (init = ...). */
+static int model_settings(DiagList *dl, const AstStmt *s, PlanInit *init, double *std, SrcLoc *at)
+{
+    int errors = 0, seen = 0;
+    for (; s; s = s->next) {
+        if (s->kind != AST_ASSIGN)
+            continue;
+        if (strcmp(s->name, "init") != 0) {
+            diag_error(dl, s->loc, "unknown model setting '%s' (the model block takes init = ...)", s->name);
+            errors++;
+        } else if (seen++) {
+            diag_error(dl, s->loc, "init is already set for this model");
+            errors++;
+        } else {
+            *at = s->loc;
+            errors += read_init(dl, s->value, 1, init, std) != 0;
+        }
+    }
+    return errors ? -1 : 0;
+}
 
 /* Layers a statement list expands to, saturating at PLAN_MAX_LAYERS + 1. */
 static int64_t count_layers(const AstStmt *s)
@@ -68,9 +132,12 @@ static int check_structure(DiagList *dl, const AstStmt *s, int depth)
 {
     int errors = 0;
     for (; s; s = s->next) {
-        if (depth > 0 && (s->kind == AST_INPUT || s->kind == AST_TARGET || s->kind == AST_LOSS)) {
+        if (depth > 0 && (s->kind == AST_INPUT || s->kind == AST_TARGET || s->kind == AST_LOSS || s->kind == AST_ASSIGN)) {
             diag_error(dl, s->loc, "'%s' cannot stand inside repeat",
-                       s->kind == AST_INPUT ? "input" : s->kind == AST_TARGET ? "target" : "loss");
+                       s->kind == AST_INPUT    ? "input"
+                       : s->kind == AST_TARGET ? "target"
+                       : s->kind == AST_LOSS   ? "loss"
+                                               : s->name);
             errors++;
         }
         if (s->kind == AST_REPEAT) {
@@ -157,7 +224,27 @@ static int bind_layer(Builder *b, int idx)
     } else {
         L->kind = (PlanLayerKind)kind;
         PcArgs a;
-        if (pc_bind(dl, s->name, plan_layer_sigs[kind], &s->args, s->loc, &a) != 0) {
+        /* init = ... is every layer's argument, not in the signatures: it
+         * is read here, the rest bound as the table says */
+        AstArgList rest = {NULL, NULL, 0};
+        AstArg copy[64];
+        for (const AstArg *x = s->args.head; x; x = x->next) {
+            if (x->name && strcmp(x->name, "init") == 0) {
+                rc |= read_init(dl, x->value, 0, &L->init, &L->init_std);
+                L->init_loc = x->loc;
+                continue;
+            }
+            if (rest.n == (int)(sizeof copy / sizeof copy[0]))
+                break; /* the binder reports too many arguments with the rest */
+            copy[rest.n] = *x;
+            copy[rest.n].next = NULL;
+            if (rest.tail)
+                rest.tail->next = &copy[rest.n];
+            else
+                rest.head = &copy[rest.n];
+            rest.tail = &copy[rest.n++];
+        }
+        if (rc || pc_bind(dl, s->name, plan_layer_sigs[kind], &rest, s->loc, &a) != 0) {
             rc = -1;
         } else {
             const char *w = s->name;
@@ -652,6 +739,30 @@ static int check_loss(DiagList *dl, PlanModel *m, const PlanTensor *out)
     return 0;
 }
 
+/* A layer's own init = ... wins; the model's fills the layers with weights
+ * that have none. GPT-2's residual scaling counts the model's blocks. A
+ * layer without weights cannot take one. */
+static int apply_init(DiagList *dl, PlanModel *m, PlanInit init, double std, SrcLoc at)
+{
+    int blocks = 0;
+    for (int i = 0; i < m->nlayers; i++)
+        blocks += m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK;
+    for (int i = 0; i < m->nlayers; i++) {
+        PlanLayer *L = &m->layer[i];
+        int weights = L->nparams > 0 || L->tie >= 0;
+        if (L->init != PLAN_INIT_DEFAULT && !weights) {
+            diag_error(dl, L->init_loc, "layer %d (%s) has no weights to initialise", i, plan_layer_names[L->kind]);
+            return -1;
+        }
+        if (L->init == PLAN_INIT_DEFAULT && L->init_loc.line == 0 && weights && init != PLAN_INIT_DEFAULT)
+            L->init = init, L->init_std = std;
+        if (L->init == PLAN_INIT_GPT2)
+            L->init_std_resid = std / sqrt(2.0 * (blocks > 0 ? blocks : 1));
+    }
+    (void)at;
+    return 0;
+}
+
 int pc_model_build(DiagList *dl, const AstBlock *block, PlanModel *m)
 {
     memset(m, 0, sizeof *m);
@@ -659,9 +770,13 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PlanModel *m)
     m->loc = block->loc;
     m->loss = PLAN_LOSS_COUNT;
     int errors = check_structure(dl, block->stmts, 0);
+    PlanInit init = PLAN_INIT_DEFAULT;
+    double init_std = 0;
+    SrcLoc init_at = block->loc;
+    errors += model_settings(dl, block->stmts, &init, &init_std, &init_at) != 0;
     const AstStmt *loss = NULL;
     for (const AstStmt *s = block->stmts; s; s = s->next) {
-        if (loss && s->kind != AST_INPUT && s->kind != AST_TARGET) {
+        if (loss && s->kind != AST_INPUT && s->kind != AST_TARGET && s->kind != AST_ASSIGN) {
             diag_error(dl, s->loc, "nothing but input and target declarations may follow the loss");
             errors++;
             break;
@@ -739,6 +854,8 @@ int pc_model_build(DiagList *dl, const AstBlock *block, PlanModel *m)
         if (m->layer[i].tie_label && resolve_tie(dl, m, &m->layer[i]) != 0)
             return -1;
     if (check_loss(dl, m, cur) != 0)
+        return -1;
+    if (apply_init(dl, m, init, init_std, init_at) != 0)
         return -1;
     m->input[0].first_use = 0;
     m->input[0].last_use = 0;

@@ -6,6 +6,7 @@
  *
  *   file      := block*                       (model NAME { ... }, pipeline { ... }, train { ... })
  *   model     := input | target | layer [as LABEL] | repeat N { model } | loss NAME
+ *              | KEY = value (a model-wide setting: init = gpt2(std = 0.02))
  *   pipeline,
  *   train     := KEY = value
  *   value     := INT | FLOAT | "STRING" | WORD | (v, ...) | [v, ...] | WORD(args)
@@ -63,7 +64,7 @@ typedef enum AstStmtKind {
     AST_LAYER,   /* NAME or NAME(args), optionally `as LABEL` */
     AST_REPEAT,  /* repeat N { ... } */
     AST_LOSS,    /* loss NAME */
-    AST_ASSIGN   /* KEY = value (pipeline and train blocks) */
+    AST_ASSIGN   /* KEY = value (pipeline and train blocks; init in the model block) */
 } AstStmtKind;
 
 typedef struct AstStmt {

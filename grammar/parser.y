@@ -189,6 +189,7 @@ model_stmt
     | KW_LOSS WORD {
           $$ = mkstmt(st, AST_LOSS, @1); $$->name = $2; $$->name_loc = L(@2);
       }
+    | assign_stmt                 { $$ = $1; }
     ;
 
 dims_opt

@@ -143,6 +143,8 @@ void k_dropout_mask_at(uint8_t *mask, int64_t e0, int64_t n, float p, uint64_t s
 void k_init_uniform(float *p, int64_t n, float bound, uint64_t seed, uint32_t layer, const char *name);
 /* ... or normal(0, 1) (embeddings, Box-Muller), or a constant. */
 void k_init_normal(float *p, int64_t n, uint64_t seed, uint32_t layer, const char *name);
+/* the same draws scaled: N(0, std^2) */
+void k_init_normal_std(float *p, int64_t n, double std, uint64_t seed, uint32_t layer, const char *name);
 void k_fill(float *p, int64_t n, float v);
 
 #endif

@@ -326,6 +326,9 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
         put_i64(o, L->held);
         put_i64(o, L->flops);
         put_i64(o, L->act_bytes);
+        put_u32(o, L->init);
+        put_f64(o, L->init_std);
+        put_f64(o, L->init_std_resid);
         put_u32(o, (uint32_t)L->nparams);
         for (int k = 0; k < L->nparams; k++) {
             put_str(o, S, L->param[k].name);
@@ -385,6 +388,11 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
         L->held = get_range(in, 0, (int64_t)1 << 53, "parameters held");
         L->flops = get_range(in, 0, (int64_t)1 << 62, "FLOPs");
         L->act_bytes = get_range(in, 0, (int64_t)1 << 53, "activation bytes");
+        L->init = (PlanInit)get_enum(in, PLAN_INIT_COUNT, "initialisation");
+        L->init_std = get_f64(in);
+        L->init_std_resid = get_f64(in);
+        if (!in->bad && !(L->init_std >= 0 && L->init_std < 1e6 && L->init_std_resid >= 0 && L->init_std_resid < 1e6))
+            bad(in, "layer %d: an initialisation std of %g", i, L->init_std);
         L->nparams = (int)get_count(in, PLAN_MAX_PARAM_TENSORS, 0, "parameter tensor");
         for (int k = 0; k < L->nparams && !in->bad; k++) {
             PlanParam *q = &L->param[k];

@@ -55,6 +55,16 @@ typedef struct PlanParam {
     int64_t count;
 } PlanParam;
 
+/* How a layer's parameters start (docs/dsl.md, "Initialisation"):
+ *   DEFAULT  PyTorch's module defaults (Linear and Conv2d uniform in
+ *            +-1/sqrt(fan_in), Embedding N(0, 1), norms at 1 and 0)
+ *   NORMAL   every weight N(0, std^2), biases 0, norm scales 1
+ *   ZEROS    every tensor 0
+ *   GPT2     as NORMAL, and the residual output projections (a block's
+ *            attention and MLP output weights) N(0, std_resid^2), std_resid
+ *            = std / sqrt(2 x the model's blocks): GPT-2's scheme */
+typedef enum PlanInit { PLAN_INIT_DEFAULT, PLAN_INIT_NORMAL, PLAN_INIT_ZEROS, PLAN_INIT_GPT2, PLAN_INIT_COUNT } PlanInit;
+
 typedef struct PlanLayer {
     PlanLayerKind kind;
     int index;
@@ -78,6 +88,9 @@ typedef struct PlanLayer {
     int64_t held;                /* elements its stage must hold (a tied linear: + the shared weight) */
     int64_t flops;               /* forward, one sample (a multiply-add counts 2) */
     int64_t act_bytes;           /* its output, one sample */
+    PlanInit init;               /* how its parameters start */
+    double init_std, init_std_resid; /* NORMAL, GPT2 */
+    SrcLoc init_loc;             /* its own init = ..., or line 0 */
 } PlanLayer;
 
 typedef struct PlanIO {

@@ -207,6 +207,41 @@ static const RtInit layer_init[PLAN_L_COUNT] = {
 #undef PLAN_LAYER
 };
 
+/* The residual output projections GPT-2's scheme scales down: a block's
+ * attention and MLP output weights. */
+static int residual_projection(const char *name)
+{
+    static const char *const names[] = {"attn.proj.weight", "mlp.proj.weight", "self_attn.o_proj.weight",
+                                        "mlp.down_proj.weight", NULL};
+    for (int i = 0; names[i]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Tensor k of layer L, as its init says (plan_model.h, PlanInit): the
+ * layer kind's default (layer_init), zeros, or normal weights with biases
+ * at 0 and norm scales at 1 (a 1-D tensor is a bias or a norm's scale). */
+static void init_param(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    const PlanParam *q = &L->param[k];
+    size_t len = strlen(q->name);
+    switch (L->init) {
+    case PLAN_INIT_DEFAULT: layer_init[L->kind](p, n, L, k, seed); return;
+    case PLAN_INIT_ZEROS: k_fill(p, n, 0.0f); return;
+    case PLAN_INIT_NORMAL:
+    case PLAN_INIT_GPT2:
+        if (q->ndim == 1) {
+            k_fill(p, n, len >= 4 && strcmp(q->name + len - 4, "bias") == 0 ? 0.0f : 1.0f);
+            return;
+        }
+        k_init_normal_std(p, n, L->init == PLAN_INIT_GPT2 && residual_projection(q->name) ? L->init_std_resid : L->init_std,
+                          seed, (uint32_t)L->index, q->name);
+        return;
+    case PLAN_INIT_COUNT: break; /* the plan reader refuses it */
+    }
+}
+
 /* Parameters of this stage, in layer order; a tied linear whose owner is on
  * another stage gets a copy, initialised as the owner is. */
 static void setup_params(RtCtx *rt)
@@ -261,9 +296,9 @@ static void setup_params(RtCtx *rt)
         int li = q->k < 0 ? m->layer[q->layer].tie : q->layer;
         const PlanLayer *L = &m->layer[li];
         int k = q->k < 0 ? 0 : q->k;
-        RT_CHECK(rt, layer_init[L->kind], "layer %d (%s) has parameters but no initialisation", li,
-                 plan_layer_names[L->kind]);
-        layer_init[L->kind](q->p, q->n, L, k, rt->c->seed);
+        RT_CHECK(rt, L->init != PLAN_INIT_DEFAULT || layer_init[L->kind],
+                 "layer %d (%s) has parameters but no initialisation", li, plan_layer_names[L->kind]);
+        init_param(q->p, q->n, L, k, rt->c->seed);
     }
     /* the device arenas, a copy of these (rt->dparams...; q->dp...) */
     if (rt->gpu)

@@ -4,6 +4,8 @@
  * the same against torch itself. */
 #include "testutil.h"
 
+#include <math.h>
+
 static const PlanLayer *L(T *t, int i)
 {
     ck_assert_int_lt(i, t->f.model.nlayers);
@@ -395,6 +397,72 @@ START_TEST(warn_unused_input)
 }
 END_TEST
 
+/* init = ...: a model's scheme fills its layers with weights, a layer's own
+ * wins, GPT-2's residual projections are scaled by the block count. */
+#define GPT_INIT(model_init, head_init)                                                                    \
+    "model g {\n  " model_init "\n  input t: int32[8]\n  target y: int32[8]\n"                             \
+    "  embedding(vocab = 16, dim = 8)\n  repeat 3 { transformer_block(heads = 2) }\n  layernorm\n  relu\n" \
+    "  linear(16" head_init ")\n  loss cross_entropy\n}\n"
+
+START_TEST(init_schemes)
+{
+    T *t = t_compile(GPT_INIT("init = gpt2(std = 0.02)", ", init = zeros"));
+    ck_ok(t);
+    const PlanModel *m = &t->f.model;
+    ck_assert_int_eq(m->layer[0].init, PLAN_INIT_GPT2);
+    for (int i = 1; i <= 3; i++) {
+        ck_assert_int_eq(m->layer[i].init, PLAN_INIT_GPT2);
+        ck_assert(m->layer[i].init_std == 0.02);
+        ck_assert(fabs(m->layer[i].init_std_resid - 0.02 / sqrt(6.0)) < 1e-15); /* 1/sqrt(2 x 3 blocks) */
+    }
+    ck_assert_int_eq(m->layer[4].init, PLAN_INIT_GPT2);   /* layernorm */
+    ck_assert_int_eq(m->layer[5].init, PLAN_INIT_DEFAULT); /* relu: no weights */
+    ck_assert_int_eq(m->layer[6].init, PLAN_INIT_ZEROS);   /* its own */
+    t_free(t);
+    t = t_compile(GPT_INIT("init = normal", ", init = default"));
+    ck_ok(t);
+    ck_assert_int_eq(t->f.model.layer[0].init, PLAN_INIT_NORMAL);
+    ck_assert(t->f.model.layer[0].init_std == 0.02);
+    ck_assert_int_eq(t->f.model.layer[6].init, PLAN_INIT_DEFAULT);
+    t_free(t);
+    t = t_compile(GPT_INIT("", ", init = normal(std = 0.5)"));
+    ck_ok(t);
+    ck_assert_int_eq(t->f.model.layer[0].init, PLAN_INIT_DEFAULT);
+    ck_assert_int_eq(t->f.model.layer[6].init, PLAN_INIT_NORMAL);
+    ck_assert(t->f.model.layer[6].init_std == 0.5);
+    t_free(t);
+}
+END_TEST
+
+START_TEST(init_errors)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {GPT_INIT("", ", init = gpt2"), "init = gpt2 is a model-wide scheme"},
+        {GPT_INIT("init = xavier", ""), "t.pipe:2:10: error: init must be gpt2(std = ...), normal(std = ...), zeros or "
+                                        "default, not 'xavier'"},
+        {GPT_INIT("", ", init = uniform(1)"), "init must be normal(std = ...), zeros or default, not 'uniform(...)'"},
+        {GPT_INIT("init = normal(std = -1)", ""), "std of init = normal must be positive, not -1"},
+        {GPT_INIT("init = normal(sd = 1)", ""), "unknown argument 'sd'"},
+        {GPT_INIT("seed = 3", ""), "t.pipe:2:3: error: unknown model setting 'seed' (the model block takes init = ...)"},
+        {GPT_INIT("init = zeros\n  init = zeros", ""), "init is already set for this model"},
+        {"model m {\n  input x: float32[4]\n  target y: int32[]\n  relu(init = zeros)\n  linear(3)\n"
+         "  loss cross_entropy\n}\n",
+         "t.pipe:4:8: error: layer 0 (relu) has no weights to initialise"},
+        {"model m {\n  input x: float32[4]\n  target y: int32[]\n  repeat 2 { init = zeros\n relu }\n"
+         "  linear(3)\n  loss cross_entropy\n}\n",
+         "'init' cannot stand inside repeat"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        T *t = t_compile(cases[i].text);
+        ck_assert_msg(t->rc == PC_USER_ERROR, "case %zu accepted", i);
+        ck_assert_msg(strstr(t->err, cases[i].want), "case %zu: want '%s' in: %s", i, cases[i].want, t->err);
+        t_free(t);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("model");
@@ -407,6 +475,7 @@ static Suite *suite(void)
     tcase_add_test(c, transformer_mlp_default);
     tcase_add_test(c, mse_loss);
     tcase_add_test(c, repeat_and_labels);
+    tcase_add_test(c, init_schemes);
     suite_add_tcase(s, c);
     TCase *e = tcase_create("errors");
     tcase_add_test(e, err_unknown_layer);
@@ -416,6 +485,7 @@ static Suite *suite(void)
     tcase_add_test(e, err_tie_and_mask);
     tcase_add_test(e, err_structure);
     tcase_add_test(e, warn_unused_input);
+    tcase_add_test(e, init_errors);
     suite_add_tcase(s, e);
     return s;
 }

@@ -153,6 +153,13 @@ void k_init_uniform(float *p, int64_t n, float bound, uint64_t seed, uint32_t la
  * where the double result lies within an ulp of a float rounding boundary. */
 void k_init_normal(float *p, int64_t n, uint64_t seed, uint32_t layer, const char *name)
 {
+    k_init_normal_std(p, n, 1.0, seed, layer, name);
+}
+
+/* N(0, std^2): the same draws, each (float)(std * r * cos(t)) (or sin),
+ * still one rounding to float; std = 1 gives k_init_normal's bits. */
+void k_init_normal_std(float *p, int64_t n, double std, uint64_t seed, uint32_t layer, const char *name)
+{
     const double two_pi = 2.0 * 3.14159265358979323846;
     uint32_t key[2], ctr[4], r[4];
     seed_key(key, seed);
@@ -165,8 +172,8 @@ void k_init_normal(float *p, int64_t n, uint64_t seed, uint32_t layer, const cha
             double u1 = ((double)(r[j] >> 8) + 0.5) * 0x1p-24;
             double u2 = ((double)(r[j + 1] >> 8) + 0.5) * 0x1p-24;
             double rad = sqrt(-2.0 * log(u1)), t = two_pi * u2;
-            z[j] = (float)(rad * cos(t));
-            z[j + 1] = (float)(rad * sin(t));
+            z[j] = (float)(std * rad * cos(t));
+            z[j + 1] = (float)(std * rad * sin(t));
         }
         int64_t m = n - e0 < 4 ? n - e0 : 4;
         for (int64_t j = 0; j < m; j++)

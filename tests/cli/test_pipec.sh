@@ -337,11 +337,11 @@ check "cifar10 for 5 classes; eval_data checked as well, both reported" 1 --stdo
 run "$GPT" -D 'data=idx("images.gz", "labels.gz")'
 check "idx(...) for a model of two inputs" 1 --stdout-empty \
     --err-fixed "-D data:1:1: error: data: idx(...) yields one input per sample (the image), but the model declares 2 inputs" \
-    --err "gpt_tiny\.pipe:22:12: note: input 'mask' is declared here$"
+    --err "gpt_tiny\.pipe:25:12: note: input 'mask' is declared here$"
 run "$GPT" -D 'data=tokens("input.u16", pad = 256)'
 check "tokens with a pad id outside the vocabulary" 1 --stdout-empty \
     --err-fixed "-D data:1:1: error: data: pad = 256 can never occur: token ids are below 256 (the embedding's vocab)" \
-    --err "gpt_tiny\.pipe:24:5: note: layer 0 \(embedding\) gives the vocabulary$"
+    --err "gpt_tiny\.pipe:27:5: note: layer 0 \(embedding\) gives the vocabulary$"
 cat >"$TMP/lm_scalar.pipe" <<'EOF'
 model lm {
     input  tokens: int32[8]
