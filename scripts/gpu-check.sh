@@ -66,7 +66,7 @@
 # packages are unpacked; default /tmp/pipe-prefix), CUDNN_ROOT / NCCL_ROOT
 # (where to look first); test hooks: GPU_CHECK_TEST_HANG=SECTION (that
 # section sleeps until it is cut: the budget's test) and
-# GPU_CHECK_PRETEND_MISSING="flex bison mpi openblas zlib pkg-config cmake"
+# GPU_CHECK_PRETEND_MISSING="flex bison mpi openblas zlib jansson pkg-config cmake"
 # (the preflight treats those as absent, so the fallbacks are chosen).
 #
 # Exit status: on a GPU, 0 when all six sections report ok, else 1; with
@@ -368,6 +368,10 @@ preflight() {
     if ! missing_pretend openblas && [ "$PKGC" = system ] && pkg-config --exists openblas 2>/dev/null; then
         BLAS=system
     elif carried blas; then BLAS=carried groups="$groups blas"; else BLAS=missing; fi
+    # jansson: the JSON reader of checkpoints and safetensors (base/base_json.c)
+    if ! missing_pretend jansson && [ "$PKGC" = system ] && pkg-config --exists jansson 2>/dev/null; then
+        JANSSON=system
+    elif carried jansson; then JANSSON=carried groups="$groups jansson"; else JANSSON=missing; fi
     # unpack what is carried and missing
     if [ -n "$groups" ]; then
         mkdir -p "$PREFIX" || return 1
@@ -383,7 +387,7 @@ preflight() {
         [ "$MPI" = carried ] && e "export OPAL_PREFIX=$u PMIX_PREFIX=$ml/pmix2 PMIX_DATADIR=$ml/pmix2/share PMIX_PKGDATADIR=$ml/pmix2/share/pmix PMIX_LIBDIR=$ml/pmix2/lib PMIX_PKGLIBDIR=$ml/pmix2/lib/pmix"
         echo "unpacked into $PREFIX:$groups ($(du -sh "$PREFIX" 2>/dev/null | cut -f1))"
     fi
-    echo "decisions: parser $PARSER; pkg-config $PKGC; MPI $MPI; OpenBLAS $BLAS; zlib $ZLIB"
+    echo "decisions: parser $PARSER; pkg-config $PKGC; MPI $MPI; OpenBLAS $BLAS; zlib $ZLIB; jansson $JANSSON"
     # the libraries every CUDA run needs; Open MPI's settings for a container
     local cl="${CUDNN##*|}" nl="${NCCL##*|}"
     local rl="${CUDNN:+$(dirname "$cl"):}${NCCL:+$(dirname "$nl"):}${CUDA_HOME_:+$CUDA_HOME_/lib64:}$PREFIX_LD"
@@ -394,7 +398,7 @@ preflight() {
     # shellcheck disable=SC2016
     e "NVCC=$NVCC CUDA_HOME_=$CUDA_HOME_ CAP=$CAP CMODE=$CMODE GPUS=$GPUS"
     e "CUDNN_INC=${CUDNN%%|*} CUDNN_LIB=${CUDNN##*|} NCCL_INC=${NCCL%%|*} NCCL_LIB=${NCCL##*|}"
-    e "PARSER='$PARSER' MPI=$MPI BLAS=$BLAS ZLIB=$ZLIB PKGC=$PKGC PREFIX=$PREFIX CARRY=$CARRY"
+    e "PARSER='$PARSER' MPI=$MPI BLAS=$BLAS ZLIB=$ZLIB JANSSON=$JANSSON PKGC=$PKGC PREFIX=$PREFIX CARRY=$CARRY"
     local nv=missing cu=missing nc=missing
     [ -n "$NVCC" ] && nv="$("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p') ($NVCC)"
     [ -n "$CUDNN" ] && cu="${CUDNN##*|}"
@@ -426,7 +430,7 @@ sec_build() {
     [ "$PKGC" = carried ] && args+=(-DPKG_CONFIG_EXECUTABLE="$PREFIX/usr/bin/pkgconf")
     [ "$ZLIB" = carried ] && args+=(-DZLIB_ROOT="$PREFIX/usr")
     local need="" m
-    for m in "parser:$PARSER" "MPI:$MPI" "OpenBLAS:$BLAS" "zlib:$ZLIB" "pkg-config:$PKGC"; do
+    for m in "parser:$PARSER" "MPI:$MPI" "OpenBLAS:$BLAS" "zlib:$ZLIB" "jansson:$JANSSON" "pkg-config:$PKGC"; do
         case ${m#*:} in missing* | stale*) need="$need, ${m%%:*} ${m#*:}" ;; esac
     done
     have cmake || need="$need, cmake missing"
@@ -477,7 +481,7 @@ sec_build() {
     case " $made " in *" pipert-cuda-fake.so "*) put FAKE_MODULE "$B/pipert-cuda-fake.so" ;; esac
     local warn
     warn=$(grep -c 'warning:' "$GC_OUT/build.txt" 2>/dev/null)
-    local how="parser ${PARSER%% *}, MPI $MPI, OpenBLAS $BLAS, zlib $ZLIB, pkg-config $PKGC"
+    local how="parser ${PARSER%% *}, MPI $MPI, OpenBLAS $BLAS, zlib $ZLIB, jansson $JANSSON, pkg-config $PKGC"
     [ "$GC_MODE" = gpu ] && how="sm_${CAP:-90}, $how"
     detail "built:${made:- nothing} ($how; $warn compiler warnings)"
     local want="pipec pipert test_cuda_kernels cuda_gemm"

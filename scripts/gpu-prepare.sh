@@ -17,7 +17,8 @@
 #                  the libraries it needs except those any Linux image has
 #                  (libc6, libstdc++6, zlib1g, ...): mpi (Open MPI: mpirun,
 #                  mpicc, mpi.h, libmpi), blas (OpenBLAS, pthread flavour,
-#                  with cblas.h and openblas.pc), zlib (zlib.h), pkgconfig
+#                  with cblas.h and openblas.pc), zlib (zlib.h), jansson
+#                  (libjansson.so.4, jansson.h, jansson.pc: the JSON reader), pkgconfig
 #                  (pkgconf). debs/groups lists "GROUP FILE.deb"; the check
 #                  script unpacks a group with `dpkg -x` into a prefix
 #                  (/tmp/pipe-prefix, never /) only when the GPU machine lacks
@@ -134,6 +135,7 @@ if [ "$DEBS" = 1 ]; then
     GROUPS_DEF="mpi:openmpi-bin libopenmpi3 openmpi-common|libopenmpi-dev
 blas:libopenblas0-pthread|libopenblas-pthread-dev
 zlib:|zlib1g-dev
+jansson:libjansson4|libjansson-dev
 pkgconfig:pkg-config|"
     all=" "
     while IFS= read -r line; do
@@ -154,7 +156,7 @@ pkgconfig:pkg-config|"
         echo "$g $f"
     done <"$D/groups.pkgs" >"$D/groups"
     rm -f "$D/groups.pkgs"
-    for g in mpi blas zlib pkgconfig; do
+    for g in mpi blas zlib jansson pkgconfig; do
         say "debs, $g: $(awk -v g=$g '$1 == g { sub(/_.*/, "", $2); printf "%s ", $2 }' "$D/groups")"
     done
 fi
