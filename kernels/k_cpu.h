@@ -89,6 +89,36 @@ void k_layernorm_backward_input(float *din, const float *dout, const float *in, 
 void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
                                  const float *rstd, int64_t n, int64_t d);
 
+/* ---- rmsnorm over the last dimension D of N rows ---------------------------- */
+/* saves rstd (N) for the backward; y = (x * rstd) * w, rstd = 1 / sqrt(mean(x^2)
+ * + eps) (Hugging Face's LlamaRMSNorm, in its order); w NULL means 1 */
+void k_rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int64_t n, int64_t d, float eps);
+/* din = rstd (g - xhat mean(g xhat)), g = dout * w, xhat = x * rstd */
+void k_rmsnorm_backward_input(float *din, const float *dout, const float *in, const float *w, const float *rstd,
+                              int64_t n, int64_t d);
+/* dw += column sums of dout * xhat */
+void k_rmsnorm_backward_weight(float *dw, const float *dout, const float *in, const float *rstd, int64_t n, int64_t d);
+
+/* ---- rotary position embedding (inside llama_block) ---------------------------- */
+/* cos, sin (T, hd / 2): inv_freq[i] = 1 / powf(theta, 2i / hd), angle =
+ * (float)pos * inv_freq[i], all in float as torch's float32 (hd even) */
+void k_rope_table(float *cosv, float *sinv, int64_t t, int64_t hd, float theta);
+/* In place on N = B T rows of `heads` heads of hd each (row r at x + r ld,
+ * position r % T), HF's rotate_half pairing (i with i + hd / 2):
+ *     y[i] = x[i] c - x[i + hd/2] s,   y[i + hd/2] = x[i + hd/2] c + x[i] s.
+ * The backward applies the transpose to a gradient in place:
+ *     g[i] = y[i] c + y[i + hd/2] s,   g[i + hd/2] = y[i + hd/2] c - y[i] s. */
+void k_rope_forward(float *x, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd, const float *cosv,
+                    const float *sinv);
+void k_rope_backward(float *dx, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd, const float *cosv,
+                     const float *sinv);
+
+/* ---- SwiGLU: act = silu(gate) * up (n elements) --------------------------------- */
+/* silu(x) = x / (1 + exp(-x)), ATen's; the backward: dup = dact * silu(gate),
+ * dgate = (dact * up) * s * (1 + gate * (1 - s)), s = 1 / (1 + exp(-gate)) */
+void k_swiglu_forward(float *act, const float *gate, const float *up, int64_t n);
+void k_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, int64_t n);
+
 /* ---- embedding ------------------------------------------------------------- */
 /* tokens (B, T) int32 in [0, vocab) (the caller checks), wte (V, D), wpe (P, D)
  * or NULL, out (B, T, D) = wte[token] + wpe[t] */

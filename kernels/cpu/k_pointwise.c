@@ -1,7 +1,8 @@
 /* kernels/cpu/k_pointwise.c: the CPU kernels that are not a convolution, a
  * linear layer or a pooling: activations (relu, gelu, tanh, sigmoid),
- * dropout's apply step, layernorm, embedding, the attention core of
- * transformer_block, and the losses (cross-entropy, mse).
+ * dropout's apply step, layernorm, rmsnorm, embedding, the attention core
+ * of transformer_block, llama_block's RoPE and SwiGLU, and the losses
+ * (cross-entropy, mse).
  *
  * The math follows PyTorch's definitions (ATen's CPU kernels, where the
  * order of operations is cheap to copy). Reductions use the fixed-order sums
@@ -209,6 +210,166 @@ void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const 
             if (db)
                 db[j0 + j] += (float)ab[j];
         }
+    }
+}
+
+/* ---- rmsnorm ------------------------------------------------------------------------
+ * The sum of squares goes through k_block_sum (k_reduce.h) as layernorm's
+ * sums do; rstd is computed in double and rounded once to float, and the
+ * backward recomputes xhat = x * rstd from that float, as the forward. */
+
+void k_rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int64_t n, int64_t d, float eps)
+{
+    float t[K_BLOCK];
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = in + i * d; /* (D) */
+        float *y = out + i * d;
+        double s = 0.0;
+        for (int64_t j0 = 0; j0 < d; j0 += K_BLOCK) {
+            int64_t len = d - j0 < K_BLOCK ? d - j0 : K_BLOCK;
+            for (int64_t j = 0; j < len; j++)
+                t[j] = x[j0 + j] * x[j0 + j];
+            s += k_block_sum(t, len);
+        }
+        float rf = (float)(1.0 / sqrt(s / (double)d + (double)eps));
+        rstd[i] = rf;
+        /* HF: weight * (x * rsqrt(...)) */
+        if (w) {
+            for (int64_t j = 0; j < d; j++)
+                y[j] = (x[j] * rf) * w[j];
+        } else {
+            for (int64_t j = 0; j < d; j++)
+                y[j] = x[j] * rf;
+        }
+    }
+}
+
+void k_rmsnorm_backward_input(float *din, const float *dout, const float *in, const float *w, const float *rstd,
+                              int64_t n, int64_t d)
+{
+    float tgx[K_BLOCK];
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = in + i * d, *dy = dout + i * d;
+        float *dx = din + i * d;
+        float rf = rstd[i];
+        double sgx = 0.0;
+        for (int64_t j0 = 0; j0 < d; j0 += K_BLOCK) {
+            int64_t len = d - j0 < K_BLOCK ? d - j0 : K_BLOCK;
+            for (int64_t j = 0; j < len; j++) {
+                float g = dy[j0 + j] * (w ? w[j0 + j] : 1.0f);
+                tgx[j] = g * (x[j0 + j] * rf);
+            }
+            sgx += k_block_sum(tgx, len);
+        }
+        float mgx = (float)(sgx / (double)d);
+        for (int64_t j = 0; j < d; j++) {
+            float xh = x[j] * rf;
+            float g = dy[j] * (w ? w[j] : 1.0f);
+            dx[j] = rf * (g - xh * mgx);
+        }
+    }
+}
+
+/* dw += column sums of dout * xhat, in layernorm's order (K_ROWS rows in
+ * float, then double), K_RMS_COLS columns at a time */
+#define K_RMS_COLS 1024 /* 12 KiB of stack */
+
+void k_rmsnorm_backward_weight(float *dw, const float *dout, const float *in, const float *rstd, int64_t n, int64_t d)
+{
+    double aw[K_RMS_COLS];
+    float fw[K_RMS_COLS];
+    for (int64_t j0 = 0; j0 < d; j0 += K_RMS_COLS) {
+        int64_t m = d - j0 < K_RMS_COLS ? d - j0 : K_RMS_COLS;
+        memset(aw, 0, sizeof aw);
+        for (int64_t i0 = 0; i0 < n; i0 += K_ROWS) {
+            int64_t i1 = n - i0 < K_ROWS ? n : i0 + K_ROWS;
+            memset(fw, 0, sizeof fw);
+            for (int64_t i = i0; i < i1; i++) {
+                const float *x = in + i * d + j0, *dy = dout + i * d + j0;
+                float rf = rstd[i];
+                for (int64_t j = 0; j < m; j++)
+                    fw[j] += dy[j] * (x[j] * rf);
+            }
+            for (int64_t j = 0; j < m; j++)
+                aw[j] += fw[j];
+        }
+        for (int64_t j = 0; j < m; j++)
+            dw[j0 + j] += (float)aw[j];
+    }
+}
+
+/* ---- rotary position embedding ----------------------------------------------------------
+ * Torch's float32 steps for HF's LlamaRotaryEmbedding: arange(0, hd, 2) / hd
+ * in float, theta ** that, its reciprocal, times the position, cos and
+ * sin; each one float operation here (powf, cosf, sinf: glibc's, within an
+ * ulp of torch's). */
+
+void k_rope_table(float *cosv, float *sinv, int64_t t, int64_t hd, float theta)
+{
+    int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float inv = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
+        for (int64_t p = 0; p < t; p++) {
+            float a = (float)p * inv;
+            cosv[p * half + i] = cosf(a);
+            sinv[p * half + i] = sinf(a);
+        }
+    }
+}
+
+void k_rope_forward(float *x, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd, const float *cosv,
+                    const float *sinv)
+{
+    int64_t half = hd / 2;
+    for (int64_t r = 0; r < n; r++) {
+        const float *c = cosv + (r % t) * half, *s = sinv + (r % t) * half;
+        for (int64_t h = 0; h < heads; h++) {
+            float *v = x + r * ld + h * hd;
+            for (int64_t i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];        /* q cos + (-q2) sin */
+                v[i + half] = b * c[i] + a * s[i]; /* q2 cos + q1 sin */
+            }
+        }
+    }
+}
+
+void k_rope_backward(float *dx, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd, const float *cosv,
+                     const float *sinv)
+{
+    int64_t half = hd / 2;
+    for (int64_t r = 0; r < n; r++) {
+        const float *c = cosv + (r % t) * half, *s = sinv + (r % t) * half;
+        for (int64_t h = 0; h < heads; h++) {
+            float *v = dx + r * ld + h * hd;
+            for (int64_t i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] + b * s[i];
+                v[i + half] = b * c[i] - a * s[i];
+            }
+        }
+    }
+}
+
+/* ---- SwiGLU ----------------------------------------------------------------------------- */
+
+void k_swiglu_forward(float *act, const float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        act[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+/* ATen's silu_backward: dy * s * (1 + x * (1 - s)), left to right */
+void k_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i], da = dact[i];
+        float e = 1.0f + expf(-g);
+        float s = 1.0f / e;
+        dup[i] = da * (g / e);
+        dgate[i] = da * up[i] * s * (1.0f + g * (1.0f - s));
     }
 }
 

@@ -1,0 +1,192 @@
+/* kernels/cpu/k_llama.c: the llama_block layer (kernels/k_llama.h), a
+ * composite of the k_cpu.h kernels, call for call what a CUDA backend
+ * mirrors (kernels/cuda/kc_llama.cu):
+ *
+ *     r1 = RMSNorm1(x)                q = rope(r1 Wq^T), k = rope(r1 Wk^T), v = r1 Wv^T
+ *     ctx = attention(q, k, v)        h = x + ctx Wo^T
+ *     r2 = RMSNorm2(h)                gate = r2 Wg^T, up = r2 Wu^T
+ *     act = silu(gate) * up           out = h + act Wd^T
+ *
+ * Layouts (k_llama.h): saved, dsaved and scratch hold B samples as
+ * sections, each (B, ...) for all samples at once, so every linear is one
+ * GEMM over N = B T rows. The attention is k_attention_forward /
+ * k_attention_backward over an (N, 3D) array with the K kv heads repeated
+ * to H (HF's repeat_kv), built in scratch from saved q, k, v: the forward
+ * builds it once, the input half again; its gradient's kv heads are summed
+ * back over each group in head order.
+ *
+ * dsaved holds, for each linear and RMSNorm, the gradient of its output:
+ * exactly the dout arguments of the *_weight kernels. The input half
+ * writes them, the weight half only reads them, so a full backward and a
+ * split one run the same calls on the same numbers: the same bits. Where
+ * one input feeds several linears (r1 feeds q, k and v; r2 gate and up) its
+ * gradient is the first product, then each next one added in that order.
+ */
+#include "k_cpu.h"
+#include "k_llama.h"
+
+#include <assert.h>
+#include <string.h>
+
+/* what the kernels rely on; the compiler and runtime check it first */
+static void check_geometry(const KLlama *g)
+{
+    assert(g->t > 0 && g->d > 0 && g->heads > 0 && g->kv_heads > 0 && g->f > 0 && "positive sizes");
+    assert(g->d % g->heads == 0 && "heads divide the width");
+    assert(g->heads % g->kv_heads == 0 && "kv_heads divide heads");
+    assert((g->d / g->heads) % 2 == 0 && "an even head width (RoPE's halves)");
+    (void)g;
+}
+
+int64_t k_llama_saved_floats(const KLlama *g)
+{
+    return k_llama_saved_layout(g, 1).end;
+}
+
+int64_t k_llama_dsaved_floats(const KLlama *g)
+{
+    return k_llama_dsaved_layout(g, 1).end;
+}
+
+int64_t k_llama_scratch_floats(const KLlama *g, int64_t B)
+{
+    return k_llama_scratch_layout(g, B).end;
+}
+
+/* y (n) += x (n): the residual adds and the gradient sums, one float add each */
+static void add_into(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+/* qkv (N, 3D) = q | k repeated | v repeated: query head j reads kv head
+ * j / (H / K) */
+static void gqa_expand(float *qkv, const float *q, const float *k, const float *v, int64_t n, const KLlama *g)
+{
+    int64_t d = g->d, hd = d / g->heads, dk = k_llama_kv_width(g), rep = g->heads / g->kv_heads;
+    size_t hb = (size_t)hd * sizeof(float);
+    for (int64_t r = 0; r < n; r++) {
+        float *row = qkv + r * 3 * d;
+        memcpy(row, q + r * d, (size_t)d * sizeof(float));
+        for (int64_t j = 0; j < g->heads; j++) {
+            memcpy(row + d + j * hd, k + r * dk + (j / rep) * hd, hb);
+            memcpy(row + 2 * d + j * hd, v + r * dk + (j / rep) * hd, hb);
+        }
+    }
+}
+
+/* dq (N, D) = dqkv's q part; dk, dv (N, Dk): each kv head the sum of its
+ * group's query heads, in head order */
+static void gqa_reduce(float *dq, float *dk, float *dv, const float *dqkv, int64_t n, const KLlama *g)
+{
+    int64_t d = g->d, hd = d / g->heads, dkw = k_llama_kv_width(g), rep = g->heads / g->kv_heads;
+    for (int64_t r = 0; r < n; r++) {
+        const float *row = dqkv + r * 3 * d;
+        memcpy(dq + r * d, row, (size_t)d * sizeof(float));
+        for (int part = 1; part <= 2; part++) {
+            float *dst = (part == 1 ? dk : dv) + r * dkw;
+            const float *src = row + part * d;
+            for (int64_t kv = 0; kv < g->kv_heads; kv++)
+                for (int64_t e = 0; e < hd; e++) {
+                    float s = src[(kv * rep) * hd + e];
+                    for (int64_t j = 1; j < rep; j++)
+                        s += src[(kv * rep + j) * hd + e];
+                    dst[kv * hd + e] = s;
+                }
+        }
+    }
+}
+
+void k_llama_forward(float *out, float *saved, const float *in, const float *mask, const float *const p[9], int64_t B,
+                     const KLlama *g, float *scratch)
+{
+    check_geometry(g);
+    KLlamaSaved o = k_llama_saved_layout(g, B);
+    KLlamaScratch sc = k_llama_scratch_layout(g, B);
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f, hd = d / g->heads;
+    float *r1 = saved + o.r1, *q = saved + o.q, *k = saved + o.k, *v = saved + o.v, *ctx = saved + o.ctx;
+    float *h = saved + o.h, *r2 = saved + o.r2, *gate = saved + o.gate, *up = saved + o.up, *act = saved + o.act;
+    float *cosv = scratch + sc.cos, *sinv = scratch + sc.sin;
+    /* attention half: h = x + o_proj(attention(rope(q), rope(k), v)) */
+    k_rmsnorm_forward(r1, saved + o.rstd1, in, p[7], n, d, g->eps);
+    k_linear_forward(q, r1, p[0], NULL, n, d, d);
+    k_linear_forward(k, r1, p[1], NULL, n, d, dk);
+    k_linear_forward(v, r1, p[2], NULL, n, d, dk);
+    k_rope_table(cosv, sinv, g->t, hd, g->theta);
+    k_rope_forward(q, n, d, g->t, g->heads, hd, cosv, sinv);
+    k_rope_forward(k, n, dk, g->t, g->kv_heads, hd, cosv, sinv);
+    gqa_expand(scratch + sc.qkv, q, k, v, n, g);
+    k_attention_forward(ctx, saved + o.att, scratch + sc.qkv, mask, B, g->t, d, g->heads, g->causal);
+    k_linear_forward(h, ctx, p[3], NULL, n, d, d);
+    add_into(h, in, n * d);
+    /* MLP half: out = h + down_proj(silu(gate_proj(r2)) * up_proj(r2)) */
+    k_rmsnorm_forward(r2, saved + o.rstd2, h, p[8], n, d, g->eps);
+    k_linear_forward(gate, r2, p[4], NULL, n, d, f);
+    k_linear_forward(up, r2, p[5], NULL, n, d, f);
+    k_swiglu_forward(act, gate, up, n * f);
+    k_linear_forward(out, act, p[6], NULL, n, f, d);
+    add_into(out, h, n * d);
+}
+
+/* The chain rule backwards through the forward above. The residuals meet
+ * in one float add each: dh = RMSNorm2's input gradient + dout, din =
+ * RMSNorm1's input gradient + dh. */
+void k_llama_backward_input(float *din, float *dsaved, const float *dout, const float *in, const float *saved,
+                            const float *mask, const float *const p[9], int64_t B, const KLlama *g, float *scratch)
+{
+    check_geometry(g);
+    KLlamaSaved o = k_llama_saved_layout(g, B);
+    KLlamaDsaved q = k_llama_dsaved_layout(g, B);
+    KLlamaScratch sc = k_llama_scratch_layout(g, B);
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f, hd = d / g->heads;
+    float *dq = dsaved + q.dq, *dkk = dsaved + q.dk, *dv = dsaved + q.dv, *dh = dsaved + q.dh;
+    float *dgate = dsaved + q.dgate, *dup = dsaved + q.dup, *dmp = dsaved + q.dout;
+    float *dr1 = dsaved + q.dr1, *dr2 = dsaved + q.dr2;
+    float *tmp = scratch + sc.tmp, *cosv = scratch + sc.cos, *sinv = scratch + sc.sin;
+    /* down_proj's output gradient is dout; kept, since the weight half does not get dout */
+    memcpy(dmp, dout, (size_t)(n * d) * sizeof(float));
+    k_linear_backward_input(tmp, dout, p[6], n, f, d); /* dact (N, F) */
+    k_swiglu_backward(dgate, dup, tmp, saved + o.gate, saved + o.up, n * f);
+    k_linear_backward_input(dr2, dgate, p[4], n, d, f);
+    k_linear_backward_input(tmp, dup, p[5], n, d, f);
+    add_into(dr2, tmp, n * d);
+    k_rmsnorm_backward_input(dh, dr2, saved + o.h, p[8], saved + o.rstd2, n, d);
+    add_into(dh, dout, n * d);
+    k_linear_backward_input(tmp, dh, p[3], n, d, d); /* dctx (N, D) */
+    k_rope_table(cosv, sinv, g->t, hd, g->theta);
+    gqa_expand(scratch + sc.qkv, saved + o.q, saved + o.k, saved + o.v, n, g);
+    k_attention_backward(scratch + sc.dqkv, tmp, scratch + sc.qkv, saved + o.att, B, g->t, d, g->heads);
+    gqa_reduce(dq, dkk, dv, scratch + sc.dqkv, n, g);
+    k_rope_backward(dq, n, d, g->t, g->heads, hd, cosv, sinv);
+    k_rope_backward(dkk, n, dk, g->t, g->kv_heads, hd, cosv, sinv);
+    k_linear_backward_input(dr1, dq, p[0], n, d, d);
+    k_linear_backward_input(tmp, dkk, p[1], n, d, dk);
+    add_into(dr1, tmp, n * d);
+    k_linear_backward_input(tmp, dv, p[2], n, d, dk);
+    add_into(dr1, tmp, n * d);
+    k_rmsnorm_backward_input(din, dr1, in, p[7], saved + o.rstd1, n, d);
+    add_into(din, dh, n * d);
+    (void)mask; /* the saved probabilities already carry it (masked = 0) */
+}
+
+/* Every parameter gradient is a *_backward_weight call on one output
+ * gradient from dsaved and one saved input, in PlanLayer.param order. */
+void k_llama_backward_weight(float *const grads[9], const float *dsaved, const float *in, const float *saved,
+                             int64_t B, const KLlama *g, float *scratch)
+{
+    check_geometry(g);
+    KLlamaSaved o = k_llama_saved_layout(g, B);
+    KLlamaDsaved q = k_llama_dsaved_layout(g, B);
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f;
+    k_linear_backward_weight(grads[0], NULL, dsaved + q.dq, saved + o.r1, n, d, d);
+    k_linear_backward_weight(grads[1], NULL, dsaved + q.dk, saved + o.r1, n, d, dk);
+    k_linear_backward_weight(grads[2], NULL, dsaved + q.dv, saved + o.r1, n, d, dk);
+    k_linear_backward_weight(grads[3], NULL, dsaved + q.dh, saved + o.ctx, n, d, d);
+    k_linear_backward_weight(grads[4], NULL, dsaved + q.dgate, saved + o.r2, n, d, f);
+    k_linear_backward_weight(grads[5], NULL, dsaved + q.dup, saved + o.r2, n, d, f);
+    k_linear_backward_weight(grads[6], NULL, dsaved + q.dout, saved + o.act, n, f, d);
+    k_rmsnorm_backward_weight(grads[7], dsaved + q.dr1, in, saved + o.rstd1, n, d);
+    k_rmsnorm_backward_weight(grads[8], dsaved + q.dr2, saved + o.h, saved + o.rstd2, n, d);
+    (void)scratch;
+}
