@@ -10,6 +10,7 @@ pkgs=(
   libopenblas-dev zlib1g-dev
   libjansson-dev              # JSON reader (base/base_json.c); libjansson4 at run time
   python3 python3-torch       # PyTorch parity tests
+  xxd                         # the byte dumps of docs/instructions.md, plan-format.md (cli_docs_*)
   dataset-fashion-mnist       # the demo's real data
   clang libclang-rt-14-dev    # make fuzz: libFuzzer (libclang_rt.fuzzer-x86_64.a)
   llvm-14                     # llvm-symbolizer: source lines in the fuzzers' reports
