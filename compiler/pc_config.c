@@ -426,14 +426,14 @@ static int64_t data_classes(const PlanModel *m)
     return o->ndim > 0 ? o->dim[o->ndim - 1] : 0;
 }
 
-/* rt_data.c's is_mask: a float32 side input a transformer_block names, or
+/* rt_data.c's is_mask: a float32 side input a block names (mask = NAME), or
  * one of shape [T] beside int32[T] token ids. */
 static int data_is_mask(const PlanModel *m, int k)
 {
     if (k <= 0 || k >= m->ninputs || m->input[k].t.dtype != PLAN_F32)
         return 0;
     for (int i = 0; i < m->nlayers; i++)
-        if (m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK && m->layer[i].mask == k)
+        if (m->layer[i].mask == k) /* a transformer_block's or llama_block's */
             return 1;
     const PlanTensor *x = &m->input[0].t, *t = &m->input[k].t;
     return x->dtype == PLAN_I32 && x->ndim == 1 && t->ndim == 1 && t->dim[0] == x->dim[0];

@@ -187,6 +187,42 @@ static int positive(DiagList *dl, const PcArg *a, const char *what, int64_t min)
     return 0;
 }
 
+/* A block's `mask = NAME`: the index of a side input (not the main one), or
+ * -1 after reporting. */
+static int bind_mask(Builder *b, const PcArg *mk, PlanLayer *L)
+{
+    DiagList *dl = b->dl;
+    L->mask = find_input(b->m, mk->s);
+    if (L->mask < 0) {
+        const char *names[PLAN_MAX_IO + 1];
+        for (int k = 0; k < b->m->ninputs; k++)
+            names[k] = b->m->input[k].name;
+        names[b->m->ninputs] = NULL;
+        const char *near = diag_nearest(mk->s, names);
+        if (near)
+            diag_error(dl, mk->loc, "unknown mask input '%s'; did you mean '%s'?", mk->s, near);
+        else
+            diag_error(dl, mk->loc, "unknown mask input '%s' (declare it with 'input %s: float32[T]')", mk->s, mk->s);
+        return -1;
+    }
+    if (L->mask == 0) {
+        diag_error(dl, mk->loc, "mask '%s' is the model's main input; a mask must be another input", mk->s);
+        return -1;
+    }
+    return 0;
+}
+
+/* eps of a norm (the layer, or a block's inner ones) must be positive */
+static int positive_eps(DiagList *dl, const PcArg *a, const char *what, double *eps)
+{
+    *eps = a->f[0];
+    if (!(*eps > 0.0)) {
+        diag_error(dl, a->loc, "%s of '%s' must be positive, not %g", a->name, what, *eps);
+        return -1;
+    }
+    return 0;
+}
+
 /* Binds one layer's arguments and checks the ranges that need no shapes. */
 static int bind_layer(Builder *b, int idx)
 {
@@ -332,26 +368,39 @@ static int bind_layer(Builder *b, int idx)
                     rc = -1;
                 }
                 const PcArg *mk = pc_arg(&a, "mask");
-                if (mk->set) {
-                    L->mask = find_input(b->m, mk->s);
-                    if (L->mask < 0) {
-                        const char *names[PLAN_MAX_IO + 1];
-                        for (int k = 0; k < b->m->ninputs; k++)
-                            names[k] = b->m->input[k].name;
-                        names[b->m->ninputs] = NULL;
-                        const char *near = diag_nearest(mk->s, names);
-                        if (near)
-                            diag_error(dl, mk->loc, "unknown mask input '%s'; did you mean '%s'?", mk->s, near);
-                        else
-                            diag_error(dl, mk->loc, "unknown mask input '%s' (declare it with 'input %s: float32[T]')",
-                                       mk->s, mk->s);
-                        rc = -1;
-                    } else if (L->mask == 0) {
-                        diag_error(dl, mk->loc, "mask '%s' is the model's main input; a mask must be another input",
-                                   mk->s);
-                        rc = -1;
-                    }
+                if (mk->set)
+                    rc |= bind_mask(b, mk, L);
+                break;
+            }
+            case PLAN_L_RMSNORM:
+                rc |= positive_eps(dl, pc_arg(&a, "eps"), w, &L->eps);
+                break;
+            case PLAN_L_LLAMA_BLOCK: {
+                const PcArg *heads = pc_arg(&a, "heads"), *kv = pc_arg(&a, "kv_heads"), *mlp = pc_arg(&a, "mlp");
+                const PcArg *theta = pc_arg(&a, "rope_theta");
+                L->heads = heads->i[0];
+                L->kv_heads = kv->set ? kv->i[0] : L->heads;
+                L->mlp = mlp->set ? mlp->i[0] : 0; /* 0: the LLaMA rule, known with the shape */
+                L->causal = (int)pc_arg(&a, "causal")->i[0];
+                L->theta = theta->f[0];
+                rc |= positive(dl, heads, w, 1);
+                if (kv->set)
+                    rc |= positive(dl, kv, w, 1);
+                if (mlp->set)
+                    rc |= positive(dl, mlp, w, 1);
+                if (!rc && L->heads % L->kv_heads != 0) {
+                    diag_error(dl, kv->loc, "kv_heads = %lld of 'llama_block' must divide heads = %lld",
+                               (long long)L->kv_heads, (long long)L->heads);
+                    rc = -1;
                 }
+                if (!(L->theta > 0.0 && L->theta <= 1e30)) {
+                    diag_error(dl, theta->loc, "rope_theta of 'llama_block' must be positive, not %g", L->theta);
+                    rc = -1;
+                }
+                rc |= positive_eps(dl, pc_arg(&a, "eps"), w, &L->eps);
+                const PcArg *mk = pc_arg(&a, "mask");
+                if (mk->set)
+                    rc |= bind_mask(b, mk, L);
                 break;
             }
             case PLAN_L_RELU:
@@ -453,6 +502,30 @@ static double adaptive_span(int64_t in, int64_t out)
     if (in % out == 0)
         return (double)in;
     return (double)out * (double)((in + out - 1) / out + 1);
+}
+
+/* The LLaMA rule for llama_block's hidden width when mlp is not given
+ * (Meta's llama/model.py with multiple_of = 256 and no ffn_dim_multiplier;
+ * Hugging Face's LLaMA configs hold its results): 4 D, then int(2 * 4D / 3),
+ * then rounded up to a multiple of 256. D = 4096 gives 11008. */
+int64_t pc_llama_mlp(int64_t d)
+{
+    int64_t hidden = 2 * (4 * d) / 3;
+    return (hidden + 255) / 256 * 256;
+}
+
+/* A block's mask input must be float32[T] for a [T, D] input. */
+static int check_mask(DiagList *dl, const PlanModel *m, PlanLayer *L, int64_t t)
+{
+    if (L->mask < 0)
+        return 0;
+    const PlanIO *mk = &m->input[L->mask];
+    char mt[96];
+    plan_tensor_text(&mk->t, 1, mt, sizeof mt);
+    if (mk->t.dtype != PLAN_F32 || mk->t.ndim != 1 || mk->t.dim[0] != t)
+        SHAPE_ERR("layer %d (%s): mask '%s' must be float32[%lld] to match the sequence, but is %s", L->index,
+                  plan_layer_names[L->kind], mk->name, (long long)t, mt);
+    return 0;
 }
 
 static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
@@ -557,14 +630,8 @@ static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
                       (long long)L->heads, (long long)d);
         if (L->mlp == 0)
             L->mlp = 4 * d;
-        if (L->mask >= 0) {
-            const PlanIO *mk = &m->input[L->mask];
-            char mt[96];
-            plan_tensor_text(&mk->t, 1, mt, sizeof mt);
-            if (mk->t.dtype != PLAN_F32 || mk->t.ndim != 1 || mk->t.dim[0] != t)
-                SHAPE_ERR("layer %d (transformer_block): mask '%s' must be float32[%lld] to match the sequence, but is %s",
-                          L->index, mk->name, (long long)t, mt);
-        }
+        if (check_mask(dl, m, L, t))
+            return -1;
         if (L->mlp > PLAN_MAX_ELEMS / d)
             SHAPE_ERR("layer %d (transformer_block): mlp = %lld is too large", L->index, (long long)L->mlp);
         int64_t f = L->mlp;
@@ -588,6 +655,49 @@ static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
                    + 2 * T * D * F + T * F + 4 * T * F /* fc, gelu */
                    + 2 * T * F * D + T * D            /* proj */
                    + 2 * T * D);                      /* residuals */
+        break;
+    }
+    case PLAN_L_RMSNORM:
+        if (in->ndim < 1)
+            SHAPE_ERR("layer %d (rmsnorm) needs an input with at least one dimension, but gets %s", L->index, txt);
+        PARAM(L, "weight", 1, in->dim[in->ndim - 1], 0, 0, 0);
+        L->flops = fl(4.0 * n);
+        break;
+    case PLAN_L_LLAMA_BLOCK: {
+        if (in->ndim != 2)
+            SHAPE_ERR("layer %d (llama_block) needs a [T, D] input, but gets %s", L->index, txt);
+        int64_t t = in->dim[0], d = in->dim[1];
+        if (d % L->heads != 0)
+            SHAPE_ERR("layer %d (llama_block): heads = %lld do not divide the width %lld", L->index,
+                      (long long)L->heads, (long long)d);
+        int64_t hd = d / L->heads, dk = hd * L->kv_heads;
+        if (hd % 2 != 0)
+            SHAPE_ERR("layer %d (llama_block): the head width %lld (width %lld / heads %lld) must be even for RoPE",
+                      L->index, (long long)hd, (long long)d, (long long)L->heads);
+        if (L->mlp == 0)
+            L->mlp = pc_llama_mlp(d);
+        if (check_mask(dl, m, L, t))
+            return -1;
+        if (L->mlp > PLAN_MAX_ELEMS / d)
+            SHAPE_ERR("layer %d (llama_block): mlp = %lld is too large", L->index, (long long)L->mlp);
+        int64_t f = L->mlp;
+        PARAM(L, "self_attn.q_proj.weight", 2, d, d, 0, 0);
+        PARAM(L, "self_attn.k_proj.weight", 2, dk, d, 0, 0);
+        PARAM(L, "self_attn.v_proj.weight", 2, dk, d, 0, 0);
+        PARAM(L, "self_attn.o_proj.weight", 2, d, d, 0, 0);
+        PARAM(L, "mlp.gate_proj.weight", 2, f, d, 0, 0);
+        PARAM(L, "mlp.up_proj.weight", 2, f, d, 0, 0);
+        PARAM(L, "mlp.down_proj.weight", 2, d, f, 0, 0);
+        PARAM(L, "input_layernorm.weight", 1, d, 0, 0, 0);
+        PARAM(L, "post_attention_layernorm.weight", 1, d, 0, 0, 0);
+        double T = (double)t, D = (double)d, Dk = (double)dk, F = (double)f, H = (double)L->heads;
+        L->flops = fl(2 * 4 * T * D                              /* two RMSNorms */
+                   + 2 * T * D * (D + 2 * Dk) + 3 * T * (D + Dk) /* q, k, v; RoPE on q and k */
+                   + 2 * T * T * D + 5 * H * T * T + 2 * T * T * D /* scores, softmax, context */
+                   + 2 * T * D * D                               /* o_proj */
+                   + 4 * T * D * F + 5 * T * F                   /* gate, up; silu(gate) * up */
+                   + 2 * T * F * D                               /* down_proj */
+                   + 2 * T * D);                                 /* residuals */
         break;
     }
     case PLAN_L_COUNT:
@@ -746,7 +856,7 @@ static int apply_init(DiagList *dl, PlanModel *m, PlanInit init, double std, Src
 {
     int blocks = 0;
     for (int i = 0; i < m->nlayers; i++)
-        blocks += m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK;
+        blocks += m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK || m->layer[i].kind == PLAN_L_LLAMA_BLOCK;
     for (int i = 0; i < m->nlayers; i++) {
         PlanLayer *L = &m->layer[i];
         int weights = L->nparams > 0 || L->tie >= 0;

@@ -1,4 +1,4 @@
-/* kernels/k_cuda.h: the CUDA kernels, a mirror of k_cpu.h and k_block.h
+/* kernels/k_cuda.h: the CUDA kernels, a mirror of k_cpu.h, k_block.h and k_llama.h
  * over device pointers (kc_ for k_), as plain C functions.
  *
  * Conventions, on top of k_cpu.h's (shapes, forward overwrites, *_weight
@@ -48,6 +48,7 @@ extern "C" {
 
 #include "k_block.h"
 #include "k_cpu.h"
+#include "k_llama.h"
 
 /* ---- context ------------------------------------------------------------------ */
 
@@ -241,6 +242,32 @@ int kc_block_backward_input(KcCtx *ctx, float *din, float *dsaved, const float *
                             const KBlock *g, const KBlockKeys *keys, float *scratch);
 int kc_block_backward_weight(KcCtx *ctx, float *const grads[12], const float *dsaved, const float *in,
                              const float *saved, int64_t B, const KBlock *g, float *scratch);
+
+/* ---- rmsnorm (kernels/cuda/kc_llama.cu) ------------------------------------------- */
+/* As k_rmsnorm_*: one block per row, the sum of squares per thread in float
+ * then a tree in double (layernorm's order), rstd rounded to float once; the
+ * weight's column sums over fixed groups of rows (kc_colsum's). */
+size_t kc_rmsnorm_workspace(int64_t n, int64_t d);
+int kc_rmsnorm_forward(KcCtx *ctx, float *out, float *rstd, const float *in, const float *w, int64_t n, int64_t d,
+                       float eps);
+int kc_rmsnorm_backward_input(KcCtx *ctx, float *din, const float *dout, const float *in, const float *w,
+                              const float *rstd, int64_t n, int64_t d);
+int kc_rmsnorm_backward_weight(KcCtx *ctx, float *dw, const float *dout, const float *in, const float *rstd, int64_t n,
+                               int64_t d);
+
+/* ---- llama_block (k_llama.h), call for call as kernels/cpu/k_llama.c --------------- */
+/* saved, dsaved, scratch are the CPU's sizes and layouts
+ * (k_llama_saved_layout etc.); ctx->ws must also hold kc_llama_workspace
+ * bytes for the inner kernels. RoPE's table, SwiGLU and the repeat of the
+ * kv heads are kernels of kc_llama.cu with the CPU's float expressions. */
+size_t kc_llama_workspace(const KcCtx *ctx, const KLlama *g, int64_t B);
+int kc_llama_forward(KcCtx *ctx, float *out, float *saved, const float *in, const float *mask, const float *const p[9],
+                     int64_t B, const KLlama *g, float *scratch);
+int kc_llama_backward_input(KcCtx *ctx, float *din, float *dsaved, const float *dout, const float *in,
+                            const float *saved, const float *mask, const float *const p[9], int64_t B,
+                            const KLlama *g, float *scratch);
+int kc_llama_backward_weight(KcCtx *ctx, float *const grads[9], const float *dsaved, const float *in,
+                             const float *saved, int64_t B, const KLlama *g, float *scratch);
 
 #ifdef __cplusplus
 }

@@ -339,6 +339,33 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
     }
     put_i64(o, m->total_params);
     put_i64(o, m->total_flops);
+    /* after the totals, added to version 2 at the end of MODEL
+     * (docs/plan-format.md): llama_block's kv_heads and rope_theta, for
+     * every layer */
+    for (int i = 0; i < m->nlayers; i++) {
+        put_i64(o, m->layer[i].kv_heads);
+        put_f64(o, m->layer[i].theta);
+    }
+}
+
+/* A llama_block's sizes as the kernels rely on them (k_llama.h): [T, D]
+ * in and out, heads dividing D into even head widths, kv_heads dividing
+ * heads, and its 9 tensors of the shapes these give. */
+static int llama_ok(const PlanLayer *L)
+{
+    if (L->heads < 1 || L->kv_heads < 1 || L->heads % L->kv_heads != 0 || L->mlp < 1 || !(L->theta > 0) ||
+        !(L->eps > 0) || L->in.ndim != 2 || L->in.dtype != PLAN_F32 || L->out.ndim != 2 ||
+        L->out.dim[0] != L->in.dim[0] || L->out.dim[1] != L->in.dim[1] || L->in.dim[1] % L->heads != 0 ||
+        (L->in.dim[1] / L->heads) % 2 != 0 || L->nparams != 9)
+        return 0;
+    int64_t d = L->in.dim[1], dk = d / L->heads * L->kv_heads, f = L->mlp;
+    if (d > PLAN_MAX_ELEMS / d || f > PLAN_MAX_ELEMS / d)
+        return 0;
+    const int64_t want[9] = {d * d, dk * d, dk * d, d * d, f * d, f * d, d * f, d, d};
+    for (int k = 0; k < 9; k++)
+        if (L->param[k].count != want[k])
+            return 0;
+    return 1;
 }
 
 static void get_model(In *in, BaseArena *A, PlanModel *m)
@@ -420,6 +447,21 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
     }
     m->total_params = get_range(in, 0, (int64_t)1 << 53, "total parameters");
     m->total_flops = get_range(in, 0, (int64_t)1 << 62, "total FLOPs");
+    /* kv_heads and rope_theta per layer; a plan written before them ends
+     * here (0 for both: it holds no llama_block) */
+    if (!in->bad && in->at < in->n)
+        for (int i = 0; i < m->nlayers && !in->bad; i++) {
+            PlanLayer *L = &m->layer[i];
+            L->kv_heads = get_range(in, 0, PLAN_MAX_ELEMS, "kv_heads");
+            L->theta = get_f64(in);
+            if (!in->bad && !(L->theta >= 0 && L->theta <= 1e30))
+                bad(in, "layer %d: rope_theta %g out of range", i, L->theta);
+        }
+    for (int i = 0; i < m->nlayers && !in->bad; i++)
+        if (m->layer[i].kind == PLAN_L_LLAMA_BLOCK && !llama_ok(&m->layer[i]))
+            bad(in, "layer %d: a llama block with %lld heads, %lld kv heads, mlp %lld, rope_theta %g", i,
+                (long long)m->layer[i].heads, (long long)m->layer[i].kv_heads, (long long)m->layer[i].mlp,
+                m->layer[i].theta);
 }
 
 /* ---- CONFIG: the pipeline and train settings ----------------------------- */

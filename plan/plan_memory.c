@@ -7,6 +7,7 @@
 
 #include "k_block.h"
 #include "k_cpu.h"
+#include "k_llama.h"
 #include "base_alloc.h"
 
 const char *const plan_memory_part_names[6] = {"parameters",  "gradients",           "optimizer_state",
@@ -29,10 +30,16 @@ static KBlock block_geom(const PlanLayer *L)
     return g;
 }
 
+static KLlama llama_geom(const PlanLayer *L)
+{
+    KLlama g = {L->in.dim[0], L->in.dim[1], L->heads, L->kv_heads, L->mlp, L->causal, (float)L->eps, (float)L->theta};
+    return g;
+}
+
 /* What each layer kind keeps for its backward beyond its output, and
  * whether its weight half needs its inner gradients rather than its output
- * gradient: one row per plan/layers.def entry (a layer without its row does
- * not compile). */
+ * gradient (the floats of those per sample, or NULL): one row per
+ * plan/layers.def entry (a layer without its row does not compile). */
 static int64_t no_state(const PlanLayer *L)
 {
     (void)L;
@@ -49,31 +56,56 @@ static int64_t norm_state(const PlanLayer *L)
     return 2 * (plan_tensor_elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* mean, rstd per row */
 }
 
+static int64_t rms_state(const PlanLayer *L)
+{
+    return (plan_tensor_elems(&L->in) / L->in.dim[L->in.ndim - 1]) * 4; /* rstd per row */
+}
+
 static int64_t block_state(const PlanLayer *L)
 {
     KBlock g = block_geom(L);
     return k_block_saved_floats(&g) * 4; /* everything between its input and its output */
 }
 
+static int64_t block_inner(const PlanLayer *L)
+{
+    KBlock g = block_geom(L);
+    return k_block_dsaved_floats(&g); /* the output gradients of its linears and layernorms */
+}
+
+static int64_t llama_state(const PlanLayer *L)
+{
+    KLlama g = llama_geom(L);
+    return k_llama_saved_floats(&g) * 4;
+}
+
+static int64_t llama_inner(const PlanLayer *L)
+{
+    KLlama g = llama_geom(L);
+    return k_llama_dsaved_floats(&g); /* the output gradients of its linears and RMSNorms */
+}
+
 typedef struct LayerMem {
     int64_t (*state_bytes)(const PlanLayer *L);
-    int inner_grads;
+    int64_t (*inner_grads)(const PlanLayer *L); /* floats per sample, or NULL: the output gradient */
 } LayerMem;
 
-#define MEM_LINEAR {no_state, 0}
-#define MEM_CONV2D {no_state, 0}
-#define MEM_MAXPOOL2D {argmax_state, 0}
-#define MEM_AVGPOOL2D {no_state, 0}
-#define MEM_ADAPTIVE_AVGPOOL2D {no_state, 0}
-#define MEM_RELU {no_state, 0}
-#define MEM_GELU {no_state, 0}
-#define MEM_TANH {no_state, 0}
-#define MEM_SIGMOID {no_state, 0}
-#define MEM_FLATTEN {no_state, 0}
-#define MEM_DROPOUT {no_state, 0}
-#define MEM_LAYERNORM {norm_state, 0}
-#define MEM_EMBEDDING {no_state, 0}
-#define MEM_TRANSFORMER_BLOCK {block_state, 1}
+#define MEM_LINEAR {no_state, NULL}
+#define MEM_CONV2D {no_state, NULL}
+#define MEM_MAXPOOL2D {argmax_state, NULL}
+#define MEM_AVGPOOL2D {no_state, NULL}
+#define MEM_ADAPTIVE_AVGPOOL2D {no_state, NULL}
+#define MEM_RELU {no_state, NULL}
+#define MEM_GELU {no_state, NULL}
+#define MEM_TANH {no_state, NULL}
+#define MEM_SIGMOID {no_state, NULL}
+#define MEM_FLATTEN {no_state, NULL}
+#define MEM_DROPOUT {no_state, NULL}
+#define MEM_LAYERNORM {norm_state, NULL}
+#define MEM_EMBEDDING {no_state, NULL}
+#define MEM_TRANSFORMER_BLOCK {block_state, block_inner}
+#define MEM_RMSNORM {rms_state, NULL}
+#define MEM_LLAMA_BLOCK {llama_state, llama_inner}
 
 static const LayerMem layer_mem[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = MEM_##id,
@@ -88,18 +120,15 @@ int64_t plan_layer_state_bytes(const PlanLayer *L)
 
 int plan_layer_keeps_inner_grads(const PlanLayer *L)
 {
-    return layer_mem[L->kind].inner_grads;
+    return layer_mem[L->kind].inner_grads != NULL;
 }
 
 /* Floats a layer's split backward keeps per sample from I for W: the
- * output gradient, or for a transformer block those of its linears and
- * layernorms. */
+ * output gradient, or for a block those of its linears and norms. */
 static int64_t kept_dout_elems(const PlanLayer *L)
 {
-    if (plan_layer_keeps_inner_grads(L)) {
-        KBlock g = block_geom(L);
-        return k_block_dsaved_floats(&g);
-    }
+    if (plan_layer_keeps_inner_grads(L))
+        return layer_mem[L->kind].inner_grads(L);
     return plan_tensor_elems(&L->out);
 }
 
@@ -118,6 +147,11 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
          * gradients */
         KBlock g = block_geom(L);
         return k_block_scratch_floats(&g, B) + B * k_block_dsaved_floats(&g);
+    }
+    case PLAN_L_LLAMA_BLOCK: {
+        /* as transformer_block's */
+        KLlama g = llama_geom(L);
+        return k_llama_scratch_floats(&g, B) + B * k_llama_dsaved_floats(&g);
     }
     default: return 0;
     }

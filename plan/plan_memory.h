@@ -40,12 +40,13 @@
 #include "sched.h"
 
 /* Bytes a layer keeps for its backward per sample beyond its output: the
- * maxpool's argmax positions, the layernorm's mean and rstd, everything
- * inside a transformer block. The one answer for planner and runtime. */
+ * maxpool's argmax positions, the layernorm's mean and rstd, the rmsnorm's
+ * rstd, everything inside a transformer or llama block. The one answer for
+ * planner and runtime. */
 int64_t plan_layer_state_bytes(const PlanLayer *L);
 /* Whether a layer's weight half reads the inner gradients its input half
- * wrote (a transformer block: those of its linears and layernorms), not its
- * output gradient; what a split schedule keeps for it either way. */
+ * wrote (a transformer or llama block: those of its linears and norms), not
+ * its output gradient; what a split schedule keeps for it either way. */
 int plan_layer_keeps_inner_grads(const PlanLayer *L);
 
 /* Where one layer's arrays lie in its chunk's slot (byte offsets). */

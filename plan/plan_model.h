@@ -49,7 +49,7 @@ typedef struct PlanTensor {
 } PlanTensor;
 
 typedef struct PlanParam {
-    char name[24];               /* suffix after "layers.{i}.", e.g. "attn.qkv.weight" */
+    char name[40];               /* suffix after "layers.{i}.", e.g. "attn.qkv.weight" */
     int ndim;
     int64_t dim[PLAN_MAX_DIMS];    /* PyTorch's layout: Linear [out, in], Conv2d [out, in, kh, kw] */
     int64_t count;
@@ -73,6 +73,8 @@ typedef struct PlanLayer {
     /* arguments, defaults applied */
     int64_t nout;                /* linear, conv2d: output features / channels */
     int64_t vocab, dim, positions, heads, mlp;
+    int64_t kv_heads;            /* llama_block: key/value heads (grouped-query attention) */
+    double theta;                /* llama_block: RoPE's base (rope_theta) */
     int64_t kh, kw, sh, sw, ph, pw;  /* conv2d, pools */
     int64_t oh, ow;              /* adaptive_avgpool2d */
     double p, eps;
@@ -80,7 +82,7 @@ typedef struct PlanLayer {
     int tie;                     /* linear: index of the layer whose weight it shares, or -1 */
     const char *tie_label;       /* as written (tie = LABEL), or NULL */
     SrcLoc tie_loc;
-    int mask;                    /* transformer_block: input index of its mask, or -1 */
+    int mask;                    /* transformer_block, llama_block: input index of its mask, or -1 */
     PlanTensor in, out;
     int nparams;
     PlanParam param[PLAN_MAX_PARAM_TENSORS]; /* tensors this layer owns */

@@ -146,10 +146,10 @@ typedef struct RtLayerIO {
     const float *in;     /* its input (int32 tokens for embedding) */
     float *out;          /* its output (forward) */
     float *save;         /* its saved state (maxpool indices, layernorm mean and rstd, block's saved) */
-    const float *mask;   /* transformer_block: the padding mask, or NULL */
+    const float *mask;   /* transformer_block, llama_block: the padding mask, or NULL */
     const float *dout;   /* backward: the gradient of its output */
     float *din;          /* backward_input: where the input gradient goes */
-    float *dsaved;       /* transformer_block backward: its inner output gradients */
+    float *dsaved;       /* transformer_block, llama_block backward: its inner output gradients */
     int64_t mb;          /* the micro-batch (dropout's keys) */
 } RtLayerIO;
 
@@ -207,6 +207,7 @@ int64_t rt_mem_total(const RtCtx *rt);
 /* The geometry of a transformer_block for k_block.h, of a conv2d and a
  * pooling layer for k_cpu.h (the same structs serve k_cuda.h). */
 struct KBlock rt_block_geom(const PlanLayer *L);
+struct KLlama rt_llama_geom(const PlanLayer *L); /* llama_block's, for k_llama.h */
 struct KConv rt_conv_geom(const PlanLayer *L);
 struct KPool rt_pool_geom(const PlanLayer *L);
 /* transformer_block's dropout keys for micro-batch mb (training only) */

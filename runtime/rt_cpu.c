@@ -1,7 +1,7 @@
 /* runtime/rt_cpu.c: the CPU backend's layer table. One row per layer of
  * plan/layers.def, each a forward, a backward input and a backward weight
  * over one micro-batch (RtLayerIO: the arrays rt_layers.c found in the
- * slot), each one call into kernels/ (k_cpu.h, k_block.h). The table is
+ * slot), each one call into kernels/ (k_cpu.h, k_block.h, k_llama.h). The table is
  * built from layers.def itself, so a layer added there without its row
  * here (CPU_<ID> below) does not compile. kernels/cuda's twin is
  * runtime/rt_cuda.c's table.
@@ -13,6 +13,7 @@
 
 #include "k_block.h"
 #include "k_cpu.h"
+#include "k_llama.h"
 #include "rt.h"
 
 #define IO RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io
@@ -115,6 +116,25 @@ static void layernorm_backward_weight(IO)
 {
     int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
     k_layernorm_backward_weight(lr->gw, lr->gb, io->dout, io->in, io->save, io->save + rows, rows, d);
+}
+
+/* rstd (rows) in the saved state */
+static void rmsnorm_forward(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    k_rmsnorm_forward(io->out, io->save, io->in, lr->w, rows, d, (float)lr->L->eps);
+}
+
+static void rmsnorm_backward_input(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    k_rmsnorm_backward_input(io->din, io->dout, io->in, lr->w, io->save, rows, d);
+}
+
+static void rmsnorm_backward_weight(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    k_rmsnorm_backward_weight(lr->gw, io->dout, io->in, io->save, rows, d);
 }
 
 /* ---- pools ---------------------------------------------------------------------- */
@@ -243,6 +263,35 @@ static void transformer_block_backward_weight(IO)
     k_block_backward_weight(lr->g2, block_dsaved(rt, io, &g), io->in, io->save, rt->B, &g, rt->scratch);
 }
 
+/* ---- llama_block ---------------------------------------------------------------------- */
+
+/* its inner output gradients: the slot's kept area, or room behind the
+ * kernel's scratch (plan_memory.c sizes the scratch for it), as the
+ * transformer block's */
+static float *llama_dsaved(RtCtx *rt, const RtLayerIO *io, const KLlama *g)
+{
+    return io->dsaved ? io->dsaved : rt->scratch + k_llama_scratch_floats(g, rt->B);
+}
+
+static void llama_block_forward(IO)
+{
+    KLlama g = rt_llama_geom(lr->L);
+    k_llama_forward(io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B, &g, rt->scratch);
+}
+
+static void llama_block_backward_input(IO)
+{
+    KLlama g = rt_llama_geom(lr->L);
+    k_llama_backward_input(io->din, llama_dsaved(rt, io, &g), io->dout, io->in, io->save, io->mask,
+                           (const float *const *)lr->w2, rt->B, &g, rt->scratch);
+}
+
+static void llama_block_backward_weight(IO)
+{
+    KLlama g = rt_llama_geom(lr->L);
+    k_llama_backward_weight(lr->g2, llama_dsaved(rt, io, &g), io->in, io->save, rt->B, &g, rt->scratch);
+}
+
 /* ---- the table -------------------------------------------------------------------- */
 
 #define CPU_LINEAR {linear_forward, linear_backward_input, linear_backward_weight, ready}
@@ -259,6 +308,8 @@ static void transformer_block_backward_weight(IO)
 #define CPU_LAYERNORM {layernorm_forward, layernorm_backward_input, layernorm_backward_weight, ready}
 #define CPU_EMBEDDING {embedding_forward, embedding_backward_input, embedding_backward_weight, ready}
 #define CPU_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight, ready}
+#define CPU_RMSNORM {rmsnorm_forward, rmsnorm_backward_input, rmsnorm_backward_weight, ready}
+#define CPU_LLAMA_BLOCK {llama_block_forward, llama_block_backward_input, llama_block_backward_weight, ready}
 
 const RtLayerOps rt_cpu_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CPU_##id,

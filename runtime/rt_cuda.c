@@ -242,6 +242,18 @@ static size_t transformer_block_prepare(RtCtx *rt, RtLayerRt *lr)
     return kc_block_workspace(kc_of(rt), &g, rt->B);
 }
 
+static size_t rmsnorm_prepare(RtCtx *rt, RtLayerRt *lr)
+{
+    int64_t d = features(lr->L);
+    return kc_rmsnorm_workspace(n_in(rt, lr) / d, d);
+}
+
+static size_t llama_block_prepare(RtCtx *rt, RtLayerRt *lr)
+{
+    KLlama g = rt_llama_geom(lr->L);
+    return kc_llama_workspace(kc_of(rt), &g, rt->B);
+}
+
 static void linear_forward(IO)
 {
     int64_t fin = features(lr->L);
@@ -441,6 +453,51 @@ static void transformer_block_backward_weight(IO)
                                            io->save, rt->B, &g, rt->scratch));
 }
 
+static void rmsnorm_forward(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    KC(rt, lr->L, kc_rmsnorm_forward(kc_of(rt), io->out, io->save, io->in, lr->w, rows, d, (float)lr->L->eps));
+}
+
+static void rmsnorm_backward_input(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    KC(rt, lr->L, kc_rmsnorm_backward_input(kc_of(rt), io->din, io->dout, io->in, lr->w, io->save, rows, d));
+}
+
+static void rmsnorm_backward_weight(IO)
+{
+    int64_t d = features(lr->L), rows = n_in(rt, lr) / d;
+    KC(rt, lr->L, kc_rmsnorm_backward_weight(kc_of(rt), lr->gw, io->dout, io->in, io->save, rows, d));
+}
+
+/* llama_block's inner gradients: as the transformer block's */
+static float *llama_dsaved(RtCtx *rt, const RtLayerIO *io, const KLlama *g)
+{
+    return io->dsaved ? io->dsaved : rt->scratch + k_llama_scratch_floats(g, rt->B);
+}
+
+static void llama_block_forward(IO)
+{
+    KLlama g = rt_llama_geom(lr->L);
+    KC(rt, lr->L, kc_llama_forward(kc_of(rt), io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B,
+                                   &g, rt->scratch));
+}
+
+static void llama_block_backward_input(IO)
+{
+    KLlama g = rt_llama_geom(lr->L);
+    KC(rt, lr->L, kc_llama_backward_input(kc_of(rt), io->din, llama_dsaved(rt, io, &g), io->dout, io->in, io->save,
+                                          io->mask, (const float *const *)lr->w2, rt->B, &g, rt->scratch));
+}
+
+static void llama_block_backward_weight(IO)
+{
+    KLlama g = rt_llama_geom(lr->L);
+    KC(rt, lr->L, kc_llama_backward_weight(kc_of(rt), (float *const *)lr->g2, llama_dsaved(rt, io, &g), io->in,
+                                           io->save, rt->B, &g, rt->scratch));
+}
+
 #undef IO
 
 #define CUDA_LINEAR {linear_forward, linear_backward_input, linear_backward_weight, linear_prepare}
@@ -457,6 +514,8 @@ static void transformer_block_backward_weight(IO)
 #define CUDA_LAYERNORM {layernorm_forward, layernorm_backward_input, layernorm_backward_weight, layernorm_prepare}
 #define CUDA_EMBEDDING {embedding_forward, embedding_backward_input, embedding_backward_weight, ready}
 #define CUDA_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight, transformer_block_prepare}
+#define CUDA_RMSNORM {rmsnorm_forward, rmsnorm_backward_input, rmsnorm_backward_weight, rmsnorm_prepare}
+#define CUDA_LLAMA_BLOCK {llama_block_forward, llama_block_backward_input, llama_block_backward_weight, llama_block_prepare}
 
 static const RtLayerOps cuda_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CUDA_##id,

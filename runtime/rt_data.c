@@ -45,8 +45,8 @@
  *   bit).
  *
  * A "mask" input is a float32 side input (k > 0) that a transformer_block
- * names with mask = ..., or any float32 side input of shape [T] when the
- * main input is int32[T] token ids. */
+ * or llama_block names with mask = ..., or any float32 side input of shape
+ * [T] when the main input is int32[T] token ids. */
 #include "rt_data.h"
 
 #include "base_file.h"
@@ -168,7 +168,7 @@ static int is_mask(const PlanModel *m, int k)
     if (k <= 0 || k >= m->ninputs || m->input[k].t.dtype != PLAN_F32)
         return 0;
     for (int i = 0; i < m->nlayers; i++)
-        if (m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK && m->layer[i].mask == k)
+        if (m->layer[i].mask == k) /* a transformer_block's or llama_block's */
             return 1;
     const PlanTensor *x = &m->input[0].t, *t = &m->input[k].t;
     return x->dtype == PLAN_I32 && x->ndim == 1 && t->ndim == 1 && t->dim[0] == x->dim[0];

@@ -96,8 +96,7 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, in
     const PlanLayer *L = lr->L;
     RtLayerIO io = {layer_input(ch, slot, i), lay_out(ch, slot, lr), lay_save(ch, slot, lr), NULL, NULL, NULL, NULL,
                     mb};
-    if (L->kind == PLAN_L_TRANSFORMER_BLOCK)
-        io.mask = block_mask(rt, ch, slot, L);
+    io.mask = block_mask(rt, ch, slot, L); /* a block's padding mask, or NULL */
     rt->layers[L->kind].forward(rt, lr, &io);
 }
 
@@ -164,8 +163,7 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
     float *kept = kept_grad(slot, lr);
     RtLayerIO io = {layer_input(ch, slot, i), lay_out(ch, slot, lr), lay_save(ch, slot, lr), NULL, *gp, NULL,
                     inner ? kept : NULL, mb};
-    if (L->kind == PLAN_L_TRANSFORMER_BLOCK)
-        io.mask = block_mask(rt, ch, slot, L);
+    io.mask = block_mask(rt, ch, slot, L); /* a block's padding mask, or NULL */
     if (!input) {
         /* BackwardWeight: from what BackwardInput kept (nothing kept: no weights) */
         if (kept) {

@@ -12,6 +12,7 @@
 
 #include "k_block.h"
 #include "k_cpu.h"
+#include "k_llama.h"
 #include "plan_memory.h"
 #include "rt.h"
 #include "rt_dev.h"
@@ -99,6 +100,12 @@ KBlock rt_block_geom(const PlanLayer *L)
     return g;
 }
 
+KLlama rt_llama_geom(const PlanLayer *L)
+{
+    KLlama g = {L->in.dim[0], L->in.dim[1], L->heads, L->kv_heads, L->mlp, L->causal, (float)L->eps, (float)L->theta};
+    return g;
+}
+
 KConv rt_conv_geom(const PlanLayer *L)
 {
     KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
@@ -180,6 +187,17 @@ static void init_layernorm(float *p, int64_t n, const PlanLayer *L, int k, uint6
     k_fill(p, n, k == 0 ? 1.0f : 0.0f);
 }
 
+/* rmsnorm's weight, and llama_block's two: 1; llama_block's linears as
+ * nn.Linear's weights, U(-1/sqrt(in), ..) with in = the tensor's second
+ * dimension (D, or F for down_proj) */
+static void init_llama(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    if (L->param[k].ndim == 1)
+        k_fill(p, n, 1.0f);
+    else
+        init_uniform(p, n, L, k, seed, L->param[k].dim[1]);
+}
+
 /* no parameters */
 #define init_none NULL
 
@@ -200,6 +218,8 @@ static void init_layernorm(float *p, int64_t n, const PlanLayer *L, int k, uint6
  * pipe has always done (PyTorch's GPT-2 blocks start their layernorms at 1
  * and 0; a model-level init is issue 13's) */
 #define INIT_TRANSFORMER_BLOCK init_linear
+#define INIT_RMSNORM init_llama
+#define INIT_LLAMA_BLOCK init_llama
 
 static const RtInit layer_init[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = INIT_##id,

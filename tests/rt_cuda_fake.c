@@ -453,3 +453,60 @@ int kc_block_backward_weight(KcCtx *ctx, float *const grads[12], const float *ds
     k_block_backward_weight(grads, dsaved, in, saved, B, g, scratch);
     return ctx->err;
 }
+
+/* ---- rmsnorm, llama_block ----------------------------------------------------------------- */
+
+size_t kc_rmsnorm_workspace(int64_t n, int64_t d)
+{
+    (void)n, (void)d;
+    return 0;
+}
+
+int kc_rmsnorm_forward(KcCtx *ctx, float *out, float *rstd, const float *in, const float *w, int64_t n, int64_t d,
+                       float eps)
+{
+    k_rmsnorm_forward(out, rstd, in, w, n, d, eps);
+    return ctx->err;
+}
+
+int kc_rmsnorm_backward_input(KcCtx *ctx, float *din, const float *dout, const float *in, const float *w,
+                              const float *rstd, int64_t n, int64_t d)
+{
+    k_rmsnorm_backward_input(din, dout, in, w, rstd, n, d);
+    return ctx->err;
+}
+
+int kc_rmsnorm_backward_weight(KcCtx *ctx, float *dw, const float *dout, const float *in, const float *rstd, int64_t n,
+                               int64_t d)
+{
+    k_rmsnorm_backward_weight(dw, dout, in, rstd, n, d);
+    return ctx->err;
+}
+
+size_t kc_llama_workspace(const KcCtx *ctx, const KLlama *g, int64_t B)
+{
+    (void)ctx, (void)g, (void)B;
+    return 0;
+}
+
+int kc_llama_forward(KcCtx *ctx, float *out, float *saved, const float *in, const float *mask, const float *const p[9],
+                     int64_t B, const KLlama *g, float *scratch)
+{
+    k_llama_forward(out, saved, in, mask, p, B, g, scratch);
+    return ctx->err;
+}
+
+int kc_llama_backward_input(KcCtx *ctx, float *din, float *dsaved, const float *dout, const float *in,
+                            const float *saved, const float *mask, const float *const p[9], int64_t B,
+                            const KLlama *g, float *scratch)
+{
+    k_llama_backward_input(din, dsaved, dout, in, saved, mask, p, B, g, scratch);
+    return ctx->err;
+}
+
+int kc_llama_backward_weight(KcCtx *ctx, float *const grads[9], const float *dsaved, const float *in,
+                             const float *saved, int64_t B, const KLlama *g, float *scratch)
+{
+    k_llama_backward_weight(grads, dsaved, in, saved, B, g, scratch);
+    return ctx->err;
+}

@@ -1,5 +1,5 @@
 /* tests/test_cuda_kernels.c: every CUDA kernel (kernels/k_cuda.h) against
- * its CPU kernel (k_cpu.h, k_block.h, runtime/rt_optim.c) on the same
+ * its CPU kernel (k_cpu.h, k_block.h, k_llama.h, runtime/rt_optim.c) on the same
  * random inputs.
  *
  * Each check prints one line: the kernel, the precision, the relative error
@@ -7,7 +7,8 @@
  * limit. Limits: 1e-5 for fp32 everywhere; for the matrix products, 1e-3 in
  * tf32 and 1e-2 in bf16 for one product (linear, conv2d), 5e-3 and 2e-2
  * for the composites whose error goes through several products in a row
- * (attention: S then P V, or dP then dS K; transformer_block: up to ten).
+ * (attention: S then P V, or dP then dS K; transformer_block and
+ * llama_block: up to ten).
  * Kernels that repeat the CPU's arithmetic exactly (relu, dropout and its
  * Philox masks, embedding, pooling with its indices, the optimizers, the
  * scale, the casts) must match bit for bit. Every output is poisoned (all
@@ -28,6 +29,7 @@
 #include <cuda_runtime_api.h>
 
 #include "k_block.h"
+#include "k_llama.h"
 #include "k_cpu.h"
 #include "k_cuda.h"
 #include "rt_optim.h"
@@ -541,6 +543,41 @@ static void test_layernorm(int64_t n, int64_t d)
         dfree(ds[i]);
 }
 
+/* rmsnorm: as layernorm's test; the backward halves get the CPU's rstd */
+static void test_rmsnorm(int64_t n, int64_t d)
+{
+    reserve(kc_rmsnorm_workspace(n, d));
+    float *x = hrand(n * d, -2, 3), *w = hrand(d, 0.5f, 1.5f), *dy = hrand(n * d, -1, 1);
+    float *dw0 = hrand(d, -0.01f, 0.01f);
+    float *out = xmalloc((size_t)(n * d) * sizeof(float)), *rstd = xmalloc((size_t)n * sizeof(float));
+    float *dx = xmalloc((size_t)(n * d) * sizeof(float)), *dw = hcopy(dw0, d);
+    k_rmsnorm_forward(out, rstd, x, w, n, d, 1e-5f);
+    k_rmsnorm_backward_input(dx, dy, x, w, rstd, n, d);
+    k_rmsnorm_backward_weight(dw, dy, x, rstd, n, d);
+    float *d_x = dput(x, n * d), *d_w = dput(w, d), *d_dy = dput(dy, n * d);
+    float *d_out = dnan(n * d), *d_rstd = dnan(n), *d_dx = dnan(n * d), *d_dw = dput(dw0, d);
+    float *d_crstd = dput(rstd, n);
+    char what[96];
+    Err e = {0}, e2 = {0}, e3 = {0};
+    KC(kc_rmsnorm_forward(&ctx, d_out, d_rstd, d_x, d_w, n, d, 1e-5f));
+    err_dev(&e, d_out, out, n * d);
+    err_dev(&e, d_rstd, rstd, n);
+    snprintf(what, sizeof what, "rmsnorm forward %lldx%lld (out, rstd)", (long long)n, (long long)d);
+    report(what, "", &e, LIM_FP32);
+    KC(kc_rmsnorm_backward_input(&ctx, d_dx, d_dy, d_x, d_w, d_crstd, n, d));
+    err_dev(&e2, d_dx, dx, n * d);
+    report("rmsnorm backward_input", "", &e2, LIM_FP32);
+    KC(kc_rmsnorm_backward_weight(&ctx, d_dw, d_dy, d_x, d_crstd, n, d));
+    err_dev(&e3, d_dw, dw, d);
+    report("rmsnorm backward_weight", "", &e3, LIM_FP32);
+    float *fs[] = {x, w, dy, dw0, out, rstd, dx, dw};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+        free(fs[i]);
+    float *ds[] = {d_x, d_w, d_dy, d_out, d_rstd, d_dx, d_dw, d_crstd};
+    for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
+        dfree(ds[i]);
+}
+
 /* ---- embedding ------------------------------------------------------------------------------- */
 
 static void test_embedding(int with_wpe)
@@ -895,6 +932,79 @@ static void test_block(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, i
         dfree(d_mask);
 }
 
+/* ---- llama_block ------------------------------------------------------------------------------------ */
+
+/* The composite against k_llama.c: out and every saved float, din and
+ * every dsaved float, the 9 gradients (added to random values on both
+ * sides); the input half twice gives the same bits. Scratch starts
+ * poisoned: its RoPE table, the repeated kv heads and the temporaries are
+ * written before they are read. */
+static void test_llama(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, int64_t kv, int64_t f, int causal,
+                       int masked)
+{
+    KcPrec prec = precs[pi];
+    kc_set_precision(&ctx, prec);
+    KLlama g = {t, d, heads, kv, f, causal, 1e-5f, 10000.0f};
+    reserve(kc_llama_workspace(&ctx, &g, B));
+    int64_t nx = B * t * d, ns = B * k_llama_saved_floats(&g), nds = B * k_llama_dsaved_floats(&g);
+    int64_t nscr = k_llama_scratch_floats(&g, B), dk = k_llama_kv_width(&g);
+    int64_t np[9] = {d * d, dk * d, dk * d, d * d, f * d, f * d, d * f, d, d};
+    float *x = hrand(nx, -2, 2), *dy = hrand(nx, -1, 1), *mask = masked ? att_mask(B, t) : NULL;
+    float *p[9], *gr0[9], *gr[9], *d_p[9], *d_gr[9];
+    for (int k = 0; k < 9; k++) {
+        float s = k == 6 ? 1.0f / sqrtf((float)f) : 1.0f / sqrtf((float)d);
+        p[k] = k >= 7 ? hrand(np[k], 0.5f, 1.5f) : hrand(np[k], -s, s);
+        gr0[k] = hrand(np[k], -0.01f, 0.01f);
+        gr[k] = hcopy(gr0[k], np[k]);
+        d_p[k] = dput(p[k], np[k]);
+        d_gr[k] = dput(gr0[k], np[k]);
+    }
+    float *out = xmalloc((size_t)nx * sizeof(float)), *saved = xmalloc((size_t)ns * sizeof(float));
+    float *din = xmalloc((size_t)nx * sizeof(float)), *dsaved = xmalloc((size_t)nds * sizeof(float));
+    float *scratch = xmalloc((size_t)nscr * sizeof(float));
+    const float *const *cp = (const float *const *)p;
+    k_llama_forward(out, saved, x, mask, cp, B, &g, scratch);
+    k_llama_backward_input(din, dsaved, dy, x, saved, mask, cp, B, &g, scratch);
+    k_llama_backward_weight(gr, dsaved, x, saved, B, &g, scratch);
+
+    float *d_x = dput(x, nx), *d_dy = dput(dy, nx), *d_mask = mask ? dput(mask, B * t) : NULL;
+    float *d_out = dnan(nx), *d_saved = dnan(ns), *d_din = dnan(nx), *d_dsaved = dnan(nds), *d_scr = dnan(nscr);
+    const float *const *dcp = (const float *const *)d_p;
+    char what[112], line[160];
+    snprintf(what, sizeof what, "B%lld T%lld D%lld H%lld K%lld F%lld%s%s", (long long)B, (long long)t, (long long)d,
+             (long long)heads, (long long)kv, (long long)f, causal ? " causal" : "", masked ? " mask" : "");
+    Err e = {0}, e2 = {0}, e3 = {0};
+    KC(kc_llama_forward(&ctx, d_out, d_saved, d_x, d_mask, dcp, B, &g, d_scr));
+    err_dev(&e, d_out, out, nx);
+    err_dev(&e, d_saved, saved, ns);
+    snprintf(line, sizeof line, "llama forward (out, saved) %s", what);
+    report(line, kc_prec_name(prec), &e, lim_comp[pi]);
+    KC(kc_llama_backward_input(&ctx, d_din, d_dsaved, d_dy, d_x, d_saved, d_mask, dcp, B, &g, d_scr));
+    err_dev(&e2, d_din, din, nx);
+    err_dev(&e2, d_dsaved, dsaved, nds);
+    report("llama backward_input (din, dsaved)", kc_prec_name(prec), &e2, lim_comp[pi]);
+    KC(kc_llama_backward_weight(&ctx, d_gr, d_dsaved, d_x, d_saved, B, &g, d_scr));
+    for (int k = 0; k < 9; k++)
+        err_dev(&e3, d_gr[k], gr[k], np[k]);
+    report("llama backward_weight (9 gradients)", kc_prec_name(prec), &e3, lim_comp[pi]);
+    float *first = hget(d_din, nx);
+    poison(d_din, (size_t)nx * sizeof(float));
+    KC(kc_llama_backward_input(&ctx, d_din, d_dsaved, d_dy, d_x, d_saved, d_mask, dcp, B, &g, d_scr));
+    Err e4 = {0};
+    err_dev(&e4, d_din, first, nx);
+    report_bool("llama backward_input twice: the same bits", !e4.bad && !e4.differs, kc_prec_name(prec));
+    free(first);
+
+    for (int k = 0; k < 9; k++) {
+        free(p[k]), free(gr0[k]), free(gr[k]);
+        dfree(d_p[k]), dfree(d_gr[k]);
+    }
+    free(x), free(dy), free(mask), free(out), free(saved), free(din), free(dsaved), free(scratch);
+    dfree(d_x), dfree(d_dy), dfree(d_out), dfree(d_saved), dfree(d_din), dfree(d_dsaved), dfree(d_scr);
+    if (d_mask)
+        dfree(d_mask);
+}
+
 /* ---- the error path ------------------------------------------------------------------------------ */
 
 static void test_errors(void)
@@ -976,6 +1086,8 @@ int main(void)
 
     test_layernorm(33, 70);
     test_layernorm(300, 1600); /* wide rows: several elements per thread */
+    test_rmsnorm(33, 70);
+    test_rmsnorm(300, 1600);
     test_embedding(1);
     test_embedding(0);
 
@@ -1002,6 +1114,9 @@ int main(void)
         test_block(pi, 2, 64, 128, 4, 512, 0, 0, 0.0f);
         test_block(pi, 3, 16, 32, 4, 128, 1, 1, 0.1f);
         test_block(pi, 2, 64, 128, 4, 512, 0, 0, 0.1f);
+        test_llama(pi, 3, 16, 64, 8, 2, 96, 1, 1);  /* GQA, causal, padding (sample 2 all padding) */
+        test_llama(pi, 2, 64, 128, 4, 4, 352, 0, 0); /* multi-head, bidirectional */
+        test_llama(pi, 2, 37, 96, 8, 1, 256, 1, 1);  /* multi-query, odd T */
     }
     kc_set_precision(&ctx, KC_FP32);
     test_errors();

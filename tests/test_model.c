@@ -6,6 +6,8 @@
 
 #include <math.h>
 
+#include "pc_model.h"
+
 static const PlanLayer *L(T *t, int i)
 {
     ck_assert_int_lt(i, t->f.model.nlayers);
@@ -152,6 +154,72 @@ START_TEST(transformer_mlp_default)
 }
 END_TEST
 
+/* llama_block: HF's 9 tensors and shapes (GQA: k and v are kv_heads *
+ * head width), no biases, defaults (kv_heads = heads, the LLaMA mlp rule,
+ * causal), the FLOP formula of docs/dsl.md section 10; rmsnorm's weight */
+START_TEST(llama_shapes)
+{
+    T *t = t_compile("model m {\n  input x: int32[16]\n  input pad: float32[16]\n  target y: int32[16]\n"
+                     "  embedding(100, 64)\n  llama_block(heads = 8, kv_heads = 2, mlp = 96, mask = pad)\n"
+                     "  llama_block(heads = 4)\n  rmsnorm(eps = 1e-6)\n  linear(100)\n  loss cross_entropy\n}\n");
+    ck_ok(t);
+    const PlanLayer *b = L(t, 1);
+    int64_t d = 64, dk = 2 * 8, f = 96, tt = 16;
+    static const char *const names[9] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                         "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+                                         "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+                                         "mlp.down_proj.weight",    "input_layernorm.weight",
+                                         "post_attention_layernorm.weight"};
+    int64_t dims[9][2] = {{d, d}, {dk, d}, {dk, d}, {d, d}, {f, d}, {f, d}, {d, f}, {d, 0}, {d, 0}};
+    ck_assert_int_eq(b->nparams, 9);
+    for (int k = 0; k < 9; k++) {
+        ck_assert_str_eq(b->param[k].name, names[k]);
+        ck_assert_int_eq(b->param[k].ndim, k < 7 ? 2 : 1);
+        ck_assert_int_eq(b->param[k].dim[0], dims[k][0]);
+        if (k < 7)
+            ck_assert_int_eq(b->param[k].dim[1], dims[k][1]);
+    }
+    ck_assert_int_eq(b->params, 2 * d * d + 2 * d * dk + 3 * d * f + 2 * d);
+    ck_assert_int_eq(b->heads, 8);
+    ck_assert_int_eq(b->kv_heads, 2);
+    ck_assert_int_eq(b->causal, 1);
+    ck_assert_int_eq(b->mask, 1);
+    ck_assert(b->theta == 10000.0 && b->eps == 1e-5);
+    ck_shape(&b->out, 2, 16, 64, 0);
+    double T_ = (double)tt, D = (double)d, Dk = (double)dk, F = (double)f, H = 8;
+    double want = 8 * T_ * D + 2 * T_ * D * (D + 2 * Dk) + 3 * T_ * (D + Dk) + 4 * T_ * T_ * D + 5 * H * T_ * T_ +
+                  2 * T_ * D * D + 4 * T_ * D * F + 5 * T_ * F + 2 * T_ * F * D + 2 * T_ * D;
+    ck_assert_int_eq(b->flops, (int64_t)want);
+    /* defaults: kv_heads = heads, mlp by the LLaMA rule, causal, no mask */
+    ck_assert_int_eq(L(t, 2)->kv_heads, 4);
+    ck_assert_int_eq(L(t, 2)->mlp, 256);
+    ck_assert_int_eq(L(t, 2)->causal, 1);
+    ck_assert_int_eq(L(t, 2)->mask, -1);
+    ck_assert_int_eq(L(t, 2)->params, 4 * d * d + 3 * d * 256 + 2 * d);
+    /* rmsnorm */
+    ck_assert_int_eq(L(t, 3)->nparams, 1);
+    ck_assert_str_eq(L(t, 3)->param[0].name, "weight");
+    ck_assert_int_eq(L(t, 3)->params, d);
+    ck_assert(L(t, 3)->eps == 1e-6);
+    ck_assert_int_eq(L(t, 3)->flops, 4 * tt * d);
+    ck_assert_int_eq(t->f.model.input[1].last_use, 1);
+    t_free(t);
+}
+END_TEST
+
+/* Meta's rule, as HF's LLaMA configs have it: 7B, 13B, 33B, 65B */
+START_TEST(llama_mlp_rule)
+{
+    ck_assert_int_eq(pc_llama_mlp(4096), 11008);
+    ck_assert_int_eq(pc_llama_mlp(5120), 13824);
+    ck_assert_int_eq(pc_llama_mlp(6656), 17920);
+    ck_assert_int_eq(pc_llama_mlp(8192), 22016);
+    ck_assert_int_eq(pc_llama_mlp(128), 512); /* int(2 * 512 / 3) = 341, up to 512 */
+    ck_assert_int_eq(pc_llama_mlp(96), 256);  /* 256 exactly: not rounded further */
+    ck_assert_int_eq(pc_llama_mlp(1), 256);
+}
+END_TEST
+
 START_TEST(mse_loss)
 {
     T *t = t_compile("model m {\n  input x: float32[4]\n  target y: float32[2]\n  linear(2)\n  loss mse\n}\n");
@@ -292,6 +360,46 @@ START_TEST(err_shapes)
     t = t_compile("model m {\n  input x: int32[64]\n  target y: int32[64]\n  embedding(10, 4, positions = 32)\n"
                   "  linear(10)\n  loss cross_entropy\n}\n");
     ck_err(t, "sequence length 64 is longer than positions = 32");
+    t_free(t);
+}
+END_TEST
+
+START_TEST(err_llama)
+{
+    const char *head = "model m {\n  input x: int32[8]\n  input mask: float32[8]\n  target y: int32[8]\n"
+                       "  embedding(50, 24)\n";
+    const char *tail = "\n  linear(50)\n  loss cross_entropy\n}\n";
+    struct {
+        const char *layer, *msg;
+    } cases[] = {
+        {"llama_block(heads = 4, kv_heads = 3)", "t.pipe:6:37: error: kv_heads = 3 of 'llama_block' must divide heads = 4"},
+        {"llama_block(heads = 5)", "t.pipe:6:3: error: layer 1 (llama_block): heads = 5 do not divide the width 24"},
+        {"llama_block(heads = 8)",
+         "t.pipe:6:3: error: layer 1 (llama_block): the head width 3 (width 24 / heads 8) must be even for RoPE"},
+        {"llama_block(heads = 4, rope_theta = 0)", "rope_theta of 'llama_block' must be positive, not 0"},
+        {"llama_block(heads = 4, eps = -1)", "eps of 'llama_block' must be positive, not -1"},
+        {"llama_block(heads = 0)", "heads of 'llama_block' must be at least 1, not 0"},
+        {"llama_block(heads = 4, kv_heads = 0)", "kv_heads of 'llama_block' must be at least 1, not 0"},
+        {"llama_block(heads = 4, mlp = 0)", "mlp of 'llama_block' must be at least 1, not 0"},
+        {"llama_block(heads = 4, mask = msk)", "unknown mask input 'msk'; did you mean 'mask'?"},
+        {"llama_block(heads = 4, mask = x)", "mask 'x' is the model's main input"},
+        {"llama_block(heads = 4, dropout = 0.1)", "unknown argument 'dropout' for 'llama_block'"},
+        {"rmsnorm(eps = 0)", "eps of 'rmsnorm' must be positive, not 0"},
+    };
+    char buf[1024];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(buf, sizeof buf, "%s  %s%s", head, cases[i].layer, tail);
+        T *t = t_compile(buf);
+        ck_err(t, cases[i].msg);
+        t_free(t);
+    }
+    T *t = t_layers("float32[10]", "  llama_block(heads = 2)", "int32[]");
+    ck_err(t, "layer 0 (llama_block) needs a [T, D] input, but gets float32[10]");
+    t_free(t);
+    t = t_compile("model m {\n  input x: int32[8]\n  input mask: float32[4]\n  target y: int32[8]\n"
+                  "  embedding(50, 16)\n  llama_block(heads = 2, mask = mask)\n  linear(50)\n"
+                  "  loss cross_entropy\n}\n");
+    ck_err(t, "layer 1 (llama_block): mask 'mask' must be float32[8] to match the sequence, but is float32[4]");
     t_free(t);
 }
 END_TEST
@@ -473,6 +581,8 @@ static Suite *suite(void)
     tcase_add_test(c, alexnet_params);
     tcase_add_test(c, gpt_layers);
     tcase_add_test(c, transformer_mlp_default);
+    tcase_add_test(c, llama_shapes);
+    tcase_add_test(c, llama_mlp_rule);
     tcase_add_test(c, mse_loss);
     tcase_add_test(c, repeat_and_labels);
     tcase_add_test(c, init_schemes);
@@ -482,6 +592,7 @@ static Suite *suite(void)
     tcase_add_test(e, err_arguments);
     tcase_add_test(e, err_arguments_collected);
     tcase_add_test(e, err_shapes);
+    tcase_add_test(e, err_llama);
     tcase_add_test(e, err_tie_and_mask);
     tcase_add_test(e, err_structure);
     tcase_add_test(e, warn_unused_input);

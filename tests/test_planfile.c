@@ -53,10 +53,10 @@ static char *listing(const PlanIR *ir)
 
 START_TEST(round_trip)
 {
-    const char *ex[] = {"alexnet.pipe", "gpt_tiny.pipe"};
+    const char *ex[] = {"alexnet.pipe", "gpt_tiny.pipe", "llama_tiny.pipe"};
     const char *d[] = {"stages=3", "schedule=zb-v"};
-    for (int i = 0; i < 3; i++) {
-        Compiled *c = i < 2 ? compile(ex[i], NULL, 0) : compile("gpt_tiny.pipe", d, 2);
+    for (int i = 0; i < 4; i++) {
+        Compiled *c = i < 3 ? compile(ex[i], NULL, 0) : compile("gpt_tiny.pipe", d, 2);
         PlanIR f;
         char err[1024];
         int rc = plan_decode(c->bin, c->len, &f, err, sizeof err);
@@ -152,6 +152,73 @@ START_TEST(flipped)
 }
 END_TEST
 
+/* MODEL ends with kv_heads and rope_theta per layer (added without a
+ * version bump): they round-trip; a plan that ends at the totals reads with
+ * 0 for both when it has no llama_block, and is refused when it has one.
+ * The cut is made by shortening MODEL's length in the section table. */
+static int cut_model_tail(unsigned char *d, size_t n, int64_t cut)
+{
+    for (size_t e = 40; e + 24 <= n && e < 40 + 64 * 24; e += 24)
+        if (d[e] == 2 && d[e + 1] == 0 && d[e + 2] == 0 && d[e + 3] == 0) { /* MODEL */
+            uint64_t bytes = 0;
+            for (int i = 7; i >= 0; i--)
+                bytes = bytes << 8 | d[e + 16 + i];
+            bytes -= (uint64_t)cut;
+            for (int i = 0; i < 8; i++)
+                d[e + 16 + i] = (unsigned char)(bytes >> (8 * i));
+            fix_crc(d, n);
+            return 0;
+        }
+    return -1;
+}
+
+START_TEST(llama_fields)
+{
+    Compiled *c = compile("llama_tiny.pipe", NULL, 0);
+    PlanIR f;
+    char err[1024];
+    ck_assert_msg(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(f.model.layer[1].kind, PLAN_L_LLAMA_BLOCK);
+    ck_assert_int_eq(f.model.layer[1].kv_heads, 2);
+    ck_assert(f.model.layer[1].theta == 10000.0);
+    ck_assert_int_eq(f.model.layer[0].kv_heads, 0);
+    int64_t tail = 16 * (int64_t)f.model.nlayers;
+    plan_ir_free(&f);
+    unsigned char *d = malloc(c->len);
+    memcpy(d, c->bin, c->len);
+    ck_assert_int_eq(cut_model_tail(d, c->len, tail), 0);
+    ck_assert(decode_fails(d, c->len, err, sizeof err));
+    ck_assert_msg(strstr(err, "a llama block with 8 heads, 0 kv heads"), "%s", err);
+    /* a kv_heads that does not divide heads */
+    memcpy(d, c->bin, c->len);
+    PlanIR g;
+    ck_assert(plan_decode(d, c->len, &g, err, sizeof err) == 0);
+    g.model.layer[1].kv_heads = 3;
+    unsigned char *bad;
+    size_t nbad;
+    plan_encode(&g, &bad, &nbad);
+    ck_assert(decode_fails(bad, nbad, err, sizeof err));
+    ck_assert_msg(strstr(err, "layer 1: a llama block with 8 heads, 3 kv heads"), "%s", err);
+    free(bad);
+    plan_ir_free(&g);
+    free(d);
+    compiled_free(c);
+    /* no llama_block: the plan reads without the tail */
+    c = compile("gpt_tiny.pipe", NULL, 0);
+    ck_assert(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0);
+    tail = 16 * (int64_t)f.model.nlayers;
+    plan_ir_free(&f);
+    d = malloc(c->len);
+    memcpy(d, c->bin, c->len);
+    ck_assert_int_eq(cut_model_tail(d, c->len, tail), 0);
+    ck_assert_msg(plan_decode(d, c->len, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(f.model.layer[1].kv_heads, 0);
+    plan_ir_free(&f);
+    free(d);
+    compiled_free(c);
+}
+END_TEST
+
 START_TEST(extended_and_versions)
 {
     Compiled *c = compile("alexnet.pipe", NULL, 0);
@@ -211,6 +278,7 @@ static Suite *suite(void)
     tcase_add_test(c, truncated);
     tcase_add_test(c, flipped);
     tcase_add_test(c, extended_and_versions);
+    tcase_add_test(c, llama_fields);
     tcase_add_test(c, write_and_read_file);
     suite_add_tcase(s, c);
     return s;

@@ -100,6 +100,7 @@ EOF
 r = random.Random(5); t = [r.randrange(1, 64) for _ in range(4000)]
 open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u16" || exit 2
     sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/tied_gpt.pipe" >"$TMP/tied_gpt.pipe"
+    sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/llama_gqa.pipe" >"$TMP/llama_gqa.pipe"
     # same NAME NP PIPE [PIPEC -D ...]: the CPU run and the fake GPU run, 5
     # steps, every logged loss (9 digits) the same
     same() {
@@ -122,6 +123,8 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
     same tied_mlp-zbh1 2 "$SRC/tests/e2e/tied_mlp.pipe" -D stages=2 -D schedule=zb-h1
     same tied_gpt-dp2 4 "$TMP/tied_gpt.pipe" -D stages=2 -D data_parallel=2
     same tied_gpt-interleaved 2 "$TMP/tied_gpt.pipe" -D stages=2 -D "schedule=interleaved(chunks = 2)"
+    same llama_gqa-zbh1 2 "$TMP/llama_gqa.pipe" -D stages=2 -D schedule=zb-h1
+    same llama_gqa-ac2 1 "$TMP/llama_gqa.pipe" -D activation_checkpoint=2
     same cnn 2 "$TMP/cnn.pipe"
     same reg 1 "$TMP/reg.pipe"
     # checkpoints: the weights written from the device are the CPU's, and a

@@ -43,7 +43,7 @@ example() {
 # Every example must be covered below: a new one fails here until it is.
 for f in "$SRC"/examples/*.pipe; do
     case $(basename "$f") in
-        mlp.pipe | alexnet.pipe | fashion_mnist.pipe | gpt_tiny.pipe) ;;
+        mlp.pipe | alexnet.pipe | fashion_mnist.pipe | gpt_tiny.pipe | llama_tiny.pipe) ;;
         *) echo "no data for this example: add it to test_examples.sh" >"$TMP/out"
            not_ok "$(basename "$f"): covered by this test" ;;
     esac
@@ -91,5 +91,7 @@ else
     not_ok "text_to_tokens.py: --vocab under 256 refused"
 fi
 example gpt_tiny "$SRC/examples/gpt_tiny.pipe" -- --data "$TMP/input.u16"
+# llama_tiny: the same tokens.
+example llama_tiny "$SRC/examples/llama_tiny.pipe" -- --data "$TMP/input.u16"
 
 e2e_end

@@ -7,9 +7,10 @@
 # checkpointing, must give bit-identical losses for 10 steps (printed with
 # %.9g, so equal text is equal floats) and bit-identical saved weights
 # (every tensor of the final checkpoint, by name). data_parallel 2 x 2
-# stages must match data_parallel 1 within 1e-5. Two models: an MLP with a
-# cross-stage tie and dropout, and a small GPT with a tied head, a padding
-# mask carried across stages and dropout inside its blocks.
+# stages must match data_parallel 1 within 1e-5. Three models: an MLP with a
+# cross-stage tie and dropout, a small GPT with a tied head, a padding mask
+# carried across stages and dropout inside its blocks, and a small LLaMA
+# (llama_block: grouped-query attention, RoPE, RMSNorm, a padding mask).
 #   test_invariance.sh PIPEC PIPERT SOURCE_DIR
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,6 +30,7 @@ t = [random.randrange(1, 64) for _ in range(17 * 400)]
 for i in range(0, len(t), 23): t[i] = 0
 open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u16" || exit 2
 sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/tied_gpt.pipe" >"$TMP/tied_gpt.pipe"
+sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/llama_gqa.pipe" >"$TMP/llama_gqa.pipe"
 
 run() { # NAME NP DEFINES...: compiles $MODEL and trains 10 steps, saving the weights
     local name=$1 np=$2
@@ -102,6 +104,12 @@ PY
         fi
     fi
 }
-MODEL=$SRC/tests/e2e/tied_mlp.pipe suite mlp
-MODEL=$TMP/tied_gpt.pipe suite gpt
+timed() { # LABEL MODEL: the suite, and the seconds it took
+    local t0=$SECONDS
+    MODEL=$2 suite "$1"
+    echo "# $1: $((SECONDS - t0)) s"
+}
+timed mlp "$SRC/tests/e2e/tied_mlp.pipe"
+timed gpt "$TMP/tied_gpt.pipe"
+timed llama "$TMP/llama_gqa.pipe"
 e2e_end

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, RMSNorm  # noqa: E402
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -92,6 +92,14 @@ def ln(eps=1e-5):
 
 def block(heads, mlp=None, causal=False, mask=None, dropout=0.0):
     return lambda x, prev: Block(last(x), heads, mlp, causal, mask, dropout)
+
+
+def llama(heads, kv=None, mlp=None, theta=10000.0, eps=1e-5, causal=True, mask=None):
+    return lambda x, prev: LlamaBlock(last(x), heads, kv, mlp, theta, eps, causal, mask)
+
+
+def rms(eps=1e-5):
+    return lambda x, prev: RMSNorm(last(x), eps)
 
 
 RELU = ("relu", "relu", fixed(nn.ReLU))
@@ -227,6 +235,16 @@ case("embedding_tied", [("tokens", "int32", [10]), ("pad", "float32", [10])], ("
     ("linear", "linear(40, tie = emb)", tied(40, 0)),
 ])
 
+case("llama", [("tokens", "int32", [10]), ("pad", "float32", [10])], ("next", "int32", [10]), [
+    ("embedding", "embedding(40, 48)", fixed(lambda: Embedding(40, 48))),
+    ("llama_block", "llama_block(heads = 6, kv_heads = 2, mask = pad)", llama(6, 2, mask="pad")),
+    ("llama_block", "llama_block(4, 1, 100, 500000, 1e-6, false)", llama(4, 1, 100, 500000.0, 1e-6, False)),
+    ("llama_block", "llama_block(heads = 8)", llama(8)),
+    ("rmsnorm", "rmsnorm", rms()),
+    ("rmsnorm", "rmsnorm(eps = 1e-6)", rms(1e-6)),
+    ("linear", "linear(40, bias = false)", lin(40, bias=False)),
+])
+
 case("tied_linear", [("x", "float32", [7])], ("y", "float32", [7]), [
     ("linear", "linear(7, bias = false) as sq", lin(7, bias=False)),
     RELU,
@@ -265,6 +283,13 @@ def alexnet_layers():
     ]
 
 
+def llama_tiny_layers():
+    return ([("embedding", fixed(lambda: Embedding(256, 128)))] +
+            [("llama_block", fixed(lambda: LlamaBlock(128, 8, 2, mask="mask")))] * 6 +
+            [("rmsnorm", fixed(lambda: RMSNorm(128))),
+             ("linear", fixed(lambda: nn.Linear(128, 256, bias=False)))])
+
+
 def gpt_tiny_layers():
     return ([("embedding", fixed(lambda: Embedding(256, 128, 128)))] +
             [("transformer_block", fixed(lambda: Block(128, 4, 512, True, "mask")))] * 6 +
@@ -289,6 +314,12 @@ REJECTS = [
     ("reject_avgpool_window", "model m {\n input x: float32[1, 8, 2]\n target y: int32[]\n"
      " avgpool2d(kernel = 3)\n flatten\n loss cross_entropy\n}\n",
      lambda: nn.AvgPool2d(3)(torch.ones(BATCH, 1, 8, 2))),
+    ("reject_llama_kv_heads", "model m {\n input x: float32[5, 24]\n target y: int32[5]\n"
+     " llama_block(heads = 4, kv_heads = 3)\n linear(2)\n loss cross_entropy\n}\n",
+     lambda: LlamaBlock(24, 4, 3, 32)(torch.ones(BATCH, 5, 24))),
+    ("reject_llama_odd_head_width", "model m {\n input x: float32[5, 20]\n target y: int32[5]\n"
+     " llama_block(heads = 4)\n linear(2)\n loss cross_entropy\n}\n",
+     lambda: LlamaBlock(20, 4, 4, 32)(torch.ones(BATCH, 5, 20))),
     ("reject_positions", "model m {\n input t: int32[9]\n target y: int32[9]\n"
      " embedding(vocab = 5, dim = 4, positions = 8)\n loss cross_entropy\n}\n",
      lambda: Embedding(5, 4, 8)(torch.zeros(BATCH, 9, dtype=torch.long))),
@@ -419,6 +450,8 @@ def main():
             alexnet_layers(), total=57044810)
     example("gpt_tiny", os.path.join(src, "examples", "gpt_tiny.pipe"),
             [("tokens", "int32", [128]), ("mask", "float32", [128])], gpt_tiny_layers())
+    example("llama_tiny", os.path.join(src, "examples", "llama_tiny.pipe"),
+            [("tokens", "int32", [128]), ("mask", "float32", [128])], llama_tiny_layers())
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="pipe-parity-") as tmp:
         jobs = [(c["name"], lambda c=c: check_model(pipec, tmp, c)) for c in CASES]

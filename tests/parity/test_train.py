@@ -26,9 +26,9 @@ file with a pad id), with `shuffle = false`: step s trains on samples
      schedule, the same gradient clipping (clip_grad_norm_), loss = the mean
      over the global batch (cross_entropy with ignore_index=-1: the mean over
      the non-ignored targets), one optimizer step per global batch.
-     Every step's loss must agree within 1e-4 relative.
+     Every step's loss must agree within 1e-4 relative (the LLaMA within 1e-5).
 
-The MLP and the GPT also run on 1 stage (np 1) and must print the same
+The MLP, the GPT and the LLaMA also run on 1 stage (np 1) and must print the same
 losses, as text, as on 2 stages (the GPT's tie then stays on one stage). Dropout is 0 everywhere (torch cannot draw pipe's
 masks). A model with transformer_block is reported as skipped when this
 pipert refuses it at start-up ("transformer_block is not supported by the
@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, RMSNorm  # noqa: E402
 
 torch.set_num_threads(1)
 STEPS = 5
@@ -72,7 +72,7 @@ class Net(nn.Module):
 
     def forward(self, x, mask=None):
         for layer in self.layers:
-            x = layer(x, mask) if isinstance(layer, Block) else layer(x)
+            x = layer(x, mask) if isinstance(layer, (Block, LlamaBlock)) else layer(x)
         return x
 
 
@@ -175,12 +175,13 @@ def read_safetensors(path):
 CASES = []
 
 
-def case(name, text, build, data, optimizer, stages, extra=None):
+def case(name, text, build, data, optimizer, stages, extra=None, tol=TOL):
     """text: the .pipe file with @DATA@ for the data source; build(): the torch
     Net; data(tmp, gen): (source text, tensors); optimizer(params): torch.optim;
-    extra: lr schedule (step -> lr) and grad_clip, as in the text."""
+    extra: lr schedule (step -> lr) and grad_clip, as in the text; tol: the
+    largest relative loss difference allowed (TOL, or tighter)."""
     CASES.append(dict(name=name, text=text, build=build, data=data, optimizer=optimizer, stages=stages,
-                      extra=extra or {}))
+                      extra=extra or {}, tol=tol))
 
 
 def optim_kw(cls, **kw):
@@ -339,16 +340,53 @@ case("gpt", GPT, build_gpt,
                                                       22: (1, 3), 25: (3, 8), 26: (2, 4), 29: (5, 8)}, gen),
      optim_kw(torch.optim.Adam, lr=0.005), 2)
 
+# The LLaMA: token embedding (no positions: RoPE), 2 llama_blocks with
+# grouped-query attention (4 heads, 2 kv heads) reading a padding mask, the
+# second with another rope_theta and eps, rmsnorm, an untied LM head (as
+# LLaMA); 2 stages, adamw; the GPT's tokens. Losses within 1e-5 (issue 13).
+LLAMA = """model llama {
+    input  tokens: int32[8]
+    input  mask: float32[8]
+    target next: int32[8]
+    embedding(vocab = 24, dim = 16)
+    llama_block(heads = 4, kv_heads = 2, mlp = 40, mask = mask)
+    llama_block(heads = 4, kv_heads = 2, mlp = 40, rope_theta = 500, eps = 1e-6, mask = mask)
+    rmsnorm
+    linear(24, bias = false)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 2; micro_batch_size = 3; schedule = 1f1b }
+train {
+    optimizer = adamw(lr = 0.01, betas = (0.9, 0.95), weight_decay = 0.1)
+    steps = 5; seed = 13; shuffle = false
+    data = @DATA@
+}
+"""
+
+
+def build_llama():
+    return Net([Embedding(24, 16), LlamaBlock(16, 4, 2, 40, mask=True),
+                LlamaBlock(16, 4, 2, 40, rope_theta=500.0, eps=1e-6, mask=True), RMSNorm(16),
+                nn.Linear(16, 24, bias=False)])
+
+
+case("llama", LLAMA, build_llama,
+     lambda tmp, gen: token_data(tmp, 30, 8, 24, 0, {0: (5, 8), 1: (2, 6), 2: (3, 5), 4: (4, 8), 7: (1, 8),
+                                                      8: (3, 8), 11: (6, 7), 13: (1, 5), 16: (2, 8), 20: (4, 8),
+                                                      22: (1, 3), 25: (3, 8), 26: (2, 4), 29: (5, 8)}, gen),
+     optim_kw(torch.optim.AdamW, lr=0.01, betas=(0.9, 0.95), weight_decay=0.1), 2, tol=1e-5)
+
 TYPES = {
     "mlp": ["flatten", "linear", "relu", "linear", "tanh", "linear", "gelu", "linear", "sigmoid", "linear"],
     "cnn": ["conv2d", "maxpool2d", "relu", "adaptive_avgpool2d", "conv2d", "tanh", "avgpool2d",
             "adaptive_avgpool2d", "flatten", "linear"],
     "tied_mlp": ["linear", "layernorm", "gelu", "linear", "tanh", "layernorm", "linear", "relu", "linear"],
     "gpt": ["embedding", "transformer_block", "transformer_block", "layernorm", "linear"],
+    "llama": ["embedding", "llama_block", "llama_block", "rmsnorm", "linear"],
 }
 
 # the models that also run on 1 stage, where their losses must be the same text
-ONE_STAGE = ["mlp", "gpt"]
+ONE_STAGE = ["mlp", "gpt", "llama"]
 
 # ---- running
 
@@ -496,17 +534,17 @@ def run_case(build, c, tmp):
         raise AssertionError("pipert logged %d losses, not %d" % (len(got), STEPS))
 
     want, norms = torch_losses(c, model, data, B)
-    worst, bad = 0.0, []
+    worst, bad, tol = 0.0, [], c["tol"]
     for s, (a, b) in enumerate(zip(got, want)):
         rel = abs(a - b) / max(abs(b), 1e-12)
         worst = max(worst, rel) if rel == rel else float("inf")
-        if not rel < TOL:
+        if not rel < tol:
             bad.append("step %d: pipert %.9g, torch %.9g (rel %.3g)" % (s + 1, a, b, rel))
     note = ""
     if norms:
         note = ", grad norms %s (clipped at %g)" % (" ".join("%.3g" % n for n in norms), c["extra"]["grad_clip"])
     if bad:
-        raise AssertionError("losses differ beyond %g: %s" % (TOL, "; ".join(bad)))
+        raise AssertionError("losses differ beyond %g: %s" % (tol, "; ".join(bad)))
     return worst, texts, note, plan
 
 
