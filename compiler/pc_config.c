@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base_npy.h"
 #include "plan_model.h"
 #include "gr_parse.h"
 
@@ -370,9 +371,10 @@ static int read_data(DiagList *dl, const AstValue *v, const char *key, PlanData 
     d->pad = -1;
     for (int i = 0; i < a.n; i++) {
         const PcArg *x = &a.a[i];
-        if (!strcmp(x->name, "dir") || !strcmp(x->name, "images") || !strcmp(x->name, "file"))
+        if (!strcmp(x->name, "dir") || !strcmp(x->name, "images") || !strcmp(x->name, "file") ||
+            !strcmp(x->name, "inputs"))
             d->path = x->s;
-        else if (!strcmp(x->name, "labels"))
+        else if (!strcmp(x->name, "labels") || !strcmp(x->name, "targets"))
             d->path2 = x->s;
         else if (!strcmp(x->name, "resize"))
             d->resize = x->i[0];
@@ -502,7 +504,40 @@ static int data_classifier(DiagList *dl, SrcLoc at, const char *key, const char 
     return 0;
 }
 
-static int check_source(DiagList *dl, const PlanData *d, const char *key, const PlanModel *m)
+/* npy(INPUTS, TARGETS): the two files' headers, read now (runtime/rt_data.c's
+ * open_npy applies the same rules with base_npy_fits, then checks the
+ * values: token ids and class labels). */
+static int data_npy(DiagList *dl, SrcLoc at, const char *key, const PlanData *d, const PlanModel *m)
+{
+    char s[96], why[600], err[1400];
+    if (m->ninputs != 1)
+        return data_error(dl, at, io_note("input", &m->input[1]),
+                          "%s: npy(...) yields one input per sample (the inputs file), but the model declares %d "
+                          "inputs", key, m->ninputs);
+    BaseNpy h[2];
+    const char *path[2] = {d->path, d->path2};
+    const PlanIO *io[2] = {&m->input[0], &m->target[0]};
+    for (int k = 0; k < 2; k++) {
+        if (base_npy_read_header(path[k], &h[k], err, sizeof err) != 0) {
+            diag_error(dl, at, "%s: npy(...): %s", key, err);
+            return -1;
+        }
+        const PlanTensor *t = &io[k]->t;
+        if (base_npy_fits(&h[k], t->dtype == PLAN_I32, t->ndim, t->dim, why, sizeof why) != 0) {
+            plan_tensor_text(t, 1, s, sizeof s);
+            return data_error(dl, at, io_note(k ? "target" : "input", io[k]), "%s: npy(...): %s %s, but %s '%s' is %s",
+                              key, path[k], why, k ? "target" : "input", io[k]->name, s);
+        }
+    }
+    if (h[0].dim[0] != h[1].dim[0]) {
+        diag_error(dl, at, "%s: npy(...): %s holds %lld samples, but %s holds %lld", key, path[1],
+                   (long long)h[1].dim[0], path[0], (long long)h[0].dim[0]);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_source(DiagList *dl, const PlanData *d, const char *key, const PlanModel *m, int open_files)
 {
     /* the default source has no place of its own: the model's, then */
     SrcLoc at = d->loc.line > 0 ? d->loc : m->loc;
@@ -588,16 +623,18 @@ static int check_source(DiagList *dl, const PlanData *d, const char *key, const 
                               (long long)ids, vocab < 65536 ? "the embedding's vocab" : "uint16 in the file");
         return 0;
     }
+    case PLAN_DATA_NPY:
+        return open_files ? data_npy(dl, at, key, d, m) : 0;
     default:
         return 0;
     }
 }
 
-int pc_config_check_data(DiagList *dl, const PlanConfig *c, const PlanModel *m)
+int pc_config_check_data(DiagList *dl, const PlanConfig *c, const PlanModel *m, int open_files)
 {
-    int errors = check_source(dl, &c->data, "data", m) != 0;
+    int errors = check_source(dl, &c->data, "data", m, open_files) != 0;
     if (c->eval_data.set)
-        errors += check_source(dl, &c->eval_data, "eval_data", m) != 0;
+        errors += check_source(dl, &c->eval_data, "eval_data", m, open_files) != 0;
     return errors ? -1 : 0;
 }
 

@@ -18,8 +18,11 @@ int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train
 /* The data and eval_data sources against the model (plan/plan_model.h):
  * what each yields (float32 images and class labels, int32 token ids and
  * next-token targets, ...) must be what the model's inputs, target and loss
- * take. Returns 0, or -1 after reporting at the source. */
-int pc_config_check_data(DiagList *dl, const PlanConfig *cfg, const PlanModel *m);
+ * take. npy(...) files are opened and their headers checked (dtype and
+ * shape against the input and target) when open_files is set; the fuzz
+ * targets' front end (pc_front_mem) touches no file and skips that.
+ * Returns 0, or -1 after reporting at the source. */
+int pc_config_check_data(DiagList *dl, const PlanConfig *cfg, const PlanModel *m, int open_files);
 
 /* Applies one -D key=value to the syntax tree before it is read: the value
  * is parsed with the DSL's value grammar and replaces (or adds) the key in

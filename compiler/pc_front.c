@@ -92,7 +92,7 @@ static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int n
     int model_rc = pc_model_build(dl, model, &f->model);
     if (cfg_rc != 0 || model_rc != 0)
         return PC_USER_ERROR;
-    if (pc_config_check_data(dl, &f->cfg, &f->model) != 0)
+    if (pc_config_check_data(dl, &f->cfg, &f->model, !f->mem_only) != 0)
         return PC_USER_ERROR;
     if (f->cfg.schedule == PLAN_SCHED_FILE && read_schedule_file(f, dl) != 0)
         return PC_USER_ERROR;

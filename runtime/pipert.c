@@ -4,7 +4,10 @@
  *   mpirun -np N pipert PLAN.bin [--steps N] [--seed N]
  *          [--data PATH] [--eval-data PATH]
  *          [--log-every N] [--progress auto|on|off] [--metrics FILE]
+ *          [--tensorboard DIR]
  *          [--save DIR] [--save-every N] [--resume DIR]
+ *          [--init PATH [--init-rename FROM=TO]... [--init-extra refuse|ignore]]
+ *          [--export FILE]
  *          [--trace FILE] [--watchdog SEC] [--device cpu|cuda] [--verbose]
  *   pipert --help | -h | --version
  *
@@ -42,7 +45,9 @@
 #include "rt_optim.h"
 #include "rt_ckpt.h"
 #include "rt_safetensors.h"
+#include "rt_tb.h"
 #include "rt_trace.h"
+#include "rt_weights.h"
 
 /* OpenBLAS's own: one thread per rank, the ranks are the parallelism. */
 void openblas_set_num_threads(int n);
@@ -74,7 +79,7 @@ static void usage(FILE *out)
           "\n"
           "data:\n"
           "  --data PATH       training data: the directory or file of the plan's source\n"
-          "                    (idx: IMAGES,LABELS)\n"
+          "                    (idx: IMAGES,LABELS; npy: INPUTS,TARGETS)\n"
           "  --eval-data PATH  evaluation data, the same way (the plan needs eval_data)\n"
           "\n"
           "logging and metrics:\n"
@@ -83,6 +88,8 @@ static void usage(FILE *out)
           "  --progress MODE   auto (default): a live line (step, loss, samples/s, ETA) when\n"
           "                    the output is a terminal; on; off: plain log lines only\n"
           "  --metrics FILE    also write the log as JSON lines\n"
+          "  --tensorboard DIR also write TensorBoard event files in DIR (created): loss,\n"
+          "                    lr, grad_norm, samples/s every step; eval loss and accuracy\n"
           "\n"
           "checkpoints:\n"
           "  --save DIR        write a resumable checkpoint at the end: weights as\n"
@@ -94,6 +101,21 @@ static void usage(FILE *out)
           "  --resume DIR      continue from the checkpoint in DIR (any stage count or\n"
           "                    schedule of the same model); --steps counts from the\n"
           "                    start of training\n"
+          "\n"
+          "weights in and out:\n"
+          "  --init PATH       start from the weights in PATH, a .safetensors file or a\n"
+          "                    folder of them, under the model's names (layers.{i}.NAME):\n"
+          "                    every tensor of the model, its shape; F32, or F16/BF16\n"
+          "                    converted exactly; any stage count. Optimizer state and\n"
+          "                    step start fresh (--resume continues a run)\n"
+          "  --init-rename FROM=TO  read a tensor named FROM... as TO... (a prefix; may be\n"
+          "                    repeated, the first match applies): model.layers.=layers.\n"
+          "  --init-extra MODE refuse (default): a tensor the model lacks is an error;\n"
+          "                    ignore: skip it\n"
+          "  --export FILE     after the last step, write the weights to one safetensors\n"
+          "                    file that torch's load_state_dict(strict=True) takes (a tied\n"
+          "                    weight under both names); --resume DIR --steps <its step>\n"
+          "                    --export FILE converts a checkpoint without training\n"
           "\n"
           "tracing and hangs:\n"
           "  --trace FILE      write a Chrome trace (Perfetto) of the run: one row per rank,\n"
@@ -123,8 +145,8 @@ static void usage(FILE *out)
 
 /* The options, in --help's order; val is what getopt_long returns. */
 enum {
-    O_STEPS = 256, O_SEED, O_DATA, O_EVAL_DATA, O_LOG_EVERY, O_PROGRESS, O_METRICS, O_SAVE, O_SAVE_EVERY,
-    O_RESUME, O_TRACE, O_WATCHDOG, O_DEVICE, O_VERBOSE, O_VERSION, O_HELP = 'h'
+    O_STEPS = 256, O_SEED, O_DATA, O_EVAL_DATA, O_LOG_EVERY, O_PROGRESS, O_METRICS, O_TENSORBOARD, O_SAVE,
+    O_SAVE_EVERY, O_RESUME, O_INIT, O_INIT_RENAME, O_INIT_EXTRA, O_EXPORT, O_TRACE, O_WATCHDOG, O_DEVICE, O_VERBOSE, O_VERSION, O_HELP = 'h'
 };
 static const struct option options[] = {
     {"steps", required_argument, NULL, O_STEPS},
@@ -134,9 +156,14 @@ static const struct option options[] = {
     {"log-every", required_argument, NULL, O_LOG_EVERY},
     {"progress", required_argument, NULL, O_PROGRESS},
     {"metrics", required_argument, NULL, O_METRICS},
+    {"tensorboard", required_argument, NULL, O_TENSORBOARD},
     {"save", required_argument, NULL, O_SAVE},
     {"save-every", required_argument, NULL, O_SAVE_EVERY},
     {"resume", required_argument, NULL, O_RESUME},
+    {"init", required_argument, NULL, O_INIT},
+    {"init-rename", required_argument, NULL, O_INIT_RENAME},
+    {"init-extra", required_argument, NULL, O_INIT_EXTRA},
+    {"export", required_argument, NULL, O_EXPORT},
     {"trace", required_argument, NULL, O_TRACE},
     {"watchdog", required_argument, NULL, O_WATCHDOG},
     {"device", required_argument, NULL, O_DEVICE},
@@ -314,16 +341,18 @@ static void check_data_option(const PlanData *d, const char *opt, const char *pa
         snprintf(why, n, "--%s: the plan has no eval_data to replace; add eval_data = ... to its train block", opt);
     else if (d->kind == PLAN_DATA_SYNTHETIC)
         snprintf(why, n, "--%s: the plan's %s is synthetic (generated, no files to replace); compile it with idx(...), "
-                 "cifar10(...) or tokens(...) data", opt, !strcmp(opt, "data") ? "data" : "eval_data");
+                 "cifar10(...), tokens(...) or npy(...) data", opt, !strcmp(opt, "data") ? "data" : "eval_data");
     else if (d->kind == PLAN_DATA_IDX && (!comma || comma == path || !comma[1] || strchr(comma + 1, ',')))
         snprintf(why, n, "--%s: idx data takes IMAGES,LABELS (two files, one comma), not '%.600s'", opt, path);
+    else if (d->kind == PLAN_DATA_NPY && (!comma || comma == path || !comma[1] || strchr(comma + 1, ',')))
+        snprintf(why, n, "--%s: npy data takes INPUTS,TARGETS (two .npy files, one comma), not '%.600s'", opt, path);
 }
 
 /* Replaces a data source's paths from the command line. */
 static void override_path(BaseArena *a, PlanData *d, const char *path)
 {
     const char *comma = strchr(path, ',');
-    if (d->kind == PLAN_DATA_IDX && comma) {
+    if ((d->kind == PLAN_DATA_IDX || d->kind == PLAN_DATA_NPY) && comma) {
         d->path = base_arena_strdup(a, path, (size_t)(comma - path));
         d->path2 = base_arena_strdup(a, comma + 1, strlen(comma + 1));
     } else {
@@ -459,6 +488,9 @@ static void sum_over_replicas(RtCtx *rt, double *v, int n)
         rt->xp->allreduce_f64(rt, v, n, XPORT_REPLICAS);
 }
 
+/* --tensorboard DIR: the reporting rank's event file (rt_tb.h), closed by done() */
+static RtTb *tboard;
+
 static void evaluate(RtCtx *rt, int64_t at_step, int final)
 {
     if (!rt->have_eval)
@@ -487,6 +519,9 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
     if (final && cls)
         printf("test accuracy: %.2f%%\n", 100 * acc);
     fflush(stdout);
+    const char *tags[] = {"eval/loss", "eval/accuracy"};
+    double vals[] = {loss, acc};
+    rt_tb_scalars(tboard, at_step, tags, vals, cls ? 2 : 1);
     if (rt->metrics) {
         fprintf(rt->metrics, "{\"eval_step\": %lld, \"eval_loss\": %.9g", (long long)at_step, loss);
         if (cls)
@@ -524,6 +559,8 @@ static int done(RtCtx *rt, int rc, unsigned have)
 {
     if (rt->metrics)
         fclose(rt->metrics);
+    rt_tb_close(tboard);
+    tboard = NULL;
     if (have & HAVE_DATA) {
         rt_data_close(&rt->data);
         rt_data_close(&rt->eval);
@@ -542,7 +579,9 @@ static int done(RtCtx *rt, int rc, unsigned have)
 int main(int argc, char **argv)
 {
     const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu", *resume = NULL, *trace = NULL;
-    const char *progress = "auto";
+    const char *progress = "auto", *export = NULL, *tensorboard = NULL, *init_extra = NULL;
+    const char *renames[64];
+    RtInit init = {NULL, renames, 0, 0};
     long long steps = -1, seed = -1, save_every = 0;
     RtCtx *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -603,6 +642,22 @@ int main(int argc, char **argv)
         case O_TRACE: trace = optarg; break;
         case O_PROGRESS: progress = optarg; break;
         case O_RESUME: resume = optarg; break;
+        case O_INIT: init.path = optarg; break;
+        case O_INIT_EXTRA: init_extra = optarg; break;
+        case O_EXPORT: export = optarg; break;
+        case O_TENSORBOARD: tensorboard = optarg; break;
+        case O_INIT_RENAME:
+            if (!strchr(optarg, '=') || optarg[0] == '=') {
+                fprintf(stderr, "pipert: --init-rename: '%s' is not FROM=TO (a name prefix, '=', what replaces it)\n",
+                        optarg);
+                bad = 1;
+            } else if (init.nrename == (int)(sizeof renames / sizeof renames[0])) {
+                fprintf(stderr, "pipert: --init-rename: more than %d rules\n", (int)(sizeof renames / sizeof renames[0]));
+                bad = 1;
+            } else {
+                renames[init.nrename++] = optarg;
+            }
+            break;
         case O_DEVICE: device = optarg; break;
         default: bad = 1; break;
         }
@@ -633,6 +688,20 @@ int main(int argc, char **argv)
     }
     if (save_every > 0 && !rt->save_dir) {
         fprintf(stderr, "pipert: --save-every needs --save DIR\n");
+        return done(rt, 1, 0);
+    }
+    if (init_extra && strcmp(init_extra, "refuse") && strcmp(init_extra, "ignore")) {
+        fprintf(stderr, "pipert: --init-extra: '%s' is not refuse or ignore\n", init_extra);
+        return done(rt, 1, 0);
+    }
+    init.ignore_extra = init_extra && !strcmp(init_extra, "ignore");
+    if ((init.nrename || init_extra) && !init.path) {
+        fprintf(stderr, "pipert: --%s needs --init PATH\n", init.nrename ? "init-rename" : "init-extra");
+        return done(rt, 1, 0);
+    }
+    if (init.path && resume) {
+        fprintf(stderr, "pipert: --init and --resume exclude each other: --resume continues a run (optimizer state "
+                        "and step included), --init starts a new one from weights\n");
         return done(rt, 1, 0);
     }
     if (!path) {
@@ -683,6 +752,18 @@ int main(int argc, char **argv)
     /* --save DIR: usable on every rank, or the job ends now, not after training */
     if (rt->save_dir) {
         check_save_dir(rt, rt->save_dir, err, sizeof err);
+        if (agree(rt, err, sizeof err) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: %s\n", err);
+            return done(rt, 1, have);
+        }
+    }
+    /* --export FILE: rank 0 writes it after the last step; known now */
+    if (export) {
+        if (rt->rank == 0)
+            check_output_file("--export", export, err, sizeof err);
+        else
+            err[0] = 0;
         if (agree(rt, err, sizeof err) != 0) {
             if (rt->rank == 0)
                 fprintf(stderr, "pipert: %s\n", err);
@@ -790,6 +871,21 @@ int main(int argc, char **argv)
         if (has_last(rt) && rt->dpi == 0)
             printf("resumed from %s at step %lld of %lld\n", resume, (long long)rt->step, (long long)cfg->steps);
         rt_ckpt_manifest_free(&man);
+    } else if (init.path) {
+        /* collective: the lowest failing rank's message, before the first step */
+        int loaded = 0, files = 0;
+        if (rt_weights_init(rt, &init, &loaded, &files, err, sizeof err) != 0)
+            snprintf(msg, sizeof msg, "%s", err);
+        else
+            msg[0] = 0;
+        if (agree(rt, msg, sizeof msg) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: %s\n", msg);
+            return done(rt, 1, have);
+        }
+        if (has_last(rt) && rt->dpi == 0)
+            printf("initialised %d tensors from %s (%d file%s); optimizer state starts fresh\n", loaded, init.path,
+                   files, files == 1 ? "" : "s");
     }
     int reporter = has_last(rt) && rt->dpi == 0;
     if (rt->metrics_path) {
@@ -805,6 +901,17 @@ int main(int argc, char **argv)
     }
     if (rt->metrics_path)
         memory_records(rt);
+    if (tensorboard) {
+        /* only the reporter writes: collective, as the metrics */
+        msg[0] = 0;
+        if (reporter && !(tboard = rt_tb_open(tensorboard, msg, sizeof msg)) && !msg[0])
+            snprintf(msg, sizeof msg, "--tensorboard %s: cannot write", tensorboard);
+        if (agree(rt, msg, sizeof msg) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: %s\n", msg);
+            return done(rt, 1, have);
+        }
+    }
     int32_t *tmp = rt_alloc(rt, (plan_tensor_elems(&rt->m->target[0].t) + 1) * sizeof(int32_t), "targets");
     int stopped = 0, interrupted = 0;
     int live = reporter && (!strcmp(progress, "on") || (!strcmp(progress, "auto") && terminal_stdout()));
@@ -843,6 +950,13 @@ int main(int argc, char **argv)
                    loss[1] > 0 ? loss[0] / loss[1] : 0, rt->global_batch / per, eta);
             fflush(stdout);
             last_live = t1;
+        }
+        if (tboard) {
+            double dt = t1 - t0;
+            const char *tags[] = {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s"};
+            double vals[] = {loss[1] > 0 ? loss[0] / loss[1] : 0, rt_lr_at(cfg, rt->step), rt->grad_norm,
+                             dt > 0 ? rt->global_batch / dt : 0};
+            rt_tb_scalars(tboard, s, tags, vals, 4);
         }
         if (reporter && (s % rt->log_every == 0 || s == cfg->steps)) {
             if (live)
@@ -886,6 +1000,18 @@ int main(int argc, char **argv)
     }
     if (rt->save_dir)
         rt_ckpt_save(rt, rt->step);
+    if (export && !interrupted) {
+        int n = 0;
+        if (rt_weights_export(rt, export, &n, err, sizeof err) != 0) {
+            if (rt->rank == 0)
+                fprintf(stderr, "pipert: --export %s: %s\n", export, err);
+            free(tmp);
+            return done(rt, 1, have);
+        }
+        if (reporter)
+            printf("exported %d tensors to %s\n", n, export);
+        fflush(stdout);
+    }
     if (interrupted) {
         fflush(stdout);
         free(tmp);

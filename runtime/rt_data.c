@@ -1,5 +1,5 @@
 /* runtime/rt_data.c: the data sources of the train block (synthetic, idx,
- * cifar10, tokens), checked against the model at open, then served one
+ * cifar10, tokens, npy), checked against the model at open, then served one
  * sample at a time to the first stage (inputs) and the last (targets).
  *
  * Everything a step needs is read and checked in rt_data_open, so a bad file
@@ -57,7 +57,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "k_cpu.h"
@@ -609,6 +612,128 @@ static int open_tokens(RtData *d, const PlanData *spec, const PlanModel *m, char
     return 0;
 }
 
+/* ---- npy ------------------------------------------------------------------------- */
+
+/* Element i of a mapped npy array as an int64 (little-endian in the file). */
+static int64_t npy_int(const BaseNpy *h, const unsigned char *p, int64_t i)
+{
+    const unsigned char *b = p + i * h->item;
+    switch (h->dtype) {
+    case BASE_NPY_U8: return b[0];
+    case BASE_NPY_I32: return (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+    case BASE_NPY_I64: {
+        uint64_t u = 0;
+        for (int k = 7; k >= 0; k--)
+            u = u << 8 | b[k];
+        return (int64_t)u;
+    }
+    case BASE_NPY_F32: break;
+    }
+    return 0;
+}
+
+/* n elements from element `first` of a mapped array into dst: float32 (from
+ * float32 or uint8's raw values) or int32 (checked at open). */
+static void npy_copy(const BaseNpy *h, const unsigned char *p, int64_t first, int64_t n, int to_int, void *dst)
+{
+    static const uint16_t one = 1;
+    int little = *(const unsigned char *)&one == 1;
+    if (to_int) {
+        int32_t *o = dst;
+        if (h->dtype == BASE_NPY_I32 && little)
+            memcpy(o, p + first * 4, (size_t)n * 4);
+        else
+            for (int64_t i = 0; i < n; i++)
+                o[i] = (int32_t)npy_int(h, p, first + i);
+        return;
+    }
+    float *o = dst;
+    if (h->dtype == BASE_NPY_U8) {
+        for (int64_t i = 0; i < n; i++)
+            o[i] = (float)p[first + i];
+    } else if (little) {
+        memcpy(o, p + first * 4, (size_t)n * 4);
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            const unsigned char *b = p + (first + i) * 4;
+            uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+            memcpy(&o[i], &u, 4);
+        }
+    }
+}
+
+/* Maps a file read-only; its bytes stay in the page cache, shared by the
+ * ranks of a node that read it (docs/dsl.md, "npy"). */
+static int npy_map(RtData *d, int k, const char *path, char *err, size_t es)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return fail(err, es, "%s: cannot open: %s", path, strerror(errno));
+    size_t len = (size_t)(d->npy[k].data_offset + d->npy[k].data_bytes);
+    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED)
+        return fail(err, es, "%s: cannot map %zu bytes: %s", path, len, strerror(e));
+    d->npy_map[k] = p;
+    d->npy_map_len[k] = len;
+    d->npy_data[k] = (const unsigned char *)p + d->npy[k].data_offset;
+    return 0;
+}
+
+static int open_npy(RtData *d, const PlanData *spec, const PlanModel *m, char *err, size_t es)
+{
+    const char *path[2] = {spec->path, spec->path2};
+    const PlanIO *io[2] = {&m->input[0], &m->target[0]};
+    char s[96], why[600];
+    if (!path[0] || !path[1])
+        return fail(err, es, "npy data needs an inputs file and a targets file");
+    if (m->ninputs != 1 || m->ntargets != 1)
+        return fail(err, es, "%s: npy data supplies one input and one target per sample, but the model declares %d "
+                    "inputs and %d targets", path[0], m->ninputs, m->ntargets);
+    for (int k = 0; k < 2; k++) {
+        if (base_npy_read_header(path[k], &d->npy[k], err, es) != 0)
+            return -1;
+        const PlanTensor *t = &io[k]->t;
+        if (base_npy_fits(&d->npy[k], t->dtype == PLAN_I32, t->ndim, t->dim, why, sizeof why) != 0) {
+            shape_text(t, s, sizeof s);
+            return fail(err, es, "%s %s, but %s '%s' is %s", path[k], why, k ? "target" : "input", io[k]->name, s);
+        }
+    }
+    if (d->npy[0].dim[0] != d->npy[1].dim[0])
+        return fail(err, es, "%s: %lld samples, but the inputs file %s holds %lld", path[1],
+                    (long long)d->npy[1].dim[0], path[0], (long long)d->npy[0].dim[0]);
+    for (int k = 0; k < 2; k++)
+        if (npy_map(d, k, path[k], err, es) != 0)
+            return -1;
+    /* integer values: token ids below the vocabulary, class labels below the
+     * class count (or -1 / -100, ignored), both inside int32 */
+    d->vocab = model_vocab(m);
+    d->classes = model_classes(m);
+    for (int k = 0; k < 2; k++) {
+        const BaseNpy *h = &d->npy[k];
+        if (io[k]->t.dtype != PLAN_I32)
+            continue;
+        int64_t hi = k ? d->classes : d->vocab;
+        const char *what = k ? "label" : "token id";
+        if (hi < 1)
+            return fail(err, es, "%s: %s data needs %s", path[k], k ? "class" : "token",
+                        k ? "a model output that gives the class count" : "an embedding layer to give the vocabulary");
+        int64_t per = h->count / h->dim[0];
+        for (int64_t i = 0; i < h->count; i++) {
+            int64_t v = npy_int(h, d->npy_data[k], i);
+            if ((v >= 0 && v < hi) || (k && (v == -1 || v == -100)))
+                continue;
+            return fail(err, es, "%s: %s %lld of sample %lld (element %lld) is %s %lld%s", path[k], what, (long long)v,
+                        (long long)(i / per), (long long)i, v < 0 ? "negative, not below" : "not below",
+                        (long long)hi, k ? (v < 0 ? " (only -1 and -100 mean ignored)" : " classes") : " (the vocabulary)");
+        }
+    }
+    d->n = d->npy[0].dim[0];
+    d->sample_elems = d->npy[0].count / d->n;
+    return 0;
+}
+
 /* ---- synthetic ------------------------------------------------------------------- */
 
 static int open_synthetic(RtData *d, const PlanData *spec, const PlanModel *m, char *err, size_t es)
@@ -651,6 +776,7 @@ int rt_data_open(RtData *d, const PlanData *spec, const PlanModel *m, uint64_t s
     case PLAN_DATA_IDX: rc = open_idx(d, spec, m, err, errsize); break;
     case PLAN_DATA_CIFAR10: rc = open_cifar(d, spec, m, eval, err, errsize); break;
     case PLAN_DATA_TOKENS: rc = open_tokens(d, spec, m, err, errsize); break;
+    case PLAN_DATA_NPY: rc = open_npy(d, spec, m, err, errsize); break;
     default: rc = fail(err, errsize, "data: unknown source kind %d", (int)spec->kind); break;
     }
     if (rc == 0 && d->n < 1)
@@ -679,6 +805,9 @@ void rt_data_close(RtData *d)
     free(d->labels);
     free(d->tokens);
     free(d->perm);
+    for (int k = 0; k < 2; k++)
+        if (d->npy_map[k])
+            munmap(d->npy_map[k], d->npy_map_len[k]);
     memset(d, 0, sizeof *d);
     d->pad = -1;
     d->perm_epoch = -1;
@@ -763,6 +892,7 @@ void rt_data_input(const RtData *d, int64_t sample, int k, void *dst)
         }
         break;
     }
+    case PLAN_DATA_NPY: npy_copy(&d->npy[0], d->npy_data[0], sample * n, n, t->dtype == PLAN_I32, dst); break;
     default: break;
     }
 }
@@ -788,6 +918,7 @@ void rt_data_target(const RtData *d, int64_t sample, void *dst)
             o[i] = (d->pad >= 0 && tok[i] == d->pad) ? -1 : (int32_t)tok[i];
         break;
     }
+    case PLAN_DATA_NPY: npy_copy(&d->npy[1], d->npy_data[1], sample * n, n, t->dtype == PLAN_I32, dst); break;
     default: break;
     }
 }

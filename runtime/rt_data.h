@@ -22,6 +22,14 @@
  *                            one; a declared mask input is 1 where the token
  *                            is not pad, 0 where it is; a target equal to pad
  *                            becomes -1 (ignored)
+ *   npy(INPUTS, TARGETS)     NumPy .npy arrays (float32, int64, int32,
+ *                            uint8; C order; first dimension = samples),
+ *                            memory-mapped; one input and one target, each
+ *                            sample's shape the tensor's; uint8 feeds
+ *                            float32 as the raw values 0..255; int64 is
+ *                            narrowed to int32 after a range check (ids
+ *                            below the vocabulary, labels below the class
+ *                            count or -1 / -100: ignored)
  *
  * Sample order depends only on the seed, the step and the sample's place in
  * the global batch: with shuffle, epoch e = (step * B + pos) / N is a
@@ -34,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base_npy.h"
 #include "plan_config.h"
 #include "plan_model.h"
 
@@ -52,6 +61,11 @@ typedef struct RtData {
     uint64_t seed;
     int64_t vocab;           /* synthetic token ids / checks on tokens() */
     int64_t classes;         /* synthetic class targets */
+    /* npy(): [0] the inputs file, [1] the targets file, mapped */
+    BaseNpy npy[2];
+    void *npy_map[2];
+    size_t npy_map_len[2];
+    const unsigned char *npy_data[2];
     /* the shuffled permutation of one epoch, cached */
     int64_t *perm;
     int64_t perm_epoch;

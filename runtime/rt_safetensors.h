@@ -23,6 +23,15 @@ typedef struct RtTensor {
 int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char *const *meta_keys,
                          const char *const *meta_values, int nmeta, char *err, size_t errsize);
 
+/* rt_safetensors_write with each tensor's data fetched when it is due:
+ * get(ctx, i) returns t[i]'s floats (t[i].data is not read), and is called
+ * once for every tensor in order, even after a write failed, so a caller
+ * that receives the data from other processes stays in step with them.
+ * The file is written atomically as above. */
+int rt_safetensors_write_stream(const char *path, const RtTensor *t, int n, const char *const *meta_keys,
+                                const char *const *meta_values, int nmeta, const float *(*get)(void *ctx, int i),
+                                void *ctx, char *err, size_t errsize);
+
 /* A loaded file: the tensors point into one buffer. */
 typedef struct RtSafetensors {
     unsigned char *buf;

@@ -81,11 +81,43 @@ int rt_st_check_write(const char *path, const RtTensor *t, int n, const char *co
 int rt_st_check_header(const char *path, const RtStHeader *h, size_t dlen, RtStEntry ***order, char *err,
                        size_t errsize);
 
+/* The bytes of one element of a safetensors dtype ("F32" 4, "BF16" 2, "I64"
+ * 8, ...), or 0 for a name the format does not define. */
+int rt_st_dtype_bytes(const char *dtype);
+/* rt_st_check_header's rules with every dtype of the format sized by
+ * rt_st_dtype_bytes instead of F32 alone: for a reader that converts or
+ * skips tensors (pipert --init, rt_st_open). */
+int rt_st_check_layout(const char *path, const RtStHeader *h, size_t dlen, RtStEntry ***order, char *err,
+                       size_t errsize);
+
 /* ---- rt_st_file.c -------------------------------------------------------- */
 
 /* rt_safetensors_read on a file already in memory: buf[0, len), malloc'd,
  * owned from here (kept by *out on success, freed on failure); path names
  * it in messages. For the reader's fuzz target (tests/fuzz/fuzz_json.c). */
 int rt_st_read_buffer(const char *path, unsigned char *buf, size_t len, RtSafetensors *out, char *err, size_t errsize);
+
+/* A file opened for reading tensor by tensor (pipert --init: each rank
+ * reads only the tensors its stage holds): its header read and checked
+ * (rt_st_check_layout against the file's size), the data left on disk. */
+typedef struct RtStFile {
+    const char *path;
+    int fd;
+    RtStHeader h;
+    int64_t data_at;          /* the file offset of the data's first byte */
+} RtStFile;
+
+/* Returns 0, or -1 with a message naming the file (and *f closed). */
+int rt_st_open(const char *path, RtStFile *f, char *err, size_t errsize);
+/* Reads tensor x of the file as float32 into dst (numel elements): F32 as
+ * it is, F16 and BF16 converted exactly (every value of theirs is a
+ * float32); any other dtype is refused. Returns 0, or -1 with a message. */
+int rt_st_read_f32(const RtStFile *f, const RtStEntry *x, float *dst, char *err, size_t errsize);
+void rt_st_close(RtStFile *f);
+
+/* float32 from the 16-bit formats, exactly (NaN payloads kept, as torch's
+ * conversions keep them). */
+float rt_st_f16_to_f32(uint16_t h);
+float rt_st_bf16_to_f32(uint16_t h);
 
 #endif

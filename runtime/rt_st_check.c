@@ -121,16 +121,37 @@ static int cmp_entry_offset(const void *a, const void *b)
     return x->order - y->order;
 }
 
-int rt_st_check_header(const char *path, const RtStHeader *h, size_t dlen, RtStEntry ***order, char *err,
-                       size_t errsize)
+int rt_st_dtype_bytes(const char *dtype)
+{
+    /* the format's dtypes (safetensors' Dtype enum) and their sizes */
+    static const struct {
+        const char *name;
+        int bytes;
+    } t[] = {{"BOOL", 1}, {"U8", 1}, {"I8", 1}, {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2}, {"U16", 2},
+             {"F16", 2},  {"BF16", 2}, {"I32", 4}, {"U32", 4}, {"F32", 4}, {"F64", 8}, {"I64", 8}, {"U64", 8}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(dtype, t[i].name))
+            return t[i].bytes;
+    return 0;
+}
+
+/* rt_st_check_header, and with any_dtype rt_st_check_layout. */
+static int check_header(const char *path, const RtStHeader *h, size_t dlen, RtStEntry ***order, char *err,
+                        size_t errsize, int any_dtype)
 {
     *order = NULL;
     /* each tensor: dtype, shape against its byte range, the range against
      * the data */
     for (int i = 0; i < h->n; i++) {
         const RtStEntry *x = &h->t[i];
-        if (strcmp(x->dtype, RT_ST_DTYPE) != 0) {
+        int esize = any_dtype ? rt_st_dtype_bytes(x->dtype) : RT_ST_DTYPE_BYTES;
+        if (!any_dtype && strcmp(x->dtype, RT_ST_DTYPE) != 0) {
             rt_st_fail(err, errsize, "%s: tensor '%s' has dtype %s; only " RT_ST_DTYPE " is supported", path, x->name,
+                       x->dtype);
+            return -1;
+        }
+        if (esize == 0) {
+            rt_st_fail(err, errsize, "%s: tensor '%s' has dtype %s, which is not a safetensors dtype", path, x->name,
                        x->dtype);
             return -1;
         }
@@ -140,7 +161,7 @@ int rt_st_check_header(const char *path, const RtStHeader *h, size_t dlen, RtStE
             return -1;
         }
         int64_t numel = rt_st_numel(x->ndim, x->dim);
-        if (numel < 0) {
+        if (numel < 0 || (esize > RT_ST_DTYPE_BYTES && numel > INT64_MAX / esize)) {
             rt_st_fail(err, errsize, "%s: tensor '%s': its shape is too large", path, x->name);
             return -1;
         }
@@ -150,13 +171,13 @@ int rt_st_check_header(const char *path, const RtStHeader *h, size_t dlen, RtStE
                        x->begin <= x->end ? ": truncated file?" : "");
             return -1;
         }
-        if (x->end - x->begin != numel * RT_ST_DTYPE_BYTES) {
+        if (x->end - x->begin != numel * esize) {
             char shape[128] = "";
             size_t k = 0;
             for (int d = 0; d < x->ndim; d++)
                 k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%lld", d ? ", " : "", (long long)x->dim[d]);
             rt_st_fail(err, errsize, "%s: tensor '%s': shape [%s] needs %lld bytes but data_offsets [%lld, %lld] hold %lld",
-                       path, x->name, shape, (long long)(numel * RT_ST_DTYPE_BYTES), (long long)x->begin,
+                       path, x->name, shape, (long long)(numel * esize), (long long)x->begin,
                        (long long)x->end, (long long)(x->end - x->begin));
             return -1;
         }
@@ -190,4 +211,16 @@ int rt_st_check_header(const char *path, const RtStHeader *h, size_t dlen, RtStE
     }
     *order = o;
     return 0;
+}
+
+int rt_st_check_header(const char *path, const RtStHeader *h, size_t dlen, RtStEntry ***order, char *err,
+                       size_t errsize)
+{
+    return check_header(path, h, dlen, order, err, errsize, 0);
+}
+
+int rt_st_check_layout(const char *path, const RtStHeader *h, size_t dlen, RtStEntry ***order, char *err,
+                       size_t errsize)
+{
+    return check_header(path, h, dlen, order, err, errsize, 1);
 }

@@ -10,9 +10,13 @@
  * byte-swapped on a big-endian host) in place. */
 #include "rt_st.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base_file.h"
 
@@ -65,6 +69,48 @@ int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char 
     free(h);
     for (int i = 0; i < n && rc == 0; i++)
         rc = write_f32_le(fd, t[i].data, rt_st_numel(t[i].ndim, t[i].dim));
+    return base_atomic_finish(fd, tmp, path, rc == 0, err, errsize);
+}
+
+int rt_safetensors_write_stream(const char *path, const RtTensor *t, int n, const char *const *meta_keys,
+                                const char *const *meta_values, int nmeta, const float *(*get)(void *ctx, int i),
+                                void *ctx, char *err, size_t errsize)
+{
+    /* the writer's checks want data for every non-empty tensor: a copy
+     * whose data points at something (never read: the floats come from get) */
+    RtTensor *c = malloc(((size_t)n + 1) * sizeof *c);
+    if (!c) {
+        rt_st_fail(err, errsize, "%s: out of memory", path);
+        for (int i = 0; i < n; i++)
+            get(ctx, i);
+        return -1;
+    }
+    static const float placeholder;
+    for (int i = 0; i < n; i++) {
+        c[i] = t[i];
+        c[i].data = &placeholder;
+    }
+    char *h = NULL, *tmp = NULL;
+    size_t hn = 0;
+    int fd = -1, rc = -1;
+    if (rt_st_check_write(path, c, n, meta_keys, meta_values, nmeta, err, errsize) == 0 &&
+        rt_st_header_encode(path, c, n, meta_keys, meta_values, nmeta, &h, &hn, err, errsize) == 0 &&
+        (fd = base_atomic_begin(path, &tmp, err, errsize)) >= 0) {
+        unsigned char len8[8];
+        for (int i = 0; i < 8; i++)
+            len8[i] = (unsigned char)((uint64_t)hn >> (8 * i));
+        rc = base_write_all(fd, len8, 8) == 0 && base_write_all(fd, h, hn) == 0 ? 0 : -1;
+    }
+    free(h);
+    free(c);
+    /* every tensor is fetched, whatever happened */
+    for (int i = 0; i < n; i++) {
+        const float *x = get(ctx, i);
+        if (rc == 0 && fd >= 0)
+            rc = write_f32_le(fd, x, rt_st_numel(t[i].ndim, t[i].dim));
+    }
+    if (fd < 0)
+        return -1;
     return base_atomic_finish(fd, tmp, path, rc == 0, err, errsize);
 }
 
@@ -223,4 +269,146 @@ const char *rt_safetensors_meta(const RtSafetensors *s, const char *key)
         if (!strcmp(s->names[s->n + 2 * i], key))
             return s->names[s->n + 2 * i + 1];
     return NULL;
+}
+
+/* ---- reading tensor by tensor (rt_st.h: RtStFile) ------------------------- */
+
+static int read_at(int fd, void *buf, size_t n, int64_t off)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r, n -= (size_t)r, off += r;
+    }
+    return 0;
+}
+
+int rt_st_open(const char *path, RtStFile *f, char *err, size_t errsize)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    f->fd = open(path, O_RDONLY);
+    if (f->fd < 0) {
+        rt_st_fail(err, errsize, "cannot read '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    unsigned char len8[8];
+    unsigned char *text = NULL;
+    RtStEntry **order = NULL;
+    if (fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rt_st_fail(err, errsize, "cannot read '%s': not a regular file", path);
+        goto fail;
+    }
+    size_t len = (size_t)st.st_size;
+    if (len < 8 || read_at(f->fd, len8, 8, 0) != 0) {
+        rt_st_fail(err, errsize, "%s: %zu bytes, too short for a safetensors file (8-byte header length first)", path,
+                   len);
+        goto fail;
+    }
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)len8[i] << (8 * i);
+    if (hlen > RT_ST_MAX_HEADER) {
+        rt_st_fail(err, errsize, "%s: header length %llu is over 100 MB: not a safetensors file, or corrupt", path,
+                   (unsigned long long)hlen);
+        goto fail;
+    }
+    if (hlen > len - 8) {
+        rt_st_fail(err, errsize, "%s: header length %llu runs past the end of the file (%zu bytes): truncated?", path,
+                   (unsigned long long)hlen, len);
+        goto fail;
+    }
+    text = malloc((size_t)hlen + 1);
+    if (!text || read_at(f->fd, text, (size_t)hlen, 8) != 0) {
+        rt_st_fail(err, errsize, "%s: %s", path, text ? "cannot read the header" : "out of memory");
+        goto fail;
+    }
+    if (rt_st_header_decode(path, text, (size_t)hlen, 8, &f->h, err, errsize) != 0 ||
+        rt_st_check_layout(path, &f->h, len - 8 - (size_t)hlen, &order, err, errsize) != 0)
+        goto fail;
+    free(order);
+    free(text);
+    f->data_at = 8 + (int64_t)hlen;
+    return 0;
+fail:
+    free(order);
+    free(text);
+    rt_st_close(f);
+    return -1;
+}
+
+float rt_st_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
+    if (e == 0x1f) {
+        u = sign | 0x7f800000u | m << 13; /* Inf, NaN with its payload */
+    } else if (e != 0) {
+        u = sign | (e + 112) << 23 | m << 13;
+    } else if (m == 0) {
+        u = sign; /* +-0 */
+    } else {
+        /* subnormal: m x 2^-24, normalised */
+        int shift = 0;
+        while (!(m & 0x400))
+            m <<= 1, shift++;
+        u = sign | (uint32_t)(113 - shift) << 23 | (m & 0x3ff) << 13;
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float rt_st_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+int rt_st_read_f32(const RtStFile *f, const RtStEntry *x, float *dst, char *err, size_t errsize)
+{
+    int64_t numel = rt_st_numel(x->ndim, x->dim);
+    int f32 = !strcmp(x->dtype, "F32"), f16 = !strcmp(x->dtype, "F16"), bf16 = !strcmp(x->dtype, "BF16");
+    if (!f32 && !f16 && !bf16) {
+        rt_st_fail(err, errsize, "%s: tensor '%s' is %s: pipe reads F32, and F16 and BF16 converted exactly to "
+                   "float32", f->path, x->name, x->dtype);
+        return -1;
+    }
+    unsigned char *b = (unsigned char *)dst;
+    size_t bytes = (size_t)(x->end - x->begin);
+    /* 16-bit values land in the second half of dst and are widened from the front */
+    unsigned char *src = f32 ? b : b + (size_t)numel * 2;
+    if (read_at(f->fd, src, bytes, f->data_at + x->begin) != 0) {
+        rt_st_fail(err, errsize, "%s: cannot read tensor '%s': %s", f->path, x->name, strerror(errno ? errno : EIO));
+        return -1;
+    }
+    if (f32) {
+        if (!rt_st_host_is_little_endian())
+            for (int64_t i = 0; i < numel; i++) {
+                unsigned char *q = b + 4 * i, c;
+                c = q[0], q[0] = q[3], q[3] = c;
+                c = q[1], q[1] = q[2], q[2] = c;
+            }
+        return 0;
+    }
+    for (int64_t i = 0; i < numel; i++) {
+        uint16_t v = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
+        dst[i] = f16 ? rt_st_f16_to_f32(v) : rt_st_bf16_to_f32(v);
+    }
+    return 0;
+}
+
+void rt_st_close(RtStFile *f)
+{
+    if (f->fd > 0)
+        close(f->fd);
+    rt_st_header_free(&f->h);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
 }

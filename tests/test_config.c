@@ -174,7 +174,7 @@ START_TEST(callee_errors)
     ck_err(t, "'tokens' needs argument 'file' (a string)");
     t_free(t);
     t = t_compile(MODEL "train { data = \"file.bin\" }\n");
-    ck_err(t, "data must be one of synthetic, cifar10, idx, tokens, not '\"file.bin\"'");
+    ck_err(t, "data must be one of synthetic, cifar10, idx, tokens, npy, not '\"file.bin\"'");
     t_free(t);
     t = t_compile(MODEL "train { lr_schedule = cosine(warmup = -1) }\n");
     ck_err(t, "warmup must not be negative");
