@@ -115,8 +115,9 @@ int rt_st_open(const char *path, RtStFile *f, char *err, size_t errsize);
 int rt_st_read_f32(const RtStFile *f, const RtStEntry *x, float *dst, char *err, size_t errsize);
 void rt_st_close(RtStFile *f);
 
-/* float32 from the 16-bit formats, exactly (NaN payloads kept, as torch's
- * conversions keep them). */
+/* float32 from the 16-bit formats, exactly, as torch's .float() converts:
+ * every finite value and infinity is a float32; F16's NaNs keep their
+ * payload and become quiet, BF16's are the same bits. */
 float rt_st_f16_to_f32(uint16_t h);
 float rt_st_bf16_to_f32(uint16_t h);
 

@@ -346,7 +346,9 @@ float rt_st_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
     if (e == 0x1f) {
-        u = sign | 0x7f800000u | m << 13; /* Inf, NaN with its payload */
+        /* Inf; a NaN keeps its payload and is made quiet, as torch's
+         * .float() makes it (numpy's astype keeps a signalling one) */
+        u = sign | 0x7f800000u | (m ? 0x400000u : 0) | m << 13;
     } else if (e != 0) {
         u = sign | (e + 112) << 23 | m << 13;
     } else if (m == 0) {

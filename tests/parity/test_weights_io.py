@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Weights in and out against PyTorch, and npy data (docs/weights.md, docs/dsl.md).
+
+    python3 tests/parity/test_weights_io.py BUILD_DIR SOURCE_DIR
+
+Each check writes its .pipe file and data into a temporary directory, with
+`shuffle = false`, so that step s trains on samples s*B .. s*B+B-1:
+
+  1. tied MLP from PyTorch: a torch model (its `layers` an nn.Sequential,
+     one linear tied to another) saves its state_dict (both names of the
+     tied weight) as safetensors; `pipert --init` starts from it on 2
+     stages, on npy data (uint8 inputs, int64 labels with -100 ignored).
+     pipe's first loss equals torch's on the first batch; after 3 steps
+     `--export`, load_state_dict(strict=True) takes the file and torch's
+     loss on the fourth batch equals pipe's fourth.
+  2. GPT with a tied head: pipe's own initial weights `--export`ed
+     (--steps 0) load strictly into the torch twin (embedding, 2
+     transformer blocks, layernorm, head tied to the embedding; names
+     layers.{i}...), and torch's loss on the first batch equals pipe's.
+  3. F16 and BF16 exactly: a tensor holding all 65,536 bit patterns of each
+     read by --init and saved back (--steps 0 --save): every float32 equals
+     torch's conversion, bit for bit (NaNs included: torch makes F16's
+     signalling NaNs quiet, and so does pipe).
+  4. an mse model trained on npy float32 data: pipe's 4 losses against
+     torch's (SGD with momentum), within 1e-5 relative.
+
+Losses are compared within 1e-5 relative. Safetensors files are read and
+written here in pure Python (Debian's torch has no safetensors module).
+Prints "ok"/"not ok" per check and "N passed, M failed"; exits 1 on a failure.
+"""
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_layers import Block, Embedding  # noqa: E402
+
+torch.set_num_threads(1)
+TOL = 1e-5
+BUILD, SRC = (os.path.abspath(a) for a in sys.argv[1:3])
+TMP = tempfile.mkdtemp(prefix="pipe-weights-io.")
+passed = failed = 0
+
+
+def report(ok, name, why=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print("ok - " + name)
+    else:
+        failed += 1
+        print("not ok - " + name)
+        for line in str(why).splitlines()[:8]:
+            print("#   " + line)
+
+
+def run(cmd):
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                       timeout=180)
+    if p.returncode != 0:
+        raise RuntimeError("%s: exit %d\n%s" % (" ".join(cmd), p.returncode, p.stdout[-1500:]))
+    return p.stdout
+
+
+def compile_(text, name):
+    path = os.path.join(TMP, name + ".pipe")
+    with open(path, "w") as f:
+        f.write(text)
+    plan = os.path.join(TMP, name + ".bin")
+    run([os.path.join(BUILD, "pipec"), path, "-o", plan])
+    return plan
+
+
+def pipert(np_, plan, *args):
+    return run(["mpirun", "--oversubscribe", "-np", str(np_), os.path.join(BUILD, "pipert"), plan] + list(args))
+
+
+def losses(np_, plan, steps, *args):
+    m = os.path.join(TMP, "m.jsonl")
+    pipert(np_, plan, "--steps", str(steps), "--log-every", "1", "--metrics", m, *args)
+    return [json.loads(l)["loss"] for l in open(m) if '"loss"' in l]
+
+
+# ---- safetensors in pure Python
+
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def load_file(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    head = json.loads(blob[8:8 + n])
+    head.pop("__metadata__", None)
+    out = {}
+    for name, t in head.items():
+        a, b = t["data_offsets"]
+        raw = bytearray(blob[8 + n + a:8 + n + b])
+        x = torch.frombuffer(raw, dtype=DTYPES[t["dtype"]]) if raw else torch.zeros(0, dtype=DTYPES[t["dtype"]])
+        out[name] = x.reshape(t["shape"]).clone()
+    return out
+
+
+def save_file(tensors, path):
+    names = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16"}
+    head, off, blobs = {"__metadata__": {"format": "pt"}}, 0, []
+    for name, t in tensors.items():
+        t = t.detach().contiguous()
+        raw = t.view(torch.int16).numpy().tobytes() if t.dtype != torch.float32 else t.numpy().tobytes()
+        head[name] = {"dtype": names[str(t.dtype)], "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+        blobs.append(raw)
+    h = json.dumps(head).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+class Net(nn.Module):
+    """layers: the nn.Sequential of the model's layers (pipe's names, layers.{i}...);
+    blocks get the padding mask."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x, mask=None):
+        for layer in self.layers:
+            x = layer(x, mask) if isinstance(layer, Block) else layer(x)
+        return x
+
+
+# ---- 1. a tied MLP from PyTorch, on npy data
+
+TIED = """model tied_mlp {
+    input  x: float32[16]
+    target label: int32[]
+    linear(12) as a
+    layernorm
+    gelu
+    linear(12, bias = false) as sq
+    tanh
+    linear(12, tie = sq)
+    relu
+    linear(5)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 2; micro_batch_size = 4; schedule = 1f1b }
+train { optimizer = adam(lr = 0.01); steps = 4; seed = 3; shuffle = false; data = npy("@X@", "@Y@") }
+"""
+
+
+def tied_mlp():
+    torch.manual_seed(7)
+    a, sq = nn.Linear(16, 12), nn.Linear(12, 12, bias=False)
+    tied = nn.Linear(12, 12)
+    tied.weight = sq.weight
+    return Net([a, nn.LayerNorm(12), nn.GELU(approximate="tanh"), sq, nn.Tanh(), tied, nn.ReLU(), nn.Linear(12, 5)])
+
+
+def check_tied_mlp():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (40, 16), dtype=np.uint8)
+    y = rng.integers(0, 5, (40,)).astype(np.int64)
+    y[[2, 9, 17]] = -100
+    xp, yp = os.path.join(TMP, "x.npy"), os.path.join(TMP, "y.npy")
+    np.save(xp, x)
+    np.save(yp, y)
+    plan = compile_(TIED.replace("@X@", xp).replace("@Y@", yp), "tied")
+    model = tied_mlp()
+    sd = model.state_dict()
+    report(sorted(sd) == sorted(set(sd)) and "layers.5.weight" in sd and "layers.3.weight" in sd,
+           "torch's state_dict names the tied weight twice (layers.3.weight, layers.5.weight)")
+    init = os.path.join(TMP, "torch_init.safetensors")
+    save_file(sd, init)
+    got = losses(2, plan, 4, "--init", init)
+    X, Y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+    def loss_on(m, step):
+        with torch.no_grad():
+            s = slice(step * 8, step * 8 + 8)
+            return F.cross_entropy(m(X[s]), Y[s], ignore_index=-100).item()
+
+    want = loss_on(model, 0)
+    report(rel(got[0], want) < TOL, "tied MLP: --init from torch's state_dict, first loss %.7f vs torch %.7f"
+           % (got[0], want), "rel %.2e" % rel(got[0], want))
+    out = os.path.join(TMP, "tied3.safetensors")
+    pipert(2, plan, "--init", init, "--steps", "3", "--export", out)
+    back = tied_mlp()
+    try:
+        back.load_state_dict(load_file(out), strict=True)
+        want = loss_on(back, 3)
+        report(rel(got[3], want) < TOL, "tied MLP: --export after 3 steps, load_state_dict(strict=True), loss on the "
+               "4th batch %.7f vs pipe's 4th %.7f" % (want, got[3]), "rel %.2e" % rel(got[3], want))
+    except Exception as e:  # noqa: BLE001
+        report(False, "tied MLP: --export after 3 steps loads with strict=True", e)
+
+
+# ---- 2. a GPT with a tied head: pipe's weights into torch
+
+GPT = """model gpt {
+    input  tokens: int32[8]
+    input  mask: float32[8]
+    target next: int32[8]
+    init = gpt2(std = 0.02)
+    embedding(vocab = 24, dim = 16, positions = 8) as wte
+    transformer_block(heads = 2, causal = true, mask = mask)
+    transformer_block(heads = 2, causal = true, mask = mask)
+    layernorm
+    linear(24, bias = false, tie = wte)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 2; micro_batch_size = 3; schedule = 1f1b }
+train { optimizer = adam(lr = 0.005); steps = 1; seed = 9; shuffle = false; data = tokens("@T@", pad = 0) }
+"""
+
+
+def check_gpt():
+    g = torch.Generator().manual_seed(5)
+    T, n = 8, 12
+    ids = torch.randint(1, 24, (n * T + 1,), generator=g)
+    ids[5:8] = 0  # padding inside the first window
+    tp = os.path.join(TMP, "tokens.u16")
+    with open(tp, "wb") as f:
+        f.write(struct.pack("<%dH" % len(ids), *ids.tolist()))
+    plan = compile_(GPT.replace("@T@", tp), "gpt")
+    out = os.path.join(TMP, "gpt0.safetensors")
+    pipert(2, plan, "--steps", "0", "--export", out)
+    got = losses(2, plan, 1)
+    wte = Embedding(24, 16, 8)
+    head = nn.Linear(16, 24, bias=False)
+    head.weight = wte.tokens.weight
+    model = Net([wte, Block(16, 2, causal=True, mask=True), Block(16, 2, causal=True, mask=True), nn.LayerNorm(16),
+                 head])
+    sd = load_file(out)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except Exception as e:  # noqa: BLE001
+        report(False, "GPT: pipe's --export loads with strict=True", e)
+        return
+    same = torch.equal(sd["layers.4.weight"], sd["layers.0.tokens.weight"])
+    tok = torch.stack([ids[i * T:i * T + T] for i in range(6)])
+    nxt = torch.stack([ids[i * T + 1:i * T + T + 1] for i in range(6)])
+    mask = (tok != 0).to(torch.float32)
+    tgt = torch.where(nxt == 0, torch.full_like(nxt, -1), nxt)
+    with torch.no_grad():
+        want = F.cross_entropy(model(tok, mask).reshape(-1, 24), tgt.reshape(-1), ignore_index=-1).item()
+    report(same and rel(got[0], want) < TOL, "GPT with tied head: --export (%d tensors) loads with strict=True, the "
+           "head's weight = the embedding's; torch's loss %.7f vs pipe's first %.7f" % (len(sd), want, got[0]),
+           "rel %.2e, tied equal %s" % (rel(got[0], want), same))
+
+
+# ---- 3. F16 and BF16, every bit pattern
+
+WIDE = """model wide {
+    input  x: float32[256]
+    target y: float32[256]
+    linear(256, bias = false)
+    loss mse
+}
+train { data = synthetic(samples = 4) }
+"""
+
+
+def check_halves():
+    plan = compile_(WIDE, "wide")
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).reshape(256, 256)
+    for dt in (torch.float16, torch.bfloat16):
+        name = str(dt).split(".")[1]
+        path = os.path.join(TMP, name + ".safetensors")
+        save_file({"layers.0.weight": bits.view(dt)}, path)
+        ck = os.path.join(TMP, "ck-" + name)
+        pipert(1, plan, "--init", path, "--steps", "0", "--save", ck)
+        st = [f for f in os.listdir(os.path.join(ck, "latest")) if f.startswith("stage-")][0]
+        got = load_file(os.path.join(ck, "latest", st))["layers.0.weight"]
+        want = bits.view(dt).to(torch.float32)
+        diff = (got.view(torch.int32) != want.view(torch.int32)).sum().item()
+        report(diff == 0, "%s: all 65536 bit patterns read as torch converts them, bit for bit" % name.upper(),
+               "%d differ" % diff)
+
+
+# ---- 4. mse on npy float32 data, against torch
+
+MSE = """model reg {
+    input  x: float32[3, 4]
+    target y: float32[2]
+    flatten
+    linear(10)
+    tanh
+    linear(2)
+    loss mse
+}
+pipeline { stages = 2; micro_batches = 2; micro_batch_size = 5; schedule = 1f1b }
+train { optimizer = sgd(lr = 0.05, momentum = 0.9); steps = 4; seed = 2; shuffle = false; data = npy("@X@", "@Y@") }
+"""
+
+
+def check_mse():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 3, 4)).astype(np.float32)
+    y = np.ascontiguousarray(np.stack([x.reshape(30, -1).sum(1), x[:, 0, 0] * 2]).T.astype(np.float32))
+    xp, yp = os.path.join(TMP, "rx.npy"), os.path.join(TMP, "ry.npy")
+    np.save(xp, x)
+    np.save(yp, y)
+    plan = compile_(MSE.replace("@X@", xp).replace("@Y@", yp), "mse")
+    w = os.path.join(TMP, "mse0.safetensors")
+    pipert(2, plan, "--steps", "0", "--export", w)
+    got = losses(2, plan, 4)
+    model = Net([nn.Flatten(), nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 2)])
+    model.load_state_dict(load_file(w), strict=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    X, Y = torch.tensor(x), torch.tensor(y)
+    want = []
+    for s in range(4):
+        b = slice(s * 10, s * 10 + 10)
+        opt.zero_grad()
+        loss = F.mse_loss(model(X[b]), Y[b])
+        loss.backward()
+        opt.step()
+        want.append(loss.item())
+    worst = max(rel(a, b) for a, b in zip(got, want))
+    report(worst < TOL and got[-1] < got[0], "mse on npy float32 data: 4 steps, largest relative loss difference "
+           "%.1e" % worst, "pipe %s\ntorch %s" % (got, want))
+
+
+def main():
+    for check in (check_tied_mlp, check_gpt, check_halves, check_mse):
+        try:
+            check()
+        except Exception as e:  # noqa: BLE001
+            report(False, check.__name__, e)
+    shutil.rmtree(TMP, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+sys.exit(main())
