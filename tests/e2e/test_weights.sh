@@ -5,7 +5,8 @@
 #   - --init FILE then --steps 0 --save starts from exactly those bytes on
 #     1 and 4 stages; from a folder of shards; with --init-rename;
 #   - --resume DIR --steps <its step> --export writes the same file again;
-#   - a run started with --init exports after its steps;
+#   - a run started with --init exports after its steps; replicas and
+#     virtual stages (interleaved out, zb-v in) change nothing;
 #   - refusals: a tensor missing, of another shape, of a dtype not read, one
 #     the model lacks (and --init-extra ignore), a tied weight that differs
 #     from its owner, a name twice in a folder, no such path, --init with
@@ -99,6 +100,25 @@ if cmp -s "$TMP/d3" "$TMP/db" && ! cmp -s "$TMP/d3" "$TMP/da" && grep -q "step 3
     ok "--init then 3 steps on 4 stages, --export: the trained weights"
 else
     not_ok "--init then 3 steps on 4 stages, --export"
+fi
+
+# replicas and virtual stages: 2 stages x 2 replicas, interleaved (2 chunks a
+# stage) out, zb-v (a V) in
+"$PIPEC" "$M" -D stages=2 -D "schedule=interleaved(chunks = 2)" -o "$TMP/il.bin" || exit 2
+"$PIPEC" "$M" -D stages=2 -D schedule=zb-v -o "$TMP/v.bin" || exit 2
+"${MPI[@]}" 4 "$PIPERT" "$TMP/s2.bin" --steps 3 --export "$TMP/wr.safetensors" --save "$TMP/cr" >"$TMP/out" 2>&1
+$ST digest "$TMP/wr.safetensors" | grep -v '^layers\.7\.weight ' >"$TMP/dwr"
+$ST digest "$TMP/cr" >"$TMP/dcr"
+"${MPI[@]}" 2 "$PIPERT" "$TMP/il.bin" --steps 3 --export "$TMP/wi.safetensors" --save "$TMP/ci" >>"$TMP/out" 2>&1
+$ST digest "$TMP/wi.safetensors" | grep -v '^layers\.7\.weight ' >"$TMP/dwi"
+$ST digest "$TMP/ci" >"$TMP/dci"
+"${MPI[@]}" 2 "$PIPERT" "$TMP/v.bin" --init "$TMP/wi.safetensors" --steps 0 --save "$TMP/cv" >>"$TMP/out" 2>&1
+$ST digest "$TMP/cv" >"$TMP/dcv"
+if [ -s "$TMP/dwr" ] && cmp -s "$TMP/dwr" "$TMP/dcr" && [ -s "$TMP/dwi" ] && cmp -s "$TMP/dwi" "$TMP/dci" \
+    && cmp -s "$TMP/dcv" "$TMP/dci"; then
+    ok "2 stages x 2 replicas and interleaved (2 chunks) export their checkpoints' bytes; zb-v starts from the latter"
+else
+    not_ok "replicas, interleaved and zb-v"
 fi
 
 # ---- refusals ----
