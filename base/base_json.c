@@ -1,7 +1,8 @@
 /* base/base_json.c: the JSON reader (base_json.h), over libjansson
  * (json_loadb with JSON_REJECT_DUPLICATES; json_int_t is 64-bit). In
- * library pipe_json, which only what reads JSON links (the safetensors and
- * checkpoint code), so pipec does not depend on libjansson.
+ * library pipe_json, which what reads JSON links: the safetensors and
+ * checkpoint code, and plan/plan_profile.c (pipert writes profiles, pipec
+ * reads them for `costs = profile(...)`), so both programs link libjansson.
  *
  * Jansson parses and refuses; this file adds what its refusals lack: the
  * key a duplicate refusal is about and the path to the place of any
@@ -182,6 +183,11 @@ int base_json_int(const BaseJson *v, int64_t *out)
         return -1;
     *out = (int64_t)json_integer_value(v);
     return 0;
+}
+
+double base_json_real(const BaseJson *v)
+{
+    return json_is_real(v) ? json_real_value(v) : 0;
 }
 
 int base_json_uint(const BaseJson *v, int64_t *out)

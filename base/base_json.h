@@ -96,6 +96,9 @@ const BaseJson *base_json_get(const BaseJson *obj, const char *key);
 const char *base_json_str(const BaseJson *v);
 /* An integer: 0 and *out, or -1 (not an integer: a real like 1.0 is not). */
 int base_json_int(const BaseJson *v, int64_t *out);
+/* A real (a number written with a fraction or an exponent), or 0 for
+ * anything else; base_json_is(v, BASE_JSON_REAL) tells which. */
+double base_json_real(const BaseJson *v);
 /* A non-negative integer: 0 and *out, or -1. */
 int base_json_uint(const BaseJson *v, int64_t *out);
 /* Items of an array, members of an object, else 0. */

@@ -173,17 +173,20 @@ static int k_partition(DiagList *dl, const AstValue *v, PlanConfig *c)
     c->partition_list = NULL;
     c->npartition_list = 0;
     if (v->kind == AST_WORD) {
-        static const char *const words[] = {"uniform", "parameters", "flops", NULL};
+        static const char *const words[] = {"uniform", "parameters", "flops", "time", NULL};
+        static const PlanPartitionKind kinds[] = {PLAN_PART_UNIFORM, PLAN_PART_PARAMETERS, PLAN_PART_FLOPS,
+                                                  PLAN_PART_TIME};
         for (int i = 0; words[i]; i++)
             if (strcmp(v->s, words[i]) == 0) {
-                c->partition = (PlanPartitionKind)i;
+                c->partition = kinds[i];
                 return 0;
             }
         const char *near = diag_nearest(v->s, words);
         if (near)
             diag_error(dl, v->loc, "unknown partition '%s'; did you mean '%s'?", v->s, near);
         else
-            diag_error(dl, v->loc, "unknown partition '%s' (uniform, parameters, flops, \"type:REGEX\" or a list)", v->s);
+            diag_error(dl, v->loc, "unknown partition '%s' (uniform, parameters, flops, time, \"type:REGEX\" or a list)",
+                       v->s);
         return -1;
     }
     if (v->kind == AST_STRING) {
@@ -236,7 +239,7 @@ static int k_partition(DiagList *dl, const AstValue *v, PlanConfig *c)
         c->partition = PLAN_PART_LIST;
         return 0;
     }
-    bad_value(dl, v, "partition", "uniform, parameters, flops, \"type:REGEX\" or a list of first layers");
+    bad_value(dl, v, "partition", "uniform, parameters, flops, time, \"type:REGEX\" or a list of first layers");
     return -1;
 }
 
@@ -265,6 +268,29 @@ static int k_device_tflops(DiagList *dl, const AstValue *v, PlanConfig *c)
         return -1;
     }
     return 0;
+}
+
+/* costs = flops (FLOP estimates at device_tflops) or costs = profile("FILE")
+ * (the times pipert --profile measured; read by pc_front once the model is
+ * built, since it must fit the model) */
+static int k_costs(DiagList *dl, const AstValue *v, PlanConfig *c)
+{
+    c->costs_loc = v->loc;
+    if (v->kind == AST_WORD && strcmp(v->s, "flops") == 0) {
+        c->costs_profile = NULL;
+        return 0;
+    }
+    if (v->kind == AST_CALL && strcmp(v->s, "profile") == 0) {
+        const AstArg *a = v->items.head;
+        if (v->items.n != 1 || a->name || a->value->kind != AST_STRING || !a->value->s[0]) {
+            diag_error(dl, v->loc, "profile(...) takes one file name: costs = profile(\"FILE.json\")");
+            return -1;
+        }
+        c->costs_profile = a->value->s;
+        return 0;
+    }
+    bad_value(dl, v, "costs", "flops or profile(\"FILE.json\") (a profile written by pipert --profile)");
+    return -1;
 }
 
 /* `24 GiB` (a size: an integer, a space, a unit) or `24GiB` (one word). */
@@ -718,6 +744,7 @@ static const struct Key {
     {"activation_checkpoint", AST_BLOCK_PIPELINE, k_activation_checkpoint},
     {"link_bandwidth", AST_BLOCK_PIPELINE, k_link_bandwidth},
     {"device_tflops", AST_BLOCK_PIPELINE, k_device_tflops},
+    {"costs", AST_BLOCK_PIPELINE, k_costs},
     {"memory_limit", AST_BLOCK_PIPELINE, k_memory_limit},
     {"optimizer", AST_BLOCK_TRAIN, k_optimizer},
     {"steps", AST_BLOCK_TRAIN, k_steps},

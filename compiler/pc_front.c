@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base_alloc.h"
 #include "base_file.h"
 #include "gr_parse.h"
+#include "plan_profile.h"
 
 static int take_schedule(PcFront *f, DiagList *dl, int src);
 
@@ -62,6 +64,39 @@ static int take_schedule(PcFront *f, DiagList *dl, int src)
     return 0;
 }
 
+/* costs = profile("FILE"): FILE is relative to the folder of the .pipe
+ * file when the setting is written there, to the working folder when it
+ * comes from -D; read, and checked against the model and micro-batch
+ * size, before the partition (partition = time needs it). */
+static int read_profile(PcFront *f, DiagList *dl)
+{
+    const char *name = f->cfg.costs_profile;
+    SrcLoc at = f->cfg.costs_loc;
+    if (f->mem_only) {
+        diag_error(dl, at, "cannot read profile '%s': no files here", name);
+        return -1;
+    }
+    char path[4200];
+    int from_file = at.file >= 0 && at.file < dl->nsrc && f->path && strcmp(dl->src[at.file].name, f->path) == 0;
+    const char *slash = from_file ? strrchr(f->path, '/') : NULL;
+    if (name[0] != '/' && slash)
+        snprintf(path, sizeof path, "%.*s/%s", (int)(slash - f->path), f->path, name);
+    else
+        snprintf(path, sizeof path, "%s", name);
+    char err[1024];
+    PlanProfile *p = base_calloc(1, sizeof *p);
+    if (plan_profile_read(path, p, err, sizeof err) != 0 ||
+        plan_profile_check(p, &f->model, f->cfg.micro_batch_size, err, sizeof err) != 0) {
+        diag_error(dl, at, "%s", err);
+        plan_profile_free(p);
+        free(p);
+        return -1;
+    }
+    f->profile = p;
+    f->cfg.profile = p;
+    return 0;
+}
+
 static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int ndefs)
 {
     if (gr_parse_file(&f->arena, dl, src, &f->file) != 0)
@@ -96,6 +131,12 @@ static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int n
         return PC_USER_ERROR;
     if (f->cfg.schedule == PLAN_SCHED_FILE && read_schedule_file(f, dl) != 0)
         return PC_USER_ERROR;
+    if (f->cfg.costs_profile && read_profile(f, dl) != 0)
+        return PC_USER_ERROR;
+    if (f->cfg.partition == PLAN_PART_TIME && !f->profile)
+        diag_warning(dl, f->cfg.partition_loc,
+                     "partition = time balances measured times, and there is no costs = profile(\"FILE\"): "
+                     "balancing FLOPs instead");
     if (pc_partition(dl, &f->model, &f->cfg, &f->part) != 0)
         return PC_USER_ERROR;
     f->ok = 1;
@@ -156,6 +197,10 @@ void pc_front_free(PcFront *f)
     if (f->have_text)
         sched_actions_free(&f->text.acts);
     plan_partition_free(&f->part);
+    if (f->profile) {
+        plan_profile_free(f->profile);
+        free(f->profile);
+    }
     plan_model_free(&f->model);
     plan_config_free(&f->cfg);
     base_arena_free(&f->arena);

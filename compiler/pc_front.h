@@ -22,6 +22,7 @@ typedef struct PcFront {
     PlanConfig cfg;
     PlanModel model;
     PlanPartition part;
+    struct PlanProfile *profile; /* costs = profile("FILE"): read and checked, else NULL */
     int ok;             /* everything above is complete */
     int mem_only;       /* pc_front_mem: file(...) reads mem_sched, never the disk */
     const char *mem_sched;

@@ -69,8 +69,23 @@ static void program(FILE *out, const PlanIR *f, const PlanSchedule *p, int eval)
     }
 }
 
+/* What the prediction is made of: "100 TFLOP/s per device, free
+ * communication", or "costs measured in gpt.json, links measured". */
+static const char *costs_text(const PlanIR *f, char *buf, size_t size)
+{
+    const char *links = f->sched.link_bandwidth > 0 || f->sched.link_latency > 0 ? "links measured"
+                        : f->cfg.link_bandwidth > 0                             ? "links as set"
+                                                                                : "free communication";
+    if (f->cfg.costs_profile)
+        snprintf(buf, size, "costs measured in %s, %s", f->cfg.costs_profile, links);
+    else
+        snprintf(buf, size, "%.0f TFLOP/s per device, %s", f->cfg.device_tflops, links);
+    return buf;
+}
+
 void pc_listing(FILE *out, const PlanIR *f)
 {
+    char costs[512];
     const PlanSchedule *p = &f->sched;
     char *sched = pc_schedule_str(&f->cfg), t1[32], t2[32];
     fprintf(out, "plan for model %s: %d stage%s x %d chunk%s, schedule %s, %lld micro-batch%s of %lld\n",
@@ -78,8 +93,7 @@ void pc_listing(FILE *out, const PlanIR *f)
             f->part.chunks == 1 ? "" : "s", sched, (long long)f->cfg.micro_batches,
             f->cfg.micro_batches == 1 ? "" : "es", (long long)f->cfg.micro_batch_size);
     free(sched);
-    fprintf(out, "predicted (%.0f TFLOP/s per device%s): step %s, bubble %.1f%%; evaluation pass %s\n",
-            f->cfg.device_tflops, f->cfg.link_bandwidth > 0 ? ", links as set" : ", free communication",
+    fprintf(out, "predicted (%s): step %s, bubble %.1f%%; evaluation pass %s\n", costs_text(f, costs, sizeof costs),
             base_time_text(p->train_sim.step_time, t1, sizeof t1), 100 * p->train_sim.bubble,
             base_time_text(p->eval_sim.step_time, t2, sizeof t2));
     fprintf(out, "columns: index, instruction, micro-batch, chunk, buffer, peer stage, link, bytes per transfer\n");
@@ -101,9 +115,13 @@ void pc_stats_ranks_text(FILE *out, const PlanIR *f)
 {
     const PlanSchedule *p = &f->sched;
     const SchedSim *sim = &p->train_sim;
-    char t[32], b[32], i[32];
-    fprintf(out, "\npredicted step %s at %.0f TFLOP/s per device, bubble %.1f%% (idle time over step time)\n",
-            base_time_text(sim->step_time, t, sizeof t), f->cfg.device_tflops, 100 * sim->bubble);
+    char t[32], b[32], i[32], costs[512];
+    if (f->cfg.costs_profile)
+        snprintf(costs, sizeof costs, "from the costs measured in %s", f->cfg.costs_profile);
+    else
+        snprintf(costs, sizeof costs, "at %.0f TFLOP/s per device", f->cfg.device_tflops);
+    fprintf(out, "\npredicted step %s %s, bubble %.1f%% (idle time over step time)\n",
+            base_time_text(sim->step_time, t, sizeof t), costs, 100 * sim->bubble);
     fprintf(out, "%6s  %12s %12s %8s %12s %14s\n", "stage", "busy", "idle", "bubble", "peak bufs", "peak bytes");
     for (int s = 0; s < f->part.stages; s++) {
         double bub = sim->step_time > 0 ? sim->idle[s] / sim->step_time : 0;

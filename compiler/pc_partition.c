@@ -1,6 +1,7 @@
 /* compiler/pc_partition.c: partitioning, placement and boundary tuples. */
 #include "plan_partition.h"
 #include "base_alloc.h"
+#include "plan_profile.h"
 
 #include <regex.h>
 #include <stdio.h>
@@ -81,6 +82,13 @@ int pc_partition(DiagList *dl, const PlanModel *m, const PlanConfig *c, PlanPart
     case PLAN_PART_FLOPS:
         for (int i = 0; i < n; i++)
             cost[i] = c->partition == PLAN_PART_PARAMETERS ? m->layer[i].held : m->layer[i].flops;
+        balance(cost, n, P, first);
+        break;
+    case PLAN_PART_TIME:
+        /* a layer's measured forward and backward, in nanoseconds (whole
+         * ones, so the balancing stays exact); no profile: its FLOPs */
+        for (int i = 0; i < n; i++)
+            cost[i] = c->profile ? plan_profile_layer_ns(c->profile, i) : m->layer[i].flops;
         balance(cost, n, P, first);
         break;
     case PLAN_PART_TYPE: {

@@ -3,6 +3,7 @@
 #include "pc_partition.h"
 #include "pc_listing.h"
 #include "plan_memory.h"
+#include "plan_profile.h"
 #include "base_alloc.h"
 
 #include <stdio.h>
@@ -51,6 +52,7 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
     p->bytes_fwd = base_calloc(P, sizeof *p->bytes_fwd);
     p->buf_bytes = base_calloc(P, sizeof *p->buf_bytes);
     p->tied_stage = base_calloc(S, sizeof *p->tied_stage);
+    p->cost_opt = base_calloc(S, sizeof *p->cost_opt);
     double rate = c->device_tflops * 1e12;
     /* a stage splits its backwards when its actions have an I: known
      * before lowering, from the generator's (or the text's) actions */
@@ -67,10 +69,24 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
             }
         }
     }
+    const PlanProfile *prof = c->profile;
     for (int k = 0; k < P; k++) {
         const PlanPart *q = &pt->part[k];
-        double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
-        p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
+        if (prof) {
+            /* measured (costs = profile(...)): the layers' medians; the
+             * first part loads the micro-batch, the last computes the loss */
+            double f = 0, i = 0, w = 0;
+            for (int j = q->first; j <= q->last; j++)
+                f += prof->layer[j].forward, i += prof->layer[j].backward_input, w += prof->layer[j].backward_weight;
+            if (k == 0)
+                f += prof->load;
+            if (k == P - 1)
+                f += prof->loss;
+            p->cost_f[k] = f, p->cost_b[k] = i + w, p->cost_i[k] = i, p->cost_w[k] = w;
+        } else {
+            double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
+            p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
+        }
         if (k + 1 < P && !pt->bnd[k].local)
             p->bytes_fwd[k] = (double)pt->bnd[k].bytes;
         /* activation checkpointing: a backward first runs its segments'
@@ -82,7 +98,8 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
             double again = 0;
             for (int i = 0; i <= q->last - q->first; i++)
                 if (l.lay[i].ws_out >= 0 || l.lay[i].ws_save >= 0)
-                    again += (double)f->model.layer[q->first + i].flops;
+                    again += prof ? prof->layer[q->first + i].forward * rate / (double)c->micro_batch_size
+                                  : (double)f->model.layer[q->first + i].flops;
             plan_chunk_layout_free(&l);
             again *= (double)c->micro_batch_size / rate;
             p->cost_b[k] += again, p->cost_i[k] += again, p->cost_w[k] += again;
@@ -113,7 +130,14 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
         p->tied_stage[pt->stage_of_layer[pt->tie[t].owner]] = 1;
     }
     p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd, c->link_bandwidth * 1e9,
-                            p->buf_bytes, !timeline};
+                            p->buf_bytes, !timeline, NULL, 0};
+    if (prof) {
+        plan_profile_costs(prof, &f->model, pt, p);
+        p->costs.opt = p->cost_opt;
+        p->costs.link_latency = p->link_latency;
+        if (p->link_bandwidth > 0)
+            p->costs.link_bandwidth = p->link_bandwidth;
+    }
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
     if (sched_build(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {

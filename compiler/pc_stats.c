@@ -43,6 +43,7 @@ char *pc_partition_str(const PlanConfig *c)
     case PLAN_PART_UNIFORM: fprintf(f, "uniform"); break;
     case PLAN_PART_PARAMETERS: fprintf(f, "parameters"); break;
     case PLAN_PART_FLOPS: fprintf(f, "flops"); break;
+    case PLAN_PART_TIME: fprintf(f, "time"); break;
     case PLAN_PART_TYPE: fprintf(f, "\"type:%s\"", c->partition_regex); break;
     case PLAN_PART_LIST:
         fputc('[', f);

@@ -43,7 +43,7 @@ const char *const plan_precision_names[PLAN_PREC_COUNT + 1] = {
 #include "train.def"
 #undef PLAN_PRECISION
     NULL};
-const char *const plan_partition_names[] = {"uniform", "parameters", "flops", "type:REGEX", "[list]", NULL};
+const char *const plan_partition_names[] = {"uniform", "parameters", "flops", "type:REGEX", "[list]", "time", NULL};
 
 void plan_config_free(PlanConfig *c)
 {

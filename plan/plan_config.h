@@ -47,7 +47,16 @@ typedef enum PlanPrecision {
     PLAN_PREC_COUNT
 } PlanPrecision;
 
-typedef enum PlanPartitionKind { PLAN_PART_UNIFORM, PLAN_PART_PARAMETERS, PLAN_PART_FLOPS, PLAN_PART_TYPE, PLAN_PART_LIST } PlanPartitionKind;
+/* the position is what plan.bin stores: append */
+typedef enum PlanPartitionKind {
+    PLAN_PART_UNIFORM,
+    PLAN_PART_PARAMETERS,
+    PLAN_PART_FLOPS,
+    PLAN_PART_TYPE,
+    PLAN_PART_LIST,
+    PLAN_PART_TIME       /* measured time (costs = profile(...)); flops without a profile */
+} PlanPartitionKind;
+#define PLAN_PART_COUNT (PLAN_PART_TIME + 1)
 
 extern const char *const plan_schedule_names[PLAN_SCHED_COUNT + 1];
 extern const char *const plan_schedule_sigs[PLAN_SCHED_COUNT];
@@ -90,6 +99,8 @@ typedef struct PlanConfig {
     int64_t activation_checkpoint;
     double link_bandwidth;   /* GB/s; 0: communication is free */
     double device_tflops;    /* the simulator's compute speed, TFLOP/s */
+    const char *costs_profile; /* costs = profile("FILE"): FILE; NULL: costs = flops (device_tflops) */
+    const struct PlanProfile *profile; /* pipec only: that file, read and checked against the model (pc_front) */
     int64_t memory_limit;    /* bytes a rank may allocate (plan/plan_memory.h); 0: no limit. Checked by
                                 pipec only, not stored in the plan */
     /* train */
@@ -107,7 +118,7 @@ typedef struct PlanConfig {
     double grad_clip;        /* max global norm; 0: off */
     PlanPrecision precision;
     /* where each setting came from, for later messages */
-    SrcLoc schedule_loc, partition_loc, stages_loc, memory_limit_loc;
+    SrcLoc schedule_loc, partition_loc, stages_loc, memory_limit_loc, costs_loc;
 } PlanConfig;
 
 void plan_config_free(PlanConfig *cfg);

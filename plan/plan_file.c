@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "base_file.h"
+#include "plan_profile.h"
 
 enum { SEC_STRINGS = 1, SEC_MODEL, SEC_CONFIG, SEC_PARTITION, SEC_COSTS, SEC_TRAIN, SEC_EVAL, SEC_COUNT };
 static const char *const sec_names[SEC_COUNT] = {"?", "STRINGS", "MODEL", "CONFIG", "PARTITION", "COSTS", "TRAIN", "EVAL"};
@@ -348,6 +349,20 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
     }
 }
 
+uint64_t plan_model_hash(const PlanModel *m)
+{
+    Out o = {0}, strs = {0};
+    put_model(&o, &strs, m);
+    uint64_t h = 0xcbf29ce484222325ull;
+    const Out *part[] = {&o, &strs};
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < part[k]->n; i++)
+            h = (h ^ part[k]->d[i]) * 0x100000001b3ull;
+        free(part[k]->d);
+    }
+    return h;
+}
+
 /* A llama_block's sizes as the kernels rely on them (k_llama.h): [T, D]
  * in and out, heads dividing D into even head widths, kv_heads dividing
  * heads, and its 9 tensors of the shapes these give. */
@@ -500,6 +515,9 @@ static void put_config(Out *o, Out *S, const PlanConfig *c)
     put_f64(o, c->min_lr);
     put_f64(o, c->grad_clip);
     put_u32(o, c->precision);
+    /* after precision, added without a version bump (docs/plan-format.md):
+     * where the costs came from */
+    put_str(o, S, c->costs_profile);
 }
 
 static void get_config(In *in, BaseArena *A, PlanConfig *c)
@@ -512,7 +530,7 @@ static void get_config(In *in, BaseArena *A, PlanConfig *c)
     c->chunks = get_range(in, 1, PLAN_MAX_CHUNKS, "chunks");
     c->place = (SchedPlacement)get_enum(in, 2, "placement");
     c->schedule_file = get_str(in, A, 1, "schedule file");
-    c->partition = (PlanPartitionKind)get_enum(in, PLAN_PART_LIST + 1, "partition");
+    c->partition = (PlanPartitionKind)get_enum(in, PLAN_PART_COUNT, "partition");
     c->partition_regex = get_str(in, A, 1, "partition regex");
     c->npartition_list = (int)get_count(in, PLAN_MAX_STAGES, 8, "partition list entry");
     c->partition_list = alloc(c->npartition_list, sizeof *c->partition_list);
@@ -537,6 +555,9 @@ static void get_config(In *in, BaseArena *A, PlanConfig *c)
     c->min_lr = get_f64(in);
     c->grad_clip = get_f64(in);
     c->precision = (PlanPrecision)get_enum(in, PLAN_PREC_COUNT, "precision");
+    /* a plan written before it ends here: costs = flops */
+    if (!in->bad && in->at < in->n)
+        c->costs_profile = get_str(in, A, 1, "costs profile");
     if (!in->bad && !(c->lr >= 0 && c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 &&
                      c->eps >= 0 && c->weight_decay >= 0 && c->momentum >= 0 && c->grad_clip >= 0 &&
                      c->min_lr >= 0 && c->link_bandwidth >= 0 && c->device_tflops > 0))
@@ -626,6 +647,12 @@ static void put_costs(Out *o, const PlanPartition *pt, const PlanSchedule *p)
     }
     for (int s = 0; s < pt->stages; s++)
         put_i32(o, p->tied_stage[s]);
+    /* after the ties, added without a version bump (docs/plan-format.md):
+     * a profile's optimizer time per stage and its links */
+    for (int s = 0; s < pt->stages; s++)
+        put_f64(o, p->cost_opt ? p->cost_opt[s] : 0);
+    put_f64(o, p->link_latency);
+    put_f64(o, p->link_bandwidth);
 }
 
 static void get_costs(In *in, int S, int P, PlanSchedule *p)
@@ -644,6 +671,21 @@ static void get_costs(In *in, int S, int P, PlanSchedule *p)
     }
     for (int s = 0; s < S && !in->bad; s++)
         p->tied_stage[s] = get_i32(in) != 0;
+    /* a plan written before them ends here: no optimizer time, the
+     * config's links */
+    p->cost_opt = alloc(S, sizeof *p->cost_opt);
+    if (!in->bad && in->at < in->n) {
+        for (int s = 0; s < S && !in->bad; s++)
+            p->cost_opt[s] = get_f64(in);
+        p->link_latency = get_f64(in);
+        p->link_bandwidth = get_f64(in);
+        for (int s = 0; s < S && !in->bad; s++)
+            if (!(p->cost_opt[s] >= 0 && p->cost_opt[s] < 1e30))
+                bad(in, "stage %d: an optimizer cost of %g", s, p->cost_opt[s]);
+        if (!in->bad && !(p->link_latency >= 0 && p->link_latency < 1e30 && p->link_bandwidth >= 0 &&
+                          p->link_bandwidth < 1e30))
+            bad(in, "a link latency of %g or bandwidth of %g", p->link_latency, p->link_bandwidth);
+    }
 }
 
 /* ---- TRAIN, EVAL: the programs, 16 bytes an instruction ------------------ */
@@ -908,8 +950,9 @@ int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_
         return -1;
     }
     /* a read plan is for listing and running: no per-instruction timeline */
-    p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd, c->link_bandwidth * 1e9,
-                            p->buf_bytes, 1};
+    p->costs = (SchedCosts){p->cost_f, p->cost_b, p->cost_i, p->cost_w, p->bytes_fwd,
+                            p->link_bandwidth > 0 ? p->link_bandwidth : c->link_bandwidth * 1e9, p->buf_bytes, 1,
+                            p->cost_opt, p->link_latency};
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
     sched_verify(&p->train, &p->parts, &p->costs, &p->train_sim);

@@ -13,7 +13,7 @@ void plan_schedule_free(PlanSchedule *p)
     if (p->eval_sim.stages)
         sched_sim_free(&p->eval_sim);
     free(p->cost_f), free(p->cost_b), free(p->cost_i), free(p->cost_w);
-    free(p->bytes_fwd), free(p->buf_bytes), free(p->tied_stage);
+    free(p->bytes_fwd), free(p->buf_bytes), free(p->tied_stage), free(p->cost_opt);
     memset(p, 0, sizeof *p);
 }
 

@@ -17,7 +17,10 @@
  * verified, their simulation, and the cost model they were timed with:
  * forward time = FLOPs x micro_batch_size / device_tflops, backward = 2 x
  * forward (I = W = forward when split), plus the recomputed forwards under
- * activation checkpointing; transfers free unless link_bandwidth is set. */
+ * activation checkpointing; transfers free unless link_bandwidth is set.
+ * With costs = profile("FILE") (plan_profile.h) the times are the measured
+ * ones instead, with the loss, the data loading, the optimizer's update
+ * and the links' latency and bandwidth. */
 typedef struct PlanSchedule {
     SchedParts parts, eval_parts;
     SchedPlan train, eval;
@@ -26,6 +29,8 @@ typedef struct PlanSchedule {
     double *bytes_fwd;                         /* [parts]: bytes part k sends to part k + 1 (0 for hand-overs) */
     double *buf_bytes;                         /* [parts]: bytes of one activation buffer (a slot, plan_memory.h) */
     int *tied_stage;                           /* [stages] */
+    double *cost_opt;                          /* [stages]: seconds of OptimizerStep (a profile's; else 0) */
+    double link_latency, link_bandwidth;       /* a profile's links (seconds; bytes/s), else 0: the config's */
     SchedCosts costs;
     int ok;
 } PlanSchedule;

@@ -8,7 +8,7 @@
  *          [--save DIR] [--save-every N] [--resume DIR]
  *          [--init PATH [--init-rename FROM=TO]... [--init-extra refuse|ignore]]
  *          [--export FILE]
- *          [--trace FILE] [--watchdog SEC] [--device cpu|cuda] [--verbose]
+ *          [--trace FILE] [--profile FILE] [--watchdog SEC] [--device cpu|cuda] [--verbose]
  *   pipert --help | -h | --version
  *
  * Options are read with getopt_long (`--opt VALUE` or `--opt=VALUE`, in any
@@ -47,6 +47,7 @@
 #include "rt_safetensors.h"
 #include "rt_tb.h"
 #include "rt_trace.h"
+#include "rt_profile.h"
 #include "rt_weights.h"
 
 /* OpenBLAS's own: one thread per rank, the ranks are the parallelism. */
@@ -121,6 +122,10 @@ static void usage(FILE *out)
           "  --trace FILE      write a Chrome trace (Perfetto) of the run: one row per rank,\n"
           "                    one box per instruction; prints each rank's measured idle\n"
           "                    fraction beside the plan's prediction\n"
+          "  --profile FILE    measure every layer's forward and backward halves, the loss,\n"
+          "                    data loading, the optimizer and the links to the neighbour\n"
+          "                    stages while training (the first step is a warm-up), and\n"
+          "                    write them as JSON for pipec's costs = profile(\"FILE\")\n"
           "  --watchdog SEC    a rank that waits SEC seconds for a transfer or reduction\n"
           "                    without progress ends the job, naming the instruction and\n"
           "                    the peer (default 300; 0: never)\n"
@@ -146,7 +151,7 @@ static void usage(FILE *out)
 /* The options, in --help's order; val is what getopt_long returns. */
 enum {
     O_STEPS = 256, O_SEED, O_DATA, O_EVAL_DATA, O_LOG_EVERY, O_PROGRESS, O_METRICS, O_TENSORBOARD, O_SAVE,
-    O_SAVE_EVERY, O_RESUME, O_INIT, O_INIT_RENAME, O_INIT_EXTRA, O_EXPORT, O_TRACE, O_WATCHDOG, O_DEVICE, O_VERBOSE, O_VERSION, O_HELP = 'h'
+    O_SAVE_EVERY, O_RESUME, O_INIT, O_INIT_RENAME, O_INIT_EXTRA, O_EXPORT, O_TRACE, O_PROFILE, O_WATCHDOG, O_DEVICE, O_VERBOSE, O_VERSION, O_HELP = 'h'
 };
 static const struct option options[] = {
     {"steps", required_argument, NULL, O_STEPS},
@@ -165,6 +170,7 @@ static const struct option options[] = {
     {"init-extra", required_argument, NULL, O_INIT_EXTRA},
     {"export", required_argument, NULL, O_EXPORT},
     {"trace", required_argument, NULL, O_TRACE},
+    {"profile", required_argument, NULL, O_PROFILE},
     {"watchdog", required_argument, NULL, O_WATCHDOG},
     {"device", required_argument, NULL, O_DEVICE},
     {"verbose", no_argument, NULL, O_VERBOSE},
@@ -579,7 +585,7 @@ static int done(RtCtx *rt, int rc, unsigned have)
 int main(int argc, char **argv)
 {
     const char *path = NULL, *data = NULL, *eval_data = NULL, *device = "cpu", *resume = NULL, *trace = NULL;
-    const char *progress = "auto", *export = NULL, *tensorboard = NULL, *init_extra = NULL;
+    const char *progress = "auto", *export = NULL, *tensorboard = NULL, *init_extra = NULL, *profile = NULL;
     const char *renames[64];
     RtInit init = {NULL, renames, 0, 0};
     long long steps = -1, seed = -1, save_every = 0;
@@ -640,6 +646,7 @@ int main(int argc, char **argv)
         case O_METRICS: rt->metrics_path = optarg; break;
         case O_SAVE: rt->save_dir = optarg; break;
         case O_TRACE: trace = optarg; break;
+        case O_PROFILE: profile = optarg; break;
         case O_PROGRESS: progress = optarg; break;
         case O_RESUME: resume = optarg; break;
         case O_INIT: init.path = optarg; break;
@@ -918,6 +925,15 @@ int main(int argc, char **argv)
     double last_live = 0;
     if (trace)
         rt_trace_open(rt, cfg->steps - rt->step);
+    if (profile && cfg->steps - rt->step < 2) {
+        if (rt->rank == 0)
+            fprintf(stderr, "pipert: --profile needs at least 2 steps to run (the first is a warm-up), and %lld %s\n",
+                    (long long)(cfg->steps - rt->step), cfg->steps - rt->step == 1 ? "is left" : "are left");
+        free(tmp);
+        return done(rt, 1, have);
+    }
+    if (profile)
+        rt_profile_open(rt, cfg->steps - rt->step);
     /* everyone set up: the watchdog counts from here */
     RT_MPI(rt, MPI_Barrier(MPI_COMM_WORLD));
     double t_start = MPI_Wtime();
@@ -929,6 +945,7 @@ int main(int argc, char **argv)
         rt->loss_sum = 0, rt->loss_count = 0, rt->correct = 0;
         rt_run_program(rt, &rt->ir.sched.train.prog[rt->stage], 0);
         double t1 = MPI_Wtime();
+        rt_profile_step(rt, t1 - t0);
         if (rt->bad_stage >= 0) {
             /* every rank of the lane knows; replica 0 of the first stage says it */
             if (rt->stage == 0 && rt->dpi == 0)
@@ -994,6 +1011,20 @@ int main(int argc, char **argv)
     }
     if (trace && !stopped)
         rt_trace_close(rt, trace);
+    if (profile && !stopped) {
+        /* collective; only rank 0 writes, and says why it could not */
+        int failed = rt_profile_close(rt, profile, err, sizeof err) != 0;
+        if (failed)
+            fprintf(stderr, "pipert: --profile %s: %s\n", profile, err);
+        RT_MPI(rt, MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+        if (failed) {
+            free(tmp);
+            return done(rt, 1, have);
+        }
+        if (rt->rank == 0)
+            printf("profile of %lld steps (the first a warm-up) written to %s\n", (long long)(cfg->steps - first_step),
+                   profile);
+    }
     if (stopped) {
         free(tmp);
         return done(rt, 1, have);

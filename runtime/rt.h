@@ -134,6 +134,7 @@ typedef struct RtCtx {
     double watchdog_s;            /* a wait without progress this long ends the job (0: never) */
     double waited;                /* seconds spent waiting in the transport (traces) */
     struct RtTrace *trace;        /* --trace: the events of this rank, or NULL */
+    struct RtProfile *prof;       /* --profile: this rank's samples (rt_profile.h), or NULL */
     /* options */
     int verbose, log_every;
     const char *metrics_path, *save_dir;

@@ -18,6 +18,7 @@
 
 #include "k_cpu.h"
 #include "rt.h"
+#include "rt_profile.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
 #include "rt_trace.h"
@@ -189,7 +190,9 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         rt->in = in;
         double t0 = 0;
         int64_t bytes = 0;
-        if (trace) {
+        if (trace || (rt->prof && !eval)) {
+            if (rt->prof)
+                rt_profile_instr_begin(rt);
             t0 = MPI_Wtime();
             rt->waited = 0;
         }
@@ -256,8 +259,10 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         case SCHED_NOPS: /* a count, not an opcode: plan_file.c refuses it and anything above */
             RT_CHECK(rt, 0, "unknown opcode %u", in->op);
         }
-        if (trace && rt->gpu)
+        if ((trace || (rt->prof && !eval)) && rt->gpu)
             rt->gpu->sync(rt); /* the box ends when the device's work does */
+        if (rt->prof && !eval)
+            rt_profile_instr_end(rt, in, MPI_Wtime() - t0 - rt->waited);
         if (trace)
             rt_trace_add(trace, pc, rt->step + 1, t0 + rt->waited, MPI_Wtime(), bytes);
     }

@@ -178,6 +178,8 @@ typedef struct SchedCosts {
     double link_bandwidth;          /* bytes per second; 0: free */
     const double *buf_bytes;        /* per part: bytes of one activation buffer */
     int no_timeline;                /* skip start/end per instruction (only pictures need them) */
+    const double *opt;              /* per stage: seconds of its OptimizerStep, or NULL (free) */
+    double link_latency;            /* seconds a transfer takes beyond its bytes / bandwidth */
 } SchedCosts;
 
 typedef struct SchedSim {

@@ -437,6 +437,8 @@ static void step(Vm *vm, int s)
                 int bk = in->op == SCHED_SendActivation ? k : k - 1;
                 ch->arrive[q] = start + vm->costs->bytes_fwd[bk] / vm->costs->link_bandwidth;
             }
+            if (vm->costs)
+                ch->arrive[q] += vm->costs->link_latency;
             ch->sent = q + 1;
             if (vm->wait[ch->dst] == W_DATA)
                 wake(vm, ch->dst);
@@ -555,6 +557,11 @@ static void step(Vm *vm, int s)
             t = *bt;
             vm->clock[s] = t;
             end = t;
+            if (!tied && vm->costs && vm->costs->opt) { /* the update itself, after the vote */
+                end = t + vm->costs->opt[s];
+                o->busy[s] += end - t;
+                vm->clock[s] = end;
+            }
             break;
         }
         case SCHED_ReduceGrads:

@@ -37,7 +37,7 @@ static void build_costs(const Case *c, int costs, SchedPlan *pl, SchedSim *sim)
     double *bytes = calloc(P, sizeof *bytes);
     for (int k = 0; k < P; k++)
         bytes[k] = 1;
-    SchedCosts sc = {f, b, iw, iw, costs == 2 ? bytes : NULL, costs == 2 ? 4.0 : 0, NULL, 0};
+    SchedCosts sc = {f, b, iw, iw, costs == 2 ? bytes : NULL, costs == 2 ? 4.0 : 0, NULL, 0, NULL, 0};
     SchedSpec sp = {c->p, c->v, c->m, c->place, f, b, iw, iw};
     SchedActions a;
     sched_actions_init(&a, c->p);

@@ -63,7 +63,7 @@ static void lower_and_verify(const SchedText *t, int eval, int tied, int clip, i
         unit[k] = 1 + k % 3;
     if (tied)
         tied_stage[0] = tied_stage[S - 1] = 1;
-    SchedCosts costs = {unit, unit, unit, unit, zero, 0, unit, 1};
+    SchedCosts costs = {unit, unit, unit, unit, zero, 0, unit, 1, NULL, 0};
     SchedParts parts = {S, V, M, t->place, eval ? NULL : tied_stage, eval ? 0 : clip};
     SchedPlan plan;
     SchedSim sim;
