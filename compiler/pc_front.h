@@ -23,6 +23,7 @@ typedef struct PcFront {
     PlanModel model;
     PlanPartition part;
     struct PlanProfile *profile; /* costs = profile("FILE"): read and checked, else NULL */
+    int no_ways_out;    /* pc_plan_build: over memory_limit, say so without trying the ways out (--tune) */
     int ok;             /* everything above is complete */
     int mem_only;       /* pc_front_mem: file(...) reads mem_sched, never the disk */
     const char *mem_sched;

@@ -133,11 +133,22 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
                             p->buf_bytes, !timeline, NULL, 0};
     if (prof) {
         plan_profile_costs(prof, &f->model, pt, p);
-        p->costs.opt = p->cost_opt;
         p->costs.link_latency = p->link_latency;
         if (p->link_bandwidth > 0)
             p->costs.link_bandwidth = p->link_bandwidth;
     }
+    /* replicas fixed in the plan: ReduceGrads, before the update, is a ring
+     * all-reduce of the stage's gradients, 2 (D-1)/D of their bytes over
+     * the link and 2 (D-1) latencies; free without a bandwidth (and with
+     * data_parallel = auto, unknown until the run) */
+    if (c->data_parallel > 1 && p->costs.link_bandwidth > 0) {
+        double D = (double)c->data_parallel;
+        for (int s = 0; s < S; s++)
+            p->cost_opt[s] += 2 * (D - 1) / D * 4.0 * (double)plan_stage_param_elems(&f->model, pt, s) /
+                                  p->costs.link_bandwidth +
+                              2 * (D - 1) * p->link_latency;
+    }
+    p->costs.opt = p->cost_opt;
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
     if (sched_build(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {
@@ -276,6 +287,8 @@ static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p)
     }
     if (!over)
         return PC_OK;
+    if (f->no_ways_out)
+        return PC_USER_ERROR;
     int fits = 0;
     PlanConfig all = *c, v;
     /* activation checkpointing: segments of 1, 2, 4, ... layers, the one

@@ -13,6 +13,7 @@
 #include "plan_file.h"
 #include "pc_planner.h"
 #include "pc_stats.h"
+#include "pc_tune.h"
 
 #ifndef PIPE_VERSION
 #define PIPE_VERSION "0.0.0"
@@ -37,7 +38,12 @@ static void usage(FILE *out)
           "  --stats           print each layer (type, output shape, parameters, FLOPs,\n"
           "                    stage), each stage (layers, parameters, what it sends) and\n"
           "                    the predicted step time and bubble per stage\n"
-          "  --json            with --stats: the same as JSON on stdout\n"
+          "  --json            with --stats: the same as JSON on stdout; with --tune: its table\n"
+          "  --tune            with --world N: try every stage count, schedule, micro-batch\n"
+          "                    split, activation checkpointing and partition for N ranks\n"
+          "                    (same global batch), print the 10 fastest predicted; -o\n"
+          "                    writes the best plan\n"
+          "  --world N         the ranks --tune plans for\n"
           "  -D KEY=VALUE      override a pipeline or train key, with any value the DSL\n"
           "                    accepts (-D stages=4, -D \"schedule=interleaved(chunks = 2)\");\n"
           "                    may repeat\n"
@@ -122,7 +128,8 @@ static int close_out(FILE *f, const char *out)
 int main(int argc, char **argv)
 {
     const char *path = NULL, *out = NULL, *emit = NULL;
-    int stats = 0, json = 0, list = 0;
+    int stats = 0, json = 0, list = 0, tune = 0;
+    long world = 0;
     const char **defs = calloc(argc > 0 ? argc : 1, sizeof *defs);
     int ndefs = 0;
     if (!defs)
@@ -154,6 +161,16 @@ int main(int argc, char **argv)
             json = 1;
         } else if (!strcmp(a, "--list")) {
             list = 1;
+        } else if (!strcmp(a, "--tune")) {
+            tune = 1;
+        } else if (!strcmp(a, "--world")) {
+            char *end = NULL;
+            if (i + 1 >= argc || (world = strtol(argv[i + 1], &end, 10), *end || world < 1 || world > PLAN_MAX_STAGES * 64)) {
+                fprintf(stderr, "pipec: --world needs a rank count, 1 to %d\n", PLAN_MAX_STAGES * 64);
+                free(defs);
+                return 1;
+            }
+            i++;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--emit")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "pipec: %s needs an argument\n", a);
@@ -191,8 +208,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "pipec: no input file\n");
         usage(stderr);
         bad = 1;
-    } else if (json && !stats) {
-        fprintf(stderr, "pipec: --json goes with --stats\n");
+    } else if (json && !stats && !tune) {
+        fprintf(stderr, "pipec: --json goes with --stats or --tune\n");
+        bad = 1;
+    } else if (tune && !world) {
+        fprintf(stderr, "pipec: --tune needs --world N (the ranks to plan for)\n");
+        bad = 1;
+    } else if (world && !tune) {
+        fprintf(stderr, "pipec: --world goes with --tune\n");
+        bad = 1;
+    } else if (tune && (stats || list || emit)) {
+        fprintf(stderr, "pipec: --tune prints its own table: not with --stats, --list or --emit\n");
         bad = 1;
     } else if (emit && strcmp(emit, "sched") && strcmp(emit, "svg") && strcmp(emit, "trace")) {
         fprintf(stderr, "pipec: --emit takes sched, svg or trace, not '%s'\n", emit);
@@ -219,6 +245,19 @@ int main(int argc, char **argv)
     memset(&read, 0, sizeof read);
     int rc;
     int from_plan = is_plan(path);
+    if (tune) {
+        if (from_plan) {
+            fprintf(stderr, "pipec: %s is a compiled plan: --tune takes a .pipe file\n", path);
+            rc = 1;
+        } else {
+            PcTune t = {path, defs, ndefs, (int)world, json, out, 10};
+            rc = pc_tune(&dl, &t, stdout);
+            diag_print(&dl, stderr);
+        }
+        diag_free(&dl);
+        free(defs);
+        return rc;
+    }
     if (from_plan) {
         char err[1400];
         if (ndefs || emit || out) {
