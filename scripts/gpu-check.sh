@@ -138,12 +138,13 @@ have() {
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
 # ---- the plans (the parity and throughput sections; gpu-prepare.sh) ------------------
-# NAME|SOURCE|PIPEC -D settings, separated by ';' (@tied_gpt: tests/e2e/tied_gpt.pipe
-# on the token file written beside the plans)
+# NAME|SOURCE|PIPEC -D settings, separated by ';' (@NAME: tests/e2e/NAME.pipe, tied_gpt
+# or llama_gqa, on the token file written beside the plans)
 PLANS="p_tied_mlp|tests/e2e/tied_mlp.pipe|
 p_tied_gpt|@tied_gpt|
 p_tied_gpt_s2|@tied_gpt|stages=2
 p_tied_gpt_s2dp2|@tied_gpt|stages=2;data_parallel=2
+p_llama_gqa_s2|@llama_gqa|stages=2
 t_mlp|examples/mlp.pipe|stages=1
 t_alexnet|examples/alexnet.pipe|stages=1;data=synthetic(samples = 1024);micro_batches=8
 t_gpt2|bench/gpt2_small.pipe|stages=1
@@ -159,11 +160,11 @@ make_plans() {
     # 50257; little-endian uint16
     [ -f "$dir/tied_gpt.u16" ] || LC_ALL=C awk 'BEGIN { srand(5); for (i = 0; i < 4000; i++) printf "%c%c", 1 + int(rand() * 63), 0 }' >"$dir/tied_gpt.u16"
     [ -f "$dir/gpt2.u16" ] || LC_ALL=C awk 'BEGIN { srand(1); for (i = 0; i < 40000; i++) { t = int(rand() * 50257); printf "%c%c", t % 256, int(t / 256) } }' >"$dir/gpt2.u16"
-    sed "s|TOKENS|$dir/tied_gpt.u16|" "$SRC/tests/e2e/tied_gpt.pipe" >"$dir/tied_gpt.pipe"
+    for m in tied_gpt llama_gqa; do sed "s|TOKENS|$dir/tied_gpt.u16|" "$SRC/tests/e2e/$m.pipe" >"$dir/$m.pipe"; done
     while IFS= read -r line; do
         name=${line%%|*} src=${line#*|} defs=${src#*|} src=${src%%|*}
         [ $# -gt 0 ] && case " $* " in *" $name "*) ;; *) continue ;; esac
-        [ "$src" = @tied_gpt ] && src=$dir/tied_gpt.pipe || src=$SRC/$src
+        case $src in @*) src=$dir/${src#@}.pipe ;; *) src=$SRC/$src ;; esac
         args=()
         IFS=';' read -r -a d <<<"$defs"
         for x in "${d[@]}"; do [ -n "$x" ] && args+=(-D "$x"); done
@@ -702,7 +703,8 @@ sec_parity() {
     local cases="tied_mlp 1 p_tied_mlp
 tied_gpt 1 p_tied_gpt
 tied_gpt-2stages 2 p_tied_gpt_s2
-tied_gpt-2x2 4 p_tied_gpt_s2dp2"
+tied_gpt-2x2 4 p_tied_gpt_s2dp2
+llama_gqa-2stages 2 p_llama_gqa_s2"
     local n=0 okn=0 bad="" skipped="" name np plan r data
     while read -r name np plan; do
         n=$((n + 1))
@@ -712,7 +714,7 @@ tied_gpt-2x2 4 p_tied_gpt_s2dp2"
             continue
         fi
         data=()
-        case $plan in *gpt*) data=(--data "$PLANDIR/tied_gpt.u16") ;; esac
+        case $plan in *gpt* | *llama*) data=(--data "$PLANDIR/tied_gpt.u16") ;; esac
         if ! pipert_run "$name-cpu-np$np" "$np" cpu "$PLANDIR/$plan.bin" --steps 5 "${data[@]}" >/dev/null; then
             r="FAIL, the CPU run failed: $(grep -m1 -E '^\[rank [0-9]+\]|^pipert:|cut after' "$GC_WORK/runs/$name-cpu-np$np.out" | cut -c1-120)"
         elif ! pipert_run "$name-cuda-np$np" "$np" cuda "$PLANDIR/$plan.bin" --steps 5 --verbose "${data[@]}" >/dev/null; then
