@@ -730,6 +730,11 @@ static int k_precision(DiagList *dl, const AstValue *v, PlanConfig *c)
     return -1;
 }
 
+static int k_zero(DiagList *dl, const AstValue *v, PlanConfig *c)
+{
+    return read_int(dl, v, "zero", 0, 1, &c->zero);
+}
+
 static const struct Key {
     const char *name;
     int block;
@@ -756,6 +761,7 @@ static const struct Key {
     {"lr_schedule", AST_BLOCK_TRAIN, k_lr_schedule},
     {"grad_clip", AST_BLOCK_TRAIN, k_grad_clip},
     {"precision", AST_BLOCK_TRAIN, k_precision},
+    {"zero", AST_BLOCK_TRAIN, k_zero},
 };
 #define NKEYS ((int)(sizeof keys / sizeof keys[0]))
 

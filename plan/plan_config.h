@@ -117,6 +117,7 @@ typedef struct PlanConfig {
     double min_lr;
     double grad_clip;        /* max global norm; 0: off */
     PlanPrecision precision;
+    int64_t zero;            /* ZeRO stage: 0 off, 1 optimizer state sharded over the replicas */
     /* where each setting came from, for later messages */
     SrcLoc schedule_loc, partition_loc, stages_loc, memory_limit_loc, costs_loc;
 } PlanConfig;

@@ -518,6 +518,7 @@ static void put_config(Out *o, Out *S, const PlanConfig *c)
     /* after precision, added without a version bump (docs/plan-format.md):
      * where the costs came from */
     put_str(o, S, c->costs_profile);
+    put_i64(o, c->zero);
 }
 
 static void get_config(In *in, BaseArena *A, PlanConfig *c)
@@ -556,8 +557,10 @@ static void get_config(In *in, BaseArena *A, PlanConfig *c)
     c->grad_clip = get_f64(in);
     c->precision = (PlanPrecision)get_enum(in, PLAN_PREC_COUNT, "precision");
     /* a plan written before it ends here: costs = flops */
-    if (!in->bad && in->at < in->n)
+    if (!in->bad && in->at < in->n) {
         c->costs_profile = get_str(in, A, 1, "costs profile");
+        c->zero = get_range(in, 0, 1, "zero");
+    }
     if (!in->bad && !(c->lr >= 0 && c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 &&
                      c->eps >= 0 && c->weight_decay >= 0 && c->momentum >= 0 && c->grad_clip >= 0 &&
                      c->min_lr >= 0 && c->link_bandwidth >= 0 && c->device_tflops > 0))

@@ -307,6 +307,13 @@ void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
     int64_t np = plan_stage_param_elems(&f->model, pt, stage), work = 0, scratch = 0;
     out->parameters = out->gradients = np * 4;
     out->optimizer_state = (int64_t)plan_optim_state_per_param(c) * np * 4;
+    if (c->zero && c->data_parallel > 1) {
+        /* ZeRO-1: the state of one shard; parameters and gradients padded
+         * to whole shards (the collectives move equal pieces) */
+        int64_t shard = plan_zero_shard(np, c->data_parallel);
+        out->parameters = out->gradients = shard * c->data_parallel * 4;
+        out->optimizer_state = (int64_t)plan_optim_state_per_param(c) * shard * 4;
+    }
     int split = plan_stage_split(train, stage);
     for (int ch = 0; ch < pt->chunks; ch++) {
         int part = sched_part(c->place, pt->stages, stage, ch);
@@ -325,4 +332,9 @@ void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
     out->activations += (2 * work + scratch) * 4;
     out->total = out->parameters + out->gradients + out->optimizer_state + out->activations +
                  out->recompute_workspace + out->transfer_staging;
+}
+
+int64_t plan_zero_shard(int64_t n, int64_t dp)
+{
+    return dp > 1 ? (n + dp - 1) / dp : n;
 }

@@ -86,6 +86,11 @@ int plan_stage_split(const SchedPlan *train, int stage);
 int plan_optim_state_per_param(const PlanConfig *c);
 /* Parameter floats the stage holds (tied copies included). */
 int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage);
+/* ZeRO-1 (zero = 1): the parameter elements of one replica's shard of a
+ * stage's n, ceil(n / dp); the last shard is padded to it. With
+ * data_parallel = auto the replicas are known at run time only: pipec
+ * then predicts as for one replica. */
+int64_t plan_zero_shard(int64_t n, int64_t dp);
 
 typedef struct PlanMemory {
     int64_t parameters, gradients, optimizer_state, activations, recompute_workspace, transfer_staging;

@@ -740,6 +740,8 @@ int main(int argc, char **argv)
         snprintf(why, sizeof why, "the plan fixes data_parallel = %lld: the world must be %lld ranks (%d stages x %lld), not %d",
                  (long long)fixed, (long long)(S * fixed), S, (long long)fixed, rt->world);
         bad = why;
+    } else if (rt->ir.cfg.zero && !strcmp(device, "cuda")) {
+        bad = "zero = 1 runs on the CPU backend only so far (--device cpu), not with --device cuda";
     }
     if (bad) {
         if (rt->rank == 0)

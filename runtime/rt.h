@@ -110,6 +110,11 @@ typedef struct RtCtx {
     int64_t nparams_total;
     RtParam *param;
     int nparam;
+    /* zero = 1 over dp > 1 replicas (rt_zero.h): the shard's elements, and
+     * this replica's pieces of it (RtParam.state is NULL then) */
+    int64_t zshard;
+    struct RtZeroPiece *zpiece;
+    int nzpiece;
     float *work[2];               /* ping-pong gradients inside a chunk's backward */
     int64_t work_elems;
     float *scratch;               /* kernels' scratch (im2col) */
@@ -140,6 +145,14 @@ typedef struct RtCtx {
     const char *metrics_path, *save_dir;
     FILE *metrics;
 } RtCtx;
+
+/* A piece of this replica's ZeRO shard: elements [off, off + len) of a
+ * tensor, and their optimizer state (len x state_per_param floats). */
+typedef struct RtZeroPiece {
+    RtParam *q;
+    int64_t off, len;
+    float *state;
+} RtZeroPiece;
 
 /* The arrays one layer's forward or backward reads and writes, found by
  * rt_layers.c (device pointers on the GPU). */

@@ -2,6 +2,7 @@
  * are in rt_ckpt.h and docs/reliability.md. Saving, and resuming from a
  * manifest that rt_ckpt_manifest.c has read and checked. */
 #include "rt_ckpt.h"
+#include "rt_zero.h"
 
 #include "base_file.h"
 
@@ -202,6 +203,8 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
     Loaded *wts = calloc((size_t)nst + 1, sizeof *wts), *opt = calloc((size_t)nst + 1, sizeof *opt);
     RT_CHECK(rt, wts && opt, "out of memory");
     int per = rt_optim_state_per_param(rt->c);
+    /* zero = 1: read the whole state, keep this replica's shard of it */
+    float *whole = rt->zpiece ? rt_zero_whole_state(rt) : NULL;
     for (int i = 0; i < rt->nparam && !err[0]; i++) {
         RtParam *q = &rt->param[i];
         const BaseJson *where = base_json_get(m->tensors, q->name);
@@ -256,6 +259,8 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
         rt_safetensors_free(&opt[s].st);
     }
     free(wts), free(opt);
+    if (whole)
+        rt_zero_release_state(rt, whole, !err[0]);
     agree_or_exit(rt, what, err);
     rt->step = m->step;
     /* --device cuda: the host arenas hold what was read; train from them */
@@ -484,8 +489,13 @@ void rt_ckpt_save(RtCtx *rt, int64_t step)
     RT_MPI(rt, MPI_Bcast(sub, sizeof sub, MPI_CHAR, 0, MPI_COMM_WORLD));
     snprintf(folder, sizeof folder, "%s/%s", root, sub);
     int64_t mine[4] = {0, 0, 0, 0};
+    /* zero = 1: the state is sharded; the files hold it whole (collective
+     * over the replicas) */
+    float *whole = rt->zpiece ? rt_zero_gather_state(rt) : NULL;
     if (rt->dpi == 0)
         write_stage(rt, step, folder, mine);
+    if (whole)
+        rt_zero_release_state(rt, whole, 0);
     int64_t *all = rt->rank == 0 ? rt_alloc(rt, (size_t)rt->world * 4 * sizeof *all, "checkpoint table") : NULL;
     RT_MPI(rt, MPI_Gather(mine, 4, MPI_INT64_T, all, 4, MPI_INT64_T, 0, MPI_COMM_WORLD));
     if (rt->rank == 0) {

@@ -22,6 +22,7 @@
 #include "rt_dev.h"
 #include "rt_optim.h"
 #include "rt_trace.h"
+#include "rt_zero.h"
 
 int64_t rt_sample_base(const RtCtx *rt, int64_t mb)
 {
@@ -151,6 +152,8 @@ static void optimizer_step(RtCtx *rt)
     if (rt->gpu) {
         rt->gpu->fetch_losses(rt); /* the vote below reads rt->loss_sum */
         ss = rt->gpu->grad_sumsq(rt);
+    } else if (rt->zpiece) {
+        ss = rt_zero_sumsq(rt); /* this replica holds only its shard's sums */
     } else {
         for (int i = 0; i < rt->nparam; i++)
             if (rt->param[i].counts_in_norm)
@@ -170,13 +173,17 @@ static void optimizer_step(RtCtx *rt)
         rt->gpu->update(rt, factor, lr);
         return;
     }
-    for (int i = 0; i < rt->nparam; i++) {
-        RtParam *q = &rt->param[i];
-        if (factor < 1)
-            rt_scale(q->g, q->n, (float)factor);
-        rt_optim_step(rt->c, q->p, q->g, q->state, q->n, rt->step + 1, lr);
+    if (rt->zpiece) {
+        rt_zero_update(rt, factor, lr);
+    } else {
+        for (int i = 0; i < rt->nparam; i++) {
+            RtParam *q = &rt->param[i];
+            if (factor < 1)
+                rt_scale(q->g, q->n, (float)factor);
+            rt_optim_step(rt->c, q->p, q->g, q->state, q->n, rt->step + 1, lr);
+        }
     }
-    memset(rt->grads, 0, rt->nparams_total * sizeof(float));
+    memset(rt->grads, 0, rt_zero_room(rt, rt->nparams_total) * sizeof(float));
 }
 
 void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
@@ -249,7 +256,9 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
             reduce_tied(rt);
             break;
         case SCHED_ReduceGrads:
-            if (rt->dp > 1)
+            if (rt->zpiece)
+                rt_zero_reduce(rt); /* zero = 1: each replica gets its shard's sum */
+            else if (rt->dp > 1)
                 rt->xp->allreduce_f32(rt, rt->gpu ? rt->dgrads : rt->grads, rt->nparams_total, XPORT_REPLICAS);
             bytes = rt->dp > 1 ? rt->nparams_total * 4 : 0;
             break;

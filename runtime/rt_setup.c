@@ -15,6 +15,7 @@
 #include "k_llama.h"
 #include "plan_memory.h"
 #include "rt.h"
+#include "rt_zero.h"
 #include "rt_dev.h"
 #include "rt_optim.h"
 
@@ -304,13 +305,18 @@ static void setup_params(RtCtx *rt)
     /* the training copy with --device cuda is the device's (rt_cuda.c
      * counts it); these host arenas then only serve checkpoints */
     int per = rt_optim_state_per_param(rt->c);
-    rt->params = rt_host_arena(rt, RT_MEM_PARAMETERS, total * sizeof(float), "parameters");
-    rt->grads = rt_host_arena(rt, RT_MEM_GRADIENTS, total * sizeof(float), "gradients");
-    rt->state = rt_host_arena(rt, RT_MEM_OPTIMIZER_STATE, (size_t)per * total * sizeof(float), "optimizer state");
+    /* zero = 1 (rt_zero.h): the arenas padded to whole shards, the state
+     * one shard's */
+    int zero = rt_zero_on(rt);
+    int64_t room = rt_zero_room(rt, total);
+    rt->zshard = zero ? room / rt->dp : total;
+    rt->params = rt_host_arena(rt, RT_MEM_PARAMETERS, room * sizeof(float), "parameters");
+    rt->grads = rt_host_arena(rt, RT_MEM_GRADIENTS, room * sizeof(float), "gradients");
+    rt->state = rt_host_arena(rt, RT_MEM_OPTIMIZER_STATE, (size_t)per * rt->zshard * sizeof(float), "optimizer state");
     int64_t at = 0;
     for (int i = 0; i < rt->nparam; i++) {
         RtParam *q = &rt->param[i];
-        q->p = rt->params + at, q->g = rt->grads + at, q->state = rt->state + (int64_t)per * at;
+        q->p = rt->params + at, q->g = rt->grads + at, q->state = zero ? NULL : rt->state + (int64_t)per * at;
         at += q->n;
         /* a tied copy starts as its owner's weight */
         int li = q->k < 0 ? m->layer[q->layer].tie : q->layer;
@@ -320,6 +326,8 @@ static void setup_params(RtCtx *rt)
                  "layer %d (%s) has parameters but no initialisation", li, plan_layer_names[L->kind]);
         init_param(q->p, q->n, L, k, rt->c->seed);
     }
+    if (zero)
+        rt_zero_setup(rt);
     /* the device arenas, a copy of these (rt->dparams...; q->dp...) */
     if (rt->gpu)
         rt->gpu->params(rt);
@@ -429,7 +437,7 @@ void rt_teardown(RtCtx *rt)
         RtChunk *ch = &rt->chunk[c];
         free(ch->lay), free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
     }
-    free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote);
+    free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote), free(rt->zpiece);
     MPI_Comm_free(&rt->dp_comm);
     MPI_Comm_free(&rt->pipe_comm);
     if (rt->tied_comm != MPI_COMM_NULL)

@@ -57,6 +57,12 @@ typedef struct XportOps {
     /* in-place sums over a group */
     void (*allreduce_f32)(struct RtCtx *rt, float *buf, int64_t n, XportGroup g);
     void (*allreduce_f64)(struct RtCtx *rt, double *buf, int64_t n, XportGroup g);
+    /* ZeRO (rt_zero.c), in place over buf's shard x group-size floats, the
+     * member of rank r owning [r x shard, (r+1) x shard): reduce_scatter
+     * leaves the sum of its part there; allgather gives every member every
+     * member's part. NULL where a transport has neither (the GPU's, so far) */
+    void (*reduce_scatter_f32)(struct RtCtx *rt, float *buf, int64_t shard, XportGroup g);
+    void (*allgather_f32)(struct RtCtx *rt, float *buf, int64_t shard, XportGroup g);
 } XportOps;
 
 extern const XportOps xport_mpi;

@@ -6,6 +6,7 @@
  * the clock. Counts above
  * INT_MAX are sent in pieces, never truncated. */
 #include <limits.h>
+#include <string.h>
 
 #include "rt.h"
 #include "xport.h"
@@ -91,4 +92,29 @@ static void mpi_allreduce_f64(RtCtx *rt, double *buf, int64_t n, XportGroup g)
     watch(rt, &r, NULL, group_name(g));
 }
 
-const XportOps xport_mpi = {"mpi", mpi_isend, mpi_irecv, mpi_wait, mpi_allreduce_f32, mpi_allreduce_f64};
+static void mpi_reduce_scatter_f32(RtCtx *rt, float *buf, int64_t shard, XportGroup g)
+{
+    MPI_Comm c = group_comm(rt, g);
+    int me = 0;
+    RT_CHECK(rt, shard <= INT_MAX, "a ZeRO shard of %lld elements is too large for one MPI reduction", (long long)shard);
+    RT_MPI(rt, MPI_Comm_rank(c, &me));
+    MPI_Request r;
+    /* in place: the whole buffer in, this member's sum at its start */
+    RT_MPI(rt, MPI_Ireduce_scatter_block(MPI_IN_PLACE, buf, (int)shard, MPI_FLOAT, MPI_SUM, c, &r));
+    watch(rt, &r, NULL, "the reduce-scatter over this stage's replicas (ZeRO)");
+    if (me > 0)
+        memmove(buf + (int64_t)me * shard, buf, (size_t)shard * sizeof(float));
+}
+
+static void mpi_allgather_f32(RtCtx *rt, float *buf, int64_t shard, XportGroup g)
+{
+    MPI_Comm c = group_comm(rt, g);
+    RT_CHECK(rt, shard <= INT_MAX, "a ZeRO shard of %lld elements is too large for one MPI gather", (long long)shard);
+    MPI_Request r;
+    RT_MPI(rt, MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, (int)shard, MPI_FLOAT, c, &r));
+    watch(rt, &r, NULL, "the all-gather over this stage's replicas (ZeRO)");
+}
+
+const XportOps xport_mpi = {"mpi",           mpi_isend,         mpi_irecv,
+                            mpi_wait,        mpi_allreduce_f32, mpi_allreduce_f64,
+                            mpi_reduce_scatter_f32, mpi_allgather_f32};
