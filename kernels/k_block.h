@@ -37,6 +37,7 @@
 #ifndef PIPE_K_BLOCK_H
 #define PIPE_K_BLOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct KBlock {
@@ -139,6 +140,27 @@ static inline KBlockDsaved k_block_dsaved_layout(const KBlock *g, int64_t B)
     s.dln1 = s.dout + n * d;
     s.dln2 = s.dln1 + n * d;
     s.end = s.dln2 + n * d;
+    return s;
+}
+
+/* The dropout sections of scratch (after the (N, max(D, F)) temporaries):
+ * where k_block.c keeps them, and (scratch NULL) how many floats. */
+typedef struct KBlockDropScratch {
+    float *dres, *pd, *dpd;
+    uint8_t *bits;
+    int64_t end; /* floats, from scratch */
+} KBlockDropScratch;
+
+static inline KBlockDropScratch k_block_drop_scratch(const KBlock *g, int64_t B, float *scratch)
+{
+    int64_t n = B * g->t, tt = g->t * g->t, td = g->t * g->d;
+    KBlockDropScratch s;
+    int64_t dres = n * (g->f > g->d ? g->f : g->d), pd = dres + n * g->d, dpd = pd + tt, bits = dpd + tt;
+    s.end = bits + ((tt > td ? tt : td) + 3) / 4;
+    s.dres = scratch ? scratch + dres : NULL;
+    s.pd = scratch ? scratch + pd : NULL;
+    s.dpd = scratch ? scratch + dpd : NULL;
+    s.bits = scratch ? (uint8_t *)(scratch + bits) : NULL;
     return s;
 }
 

@@ -57,43 +57,6 @@ static void check_geometry(const KBlock *g)
     (void)g;
 }
 
-int64_t k_block_saved_floats(const KBlock *g)
-{
-    return k_block_saved_layout(g, 1).end;
-}
-
-int64_t k_block_dsaved_floats(const KBlock *g)
-{
-    return k_block_dsaved_layout(g, 1).end;
-}
-
-/* The dropout sections of scratch (after the (N, max(D, F)) temporaries). */
-typedef struct DropScratch {
-    float *dres, *pd, *dpd;
-    uint8_t *bits;
-    int64_t end; /* floats, from scratch */
-} DropScratch;
-
-static DropScratch drop_scratch(const KBlock *g, int64_t B, float *scratch)
-{
-    int64_t n = B * g->t, tt = g->t * g->t, td = g->t * g->d;
-    DropScratch s;
-    int64_t dres = n * (g->f > g->d ? g->f : g->d), pd = dres + n * g->d, dpd = pd + tt, bits = dpd + tt;
-    s.end = bits + ((tt > td ? tt : td) + 3) / 4;
-    s.dres = scratch ? scratch + dres : NULL;
-    s.pd = scratch ? scratch + pd : NULL;
-    s.dpd = scratch ? scratch + dpd : NULL;
-    s.bits = scratch ? (uint8_t *)(scratch + bits) : NULL;
-    return s;
-}
-
-int64_t k_block_scratch_floats(const KBlock *g, int64_t B)
-{
-    if (g->dropout > 0.0f)
-        return drop_scratch(g, B, NULL).end;
-    return B * g->t * (g->f > g->d ? g->f : g->d);
-}
-
 /* y (n) += x (n): the residual adds, one float add each (as torch's x + y) */
 static void add_into(float *y, const float *x, int64_t n)
 {
@@ -189,7 +152,7 @@ static void att_drop_forward(float *ctx, const float *att, const float *qkv, int
  * block. The products P * dP are staged in the block's rows of pd, which
  * its dV product has used. */
 static void att_drop_backward(float *dqkv, const float *dctx, const float *qkv, const float *att, int64_t B,
-                              const KBlock *g, const Drop *dr, const DropScratch *s)
+                              const KBlock *g, const Drop *dr, const KBlockDropScratch *s)
 {
     int64_t t = g->t, d = g->d, heads = g->heads, hd = d / heads, d3 = 3 * d, tt = t * t;
     const int64_t rb = g->causal ? 64 : t;
@@ -241,7 +204,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     KBlockSaved o = k_block_saved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     int drops = k_block_drops(g, keys);
-    DropScratch ds = drop_scratch(g, B, drops ? scratch : NULL);
+    KBlockDropScratch ds = k_block_drop_scratch(g, B, drops ? scratch : NULL);
     Drop dr = drops ? drop_of(g, keys) : (Drop){0.0f, NULL};
     float *ln1 = saved + o.ln1, *qkv = saved + o.qkv, *ctx = saved + o.ctx, *h = saved + o.h;
     float *ln2 = saved + o.ln2, *fc = saved + o.fc, *act = saved + o.act;
@@ -279,7 +242,7 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
     KBlockDsaved q = k_block_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = g->f;
     int drops = k_block_drops(g, keys);
-    DropScratch ds = drop_scratch(g, B, drops ? scratch : NULL);
+    KBlockDropScratch ds = k_block_drop_scratch(g, B, drops ? scratch : NULL);
     Drop dr = drops ? drop_of(g, keys) : (Drop){0.0f, NULL};
     float *dqkv = dsaved + q.dqkv, *dfc = dsaved + q.dfc, *dmp = dsaved + q.dout;
     float *dln1 = dsaved + q.dln1, *dln2 = dsaved + q.dln2;

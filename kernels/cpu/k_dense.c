@@ -54,11 +54,6 @@ void k_linear_backward_weight(float *dw, float *db, const float *dout, const flo
  * out (OC, P) = w (OC, K) . col. The backward input is dcol = w^T . dout,
  * scattered back by col2im; the backward weight is dw += dout . col^T. */
 
-int64_t k_conv2d_scratch(const KConv *g)
-{
-    return g->c * g->kh * g->kw * g->oh * g->ow;
-}
-
 /* A 1x1 kernel with unit stride and no padding: col is the input itself. */
 static int conv_is_pointwise(const KConv *g)
 {

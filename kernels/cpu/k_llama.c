@@ -38,21 +38,6 @@ static void check_geometry(const KLlama *g)
     (void)g;
 }
 
-int64_t k_llama_saved_floats(const KLlama *g)
-{
-    return k_llama_saved_layout(g, 1).end;
-}
-
-int64_t k_llama_dsaved_floats(const KLlama *g)
-{
-    return k_llama_dsaved_layout(g, 1).end;
-}
-
-int64_t k_llama_scratch_floats(const KLlama *g, int64_t B)
-{
-    return k_llama_scratch_layout(g, B).end;
-}
-
 /* y (n) += x (n): the residual adds and the gradient sums, one float add each */
 static void add_into(float *y, const float *x, int64_t n)
 {

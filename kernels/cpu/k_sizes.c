@@ -1,0 +1,45 @@
+/* kernels/cpu/k_sizes.c: what the kernels need beside their arrays (saved
+ * state, inner gradients, scratch), in floats: the layouts of k_block.h,
+ * k_llama.h and k_cpu.h summed up. Apart from the kernels so that what
+ * sizes memory (plan/plan_memory.c, in pipec as in pipert) links no BLAS:
+ * library pipe_kernel_sizes. */
+#include "k_block.h"
+#include "k_cpu.h"
+#include "k_llama.h"
+
+int64_t k_block_saved_floats(const KBlock *g)
+{
+    return k_block_saved_layout(g, 1).end;
+}
+
+int64_t k_block_dsaved_floats(const KBlock *g)
+{
+    return k_block_dsaved_layout(g, 1).end;
+}
+
+int64_t k_block_scratch_floats(const KBlock *g, int64_t B)
+{
+    if (g->dropout > 0.0f)
+        return k_block_drop_scratch(g, B, NULL).end;
+    return B * g->t * (g->f > g->d ? g->f : g->d);
+}
+
+int64_t k_llama_saved_floats(const KLlama *g)
+{
+    return k_llama_saved_layout(g, 1).end;
+}
+
+int64_t k_llama_dsaved_floats(const KLlama *g)
+{
+    return k_llama_dsaved_layout(g, 1).end;
+}
+
+int64_t k_llama_scratch_floats(const KLlama *g, int64_t B)
+{
+    return k_llama_scratch_layout(g, B).end;
+}
+
+int64_t k_conv2d_scratch(const KConv *g)
+{
+    return g->c * g->kh * g->kw * g->oh * g->ow;
+}
