@@ -143,10 +143,13 @@ static void why_text(const Cand *c, const Cand *best, int rank, double min_bubbl
                      size_t size)
 {
     size_t n = 0;
+    double slower = c->step / best->step - 1;
     if (rank == 0)
         n += snprintf(buf + n, size - n, "fastest");
+    else if (slower < 5e-4)
+        n += snprintf(buf + n, size - n, "as fast");
     else
-        n += snprintf(buf + n, size - n, "+%.1f%% step", 100 * (c->step / best->step - 1));
+        n += snprintf(buf + n, size - n, "+%.1f%% step", 100 * slower);
     if (c->bubble <= min_bubble)
         n += snprintf(buf + n, size - n, ", least bubble");
     if (c->peak <= min_peak && n < size)
@@ -274,10 +277,10 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
         fprintf(out, "  ]\n}\n");
     } else {
         fprintf(out,
-                "tune %s for %d ranks, global batch %lld, costs %s: %d plans tried in %.2f s, %d fit (%d did not "
-                "verify, %d over memory_limit, %d refused otherwise)\n",
-                base.model.name, t->world, (long long)G, costs, tally.tried, took, nc, tally.no_verify,
-                tally.no_memory, tally.other);
+                "tune %s for %d ranks, global batch %lld, costs %s: %d of %d plans fit (%d did not verify, %d over "
+                "memory_limit, %d refused otherwise); %.2f s (compile and predict each)\n",
+                base.model.name, t->world, (long long)G, costs, nc, tally.tried, tally.no_verify, tally.no_memory,
+                tally.other, took);
         if (!(bc->link_bandwidth > 0) && !(base.profile && base.profile->nlinks > 0))
             fprintf(out, "communication is free in these predictions: set link_bandwidth (or profile on 2 or more "
                          "stages) to weigh transfers and data-parallel reductions\n");
