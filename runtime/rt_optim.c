@@ -27,6 +27,19 @@
 
 #include <math.h>
 
+/* The update loops are built twice more for x86-64 CPUs with AVX2 and FMA
+ * (v3) and with AVX-512 (v4), picked at load time (an ifunc): there fmaf
+ * is one instruction instead of a call into libm, and the loops vectorise.
+ * Each element's arithmetic is the same operations in the same order (the
+ * explicit fmaf calls stay the only fused ones: -ffp-contract=off), so the
+ * bits are the same on every CPU; sqrtf is correctly rounded either way
+ * (the library is built with -fno-math-errno so that it can be inlined). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(PIPE_NO_CLONES)
+#define UPDATE_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define UPDATE_LOOP
+#endif
+
 /* M_PI is XSI, not C11 or POSIX; the build asks only for POSIX. */
 static const double rt_pi = 3.14159265358979323846;
 
@@ -36,7 +49,7 @@ int rt_optim_state_per_param(const PlanConfig *c)
 }
 
 /* torch.optim.sgd._single_tensor_sgd with dampening 0, maximize False. */
-static void sgd_step(const PlanConfig *c, float *p, const float *g, float *buf, int64_t n, int64_t t, double lr)
+UPDATE_LOOP static void sgd_step(const PlanConfig *c, float *p, const float *g, float *buf, int64_t n, int64_t t, double lr)
 {
     const float wd = (float)c->weight_decay, mom = (float)c->momentum, neg_lr = (float)-lr;
     const int use_wd = c->weight_decay != 0, use_mom = c->momentum != 0, nesterov = c->nesterov;
@@ -60,7 +73,7 @@ static void sgd_step(const PlanConfig *c, float *p, const float *g, float *buf, 
 /* torch.optim.adam._single_tensor_adam (amsgrad False, not capturable), and
  * _single_tensor_adamw, which decays the parameter first instead of adding
  * weight_decay * p to the gradient. */
-static void adam_step(const PlanConfig *c, int decoupled, float *p, const float *g, float *m, float *v, int64_t n, int64_t t,
+UPDATE_LOOP static void adam_step(const PlanConfig *c, int decoupled, float *p, const float *g, float *m, float *v, int64_t n, int64_t t,
                       double lr)
 {
     const double b1 = c->beta1, b2 = c->beta2;
