@@ -403,6 +403,16 @@ static int bind_layer(Builder *b, int idx)
                     rc |= bind_mask(b, mk, L);
                 break;
             }
+            case PLAN_L_BATCHNORM2D: {
+                rc |= positive_eps(dl, pc_arg(&a, "eps"), w, &L->eps);
+                const PcArg *mo = pc_arg(&a, "momentum");
+                L->momentum = mo->f[0];
+                if (!(L->momentum >= 0.0 && L->momentum <= 1.0)) {
+                    diag_error(dl, mo->loc, "momentum of 'batchnorm2d' must be in [0, 1], not %g", L->momentum);
+                    rc = -1;
+                }
+                break;
+            }
             case PLAN_L_RELU:
             case PLAN_L_GELU:
             case PLAN_L_TANH:
@@ -700,9 +710,18 @@ static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
                    + 2 * T * D);                                 /* residuals */
         break;
     }
+    case PLAN_L_BATCHNORM2D: {
+        if (in->ndim != 3)
+            SHAPE_ERR("layer %d (batchnorm2d) needs a [C, H, W] input, but gets %s", L->index, txt);
+        PARAM(L, "weight", 1, in->dim[0], 0, 0, 0);
+        PARAM(L, "bias", 1, in->dim[0], 0, 0, 0);
+        L->flops = fl(8.0 * n);
+        break;
+    }
     case PLAN_L_COUNT:
         break;
     }
+    plan_layer_buffers(L);
     if (!sane(&L->out))
         SHAPE_ERR("layer %d (%s): output shape is too large or empty", L->index, name);
     L->held = L->params;

@@ -346,6 +346,9 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
         put_i64(o, m->layer[i].kv_heads);
         put_f64(o, m->layer[i].theta);
     }
+    /* version 3: batchnorm2d's momentum, for every layer (0 for the rest) */
+    for (int i = 0; i < m->nlayers; i++)
+        put_f64(o, m->layer[i].momentum);
 }
 
 /* A llama_block's sizes as the kernels rely on them (k_llama.h): [T, D]
@@ -457,6 +460,23 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
             if (!in->bad && !(L->theta >= 0 && L->theta <= 1e30))
                 bad(in, "layer %d: rope_theta %g out of range", i, L->theta);
         }
+    /* version 3: momentum per layer, always there */
+    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+        PlanLayer *L = &m->layer[i];
+        L->momentum = get_f64(in);
+        if (!in->bad && !(L->momentum >= 0 && L->momentum <= 1))
+            bad(in, "layer %d: momentum %g out of range", i, L->momentum);
+    }
+    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+        PlanLayer *L = &m->layer[i];
+        /* batchnorm2d: a [C, H, W] input, weight and bias of [C]; its
+         * buffers follow from these */
+        if (L->kind == PLAN_L_BATCHNORM2D &&
+            !(L->in.ndim == 3 && L->nparams == 2 && L->param[0].ndim == 1 && L->param[1].ndim == 1 &&
+              L->param[0].dim[0] == L->in.dim[0] && L->param[1].dim[0] == L->in.dim[0] && L->eps > 0))
+            bad(in, "layer %d: a batchnorm2d that does not match its input", i);
+        plan_layer_buffers(L);
+    }
     for (int i = 0; i < m->nlayers && !in->bad; i++)
         if (m->layer[i].kind == PLAN_L_LLAMA_BLOCK && !llama_ok(&m->layer[i]))
             bad(in, "layer %d: a llama block with %lld heads, %lld kv heads, mlp %lld, rope_theta %g", i,

@@ -138,11 +138,11 @@ START_TEST(round_trip)
     for (int i = 0; i < 120; i++)
         big[i] = (float)i * 0.25f - 7;
     RtTensor t[] = {
-        {"layers.0.weight", 2, {2, 3}, w},
-        {"layers.0.bias", 1, {3}, b},
-        {"step", 0, {0}, scalar},
-        {"empty", 2, {0, 3}, NULL},
-        {"conv.weight", 4, {2, 3, 4, 5}, big},
+        {"layers.0.weight", 2, {2, 3}, w, 0},
+        {"layers.0.bias", 1, {3}, b, 0},
+        {"step", 0, {0}, scalar, 0},
+        {"empty", 2, {0, 3}, NULL, 0},
+        {"conv.weight", 4, {2, 3, 4, 5}, big, 0},
     };
     const char *k[] = {"format", "pipe", "note"};
     const char *v[] = {"pt", "step 7", "quote \" backslash \\ newline \n tab \t é ✓"};
@@ -219,7 +219,7 @@ END_TEST
 START_TEST(names_that_need_escaping)
 {
     float x[1] = {1}, y[1] = {2}, z[1] = {3};
-    RtTensor t[] = {{"a\"b\\c", 1, {1}, x}, {"ctrl\x01\x1f", 1, {1}, y}, {"ünï ✓ 😀", 1, {1}, z}};
+    RtTensor t[] = {{"a\"b\\c", 1, {1}, x, 0}, {"ctrl\x01\x1f", 1, {1}, y, 0}, {"ünï ✓ 😀", 1, {1}, z, 0}};
     const char *path = path_of("esc.safetensors");
     char err[256];
     ck_assert_msg(rt_safetensors_write(path, t, 3, NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
@@ -238,7 +238,7 @@ START_TEST(overwrite_replaces)
 {
     const char *path = path_of("w.safetensors");
     float a[2] = {1, 2}, b[3] = {3, 4, 5};
-    RtTensor ta = {"a", 1, {2}, a}, tb = {"b", 1, {3}, b};
+    RtTensor ta = {"a", 1, {2}, a, 0}, tb = {"b", 1, {3}, b, 0};
     char err[256];
     ck_assert(rt_safetensors_write(path, &ta, 1, NULL, NULL, 0, err, sizeof err) == 0);
     ck_assert(rt_safetensors_write(path, &tb, 1, NULL, NULL, 0, err, sizeof err) == 0);
@@ -259,7 +259,7 @@ START_TEST(writer_bytes_follow_the_reference)
      * metadata={"format": "pt"}) writes: compact JSON, the fields in the
      * order dtype, shape, data_offsets, spaces to a multiple of 8. */
     float a[4] = {1, 2, 3, 4}, b[1] = {5};
-    RtTensor t[] = {{"a", 2, {2, 2}, a}, {"b", 1, {1}, b}};
+    RtTensor t[] = {{"a", 2, {2, 2}, a, 0}, {"b", 1, {1}, b, 0}};
     const char *k[] = {"format"}, *v[] = {"pt"};
     const char *path = path_of("ref.safetensors");
     char err[256];
@@ -289,25 +289,25 @@ START_TEST(write_errors)
     float x[2] = {1, 2};
     char err[256];
     const char *path = path_of("bad.safetensors");
-    RtTensor dup[] = {{"w", 1, {2}, x}, {"v", 1, {1}, x}, {"w", 1, {1}, x}};
+    RtTensor dup[] = {{"w", 1, {2}, x, 0}, {"v", 1, {1}, x, 0}, {"w", 1, {1}, x, 0}};
     ck_assert(rt_safetensors_write(path, dup, 3, NULL, NULL, 0, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, path) && strstr(err, "'w'") && strstr(err, "twice"), "%s", err);
-    RtTensor meta = {"__metadata__", 1, {2}, x};
+    RtTensor meta = {"__metadata__", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &meta, 1, NULL, NULL, 0, err, sizeof err) == -1);
-    RtTensor five = {"five", 5, {1, 1, 1, 1}, x};
+    RtTensor five = {"five", 5, {1, 1, 1, 1}, x, 0};
     ck_assert(rt_safetensors_write(path, &five, 1, NULL, NULL, 0, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, "'five'"), "%s", err);
-    RtTensor neg = {"neg", 2, {2, -1}, x};
+    RtTensor neg = {"neg", 2, {2, -1}, x, 0};
     ck_assert(rt_safetensors_write(path, &neg, 1, NULL, NULL, 0, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, "'neg'"), "%s", err);
-    RtTensor nodata = {"nodata", 1, {2}, NULL};
+    RtTensor nodata = {"nodata", 1, {2}, NULL, 0};
     ck_assert(rt_safetensors_write(path, &nodata, 1, NULL, NULL, 0, err, sizeof err) == -1);
-    RtTensor noname = {"", 1, {2}, x};
+    RtTensor noname = {"", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &noname, 1, NULL, NULL, 0, err, sizeof err) == -1);
-    RtTensor badutf = {"\xff\xfe", 1, {2}, x};
+    RtTensor badutf = {"\xff\xfe", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &badutf, 1, NULL, NULL, 0, err, sizeof err) == -1);
     const char *k[] = {"a", "a"}, *v[] = {"1", "2"};
-    RtTensor ok = {"ok", 1, {2}, x};
+    RtTensor ok = {"ok", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &ok, 1, k, v, 2, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, "'a'"), "%s", err);
     /* none of that touched the disk */
@@ -379,7 +379,7 @@ END_TEST
 static unsigned char *small_file(const char *path, size_t *n, size_t *hlen)
 {
     float w[6] = {1, 2, 3, 4, 5, 6}, b[2] = {-1, -2};
-    RtTensor t[] = {{"w", 2, {3, 2}, w}, {"b", 1, {2}, b}};
+    RtTensor t[] = {{"w", 2, {3, 2}, w, 0}, {"b", 1, {2}, b, 0}};
     const char *k[] = {"format"}, *v[] = {"pt"};
     char err[256];
     ck_assert(rt_safetensors_write(path, t, 2, k, v, 1, err, sizeof err) == 0);
