@@ -220,6 +220,22 @@ case("layernorm", [("x", "float32", [6, 10])], ("y", "float32", [6, 10]), [
     ("linear", "linear(10, bias = false)", lin(10, bias=False)),
 ], loss="mse")
 
+def bn(eps=1e-5, momentum=0.1):
+    return lambda x, prev: nn.BatchNorm2d(channels(x), eps=eps, momentum=momentum)
+
+
+# batchnorm2d: weight and bias [C] are its parameters (running_mean,
+# running_var and num_batches_tracked are buffers: no parameter count)
+case("batchnorm", [("img", "float32", [3, 9, 7])], ("label", "int32", []), [
+    ("batchnorm2d", "batchnorm2d", bn()),
+    ("conv2d", "conv2d(5, kernel = 3)", conv(5, 3)),
+    ("batchnorm2d", "batchnorm2d(eps = 1e-3, momentum = 0.3)", bn(1e-3, 0.3)),
+    RELU,
+    ("batchnorm2d", "batchnorm2d(1e-4)", bn(1e-4)),
+    FLATTEN,
+    ("linear", "linear(4)", lin(4)),
+])
+
 case("embedding_plain", [("tokens", "int32", [9])], ("next", "int32", [9]), [
     ("embedding", "embedding(vocab = 50, dim = 12)", fixed(lambda: Embedding(50, 12))),
     ("layernorm", "layernorm", ln()),
@@ -320,6 +336,9 @@ REJECTS = [
     ("reject_llama_odd_head_width", "model m {\n input x: float32[5, 20]\n target y: int32[5]\n"
      " llama_block(heads = 4)\n linear(2)\n loss cross_entropy\n}\n",
      lambda: LlamaBlock(20, 4, 4, 32)(torch.ones(BATCH, 5, 20))),
+    ("reject_batchnorm_rows", "model m {\n input x: float32[6, 10]\n target y: int32[6]\n"
+     " batchnorm2d\n loss cross_entropy\n}\n",
+     lambda: nn.BatchNorm2d(6)(torch.ones(BATCH, 6, 10))),
     ("reject_positions", "model m {\n input t: int32[9]\n target y: int32[9]\n"
      " embedding(vocab = 5, dim = 4, positions = 8)\n loss cross_entropy\n}\n",
      lambda: Embedding(5, 4, 8)(torch.zeros(BATCH, 9, dtype=torch.long))),
