@@ -450,9 +450,11 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
     }
     m->total_params = get_range(in, 0, (int64_t)1 << 53, "total parameters");
     m->total_flops = get_range(in, 0, (int64_t)1 << 62, "total FLOPs");
-    /* kv_heads and rope_theta per layer; a plan written before them ends
-     * here (0 for both: it holds no llama_block) */
-    if (!in->bad && in->at < in->n)
+    /* kv_heads and rope_theta per layer, then (version 3) momentum per
+     * layer; a MODEL that ends at the totals reads 0 for all three, and is
+     * then refused if it holds a llama_block or a batchnorm2d */
+    int tail = !in->bad && in->at < in->n;
+    if (tail)
         for (int i = 0; i < m->nlayers && !in->bad; i++) {
             PlanLayer *L = &m->layer[i];
             L->kv_heads = get_range(in, 0, PLAN_MAX_ELEMS, "kv_heads");
@@ -460,13 +462,15 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
             if (!in->bad && !(L->theta >= 0 && L->theta <= 1e30))
                 bad(in, "layer %d: rope_theta %g out of range", i, L->theta);
         }
-    /* version 3: momentum per layer, always there */
-    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+    for (int i = 0; tail && i < m->nlayers && !in->bad; i++) {
         PlanLayer *L = &m->layer[i];
         L->momentum = get_f64(in);
         if (!in->bad && !(L->momentum >= 0 && L->momentum <= 1))
             bad(in, "layer %d: momentum %g out of range", i, L->momentum);
     }
+    for (int i = 0; !tail && i < m->nlayers && !in->bad; i++)
+        if (m->layer[i].kind == PLAN_L_BATCHNORM2D)
+            bad(in, "layer %d: a batchnorm2d without its momentum", i);
     for (int i = 0; i < m->nlayers && !in->bad; i++) {
         PlanLayer *L = &m->layer[i];
         /* batchnorm2d: a [C, H, W] input, weight and bias of [C]; its
