@@ -99,6 +99,12 @@ void k_rmsnorm_backward_input(float *din, const float *dout, const float *in, co
 /* dw += column sums of dout * xhat */
 void k_rmsnorm_backward_weight(float *dw, const float *dout, const float *in, const float *rstd, int64_t n, int64_t d);
 
+/* ---- transpose ------------------------------------------------------------------ */
+/* out [P, nb, M, na, Q] = in [P, na, M, nb, Q] with the na and nb axes
+ * swapped (a pure copy); its backward is the same call with na and nb
+ * exchanged */
+void k_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q);
+
 /* ---- batchnorm2d over [B, C, HW], per channel (n = B * HW values each) ------- */
 /* Training: y = (x - mean) * rstd * w + b with the micro-batch's mean and
  * rstd = 1 / sqrt(var + eps), var the biased variance (as PyTorch); saves

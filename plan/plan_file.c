@@ -346,9 +346,31 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
         put_i64(o, m->layer[i].kv_heads);
         put_f64(o, m->layer[i].theta);
     }
-    /* version 3: batchnorm2d's momentum, for every layer (0 for the rest) */
+    /* version 3: batchnorm2d's momentum, then transpose's two dimensions,
+     * for every layer (0 for the rest) */
     for (int i = 0; i < m->nlayers; i++)
         put_f64(o, m->layer[i].momentum);
+    for (int i = 0; i < m->nlayers; i++) {
+        put_i64(o, m->layer[i].axis_a);
+        put_i64(o, m->layer[i].axis_b);
+    }
+}
+
+/* reshape: the same elements; transpose: its input with dimensions a and
+ * b swapped */
+static int moves_ok(const PlanLayer *L)
+{
+    if (L->kind == PLAN_L_RESHAPE)
+        return plan_tensor_elems(&L->in) == plan_tensor_elems(&L->out) && L->in.dtype == L->out.dtype;
+    if (L->in.ndim != L->out.ndim || L->in.ndim < 2 || L->axis_a < 0 || L->axis_a >= L->in.ndim || L->axis_b < 0 ||
+        L->axis_b >= L->in.ndim)
+        return 0;
+    for (int d = 0; d < L->in.ndim; d++) {
+        int64_t from = d == L->axis_a ? L->axis_b : d == L->axis_b ? L->axis_a : d;
+        if (L->out.dim[d] != L->in.dim[from])
+            return 0;
+    }
+    return 1;
 }
 
 /* A llama_block's sizes as the kernels rely on them (k_llama.h): [T, D]
@@ -468,9 +490,18 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
         if (!in->bad && !(L->momentum >= 0 && L->momentum <= 1))
             bad(in, "layer %d: momentum %g out of range", i, L->momentum);
     }
+    for (int i = 0; tail && i < m->nlayers && !in->bad; i++) {
+        PlanLayer *L = &m->layer[i];
+        L->axis_a = get_range(in, 0, PLAN_MAX_DIMS - 1, "a transpose dimension");
+        L->axis_b = get_range(in, 0, PLAN_MAX_DIMS - 1, "a transpose dimension");
+    }
     for (int i = 0; !tail && i < m->nlayers && !in->bad; i++)
-        if (m->layer[i].kind == PLAN_L_BATCHNORM2D)
-            bad(in, "layer %d: a batchnorm2d without its momentum", i);
+        if (m->layer[i].kind == PLAN_L_BATCHNORM2D || m->layer[i].kind == PLAN_L_TRANSPOSE)
+            bad(in, "layer %d: a %s without its %s", i, plan_layer_names[m->layer[i].kind],
+                m->layer[i].kind == PLAN_L_TRANSPOSE ? "dimensions" : "momentum");
+    for (int i = 0; i < m->nlayers && !in->bad; i++)
+        if ((m->layer[i].kind == PLAN_L_RESHAPE || m->layer[i].kind == PLAN_L_TRANSPOSE) && !moves_ok(&m->layer[i]))
+            bad(in, "layer %d: a %s whose output does not match its input", i, plan_layer_names[m->layer[i].kind]);
     for (int i = 0; i < m->nlayers && !in->bad; i++) {
         PlanLayer *L = &m->layer[i];
         /* batchnorm2d: a [C, H, W] input, weight and bias of [C]; its

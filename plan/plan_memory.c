@@ -115,6 +115,8 @@ typedef struct LayerMem {
 #define MEM_RMSNORM {rms_state, NULL}
 #define MEM_LLAMA_BLOCK {llama_state, llama_inner}
 #define MEM_BATCHNORM2D {bn_state, NULL}
+#define MEM_RESHAPE {no_state, NULL}
+#define MEM_TRANSPOSE {no_state, NULL}
 
 static const LayerMem layer_mem[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = MEM_##id,

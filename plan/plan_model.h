@@ -87,6 +87,11 @@ typedef struct PlanLayer {
     int64_t oh, ow;              /* adaptive_avgpool2d */
     double p, eps;
     double momentum;             /* batchnorm2d: the running statistics' update factor */
+    int64_t axis_a, axis_b;      /* transpose: the two dimensions swapped, from 0, per sample (as written
+                                  * until shape inference, which resolves negative ones) */
+    int64_t shape[PLAN_MAX_DIMS]; /* reshape: the dimensions as written (one may be -1); not in plan.bin,
+                                   * where its output shape says it */
+    int shape_n;
     int bias, causal;
     int tie;                     /* linear: index of the layer whose weight it shares, or -1 */
     const char *tie_label;       /* as written (tie = LABEL), or NULL */

@@ -230,6 +230,9 @@ struct KBlock rt_block_geom(const PlanLayer *L);
 struct KLlama rt_llama_geom(const PlanLayer *L); /* llama_block's, for k_llama.h */
 struct KConv rt_conv_geom(const PlanLayer *L);
 struct KPool rt_pool_geom(const PlanLayer *L);
+/* transpose over B samples as k_transpose's g = {P, na, M, nb, Q} (the
+ * lower dimension as na); returns 0 when a == b (a plain copy) */
+int rt_transpose_geom(const PlanLayer *L, int64_t B, int64_t g[5]);
 /* transformer_block's dropout keys for micro-batch mb (training only) */
 struct KBlockKeys rt_block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb);
 

@@ -244,6 +244,29 @@ static void flatten_backward_input(IO)
     memmove(io->din, io->dout, (size_t)n_in(rt, lr) * sizeof(float));
 }
 
+/* reshape: the same floats in the same order (flatten's copies) */
+#define reshape_forward flatten_forward
+#define reshape_backward_input flatten_backward_input
+
+/* transpose: its backward is the transpose back (the two sizes exchanged) */
+static void transpose_forward(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        k_transpose(io->out, io->in, g[0], g[1], g[2], g[3], g[4]);
+    else
+        flatten_forward(rt, lr, io);
+}
+
+static void transpose_backward_input(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        k_transpose(io->din, io->dout, g[0], g[3], g[2], g[1], g[4]);
+    else
+        flatten_backward_input(rt, lr, io);
+}
+
 /* The mask of micro-batch mb, as bytes in the scratch: a Philox stream
  * keyed by (seed, step, global sample, layer), so the same on every stage
  * count, schedule and device (k_random.c). */
@@ -351,6 +374,8 @@ static void llama_block_backward_weight(IO)
 #define CPU_RMSNORM {rmsnorm_forward, rmsnorm_backward_input, rmsnorm_backward_weight, ready}
 #define CPU_LLAMA_BLOCK {llama_block_forward, llama_block_backward_input, llama_block_backward_weight, ready}
 #define CPU_BATCHNORM2D {batchnorm2d_forward, batchnorm2d_backward_input, batchnorm2d_backward_weight, ready}
+#define CPU_RESHAPE {reshape_forward, reshape_backward_input, no_weights, ready}
+#define CPU_TRANSPOSE {transpose_forward, transpose_backward_input, no_weights, ready}
 
 const RtLayerOps rt_cpu_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CPU_##id,

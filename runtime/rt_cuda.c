@@ -453,6 +453,29 @@ static void flatten_backward_input(IO)
     g_copy(rt, io->din, io->dout, (size_t)n_in(rt, lr) * sizeof(float));
 }
 
+/* reshape: flatten's copies; transpose: kc_transpose, its backward the
+ * transpose back */
+#define reshape_forward flatten_forward
+#define reshape_backward_input flatten_backward_input
+
+static void transpose_forward(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        KC(rt, lr->L, kc_transpose(kc_of(rt), io->out, io->in, g[0], g[1], g[2], g[3], g[4]));
+    else
+        flatten_forward(rt, lr, io);
+}
+
+static void transpose_backward_input(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        KC(rt, lr->L, kc_transpose(kc_of(rt), io->din, io->dout, g[0], g[3], g[2], g[1], g[4]));
+    else
+        flatten_backward_input(rt, lr, io);
+}
+
 /* the mask of micro-batch mb in the scratch (sized for it by plan_memory.c),
  * drawn as the CPU draws it */
 static const uint8_t *dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb)
@@ -576,6 +599,8 @@ static void llama_block_backward_weight(IO)
 #define CUDA_RMSNORM {rmsnorm_forward, rmsnorm_backward_input, rmsnorm_backward_weight, rmsnorm_prepare}
 #define CUDA_LLAMA_BLOCK {llama_block_forward, llama_block_backward_input, llama_block_backward_weight, llama_block_prepare}
 #define CUDA_BATCHNORM2D {batchnorm2d_forward, batchnorm2d_backward_input, batchnorm2d_backward_weight, ready}
+#define CUDA_RESHAPE {reshape_forward, reshape_backward_input, no_weights, ready}
+#define CUDA_TRANSPOSE {transpose_forward, transpose_backward_input, no_weights, ready}
 
 static const RtLayerOps cuda_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CUDA_##id,

@@ -120,6 +120,21 @@ KBlockKeys rt_block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb)
     return k;
 }
 
+int rt_transpose_geom(const PlanLayer *L, int64_t B, int64_t g[5])
+{
+    int lo = (int)(L->axis_a < L->axis_b ? L->axis_a : L->axis_b), hi = (int)(L->axis_a < L->axis_b ? L->axis_b : L->axis_a);
+    g[0] = B, g[1] = L->in.dim[lo], g[2] = 1, g[3] = L->in.dim[hi], g[4] = 1;
+    for (int d = 0; d < L->in.ndim; d++) {
+        if (d < lo)
+            g[0] *= L->in.dim[d];
+        else if (d > lo && d < hi)
+            g[2] *= L->in.dim[d];
+        else if (d > hi)
+            g[4] *= L->in.dim[d];
+    }
+    return lo != hi;
+}
+
 KPool rt_pool_geom(const PlanLayer *L)
 {
     KPool g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2], L->kh,
@@ -221,6 +236,8 @@ static void init_llama(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
 #define INIT_RMSNORM init_llama
 #define INIT_LLAMA_BLOCK init_llama
 #define INIT_BATCHNORM2D init_layernorm /* weight 1, bias 0 (its buffers: setup_buffers) */
+#define INIT_RESHAPE init_none
+#define INIT_TRANSPOSE init_none
 
 static const RtInit layer_init[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = INIT_##id,

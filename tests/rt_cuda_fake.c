@@ -352,6 +352,12 @@ int kc_layernorm_backward_weight(KcCtx *ctx, float *dw, float *db, const float *
     return ctx->err;
 }
 
+int kc_transpose(KcCtx *ctx, float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    k_transpose(out, in, P, na, M, nb, Q);
+    return ctx->err;
+}
+
 int kc_batchnorm2d_forward(KcCtx *ctx, float *out, float *mean, float *rstd, const float *in, const float *w,
                            const float *b, int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar,
                            int64_t *nbt, double momentum)

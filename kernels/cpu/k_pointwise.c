@@ -767,3 +767,17 @@ void k_batchnorm2d_backward_weight(float *dw, float *db, const float *dout, cons
         db[c] += (float)sb;
     }
 }
+
+/* ---- transpose ---------------------------------------------------------------- */
+
+void k_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t j = 0; j < nb; j++)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t i = 0; i < na; i++) {
+                    const float *src = in + (((p * na + i) * M + m) * nb + j) * Q;
+                    float *dst = out + (((p * nb + j) * M + m) * na + i) * Q;
+                    memcpy(dst, src, (size_t)Q * sizeof(float));
+                }
+}

@@ -766,3 +766,29 @@ int kc_batchnorm2d_backward_weight(KcCtx *ctx, float *dw, float *db, const float
     KC_LAUNCHED(ctx, g_bn_bwd);
     return KC_OK;
 }
+
+/* ---- transpose: out [P, nb, M, na, Q] from in [P, na, M, nb, Q], one element a thread ---- */
+
+static __global__ void g_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb,
+                                   int64_t Q)
+{
+    int64_t total = P * na * M * nb * Q;
+    for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+        int64_t q = k % Q, r = k / Q;
+        int64_t i = r % na;
+        r /= na;
+        int64_t m = r % M;
+        r /= M;
+        int64_t j = r % nb, p = r / nb;
+        out[k] = in[(((p * na + i) * M + m) * nb + j) * Q + q];
+    }
+}
+
+int kc_transpose(KcCtx *ctx, float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    KC_ENTER(ctx);
+    KC_ARG(ctx, P >= 0 && na > 0 && M > 0 && nb > 0 && Q > 0, "transpose sizes");
+    g_transpose<<<kc_grid(ctx, P * na * M * nb * Q), KC_THREADS, 0, ctx->stream>>>(out, in, P, na, M, nb, Q);
+    KC_LAUNCHED(ctx, g_transpose);
+    return KC_OK;
+}

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding, LlamaBlock, RMSNorm  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, RMSNorm, Reshape, Transpose  # noqa: E402
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -236,6 +236,19 @@ case("batchnorm", [("img", "float32", [3, 9, 7])], ("label", "int32", []), [
     ("linear", "linear(4)", lin(4)),
 ])
 
+# reshape and transpose: per sample (no batch dimension), dimensions from 0,
+# negative ones from the end, one reshape dimension -1
+case("reshape_transpose", [("x", "float32", [3, 4, 10])], ("y", "int32", []), [
+    ("transpose", "transpose(0, 2)", fixed(lambda: Transpose(0, 2))),
+    ("reshape", "reshape(5, -1, 4)", fixed(lambda: Reshape(5, -1, 4))),
+    ("transpose", "transpose(-1, 1)", fixed(lambda: Transpose(-1, 1))),
+    ("linear", "linear(7)", lin(7)),
+    ("reshape", "reshape(d1 = 2, d2 = 2, d3 = 5, d4 = 7)", fixed(lambda: Reshape(2, 2, 5, 7))),
+    ("transpose", "transpose(b = 3, a = 1)", fixed(lambda: Transpose(1, 3))),
+    ("reshape", "reshape(-1)", fixed(lambda: Reshape(-1))),
+    ("linear", "linear(3)", lin(3)),
+])
+
 case("embedding_plain", [("tokens", "int32", [9])], ("next", "int32", [9]), [
     ("embedding", "embedding(vocab = 50, dim = 12)", fixed(lambda: Embedding(50, 12))),
     ("layernorm", "layernorm", ln()),
@@ -339,6 +352,12 @@ REJECTS = [
     ("reject_batchnorm_rows", "model m {\n input x: float32[6, 10]\n target y: int32[6]\n"
      " batchnorm2d\n loss cross_entropy\n}\n",
      lambda: nn.BatchNorm2d(6)(torch.ones(BATCH, 6, 10))),
+    ("reject_reshape_size", "model m {\n input x: float32[3, 4]\n target y: int32[]\n"
+     " reshape(5, -1)\n flatten\n loss cross_entropy\n}\n",
+     lambda: Reshape(5, -1)(torch.ones(BATCH, 3, 4))),
+    ("reject_transpose_dim", "model m {\n input x: float32[3, 4]\n target y: int32[]\n"
+     " transpose(0, 2)\n flatten\n loss cross_entropy\n}\n",
+     lambda: torch.ones(BATCH, 3, 4).transpose(1, 3)),
     ("reject_positions", "model m {\n input t: int32[9]\n target y: int32[9]\n"
      " embedding(vocab = 5, dim = 4, positions = 8)\n loss cross_entropy\n}\n",
      lambda: Embedding(5, 4, 8)(torch.zeros(BATCH, 9, dtype=torch.long))),

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding, LlamaBlock, RMSNorm  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, RMSNorm, Reshape, Transpose  # noqa: E402
 
 torch.set_num_threads(1)
 STEPS = 5
@@ -417,6 +417,35 @@ case("bn", BN,
      optim_kw(torch.optim.AdamW, lr=0.01, betas=(0.9, 0.95), weight_decay=0.1), 2,
      dict(micro=3, buffers=True), tol=1e-5)
 
+# reshape and transpose: a sample [2, 4, 6] turned into rows of a sequence
+# and back, linears between them, on 3 stages (the layers cross stage
+# boundaries), adam; losses within 1e-5.
+MOVES = """model moves {
+    input  image: float32[2, 4, 6]
+    target label: int32[]
+    transpose(1, 2)
+    reshape(6, -1)
+    linear(5)
+    tanh
+    transpose(0, -1)
+    reshape(-1, 2, 3)
+    flatten
+    linear(4)
+    loss cross_entropy
+}
+pipeline { stages = 3; micro_batches = 2; micro_batch_size = 3; schedule = 1f1b }
+train {
+    optimizer = adam(lr = 0.02)
+    steps = 5; seed = 17; shuffle = false
+    data = @DATA@
+}
+"""
+case("moves", MOVES,
+     lambda: Net([Transpose(1, 2), Reshape(6, -1), nn.Linear(8, 5), nn.Tanh(), Transpose(0, -1), Reshape(-1, 2, 3),
+                  nn.Flatten(), nn.Linear(30, 4)]),
+     lambda tmp, gen: image_data(tmp, 40, [2, 4, 6], 4, False, gen),
+     optim_kw(torch.optim.Adam, lr=0.02), 3, tol=1e-5)
+
 TYPES = {
     "mlp": ["flatten", "linear", "relu", "linear", "tanh", "linear", "gelu", "linear", "sigmoid", "linear"],
     "cnn": ["conv2d", "maxpool2d", "relu", "adaptive_avgpool2d", "conv2d", "tanh", "avgpool2d",
@@ -425,10 +454,11 @@ TYPES = {
     "gpt": ["embedding", "transformer_block", "transformer_block", "layernorm", "linear"],
     "llama": ["embedding", "llama_block", "llama_block", "rmsnorm", "linear"],
     "bn": ["conv2d", "batchnorm2d", "relu", "conv2d", "batchnorm2d", "tanh", "flatten", "linear"],
+    "moves": ["transpose", "reshape", "linear", "tanh", "transpose", "reshape", "flatten", "linear"],
 }
 
 # the models that also run on 1 stage, where their losses must be the same text
-ONE_STAGE = ["mlp", "gpt", "llama", "bn"]
+ONE_STAGE = ["mlp", "gpt", "llama", "bn", "moves"]
 
 # ---- running
 
