@@ -644,6 +644,24 @@ static void test_batchnorm2d(int64_t B, int64_t C, int64_t HW)
     dfree(d_nbt);
 }
 
+/* transpose: a copy, so the CPU's bits, both ways */
+static void test_transpose(int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    int64_t n = P * na * M * nb * Q;
+    float *x = hrand(n, -1, 1), *y = xmalloc((size_t)n * sizeof(float)), *z = xmalloc((size_t)n * sizeof(float));
+    k_transpose(y, x, P, na, M, nb, Q);
+    k_transpose(z, y, P, nb, M, na, Q);
+    float *d_x = dput(x, n), *d_y = dnan(n), *d_z = dnan(n);
+    Err e = {0};
+    KC(kc_transpose(&ctx, d_y, d_x, P, na, M, nb, Q));
+    KC(kc_transpose(&ctx, d_z, d_y, P, nb, M, na, Q));
+    err_dev(&e, d_y, y, n);
+    err_dev(&e, d_z, z, n);
+    report_exact("transpose (and back)", &e);
+    free(x), free(y), free(z);
+    dfree(d_x), dfree(d_y), dfree(d_z);
+}
+
 /* ---- embedding ------------------------------------------------------------------------------- */
 
 static void test_embedding(int with_wpe)
@@ -1156,6 +1174,8 @@ int main(void)
     test_rmsnorm(300, 1600);
     test_batchnorm2d(4, 6, 35);
     test_batchnorm2d(16, 3, 32 * 32); /* many elements per thread */
+    test_transpose(3, 5, 7, 4, 3);
+    test_transpose(8, 128, 1, 64, 1);
     test_embedding(1);
     test_embedding(0);
 

@@ -810,6 +810,36 @@ START_TEST(batchnorm2d_gradients)
 }
 END_TEST
 
+/* transpose: against index arithmetic written out; its backward (the same
+ * call with the sizes exchanged) is its adjoint, <T x, g> = <x, T' g>, and
+ * undoes it bit for bit */
+START_TEST(transpose_copies)
+{
+    rng_seed(820);
+    int64_t P = 2, na = 3, M = 4, nb = 5, Q = 2, n = P * na * M * nb * Q;
+    float *x = frand(n, -1, 1), *y = fnan(n), *back = fnan(n), *g = frand(n, -1, 1), *gt = fnan(n);
+    k_transpose(y, x, P, na, M, nb, Q);
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t i = 0; i < na; i++)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t j = 0; j < nb; j++)
+                    for (int64_t q = 0; q < Q; q++) {
+                        float a = x[(((p * na + i) * M + m) * nb + j) * Q + q];
+                        float b = y[(((p * nb + j) * M + m) * na + i) * Q + q];
+                        REQUIRE(a == b, "transpose [%lld, %lld, %lld, %lld, %lld]: %g, want %g", (long long)p,
+                                (long long)i, (long long)m, (long long)j, (long long)q, b, a);
+                    }
+    k_transpose(back, y, P, nb, M, na, Q);
+    REQUIRE(memcmp(back, x, (size_t)n * sizeof(float)) == 0, "transposing back does not give the input");
+    k_transpose(gt, g, P, nb, M, na, Q); /* the backward of y = T x: din = T' dout */
+    double l = 0, r = 0;
+    for (int64_t k = 0; k < n; k++)
+        l += (double)y[k] * g[k], r += (double)x[k] * gt[k];
+    ck_assert_double_eq_tol(l, r, 1e-12);
+    free(x), free(y), free(back), free(g), free(gt);
+}
+END_TEST
+
 /* wider than one block of column sums, and more rows than one row block */
 START_TEST(layernorm_wide_rows)
 {
@@ -1385,6 +1415,7 @@ static Suite *suite(void)
     tcase_add_test(c, layernorm_gradients);
     tcase_add_test(c, layernorm_wide_rows);
     tcase_add_test(c, batchnorm2d_gradients);
+    tcase_add_test(c, transpose_copies);
     tcase_add_test(c, embedding_gradients);
     tcase_add_loop_test(c, attention_gradients, 0, ATT_N);
     tcase_add_test(c, attention_fully_masked_sample);

@@ -136,6 +136,50 @@ START_TEST(batchnorm_shapes)
 }
 END_TEST
 
+/* reshape and transpose: per sample, no parameters, no FLOPs; one -1;
+ * dimensions from 0, negative from the end */
+START_TEST(reshape_transpose_shapes)
+{
+    T *t = t_layers("float32[3, 4, 10]", "  transpose(0, 2)\n  reshape(5, -1, 4)\n  transpose(-1, 1)\n"
+                 "  reshape(2, 60)\n  transpose(a = 1, b = -2)\n  flatten\n  linear(2)", "int32[]");
+    ck_ok(t);
+    ck_shape(&L(t, 0)->out, 3, 10, 4, 3);
+    ck_assert_int_eq(L(t, 0)->axis_a, 0);
+    ck_assert_int_eq(L(t, 0)->axis_b, 2);
+    ck_shape(&L(t, 1)->out, 3, 5, 6, 4);
+    ck_shape(&L(t, 2)->out, 3, 5, 4, 6);
+    ck_assert_int_eq(L(t, 2)->axis_a, 2); /* -1 resolved */
+    ck_shape(&L(t, 3)->out, 2, 2, 60, 0);
+    ck_shape(&L(t, 4)->out, 2, 60, 2, 0);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(L(t, i)->params, 0);
+        ck_assert_int_eq(L(t, i)->flops, 0);
+    }
+    t_free(t);
+    struct {
+        const char *in, *layer, *msg;
+    } bad[] = {
+        {"float32[3, 4]", "  reshape(5, -1)", "layer 0 (reshape): [5, -1] cannot hold the 12 elements of float32[3, 4]"},
+        {"float32[3, 4]", "  reshape(2, 2, 2)", "layer 0 (reshape): [2, 2, 2] cannot hold the 12 elements of float32[3, 4]"},
+        {"float32[3, 4]", "  reshape(-1, 2, -1)", "reshape takes at most one -1 (the dimension it infers)"},
+        {"float32[3, 4]", "  reshape(0, 12)", "a dimension of 'reshape' must be positive, or -1 for the one it infers, not 0"},
+        {"float32[3, 4]", "  reshape(1, 1, 1, 3, 4)", "too many arguments for 'reshape' (it takes 4)"},
+        {"float32[3, 4]", "  reshape(-2, 6)", "a dimension of 'reshape' must be positive, or -1 for the one it infers, not -2"},
+        {"float32[12]", "  transpose(0, 1)", "layer 0 (transpose) needs an input with at least 2 dimensions, but gets float32[12]"},
+        {"float32[3, 4]", "  transpose(0, 2)", "layer 0 (transpose): dimensions 0 and 2 of float32[3, 4]: a sample's dimensions are 0 to 1"},
+        {"float32[3, 4]", "  transpose(-3, 0)", "layer 0 (transpose): dimensions -3 and 0 of float32[3, 4]"},
+        {"float32[3, 4]", "  transpose(1)", "'transpose' needs argument 'b' (an integer)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "%s\n  flatten\n  linear(2)", bad[i].layer);
+        t = t_layers(bad[i].in, body, "int32[]");
+        ck_err(t, bad[i].msg);
+        t_free(t);
+    }
+}
+END_TEST
+
 START_TEST(alexnet_params)
 {
     char path[512];
@@ -628,6 +672,7 @@ static Suite *suite(void)
     tcase_add_test(c, conv_and_pool_shapes);
     tcase_add_test(c, elementwise_shapes);
     tcase_add_test(c, batchnorm_shapes);
+    tcase_add_test(c, reshape_transpose_shapes);
     tcase_add_test(c, alexnet_params);
     tcase_add_test(c, gpt_layers);
     tcase_add_test(c, transformer_mlp_default);
