@@ -133,6 +133,20 @@ START_TEST(batchnorm_shapes)
         ck_err(t, bad[i].msg);
         t_free(t);
     }
+    /* one value a channel in a micro-batch: refused (1 sample of 1 x 1);
+     * 2 samples are enough */
+    const char *one = "model m {\n  input x: float32[3, 1, 1]\n  target y: int32[]\n  batchnorm2d\n  flatten\n"
+                      "  linear(2)\n  loss cross_entropy\n}\npipeline { micro_batch_size = %d }\n";
+    char text[512];
+    snprintf(text, sizeof text, one, 1);
+    t = t_compile(text);
+    ck_err(t, "t.pipe:4:3: error: layer 0 (batchnorm2d): a micro-batch of 1 sample gives 1 value per channel; "
+              "training needs more than 1 (raise micro_batch_size)");
+    t_free(t);
+    snprintf(text, sizeof text, one, 2);
+    t = t_compile(text);
+    ck_ok(t);
+    t_free(t);
 }
 END_TEST
 

@@ -470,6 +470,15 @@ def check_bn():
     # --resume: 2 steps saved, then the third, exports what 3 steps straight do
     ck = os.path.join(TMP, "bn_ck")
     pipert(2, plan, "--init", init, "--steps", "2", "--save", ck)
+    # the optimizer state holds the parameters' only: no buffer has any
+    optim = {}
+    for st in (0, 1):
+        optim.update(load_file(os.path.join(ck, "latest", "optim-%d.safetensors" % st)))
+    weights = load_file(os.path.join(ck, "latest", "stage-1.safetensors"))
+    report(optim and not [k for k in optim if "running" in k or "num_batches" in k] and
+           "layers.4.running_var" in weights and "layers.4.weight.exp_avg" in optim,
+           "batchnorm2d: checkpoints hold the buffers with the weights (stage-S) and no optimizer state for them",
+           sorted(optim))
     out_r = os.path.join(TMP, "bn3r.safetensors")
     pipert(2, plan, "--steps", "3", "--resume", ck, "--export", out_r)
     a, b = load_file(out), load_file(out_r)
