@@ -449,6 +449,14 @@ def check_model(pipec, tmp, c):
                     probs.append("%s: tensor %s pipec %s, torch %s" % (where, n, theirs.get(n), mine.get(n)))
         if sum(math.prod(s) for s in theirs.values()) != L.get("params"):
             probs.append("%s: params %s is not the sum of its tensors" % (where, L.get("params")))
+        # buffers (batchnorm2d's running statistics): what torch's state_dict
+        # holds beyond the parameters, names, shapes and dtypes
+        state = model.state_dict()
+        bufs = {n: (list(b.shape), str(b.dtype).replace("torch.", "")) for n, b in model.named_buffers()
+                if n.startswith(prefix) and n in state}
+        listed = {t["name"]: (t["shape"], t["dtype"]) for t in L.get("buffer_tensors", [])}
+        if listed != bufs:
+            probs.append("%s: buffers pipec %s, torch %s" % (where, sorted(listed.items()), sorted(bufs.items())))
         tie = getattr(tm, "tied_to", None)
         if L.get("tied_to") != tie:
             probs.append("%s: tied_to pipec %s, torch %s" % (where, L.get("tied_to"), tie))
