@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "rt_safetensors.h"
+#include "rt_st.h"
 
 static char dir[64];
 
@@ -321,6 +322,62 @@ END_TEST
 
 /* ---- files written by hand to the spec ----------------------------------- */
 
+/* I64 tensors (batchnorm2d's num_batches_tracked): written as I64 beside
+ * F32 ones, read back with i64 set and their 8 bytes; rt_st_read_i64 reads
+ * them and refuses an F32 tensor, rt_st_read_f32 refuses them */
+START_TEST(int64_tensors)
+{
+    float w[3] = {1, 2, 3};
+    int64_t count[1] = {((int64_t)1 << 40) + 7}, pair[2] = {-1, 5};
+    RtTensor t[] = {
+        {"layers.1.weight", 1, {3}, w, 0},
+        {"layers.1.num_batches_tracked", 0, {0}, (const float *)(const void *)count, 1},
+        {"pair", 1, {2}, (const float *)(const void *)pair, 1},
+    };
+    char err[256] = "";
+    const char *path = path_of("i64.safetensors");
+    ck_assert_msg(rt_safetensors_write(path, t, 3, NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
+    size_t n;
+    unsigned char *d = get_file(path, &n);
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++)
+        hl |= (uint64_t)d[i] << (8 * i);
+    ck_assert(n == 8 + hl + 3 * 4 + 8 + 16);
+    char *head = calloc(1, hl + 1);
+    memcpy(head, d + 8, hl);
+    ck_assert_msg(strstr(head, "\"layers.1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[]"), "%s", head);
+    free(head);
+    free(d);
+    RtSafetensors s;
+    read_ok(path, &s);
+    const RtTensor *c = rt_safetensors_find(&s, "layers.1.num_batches_tracked");
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(c->i64, 1);
+    ck_assert_int_eq(c->ndim, 0);
+    int64_t got;
+    memcpy(&got, c->data, 8);
+    ck_assert(got == count[0]);
+    ck_assert_int_eq(rt_safetensors_find(&s, "layers.1.weight")->i64, 0);
+    rt_safetensors_free(&s);
+    RtStFile f;
+    ck_assert_msg(rt_st_open(path, &f, err, sizeof err) == 0, "%s", err);
+    int64_t back[2] = {0, 0};
+    float fl[3];
+    for (int i = 0; i < f.h.n; i++) {
+        const RtStEntry *e = &f.h.t[i];
+        if (!strcmp(e->name, "pair")) {
+            ck_assert_msg(rt_st_read_i64(&f, e, back, err, sizeof err) == 0, "%s", err);
+            ck_assert(back[0] == -1 && back[1] == 5);
+            ck_assert(rt_st_read_f32(&f, e, fl, err, sizeof err) == -1);
+        } else if (!strcmp(e->name, "layers.1.weight")) {
+            ck_assert(rt_st_read_i64(&f, e, back, err, sizeof err) == -1);
+            ck_assert_msg(strstr(err, "'layers.1.weight' is F32: pipe reads it as I64"), "%s", err);
+        }
+    }
+    rt_st_close(&f);
+}
+END_TEST
+
 START_TEST(hand_written_files)
 {
     float f[6] = {1.5f, -2.0f, 0.25f, 8.0f, -0.5f, 3.0f};
@@ -569,6 +626,7 @@ static Suite *safetensors_suite(void)
     tcase_add_test(tc, overwrite_replaces);
     tcase_add_test(tc, writer_bytes_follow_the_reference);
     tcase_add_test(tc, write_errors);
+    tcase_add_test(tc, int64_tensors);
     tcase_add_test(tc, hand_written_files);
     tcase_add_test(tc, every_truncation_fails);
     tcase_add_test(tc, flipped_header_bytes);
