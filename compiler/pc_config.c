@@ -658,7 +658,21 @@ static int check_source(DiagList *dl, const PlanData *d, const char *key, const 
 
 int pc_config_check_data(DiagList *dl, const PlanConfig *c, const PlanModel *m, int open_files)
 {
-    int errors = check_source(dl, &c->data, "data", m, open_files) != 0;
+    int errors = 0;
+    /* batchnorm2d normalises over a micro-batch: it needs more than one
+     * value a channel (nn.BatchNorm2d's rule while training) */
+    for (int i = 0; i < m->nlayers; i++) {
+        const PlanLayer *L = &m->layer[i];
+        if (L->kind == PLAN_L_BATCHNORM2D && L->in.ndim == 3 && c->micro_batch_size * L->in.dim[1] * L->in.dim[2] < 2) {
+            diag_error(dl, L->loc, "layer %d (batchnorm2d): a micro-batch of %lld sample%s gives %lld value%s per "
+                       "channel; training needs more than 1 (raise micro_batch_size)", i,
+                       (long long)c->micro_batch_size, c->micro_batch_size == 1 ? "" : "s",
+                       (long long)(c->micro_batch_size * L->in.dim[1] * L->in.dim[2]),
+                       c->micro_batch_size * L->in.dim[1] * L->in.dim[2] == 1 ? "" : "s");
+            errors++;
+        }
+    }
+    errors += check_source(dl, &c->data, "data", m, open_files) != 0;
     if (c->eval_data.set)
         errors += check_source(dl, &c->eval_data, "eval_data", m, open_files) != 0;
     return errors ? -1 : 0;

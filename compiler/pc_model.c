@@ -403,6 +403,39 @@ static int bind_layer(Builder *b, int idx)
                     rc |= bind_mask(b, mk, L);
                 break;
             }
+            case PLAN_L_BATCHNORM2D: {
+                rc |= positive_eps(dl, pc_arg(&a, "eps"), w, &L->eps);
+                const PcArg *mo = pc_arg(&a, "momentum");
+                L->momentum = mo->f[0];
+                if (!(L->momentum >= 0.0 && L->momentum <= 1.0)) {
+                    diag_error(dl, mo->loc, "momentum of 'batchnorm2d' must be in [0, 1], not %g", L->momentum);
+                    rc = -1;
+                }
+                break;
+            }
+            case PLAN_L_RESHAPE: {
+                static const char *const dn[] = {"d1", "d2", "d3", "d4"};
+                int inferred = 0;
+                for (int k = 0; k < PLAN_MAX_DIMS; k++) {
+                    const PcArg *d = pc_arg(&a, dn[k]);
+                    if (!d->set)
+                        break;
+                    L->shape[L->shape_n++] = d->i[0];
+                    if (d->i[0] == -1 && inferred++) {
+                        diag_error(dl, d->loc, "reshape takes at most one -1 (the dimension it infers)");
+                        rc = -1;
+                    } else if (d->i[0] == 0 || d->i[0] < -1) {
+                        diag_error(dl, d->loc, "a dimension of 'reshape' must be positive, or -1 for the one it "
+                                               "infers, not %lld", (long long)d->i[0]);
+                        rc = -1;
+                    }
+                }
+                break;
+            }
+            case PLAN_L_TRANSPOSE:
+                L->axis_a = pc_arg(&a, "a")->i[0];
+                L->axis_b = pc_arg(&a, "b")->i[0];
+                break;
             case PLAN_L_RELU:
             case PLAN_L_GELU:
             case PLAN_L_TANH:
@@ -700,9 +733,56 @@ static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
                    + 2 * T * D);                                 /* residuals */
         break;
     }
+    case PLAN_L_BATCHNORM2D: {
+        if (in->ndim != 3)
+            SHAPE_ERR("layer %d (batchnorm2d) needs a [C, H, W] input, but gets %s", L->index, txt);
+        PARAM(L, "weight", 1, in->dim[0], 0, 0, 0);
+        PARAM(L, "bias", 1, in->dim[0], 0, 0, 0);
+        L->flops = fl(8.0 * n);
+        break;
+    }
+    case PLAN_L_RESHAPE: {
+        int64_t known = 1, at = -1;
+        for (int k = 0; k < L->shape_n; k++) {
+            if (L->shape[k] == -1)
+                at = k;
+            else if (L->shape[k] > PLAN_MAX_ELEMS / known)
+                SHAPE_ERR("layer %d (reshape): the shape is too large", L->index);
+            else
+                known *= L->shape[k];
+        }
+        if ((at < 0 && known != n) || (at >= 0 && n % known != 0)) {
+            char want[96];
+            size_t k = (size_t)snprintf(want, sizeof want, "[");
+            for (int d = 0; d < L->shape_n && k < sizeof want; d++)
+                k += (size_t)snprintf(want + k, sizeof want - k, "%s%lld", d ? ", " : "", (long long)L->shape[d]);
+            if (k < sizeof want)
+                snprintf(want + k, sizeof want - k, "]");
+            SHAPE_ERR("layer %d (reshape): %s cannot hold the %lld elements of %s", L->index, want, (long long)n, txt);
+        }
+        L->out.ndim = L->shape_n;
+        for (int k = 0; k < L->shape_n; k++)
+            L->out.dim[k] = L->shape[k] == -1 ? n / known : L->shape[k];
+        break;
+    }
+    case PLAN_L_TRANSPOSE: {
+        int64_t nd = in->ndim;
+        if (nd < 2)
+            SHAPE_ERR("layer %d (transpose) needs an input with at least 2 dimensions, but gets %s", L->index, txt);
+        if (L->axis_a < -nd || L->axis_a >= nd || L->axis_b < -nd || L->axis_b >= nd)
+            SHAPE_ERR("layer %d (transpose): dimensions %lld and %lld of %s: a sample's dimensions are 0 to %lld "
+                      "(or -%lld to -1; the batch dimension does not count)", L->index, (long long)L->axis_a,
+                      (long long)L->axis_b, txt, (long long)(nd - 1), (long long)nd);
+        L->axis_a = L->axis_a < 0 ? L->axis_a + nd : L->axis_a;
+        L->axis_b = L->axis_b < 0 ? L->axis_b + nd : L->axis_b;
+        L->out.dim[L->axis_a] = in->dim[L->axis_b];
+        L->out.dim[L->axis_b] = in->dim[L->axis_a];
+        break;
+    }
     case PLAN_L_COUNT:
         break;
     }
+    plan_layer_buffers(L);
     if (!sane(&L->out))
         SHAPE_ERR("layer %d (%s): output shape is too large or empty", L->index, name);
     L->held = L->params;

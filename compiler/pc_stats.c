@@ -265,7 +265,19 @@ void pc_stats_json(FILE *out, const PlanIR *f)
                 fprintf(out, "%s%" PRId64, q ? ", " : "", p->dim[q]);
             fprintf(out, "]}");
         }
-        fprintf(out, "]}%s\n", i + 1 < m->nlayers ? "," : "");
+        fprintf(out, "]");
+        if (L->nbuffers > 0) { /* batchnorm2d's running statistics: not parameters */
+            fprintf(out, ", \"buffer_tensors\": [");
+            for (int j = 0; j < L->nbuffers; j++) {
+                const PlanParam *p = &L->buffer[j];
+                fprintf(out, "%s{\"name\": \"layers.%d.%s\", \"shape\": [", j ? ", " : "", i, p->name);
+                for (int q = 0; q < p->ndim; q++)
+                    fprintf(out, "%s%" PRId64, q ? ", " : "", p->dim[q]);
+                fprintf(out, "], \"dtype\": \"%s\"}", p->i64 ? "int64" : "float32");
+            }
+            fprintf(out, "]");
+        }
+        fprintf(out, "}%s\n", i + 1 < m->nlayers ? "," : "");
     }
     fprintf(out, "  ],\n  \"parts\": [\n");
     for (int k = 0; k < pt->nparts; k++) {

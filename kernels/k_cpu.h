@@ -99,6 +99,33 @@ void k_rmsnorm_backward_input(float *din, const float *dout, const float *in, co
 /* dw += column sums of dout * xhat */
 void k_rmsnorm_backward_weight(float *dw, const float *dout, const float *in, const float *rstd, int64_t n, int64_t d);
 
+/* ---- transpose ------------------------------------------------------------------ */
+/* out [P, nb, M, na, Q] = in [P, na, M, nb, Q] with the na and nb axes
+ * swapped (a pure copy); its backward is the same call with na and nb
+ * exchanged */
+void k_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q);
+
+/* ---- batchnorm2d over [B, C, HW], per channel (n = B * HW values each) ------- */
+/* Training: y = (x - mean) * rstd * w + b with the micro-batch's mean and
+ * rstd = 1 / sqrt(var + eps), var the biased variance (as PyTorch); saves
+ * mean (C) and rstd (C). When rmean is not NULL, also updates the running
+ * statistics once, as nn.BatchNorm2d: rmean = (1 - m) rmean + m mean,
+ * rvar = (1 - m) rvar + m var * n / (n - 1) (the unbiased variance), and
+ * *nbt += 1. Sums per channel: sample by sample, each with k_row_sum's
+ * order, in double. n must be at least 2. */
+void k_batchnorm2d_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                           int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar, int64_t *nbt,
+                           double momentum);
+/* Evaluation: y = (x - rmean) * rstd * w + b, rstd = 1 / sqrt(rvar + eps) */
+void k_batchnorm2d_eval(float *out, const float *in, const float *w, const float *b, const float *rmean,
+                        const float *rvar, int64_t B, int64_t C, int64_t HW, float eps);
+/* din = rstd (g - mean(g) - xhat mean(g xhat)), g = dout * w, over each channel */
+void k_batchnorm2d_backward_input(float *din, const float *dout, const float *in, const float *w, const float *mean,
+                                  const float *rstd, int64_t B, int64_t C, int64_t HW);
+/* dw += sums of dout * xhat, db += sums of dout, per channel */
+void k_batchnorm2d_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
+                                   const float *rstd, int64_t B, int64_t C, int64_t HW);
+
 /* ---- rotary position embedding (inside llama_block) ---------------------------- */
 /* cos, sin (T, hd / 2): inv_freq[i] = 1 / powf(theta, 2i / hd), angle =
  * (float)pos * inv_freq[i], all in float as torch's float32 (hd even) */

@@ -182,6 +182,21 @@ int kc_layernorm_backward_input(KcCtx *ctx, float *din, const float *dout, const
 int kc_layernorm_backward_weight(KcCtx *ctx, float *dw, float *db, const float *dout, const float *in,
                                  const float *mean, const float *rstd, int64_t n, int64_t d);
 
+/* ---- transpose (k_cpu.h's k_transpose: a copy, so the CPU's bits) ---------------------- */
+int kc_transpose(KcCtx *ctx, float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q);
+
+/* ---- batchnorm2d over [B, C, HW] per channel (k_cpu.h's, one block per channel) ---------- */
+/* rmean, rvar, nbt NULL: no update of the running statistics */
+int kc_batchnorm2d_forward(KcCtx *ctx, float *out, float *mean, float *rstd, const float *in, const float *w,
+                           const float *b, int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar,
+                           int64_t *nbt, double momentum);
+int kc_batchnorm2d_eval(KcCtx *ctx, float *out, const float *in, const float *w, const float *b, const float *rmean,
+                        const float *rvar, int64_t B, int64_t C, int64_t HW, float eps);
+int kc_batchnorm2d_backward_input(KcCtx *ctx, float *din, const float *dout, const float *in, const float *w,
+                                  const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW);
+int kc_batchnorm2d_backward_weight(KcCtx *ctx, float *dw, float *db, const float *dout, const float *in,
+                                   const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW);
+
 /* ---- embedding ------------------------------------------------------------------- */
 /* tokens on the device, in [0, vocab) (the caller checks). The backward
  * adds each row's gradient in (b, t) order, as the CPU does: the same bits

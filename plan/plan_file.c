@@ -347,6 +347,31 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
         put_i64(o, m->layer[i].kv_heads);
         put_f64(o, m->layer[i].theta);
     }
+    /* version 3: batchnorm2d's momentum, then transpose's two dimensions,
+     * for every layer (0 for the rest) */
+    for (int i = 0; i < m->nlayers; i++)
+        put_f64(o, m->layer[i].momentum);
+    for (int i = 0; i < m->nlayers; i++) {
+        put_i64(o, m->layer[i].axis_a);
+        put_i64(o, m->layer[i].axis_b);
+    }
+}
+
+/* reshape: the same elements; transpose: its input with dimensions a and
+ * b swapped */
+static int moves_ok(const PlanLayer *L)
+{
+    if (L->kind == PLAN_L_RESHAPE)
+        return plan_tensor_elems(&L->in) == plan_tensor_elems(&L->out) && L->in.dtype == L->out.dtype;
+    if (L->in.ndim != L->out.ndim || L->in.ndim < 2 || L->axis_a < 0 || L->axis_a >= L->in.ndim || L->axis_b < 0 ||
+        L->axis_b >= L->in.ndim)
+        return 0;
+    for (int d = 0; d < L->in.ndim; d++) {
+        int64_t from = d == L->axis_a ? L->axis_b : d == L->axis_b ? L->axis_a : d;
+        if (L->out.dim[d] != L->in.dim[from])
+            return 0;
+    }
+    return 1;
 }
 
 uint64_t plan_model_hash(const PlanModel *m)
@@ -462,9 +487,11 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
     }
     m->total_params = get_range(in, 0, (int64_t)1 << 53, "total parameters");
     m->total_flops = get_range(in, 0, (int64_t)1 << 62, "total FLOPs");
-    /* kv_heads and rope_theta per layer; a plan written before them ends
-     * here (0 for both: it holds no llama_block) */
-    if (!in->bad && in->at < in->n)
+    /* kv_heads and rope_theta per layer, then (version 3) momentum per
+     * layer; a MODEL that ends at the totals reads 0 for all three, and is
+     * then refused if it holds a llama_block or a batchnorm2d */
+    int tail = !in->bad && in->at < in->n;
+    if (tail)
         for (int i = 0; i < m->nlayers && !in->bad; i++) {
             PlanLayer *L = &m->layer[i];
             L->kv_heads = get_range(in, 0, PLAN_MAX_ELEMS, "kv_heads");
@@ -472,6 +499,34 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
             if (!in->bad && !(L->theta >= 0 && L->theta <= 1e30))
                 bad(in, "layer %d: rope_theta %g out of range", i, L->theta);
         }
+    for (int i = 0; tail && i < m->nlayers && !in->bad; i++) {
+        PlanLayer *L = &m->layer[i];
+        L->momentum = get_f64(in);
+        if (!in->bad && !(L->momentum >= 0 && L->momentum <= 1))
+            bad(in, "layer %d: momentum %g out of range", i, L->momentum);
+    }
+    for (int i = 0; tail && i < m->nlayers && !in->bad; i++) {
+        PlanLayer *L = &m->layer[i];
+        L->axis_a = get_range(in, 0, PLAN_MAX_DIMS - 1, "a transpose dimension");
+        L->axis_b = get_range(in, 0, PLAN_MAX_DIMS - 1, "a transpose dimension");
+    }
+    for (int i = 0; !tail && i < m->nlayers && !in->bad; i++)
+        if (m->layer[i].kind == PLAN_L_BATCHNORM2D || m->layer[i].kind == PLAN_L_TRANSPOSE)
+            bad(in, "layer %d: a %s without its %s", i, plan_layer_names[m->layer[i].kind],
+                m->layer[i].kind == PLAN_L_TRANSPOSE ? "dimensions" : "momentum");
+    for (int i = 0; i < m->nlayers && !in->bad; i++)
+        if ((m->layer[i].kind == PLAN_L_RESHAPE || m->layer[i].kind == PLAN_L_TRANSPOSE) && !moves_ok(&m->layer[i]))
+            bad(in, "layer %d: a %s whose output does not match its input", i, plan_layer_names[m->layer[i].kind]);
+    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+        PlanLayer *L = &m->layer[i];
+        /* batchnorm2d: a [C, H, W] input, weight and bias of [C]; its
+         * buffers follow from these */
+        if (L->kind == PLAN_L_BATCHNORM2D &&
+            !(L->in.ndim == 3 && L->nparams == 2 && L->param[0].ndim == 1 && L->param[1].ndim == 1 &&
+              L->param[0].dim[0] == L->in.dim[0] && L->param[1].dim[0] == L->in.dim[0] && L->eps > 0))
+            bad(in, "layer %d: a batchnorm2d that does not match its input", i);
+        plan_layer_buffers(L);
+    }
     for (int i = 0; i < m->nlayers && !in->bad; i++)
         if (m->layer[i].kind == PLAN_L_LLAMA_BLOCK && !llama_ok(&m->layer[i]))
             bad(in, "layer %d: a llama block with %lld heads, %lld kv heads, mlp %lld, rope_theta %g", i,

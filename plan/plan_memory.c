@@ -85,6 +85,14 @@ static int64_t llama_inner(const PlanLayer *L)
     return k_llama_dsaved_floats(&g); /* the output gradients of its linears and RMSNorms */
 }
 
+/* batchnorm2d: the micro-batch's mean and rstd per channel (2 C floats).
+ * The saved state is sized per sample, so a slot holds B times this: the
+ * statistics are per micro-batch, and the rest is room left unused. */
+static int64_t bn_state(const PlanLayer *L)
+{
+    return 2 * L->in.dim[0] * 4;
+}
+
 typedef struct LayerMem {
     int64_t (*state_bytes)(const PlanLayer *L);
     int64_t (*inner_grads)(const PlanLayer *L); /* floats per sample, or NULL: the output gradient */
@@ -106,6 +114,9 @@ typedef struct LayerMem {
 #define MEM_TRANSFORMER_BLOCK {block_state, block_inner}
 #define MEM_RMSNORM {rms_state, NULL}
 #define MEM_LLAMA_BLOCK {llama_state, llama_inner}
+#define MEM_BATCHNORM2D {bn_state, NULL}
+#define MEM_RESHAPE {no_state, NULL}
+#define MEM_TRANSPOSE {no_state, NULL}
 
 static const LayerMem layer_mem[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = MEM_##id,
@@ -281,6 +292,16 @@ int plan_optim_state_per_param(const PlanConfig *c)
     }
 }
 
+int64_t plan_stage_buffer_bytes(const PlanModel *m, const PlanPartition *pt, int stage)
+{
+    int64_t n = 0;
+    for (int k = 0; k < pt->nparts; k++)
+        if (pt->part[k].stage == stage)
+            for (int i = pt->part[k].first; i <= pt->part[k].last; i++)
+                n += plan_layer_buffer_bytes(&m->layer[i]);
+    return n;
+}
+
 int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage)
 {
     int64_t n = 0;
@@ -306,6 +327,9 @@ void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
     memset(out, 0, sizeof *out);
     int64_t np = plan_stage_param_elems(&f->model, pt, stage), work = 0, scratch = 0;
     out->parameters = out->gradients = np * 4;
+    /* buffers (batchnorm2d's running statistics) count as parameters: held
+     * with them, saved with them, but without gradients or optimizer state */
+    out->parameters += plan_stage_buffer_bytes(&f->model, pt, stage);
     out->optimizer_state = (int64_t)plan_optim_state_per_param(c) * np * 4;
     if (c->zero && c->data_parallel > 1) {
         /* ZeRO-1: the state of one shard; parameters and gradients padded

@@ -5,7 +5,8 @@
  * byte (tests/e2e/test_memory.sh holds the two together).
  *
  * A stage's memory, in the parts `pipec --stats` shows:
- *   parameters          every tensor its layers own, plus a copy of the
+ *   parameters          every tensor its layers own (and their buffers:
+ *                       batchnorm2d's running statistics), plus a copy of the
  *                       shared weight for each tied linear (kept apart from
  *                       its owner's so the two gradients can be summed in a
  *                       fixed order, even on one stage)
@@ -84,6 +85,10 @@ void plan_chunk_layout_free(PlanChunkLayout *l);
 int plan_stage_split(const SchedPlan *train, int stage);
 /* Floats of optimizer state per parameter. */
 int plan_optim_state_per_param(const PlanConfig *c);
+/* Bytes of the buffers the stage holds (batchnorm2d's running_mean and
+ * running_var as float32, num_batches_tracked as int64): counted in its
+ * `parameters`, with no gradients or optimizer state. */
+int64_t plan_stage_buffer_bytes(const PlanModel *m, const PlanPartition *pt, int stage);
 /* Parameter floats the stage holds (tied copies included). */
 int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage);
 /* ZeRO-1 (zero = 1): the parameter elements of one replica's shard of a

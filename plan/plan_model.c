@@ -50,6 +50,36 @@ int64_t plan_tensor_elems(const PlanTensor *t)
     return n;
 }
 
+static void add_buffer(PlanLayer *L, const char *name, int ndim, int64_t d0, int i64)
+{
+    PlanParam *b = &L->buffer[L->nbuffers++];
+    memset(b, 0, sizeof *b);
+    snprintf(b->name, sizeof b->name, "%s", name);
+    b->ndim = ndim;
+    b->dim[0] = ndim > 0 ? d0 : 0;
+    b->count = ndim > 0 ? d0 : 1;
+    b->i64 = i64;
+}
+
+void plan_layer_buffers(PlanLayer *L)
+{
+    L->nbuffers = 0;
+    memset(L->buffer, 0, sizeof L->buffer);
+    if (L->kind == PLAN_L_BATCHNORM2D && L->in.ndim == 3) {
+        add_buffer(L, "running_mean", 1, L->in.dim[0], 0);
+        add_buffer(L, "running_var", 1, L->in.dim[0], 0);
+        add_buffer(L, "num_batches_tracked", 0, 0, 1);
+    }
+}
+
+int64_t plan_layer_buffer_bytes(const PlanLayer *L)
+{
+    int64_t n = 0;
+    for (int k = 0; k < L->nbuffers; k++)
+        n += L->buffer[k].count * (L->buffer[k].i64 ? 8 : 4);
+    return n;
+}
+
 void plan_tensor_text(const PlanTensor *t, int with_dtype, char *buf, size_t size)
 {
     size_t n = 0;

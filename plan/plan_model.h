@@ -53,7 +53,15 @@ typedef struct PlanParam {
     int ndim;
     int64_t dim[PLAN_MAX_DIMS];    /* PyTorch's layout: Linear [out, in], Conv2d [out, in, kh, kw] */
     int64_t count;
+    int i64;                     /* a buffer held as int64 (num_batches_tracked); parameters are float32 */
 } PlanParam;
+
+/* A layer's buffers (batchnorm2d's running statistics): state that is not
+ * trained (no gradient, no optimizer state, no weight decay) but is saved,
+ * resumed, exported and read by --init under PyTorch's state_dict names
+ * (layers.{i}.running_mean, ...). They are not stored in plan.bin: they
+ * follow from the layer's kind and input shape (plan_layer_buffers). */
+#define PLAN_MAX_BUFFERS 3
 
 /* How a layer's parameters start (docs/dsl.md, "Initialisation"):
  *   DEFAULT  PyTorch's module defaults (Linear and Conv2d uniform in
@@ -78,6 +86,12 @@ typedef struct PlanLayer {
     int64_t kh, kw, sh, sw, ph, pw;  /* conv2d, pools */
     int64_t oh, ow;              /* adaptive_avgpool2d */
     double p, eps;
+    double momentum;             /* batchnorm2d: the running statistics' update factor */
+    int64_t axis_a, axis_b;      /* transpose: the two dimensions swapped, from 0, per sample (as written
+                                  * until shape inference, which resolves negative ones) */
+    int64_t shape[PLAN_MAX_DIMS]; /* reshape: the dimensions as written (one may be -1); not in plan.bin,
+                                   * where its output shape says it */
+    int shape_n;
     int bias, causal;
     int tie;                     /* linear: index of the layer whose weight it shares, or -1 */
     const char *tie_label;       /* as written (tie = LABEL), or NULL */
@@ -86,6 +100,8 @@ typedef struct PlanLayer {
     PlanTensor in, out;
     int nparams;
     PlanParam param[PLAN_MAX_PARAM_TENSORS]; /* tensors this layer owns */
+    int nbuffers;
+    PlanParam buffer[PLAN_MAX_BUFFERS]; /* its buffers (plan_layer_buffers), not parameters */
     int64_t params;              /* elements it owns (a tied linear: its bias only) */
     int64_t held;                /* elements its stage must hold (a tied linear: + the shared weight) */
     int64_t flops;               /* forward, one sample (a multiply-add counts 2) */
@@ -120,6 +136,13 @@ typedef struct PlanModel {
 void plan_model_free(PlanModel *m);
 
 int64_t plan_tensor_elems(const PlanTensor *t);
+/* Fills L->buffer from its kind and input shape: batchnorm2d's
+ * running_mean [C], running_var [C] (float32) and num_batches_tracked []
+ * (int64), as nn.BatchNorm2d's state_dict holds them; none for the rest. */
+void plan_layer_buffers(PlanLayer *L);
+/* Bytes of a layer's buffers as the runtime holds them: each buffer's
+ * elements x 4 (float32) or x 8 (int64). */
+int64_t plan_layer_buffer_bytes(const PlanLayer *L);
 int64_t plan_dtype_size(PlanDtype d);
 const char *plan_dtype_name(PlanDtype d);
 /* "[64, 55, 55]" (with dtype: "int32[128]") */

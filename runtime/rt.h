@@ -31,6 +31,19 @@ typedef struct RtParam {
     int counts_in_norm;      /* 0 for the copy of a tied weight (counted at its owner) */
 } RtParam;
 
+/* A buffer held by this stage (batchnorm2d's running statistics,
+ * plan_model.h): saved, resumed, exported, read by --init like a
+ * parameter, but never trained: no gradient, no optimizer state. Every
+ * buffer of a layer lies in one piece of the buffer arena, 8-aligned:
+ * num_batches_tracked (int64) first, then running_mean, running_var. */
+typedef struct RtBuf {
+    int layer, k;            /* layer index, and which of its buffers */
+    char name[64];           /* "layers.3.running_mean" */
+    int64_t n, bytes;        /* elements, and bytes (x 4, or x 8 for int64) */
+    void *p;                 /* into the host arena */
+    void *dp;                /* --device cuda: the device arena's copy; NULL on the CPU */
+} RtBuf;
+
 /* Where one layer keeps what it needs inside a slot, and its pointers. */
 typedef struct RtLayerRt {
     const PlanLayer *L;
@@ -42,6 +55,7 @@ typedef struct RtLayerRt {
     float *w, *b;                 /* parameters (a tied linear: the shared weight) */
     float *gw, *gb;
     float *w2[12], *g2[12];       /* all tensors, in PlanLayer.param order (transformer) */
+    void *bufs;                   /* its buffers (RtBuf), the device's with --device cuda, or NULL */
     void *gpu_plan;               /* --device cuda: the layer's KcConvPlan (conv2d), else NULL */
 } RtLayerRt;
 
@@ -115,6 +129,10 @@ typedef struct RtCtx {
     int64_t zshard;
     struct RtZeroPiece *zpiece;
     int nzpiece;
+    unsigned char *bufs, *dbufs;  /* the buffer arena (host; --device cuda: and the device's), or NULL */
+    int64_t buf_bytes;
+    RtBuf *buf;
+    int nbuf;
     float *work[2];               /* ping-pong gradients inside a chunk's backward */
     int64_t work_elems;
     float *scratch;               /* kernels' scratch (im2col) */
@@ -165,6 +183,8 @@ typedef struct RtLayerIO {
     float *din;          /* backward_input: where the input gradient goes */
     float *dsaved;       /* transformer_block, llama_block backward: its inner output gradients */
     int64_t mb;          /* the micro-batch (dropout's keys) */
+    int recompute;       /* activation checkpointing's second forward: batchnorm2d leaves its running
+                          * statistics alone (only a micro-batch's first forward updates them) */
 } RtLayerIO;
 
 /* One layer kind's operations on a backend, over one micro-batch: forward
@@ -224,6 +244,9 @@ struct KBlock rt_block_geom(const PlanLayer *L);
 struct KLlama rt_llama_geom(const PlanLayer *L); /* llama_block's, for k_llama.h */
 struct KConv rt_conv_geom(const PlanLayer *L);
 struct KPool rt_pool_geom(const PlanLayer *L);
+/* transpose over B samples as k_transpose's g = {P, na, M, nb, Q} (the
+ * lower dimension as na); returns 0 when a == b (a plain copy) */
+int rt_transpose_geom(const PlanLayer *L, int64_t B, int64_t g[5]);
 /* transformer_block's dropout keys for micro-batch mb (training only) */
 struct KBlockKeys rt_block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb);
 

@@ -170,11 +170,16 @@ static void check_no_extra(RtCtx *rt, const RtManifest *m, char *err, size_t err
     while (base_json_next(m->tensors, &it, &name, &stage)) {
         int found = 0;
         char want[96];
-        for (int i = 0; i < model->nlayers && !found; i++)
+        for (int i = 0; i < model->nlayers && !found; i++) {
             for (int k = 0; k < model->layer[i].nparams && !found; k++) {
                 snprintf(want, sizeof want, "layers.%d.%s", i, model->layer[i].param[k].name);
                 found = !strcmp(want, name);
             }
+            for (int k = 0; k < model->layer[i].nbuffers && !found; k++) {
+                snprintf(want, sizeof want, "layers.%d.%s", i, model->layer[i].buffer[k].name);
+                found = !strcmp(want, name);
+            }
+        }
         if (!found) {
             fmt(err, errsize, "the checkpoint holds tensor %s, which this model (%s) does not have", name, model->name);
             return;
@@ -254,6 +259,38 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
             memcpy(q->state + (int64_t)j * q->n, x->data, (size_t)q->n * sizeof(float));
         }
     }
+    /* the buffers (batchnorm2d's running statistics): in the weights files,
+     * F32, and I64 for num_batches_tracked */
+    for (int i = 0; i < rt->nbuf && !err[0]; i++) {
+        RtBuf *b = &rt->buf[i];
+        const PlanParam *pb = &rt->m->layer[b->layer].buffer[b->k];
+        const BaseJson *where = base_json_get(m->tensors, b->name);
+        int64_t s = -1;
+        if (!where || base_json_uint(where, &s) != 0 || s >= nst) {
+            fmt(err, sizeof err, "the checkpoint has no tensor %s, which this model needs", b->name);
+            break;
+        }
+        const RtSafetensors *w = open_file(m, &wts[s], s, "weights", err, sizeof err);
+        if (!w)
+            break;
+        const RtTensor *t = rt_safetensors_find(w, b->name);
+        if (!t) {
+            fmt(err, sizeof err, "%s/%s: stage %lld's weights lack tensor %s", m->root, m->dir, (long long)s, b->name);
+            break;
+        }
+        int same = t->ndim == pb->ndim && t->i64 == pb->i64;
+        for (int d = 0; same && d < pb->ndim; d++)
+            same = t->dim[d] == pb->dim[d];
+        if (!same) {
+            char a[96], c[96];
+            shape_text(a, sizeof a, t->ndim, t->dim);
+            shape_text(c, sizeof c, pb->ndim, pb->dim);
+            fmt(err, sizeof err, "tensor %s is %s %s in the checkpoint; this model's is %s %s", b->name,
+                t->i64 ? "I64" : "F32", a, pb->i64 ? "I64" : "F32", c);
+            break;
+        }
+        memcpy(b->p, t->data, (size_t)b->bytes);
+    }
     for (int s = 0; s <= nst; s++) {
         rt_safetensors_free(&wts[s].st);
         rt_safetensors_free(&opt[s].st);
@@ -317,7 +354,7 @@ static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out
 {
     int per = rt_optim_state_per_param(rt->c);
     int cap = rt->nparam ? rt->nparam : 1;
-    RtTensor *w = rt_alloc(rt, (size_t)cap * sizeof *w, "tensor table");
+    RtTensor *w = rt_alloc(rt, (size_t)(cap + rt->nbuf) * sizeof *w, "tensor table");
     RtTensor *o = rt_alloc(rt, (size_t)cap * (per ? per : 1) * sizeof *o, "tensor table");
     char(*names)[160] = rt_alloc(rt, (size_t)cap * (per ? per : 1) * sizeof *names, "tensor names");
     int nw = 0, no = 0;
@@ -326,7 +363,7 @@ static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out
         if (q->k < 0)
             continue; /* a tied copy: its owner's file holds it */
         const PlanParam *pp = &rt->m->layer[q->layer].param[q->k];
-        RtTensor t = {q->name, pp->ndim, {0}, q->p};
+        RtTensor t = {q->name, pp->ndim, {0}, q->p, 0};
         for (int d = 0; d < pp->ndim; d++)
             t.dim[d] = pp->dim[d];
         w[nw++] = t;
@@ -337,6 +374,15 @@ static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out
             o[no].data = q->state + (int64_t)j * q->n;
             no++;
         }
+    }
+    /* the buffers go with the weights (no optimizer state) */
+    for (int i = 0; i < rt->nbuf; i++) {
+        const RtBuf *b = &rt->buf[i];
+        const PlanParam *pb = &rt->m->layer[b->layer].buffer[b->k];
+        RtTensor t = {b->name, pb->ndim, {0}, b->p, pb->i64};
+        for (int d = 0; d < pb->ndim; d++)
+            t.dim[d] = pb->dim[d];
+        w[nw++] = t;
     }
     char path[8400], err[1024], stp[32], stage[32];
     snprintf(stp, sizeof stp, "%lld", (long long)step);
@@ -445,10 +491,16 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
         for (int ch = 0; ch < rt->chunks; ch++) {
             int part = sched_part(c->place, rt->stages, s, ch);
             for (int i = pt->part[part].first; i <= pt->part[part].last; i++)
+            {
                 for (int k = 0; k < rt->m->layer[i].nparams; k++) {
                     fprintf(f, "%s\n    \"layers.%d.%s\": %d", first ? "" : ",", i, rt->m->layer[i].param[k].name, s);
                     first = 0;
                 }
+                for (int k = 0; k < rt->m->layer[i].nbuffers; k++) {
+                    fprintf(f, "%s\n    \"layers.%d.%s\": %d", first ? "" : ",", i, rt->m->layer[i].buffer[k].name, s);
+                    first = 0;
+                }
+            }
         }
     fprintf(f, "\n  }\n}\n");
     RT_CHECK(rt, fclose(f) == 0, "out of memory");

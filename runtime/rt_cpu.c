@@ -137,6 +137,46 @@ static void rmsnorm_backward_weight(IO)
     k_rmsnorm_backward_weight(lr->gw, io->dout, io->in, io->save, rows, d);
 }
 
+/* ---- batchnorm2d: mean (C) then rstd (C) in the saved state; its buffers at
+ * lr->bufs: num_batches_tracked (int64), running_mean (C), running_var (C) ---- */
+
+/* the running statistics of a batchnorm2d (rt.h, RtBuf) */
+#define BN_NBT(lr) ((int64_t *)(lr)->bufs)
+#define BN_MEAN(lr) ((float *)((unsigned char *)(lr)->bufs + 8))
+#define BN_VAR(lr) (BN_MEAN(lr) + (lr)->L->in.dim[0])
+
+static void batchnorm2d_forward(IO)
+{
+    const PlanLayer *L = lr->L;
+    int64_t C = L->in.dim[0], HW = L->in.dim[1] * L->in.dim[2];
+    if (rt->evaluating) {
+        k_batchnorm2d_eval(io->out, io->in, lr->w, lr->b, BN_MEAN(lr), BN_VAR(lr), rt->B, C, HW, (float)L->eps);
+        return;
+    }
+    RT_CHECK(rt, rt->B * HW > 1, "layer %d (batchnorm2d): a micro-batch of %lld values per channel; training needs more "
+             "than 1 (as nn.BatchNorm2d)", L->index, (long long)(rt->B * HW));
+    /* a recompute (activation checkpointing) gives the same statistics and
+     * leaves the running ones alone */
+    int update = !io->recompute;
+    k_batchnorm2d_forward(io->out, io->save, io->save + C, io->in, lr->w, lr->b, rt->B, C, HW, (float)L->eps,
+                          update ? BN_MEAN(lr) : NULL, update ? BN_VAR(lr) : NULL, update ? BN_NBT(lr) : NULL,
+                          L->momentum);
+}
+
+static void batchnorm2d_backward_input(IO)
+{
+    const PlanLayer *L = lr->L;
+    int64_t C = L->in.dim[0], HW = L->in.dim[1] * L->in.dim[2];
+    k_batchnorm2d_backward_input(io->din, io->dout, io->in, lr->w, io->save, io->save + C, rt->B, C, HW);
+}
+
+static void batchnorm2d_backward_weight(IO)
+{
+    const PlanLayer *L = lr->L;
+    int64_t C = L->in.dim[0], HW = L->in.dim[1] * L->in.dim[2];
+    k_batchnorm2d_backward_weight(lr->gw, lr->gb, io->dout, io->in, io->save, io->save + C, rt->B, C, HW);
+}
+
 /* ---- pools ---------------------------------------------------------------------- */
 
 static void maxpool2d_forward(IO)
@@ -202,6 +242,29 @@ static void flatten_forward(IO)
 static void flatten_backward_input(IO)
 {
     memmove(io->din, io->dout, (size_t)n_in(rt, lr) * sizeof(float));
+}
+
+/* reshape: the same floats in the same order (flatten's copies) */
+#define reshape_forward flatten_forward
+#define reshape_backward_input flatten_backward_input
+
+/* transpose: its backward is the transpose back (the two sizes exchanged) */
+static void transpose_forward(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        k_transpose(io->out, io->in, g[0], g[1], g[2], g[3], g[4]);
+    else
+        flatten_forward(rt, lr, io);
+}
+
+static void transpose_backward_input(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        k_transpose(io->din, io->dout, g[0], g[3], g[2], g[1], g[4]);
+    else
+        flatten_backward_input(rt, lr, io);
 }
 
 /* The mask of micro-batch mb, as bytes in the scratch: a Philox stream
@@ -310,6 +373,9 @@ static void llama_block_backward_weight(IO)
 #define CPU_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight, ready}
 #define CPU_RMSNORM {rmsnorm_forward, rmsnorm_backward_input, rmsnorm_backward_weight, ready}
 #define CPU_LLAMA_BLOCK {llama_block_forward, llama_block_backward_input, llama_block_backward_weight, ready}
+#define CPU_BATCHNORM2D {batchnorm2d_forward, batchnorm2d_backward_input, batchnorm2d_backward_weight, ready}
+#define CPU_RESHAPE {reshape_forward, reshape_backward_input, no_weights, ready}
+#define CPU_TRANSPOSE {transpose_forward, transpose_backward_input, no_weights, ready}
 
 const RtLayerOps rt_cpu_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CPU_##id,

@@ -154,14 +154,28 @@ static void copy_arenas(RtCtx *rt, float *params, const float *params_from, floa
     g_sync(rt);
 }
 
+/* The buffer arena (batchnorm2d's running statistics), waited for. */
+static void g_buffers(RtCtx *rt, int to_device)
+{
+    if (rt->buf_bytes == 0)
+        return;
+    if (to_device)
+        CU(rt, cudaMemcpyAsync(rt->dbufs, rt->bufs, (size_t)rt->buf_bytes, cudaMemcpyHostToDevice, stream_of(rt)));
+    else
+        CU(rt, cudaMemcpyAsync(rt->bufs, rt->dbufs, (size_t)rt->buf_bytes, cudaMemcpyDeviceToHost, stream_of(rt)));
+    g_sync(rt);
+}
+
 static void g_to_host(RtCtx *rt)
 {
     copy_arenas(rt, rt->params, rt->dparams, rt->state, rt->dstate, cudaMemcpyDeviceToHost);
+    g_buffers(rt, 0);
 }
 
 static void g_to_device(RtCtx *rt)
 {
     copy_arenas(rt, rt->dparams, rt->params, rt->dstate, rt->state, cudaMemcpyHostToDevice);
+    g_buffers(rt, 1);
 }
 
 /* The device arenas, laid out as the host ones (the same offsets), the
@@ -178,6 +192,12 @@ static void g_params(RtCtx *rt)
         q->dp = rt->dparams + (q->p - rt->params);
         q->dg = rt->dgrads + (q->g - rt->grads);
         q->dstate = rt->dstate + (q->state - rt->state);
+    }
+    /* the buffers: counted as parameters, as on the CPU */
+    if (rt->buf_bytes > 0) {
+        rt->dbufs = rt_dev_alloc(rt, RT_MEM_PARAMETERS, (size_t)rt->buf_bytes, "buffers");
+        for (int i = 0; i < rt->nbuf; i++)
+            rt->buf[i].dp = rt->dbufs + ((unsigned char *)rt->buf[i].p - rt->bufs);
     }
     g_to_device(rt);
 }
@@ -331,6 +351,45 @@ static void layernorm_backward_weight(IO)
                                                io->save + rows, rows, d));
 }
 
+/* batchnorm2d, as rt_cpu.c's: mean (C) then rstd (C) in the saved state,
+ * its buffers at lr->bufs (num_batches_tracked, running_mean, running_var) */
+#define BN_NBT(lr) ((int64_t *)(lr)->bufs)
+#define BN_MEAN(lr) ((float *)((unsigned char *)(lr)->bufs + 8))
+#define BN_VAR(lr) (BN_MEAN(lr) + (lr)->L->in.dim[0])
+
+static void batchnorm2d_forward(IO)
+{
+    const PlanLayer *L = lr->L;
+    int64_t C = L->in.dim[0], HW = L->in.dim[1] * L->in.dim[2];
+    if (rt->evaluating) {
+        KC(rt, L, kc_batchnorm2d_eval(kc_of(rt), io->out, io->in, lr->w, lr->b, BN_MEAN(lr), BN_VAR(lr), rt->B, C, HW,
+                                      (float)L->eps));
+        return;
+    }
+    RT_CHECK(rt, rt->B * HW > 1, "layer %d (batchnorm2d): a micro-batch of %lld values per channel; training needs more "
+             "than 1 (as nn.BatchNorm2d)", L->index, (long long)(rt->B * HW));
+    int update = !io->recompute;
+    KC(rt, L, kc_batchnorm2d_forward(kc_of(rt), io->out, io->save, io->save + C, io->in, lr->w, lr->b, rt->B, C, HW,
+                                     (float)L->eps, update ? BN_MEAN(lr) : NULL, update ? BN_VAR(lr) : NULL,
+                                     update ? BN_NBT(lr) : NULL, L->momentum));
+}
+
+static void batchnorm2d_backward_input(IO)
+{
+    const PlanLayer *L = lr->L;
+    int64_t C = L->in.dim[0], HW = L->in.dim[1] * L->in.dim[2];
+    KC(rt, L, kc_batchnorm2d_backward_input(kc_of(rt), io->din, io->dout, io->in, lr->w, io->save, io->save + C, rt->B,
+                                            C, HW));
+}
+
+static void batchnorm2d_backward_weight(IO)
+{
+    const PlanLayer *L = lr->L;
+    int64_t C = L->in.dim[0], HW = L->in.dim[1] * L->in.dim[2];
+    KC(rt, L, kc_batchnorm2d_backward_weight(kc_of(rt), lr->gw, lr->gb, io->dout, io->in, io->save, io->save + C,
+                                             rt->B, C, HW));
+}
+
 static void maxpool2d_forward(IO)
 {
     KPool g = rt_pool_geom(lr->L);
@@ -392,6 +451,29 @@ static void flatten_forward(IO)
 static void flatten_backward_input(IO)
 {
     g_copy(rt, io->din, io->dout, (size_t)n_in(rt, lr) * sizeof(float));
+}
+
+/* reshape: flatten's copies; transpose: kc_transpose, its backward the
+ * transpose back */
+#define reshape_forward flatten_forward
+#define reshape_backward_input flatten_backward_input
+
+static void transpose_forward(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        KC(rt, lr->L, kc_transpose(kc_of(rt), io->out, io->in, g[0], g[1], g[2], g[3], g[4]));
+    else
+        flatten_forward(rt, lr, io);
+}
+
+static void transpose_backward_input(IO)
+{
+    int64_t g[5];
+    if (rt_transpose_geom(lr->L, rt->B, g))
+        KC(rt, lr->L, kc_transpose(kc_of(rt), io->din, io->dout, g[0], g[3], g[2], g[1], g[4]));
+    else
+        flatten_backward_input(rt, lr, io);
 }
 
 /* the mask of micro-batch mb in the scratch (sized for it by plan_memory.c),
@@ -516,6 +598,9 @@ static void llama_block_backward_weight(IO)
 #define CUDA_TRANSFORMER_BLOCK {transformer_block_forward, transformer_block_backward_input, transformer_block_backward_weight, transformer_block_prepare}
 #define CUDA_RMSNORM {rmsnorm_forward, rmsnorm_backward_input, rmsnorm_backward_weight, rmsnorm_prepare}
 #define CUDA_LLAMA_BLOCK {llama_block_forward, llama_block_backward_input, llama_block_backward_weight, llama_block_prepare}
+#define CUDA_BATCHNORM2D {batchnorm2d_forward, batchnorm2d_backward_input, batchnorm2d_backward_weight, ready}
+#define CUDA_RESHAPE {reshape_forward, reshape_backward_input, no_weights, ready}
+#define CUDA_TRANSPOSE {transpose_forward, transpose_backward_input, no_weights, ready}
 
 static const RtLayerOps cuda_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CUDA_##id,
@@ -898,8 +983,9 @@ static void g_teardown(RtCtx *rt)
             }
         }
     }
-    g_free(rt, rt->dparams), g_free(rt, rt->dgrads), g_free(rt, rt->dstate);
+    g_free(rt, rt->dparams), g_free(rt, rt->dgrads), g_free(rt, rt->dstate), g_free(rt, rt->dbufs);
     rt->dparams = rt->dgrads = rt->dstate = NULL;
+    rt->dbufs = NULL;
     g_free(rt, G->d_loss), g_free(rt, G->d_ss);
     free(G->h_loss), free(G->h_ss);
     if (G->stage)
@@ -920,6 +1006,7 @@ static const RtGpuOps rt_gpu_cuda = {
     .params = g_params,
     .setup = g_setup,
     .teardown = g_teardown,
+    .buffers = g_buffers,
     .layers = cuda_layers,
     .loss = g_loss,
     .fetch_losses = g_fetch_losses,

@@ -69,6 +69,9 @@ typedef struct RtGpuOps {
      * (before a save), and back (after a resume) */
     void (*to_host)(RtCtx *rt);
     void (*to_device)(RtCtx *rt);
+    /* the buffer arena alone (rt->bufs, batchnorm2d's running statistics),
+     * to the host or to the device: the replicas' agreement after a step */
+    void (*buffers)(RtCtx *rt, int to_device);
 } RtGpuOps;
 
 #ifdef PIPE_HAVE_CUDA

@@ -146,6 +146,22 @@ static int nonfinite_stage(RtCtx *rt, double local_ss)
     return -1;
 }
 
+/* After a step, with replicas: every replica of a stage takes replica 0's
+ * buffers (batchnorm2d's running statistics), as DDP's broadcast_buffers
+ * does, so evaluation, checkpoints and the next step see one set. Each
+ * replica updated its own from its own micro-batches during the step;
+ * those of replicas 1.. are dropped. */
+static void sync_buffers(RtCtx *rt)
+{
+    if (rt->dp <= 1 || rt->buf_bytes == 0)
+        return;
+    if (rt->gpu)
+        rt->gpu->buffers(rt, 0);
+    RT_MPI(rt, MPI_Bcast(rt->bufs, (int)rt->buf_bytes, MPI_BYTE, 0, rt->dp_comm));
+    if (rt->gpu)
+        rt->gpu->buffers(rt, 1);
+}
+
 static void optimizer_step(RtCtx *rt)
 {
     double factor = 1, ss = 0;
@@ -169,6 +185,7 @@ static void optimizer_step(RtCtx *rt)
     if (rt->c->grad_clip > 0)
         factor = rt_clip_factor(rt->grad_norm, rt->c->grad_clip);
     double lr = rt_lr_at(rt->c, rt->step);
+    sync_buffers(rt);
     if (rt->gpu) {
         rt->gpu->update(rt, factor, lr);
         return;

@@ -90,12 +90,12 @@ static const RtChunk *prev_chunk(const RtCtx *rt, const RtChunk *ch)
 }
 
 /* Layer i of the chunk, forward, on the backend's table (rt->layers). */
-static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, int64_t mb)
+static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, int64_t mb, int recompute)
 {
     RtLayerRt *lr = &ch->lay[i];
     const PlanLayer *L = lr->L;
     RtLayerIO io = {layer_input(ch, slot, i), lay_out(ch, slot, lr), lay_save(ch, slot, lr), NULL, NULL, NULL, NULL,
-                    mb};
+                    mb, recompute};
     io.mask = block_mask(rt, ch, slot, L); /* a block's padding mask, or NULL */
     rt->layers[L->kind].forward(rt, lr, &io);
 }
@@ -107,7 +107,7 @@ void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigne
     if (link_slot) /* a hand-over: the previous part's output tuple is this part's input tuple */
         rt_dev_copy(rt, slot + ch->in_off, link_slot + prev_chunk(rt, ch)->outt_off, ch->in_bytes);
     for (int i = 0; i < n; i++)
-        forward_layer(rt, ch, slot, i, mb);
+        forward_layer(rt, ch, slot, i, mb, 0);
     /* side inputs that travel on are copied behind the main output */
     if (!ch->is_last) {
         const PlanBoundary *bo = &rt->ir.part.bnd[ch->part];
@@ -162,7 +162,7 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
     int inner = plan_layer_keeps_inner_grads(L);
     float *kept = kept_grad(slot, lr);
     RtLayerIO io = {layer_input(ch, slot, i), lay_out(ch, slot, lr), lay_save(ch, slot, lr), NULL, *gp, NULL,
-                    inner ? kept : NULL, mb};
+                    inner ? kept : NULL, mb, 0};
     io.mask = block_mask(rt, ch, slot, L); /* a block's padding mask, or NULL */
     if (!input) {
         /* BackwardWeight: from what BackwardInput kept (nothing kept: no weights) */
@@ -210,7 +210,7 @@ void rt_chunk_backward(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned cha
         int s1 = s0 + N - 1 < n - 1 ? s0 + N - 1 : n - 1;
         for (int i = s0; i <= s1; i++)
             if (ch->lay[i].ws_out >= 0 || ch->lay[i].ws_save >= 0)
-                forward_layer(rt, ch, slot, i, mb);
+                forward_layer(rt, ch, slot, i, mb, 1);
         for (int i = s1; i >= s0; i--)
             backward_layer(rt, ch, slot, link_slot, lch, i, mb, input, weight, &g, &ping);
     }

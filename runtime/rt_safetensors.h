@@ -14,10 +14,12 @@ typedef struct RtTensor {
     const char *name;        /* e.g. "layers.3.weight" */
     int ndim;
     int64_t dim[4];
-    const float *data;       /* F32, row-major */
+    const float *data;       /* F32, row-major (I64: the int64 elements, 8 bytes each) */
+    int i64;                 /* 1: the tensor is I64 (batchnorm2d's num_batches_tracked), else F32 */
 } RtTensor;
 
-/* Writes the tensors (names unique, in the order given) as F32. metadata
+/* Writes the tensors (names unique, in the order given) as F32, or I64
+ * where t[i].i64 is set. metadata
  * (may be NULL) goes under "__metadata__" as string pairs k[i] -> v[i].
  * Returns 0, or -1 with a message. */
 int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char *const *meta_keys,
@@ -41,7 +43,8 @@ typedef struct RtSafetensors {
     int n;
 } RtSafetensors;
 
-/* Reads a file written by any safetensors writer, F32 tensors only;
+/* Reads a file written by any safetensors writer, F32 tensors only (and
+ * I64 ones, with i64 set: num_batches_tracked in a checkpoint);
  * everything is bounds-checked. Returns 0, or -1 with a message naming the
  * file and what is wrong. */
 int rt_safetensors_read(const char *path, RtSafetensors *out, char *err, size_t errsize);

@@ -121,6 +121,21 @@ KBlockKeys rt_block_keys(const RtCtx *rt, const PlanLayer *L, int64_t mb)
     return k;
 }
 
+int rt_transpose_geom(const PlanLayer *L, int64_t B, int64_t g[5])
+{
+    int lo = (int)(L->axis_a < L->axis_b ? L->axis_a : L->axis_b), hi = (int)(L->axis_a < L->axis_b ? L->axis_b : L->axis_a);
+    g[0] = B, g[1] = L->in.dim[lo], g[2] = 1, g[3] = L->in.dim[hi], g[4] = 1;
+    for (int d = 0; d < L->in.ndim; d++) {
+        if (d < lo)
+            g[0] *= L->in.dim[d];
+        else if (d > lo && d < hi)
+            g[2] *= L->in.dim[d];
+        else if (d > hi)
+            g[4] *= L->in.dim[d];
+    }
+    return lo != hi;
+}
+
 KPool rt_pool_geom(const PlanLayer *L)
 {
     KPool g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2], L->kh,
@@ -221,6 +236,9 @@ static void init_llama(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
 #define INIT_TRANSFORMER_BLOCK init_linear
 #define INIT_RMSNORM init_llama
 #define INIT_LLAMA_BLOCK init_llama
+#define INIT_BATCHNORM2D init_layernorm /* weight 1, bias 0 (its buffers: setup_buffers) */
+#define INIT_RESHAPE init_none
+#define INIT_TRANSPOSE init_none
 
 static const RtInit layer_init[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = INIT_##id,
@@ -261,6 +279,58 @@ static void init_param(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
         return;
     case PLAN_INIT_COUNT: break; /* the plan reader refuses it */
     }
+}
+
+/* The buffers of this stage's layers (batchnorm2d's running statistics),
+ * as nn.BatchNorm2d starts them: running_mean 0, running_var 1,
+ * num_batches_tracked 0. One arena, counted as parameters (plan_memory.h);
+ * each layer's piece is num_batches_tracked (int64), then its float32
+ * buffers, so every piece stays 8-aligned. */
+static void setup_buffers(RtCtx *rt)
+{
+    const PlanModel *m = rt->m;
+    int n = 0;
+    int64_t bytes = 0;
+    for (int c = 0; c < rt->chunks; c++)
+        for (int i = rt->chunk[c].first; i <= rt->chunk[c].last; i++) {
+            n += m->layer[i].nbuffers;
+            bytes += plan_layer_buffer_bytes(&m->layer[i]);
+        }
+    rt->nbuf = n;
+    rt->buf_bytes = bytes;
+    if (n == 0)
+        return;
+    rt->buf = rt_alloc(rt, (size_t)n * sizeof *rt->buf, "buffer table");
+    rt->bufs = rt_host_arena(rt, RT_MEM_PARAMETERS, (size_t)bytes, "buffers");
+    int64_t at = 0;
+    int j = 0;
+    for (int c = 0; c < rt->chunks; c++)
+        for (int i = rt->chunk[c].first; i <= rt->chunk[c].last; i++) {
+            const PlanLayer *L = &m->layer[i];
+            /* int64 buffers first, then float32 ones, in PlanLayer order */
+            for (int pass = 0; pass < 2; pass++)
+                for (int k = 0; k < L->nbuffers; k++) {
+                    const PlanParam *pb = &L->buffer[k];
+                    if (pb->i64 != (pass == 0))
+                        continue;
+                    RtBuf *b = &rt->buf[j++];
+                    b->layer = i, b->k = k, b->n = pb->count, b->bytes = pb->count * (pb->i64 ? 8 : 4);
+                    snprintf(b->name, sizeof b->name, "layers.%d.%s", i, pb->name);
+                    b->p = rt->bufs + at;
+                    at += b->bytes;
+                    if (!pb->i64)
+                        k_fill(b->p, b->n, strcmp(pb->name, "running_var") == 0 ? 1.0f : 0.0f);
+                }
+        }
+}
+
+/* The start of layer li's piece of a buffer arena (host or device), or NULL. */
+static void *layer_bufs(const RtCtx *rt, int li, int device)
+{
+    for (int j = 0; j < rt->nbuf; j++)
+        if (rt->buf[j].layer == li)
+            return device ? rt->buf[j].dp : rt->buf[j].p; /* the first is the piece's start */
+    return NULL;
 }
 
 /* Parameters of this stage, in layer order; a tied linear whose owner is on
@@ -328,7 +398,9 @@ static void setup_params(RtCtx *rt)
     }
     if (zero)
         rt_zero_setup(rt);
-    /* the device arenas, a copy of these (rt->dparams...; q->dp...) */
+    setup_buffers(rt);
+    /* the device arenas, a copy of these (rt->dparams...; q->dp...; and
+     * rt->dbufs, b->dp) */
     if (rt->gpu)
         rt->gpu->params(rt);
     /* bind each layer's pointers: the arrays the kernels train, the
@@ -360,6 +432,7 @@ static void setup_params(RtCtx *rt)
                 lr->b = L->nparams > 0 ? lr->w2[0] : NULL;
                 lr->gb = L->nparams > 0 ? lr->g2[0] : NULL;
             }
+            lr->bufs = layer_bufs(rt, li, rt->gpu != NULL);
             if (L->kind == PLAN_L_EMBEDDING) {
                 lr->b = L->nparams > 1 ? lr->w2[1] : NULL; /* positions */
                 lr->gb = L->nparams > 1 ? lr->g2[1] : NULL;
@@ -438,6 +511,7 @@ void rt_teardown(RtCtx *rt)
         free(ch->lay), free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
     }
     free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote), free(rt->zpiece);
+    free(rt->bufs), free(rt->buf);
     MPI_Comm_free(&rt->dp_comm);
     MPI_Comm_free(&rt->pipe_comm);
     if (rt->tied_comm != MPI_COMM_NULL)

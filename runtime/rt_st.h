@@ -113,6 +113,9 @@ int rt_st_open(const char *path, RtStFile *f, char *err, size_t errsize);
  * it is, F16 and BF16 converted exactly (every value of theirs is a
  * float32); any other dtype is refused. Returns 0, or -1 with a message. */
 int rt_st_read_f32(const RtStFile *f, const RtStEntry *x, float *dst, char *err, size_t errsize);
+/* Reads an I64 tensor (batchnorm2d's num_batches_tracked) into dst (numel
+ * elements); any other dtype is refused. Returns 0, or -1 with a message. */
+int rt_st_read_i64(const RtStFile *f, const RtStEntry *x, int64_t *dst, char *err, size_t errsize);
 void rt_st_close(RtStFile *f);
 
 /* float32 from the 16-bit formats, exactly, as torch's .float() converts:

@@ -144,10 +144,13 @@ static int check_header(const char *path, const RtStHeader *h, size_t dlen, RtSt
      * the data */
     for (int i = 0; i < h->n; i++) {
         const RtStEntry *x = &h->t[i];
-        int esize = any_dtype ? rt_st_dtype_bytes(x->dtype) : RT_ST_DTYPE_BYTES;
-        if (!any_dtype && strcmp(x->dtype, RT_ST_DTYPE) != 0) {
-            rt_st_fail(err, errsize, "%s: tensor '%s' has dtype %s; only " RT_ST_DTYPE " is supported", path, x->name,
-                       x->dtype);
+        /* pipe's own files: F32, and I64 (a buffer such as batchnorm2d's
+         * num_batches_tracked) */
+        int i64 = !strcmp(x->dtype, "I64");
+        int esize = any_dtype ? rt_st_dtype_bytes(x->dtype) : i64 ? 8 : RT_ST_DTYPE_BYTES;
+        if (!any_dtype && strcmp(x->dtype, RT_ST_DTYPE) != 0 && !i64) {
+            rt_st_fail(err, errsize, "%s: tensor '%s' has dtype %s; only " RT_ST_DTYPE " (and I64) is supported", path,
+                       x->name, x->dtype);
             return -1;
         }
         if (esize == 0) {

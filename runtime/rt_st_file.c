@@ -22,6 +22,28 @@
 
 /* ---- writing ------------------------------------------------------------- */
 
+static int write_f32_le(int fd, const float *x, int64_t n);
+
+/* A tensor's elements as little-endian bytes: F32, or I64 (8 bytes each,
+ * swapped whole on a big-endian host). */
+static int write_le(int fd, const RtTensor *t, const float *x)
+{
+    int64_t n = rt_st_numel(t->ndim, t->dim);
+    if (!t->i64)
+        return write_f32_le(fd, x, n);
+    if (rt_st_host_is_little_endian())
+        return n ? base_write_all(fd, x, (size_t)n * 8) : 0;
+    for (int64_t i = 0; i < n; i++) {
+        unsigned char b[8], r[8];
+        memcpy(b, (const unsigned char *)x + 8 * i, 8);
+        for (int q = 0; q < 8; q++)
+            r[q] = b[7 - q];
+        if (base_write_all(fd, r, 8) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Floats as little-endian bytes whatever the host: swapped through a small
  * buffer on a big-endian one. */
 static int write_f32_le(int fd, const float *x, int64_t n)
@@ -68,7 +90,7 @@ int rt_safetensors_write(const char *path, const RtTensor *t, int n, const char 
     int rc = base_write_all(fd, len8, 8) == 0 && base_write_all(fd, h, hn) == 0 ? 0 : -1;
     free(h);
     for (int i = 0; i < n && rc == 0; i++)
-        rc = write_f32_le(fd, t[i].data, rt_st_numel(t[i].ndim, t[i].dim));
+        rc = write_le(fd, &t[i], t[i].data);
     return base_atomic_finish(fd, tmp, path, rc == 0, err, errsize);
 }
 
@@ -107,7 +129,7 @@ int rt_safetensors_write_stream(const char *path, const RtTensor *t, int n, cons
     for (int i = 0; i < n; i++) {
         const float *x = get(ctx, i);
         if (rc == 0 && fd >= 0)
-            rc = write_f32_le(fd, x, rt_st_numel(t[i].ndim, t[i].dim));
+            rc = write_le(fd, &t[i], x);
     }
     if (fd < 0)
         return -1;
@@ -181,6 +203,7 @@ int rt_st_read_buffer(const char *path, unsigned char *buf, size_t len, RtSafete
         for (int d = 0; d < x->ndim; d++)
             t[i].dim[d] = x->dim[d];
         t[i].data = (const float *)(const void *)(buf + data_at + (size_t)x->begin);
+        t[i].i64 = !strcmp(x->dtype, "I64");
     }
     for (int i = 0; i < h.nkv; i++) {
         names[n + i] = h.kv[i];
@@ -403,6 +426,29 @@ int rt_st_read_f32(const RtStFile *f, const RtStEntry *x, float *dst, char *err,
         uint16_t v = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
         dst[i] = f16 ? rt_st_f16_to_f32(v) : rt_st_bf16_to_f32(v);
     }
+    return 0;
+}
+
+int rt_st_read_i64(const RtStFile *f, const RtStEntry *x, int64_t *dst, char *err, size_t errsize)
+{
+    int64_t numel = rt_st_numel(x->ndim, x->dim);
+    if (strcmp(x->dtype, "I64") != 0) {
+        rt_st_fail(err, errsize, "%s: tensor '%s' is %s: pipe reads it as I64 (int64, as torch saves it)", f->path,
+                   x->name, x->dtype);
+        return -1;
+    }
+    if (read_at(f->fd, dst, (size_t)numel * 8, f->data_at + x->begin) != 0) {
+        rt_st_fail(err, errsize, "%s: cannot read tensor '%s': %s", f->path, x->name, strerror(errno ? errno : EIO));
+        return -1;
+    }
+    if (!rt_st_host_is_little_endian())
+        for (int64_t i = 0; i < numel; i++) {
+            unsigned char *q = (unsigned char *)(dst + i);
+            for (int k = 0; k < 4; k++) {
+                unsigned char c = q[k];
+                q[k] = q[7 - k], q[7 - k] = c;
+            }
+        }
     return 0;
 }
 

@@ -80,7 +80,7 @@ int rt_st_header_encode(const char *path, const RtTensor *t, int n, const char *
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
         const RtTensor *x = &t[i];
-        int64_t bytes = rt_st_numel(x->ndim, x->dim) * RT_ST_DTYPE_BYTES;
+        int64_t bytes = rt_st_numel(x->ndim, x->dim) * (x->i64 ? 8 : RT_ST_DTYPE_BYTES);
         if (off > INT64_MAX - bytes) {
             fclose(h);
             free(d);
@@ -90,7 +90,7 @@ int rt_st_header_encode(const char *path, const RtTensor *t, int n, const char *
         if (nmeta > 0 || i > 0)
             fputc(',', h);
         base_json_put_str(h, x->name);
-        fputs(":{\"dtype\":\"" RT_ST_DTYPE "\",\"shape\":[", h);
+        fputs(x->i64 ? ":{\"dtype\":\"I64\",\"shape\":[" : ":{\"dtype\":\"" RT_ST_DTYPE "\",\"shape\":[", h);
         for (int k = 0; k < x->ndim; k++)
             fprintf(h, "%s%lld", k ? "," : "", (long long)x->dim[k]);
         fprintf(h, "],\"data_offsets\":[%lld,%lld]}", (long long)off, (long long)(off + bytes));

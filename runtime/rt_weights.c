@@ -41,17 +41,19 @@ typedef struct Want {
     int layer;                /* whose name it is */
     int src_layer, src_k;     /* whose values it holds */
     int alias;
+    int buffer;               /* a buffer (src_k indexes the layer's buffers): running_mean, ... */
     const PlanParam *pp;
 } Want;
 
 /* Every name in the file order of --export: per layer, a tied linear's
  * weight first (nn.Linear registers weight before bias), then its own
- * tensors in PlanLayer.param order. */
+ * tensors in PlanLayer.param order, then its buffers (nn.BatchNorm2d's
+ * state_dict order: running_mean, running_var, num_batches_tracked). */
 static Want *model_names(const PlanModel *m, int *n)
 {
     int cap = 0;
     for (int i = 0; i < m->nlayers; i++)
-        cap += m->layer[i].nparams + (m->layer[i].tie >= 0);
+        cap += m->layer[i].nparams + m->layer[i].nbuffers + (m->layer[i].tie >= 0);
     Want *w = calloc((size_t)cap + 1, sizeof *w);
     if (!w)
         return NULL;
@@ -69,6 +71,12 @@ static Want *model_names(const PlanModel *m, int *n)
             snprintf(x->name, sizeof x->name, "layers.%d.%s", i, L->param[j].name);
             x->layer = i, x->src_layer = i, x->src_k = j;
             x->pp = &L->param[j];
+        }
+        for (int j = 0; j < L->nbuffers; j++) {
+            Want *x = &w[k++];
+            snprintf(x->name, sizeof x->name, "layers.%d.%s", i, L->buffer[j].name);
+            x->layer = i, x->src_layer = i, x->src_k = j, x->buffer = 1;
+            x->pp = &L->buffer[j];
         }
     }
     *n = k;
@@ -258,7 +266,12 @@ int rt_weights_init(RtCtx *rt, const RtInit *o, int *loaded, int *nfiles, char *
             fmt(err, es, "--init %s: tensor %s is %s in %s; this model's is %s", o->path, x->name, a, paths[f->file], b);
             goto out;
         }
-        if (!readable_dtype(f->e->dtype)) {
+        if (x->pp->i64 && strcmp(f->e->dtype, "I64") != 0) {
+            fmt(err, es, "--init %s: tensor %s is %s in %s: it is a count, read as I64 (int64, as torch saves it)",
+                o->path, x->name, f->e->dtype, paths[f->file]);
+            goto out;
+        }
+        if (!x->pp->i64 && !readable_dtype(f->e->dtype)) {
             fmt(err, es, "--init %s: tensor %s is %s in %s: --init reads F32, and F16 and BF16 converted exactly to "
                 "float32", o->path, x->name, f->e->dtype, paths[f->file]);
             goto out;
@@ -320,6 +333,15 @@ int rt_weights_init(RtCtx *rt, const RtInit *o, int *loaded, int *nfiles, char *
             goto out;
         }
     }
+    /* this rank's buffers (batchnorm2d's running statistics) */
+    for (int i = 0; i < rt->nbuf; i++) {
+        RtBuf *b = &rt->buf[i];
+        const Found *f = find(found, n, b->name);
+        const PlanParam *pb = &m->layer[b->layer].buffer[b->k];
+        if ((pb->i64 ? rt_st_read_i64(&file[f->file], f->e, b->p, err, es)
+                     : rt_st_read_f32(&file[f->file], f->e, b->p, err, es)) != 0)
+            goto out;
+    }
     if (rt->gpu)
         rt->gpu->to_device(rt);
     *loaded = nwant;
@@ -357,6 +379,21 @@ static const RtParam *own_param(const RtCtx *rt, int layer, int k)
     return NULL;
 }
 
+/* The buffer of this rank that holds layer `layer`'s buffer k, or NULL. */
+static const RtBuf *own_buffer(const RtCtx *rt, int layer, int k)
+{
+    for (int i = 0; i < rt->nbuf; i++)
+        if (rt->buf[i].layer == layer && rt->buf[i].k == k)
+            return &rt->buf[i];
+    return NULL;
+}
+
+/* floats (4-byte units) a wanted tensor takes: int64 counts 2 */
+static int64_t units(const Want *x)
+{
+    return x->pp->count * (x->pp->i64 ? 2 : 1);
+}
+
 typedef struct Export {
     RtCtx *rt;
     const Want *want;
@@ -387,8 +424,8 @@ static const float *export_get(void *ctx, int i)
     const Want *x = &e->want[i];
     int from = source_rank(e->rt, x);
     if (from == 0)
-        return own_param(e->rt, x->src_layer, x->src_k)->p;
-    transfer(e->rt, e->buf, x->pp->count, from, 0);
+        return x->buffer ? own_buffer(e->rt, x->src_layer, x->src_k)->p : own_param(e->rt, x->src_layer, x->src_k)->p;
+    transfer(e->rt, e->buf, units(x), from, 0);
     return e->buf;
 }
 
@@ -404,7 +441,7 @@ int rt_weights_export(RtCtx *rt, const char *path, int *tensors, char *err, size
     if (rt->rank == 0) {
         int64_t most = 1;
         for (int i = 0; i < n; i++)
-            most = want[i].pp->count > most ? want[i].pp->count : most;
+            most = units(&want[i]) > most ? units(&want[i]) : most;
         Export e = {rt, want, rt_alloc(rt, (size_t)most * sizeof(float), "export buffer")};
         RtTensor *t = rt_alloc(rt, ((size_t)n + 1) * sizeof *t, "export table");
         for (int i = 0; i < n; i++) {
@@ -413,6 +450,7 @@ int rt_weights_export(RtCtx *rt, const char *path, int *tensors, char *err, size
             for (int d = 0; d < want[i].pp->ndim; d++)
                 t[i].dim[d] = want[i].pp->dim[d];
             t[i].data = NULL;
+            t[i].i64 = want[i].pp->i64;
         }
         const char *mk[] = {"format"}, *mv[] = {"pt"};
         if (rt_safetensors_write_stream(path, t, n, mk, mv, 1, export_get, &e, err, es) != 0 && !err[0])
@@ -421,7 +459,11 @@ int rt_weights_export(RtCtx *rt, const char *path, int *tensors, char *err, size
         free(e.buf);
     } else if (rt->dpi == 0) {
         for (int i = 0; i < n; i++)
-            if (source_rank(rt, &want[i]) == rt->rank) {
+            if (source_rank(rt, &want[i]) == rt->rank && want[i].buffer) {
+                const RtBuf *b = own_buffer(rt, want[i].src_layer, want[i].src_k);
+                RT_CHECK(rt, b, "export: layer %d's buffer %d is not on this rank", want[i].src_layer, want[i].src_k);
+                transfer(rt, b->p, units(&want[i]), 0, 1);
+            } else if (source_rank(rt, &want[i]) == rt->rank) {
                 const RtParam *q = own_param(rt, want[i].src_layer, want[i].src_k);
                 RT_CHECK(rt, q, "export: layer %d's tensor %d is not on this rank", want[i].src_layer, want[i].src_k);
                 transfer(rt, q->p, q->n, 0, 1);

@@ -14,6 +14,10 @@
  * looked up. Each rank reads the headers of every file but the data of
  * its own stage's tensors only. Optimizer state starts fresh.
  *
+ * Buffers (batchnorm2d's running_mean, running_var, num_batches_tracked)
+ * are tensors of the model like parameters: required by --init (the count
+ * as I64 only), written by --export (the count as I64).
+ *
  * --export writes one file, atomically: every parameter, and a tied
  * linear's weight under its own name too (the owner's bytes), so that a
  * torch module whose `layers` is the equivalent nn.Sequential loads it with

@@ -352,6 +352,41 @@ int kc_layernorm_backward_weight(KcCtx *ctx, float *dw, float *db, const float *
     return ctx->err;
 }
 
+int kc_transpose(KcCtx *ctx, float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    k_transpose(out, in, P, na, M, nb, Q);
+    return ctx->err;
+}
+
+int kc_batchnorm2d_forward(KcCtx *ctx, float *out, float *mean, float *rstd, const float *in, const float *w,
+                           const float *b, int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar,
+                           int64_t *nbt, double momentum)
+{
+    k_batchnorm2d_forward(out, mean, rstd, in, w, b, B, C, HW, eps, rmean, rvar, nbt, momentum);
+    return ctx->err;
+}
+
+int kc_batchnorm2d_eval(KcCtx *ctx, float *out, const float *in, const float *w, const float *b, const float *rmean,
+                        const float *rvar, int64_t B, int64_t C, int64_t HW, float eps)
+{
+    k_batchnorm2d_eval(out, in, w, b, rmean, rvar, B, C, HW, eps);
+    return ctx->err;
+}
+
+int kc_batchnorm2d_backward_input(KcCtx *ctx, float *din, const float *dout, const float *in, const float *w,
+                                  const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW)
+{
+    k_batchnorm2d_backward_input(din, dout, in, w, mean, rstd, B, C, HW);
+    return ctx->err;
+}
+
+int kc_batchnorm2d_backward_weight(KcCtx *ctx, float *dw, float *db, const float *dout, const float *in,
+                                   const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW)
+{
+    k_batchnorm2d_backward_weight(dw, db, dout, in, mean, rstd, B, C, HW);
+    return ctx->err;
+}
+
 int kc_embedding_forward(KcCtx *ctx, float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B,
                          int64_t t, int64_t d)
 {

@@ -578,6 +578,90 @@ static void test_rmsnorm(int64_t n, int64_t d)
         dfree(ds[i]);
 }
 
+/* batchnorm2d over [B, C, HW]: forward (out, mean, rstd) and the running
+ * statistics' update and count; eval; the backward halves with the CPU's
+ * mean and rstd, as layernorm's test; a forward with no running
+ * statistics changes none */
+static void test_batchnorm2d(int64_t B, int64_t C, int64_t HW)
+{
+    int64_t n = B * C * HW;
+    float *x = hrand(n, -2, 3), *w = hrand(C, 0.5f, 1.5f), *b = hrand(C, -0.5f, 0.5f), *dy = hrand(n, -1, 1);
+    for (int64_t i = 0; i < B; i++) /* channel 0 with a large offset: the two-pass variance */
+        for (int64_t j = 0; j < HW; j++)
+            x[i * C * HW + j] += 100.0f;
+    float *rm0 = hrand(C, -0.5f, 0.5f), *rv0 = hrand(C, 0.5f, 2.0f), *rm = hcopy(rm0, C), *rv = hcopy(rv0, C);
+    float *dw0 = hrand(C, -0.01f, 0.01f), *db0 = hrand(C, -0.01f, 0.01f), *dw = hcopy(dw0, C), *db = hcopy(db0, C);
+    float *out = xmalloc((size_t)n * sizeof(float)), *ev = xmalloc((size_t)n * sizeof(float));
+    float *mean = xmalloc((size_t)C * sizeof(float)), *rstd = xmalloc((size_t)C * sizeof(float));
+    float *dx = xmalloc((size_t)n * sizeof(float));
+    int64_t nbt = 5, d_nbt_h = 0;
+    k_batchnorm2d_forward(out, mean, rstd, x, w, b, B, C, HW, 1e-5f, rm, rv, &nbt, 0.1);
+    k_batchnorm2d_eval(ev, x, w, b, rm, rv, B, C, HW, 1e-5f);
+    k_batchnorm2d_backward_input(dx, dy, x, w, mean, rstd, B, C, HW);
+    k_batchnorm2d_backward_weight(dw, db, dy, x, mean, rstd, B, C, HW);
+    float *d_x = dput(x, n), *d_w = dput(w, C), *d_b = dput(b, C), *d_dy = dput(dy, n);
+    float *d_out = dnan(n), *d_ev = dnan(n), *d_mean = dnan(C), *d_rstd = dnan(C), *d_dx = dnan(n);
+    float *d_rm = dput(rm0, C), *d_rv = dput(rv0, C), *d_dw = dput(dw0, C), *d_db = dput(db0, C);
+    float *d_cmean = dput(mean, C), *d_crstd = dput(rstd, C), *d_crm = dput(rm, C), *d_crv = dput(rv, C);
+    int64_t *d_nbt = dalloc(sizeof(int64_t));
+    int64_t five = 5;
+    up(d_nbt, &five, sizeof five);
+    char what[96];
+    Err e = {0}, e1 = {0}, e2 = {0}, e3 = {0}, e4 = {0};
+    KC(kc_batchnorm2d_forward(&ctx, d_out, d_mean, d_rstd, d_x, d_w, d_b, B, C, HW, 1e-5f, d_rm, d_rv, d_nbt, 0.1));
+    err_dev(&e, d_out, out, n);
+    err_dev(&e, d_mean, mean, C);
+    err_dev(&e, d_rstd, rstd, C);
+    snprintf(what, sizeof what, "batchnorm2d forward %lldx%lldx%lld", (long long)B, (long long)C, (long long)HW);
+    report(what, "", &e, LIM_FP32);
+    err_dev(&e1, d_rm, rm, C);
+    err_dev(&e1, d_rv, rv, C);
+    report("batchnorm2d running statistics", "", &e1, LIM_FP32);
+    down(&d_nbt_h, d_nbt, sizeof d_nbt_h);
+    report_bool("batchnorm2d num_batches_tracked + 1", d_nbt_h == 6, d_nbt_h == 6 ? "6" : "not 6");
+    /* no running statistics: they stay as they are */
+    KC(kc_batchnorm2d_forward(&ctx, d_out, d_mean, d_rstd, d_x, d_w, d_b, B, C, HW, 1e-5f, NULL, NULL, NULL, 0.1));
+    Err e5 = {0};
+    err_dev(&e5, d_rm, rm, C);
+    report("batchnorm2d forward without update", "", &e5, LIM_FP32);
+    KC(kc_batchnorm2d_eval(&ctx, d_ev, d_x, d_w, d_b, d_crm, d_crv, B, C, HW, 1e-5f));
+    err_dev(&e4, d_ev, ev, n);
+    report("batchnorm2d eval", "", &e4, LIM_FP32);
+    KC(kc_batchnorm2d_backward_input(&ctx, d_dx, d_dy, d_x, d_w, d_cmean, d_crstd, B, C, HW));
+    err_dev(&e2, d_dx, dx, n);
+    report("batchnorm2d backward_input", "", &e2, LIM_FP32);
+    KC(kc_batchnorm2d_backward_weight(&ctx, d_dw, d_db, d_dy, d_x, d_cmean, d_crstd, B, C, HW));
+    err_dev(&e3, d_dw, dw, C);
+    err_dev(&e3, d_db, db, C);
+    report("batchnorm2d backward_weight (dw, db)", "", &e3, LIM_FP32);
+    float *fs[] = {x, w, b, dy, rm0, rv0, rm, rv, dw0, db0, dw, db, out, ev, mean, rstd, dx};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+        free(fs[i]);
+    float *ds[] = {d_x, d_w, d_b, d_dy, d_out, d_ev, d_mean, d_rstd, d_dx, d_rm, d_rv, d_dw, d_db, d_cmean, d_crstd,
+                   d_crm, d_crv};
+    for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
+        dfree(ds[i]);
+    dfree(d_nbt);
+}
+
+/* transpose: a copy, so the CPU's bits, both ways */
+static void test_transpose(int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    int64_t n = P * na * M * nb * Q;
+    float *x = hrand(n, -1, 1), *y = xmalloc((size_t)n * sizeof(float)), *z = xmalloc((size_t)n * sizeof(float));
+    k_transpose(y, x, P, na, M, nb, Q);
+    k_transpose(z, y, P, nb, M, na, Q);
+    float *d_x = dput(x, n), *d_y = dnan(n), *d_z = dnan(n);
+    Err e = {0};
+    KC(kc_transpose(&ctx, d_y, d_x, P, na, M, nb, Q));
+    KC(kc_transpose(&ctx, d_z, d_y, P, nb, M, na, Q));
+    err_dev(&e, d_y, y, n);
+    err_dev(&e, d_z, z, n);
+    report_exact("transpose (and back)", &e);
+    free(x), free(y), free(z);
+    dfree(d_x), dfree(d_y), dfree(d_z);
+}
+
 /* ---- embedding ------------------------------------------------------------------------------- */
 
 static void test_embedding(int with_wpe)
@@ -1088,6 +1172,10 @@ int main(void)
     test_layernorm(300, 1600); /* wide rows: several elements per thread */
     test_rmsnorm(33, 70);
     test_rmsnorm(300, 1600);
+    test_batchnorm2d(4, 6, 35);
+    test_batchnorm2d(16, 3, 32 * 32); /* many elements per thread */
+    test_transpose(3, 5, 7, 4, 3);
+    test_transpose(8, 128, 1, 64, 1);
     test_embedding(1);
     test_embedding(0);
 

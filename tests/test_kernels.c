@@ -700,6 +700,146 @@ START_TEST(layernorm_gradients)
 }
 END_TEST
 
+/* ---- batchnorm2d ------------------------------------------------------------------ */
+
+typedef struct BnCtx {
+    float *out, *mean, *rstd, *x, *w, *b;
+    int64_t B, C, HW;
+} BnCtx;
+
+static void bn_fwd(void *p)
+{
+    BnCtx *c = p;
+    k_batchnorm2d_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->B, c->C, c->HW, 1e-5f, NULL, NULL, NULL, 0.1);
+}
+
+/* Gradients by finite differences (training mode: the micro-batch's
+ * statistics, which depend on every input of the channel); the forward, the
+ * statistics and the running update against a double reference from
+ * nn.BatchNorm2d's definition; eval mode from the running statistics;
+ * weight gradients accumulate; an update with rmean NULL changes nothing. */
+START_TEST(batchnorm2d_gradients)
+{
+    rng_seed(810);
+    int64_t B = 3, C = 4, HW = 5 * 3, n = B * C * HW;
+    BnCtx c = {fnan(n), fnan(C), fnan(C), frand(n, -2, 2), frand(C, 0.5f, 1.5f), frand(C, -1, 1), B, C, HW};
+    for (int64_t i = 0; i < B; i++) /* channel 2 with a large offset: the two-pass variance must cope */
+        for (int64_t j = 0; j < HW; j++)
+            c.x[(i * C + 2) * HW + j] += 300.0f;
+    float *g = frand(n, -1, 1), *din = fnan(n), *dw = fzero(C), *db = fzero(C);
+    bn_fwd(&c);
+    k_batchnorm2d_backward_input(din, g, c.x, c.w, c.mean, c.rstd, B, C, HW);
+    k_batchnorm2d_backward_weight(dw, db, g, c.x, c.mean, c.rstd, B, C, HW);
+    Fd f = {bn_fwd, &c, c.out, g, n};
+    check_fd("batchnorm2d dw", &f, c.w, C, dw, 1e-2f, 1e-2);
+    check_fd("batchnorm2d db", &f, c.b, C, db, 1e-2f, 1e-2);
+    /* the offset channel back to small values for the input's differences */
+    for (int64_t i = 0; i < B; i++)
+        for (int64_t j = 0; j < HW; j++)
+            c.x[(i * C + 2) * HW + j] -= 300.0f;
+    bn_fwd(&c);
+    k_batchnorm2d_backward_input(din, g, c.x, c.w, c.mean, c.rstd, B, C, HW);
+    check_fd("batchnorm2d din", &f, c.x, n, din, 1e-2f, 1e-2);
+    for (int64_t i = 0; i < B; i++)
+        for (int64_t j = 0; j < HW; j++)
+            c.x[(i * C + 2) * HW + j] += 300.0f;
+    /* the definition in double; the running statistics from 0 and 1 after
+     * one update with momentum 0.3, the unbiased variance */
+    float *rm = fzero(C), *rv = frand(C, 1, 1), *out2 = fnan(n);
+    int64_t nbt = 41;
+    k_batchnorm2d_forward(c.out, c.mean, c.rstd, c.x, c.w, c.b, B, C, HW, 1e-5f, rm, rv, &nbt, 0.3);
+    k_batchnorm2d_backward_input(din, g, c.x, c.w, c.mean, c.rstd, B, C, HW);
+    ck_assert_int_eq(nbt, 42);
+    double N = (double)(B * HW);
+    for (int64_t ch = 0; ch < C; ch++) {
+        double m = 0, v = 0, sg = 0, sgx = 0;
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < HW; j++)
+                m += c.x[(i * C + ch) * HW + j];
+        m /= N;
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < HW; j++) {
+                double d = c.x[(i * C + ch) * HW + j] - m;
+                v += d * d;
+            }
+        double r = 1 / sqrt(v / N + 1e-5);
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < HW; j++) {
+                int64_t at = (i * C + ch) * HW + j;
+                double xh = (c.x[at] - m) * r, want = xh * c.w[ch] + c.b[ch];
+                REQUIRE(fabs(c.out[at] - want) <= 1e-4 * fmax(1, fabs(want)), "batchnorm2d out[%lld]: %.9g, want %.9g",
+                        (long long)at, c.out[at], want);
+                sg += g[at] * c.w[ch], sgx += g[at] * c.w[ch] * xh;
+            }
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < HW; j++) {
+                int64_t at = (i * C + ch) * HW + j;
+                double xh = (c.x[at] - m) * r, want = r * (g[at] * c.w[ch] - sg / N - xh * sgx / N);
+                REQUIRE(fabs(din[at] - want) <= 1e-3 * fmax(1e-2, fabs(want)) + 1e-4,
+                        "batchnorm2d din[%lld] (double): %.9g, want %.9g", (long long)at, din[at], want);
+            }
+        ck_assert_double_eq_tol(c.mean[ch], m, 1e-6 * fmax(1, fabs(m)));
+        ck_assert_double_eq_tol(c.rstd[ch], r, 1e-5 * r);
+        ck_assert_double_eq_tol(rm[ch], 0.3 * m, 1e-6 * fmax(1, fabs(m)));
+        ck_assert_double_eq_tol(rv[ch], 0.7 + 0.3 * v / (N - 1), 1e-6 * (0.7 + 0.3 * v / (N - 1)));
+    }
+    /* the same statistics with or without the update: the same bits */
+    float *o1 = fcopy(c.out, n);
+    bn_fwd(&c);
+    REQUIRE(memcmp(o1, c.out, (size_t)n * sizeof(float)) == 0, "the update changed the output");
+    /* evaluation: the running statistics, whatever the batch */
+    k_batchnorm2d_eval(out2, c.x, c.w, c.b, rm, rv, B, C, HW, 1e-5f);
+    for (int64_t ch = 0; ch < C; ch++)
+        for (int64_t i = 0; i < B; i++)
+            for (int64_t j = 0; j < HW; j++) {
+                int64_t at = (i * C + ch) * HW + j;
+                double want = (c.x[at] - (double)rm[ch]) / sqrt((double)rv[ch] + 1e-5) * c.w[ch] + c.b[ch];
+                REQUIRE(fabs(out2[at] - want) <= 1e-4 * fmax(1, fabs(want)), "batchnorm2d eval[%lld]: %.9g, want %.9g",
+                        (long long)at, out2[at], want);
+            }
+    /* a second weight-gradient call doubles it (accumulation) */
+    bn_fwd(&c);
+    memset(dw, 0, (size_t)C * sizeof *dw), memset(db, 0, (size_t)C * sizeof *db);
+    k_batchnorm2d_backward_weight(dw, db, g, c.x, c.mean, c.rstd, B, C, HW);
+    float *dw1 = fcopy(dw, C), *db1 = fcopy(db, C);
+    k_batchnorm2d_backward_weight(dw, db, g, c.x, c.mean, c.rstd, B, C, HW);
+    check_scaled("batchnorm2d dw x2", dw, dw1, 2.0f, C);
+    check_scaled("batchnorm2d db x2", db, db1, 2.0f, C);
+    free(c.out), free(c.mean), free(c.rstd), free(c.x), free(c.w), free(c.b), free(g), free(din), free(dw), free(db);
+    free(rm), free(rv), free(out2), free(o1), free(dw1), free(db1);
+}
+END_TEST
+
+/* transpose: against index arithmetic written out; its backward (the same
+ * call with the sizes exchanged) is its adjoint, <T x, g> = <x, T' g>, and
+ * undoes it bit for bit */
+START_TEST(transpose_copies)
+{
+    rng_seed(820);
+    int64_t P = 2, na = 3, M = 4, nb = 5, Q = 2, n = P * na * M * nb * Q;
+    float *x = frand(n, -1, 1), *y = fnan(n), *back = fnan(n), *g = frand(n, -1, 1), *gt = fnan(n);
+    k_transpose(y, x, P, na, M, nb, Q);
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t i = 0; i < na; i++)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t j = 0; j < nb; j++)
+                    for (int64_t q = 0; q < Q; q++) {
+                        float a = x[(((p * na + i) * M + m) * nb + j) * Q + q];
+                        float b = y[(((p * nb + j) * M + m) * na + i) * Q + q];
+                        REQUIRE(a == b, "transpose [%lld, %lld, %lld, %lld, %lld]: %g, want %g", (long long)p,
+                                (long long)i, (long long)m, (long long)j, (long long)q, b, a);
+                    }
+    k_transpose(back, y, P, nb, M, na, Q);
+    REQUIRE(memcmp(back, x, (size_t)n * sizeof(float)) == 0, "transposing back does not give the input");
+    k_transpose(gt, g, P, nb, M, na, Q); /* the backward of y = T x: din = T' dout */
+    double l = 0, r = 0;
+    for (int64_t k = 0; k < n; k++)
+        l += (double)y[k] * g[k], r += (double)x[k] * gt[k];
+    ck_assert_double_eq_tol(l, r, 1e-12);
+    free(x), free(y), free(back), free(g), free(gt);
+}
+END_TEST
+
 /* wider than one block of column sums, and more rows than one row block */
 START_TEST(layernorm_wide_rows)
 {
@@ -1274,6 +1414,8 @@ static Suite *suite(void)
     tcase_add_test(c, elementwise_extremes);
     tcase_add_test(c, layernorm_gradients);
     tcase_add_test(c, layernorm_wide_rows);
+    tcase_add_test(c, batchnorm2d_gradients);
+    tcase_add_test(c, transpose_copies);
     tcase_add_test(c, embedding_gradients);
     tcase_add_loop_test(c, attention_gradients, 0, ATT_N);
     tcase_add_test(c, attention_fully_masked_sample);

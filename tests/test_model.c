@@ -87,6 +87,113 @@ START_TEST(elementwise_shapes)
 }
 END_TEST
 
+/* batchnorm2d: [C, H, W] in and out, weight and bias of [C] (its running
+ * statistics and num_batches_tracked are buffers, not parameters), eps and
+ * momentum as written, 8 FLOPs an element as layernorm */
+START_TEST(batchnorm_shapes)
+{
+    T *t = t_layers("float32[3, 5, 4]", "  batchnorm2d\n  conv2d(6, 3)\n  batchnorm2d(eps = 1e-3, momentum = 0.25)\n"
+                    "  batchnorm2d(1e-4, 0)\n  flatten\n  linear(2)", "int32[]");
+    ck_ok(t);
+    ck_shape(&L(t, 0)->out, 3, 3, 5, 4);
+    ck_shape(&L(t, 2)->out, 3, 6, 3, 2);
+    ck_assert_int_eq(L(t, 0)->params, 6);
+    ck_assert_int_eq(L(t, 2)->params, 12);
+    ck_assert_int_eq(L(t, 2)->nparams, 2);
+    ck_assert_str_eq(L(t, 2)->param[0].name, "weight");
+    ck_assert_str_eq(L(t, 2)->param[1].name, "bias");
+    ck_assert_int_eq(L(t, 2)->param[1].dim[0], 6);
+    ck_assert_int_eq(L(t, 2)->nbuffers, 3);
+    ck_assert_str_eq(L(t, 2)->buffer[0].name, "running_mean");
+    ck_assert_int_eq(L(t, 2)->buffer[0].count, 6);
+    ck_assert_str_eq(L(t, 2)->buffer[2].name, "num_batches_tracked");
+    ck_assert_int_eq(L(t, 2)->buffer[2].count, 1);
+    ck_assert_int_eq(L(t, 2)->buffer[2].i64, 1);
+    ck_assert_int_eq(L(t, 1)->nbuffers, 0);
+    ck_assert(L(t, 0)->eps == 1e-5 && L(t, 0)->momentum == 0.1);
+    ck_assert(L(t, 2)->eps == 1e-3 && L(t, 2)->momentum == 0.25);
+    ck_assert(L(t, 3)->eps == 1e-4 && L(t, 3)->momentum == 0.0);
+    ck_assert_int_eq(L(t, 0)->flops, 8 * 60);
+    ck_assert_int_eq(t->f.model.total_params, 6 + (6 * 3 * 9 + 6) + 12 + 12 + (36 * 2 + 2));
+    t_free(t);
+    struct {
+        const char *in, *layer, *msg;
+    } bad[] = {
+        {"float32[10]", "  batchnorm2d", "layer 0 (batchnorm2d) needs a [C, H, W] input, but gets float32[10]"},
+        {"float32[2, 3, 4, 5]", "  batchnorm2d", "layer 0 (batchnorm2d) needs a [C, H, W] input, but gets float32[2, 3, 4, 5]"},
+        {"float32[2, 3, 4]", "  batchnorm2d(eps = 0)", "eps of 'batchnorm2d' must be positive, not 0"},
+        {"float32[2, 3, 4]", "  batchnorm2d(momentum = 1.5)", "momentum of 'batchnorm2d' must be in [0, 1], not 1.5"},
+        {"float32[2, 3, 4]", "  batchnorm2d(momentum = -0.1)", "momentum of 'batchnorm2d' must be in [0, 1], not -0.1"},
+        {"float32[2, 3, 4]", "  batchnorm2d(affine = false)", "unknown argument 'affine' for 'batchnorm2d'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "%s\n  flatten\n  linear(2)", bad[i].layer);
+        t = t_layers(bad[i].in, body, "int32[]");
+        ck_err(t, bad[i].msg);
+        t_free(t);
+    }
+    /* one value a channel in a micro-batch: refused (1 sample of 1 x 1);
+     * 2 samples are enough */
+    const char *one = "model m {\n  input x: float32[3, 1, 1]\n  target y: int32[]\n  batchnorm2d\n  flatten\n"
+                      "  linear(2)\n  loss cross_entropy\n}\npipeline { micro_batch_size = %d }\n";
+    char text[512];
+    snprintf(text, sizeof text, one, 1);
+    t = t_compile(text);
+    ck_err(t, "t.pipe:4:3: error: layer 0 (batchnorm2d): a micro-batch of 1 sample gives 1 value per channel; "
+              "training needs more than 1 (raise micro_batch_size)");
+    t_free(t);
+    snprintf(text, sizeof text, one, 2);
+    t = t_compile(text);
+    ck_ok(t);
+    t_free(t);
+}
+END_TEST
+
+/* reshape and transpose: per sample, no parameters, no FLOPs; one -1;
+ * dimensions from 0, negative from the end */
+START_TEST(reshape_transpose_shapes)
+{
+    T *t = t_layers("float32[3, 4, 10]", "  transpose(0, 2)\n  reshape(5, -1, 4)\n  transpose(-1, 1)\n"
+                 "  reshape(2, 60)\n  transpose(a = 1, b = -2)\n  flatten\n  linear(2)", "int32[]");
+    ck_ok(t);
+    ck_shape(&L(t, 0)->out, 3, 10, 4, 3);
+    ck_assert_int_eq(L(t, 0)->axis_a, 0);
+    ck_assert_int_eq(L(t, 0)->axis_b, 2);
+    ck_shape(&L(t, 1)->out, 3, 5, 6, 4);
+    ck_shape(&L(t, 2)->out, 3, 5, 4, 6);
+    ck_assert_int_eq(L(t, 2)->axis_a, 2); /* -1 resolved */
+    ck_shape(&L(t, 3)->out, 2, 2, 60, 0);
+    ck_shape(&L(t, 4)->out, 2, 60, 2, 0);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(L(t, i)->params, 0);
+        ck_assert_int_eq(L(t, i)->flops, 0);
+    }
+    t_free(t);
+    struct {
+        const char *in, *layer, *msg;
+    } bad[] = {
+        {"float32[3, 4]", "  reshape(5, -1)", "layer 0 (reshape): [5, -1] cannot hold the 12 elements of float32[3, 4]"},
+        {"float32[3, 4]", "  reshape(2, 2, 2)", "layer 0 (reshape): [2, 2, 2] cannot hold the 12 elements of float32[3, 4]"},
+        {"float32[3, 4]", "  reshape(-1, 2, -1)", "reshape takes at most one -1 (the dimension it infers)"},
+        {"float32[3, 4]", "  reshape(0, 12)", "a dimension of 'reshape' must be positive, or -1 for the one it infers, not 0"},
+        {"float32[3, 4]", "  reshape(1, 1, 1, 3, 4)", "too many arguments for 'reshape' (it takes 4)"},
+        {"float32[3, 4]", "  reshape(-2, 6)", "a dimension of 'reshape' must be positive, or -1 for the one it infers, not -2"},
+        {"float32[12]", "  transpose(0, 1)", "layer 0 (transpose) needs an input with at least 2 dimensions, but gets float32[12]"},
+        {"float32[3, 4]", "  transpose(0, 2)", "layer 0 (transpose): dimensions 0 and 2 of float32[3, 4]: a sample's dimensions are 0 to 1"},
+        {"float32[3, 4]", "  transpose(-3, 0)", "layer 0 (transpose): dimensions -3 and 0 of float32[3, 4]"},
+        {"float32[3, 4]", "  transpose(1)", "'transpose' needs argument 'b' (an integer)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "%s\n  flatten\n  linear(2)", bad[i].layer);
+        t = t_layers(bad[i].in, body, "int32[]");
+        ck_err(t, bad[i].msg);
+        t_free(t);
+    }
+}
+END_TEST
+
 START_TEST(alexnet_params)
 {
     char path[512];
@@ -578,6 +685,8 @@ static Suite *suite(void)
     tcase_add_test(c, linear_shapes);
     tcase_add_test(c, conv_and_pool_shapes);
     tcase_add_test(c, elementwise_shapes);
+    tcase_add_test(c, batchnorm_shapes);
+    tcase_add_test(c, reshape_transpose_shapes);
     tcase_add_test(c, alexnet_params);
     tcase_add_test(c, gpt_layers);
     tcase_add_test(c, transformer_mlp_default);

@@ -153,9 +153,11 @@ START_TEST(flipped)
 END_TEST
 
 /* MODEL ends with kv_heads and rope_theta per layer (added without a
- * version bump): they round-trip; a plan that ends at the totals reads with
- * 0 for both when it has no llama_block, and is refused when it has one.
- * The cut is made by shortening MODEL's length in the section table. */
+ * version bump), then momentum and transpose's two dimensions per layer
+ * (version 3): they round-trip; a
+ * plan that ends at the totals reads with 0 for all when it has no
+ * llama_block or batchnorm2d, and is refused when it has one. The cut is
+ * made by shortening MODEL's length in the section table. */
 static int cut_model_tail(unsigned char *d, size_t n, int64_t cut)
 {
     for (size_t e = 40; e + 24 <= n && e < 40 + 64 * 24; e += 24)
@@ -182,7 +184,7 @@ START_TEST(llama_fields)
     ck_assert_int_eq(f.model.layer[1].kv_heads, 2);
     ck_assert(f.model.layer[1].theta == 10000.0);
     ck_assert_int_eq(f.model.layer[0].kv_heads, 0);
-    int64_t tail = 16 * (int64_t)f.model.nlayers;
+    int64_t tail = 40 * (int64_t)f.model.nlayers;
     plan_ir_free(&f);
     unsigned char *d = malloc(c->len);
     memcpy(d, c->bin, c->len);
@@ -206,13 +208,80 @@ START_TEST(llama_fields)
     /* no llama_block: the plan reads without the tail */
     c = compile("gpt_tiny.pipe", NULL, 0);
     ck_assert(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0);
-    tail = 16 * (int64_t)f.model.nlayers;
+    tail = 40 * (int64_t)f.model.nlayers;
     plan_ir_free(&f);
     d = malloc(c->len);
     memcpy(d, c->bin, c->len);
     ck_assert_int_eq(cut_model_tail(d, c->len, tail), 0);
     ck_assert_msg(plan_decode(d, c->len, &f, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(f.model.layer[1].kv_heads, 0);
+    plan_ir_free(&f);
+    free(d);
+    compiled_free(c);
+}
+END_TEST
+
+/* batchnorm2d: momentum round-trips (version 3), its buffers follow from
+ * the layer (not stored), a plan cut before the momenta or with one out of
+ * range is refused. */
+START_TEST(batchnorm_fields)
+{
+    Compiled *c = compile("../tests/e2e/bn_cnn.pipe", NULL, 0);
+    PlanIR f;
+    char err[1024];
+    ck_assert_msg(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(f.model.layer[0].kind, PLAN_L_BATCHNORM2D);
+    ck_assert(f.model.layer[0].momentum == 0.1);
+    ck_assert(f.model.layer[5].momentum == 0.25 && f.model.layer[5].eps == 1e-3);
+    ck_assert(f.model.layer[1].momentum == 0.0); /* conv2d */
+    const PlanLayer *L = &f.model.layer[5];
+    ck_assert_int_eq(L->nparams, 2);
+    ck_assert_int_eq(L->nbuffers, 3);
+    ck_assert_str_eq(L->buffer[0].name, "running_mean");
+    ck_assert_str_eq(L->buffer[1].name, "running_var");
+    ck_assert_str_eq(L->buffer[2].name, "num_batches_tracked");
+    ck_assert_int_eq(L->buffer[1].dim[0], 8);
+    ck_assert_int_eq(L->buffer[2].ndim, 0);
+    ck_assert_int_eq(L->buffer[2].i64, 1);
+    ck_assert_int_eq(plan_layer_buffer_bytes(L), 8 * 4 * 2 + 8);
+    ck_assert_int_eq(f.model.layer[1].nbuffers, 0);
+    int64_t tail = 40 * (int64_t)f.model.nlayers;
+    unsigned char *d = malloc(c->len);
+    memcpy(d, c->bin, c->len);
+    ck_assert_int_eq(cut_model_tail(d, c->len, tail), 0);
+    ck_assert(decode_fails(d, c->len, err, sizeof err));
+    ck_assert_msg(strstr(err, "layer 0: a batchnorm2d without its momentum"), "%s", err);
+    f.model.layer[5].momentum = 1.5;
+    unsigned char *bad;
+    size_t nbad;
+    plan_encode(&f, &bad, &nbad);
+    ck_assert(decode_fails(bad, nbad, err, sizeof err));
+    ck_assert_msg(strstr(err, "layer 5: momentum 1.5 out of range"), "%s", err);
+    free(bad);
+    f.model.layer[5].momentum = 0.25;
+    /* the transpose's dimensions round-trip; a swap its output does not show is refused */
+    ck_assert_int_eq(f.model.layer[8].kind, PLAN_L_TRANSPOSE);
+    ck_assert_int_eq(f.model.layer[8].axis_a, 0);
+    ck_assert_int_eq(f.model.layer[8].axis_b, 2);
+    ck_assert_int_eq(f.model.layer[10].axis_a, 1); /* transpose(-1, 0) of a [4, 8] sample */
+    ck_assert_int_eq(f.model.layer[10].axis_b, 0);
+    f.model.layer[8].axis_b = 1;
+    plan_encode(&f, &bad, &nbad);
+    ck_assert(decode_fails(bad, nbad, err, sizeof err));
+    ck_assert_msg(strstr(err, "layer 8: a transpose whose output does not match its input"), "%s", err);
+    free(bad);
+    f.model.layer[8].axis_b = 2;
+    f.model.layer[9].out.dim[0] = 5; /* a reshape that loses elements */
+    plan_encode(&f, &bad, &nbad);
+    ck_assert(decode_fails(bad, nbad, err, sizeof err));
+    ck_assert_msg(strstr(err, "layer 9: a reshape whose output does not match its input"), "%s", err);
+    free(bad);
+    f.model.layer[9].out.dim[0] = 4;
+    f.model.layer[5].in.dim[0] = 7; /* weight and bias of 8 for 7 channels */
+    plan_encode(&f, &bad, &nbad);
+    ck_assert(decode_fails(bad, nbad, err, sizeof err));
+    ck_assert_msg(strstr(err, "layer 5: a batchnorm2d that does not match its input"), "%s", err);
+    free(bad);
     plan_ir_free(&f);
     free(d);
     compiled_free(c);
@@ -279,6 +348,7 @@ static Suite *suite(void)
     tcase_add_test(c, flipped);
     tcase_add_test(c, extended_and_versions);
     tcase_add_test(c, llama_fields);
+    tcase_add_test(c, batchnorm_fields);
     tcase_add_test(c, write_and_read_file);
     suite_add_tcase(s, c);
     return s;

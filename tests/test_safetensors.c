@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "rt_safetensors.h"
+#include "rt_st.h"
 
 static char dir[64];
 
@@ -138,11 +139,11 @@ START_TEST(round_trip)
     for (int i = 0; i < 120; i++)
         big[i] = (float)i * 0.25f - 7;
     RtTensor t[] = {
-        {"layers.0.weight", 2, {2, 3}, w},
-        {"layers.0.bias", 1, {3}, b},
-        {"step", 0, {0}, scalar},
-        {"empty", 2, {0, 3}, NULL},
-        {"conv.weight", 4, {2, 3, 4, 5}, big},
+        {"layers.0.weight", 2, {2, 3}, w, 0},
+        {"layers.0.bias", 1, {3}, b, 0},
+        {"step", 0, {0}, scalar, 0},
+        {"empty", 2, {0, 3}, NULL, 0},
+        {"conv.weight", 4, {2, 3, 4, 5}, big, 0},
     };
     const char *k[] = {"format", "pipe", "note"};
     const char *v[] = {"pt", "step 7", "quote \" backslash \\ newline \n tab \t é ✓"};
@@ -219,7 +220,7 @@ END_TEST
 START_TEST(names_that_need_escaping)
 {
     float x[1] = {1}, y[1] = {2}, z[1] = {3};
-    RtTensor t[] = {{"a\"b\\c", 1, {1}, x}, {"ctrl\x01\x1f", 1, {1}, y}, {"ünï ✓ 😀", 1, {1}, z}};
+    RtTensor t[] = {{"a\"b\\c", 1, {1}, x, 0}, {"ctrl\x01\x1f", 1, {1}, y, 0}, {"ünï ✓ 😀", 1, {1}, z, 0}};
     const char *path = path_of("esc.safetensors");
     char err[256];
     ck_assert_msg(rt_safetensors_write(path, t, 3, NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
@@ -238,7 +239,7 @@ START_TEST(overwrite_replaces)
 {
     const char *path = path_of("w.safetensors");
     float a[2] = {1, 2}, b[3] = {3, 4, 5};
-    RtTensor ta = {"a", 1, {2}, a}, tb = {"b", 1, {3}, b};
+    RtTensor ta = {"a", 1, {2}, a, 0}, tb = {"b", 1, {3}, b, 0};
     char err[256];
     ck_assert(rt_safetensors_write(path, &ta, 1, NULL, NULL, 0, err, sizeof err) == 0);
     ck_assert(rt_safetensors_write(path, &tb, 1, NULL, NULL, 0, err, sizeof err) == 0);
@@ -259,7 +260,7 @@ START_TEST(writer_bytes_follow_the_reference)
      * metadata={"format": "pt"}) writes: compact JSON, the fields in the
      * order dtype, shape, data_offsets, spaces to a multiple of 8. */
     float a[4] = {1, 2, 3, 4}, b[1] = {5};
-    RtTensor t[] = {{"a", 2, {2, 2}, a}, {"b", 1, {1}, b}};
+    RtTensor t[] = {{"a", 2, {2, 2}, a, 0}, {"b", 1, {1}, b, 0}};
     const char *k[] = {"format"}, *v[] = {"pt"};
     const char *path = path_of("ref.safetensors");
     char err[256];
@@ -289,25 +290,25 @@ START_TEST(write_errors)
     float x[2] = {1, 2};
     char err[256];
     const char *path = path_of("bad.safetensors");
-    RtTensor dup[] = {{"w", 1, {2}, x}, {"v", 1, {1}, x}, {"w", 1, {1}, x}};
+    RtTensor dup[] = {{"w", 1, {2}, x, 0}, {"v", 1, {1}, x, 0}, {"w", 1, {1}, x, 0}};
     ck_assert(rt_safetensors_write(path, dup, 3, NULL, NULL, 0, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, path) && strstr(err, "'w'") && strstr(err, "twice"), "%s", err);
-    RtTensor meta = {"__metadata__", 1, {2}, x};
+    RtTensor meta = {"__metadata__", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &meta, 1, NULL, NULL, 0, err, sizeof err) == -1);
-    RtTensor five = {"five", 5, {1, 1, 1, 1}, x};
+    RtTensor five = {"five", 5, {1, 1, 1, 1}, x, 0};
     ck_assert(rt_safetensors_write(path, &five, 1, NULL, NULL, 0, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, "'five'"), "%s", err);
-    RtTensor neg = {"neg", 2, {2, -1}, x};
+    RtTensor neg = {"neg", 2, {2, -1}, x, 0};
     ck_assert(rt_safetensors_write(path, &neg, 1, NULL, NULL, 0, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, "'neg'"), "%s", err);
-    RtTensor nodata = {"nodata", 1, {2}, NULL};
+    RtTensor nodata = {"nodata", 1, {2}, NULL, 0};
     ck_assert(rt_safetensors_write(path, &nodata, 1, NULL, NULL, 0, err, sizeof err) == -1);
-    RtTensor noname = {"", 1, {2}, x};
+    RtTensor noname = {"", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &noname, 1, NULL, NULL, 0, err, sizeof err) == -1);
-    RtTensor badutf = {"\xff\xfe", 1, {2}, x};
+    RtTensor badutf = {"\xff\xfe", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &badutf, 1, NULL, NULL, 0, err, sizeof err) == -1);
     const char *k[] = {"a", "a"}, *v[] = {"1", "2"};
-    RtTensor ok = {"ok", 1, {2}, x};
+    RtTensor ok = {"ok", 1, {2}, x, 0};
     ck_assert(rt_safetensors_write(path, &ok, 1, k, v, 2, err, sizeof err) == -1);
     ck_assert_msg(strstr(err, "'a'"), "%s", err);
     /* none of that touched the disk */
@@ -320,6 +321,62 @@ START_TEST(write_errors)
 END_TEST
 
 /* ---- files written by hand to the spec ----------------------------------- */
+
+/* I64 tensors (batchnorm2d's num_batches_tracked): written as I64 beside
+ * F32 ones, read back with i64 set and their 8 bytes; rt_st_read_i64 reads
+ * them and refuses an F32 tensor, rt_st_read_f32 refuses them */
+START_TEST(int64_tensors)
+{
+    float w[3] = {1, 2, 3};
+    int64_t count[1] = {((int64_t)1 << 40) + 7}, pair[2] = {-1, 5};
+    RtTensor t[] = {
+        {"layers.1.weight", 1, {3}, w, 0},
+        {"layers.1.num_batches_tracked", 0, {0}, (const float *)(const void *)count, 1},
+        {"pair", 1, {2}, (const float *)(const void *)pair, 1},
+    };
+    char err[256] = "";
+    const char *path = path_of("i64.safetensors");
+    ck_assert_msg(rt_safetensors_write(path, t, 3, NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
+    size_t n;
+    unsigned char *d = get_file(path, &n);
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++)
+        hl |= (uint64_t)d[i] << (8 * i);
+    ck_assert(n == 8 + hl + 3 * 4 + 8 + 16);
+    char *head = calloc(1, hl + 1);
+    memcpy(head, d + 8, hl);
+    ck_assert_msg(strstr(head, "\"layers.1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[]"), "%s", head);
+    free(head);
+    free(d);
+    RtSafetensors s;
+    read_ok(path, &s);
+    const RtTensor *c = rt_safetensors_find(&s, "layers.1.num_batches_tracked");
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(c->i64, 1);
+    ck_assert_int_eq(c->ndim, 0);
+    int64_t got;
+    memcpy(&got, c->data, 8);
+    ck_assert(got == count[0]);
+    ck_assert_int_eq(rt_safetensors_find(&s, "layers.1.weight")->i64, 0);
+    rt_safetensors_free(&s);
+    RtStFile f;
+    ck_assert_msg(rt_st_open(path, &f, err, sizeof err) == 0, "%s", err);
+    int64_t back[2] = {0, 0};
+    float fl[3];
+    for (int i = 0; i < f.h.n; i++) {
+        const RtStEntry *e = &f.h.t[i];
+        if (!strcmp(e->name, "pair")) {
+            ck_assert_msg(rt_st_read_i64(&f, e, back, err, sizeof err) == 0, "%s", err);
+            ck_assert(back[0] == -1 && back[1] == 5);
+            ck_assert(rt_st_read_f32(&f, e, fl, err, sizeof err) == -1);
+        } else if (!strcmp(e->name, "layers.1.weight")) {
+            ck_assert(rt_st_read_i64(&f, e, back, err, sizeof err) == -1);
+            ck_assert_msg(strstr(err, "'layers.1.weight' is F32: pipe reads it as I64"), "%s", err);
+        }
+    }
+    rt_st_close(&f);
+}
+END_TEST
 
 START_TEST(hand_written_files)
 {
@@ -379,7 +436,7 @@ END_TEST
 static unsigned char *small_file(const char *path, size_t *n, size_t *hlen)
 {
     float w[6] = {1, 2, 3, 4, 5, 6}, b[2] = {-1, -2};
-    RtTensor t[] = {{"w", 2, {3, 2}, w}, {"b", 1, {2}, b}};
+    RtTensor t[] = {{"w", 2, {3, 2}, w, 0}, {"b", 1, {2}, b, 0}};
     const char *k[] = {"format"}, *v[] = {"pt"};
     char err[256];
     ck_assert(rt_safetensors_write(path, t, 2, k, v, 1, err, sizeof err) == 0);
@@ -569,6 +626,7 @@ static Suite *safetensors_suite(void)
     tcase_add_test(tc, overwrite_replaces);
     tcase_add_test(tc, writer_bytes_follow_the_reference);
     tcase_add_test(tc, write_errors);
+    tcase_add_test(tc, int64_tensors);
     tcase_add_test(tc, hand_written_files);
     tcase_add_test(tc, every_truncation_fails);
     tcase_add_test(tc, flipped_header_bytes);

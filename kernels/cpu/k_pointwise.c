@@ -650,3 +650,134 @@ double k_mse(float *dout, const float *out, const float *target, int64_t n, doub
     }
     return total;
 }
+
+/* ---- batchnorm2d -------------------------------------------------------------- */
+/* Channel c of sample b is the HW floats at (b C + c) HW. Every sum over a
+ * channel goes sample by sample, each sample's part through k_block_sum
+ * (K_BLOCK terms at a time, written first to a stack block), in double. */
+
+void k_batchnorm2d_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                           int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar, int64_t *nbt,
+                           double momentum)
+{
+    float t[K_BLOCK];
+    double n = (double)(B * HW);
+    for (int64_t c = 0; c < C; c++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < B; i++)
+            s += k_row_sum(in + (i * C + c) * HW, HW);
+        double md = s / n;
+        float mf = (float)md;
+        double v = 0.0;
+        for (int64_t i = 0; i < B; i++) {
+            const float *x = in + (i * C + c) * HW;
+            for (int64_t j0 = 0; j0 < HW; j0 += K_BLOCK) {
+                int64_t len = HW - j0 < K_BLOCK ? HW - j0 : K_BLOCK;
+                for (int64_t j = 0; j < len; j++) {
+                    float d = x[j0 + j] - mf;
+                    t[j] = d * d;
+                }
+                v += k_block_sum(t, len);
+            }
+        }
+        float rf = (float)(1.0 / sqrt(v / n + (double)eps));
+        mean[c] = mf, rstd[c] = rf;
+        float wc = w[c], bc = b[c];
+        for (int64_t i = 0; i < B; i++) {
+            const float *x = in + (i * C + c) * HW;
+            float *y = out + (i * C + c) * HW;
+            for (int64_t j = 0; j < HW; j++)
+                y[j] = (x[j] - mf) * rf * wc + bc;
+        }
+        if (rmean) {
+            double m = momentum;
+            rmean[c] = (float)(m * md + (1.0 - m) * (double)rmean[c]);
+            rvar[c] = (float)(m * (v / (n - 1.0)) + (1.0 - m) * (double)rvar[c]);
+        }
+    }
+    if (rmean && nbt)
+        *nbt += 1;
+}
+
+void k_batchnorm2d_eval(float *out, const float *in, const float *w, const float *b, const float *rmean,
+                        const float *rvar, int64_t B, int64_t C, int64_t HW, float eps)
+{
+    for (int64_t c = 0; c < C; c++) {
+        float mf = rmean[c], rf = (float)(1.0 / sqrt((double)rvar[c] + (double)eps)), wc = w[c], bc = b[c];
+        for (int64_t i = 0; i < B; i++) {
+            const float *x = in + (i * C + c) * HW;
+            float *y = out + (i * C + c) * HW;
+            for (int64_t j = 0; j < HW; j++)
+                y[j] = (x[j] - mf) * rf * wc + bc;
+        }
+    }
+}
+
+/* the two sums of a channel: of dout * w (sg) and of dout * w * xhat (sgx),
+ * or with w NULL of dout and dout * xhat */
+static void bn_sums(double *sg, double *sgx, const float *dout, const float *in, float wc, float mf, float rf,
+                    int64_t B, int64_t C, int64_t HW, int64_t c)
+{
+    float tg[K_BLOCK], tgx[K_BLOCK];
+    double a = 0.0, ax = 0.0;
+    for (int64_t i = 0; i < B; i++) {
+        const float *x = in + (i * C + c) * HW, *dy = dout + (i * C + c) * HW;
+        for (int64_t j0 = 0; j0 < HW; j0 += K_BLOCK) {
+            int64_t len = HW - j0 < K_BLOCK ? HW - j0 : K_BLOCK;
+            for (int64_t j = 0; j < len; j++) {
+                float g = dy[j0 + j] * wc;
+                tg[j] = g;
+                tgx[j] = g * ((x[j0 + j] - mf) * rf);
+            }
+            a += k_block_sum(tg, len);
+            ax += k_block_sum(tgx, len);
+        }
+    }
+    *sg = a, *sgx = ax;
+}
+
+void k_batchnorm2d_backward_input(float *din, const float *dout, const float *in, const float *w, const float *mean,
+                                  const float *rstd, int64_t B, int64_t C, int64_t HW)
+{
+    double n = (double)(B * HW);
+    for (int64_t c = 0; c < C; c++) {
+        float mf = mean[c], rf = rstd[c], wc = w[c];
+        double sg, sgx;
+        bn_sums(&sg, &sgx, dout, in, wc, mf, rf, B, C, HW, c);
+        float mg = (float)(sg / n), mgx = (float)(sgx / n);
+        for (int64_t i = 0; i < B; i++) {
+            const float *x = in + (i * C + c) * HW, *dy = dout + (i * C + c) * HW;
+            float *dx = din + (i * C + c) * HW;
+            for (int64_t j = 0; j < HW; j++) {
+                float xh = (x[j] - mf) * rf;
+                float g = dy[j] * wc;
+                dx[j] = rf * (g - mg - xh * mgx);
+            }
+        }
+    }
+}
+
+void k_batchnorm2d_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
+                                   const float *rstd, int64_t B, int64_t C, int64_t HW)
+{
+    for (int64_t c = 0; c < C; c++) {
+        double sb, sw;
+        bn_sums(&sb, &sw, dout, in, 1.0f, mean[c], rstd[c], B, C, HW, c);
+        dw[c] += (float)sw;
+        db[c] += (float)sb;
+    }
+}
+
+/* ---- transpose ---------------------------------------------------------------- */
+
+void k_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t j = 0; j < nb; j++)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t i = 0; i < na; i++) {
+                    const float *src = in + (((p * na + i) * M + m) * nb + j) * Q;
+                    float *dst = out + (((p * nb + j) * M + m) * na + i) * Q;
+                    memcpy(dst, src, (size_t)Q * sizeof(float));
+                }
+}

@@ -636,3 +636,159 @@ int kc_sumsq(KcCtx *ctx, const float *g, int64_t n, double *d_res)
     KC_LAUNCHED(ctx, g_sum_total);
     return KC_OK;
 }
+
+/* ---- batchnorm2d ------------------------------------------------------------------------
+ * One block per channel; each thread sums its share of the channel's
+ * B x HW values (sample-major) in float, the block's tree adds them in
+ * double, as layernorm's rows. mean and rstd are rounded to float once and
+ * the output uses those floats, as the backward will; thread 0 updates the
+ * running statistics from the double mean and variance, as the CPU. */
+
+static __global__ void g_bn_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                                int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar,
+                                long long *nbt, double momentum)
+{
+    __shared__ double sh[KC_THREADS];
+    int64_t n = B * HW;
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        float s = 0.0f;
+        for (int64_t k = threadIdx.x; k < n; k += KC_THREADS)
+            s += in[((k / HW) * C + c) * HW + k % HW];
+        double md = kc_block_sum<double>((double)s, sh) / (double)n;
+        float mf = (float)md;
+        float v = 0.0f;
+        for (int64_t k = threadIdx.x; k < n; k += KC_THREADS) {
+            float d = in[((k / HW) * C + c) * HW + k % HW] - mf;
+            v += d * d;
+        }
+        double var = kc_block_sum<double>((double)v, sh);
+        float rf = (float)(1.0 / sqrt(var / (double)n + (double)eps));
+        float wc = w[c], bc = b[c];
+        for (int64_t k = threadIdx.x; k < n; k += KC_THREADS) {
+            int64_t at = ((k / HW) * C + c) * HW + k % HW;
+            out[at] = (in[at] - mf) * rf * wc + bc;
+        }
+        if (threadIdx.x == 0) {
+            mean[c] = mf, rstd[c] = rf;
+            if (rmean) {
+                rmean[c] = (float)(momentum * md + (1.0 - momentum) * (double)rmean[c]);
+                rvar[c] = (float)(momentum * (var / ((double)n - 1.0)) + (1.0 - momentum) * (double)rvar[c]);
+                if (c == 0 && nbt)
+                    *nbt += 1;
+            }
+        }
+    }
+}
+
+static __global__ void g_bn_eval(float *out, const float *in, const float *w, const float *b, const float *rmean,
+                                 const float *rvar, int64_t B, int64_t C, int64_t HW, float eps)
+{
+    int64_t n = B * HW;
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        float mf = rmean[c], rf = (float)(1.0 / sqrt((double)rvar[c] + (double)eps)), wc = w[c], bc = b[c];
+        for (int64_t k = threadIdx.x; k < n; k += KC_THREADS) {
+            int64_t at = ((k / HW) * C + c) * HW + k % HW;
+            out[at] = (in[at] - mf) * rf * wc + bc;
+        }
+    }
+}
+
+/* input: din = rstd (g - mean(g) - xhat mean(g xhat)), g = dout * w; or
+ * weight (din NULL): dw += sum(dout xhat), db += sum(dout) */
+static __global__ void g_bn_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                                const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW)
+{
+    __shared__ double sh[KC_THREADS];
+    int64_t n = B * HW;
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        float mf = mean[c], rf = rstd[c], wc = din ? w[c] : 1.0f;
+        float sg = 0.0f, sgx = 0.0f;
+        for (int64_t k = threadIdx.x; k < n; k += KC_THREADS) {
+            int64_t at = ((k / HW) * C + c) * HW + k % HW;
+            float g = dout[at] * wc;
+            sg += g;
+            sgx += g * ((in[at] - mf) * rf);
+        }
+        double tg = kc_block_sum<double>((double)sg, sh), tgx = kc_block_sum<double>((double)sgx, sh);
+        if (!din) {
+            if (threadIdx.x == 0)
+                dw[c] += (float)tgx, db[c] += (float)tg;
+            continue;
+        }
+        float mg = (float)(tg / (double)n), mgx = (float)(tgx / (double)n);
+        for (int64_t k = threadIdx.x; k < n; k += KC_THREADS) {
+            int64_t at = ((k / HW) * C + c) * HW + k % HW;
+            float xh = (in[at] - mf) * rf;
+            float g = dout[at] * wc;
+            din[at] = rf * (g - mg - xh * mgx);
+        }
+    }
+}
+
+int kc_batchnorm2d_forward(KcCtx *ctx, float *out, float *mean, float *rstd, const float *in, const float *w,
+                           const float *b, int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar,
+                           int64_t *nbt, double momentum)
+{
+    KC_ENTER(ctx);
+    KC_ARG(ctx, B > 0 && C > 0 && HW > 0 && B * HW > 1, "batchnorm2d sizes");
+    g_bn_fwd<<<kc_grid_rows(C), KC_THREADS, 0, ctx->stream>>>(out, mean, rstd, in, w, b, B, C, HW, eps, rmean, rvar,
+                                                                (long long *)nbt, momentum);
+    KC_LAUNCHED(ctx, g_bn_fwd);
+    return KC_OK;
+}
+
+int kc_batchnorm2d_eval(KcCtx *ctx, float *out, const float *in, const float *w, const float *b, const float *rmean,
+                        const float *rvar, int64_t B, int64_t C, int64_t HW, float eps)
+{
+    KC_ENTER(ctx);
+    KC_ARG(ctx, B > 0 && C > 0 && HW > 0, "batchnorm2d sizes");
+    g_bn_eval<<<kc_grid_rows(C), KC_THREADS, 0, ctx->stream>>>(out, in, w, b, rmean, rvar, B, C, HW, eps);
+    KC_LAUNCHED(ctx, g_bn_eval);
+    return KC_OK;
+}
+
+int kc_batchnorm2d_backward_input(KcCtx *ctx, float *din, const float *dout, const float *in, const float *w,
+                                  const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW)
+{
+    KC_ENTER(ctx);
+    KC_ARG(ctx, B > 0 && C > 0 && HW > 0 && din, "batchnorm2d sizes");
+    g_bn_bwd<<<kc_grid_rows(C), KC_THREADS, 0, ctx->stream>>>(din, NULL, NULL, dout, in, w, mean, rstd, B, C, HW);
+    KC_LAUNCHED(ctx, g_bn_bwd);
+    return KC_OK;
+}
+
+int kc_batchnorm2d_backward_weight(KcCtx *ctx, float *dw, float *db, const float *dout, const float *in,
+                                   const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW)
+{
+    KC_ENTER(ctx);
+    KC_ARG(ctx, B > 0 && C > 0 && HW > 0 && dw && db, "batchnorm2d sizes");
+    g_bn_bwd<<<kc_grid_rows(C), KC_THREADS, 0, ctx->stream>>>(NULL, dw, db, dout, in, NULL, mean, rstd, B, C, HW);
+    KC_LAUNCHED(ctx, g_bn_bwd);
+    return KC_OK;
+}
+
+/* ---- transpose: out [P, nb, M, na, Q] from in [P, na, M, nb, Q], one element a thread ---- */
+
+static __global__ void g_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb,
+                                   int64_t Q)
+{
+    int64_t total = P * na * M * nb * Q;
+    for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+        int64_t q = k % Q, r = k / Q;
+        int64_t i = r % na;
+        r /= na;
+        int64_t m = r % M;
+        r /= M;
+        int64_t j = r % nb, p = r / nb;
+        out[k] = in[(((p * na + i) * M + m) * nb + j) * Q + q];
+    }
+}
+
+int kc_transpose(KcCtx *ctx, float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+{
+    KC_ENTER(ctx);
+    KC_ARG(ctx, P >= 0 && na > 0 && M > 0 && nb > 0 && Q > 0, "transpose sizes");
+    g_transpose<<<kc_grid(ctx, P * na * M * nb * Q), KC_THREADS, 0, ctx->stream>>>(out, in, P, na, M, nb, Q);
+    KC_LAUNCHED(ctx, g_transpose);
+    return KC_OK;
+}

@@ -127,6 +127,24 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
     same llama_gqa-ac2 1 "$TMP/llama_gqa.pipe" -D activation_checkpoint=2
     same cnn 2 "$TMP/cnn.pipe"
     same reg 1 "$TMP/reg.pipe"
+    # batchnorm2d: its running statistics on the device (updated once per
+    # micro-batch, not by the recompute; read by evaluation every 2 steps;
+    # replica 0's taken by the others after each step)
+    same bn_cnn-zbh1-ac1 2 "$SRC/tests/e2e/bn_cnn.pipe" -D stages=2 -D schedule=zb-h1 -D activation_checkpoint=1 \
+        -D "eval_data=synthetic(samples = 64)" -D eval_every=2
+    same bn_cnn-dp2 4 "$SRC/tests/e2e/bn_cnn.pipe" -D stages=2 -D data_parallel=2 -D micro_batches=4 \
+        -D "eval_data=synthetic(samples = 64)" -D eval_every=2
+    # and its checkpoints: the buffers copied back from the device are the CPU's
+    "$PIPEC" "$SRC/tests/e2e/bn_cnn.pipe" -D stages=2 -o "$TMP/bnck.bin" || exit 2
+    "${MPI[@]}" 2 "$PIPERT" "$TMP/bnck.bin" --steps 3 --save "$TMP/bnck-cpu" >"$TMP/out" 2>&1 &&
+        "${MPI[@]}" 2 -x PIPERT_CUDA_MODULE="$FAKE" "$PIPERT" "$TMP/bnck.bin" --device cuda --steps 3 \
+            --save "$TMP/bnck-gpu" >>"$TMP/out" 2>&1; rc=$?
+    for f in stage-0 stage-1; do
+        cmp "$TMP/bnck-cpu/latest/$f.safetensors" "$TMP/bnck-gpu/latest/$f.safetensors" >>"$TMP/out" 2>&1 || rc=1
+    done
+    grep -q running_mean "$TMP/bnck-gpu/latest/stage-0.safetensors" || rc=1
+    echo "compared" >>"$TMP/out"
+    check_rc "--device cuda (host stand-in) --save: batchnorm2d's running statistics are the CPU's" 0 compared
     # checkpoints: the weights written from the device are the CPU's, and a
     # resumed run continues as the CPU's does
     "$PIPEC" "$SRC/examples/mlp.pipe" -D "optimizer=adam(lr = 0.01)" -o "$TMP/ck.bin" || exit 2

@@ -120,5 +120,11 @@ check "mlp, a text schedule" "$SRC/examples/mlp.pipe" 2 -D 'schedule=file("custo
 check "fashion_mnist, 2 stages x 2 replicas" "$SRC/examples/fashion_mnist.pipe" 4 "${FM[@]}" -D data_parallel=2
 check "tied MLP, activation_checkpoint = 2, zb-v" "$SRC/tests/e2e/tied_mlp.pipe" 2 -D stages=2 \
     -D schedule=zb-v -D activation_checkpoint=2
+# batchnorm2d's buffers (running statistics, num_batches_tracked) count as
+# parameters: every schedule with and without activation checkpointing on 2
+# stages, and 2 replicas of each stage, with evaluation buffers
+example bn_cnn "$SRC/tests/e2e/bn_cnn.pipe" -D stages=2
+check "bn_cnn, 2 stages x 2 replicas, eval data" "$SRC/tests/e2e/bn_cnn.pipe" 4 -D stages=2 -D data_parallel=2 \
+    -D micro_batches=4 -D "eval_data=synthetic(samples = 64)"
 echo "# largest difference over all runs: $(python3 -c "print('%.4g%%' % (100 * $worst))")"
 e2e_end

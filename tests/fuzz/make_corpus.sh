@@ -68,6 +68,7 @@ plan() { # NAME PIPE [-D ...]
 }
 plan mlp_1f1b examples/mlp.pipe
 plan mlp_custom examples/mlp.pipe -D 'schedule=file("custom.sched")'
+plan bn_cnn_2_zbh1 tests/e2e/bn_cnn.pipe -D stages=2 -D schedule=zb-h1
 plan tied_mlp_3_zbh1 tests/e2e/tied_mlp.pipe -D stages=3 -D schedule=zb-h1
 plan tied_mlp_2_interleaved tests/e2e/tied_mlp.pipe -D stages=2 -D 'schedule=interleaved(chunks = 2)' -D micro_batches=4
 plan tied_gpt_2_zbv tests/e2e/tied_gpt.pipe -D stages=2 -D schedule=zb-v -D micro_batches=4 -D grad_clip=off

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding, LlamaBlock, RMSNorm  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, RMSNorm, Reshape, Transpose  # noqa: E402
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -220,6 +220,35 @@ case("layernorm", [("x", "float32", [6, 10])], ("y", "float32", [6, 10]), [
     ("linear", "linear(10, bias = false)", lin(10, bias=False)),
 ], loss="mse")
 
+def bn(eps=1e-5, momentum=0.1):
+    return lambda x, prev: nn.BatchNorm2d(channels(x), eps=eps, momentum=momentum)
+
+
+# batchnorm2d: weight and bias [C] are its parameters (running_mean,
+# running_var and num_batches_tracked are buffers: no parameter count)
+case("batchnorm", [("img", "float32", [3, 9, 7])], ("label", "int32", []), [
+    ("batchnorm2d", "batchnorm2d", bn()),
+    ("conv2d", "conv2d(5, kernel = 3)", conv(5, 3)),
+    ("batchnorm2d", "batchnorm2d(eps = 1e-3, momentum = 0.3)", bn(1e-3, 0.3)),
+    RELU,
+    ("batchnorm2d", "batchnorm2d(1e-4)", bn(1e-4)),
+    FLATTEN,
+    ("linear", "linear(4)", lin(4)),
+])
+
+# reshape and transpose: per sample (no batch dimension), dimensions from 0,
+# negative ones from the end, one reshape dimension -1
+case("reshape_transpose", [("x", "float32", [3, 4, 10])], ("y", "int32", []), [
+    ("transpose", "transpose(0, 2)", fixed(lambda: Transpose(0, 2))),
+    ("reshape", "reshape(5, -1, 4)", fixed(lambda: Reshape(5, -1, 4))),
+    ("transpose", "transpose(-1, 1)", fixed(lambda: Transpose(-1, 1))),
+    ("linear", "linear(7)", lin(7)),
+    ("reshape", "reshape(d1 = 2, d2 = 2, d3 = 5, d4 = 7)", fixed(lambda: Reshape(2, 2, 5, 7))),
+    ("transpose", "transpose(b = 3, a = 1)", fixed(lambda: Transpose(1, 3))),
+    ("reshape", "reshape(-1)", fixed(lambda: Reshape(-1))),
+    ("linear", "linear(3)", lin(3)),
+])
+
 case("embedding_plain", [("tokens", "int32", [9])], ("next", "int32", [9]), [
     ("embedding", "embedding(vocab = 50, dim = 12)", fixed(lambda: Embedding(50, 12))),
     ("layernorm", "layernorm", ln()),
@@ -320,6 +349,15 @@ REJECTS = [
     ("reject_llama_odd_head_width", "model m {\n input x: float32[5, 20]\n target y: int32[5]\n"
      " llama_block(heads = 4)\n linear(2)\n loss cross_entropy\n}\n",
      lambda: LlamaBlock(20, 4, 4, 32)(torch.ones(BATCH, 5, 20))),
+    ("reject_batchnorm_rows", "model m {\n input x: float32[6, 10]\n target y: int32[6]\n"
+     " batchnorm2d\n loss cross_entropy\n}\n",
+     lambda: nn.BatchNorm2d(6)(torch.ones(BATCH, 6, 10))),
+    ("reject_reshape_size", "model m {\n input x: float32[3, 4]\n target y: int32[]\n"
+     " reshape(5, -1)\n flatten\n loss cross_entropy\n}\n",
+     lambda: Reshape(5, -1)(torch.ones(BATCH, 3, 4))),
+    ("reject_transpose_dim", "model m {\n input x: float32[3, 4]\n target y: int32[]\n"
+     " transpose(0, 2)\n flatten\n loss cross_entropy\n}\n",
+     lambda: torch.ones(BATCH, 3, 4).transpose(1, 3)),
     ("reject_positions", "model m {\n input t: int32[9]\n target y: int32[9]\n"
      " embedding(vocab = 5, dim = 4, positions = 8)\n loss cross_entropy\n}\n",
      lambda: Embedding(5, 4, 8)(torch.zeros(BATCH, 9, dtype=torch.long))),
@@ -411,6 +449,14 @@ def check_model(pipec, tmp, c):
                     probs.append("%s: tensor %s pipec %s, torch %s" % (where, n, theirs.get(n), mine.get(n)))
         if sum(math.prod(s) for s in theirs.values()) != L.get("params"):
             probs.append("%s: params %s is not the sum of its tensors" % (where, L.get("params")))
+        # buffers (batchnorm2d's running statistics): what torch's state_dict
+        # holds beyond the parameters, names, shapes and dtypes
+        state = model.state_dict()
+        bufs = {n: (list(b.shape), str(b.dtype).replace("torch.", "")) for n, b in model.named_buffers()
+                if n.startswith(prefix) and n in state}
+        listed = {t["name"]: (t["shape"], t["dtype"]) for t in L.get("buffer_tensors", [])}
+        if listed != bufs:
+            probs.append("%s: buffers pipec %s, torch %s" % (where, sorted(listed.items()), sorted(bufs.items())))
         tie = getattr(tm, "tied_to", None)
         if L.get("tied_to") != tie:
             probs.append("%s: tied_to pipec %s, torch %s" % (where, L.get("tied_to"), tie))

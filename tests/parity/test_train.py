@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding, LlamaBlock, RMSNorm  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, RMSNorm, Reshape, Transpose  # noqa: E402
 
 torch.set_num_threads(1)
 STEPS = 5
@@ -159,11 +159,12 @@ def read_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info["dtype"] != "F32":
-            raise ValueError("%s: tensor %s is %s, not F32" % (path, name, info["dtype"]))
+        if info["dtype"] not in ("F32", "I64"):
+            raise ValueError("%s: tensor %s is %s, not F32 (or I64)" % (path, name, info["dtype"]))
+        dt = torch.float32 if info["dtype"] == "F32" else torch.int64
         a, b = info["data_offsets"]
         buf = bytearray(blob[base + a: base + b])
-        t = torch.frombuffer(buf, dtype=torch.float32) if buf else torch.zeros(0)
+        t = torch.frombuffer(buf, dtype=dt) if buf else torch.zeros(0, dtype=dt)
         if sys.byteorder != "little":
             t = t.byteswap()
         out[name] = t.reshape(info["shape"]).clone()
@@ -376,6 +377,75 @@ case("llama", LLAMA, build_llama,
                                                       22: (1, 3), 25: (3, 8), 26: (2, 4), 29: (5, 8)}, gen),
      optim_kw(torch.optim.AdamW, lr=0.01, betas=(0.9, 0.95), weight_decay=0.1), 2, tol=1e-5)
 
+# batchnorm2d: a CNN with two, the second with its own eps and momentum, on 2
+# stages with 3 micro-batches of 4. pipe normalises with each micro-batch's
+# statistics and updates the running ones once per micro-batch, in order:
+# torch does the same when it runs the micro-batches one at a time and
+# accumulates their gradients (micro = 3 below). Weight decay (adamw) reaches
+# the batchnorms' weight and bias, never their buffers. Losses within 1e-5;
+# after the 5 steps the running statistics and num_batches_tracked pipert
+# saves must be torch's (within 1e-5; the count exactly). The convolutions
+# before the batchnorms have no bias, as usual: a bias there has no effect
+# on the loss, so its gradient is rounding noise, which Adam's normalisation
+# turns into full-size steps that differ between any two implementations
+# and move the running means (not the losses) apart.
+BN = """model bn {
+    input  image: float32[3, 6, 6]
+    target label: int32[]
+    conv2d(4, kernel = 3, padding = 1, bias = false)
+    batchnorm2d
+    relu
+    conv2d(5, kernel = 3, stride = 2, bias = false)
+    batchnorm2d(eps = 1e-3, momentum = 0.3)
+    tanh
+    flatten
+    linear(6)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 3; micro_batch_size = 4; schedule = 1f1b }
+train {
+    optimizer = adamw(lr = 0.01, betas = (0.9, 0.95), weight_decay = 0.1)
+    steps = 5; seed = 7; shuffle = false
+    data = @DATA@
+}
+"""
+case("bn", BN,
+     lambda: Net([nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                  nn.Conv2d(4, 5, 3, stride=2, bias=False), nn.BatchNorm2d(5, eps=1e-3, momentum=0.3), nn.Tanh(),
+                  nn.Flatten(), nn.Linear(20, 6)]),
+     lambda tmp, gen: image_data(tmp, 50, [3, 6, 6], 6, False, gen, scale=2.0),
+     optim_kw(torch.optim.AdamW, lr=0.01, betas=(0.9, 0.95), weight_decay=0.1), 2,
+     dict(micro=3, buffers=True), tol=1e-5)
+
+# reshape and transpose: a sample [2, 4, 6] turned into rows of a sequence
+# and back, linears between them, on 3 stages (the layers cross stage
+# boundaries), adam; losses within 1e-5.
+MOVES = """model moves {
+    input  image: float32[2, 4, 6]
+    target label: int32[]
+    transpose(1, 2)
+    reshape(6, -1)
+    linear(5)
+    tanh
+    transpose(0, -1)
+    reshape(-1, 2, 3)
+    flatten
+    linear(4)
+    loss cross_entropy
+}
+pipeline { stages = 3; micro_batches = 2; micro_batch_size = 3; schedule = 1f1b }
+train {
+    optimizer = adam(lr = 0.02)
+    steps = 5; seed = 17; shuffle = false
+    data = @DATA@
+}
+"""
+case("moves", MOVES,
+     lambda: Net([Transpose(1, 2), Reshape(6, -1), nn.Linear(8, 5), nn.Tanh(), Transpose(0, -1), Reshape(-1, 2, 3),
+                  nn.Flatten(), nn.Linear(30, 4)]),
+     lambda tmp, gen: image_data(tmp, 40, [2, 4, 6], 4, False, gen),
+     optim_kw(torch.optim.Adam, lr=0.02), 3, tol=1e-5)
+
 TYPES = {
     "mlp": ["flatten", "linear", "relu", "linear", "tanh", "linear", "gelu", "linear", "sigmoid", "linear"],
     "cnn": ["conv2d", "maxpool2d", "relu", "adaptive_avgpool2d", "conv2d", "tanh", "avgpool2d",
@@ -383,10 +453,12 @@ TYPES = {
     "tied_mlp": ["linear", "layernorm", "gelu", "linear", "tanh", "layernorm", "linear", "relu", "linear"],
     "gpt": ["embedding", "transformer_block", "transformer_block", "layernorm", "linear"],
     "llama": ["embedding", "llama_block", "llama_block", "rmsnorm", "linear"],
+    "bn": ["conv2d", "batchnorm2d", "relu", "conv2d", "batchnorm2d", "tanh", "flatten", "linear"],
+    "moves": ["transpose", "reshape", "linear", "tanh", "transpose", "reshape", "flatten", "linear"],
 }
 
 # the models that also run on 1 stage, where their losses must be the same text
-ONE_STAGE = ["mlp", "gpt", "llama"]
+ONE_STAGE = ["mlp", "gpt", "llama", "bn", "moves"]
 
 # ---- running
 
@@ -469,10 +541,24 @@ def torch_losses(c, model, data, B):
         idx = torch.tensor([(step * B + pos) % data["n"] for pos in range(B)])
         x, y = data["x"][idx], data["y"][idx]
         mask = data["mask"][idx] if "mask" in data else None
-        logits = model(x, mask)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1)
         opt.zero_grad()
-        loss.backward()
+        micro = c["extra"].get("micro")
+        if micro:
+            # one forward per micro-batch (batchnorm's statistics), the
+            # gradients accumulated, the loss the mean over the global batch
+            count = int((y != -1).sum())
+            loss = 0.0
+            for part in range(micro):
+                sel = slice(part * B // micro, (part + 1) * B // micro)
+                logits = model(x[sel], mask[sel] if mask is not None else None)
+                part_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[sel].reshape(-1),
+                                            ignore_index=-1, reduction="sum") / count
+                part_loss.backward()
+                loss = loss + part_loss.detach()
+        else:
+            logits = model(x, mask)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1)
+            loss.backward()
         if clip:
             norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
         if lr_at:
@@ -517,16 +603,27 @@ def run_case(build, c, tmp):
                 raise AssertionError("%s saved by two stages" % name)
             saved[name] = t
     params = dict(model.named_parameters())
-    if set(saved) != set(params):
-        raise AssertionError("saved tensors %s are not the model's parameters %s" % (sorted(saved), sorted(params)))
+    # and its buffers (batchnorm's running statistics), which state_dict holds
+    state = model.state_dict()
+    buffers = dict((n, b) for n, b in model.named_buffers() if n in state)
+    if set(saved) != set(params) | set(buffers):
+        raise AssertionError("saved tensors %s are not the model's parameters and buffers %s" %
+                             (sorted(saved), sorted(set(params) | set(buffers))))
     with torch.no_grad():
+        for name, b in buffers.items():
+            if list(saved[name].shape) != list(b.shape) or saved[name].dtype != b.dtype:
+                raise AssertionError("buffer %s saved as %s %s, torch has %s %s" % (
+                    name, saved[name].dtype, list(saved[name].shape), b.dtype, list(b.shape)))
+            b.copy_(saved[name])
         for name, p in params.items():
             if list(saved[name].shape) != list(p.shape):
                 raise AssertionError("%s saved as %s, torch has %s" % (name, list(saved[name].shape), list(p.shape)))
             p.copy_(saved[name])
 
     metrics = os.path.join(tmp, "m.jsonl")
-    rc, out = pipert(build, c["stages"], plan, "--steps", str(STEPS), "--log-every", "1", "--metrics", metrics)
+    after = os.path.join(tmp, "after")
+    rc, out = pipert(build, c["stages"], plan, "--steps", str(STEPS), "--log-every", "1", "--metrics", metrics,
+                     "--save", after)
     if rc != 0:
         raise AssertionError("pipert --steps %d exited %d: %s" % (STEPS, rc, tail(out)))
     got, texts = losses_of(metrics)
@@ -545,6 +642,29 @@ def run_case(build, c, tmp):
         note = ", grad norms %s (clipped at %g)" % (" ".join("%.3g" % n for n in norms), c["extra"]["grad_clip"])
     if bad:
         raise AssertionError("losses differ beyond %g: %s" % (tol, "; ".join(bad)))
+    if c["extra"].get("buffers"):
+        # the running statistics after the 5 steps: pipert's saved ones are torch's
+        final = {}
+        for s in range(c["stages"]):
+            final.update(read_safetensors(os.path.join(after, "latest", "stage-%d.safetensors" % s)))
+        if not buffers:
+            raise AssertionError("the torch model has no buffers to compare")
+        bworst = 0.0
+        for name, b in model.named_buffers():
+            if name not in state:
+                continue
+            got_b = final[name]
+            if b.dtype == torch.int64:
+                if not torch.equal(got_b, b):
+                    raise AssertionError("%s: pipert %s, torch %s" % (name, got_b.tolist(), b.tolist()))
+                continue
+            rel = float(((got_b - b).abs() / b.abs().clamp_min(1e-6)).max())
+            bworst = max(bworst, rel)
+            if not rel < tol:
+                raise AssertionError("%s differs by %.3g relative: pipert %s, torch %s" %
+                                     (name, rel, got_b.tolist(), b.tolist()))
+        note += ", running statistics within %.3g, num_batches_tracked %d" % (
+            bworst, int(state[[n for n in state if n.endswith("num_batches_tracked")][0]]))
     return worst, texts, note, plan
 
 

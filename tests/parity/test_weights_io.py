@@ -23,6 +23,14 @@ Each check writes its .pipe file and data into a temporary directory, with
      signalling NaNs quiet, and so does pipe).
   4. an mse model trained on npy float32 data: pipe's 4 losses against
      torch's (SGD with momentum), within 1e-5 relative.
+  5. batchnorm2d's buffers: torch's state_dict (running statistics that
+     are not the defaults, num_batches_tracked 7 as int64) goes in with
+     --init and comes back out of --export bit for bit; 3 steps against
+     torch run micro-batch by micro-batch; the evaluation at the end uses
+     the running statistics (torch's eval mode) and adds nothing to the
+     count; the export loads with strict=True; a missing running_var and
+     a count stored as F32 are refused; --resume continues bit for bit;
+     2 replicas export replica 0's buffers.
 
 Losses are compared within 1e-5 relative. Safetensors files are read and
 written here in pure Python (Debian's torch has no safetensors module).
@@ -96,7 +104,7 @@ def losses(np_, plan, steps, *args):
 
 # ---- safetensors in pure Python
 
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
 
 
 def load_file(path):
@@ -114,11 +122,11 @@ def load_file(path):
 
 
 def save_file(tensors, path):
-    names = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16"}
+    names = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.int64": "I64"}
     head, off, blobs = {"__metadata__": {"format": "pt"}}, 0, []
     for name, t in tensors.items():
         t = t.detach().contiguous()
-        raw = t.view(torch.int16).numpy().tobytes() if t.dtype != torch.float32 else t.numpy().tobytes()
+        raw = t.numpy().tobytes() if t.dtype in (torch.float32, torch.int64) else t.view(torch.int16).numpy().tobytes()
         head[name] = {"dtype": names[str(t.dtype)], "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
         off += len(raw)
         blobs.append(raw)
@@ -339,8 +347,169 @@ def check_mse():
            "%.1e" % worst, "pipe %s\ntorch %s" % (got, want))
 
 
+# ---- 5. batchnorm2d: buffers in and out (running statistics, num_batches_tracked)
+
+BN = """model bn {
+    input  x: float32[3, 6, 6]
+    target label: int32[]
+    conv2d(4, kernel = 3, padding = 1, bias = false)
+    batchnorm2d
+    relu
+    conv2d(5, kernel = 3, stride = 2, bias = false)
+    batchnorm2d(eps = 1e-3, momentum = 0.3)
+    flatten
+    linear(3)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 2; micro_batch_size = 4; schedule = 1f1b }
+train {
+    optimizer = adamw(lr = 0.01, weight_decay = 0.1); steps = 3; seed = 4; shuffle = false
+    data = npy("@X@", "@Y@"); eval_data = npy("@X@", "@Y@"); eval_every = 3
+}
+"""
+
+
+def bn_model():
+    torch.manual_seed(11)
+    m = Net([nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+             nn.Conv2d(4, 5, 3, stride=2, bias=False), nn.BatchNorm2d(5, eps=1e-3, momentum=0.3), nn.Flatten(),
+             nn.Linear(20, 3)])
+    with torch.no_grad():  # running statistics that are not the defaults, and a count
+        for i in (1, 4):
+            bn = m.layers[i]
+            bn.running_mean.copy_(torch.randn(bn.num_features) * 0.5)
+            bn.running_var.copy_(torch.rand(bn.num_features) + 0.5)
+            bn.num_batches_tracked.fill_(7)
+    return m
+
+
+def check_bn():
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((24, 3, 6, 6)) * 2 + 0.5).astype(np.float32)
+    y = rng.integers(0, 3, (24,)).astype(np.int64)
+    xp, yp = os.path.join(TMP, "bx.npy"), os.path.join(TMP, "by.npy")
+    np.save(xp, x)
+    np.save(yp, y)
+    text = BN.replace("@X@", xp).replace("@Y@", yp)
+    plan = compile_(text, "bn")
+    model = bn_model()
+    sd = model.state_dict()
+    report(sd["layers.1.num_batches_tracked"].dtype == torch.int64 and "layers.4.running_var" in sd,
+           "torch's BatchNorm2d state_dict: running_mean, running_var, num_batches_tracked (int64)")
+    init = os.path.join(TMP, "bn_init.safetensors")
+    save_file(sd, init)
+    # --init takes the buffers, --export gives them back, bit for bit
+    out0 = os.path.join(TMP, "bn0.safetensors")
+    pipert(2, plan, "--init", init, "--steps", "0", "--export", out0)
+    back = load_file(out0)
+    same = sorted(back) == sorted(sd) and all(torch.equal(back[k], sd[k]) and back[k].dtype == sd[k].dtype
+                                              for k in sd)
+    report(same, "batchnorm2d: --init from torch's state_dict, --export (--steps 0) gives every tensor back bit for "
+           "bit, num_batches_tracked as I64", sorted(back))
+    # 3 steps with an evaluation at the end: torch, micro-batch by micro-batch
+    m = os.path.join(TMP, "bn.jsonl")
+    out = os.path.join(TMP, "bn3.safetensors")
+    pipert(2, plan, "--init", init, "--steps", "3", "--log-every", "1", "--metrics", m, "--export", out)
+    recs = [json.loads(l) for l in open(m)]
+    got = [r["loss"] for r in recs if "loss" in r and "step" in r]
+    ev = [r["eval_loss"] for r in recs if "eval_loss" in r]
+    X, Y = torch.tensor(x), torch.tensor(y)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1, foreach=False)
+    want = []
+    for s in range(3):
+        opt.zero_grad()
+        total = 0.0
+        for k in range(2):
+            b = slice(s * 8 + k * 4, s * 8 + k * 4 + 4)
+            loss = F.cross_entropy(model(X[b]), Y[b], reduction="sum") / 8
+            loss.backward()
+            total += loss.item()
+        opt.step()
+        want.append(total)
+    model.eval()
+    with torch.no_grad():
+        want_eval = F.cross_entropy(model(X), Y).item()
+    worst = max(rel(a, b) for a, b in zip(got, want))
+    report(len(got) == 3 and worst < TOL, "batchnorm2d: 3 steps from torch's weights and buffers, largest relative "
+           "loss difference %.1e" % worst, "pipe %s\ntorch %s" % (got, want))
+    report(len(ev) == 1 and rel(ev[0], want_eval) < TOL, "batchnorm2d: evaluation uses the running statistics: "
+           "pipe's eval loss %s, torch's in eval mode %.7f" % (ev, want_eval))
+    back = Net([nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                nn.Conv2d(4, 5, 3, stride=2, bias=False), nn.BatchNorm2d(5, eps=1e-3, momentum=0.3), nn.Flatten(),
+                nn.Linear(20, 3)])
+    try:
+        back.load_state_dict(load_file(out), strict=True)
+        tsd, bsd = model.state_dict(), back.state_dict()
+        nbt = int(bsd["layers.4.num_batches_tracked"])
+        bw = max(float(((bsd[k] - tsd[k]).abs() / tsd[k].abs().clamp_min(1e-3)).max())
+                 for k in tsd if "running" in k)
+        report(nbt == 7 + 3 * 2 and bw < TOL,
+               "batchnorm2d: --export after 3 steps loads with strict=True; num_batches_tracked %d (7 + 3 steps x 2 "
+               "micro-batches: the evaluation added none), running statistics within %.1e of torch's" % (nbt, bw))
+    except Exception as e:  # noqa: BLE001
+        report(False, "batchnorm2d: --export after 3 steps loads with strict=True", e)
+    # a missing buffer, and a count that is not I64, are refused
+    bad = dict(sd)
+    del bad["layers.4.running_var"]
+    save_file(bad, os.path.join(TMP, "bn_missing.safetensors"))
+    try:
+        pipert(2, plan, "--init", os.path.join(TMP, "bn_missing.safetensors"), "--steps", "0")
+        report(False, "batchnorm2d: --init without running_var is refused")
+    except RuntimeError as e:
+        report("no tensor layers.4.running_var [5], which this model needs" in str(e),
+               "batchnorm2d: --init without running_var is refused as a missing tensor", e)
+    bad = dict(sd)
+    bad["layers.1.num_batches_tracked"] = torch.tensor(7.0)
+    save_file(bad, os.path.join(TMP, "bn_f32.safetensors"))
+    try:
+        pipert(2, plan, "--init", os.path.join(TMP, "bn_f32.safetensors"), "--steps", "0")
+        report(False, "batchnorm2d: --init with num_batches_tracked as F32 is refused")
+    except RuntimeError as e:
+        report("num_batches_tracked is F32" in str(e), "batchnorm2d: --init with num_batches_tracked as F32 is refused",
+               e)
+    # --resume: 2 steps saved, then the third, exports what 3 steps straight do
+    ck = os.path.join(TMP, "bn_ck")
+    pipert(2, plan, "--init", init, "--steps", "2", "--save", ck)
+    # the optimizer state holds the parameters' only: no buffer has any
+    optim = {}
+    for st in (0, 1):
+        optim.update(load_file(os.path.join(ck, "latest", "optim-%d.safetensors" % st)))
+    weights = load_file(os.path.join(ck, "latest", "stage-1.safetensors"))
+    report(optim and not [k for k in optim if "running" in k or "num_batches" in k] and
+           "layers.4.running_var" in weights and "layers.4.weight.exp_avg" in optim,
+           "batchnorm2d: checkpoints hold the buffers with the weights (stage-S) and no optimizer state for them",
+           sorted(optim))
+    out_r = os.path.join(TMP, "bn3r.safetensors")
+    pipert(2, plan, "--steps", "3", "--resume", ck, "--export", out_r)
+    a, b = load_file(out), load_file(out_r)
+    report(sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a),
+           "batchnorm2d: --resume after 2 steps, then the 3rd: the export equals 3 steps straight, bit for bit "
+           "(running statistics and num_batches_tracked included)")
+    # 2 replicas of each stage: replica 0's buffers are the ones exported
+    plan2 = compile_(text.replace("micro_batches = 2;", "micro_batches = 1; data_parallel = 2;"), "bn_dp2")
+    out_d = os.path.join(TMP, "bn_dp2.safetensors")
+    m2 = os.path.join(TMP, "bn_dp2.jsonl")
+    pipert(4, plan2, "--init", init, "--steps", "3", "--log-every", "1", "--metrics", m2, "--export", out_d)
+    recs = [json.loads(l) for l in open(m2)]
+    got2 = [r["loss"] for r in recs if "loss" in r and "step" in r]
+    ev2 = [r["eval_loss"] for r in recs if "eval_loss" in r]
+    d = load_file(out_d)
+    worst2 = max(rel(p, q) for p, q in zip(got2, want))
+    report(int(d["layers.1.num_batches_tracked"]) == 7 + 3 and worst2 < TOL,
+           "batchnorm2d: 2 stages x 2 replicas, 1 micro-batch each: the losses within %.1e of 1 replica, "
+           "num_batches_tracked %d (replica 0's: 7 + 3 steps x 1)" % (worst2, int(d["layers.1.num_batches_tracked"])))
+    # both replicas evaluate with replica 0's buffers (the exported ones)
+    back.load_state_dict(d, strict=True)
+    back.eval()
+    with torch.no_grad():
+        want_eval2 = F.cross_entropy(back(X), Y).item()
+    report(len(ev2) == 1 and rel(ev2[0], want_eval2) < TOL,
+           "batchnorm2d: 2 replicas evaluate with replica 0's running statistics: eval loss %s, torch's with the "
+           "export %.7f" % (ev2, want_eval2))
+
+
 def main():
-    for check in (check_tied_mlp, check_gpt, check_halves, check_mse):
+    for check in (check_tied_mlp, check_gpt, check_halves, check_mse, check_bn):
         try:
             check()
         except Exception as e:  # noqa: BLE001

@@ -231,3 +231,30 @@ class LlamaBlock(nn.Module):
         hidden_states = self.post_attention_layernorm(hidden_states)
         hidden_states = self.mlp(hidden_states)
         return residual + hidden_states
+
+
+# ---- reshape and transpose: per sample, the batch dimension kept in front
+
+
+class Reshape(nn.Module):
+    """reshape(d1, ...): x.reshape(B, d1, ...) (one dimension may be -1)."""
+
+    def __init__(self, *shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class Transpose(nn.Module):
+    """transpose(a, b): dimensions a and b of a sample (from 0; negative
+    from the end), x.transpose(a + 1, b + 1) for a, b >= 0."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        nd = x.dim() - 1
+        return x.transpose(self.a % nd + 1, self.b % nd + 1)
