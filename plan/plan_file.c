@@ -834,11 +834,21 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
 
 /* ---- the file: header, section table, sections ------------------------- */
 
-void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
-{
+/* The sections of a plan, and the header and section table before them
+ * (with the CRC of everything after the header): what plan_encode puts in
+ * one buffer and plan_write writes piece by piece, so the file's bytes are
+ * never copied into a second buffer of their own size. */
+typedef struct Encoded {
     Out sec[SEC_COUNT];
-    memset(sec, 0, sizeof sec);
-    Out *S = &sec[SEC_STRINGS];
+    unsigned char head[HEADER + (SEC_COUNT - 1) * 24];
+    size_t pad[SEC_COUNT];  /* zero bytes before section i */
+    size_t total;
+} Encoded;
+
+static void encode(const PlanIR *ir, Encoded *e)
+{
+    memset(e, 0, sizeof *e);
+    Out *sec = e->sec, *S = &sec[SEC_STRINGS];
     put_model(&sec[SEC_MODEL], S, &ir->model);
     put_config(&sec[SEC_CONFIG], S, &ir->cfg);
     put_partition(&sec[SEC_PARTITION], S, &ir->part);
@@ -846,29 +856,24 @@ void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
     put_program(&sec[SEC_TRAIN], &ir->sched.train);
     put_program(&sec[SEC_EVAL], &ir->sched.eval);
     put(S, "", 1); /* the section ends in a NUL, so every offset reads a terminated string */
-
-    Out file = {0};
-    size_t total = HEADER + (size_t)(SEC_COUNT - 1) * 24;
-    for (int i = 1; i < SEC_COUNT; i++)
-        total += sec[i].n + 8;
-    reserve(&file, total);
-    unsigned char zero[HEADER];
-    memset(zero, 0, sizeof zero);
-    put(&file, zero, HEADER);
+    Out table = {0};
     uint64_t offset = HEADER + (uint64_t)(SEC_COUNT - 1) * 24;
     for (int i = 1; i < SEC_COUNT; i++) {
-        offset = (offset + 7) & ~(uint64_t)7;
-        put_u32(&file, (uint32_t)i);
-        put_u32(&file, 0);
-        put_u64(&file, offset);
-        put_u64(&file, sec[i].n);
-        offset += sec[i].n;
+        uint64_t at = (offset + 7) & ~(uint64_t)7;
+        e->pad[i] = (size_t)(at - offset);
+        put_u32(&table, (uint32_t)i);
+        put_u32(&table, 0);
+        put_u64(&table, at);
+        put_u64(&table, sec[i].n);
+        offset = at + sec[i].n;
     }
+    e->total = (size_t)offset;
+    static const unsigned char zero[8];
+    uLong crc = crc32(0L, table.d, (uInt)table.n);
     for (int i = 1; i < SEC_COUNT; i++) {
-        while (file.n % 8)
-            put(&file, "", 1);
-        put(&file, sec[i].d ? sec[i].d : (unsigned char *)"", sec[i].n);
-        free(sec[i].d);
+        crc = crc32(crc, zero, (uInt)e->pad[i]);
+        for (size_t at = 0; at < sec[i].n; at += 1u << 30) /* uInt pieces */
+            crc = crc32(crc, sec[i].d + at, (uInt)(sec[i].n - at < (1u << 30) ? sec[i].n - at : 1u << 30));
     }
     Out h = {0};
     put(&h, "PIPEPLAN", 8);
@@ -876,24 +881,61 @@ void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
     put_u32(&h, 0x01020304u);
     put_u32(&h, SEC_COUNT - 1);
     put_u32(&h, HEADER);
-    put_u32(&h, (uint32_t)crc32(0L, file.d + HEADER, (uInt)(file.n - HEADER)));
+    put_u32(&h, (uint32_t)crc);
     put_u32(&h, 0);
-    put_u64(&h, file.n);
-    memcpy(file.d, h.d, HEADER);
+    put_u64(&h, e->total);
+    memcpy(e->head, h.d, HEADER);
+    memcpy(e->head + HEADER, table.d, table.n);
     free(h.d);
-    *data = file.d;
-    *len = file.n;
+    free(table.d);
+}
+
+static void encoded_free(Encoded *e)
+{
+    for (int i = 1; i < SEC_COUNT; i++)
+        free(e->sec[i].d);
+}
+
+void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
+{
+    Encoded e;
+    encode(ir, &e);
+    unsigned char *d = malloc(e.total ? e.total : 1);
+    if (!d) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    size_t at = sizeof e.head;
+    memcpy(d, e.head, at);
+    for (int i = 1; i < SEC_COUNT; i++) {
+        memset(d + at, 0, e.pad[i]);
+        at += e.pad[i];
+        if (e.sec[i].n)
+            memcpy(d + at, e.sec[i].d, e.sec[i].n);
+        at += e.sec[i].n;
+    }
+    encoded_free(&e);
+    *data = d;
+    *len = at;
 }
 
 
 int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
 {
-    unsigned char *d;
-    size_t n;
-    plan_encode(ir, &d, &n);
-    int rc = base_write_atomic(path, d, n, err, errsize);
-    free(d);
-    return rc;
+    Encoded e;
+    encode(ir, &e);
+    char *tmp = NULL;
+    int fd = base_atomic_begin(path, &tmp, err, errsize);
+    if (fd < 0) {
+        encoded_free(&e);
+        return -1;
+    }
+    static const unsigned char zero[8];
+    int ok = base_write_all(fd, e.head, sizeof e.head) == 0;
+    for (int i = 1; i < SEC_COUNT && ok; i++)
+        ok = base_write_all(fd, zero, e.pad[i]) == 0 && base_write_all(fd, e.sec[i].d, e.sec[i].n) == 0;
+    encoded_free(&e);
+    return base_atomic_finish(fd, tmp, path, ok, err, errsize);
 }
 
 int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_t errsize)
