@@ -49,6 +49,24 @@ int64_t plan_layer_state_bytes(const PlanLayer *L);
  * its output gradient; what a split schedule keeps for it either way. */
 int plan_layer_keeps_inner_grads(const PlanLayer *L);
 
+/* A residual block's sub-layer j, per sample: where its output and its
+ * saved state lie in the block's saved state (bytes; times B for a
+ * micro-batch), and where its output gradient lies among the block's inner
+ * gradients (floats; times B), or -1 for a sub-layer without weights. The
+ * block keeps its layers' outputs and states in order, body then shortcut. */
+typedef struct PlanSubLayout {
+    int64_t out_off, save_off, dkeep_off;
+} PlanSubLayout;
+/* Fills sub[nbody + nshort] (may be NULL) and *inner_floats (may be NULL:
+ * the block's inner gradients per sample); returns the block's saved bytes
+ * per sample. */
+int64_t plan_residual_layout(const PlanLayer *R, PlanSubLayout *sub, int64_t *inner_floats);
+/* Where in the kernel scratch a residual block's own arrays start (floats
+ * for B samples): behind the largest scratch of its layers; then its two
+ * ping-pong gradient arrays of B x its layers' largest tensor, then B x its
+ * inner gradients (the unsplit backward's). */
+int64_t plan_residual_scratch_at(const PlanLayer *R, int64_t B);
+
 /* Where one layer's arrays lie in its chunk's slot (byte offsets). */
 typedef struct PlanLayerLayout {
     int64_t in_elems, out_elems;  /* per sample */

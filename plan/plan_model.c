@@ -62,8 +62,31 @@ void plan_tensor_text(const PlanTensor *t, int with_dtype, char *buf, size_t siz
         snprintf(buf + n, size - n, "]");
 }
 
+void plan_layer_free_subs(PlanLayer *L)
+{
+    for (int j = 0; L->sub && j < L->nbody + L->nshort; j++)
+        plan_layer_free_subs(&L->sub[j]);
+    free(L->sub);
+    L->sub = NULL;
+}
+
+uint32_t plan_layer_key(const PlanLayer *L)
+{
+    return (uint32_t)L->index + ((uint32_t)L->sub_pos << 17);
+}
+
+void plan_sub_prefix(const PlanLayer *R, int j, char *buf, size_t size)
+{
+    if (j < R->nbody)
+        snprintf(buf, size, "body.%d.", j);
+    else
+        snprintf(buf, size, "shortcut.%d.", j - R->nbody);
+}
+
 void plan_model_free(PlanModel *m)
 {
+    for (int i = 0; m->layer && i < m->nlayers; i++)
+        plan_layer_free_subs(&m->layer[i]);
     free(m->layer);
     memset(m, 0, sizeof *m);
 }

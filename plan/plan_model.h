@@ -10,6 +10,7 @@
 #ifndef PIPE_PLAN_MODEL_H
 #define PIPE_PLAN_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "diag.h"
@@ -17,7 +18,9 @@
 #define PLAN_MAX_DIMS 4
 #define PLAN_MAX_IO 8              /* inputs, and targets, per model */
 #define PLAN_MAX_LAYERS 100000     /* after repeat expansion */
-#define PLAN_MAX_PARAM_TENSORS 12  /* per layer (transformer_block has 12) */
+#define PLAN_MAX_PARAM_TENSORS 24  /* per layer (transformer_block has 12; a residual block holds its
+                                    * sub-layers', up to 24) */
+#define PLAN_MAX_SUBLAYERS 64      /* statements in one residual block, body and shortcut together */
 #define PLAN_MAX_ELEMS ((int64_t)1 << 40)
 
 typedef enum PlanLayerKind {
@@ -93,6 +96,13 @@ typedef struct PlanLayer {
     PlanInit init;               /* how its parameters start */
     double init_std, init_std_resid; /* NORMAL, GPT2 */
     SrcLoc init_loc;             /* its own init = ..., or line 0 */
+    /* residual: its sub-layers, the body's nbody then the shortcut's
+     * nshort, each an ordinary layer (index = the block's, sub = its
+     * position + 1); the block's param[] lists theirs in that order, named
+     * body.j.NAME and shortcut.j.NAME */
+    struct PlanLayer *sub;
+    int nbody, nshort;
+    int sub_pos;                 /* inside a residual: 1 + its place among the block's sub-layers; else 0 */
 } PlanLayer;
 
 typedef struct PlanIO {
@@ -118,6 +128,15 @@ typedef struct PlanModel {
 } PlanModel;
 
 void plan_model_free(PlanModel *m);
+/* Frees one layer's sub-layers (a residual's), recursively. */
+void plan_layer_free_subs(PlanLayer *L);
+/* The key a layer's random streams use (dropout masks): its index, and for a
+ * residual's sub-layer also its place in the block (sub_pos << 17; layer
+ * indices stay below 2^17), so two dropouts of one block draw apart. */
+uint32_t plan_layer_key(const PlanLayer *L);
+/* The name of sub-layer j of a residual's params: "body.j." or
+ * "shortcut.(j - nbody).", into buf. */
+void plan_sub_prefix(const PlanLayer *R, int j, char *buf, size_t size);
 
 int64_t plan_tensor_elems(const PlanTensor *t);
 int64_t plan_dtype_size(PlanDtype d);

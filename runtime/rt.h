@@ -41,8 +41,14 @@ typedef struct RtLayerRt {
     int64_t ws_out, ws_save;      /* activation checkpointing: offsets in the chunk's workspace, or -1 */
     float *w, *b;                 /* parameters (a tied linear: the shared weight) */
     float *gw, *gb;
-    float *w2[12], *g2[12];       /* all tensors, in PlanLayer.param order (transformer) */
+    float *w2[PLAN_MAX_PARAM_TENSORS], *g2[PLAN_MAX_PARAM_TENSORS]; /* all tensors, in PlanLayer.param order */
     void *gpu_plan;               /* --device cuda: the layer's KcConvPlan (conv2d), else NULL */
+    /* a residual block: its sub-layers (L->nbody + L->nshort), whose
+     * out_off and save_off are byte offsets in the block's saved state for
+     * the micro-batch, dout_off the float offset of its kept output
+     * gradient among the block's inner gradients, or -1 (no weights); their
+     * w, b, w2... point into the block's tensors (rt_residual.c) */
+    struct RtLayerRt *sub;
 } RtLayerRt;
 
 typedef struct RtChunk {
@@ -173,6 +179,13 @@ struct RtLayerOps {
 };
 
 extern const RtLayerOps rt_cpu_layers[PLAN_L_COUNT];
+
+/* rt_residual.c: the residual block's row, shared by every backend's table
+ * (its sub-layers run through rt->layers) */
+void rt_residual_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+void rt_residual_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+void rt_residual_backward_weight(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+size_t rt_residual_prepare(RtCtx *rt, RtLayerRt *lr);
 
 void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 4, 5)));
 #define RT_CHECK(rt, cond, ...)                               \

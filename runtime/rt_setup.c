@@ -145,6 +145,23 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
         lr->in_elems = y->in_elems, lr->out_elems = y->out_elems;
         lr->out_off = y->out_off, lr->save_off = y->save_off, lr->save_bytes = y->save_bytes;
         lr->dout_off = y->dout_off, lr->ws_out = y->ws_out, lr->ws_save = y->ws_save;
+        if (lr->L->kind == PLAN_L_RESIDUAL) {
+            /* its sub-layers, where plan_memory.c lays them out */
+            const PlanLayer *R = lr->L;
+            int ns = R->nbody + R->nshort;
+            PlanSubLayout sub[PLAN_MAX_SUBLAYERS];
+            plan_residual_layout(R, sub, NULL);
+            lr->sub = rt_alloc(rt, ns * sizeof *lr->sub, "residual layers");
+            for (int j = 0; j < ns; j++) {
+                RtLayerRt *s = &lr->sub[j];
+                s->L = &R->sub[j];
+                s->in_elems = plan_tensor_elems(&s->L->in), s->out_elems = plan_tensor_elems(&s->L->out);
+                s->out_off = rt->B * sub[j].out_off, s->save_off = rt->B * sub[j].save_off;
+                s->save_bytes = rt->B * plan_layer_state_bytes(s->L);
+                s->dout_off = sub[j].dkeep_off;
+                s->ws_out = s->ws_save = -1;
+            }
+        }
     }
     if (l.work_elems > rt->work_elems)
         rt->work_elems = l.work_elems;
@@ -198,6 +215,23 @@ static void init_llama(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
         init_uniform(p, n, L, k, seed, L->param[k].dim[1]);
 }
 
+static void init_param(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed);
+
+/* a residual block's tensor k is tensor q of one of its layers: that
+ * layer's own init (its own init = ..., or the model's, or its kind's
+ * default), keyed by the block's index and the tensor's full name
+ * (body.j.weight), so two layers of a block never draw the same numbers */
+static void init_residual(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    int j = 0, q = k;
+    while (q >= L->sub[j].nparams)
+        q -= L->sub[j++].nparams;
+    PlanLayer T = L->sub[j];
+    T.index = L->index;
+    snprintf(T.param[q].name, sizeof T.param[q].name, "%s", L->param[k].name);
+    init_param(p, n, &T, q, seed);
+}
+
 /* no parameters */
 #define init_none NULL
 
@@ -220,6 +254,7 @@ static void init_llama(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
 #define INIT_TRANSFORMER_BLOCK init_linear
 #define INIT_RMSNORM init_llama
 #define INIT_LLAMA_BLOCK init_llama
+#define INIT_RESIDUAL init_residual
 
 static const RtInit layer_init[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = INIT_##id,
@@ -356,6 +391,18 @@ static void setup_params(RtCtx *rt)
                 lr->b = L->nparams > 1 ? lr->w2[1] : NULL; /* positions */
                 lr->gb = L->nparams > 1 ? lr->g2[1] : NULL;
             }
+            if (L->kind == PLAN_L_RESIDUAL) {
+                /* each sub-layer's tensors are the block's, in order */
+                int k = 0;
+                for (int j = 0; j < L->nbody + L->nshort; j++) {
+                    RtLayerRt *s = &lr->sub[j];
+                    const PlanLayer *S = s->L;
+                    for (int q = 0; q < S->nparams; q++, k++)
+                        s->w2[q] = lr->w2[k], s->g2[q] = lr->g2[k];
+                    s->w = S->nparams > 0 ? s->w2[0] : NULL, s->gw = S->nparams > 0 ? s->g2[0] : NULL;
+                    s->b = S->nparams > 1 ? s->w2[1] : NULL, s->gb = S->nparams > 1 ? s->g2[1] : NULL;
+                }
+            }
             (void)seen;
         }
     }
@@ -427,6 +474,8 @@ void rt_teardown(RtCtx *rt)
         rt->gpu->teardown(rt);
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
+        for (int i = 0; i <= ch->last - ch->first; i++)
+            free(ch->lay[i].sub);
         free(ch->lay), free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
     }
     free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote);
