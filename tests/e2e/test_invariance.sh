@@ -7,10 +7,12 @@
 # checkpointing, must give bit-identical losses for 10 steps (printed with
 # %.9g, so equal text is equal floats) and bit-identical saved weights
 # (every tensor of the final checkpoint, by name). data_parallel 2 x 2
-# stages must match data_parallel 1 within 1e-5. Three models: an MLP with a
+# stages must match data_parallel 1 within 1e-5. Four models: an MLP with a
 # cross-stage tie and dropout, a small GPT with a tied head, a padding mask
-# carried across stages and dropout inside its blocks, and a small LLaMA
-# (llama_block: grouped-query attention, RoPE, RMSNorm, a padding mask).
+# carried across stages and dropout inside its blocks, a small LLaMA
+# (llama_block: grouped-query attention, RoPE, RMSNorm, a padding mask), and
+# a small ResNet (residual blocks with and without a projection shortcut,
+# weights in both branches, dropout inside a block).
 #   test_invariance.sh PIPEC PIPERT SOURCE_DIR
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -112,4 +114,5 @@ timed() { # LABEL MODEL: the suite, and the seconds it took
 timed mlp "$SRC/tests/e2e/tied_mlp.pipe"
 timed gpt "$TMP/tied_gpt.pipe"
 timed llama "$TMP/llama_gqa.pipe"
+timed resnet "$SRC/tests/e2e/residual_cnn.pipe"
 e2e_end
