@@ -127,6 +127,10 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
     same llama_gqa-ac2 1 "$TMP/llama_gqa.pipe" -D activation_checkpoint=2
     same cnn 2 "$TMP/cnn.pipe"
     same reg 1 "$TMP/reg.pipe"
+    # residual blocks: their layers through the CUDA table, their additions
+    # through the backend's add; split (zb-h1) and recomputed (ac) too
+    same resnet-zbh1 2 "$SRC/tests/e2e/residual_cnn.pipe" -D stages=2 -D schedule=zb-h1
+    same resnet-ac1 1 "$SRC/tests/e2e/residual_cnn.pipe" -D activation_checkpoint=1
     # checkpoints: the weights written from the device are the CPU's, and a
     # resumed run continues as the CPU's does
     "$PIPEC" "$SRC/examples/mlp.pipe" -D "optimizer=adam(lr = 0.01)" -o "$TMP/ck.bin" || exit 2
