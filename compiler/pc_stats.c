@@ -128,6 +128,16 @@ void pc_stats_text(FILE *out, const PlanIR *f)
         if (L->tie >= 0)
             fprintf(out, "  (weight tied to layer %d)", L->tie);
         fputc('\n', out);
+        /* a residual block's layers, indented under it */
+        for (int j = 0; j < L->nbody + L->nshort; j++) {
+            const PlanLayer *S = &L->sub[j];
+            char what[64];
+            snprintf(what, sizeof what, "        %s.%d %s", j < L->nbody ? "body" : "shortcut",
+                     j < L->nbody ? j : j - L->nbody, plan_layer_names[S->kind]);
+            plan_tensor_text(&S->out, 0, sh, sizeof sh);
+            fprintf(out, "%-26s %-20s %14s %16s %12s\n", what, sh, base_commas(S->params, a, sizeof a),
+                    base_commas(S->flops, b, sizeof b), base_commas(S->act_bytes, d, sizeof d));
+        }
     }
     fprintf(out, "\n%6s  %-18s %14s %16s  %s\n", "stage", "layers", "params held", "flops/sample",
             "sends per micro-batch");
@@ -264,7 +274,23 @@ void pc_stats_json(FILE *out, const PlanIR *f)
                 fprintf(out, "%s%" PRId64, q ? ", " : "", p->dim[q]);
             fprintf(out, "]}");
         }
-        fprintf(out, "]}%s\n", i + 1 < m->nlayers ? "," : "");
+        fprintf(out, "]");
+        /* a residual block's layers: "body" and "shortcut", each layer's
+         * type, shapes and figures (its tensors are the block's, above) */
+        for (int part = 0; part < 2 && L->kind == PLAN_L_RESIDUAL; part++) {
+            int j0 = part ? L->nbody : 0, j1 = part ? L->nbody + L->nshort : L->nbody;
+            fprintf(out, ", \"%s\": [", part ? "shortcut" : "body");
+            for (int j = j0; j < j1; j++) {
+                const PlanLayer *S = &L->sub[j];
+                fprintf(out, "%s{\"type\": \"%s\", \"input_shape\": ", j > j0 ? ", " : "", plan_layer_names[S->kind]);
+                jshape(out, &S->in);
+                fprintf(out, ", \"output_shape\": ");
+                jshape(out, &S->out);
+                fprintf(out, ", \"params\": %" PRId64 ", \"flops\": %" PRId64 "}", S->params, S->flops);
+            }
+            fprintf(out, "]");
+        }
+        fprintf(out, "}%s\n", i + 1 < m->nlayers ? "," : "");
     }
     fprintf(out, "  ],\n  \"parts\": [\n");
     for (int k = 0; k < pt->nparts; k++) {
