@@ -41,12 +41,14 @@
 
 /* Bytes a layer keeps for its backward per sample beyond its output: the
  * maxpool's argmax positions, the layernorm's mean and rstd, the rmsnorm's
- * rstd, everything inside a transformer or llama block. The one answer for
- * planner and runtime. */
+ * rstd, everything inside a transformer or llama block, a residual block's
+ * layers' outputs and states. The one answer for planner and runtime. */
 int64_t plan_layer_state_bytes(const PlanLayer *L);
 /* Whether a layer's weight half reads the inner gradients its input half
- * wrote (a transformer or llama block: those of its linears and norms), not
- * its output gradient; what a split schedule keeps for it either way. */
+ * wrote (a transformer or llama block: those of its linears and norms; a
+ * residual block with weights: the output gradients of its layers with
+ * weights), not its output gradient; what a split schedule keeps for it
+ * either way. */
 int plan_layer_keeps_inner_grads(const PlanLayer *L);
 
 /* A residual block's sub-layer j, per sample: where its output and its

@@ -155,7 +155,7 @@ typedef struct RtLayerIO {
     const float *mask;   /* transformer_block, llama_block: the padding mask, or NULL */
     const float *dout;   /* backward: the gradient of its output */
     float *din;          /* backward_input: where the input gradient goes */
-    float *dsaved;       /* transformer_block, llama_block backward: its inner output gradients */
+    float *dsaved;       /* transformer_block, llama_block, residual backward: its inner output gradients */
     int64_t mb;          /* the micro-batch (dropout's keys) */
 } RtLayerIO;
 
