@@ -143,18 +143,20 @@ int plan_layer_keeps_inner_grads(const PlanLayer *L)
 
 int64_t plan_residual_layout(const PlanLayer *R, PlanSubLayout *sub, int64_t *inner_floats)
 {
+    /* every array starts 64 bytes apart per sample, so 64-byte aligned for
+     * any micro-batch (the block's own arrays are) */
     int64_t at = 0, inner = 0;
     for (int j = 0; j < R->nbody + R->nshort; j++) {
         const PlanLayer *S = &R->sub[j];
         PlanSubLayout y;
         y.out_off = at;
-        at += plan_tensor_elems(&S->out) * 4;
+        at = align64(at + plan_tensor_elems(&S->out) * 4);
         y.save_off = at;
-        at += plan_layer_state_bytes(S);
+        at = align64(at + plan_layer_state_bytes(S));
         y.dkeep_off = -1;
         if (S->nparams > 0) {
             y.dkeep_off = inner;
-            inner += plan_tensor_elems(&S->out);
+            inner += (plan_tensor_elems(&S->out) + 15) & ~(int64_t)15;
         }
         if (sub)
             sub[j] = y;
@@ -201,18 +203,23 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
         /* its layers' scratch (one at a time), then two ping-pong arrays
          * for the gradients between its layers, then room for an unsplit
          * backward's inner gradients (runtime/rt_residual.c) */
-        int64_t big = 0, inner = 0;
-        for (int j = 0; j < L->nbody + L->nshort; j++) {
-            const PlanLayer *S = &L->sub[j];
-            int64_t in = plan_tensor_elems(&S->in), out = plan_tensor_elems(&S->out);
-            big = in > big ? in : big;
-            big = out > big ? out : big;
-        }
+        int64_t inner = 0;
         plan_residual_layout(L, NULL, &inner);
-        return plan_residual_scratch_at(L, B) + 2 * B * big + B * inner;
+        return plan_residual_scratch_at(L, B) + 2 * B * plan_residual_pingpong(L) + B * inner;
     }
     default: return 0;
     }
+}
+
+int64_t plan_residual_pingpong(const PlanLayer *R)
+{
+    int64_t big = 0;
+    for (int j = 0; j < R->nbody + R->nshort; j++) {
+        int64_t in = plan_tensor_elems(&R->sub[j].in), out = plan_tensor_elems(&R->sub[j].out);
+        big = in > big ? in : big;
+        big = out > big ? out : big;
+    }
+    return (big + 15) & ~(int64_t)15;
 }
 
 int64_t plan_residual_scratch_at(const PlanLayer *R, int64_t B)

@@ -55,7 +55,8 @@ int plan_layer_keeps_inner_grads(const PlanLayer *L);
  * saved state lie in the block's saved state (bytes; times B for a
  * micro-batch), and where its output gradient lies among the block's inner
  * gradients (floats; times B), or -1 for a sub-layer without weights. The
- * block keeps its layers' outputs and states in order, body then shortcut. */
+ * block keeps its layers' outputs and states in order, body then shortcut,
+ * each rounded up to 64 bytes per sample (so 64-byte aligned for any B). */
 typedef struct PlanSubLayout {
     int64_t out_off, save_off, dkeep_off;
 } PlanSubLayout;
@@ -68,6 +69,10 @@ int64_t plan_residual_layout(const PlanLayer *R, PlanSubLayout *sub, int64_t *in
  * ping-pong gradient arrays of B x its layers' largest tensor, then B x its
  * inner gradients (the unsplit backward's). */
 int64_t plan_residual_scratch_at(const PlanLayer *R, int64_t B);
+/* Floats per sample of each of those ping-pong arrays: the largest input or
+ * output of the block's layers, rounded up to 16 floats (64 bytes), as
+ * every array of the block's is. */
+int64_t plan_residual_pingpong(const PlanLayer *R);
 
 /* Where one layer's arrays lie in its chunk's slot (byte offsets). */
 typedef struct PlanLayerLayout {

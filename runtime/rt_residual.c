@@ -58,25 +58,14 @@ static RtLayerIO sub_io(const RtLayerRt *lr, const RtLayerIO *io, int j)
     return x;
 }
 
-/* floats of the largest tensor among the sub-layers', per sample */
-static int64_t largest(const RtLayerRt *lr)
-{
-    int64_t big = 0;
-    for (int j = 0; j < lr->L->nbody + lr->L->nshort; j++) {
-        big = lr->sub[j].in_elems > big ? lr->sub[j].in_elems : big;
-        big = lr->sub[j].out_elems > big ? lr->sub[j].out_elems : big;
-    }
-    return big;
-}
-
 static float *pingpong(RtCtx *rt, const RtLayerRt *lr, int k)
 {
-    return rt->scratch + plan_residual_scratch_at(lr->L, rt->B) + k * rt->B * largest(lr);
+    return rt->scratch + plan_residual_scratch_at(lr->L, rt->B) + k * rt->B * plan_residual_pingpong(lr->L);
 }
 
 static float *inner_grads(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)
 {
-    return io->dsaved ? io->dsaved : rt->scratch + plan_residual_scratch_at(lr->L, rt->B) + 2 * rt->B * largest(lr);
+    return io->dsaved ? io->dsaved : pingpong(rt, lr, 2);
 }
 
 void rt_residual_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io)

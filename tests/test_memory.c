@@ -119,6 +119,19 @@ START_TEST(residual_layout)
     ck_assert_int_ge(l.scratch_elems, plan_residual_scratch_at(R, 4) + 2 * 4 * 32 + 4 * inner);
     plan_chunk_layout_free(&l);
     t_free(t);
+    /* odd sizes: every array 64 bytes apart per sample, so aligned for any
+     * micro-batch on a device */
+    t = t_layers("float32[3]", "  residual { linear(5); relu; linear(3) }", "int32[]");
+    ck_ok(t);
+    R = &t->f.model.layer[0];
+    ck_assert_int_eq(plan_residual_layout(R, sub, &inner), 3 * 64);
+    ck_assert_int_eq(sub[1].out_off, 64);
+    ck_assert_int_eq(sub[2].out_off, 128);
+    ck_assert_int_eq(sub[2].save_off, 192);
+    ck_assert_int_eq(sub[2].dkeep_off, 16);
+    ck_assert_int_eq(inner, 32);
+    ck_assert_int_eq(plan_residual_pingpong(R), 16);
+    t_free(t);
 }
 END_TEST
 
