@@ -43,7 +43,7 @@ example() {
 # Every example must be covered below: a new one fails here until it is.
 for f in "$SRC"/examples/*.pipe; do
     case $(basename "$f") in
-        mlp.pipe | alexnet.pipe | fashion_mnist.pipe | gpt_tiny.pipe | llama_tiny.pipe) ;;
+        mlp.pipe | alexnet.pipe | fashion_mnist.pipe | gpt_tiny.pipe | llama_tiny.pipe | resnet_cifar.pipe) ;;
         *) echo "no data for this example: add it to test_examples.sh" >"$TMP/out"
            not_ok "$(basename "$f"): covered by this test" ;;
     esac
@@ -67,6 +67,8 @@ for i in range(32):
 open(sys.argv[1], "wb").write(rec)
 PY
 example alexnet "$SRC/examples/alexnet.pipe" -D micro_batches=2 -D micro_batch_size=2 -- --data "$TMP/cifar"
+# resnet_cifar (residual blocks): the same batch, at 32x32, under its zb-h1
+example resnet_cifar "$SRC/examples/resnet_cifar.pipe" -D micro_batches=2 -D micro_batch_size=2 -- --data "$TMP/cifar"
 
 # fashion_mnist: Debian's dataset when installed, else synthetic; a small
 # synthetic evaluation set either way.
