@@ -92,7 +92,7 @@ static int64_t count_layers(const AstStmt *s)
 {
     int64_t n = 0;
     for (; s; s = s->next) {
-        if (s->kind == AST_LAYER)
+        if (s->kind == AST_LAYER || s->kind == AST_GROUP)
             n++;
         else if (s->kind == AST_REPEAT && s->count && s->count->kind == AST_INT && s->count->i > 0) {
             int64_t body = count_layers(s->body);
@@ -109,7 +109,7 @@ static int64_t count_layers(const AstStmt *s)
 static int expand(Builder *b, const AstStmt *s, int depth)
 {
     for (; s; s = s->next) {
-        if (s->kind == AST_LAYER) {
+        if (s->kind == AST_LAYER || s->kind == AST_GROUP) { /* a residual block is one layer */
             if (b->n == b->cap) {
                 b->cap = b->cap ? 2 * b->cap : 64;
                 b->stmt = realloc(b->stmt, b->cap * sizeof *b->stmt);
@@ -127,11 +127,49 @@ static int expand(Builder *b, const AstStmt *s, int depth)
     return 0;
 }
 
+/* What may stand inside a residual block's body or shortcut: layers, not
+ * another block, repeat, declarations, the loss or settings. */
+static int check_group_body(DiagList *dl, const AstStmt *s, const char *part)
+{
+    int errors = 0;
+    for (; s; s = s->next) {
+        switch (s->kind) {
+        case AST_LAYER: continue;
+        case AST_GROUP:
+            diag_error(dl, s->loc, "a '%s' block cannot stand inside a residual block's %s (residual blocks do not nest)",
+                       s->name, part);
+            break;
+        case AST_REPEAT:
+            diag_error(dl, s->loc, "'repeat' cannot stand inside a residual block's %s: write its layers out, or "
+                                   "repeat the whole residual block", part);
+            break;
+        case AST_INPUT:
+        case AST_TARGET:
+        case AST_LOSS:
+        case AST_ASSIGN:
+            diag_error(dl, s->loc, "'%s' cannot stand inside a residual block's %s",
+                       s->kind == AST_INPUT    ? "input"
+                       : s->kind == AST_TARGET ? "target"
+                       : s->kind == AST_LOSS   ? "loss"
+                                               : s->name, part);
+            break;
+        }
+        errors++;
+    }
+    return errors;
+}
+
 /* Checks repeat counts and where input/target/loss statements may stand. */
 static int check_structure(DiagList *dl, const AstStmt *s, int depth)
 {
     int errors = 0;
     for (; s; s = s->next) {
+        if (s->kind == AST_GROUP) {
+            errors += check_group_body(dl, s->body, "body");
+            if (s->name2)
+                errors += check_group_body(dl, s->body2, "shortcut");
+            continue;
+        }
         if (depth > 0 && (s->kind == AST_INPUT || s->kind == AST_TARGET || s->kind == AST_LOSS || s->kind == AST_ASSIGN)) {
             diag_error(dl, s->loc, "'%s' cannot stand inside repeat",
                        s->kind == AST_INPUT    ? "input"
@@ -223,27 +261,63 @@ static int positive_eps(DiagList *dl, const PcArg *a, const char *what, double *
     return 0;
 }
 
-/* Binds one layer's arguments and checks the ranges that need no shapes. */
-static int bind_layer(Builder *b, int idx)
+static int is_bad(const Builder *b, const AstStmt *s)
+{
+    for (int k = 0; k < b->nbad; k++)
+        if (b->bad[k] == s)
+            return 1;
+    return 0;
+}
+
+static void mark_bad(Builder *b, const AstStmt *s)
+{
+    if (b->nbad == b->capbad) {
+        b->capbad = b->capbad ? 2 * b->capbad : 16;
+        b->bad = realloc(b->bad, b->capbad * sizeof *b->bad);
+        if (!b->bad) {
+            fputs("pipe: out of memory\n", stderr);
+            exit(2);
+        }
+    }
+    b->bad[b->nbad++] = s;
+}
+
+/* Binds one layer's arguments (statement s, layer idx; sub_pos > 0: the
+ * sub-layer at that place, from 1, of residual block idx) and checks the
+ * ranges that need no shapes. */
+static int bind_one(Builder *b, const AstStmt *s, PlanLayer *L, int idx, int sub_pos)
 {
     DiagList *dl = b->dl;
-    const AstStmt *s = b->stmt[idx];
-    PlanLayer *L = &b->m->layer[idx];
     memset(L, 0, sizeof *L);
     L->index = idx;
+    L->sub_pos = sub_pos;
     L->loc = s->loc;
     L->label = s->label;
     L->tie = -1;
     L->mask = -1;
-    for (int k = 0; k < b->nbad; k++)
-        if (b->bad[k] == s)
-            return -1;
+    if (is_bad(b, s))
+        return -1;
     int kind = -1;
     for (int k = 0; k < PLAN_L_COUNT; k++)
         if (strcmp(plan_layer_names[k], s->name) == 0)
             kind = k;
     int rc = 0;
-    if (kind < 0) {
+    if (kind == PLAN_L_RESIDUAL) {
+        if (sub_pos)
+            diag_error(dl, s->loc, "a 'residual' block cannot stand inside a residual block (residual blocks do not nest)");
+        else
+            diag_error(dl, s->loc, "'residual' is a block: write residual { LAYERS }, or residual { LAYERS } shortcut "
+                                   "{ LAYERS }");
+        rc = -1;
+    } else if (sub_pos && (kind == PLAN_L_EMBEDDING || kind == PLAN_L_TRANSFORMER_BLOCK || kind == PLAN_L_LLAMA_BLOCK)) {
+        diag_error(dl, s->loc, "'%s' cannot stand inside a residual block (a block's layers take and give float32 "
+                               "tensors and are not blocks themselves)", s->name);
+        rc = -1;
+    } else if (sub_pos && s->label) {
+        diag_error(dl, s->label_loc, "a layer inside a residual block cannot have a label ('as %s'): nothing may tie "
+                                     "to it", s->label);
+        rc = -1;
+    } else if (kind < 0) {
         const char *near = diag_nearest(s->name, plan_layer_names);
         int is_loss = 0;
         for (int k = 0; k < PLAN_LOSS_COUNT; k++)
@@ -441,27 +515,100 @@ static int bind_layer(Builder *b, int idx)
             case PLAN_L_TANH:
             case PLAN_L_SIGMOID:
             case PLAN_L_FLATTEN:
+            case PLAN_L_RESIDUAL: /* refused above */
             case PLAN_L_COUNT:
                 break;
             }
             if (L->kind == PLAN_L_LINEAR && pc_arg(&a, "tie")->set) {
+                if (sub_pos) {
+                    diag_error(dl, pc_arg(&a, "tie")->loc, "tie cannot be used inside a residual block: tie a linear "
+                                                           "outside it");
+                    rc = -1;
+                }
                 L->tie_label = pc_arg(&a, "tie")->s; /* resolved once all labels are known */
                 L->tie_loc = pc_arg(&a, "tie")->loc;
             }
         }
     }
-    if (rc) {
-        if (b->nbad == b->capbad) {
-            b->capbad = b->capbad ? 2 * b->capbad : 16;
-            b->bad = realloc(b->bad, b->capbad * sizeof *b->bad);
-            if (!b->bad) {
-                fputs("pipe: out of memory\n", stderr);
-                exit(2);
-            }
-        }
-        b->bad[b->nbad++] = s;
-    }
+    if (rc)
+        mark_bad(b, s);
     return rc ? -1 : 0;
+}
+
+/* A residual block (statement s, a group): its body's and shortcut's
+ * statements become its sub-layers (check_structure let only layers in). */
+static int bind_residual(Builder *b, const AstStmt *s, PlanLayer *L, int idx)
+{
+    DiagList *dl = b->dl;
+    memset(L, 0, sizeof *L);
+    L->index = idx;
+    L->loc = s->loc;
+    L->tie = -1;
+    L->mask = -1;
+    L->kind = PLAN_L_RESIDUAL;
+    if (is_bad(b, s))
+        return -1;
+    int rc = 0;
+    if (strcmp(s->name, "residual") != 0) {
+        static const char *const blocks[] = {"residual", NULL};
+        if (strcmp(s->name, "shortcut") == 0)
+            diag_error(dl, s->loc, "'shortcut { ... }' must follow a residual block: residual { LAYERS } shortcut "
+                                   "{ LAYERS }");
+        else if (diag_nearest(s->name, blocks))
+            diag_error(dl, s->loc, "unknown block '%s'; did you mean 'residual'?", s->name);
+        else
+            diag_error(dl, s->loc, "unknown block '%s' (a model takes residual { LAYERS } [shortcut { LAYERS }])",
+                       s->name);
+        mark_bad(b, s);
+        return -1;
+    }
+    if (s->name2 && strcmp(s->name2, "shortcut") != 0) {
+        diag_error(dl, s->name2_loc, "a residual block is followed by 'shortcut { LAYERS }', not '%s { ... }'", s->name2);
+        rc = -1;
+    }
+    int nb = 0, ns = 0;
+    for (const AstStmt *t = s->body; t; t = t->next)
+        nb++;
+    for (const AstStmt *t = s->name2 ? s->body2 : NULL; t; t = t->next)
+        ns++;
+    if (nb == 0) {
+        diag_error(dl, s->loc, "a residual block needs at least one layer in its body");
+        rc = -1;
+    }
+    if (s->name2 && ns == 0) {
+        diag_error(dl, s->name2_loc, "a shortcut needs at least one layer (without one, the block adds its input)");
+        rc = -1;
+    }
+    if (nb + ns > PLAN_MAX_SUBLAYERS) {
+        diag_error(dl, s->loc, "a residual block holds at most %d layers, body and shortcut together, not %d",
+                   PLAN_MAX_SUBLAYERS, nb + ns);
+        rc = -1;
+    }
+    if (rc) {
+        mark_bad(b, s);
+        return -1;
+    }
+    L->nbody = nb, L->nshort = ns;
+    L->sub = calloc(nb + ns, sizeof *L->sub);
+    if (!L->sub) {
+        fputs("pipe: out of memory\n", stderr);
+        exit(2);
+    }
+    int j = 0;
+    for (const AstStmt *t = s->body; t; t = t->next, j++)
+        rc |= bind_one(b, t, &L->sub[j], idx, j + 1);
+    for (const AstStmt *t = s->name2 ? s->body2 : NULL; t; t = t->next, j++)
+        rc |= bind_one(b, t, &L->sub[j], idx, j + 1);
+    return rc ? -1 : 0;
+}
+
+static int bind_layer(Builder *b, int idx)
+{
+    const AstStmt *s = b->stmt[idx];
+    PlanLayer *L = &b->m->layer[idx];
+    if (s->kind == AST_GROUP)
+        return bind_residual(b, s, L, idx);
+    return bind_one(b, s, L, idx, 0);
 }
 
 /* ---- shapes ---------------------------------------------------------- */
@@ -560,6 +707,8 @@ static int check_mask(DiagList *dl, const PlanModel *m, PlanLayer *L, int64_t t)
                   plan_layer_names[L->kind], mk->name, (long long)t, mt);
     return 0;
 }
+
+static int infer_residual(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in);
 
 static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
 {
@@ -779,14 +928,88 @@ static int infer(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
         L->out.dim[L->axis_b] = in->dim[L->axis_a];
         break;
     }
+    case PLAN_L_RESIDUAL:
+        if (infer_residual(dl, m, L, in) != 0)
+            return -1;
+        break;
     case PLAN_L_COUNT:
         break;
     }
-    plan_layer_buffers(L);
+    if (plan_layer_buffers(L) != 0)
+        SHAPE_ERR("layer %d (residual): its layers hold more than %d buffers (batchnorm2d has 3); split it into two "
+                  "blocks", L->index, PLAN_MAX_BUFFERS);
     if (!sane(&L->out))
         SHAPE_ERR("layer %d (%s): output shape is too large or empty", L->index, name);
     L->held = L->params;
     L->act_bytes = plan_tensor_elems(&L->out) * plan_dtype_size(L->out.dtype);
+    return 0;
+}
+
+static int same_shape(const PlanTensor *a, const PlanTensor *b)
+{
+    if (a->dtype != b->dtype || a->ndim != b->ndim)
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->dim[i] != b->dim[i])
+            return 0;
+    return 1;
+}
+
+/* A residual block: its body's shapes from its input, the shortcut's too;
+ * the body's output must be shaped as the input (or the shortcut's
+ * output), which the block adds to it. Its parameters are its sub-layers',
+ * in order, named body.j.NAME and shortcut.j.NAME (j counting every
+ * statement of the body, or of the shortcut, from 0). */
+static int infer_residual(DiagList *dl, PlanModel *m, PlanLayer *L, const PlanTensor *in)
+{
+    const PlanTensor *cur = in;
+    int64_t flops = 0;
+    for (int j = 0; j < L->nbody; j++) {
+        if (infer(dl, m, &L->sub[j], cur) != 0)
+            return -1;
+        cur = &L->sub[j].out;
+        flops += L->sub[j].flops;
+    }
+    const PlanTensor *body = cur, *want = in;
+    if (L->nshort > 0) {
+        cur = in;
+        for (int j = L->nbody; j < L->nbody + L->nshort; j++) {
+            if (infer(dl, m, &L->sub[j], cur) != 0)
+                return -1;
+            cur = &L->sub[j].out;
+            flops += L->sub[j].flops;
+        }
+        want = cur;
+    }
+    if (!same_shape(body, want)) {
+        char bt[96], wt[96];
+        plan_tensor_text(body, 0, bt, sizeof bt);
+        plan_tensor_text(want, 0, wt, sizeof wt);
+        const PlanLayer *last = &L->sub[L->nbody - 1];
+        if (L->nshort > 0)
+            SHAPE_ERR("layer %d (residual): the body's output %s (body.%d, line %d) must have the shape of the "
+                      "shortcut's output %s, to be added to it",
+                      L->index, bt, L->nbody - 1, last->loc.line, wt);
+        SHAPE_ERR("layer %d (residual): the body's output %s (body.%d, line %d) must have the shape of the block's "
+                  "input %s, to be added to it; a shortcut { ... } can bring the input to the body's shape",
+                  L->index, bt, L->nbody - 1, last->loc.line, wt);
+    }
+    L->out = *body;
+    for (int j = 0; j < L->nbody + L->nshort; j++) {
+        const PlanLayer *S = &L->sub[j];
+        char prefix[24];
+        plan_sub_prefix(L, j, prefix, sizeof prefix);
+        for (int k = 0; k < S->nparams; k++) {
+            const PlanParam *q = &S->param[k];
+            char name[64];
+            snprintf(name, sizeof name, "%s%s", prefix, q->name);
+            if (L->nparams == PLAN_MAX_PARAM_TENSORS || strlen(name) >= sizeof L->param[0].name)
+                SHAPE_ERR("layer %d (residual): its layers hold more than %d parameter tensors; split it into two "
+                          "blocks", L->index, PLAN_MAX_PARAM_TENSORS);
+            PARAM(L, name, q->ndim, q->dim[0], q->dim[1], q->dim[2], q->dim[3]);
+        }
+    }
+    L->flops = fl((double)flops + (double)plan_tensor_elems(&L->out)); /* and the addition */
     return 0;
 }
 
@@ -939,15 +1162,28 @@ static int apply_init(DiagList *dl, PlanModel *m, PlanInit init, double std, Src
         blocks += m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK || m->layer[i].kind == PLAN_L_LLAMA_BLOCK;
     for (int i = 0; i < m->nlayers; i++) {
         PlanLayer *L = &m->layer[i];
-        int weights = L->nparams > 0 || L->tie >= 0;
-        if (L->init != PLAN_INIT_DEFAULT && !weights) {
-            diag_error(dl, L->init_loc, "layer %d (%s) has no weights to initialise", i, plan_layer_names[L->kind]);
-            return -1;
+        /* a residual block's layers each take their own init, or the
+         * model's; the block itself keeps the default (rt_setup.c's
+         * init_residual asks its layers) */
+        int n = L->kind == PLAN_L_RESIDUAL ? L->nbody + L->nshort : 1;
+        for (int j = 0; j < n; j++) {
+            PlanLayer *S = L->kind == PLAN_L_RESIDUAL ? &L->sub[j] : L;
+            int weights = S->nparams > 0 || S->tie >= 0;
+            if (S->init != PLAN_INIT_DEFAULT && !weights) {
+                if (S->sub_pos)
+                    diag_error(dl, S->init_loc, "layer %d (residual): its %s%d (%s) has no weights to initialise", i,
+                               j < L->nbody ? "body." : "shortcut.", j < L->nbody ? j : j - L->nbody,
+                               plan_layer_names[S->kind]);
+                else
+                    diag_error(dl, S->init_loc, "layer %d (%s) has no weights to initialise", i,
+                               plan_layer_names[S->kind]);
+                return -1;
+            }
+            if (S->init == PLAN_INIT_DEFAULT && S->init_loc.line == 0 && weights && init != PLAN_INIT_DEFAULT)
+                S->init = init, S->init_std = std;
+            if (S->init == PLAN_INIT_GPT2)
+                S->init_std_resid = std / sqrt(2.0 * (blocks > 0 ? blocks : 1));
         }
-        if (L->init == PLAN_INIT_DEFAULT && L->init_loc.line == 0 && weights && init != PLAN_INIT_DEFAULT)
-            L->init = init, L->init_std = std;
-        if (L->init == PLAN_INIT_GPT2)
-            L->init_std_resid = std / sqrt(2.0 * (blocks > 0 ? blocks : 1));
     }
     (void)at;
     return 0;

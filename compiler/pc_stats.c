@@ -129,6 +129,18 @@ void pc_stats_text(FILE *out, const PlanIR *f)
         if (L->tie >= 0)
             fprintf(out, "  (weight tied to layer %d)", L->tie);
         fputc('\n', out);
+        /* a residual block's layers, indented under it */
+        for (int j = 0; j < L->nbody + L->nshort; j++) {
+            const PlanLayer *S = &L->sub[j];
+            char what[64];
+            snprintf(what, sizeof what, "        %s.%d %s", j < L->nbody ? "body" : "shortcut",
+                     j < L->nbody ? j : j - L->nbody, plan_layer_names[S->kind]);
+            plan_tensor_text(&S->out, 0, sh, sizeof sh);
+            /* a long name takes from the shape's column, so the figures stay aligned */
+            int over = (int)strlen(what) > 26 ? (int)strlen(what) - 26 : 0;
+            fprintf(out, "%-26s %-*s %14s %16s %12s\n", what, over < 20 ? 20 - over : 0, sh, base_commas(S->params, a, sizeof a),
+                    base_commas(S->flops, b, sizeof b), base_commas(S->act_bytes, d, sizeof d));
+        }
     }
     fprintf(out, "\n%6s  %-18s %14s %16s  %s\n", "stage", "layers", "params held", "flops/sample",
             "sends per micro-batch");
@@ -274,6 +286,21 @@ void pc_stats_json(FILE *out, const PlanIR *f)
                 for (int q = 0; q < p->ndim; q++)
                     fprintf(out, "%s%" PRId64, q ? ", " : "", p->dim[q]);
                 fprintf(out, "], \"dtype\": \"%s\"}", p->i64 ? "int64" : "float32");
+            }
+            fprintf(out, "]");
+        }
+        /* a residual block's layers: "body" and "shortcut", each layer's
+         * type, shapes and figures (its tensors are the block's, above) */
+        for (int part = 0; part < 2 && L->kind == PLAN_L_RESIDUAL; part++) {
+            int j0 = part ? L->nbody : 0, j1 = part ? L->nbody + L->nshort : L->nbody;
+            fprintf(out, ", \"%s\": [", part ? "shortcut" : "body");
+            for (int j = j0; j < j1; j++) {
+                const PlanLayer *S = &L->sub[j];
+                fprintf(out, "%s{\"type\": \"%s\", \"input_shape\": ", j > j0 ? ", " : "", plan_layer_names[S->kind]);
+                jshape(out, &S->in);
+                fprintf(out, ", \"output_shape\": ");
+                jshape(out, &S->out);
+                fprintf(out, ", \"params\": %" PRId64 ", \"flops\": %" PRId64 "}", S->params, S->flops);
             }
             fprintf(out, "]");
         }

@@ -6,6 +6,7 @@
  *
  *   file      := block*                       (model NAME { ... }, pipeline { ... }, train { ... })
  *   model     := input | target | layer [as LABEL] | repeat N { model } | loss NAME
+ *              | NAME { model } [NAME { model }]   (a block: residual { ... } shortcut { ... })
  *              | KEY = value (a model-wide setting: init = gpt2(std = 0.02))
  *   pipeline,
  *   train     := KEY = value
@@ -64,7 +65,9 @@ typedef enum AstStmtKind {
     AST_LAYER,   /* NAME or NAME(args), optionally `as LABEL` */
     AST_REPEAT,  /* repeat N { ... } */
     AST_LOSS,    /* loss NAME */
-    AST_ASSIGN   /* KEY = value (pipeline and train blocks; init in the model block) */
+    AST_ASSIGN,  /* KEY = value (pipeline and train blocks; init in the model block) */
+    AST_GROUP    /* NAME { ... }, optionally followed by NAME2 { ... } on the same line or
+                  * the next ones: residual { ... } shortcut { ... } (compiler/ checks the names) */
 } AstStmtKind;
 
 typedef struct AstStmt {
@@ -80,7 +83,10 @@ typedef struct AstStmt {
     const char *label;     /* AST_LAYER: `as LABEL`, or NULL */
     SrcLoc label_loc;
     AstValue *count;       /* AST_REPEAT */
-    struct AstStmt *body;  /* AST_REPEAT */
+    struct AstStmt *body;  /* AST_REPEAT, AST_GROUP */
+    const char *name2;     /* AST_GROUP: the second block's name (shortcut), or NULL */
+    SrcLoc name2_loc;
+    struct AstStmt *body2; /* AST_GROUP: the second block's statements */
     AstValue *value;       /* AST_ASSIGN */
     struct AstStmt *next;
 } AstStmt;

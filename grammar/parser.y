@@ -158,7 +158,17 @@ model_body
 
 model_stmts
     : model_stmt                  { $$.head = $$.tail = $1; }
-    | model_stmts seps model_stmt { $1.tail->next = $3; $1.tail = $3; $$ = $1; }
+    | model_stmts seps model_stmt {
+          /* a block on the lines after a block joins it as its second part
+           * (residual { ... } then shortcut { ... } on the next line) */
+          AstStmt *t = $1.tail;
+          if ($3->kind == AST_GROUP && t->kind == AST_GROUP && !t->name2 && !$3->name2 &&
+              strcmp($3->name, "shortcut") == 0) {
+              t->name2 = $3->name; t->name2_loc = $3->loc; t->body2 = $3->body; $$ = $1;
+          } else {
+              $1.tail->next = $3; $1.tail = $3; $$ = $1;
+          }
+      }
     ;
 
 model_stmt
@@ -185,6 +195,13 @@ model_stmt
       }
     | KW_REPEAT value '{' model_body '}' {
           $$ = mkstmt(st, AST_REPEAT, @1); $$->count = $2; $$->body = $4.head;
+      }
+    | WORD '{' model_body '}' {
+          $$ = mkstmt(st, AST_GROUP, @1); $$->name = $1; $$->body = $3.head;
+      }
+    | WORD '{' model_body '}' WORD '{' model_body '}' {
+          $$ = mkstmt(st, AST_GROUP, @1); $$->name = $1; $$->body = $3.head;
+          $$->name2 = $5; $$->name2_loc = L(@5); $$->body2 = $7.head;
       }
     | KW_LOSS WORD {
           $$ = mkstmt(st, AST_LOSS, @1); $$->name = $2; $$->name_loc = L(@2);

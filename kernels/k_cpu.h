@@ -66,6 +66,8 @@ void k_adaptive_avgpool2d_backward(float *din, const float *dout, int64_t B, int
                                    int64_t ow);
 
 /* ---- elementwise (n elements) ------------------------------------------------ */
+/* y += x (a residual block's addition; kc_add_into is its twin) */
+void k_add_into(float *y, const float *x, int64_t n);
 void k_relu_forward(float *out, const float *in, int64_t n);
 void k_relu_backward(float *din, const float *dout, const float *in, int64_t n);
 /* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */

@@ -293,6 +293,39 @@ static void get_data(In *in, BaseArena *a, PlanData *d)
 
 /* ---- MODEL: the layers, their shapes and parameters -------------------- */
 
+/* One layer's record (docs/plan-format.md, MODEL). */
+static void put_layer(Out *o, Out *S, const PlanLayer *L)
+{
+    put_u32(o, L->kind);
+    put_str(o, S, L->label);
+    int64_t iv[] = {L->nout, L->vocab, L->dim, L->positions, L->heads, L->mlp, L->kh,
+                    L->kw,   L->sh,    L->sw,  L->ph,        L->pw,    L->oh,  L->ow};
+    for (size_t k = 0; k < sizeof iv / sizeof iv[0]; k++)
+        put_i64(o, iv[k]);
+    put_f64(o, L->p);
+    put_f64(o, L->eps);
+    put_i32(o, L->bias);
+    put_i32(o, L->causal);
+    put_i32(o, L->tie);
+    put_i32(o, L->mask);
+    put_tensor(o, &L->in);
+    put_tensor(o, &L->out);
+    put_i64(o, L->params);
+    put_i64(o, L->held);
+    put_i64(o, L->flops);
+    put_i64(o, L->act_bytes);
+    put_u32(o, L->init);
+    put_f64(o, L->init_std);
+    put_f64(o, L->init_std_resid);
+    put_u32(o, (uint32_t)L->nparams);
+    for (int k = 0; k < L->nparams; k++) {
+        put_str(o, S, L->param[k].name);
+        put_u32(o, (uint32_t)L->param[k].ndim);
+        for (int d = 0; d < PLAN_MAX_DIMS; d++)
+            put_i64(o, d < L->param[k].ndim ? L->param[k].dim[d] : 0);
+    }
+}
+
 static void put_model(Out *o, Out *S, const PlanModel *m)
 {
     put_str(o, S, m->name);
@@ -307,37 +340,8 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
         put_i32(o, io->first_use);
         put_i32(o, io->last_use);
     }
-    for (int i = 0; i < m->nlayers; i++) {
-        const PlanLayer *L = &m->layer[i];
-        put_u32(o, L->kind);
-        put_str(o, S, L->label);
-        int64_t iv[] = {L->nout, L->vocab, L->dim, L->positions, L->heads, L->mlp, L->kh,
-                        L->kw,   L->sh,    L->sw,  L->ph,        L->pw,    L->oh,  L->ow};
-        for (size_t k = 0; k < sizeof iv / sizeof iv[0]; k++)
-            put_i64(o, iv[k]);
-        put_f64(o, L->p);
-        put_f64(o, L->eps);
-        put_i32(o, L->bias);
-        put_i32(o, L->causal);
-        put_i32(o, L->tie);
-        put_i32(o, L->mask);
-        put_tensor(o, &L->in);
-        put_tensor(o, &L->out);
-        put_i64(o, L->params);
-        put_i64(o, L->held);
-        put_i64(o, L->flops);
-        put_i64(o, L->act_bytes);
-        put_u32(o, L->init);
-        put_f64(o, L->init_std);
-        put_f64(o, L->init_std_resid);
-        put_u32(o, (uint32_t)L->nparams);
-        for (int k = 0; k < L->nparams; k++) {
-            put_str(o, S, L->param[k].name);
-            put_u32(o, (uint32_t)L->param[k].ndim);
-            for (int d = 0; d < PLAN_MAX_DIMS; d++)
-                put_i64(o, d < L->param[k].ndim ? L->param[k].dim[d] : 0);
-        }
-    }
+    for (int i = 0; i < m->nlayers; i++)
+        put_layer(o, S, &m->layer[i]);
     put_i64(o, m->total_params);
     put_i64(o, m->total_flops);
     /* after the totals, added to version 2 at the end of MODEL
@@ -354,6 +358,23 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
     for (int i = 0; i < m->nlayers; i++) {
         put_i64(o, m->layer[i].axis_a);
         put_i64(o, m->layer[i].axis_b);
+    }
+    /* then each residual block's sub-layers, in layer order: u32 nbody,
+     * u32 nshort, then for each its record, momentum and two dimensions
+     * (nothing for other layers) */
+    for (int i = 0; i < m->nlayers; i++) {
+        const PlanLayer *L = &m->layer[i];
+        if (L->kind != PLAN_L_RESIDUAL)
+            continue;
+        put_u32(o, (uint32_t)L->nbody);
+        put_u32(o, (uint32_t)L->nshort);
+        for (int j = 0; j < L->nbody + L->nshort; j++)
+        {
+            put_layer(o, S, &L->sub[j]);
+            put_f64(o, L->sub[j].momentum);
+            put_i64(o, L->sub[j].axis_a);
+            put_i64(o, L->sub[j].axis_b);
+        }
     }
 }
 
@@ -388,6 +409,52 @@ uint64_t plan_model_hash(const PlanModel *m)
     return h;
 }
 
+static int same_tensor(const PlanTensor *a, const PlanTensor *b)
+{
+    if (a->dtype != b->dtype || a->ndim != b->ndim)
+        return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->dim[d] != b->dim[d])
+            return 0;
+    return 1;
+}
+
+/* A residual block as the runtime relies on it (runtime/rt_residual.c):
+ * layers that are not blocks, float32 throughout; the body's shapes chain
+ * from the block's input to its output, the shortcut's too (or, without
+ * one, the output is shaped as the input); its parameter tensors are its
+ * layers', in order, under body.j. and shortcut.j. */
+static int residual_ok(const PlanLayer *R)
+{
+    int n = R->nbody + R->nshort, k = 0;
+    if (R->in.dtype != PLAN_F32 || (!R->nshort && !same_tensor(&R->in, &R->out)))
+        return 0;
+    for (int j = 0; j < n; j++) {
+        const PlanLayer *S = &R->sub[j];
+        if (S->kind == PLAN_L_RESIDUAL || S->kind == PLAN_L_EMBEDDING || S->kind == PLAN_L_TRANSFORMER_BLOCK ||
+            S->kind == PLAN_L_LLAMA_BLOCK || S->in.dtype != PLAN_F32 || S->out.dtype != PLAN_F32)
+            return 0;
+        const PlanTensor *want = j == 0 || j == R->nbody ? &R->in : &R->sub[j - 1].out;
+        if (!same_tensor(&S->in, want))
+            return 0;
+        if ((j == R->nbody - 1 || j == n - 1) && !same_tensor(&S->out, &R->out))
+            return 0;
+        char prefix[24];
+        plan_sub_prefix(R, j, prefix, sizeof prefix);
+        for (int q = 0; q < S->nparams; q++, k++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s%s", prefix, S->param[q].name);
+            if (k >= R->nparams || strcmp(name, R->param[k].name) != 0 || R->param[k].ndim != S->param[q].ndim ||
+                R->param[k].count != S->param[q].count)
+                return 0;
+            for (int d = 0; d < S->param[q].ndim; d++)
+                if (R->param[k].dim[d] != S->param[q].dim[d])
+                    return 0;
+        }
+    }
+    return k == R->nparams;
+}
+
 /* A llama_block's sizes as the kernels rely on them (k_llama.h): [T, D]
  * in and out, heads dividing D into even head widths, kv_heads dividing
  * heads, and its 9 tensors of the shapes these give. */
@@ -406,6 +473,82 @@ static int llama_ok(const PlanLayer *L)
         if (L->param[k].count != want[k])
             return 0;
     return 1;
+}
+
+/* One layer's record: layer i of m, or (sub) a sub-layer of residual
+ * block i, whose tie and mask must be -1. */
+static void get_layer(In *in, BaseArena *A, const PlanModel *m, PlanLayer *L, int i, int sub)
+{
+    L->index = i;
+    L->kind = (PlanLayerKind)get_enum(in, PLAN_L_COUNT, "layer kind");
+    L->label = get_str(in, A, 1, "layer label");
+    int64_t *iv[] = {&L->nout, &L->vocab, &L->dim, &L->positions, &L->heads, &L->mlp, &L->kh,
+                     &L->kw,   &L->sh,    &L->sw,  &L->ph,        &L->pw,    &L->oh,  &L->ow};
+    for (size_t k = 0; k < sizeof iv / sizeof iv[0]; k++)
+        *iv[k] = get_range(in, 0, PLAN_MAX_ELEMS, "a layer argument");
+    L->p = get_f64(in);
+    L->eps = get_f64(in);
+    if (!in->bad && !(L->p >= 0 && L->p < 1 && L->eps >= 0 && L->eps < 1))
+        bad(in, "layer %d: p %g or eps %g out of range", i, L->p, L->eps);
+    L->bias = get_i32(in) != 0;
+    L->causal = get_i32(in) != 0;
+    L->tie = get_i32(in);
+    L->mask = get_i32(in);
+    if (!in->bad && (L->tie < -1 || L->tie >= m->nlayers || L->tie == i || L->mask < -1 || L->mask >= m->ninputs ||
+                     (sub && (L->tie != -1 || L->mask != -1))))
+        bad(in, "layer %d: tie %d or mask %d does not exist", i, L->tie, L->mask);
+    if (!in->bad && L->kind == PLAN_L_TRANSFORMER_BLOCK && (L->heads < 1 || L->mlp < 1))
+        bad(in, "layer %d: a transformer block with %lld heads", i, (long long)L->heads);
+    get_tensor(in, &L->in, "a layer's input shape");
+    get_tensor(in, &L->out, "a layer's output shape");
+    L->params = get_range(in, 0, (int64_t)1 << 53, "parameters");
+    L->held = get_range(in, 0, (int64_t)1 << 53, "parameters held");
+    L->flops = get_range(in, 0, (int64_t)1 << 62, "FLOPs");
+    L->act_bytes = get_range(in, 0, (int64_t)1 << 53, "activation bytes");
+    L->init = (PlanInit)get_enum(in, PLAN_INIT_COUNT, "initialisation");
+    L->init_std = get_f64(in);
+    L->init_std_resid = get_f64(in);
+    if (!in->bad && !(L->init_std >= 0 && L->init_std < 1e6 && L->init_std_resid >= 0 && L->init_std_resid < 1e6))
+        bad(in, "layer %d: an initialisation std of %g", i, L->init_std);
+    L->nparams = (int)get_count(in, PLAN_MAX_PARAM_TENSORS, 0, "parameter tensor");
+    for (int k = 0; k < L->nparams && !in->bad; k++) {
+        PlanParam *q = &L->param[k];
+        const char *nm = get_str(in, A, 0, "parameter name");
+        snprintf(q->name, sizeof q->name, "%s", nm ? nm : "");
+        size_t at = in->at;
+        uint32_t nd = get_u32(in);
+        if (!in->bad && (nd < 1 || nd > PLAN_MAX_DIMS)) {
+            in->at = at;
+            bad(in, "layer %d parameter %d has %u dimensions", i, k, nd);
+        }
+        q->ndim = (int)nd;
+        q->count = 1;
+        for (int dd = 0; dd < PLAN_MAX_DIMS; dd++) {
+            int64_t v = get_range(in, dd < q->ndim ? 1 : 0, dd < q->ndim ? PLAN_MAX_ELEMS : 0, "a parameter dimension");
+            if (dd < q->ndim && !in->bad) {
+                q->dim[dd] = v;
+                if (v > PLAN_MAX_ELEMS / q->count)
+                    bad(in, "layer %d parameter %d is larger than 2^40 elements", i, k);
+                else
+                    q->count *= v;
+            }
+        }
+    }
+}
+
+/* What version 3 adds to a layer, checked: a reshape or transpose moves
+ * its input's elements, a batchnorm2d matches its input (its buffers
+ * follow from these: plan_layer_buffers) */
+static void check_layer(In *in, PlanLayer *L, int i)
+{
+    if (in->bad)
+        return;
+    if ((L->kind == PLAN_L_RESHAPE || L->kind == PLAN_L_TRANSPOSE) && !moves_ok(L))
+        bad(in, "layer %d: a %s whose output does not match its input", i, plan_layer_names[L->kind]);
+    else if (L->kind == PLAN_L_BATCHNORM2D &&
+             !(L->in.ndim == 3 && L->nparams == 2 && L->param[0].ndim == 1 && L->param[1].ndim == 1 &&
+               L->param[0].dim[0] == L->in.dim[0] && L->param[1].dim[0] == L->in.dim[0] && L->eps > 0))
+        bad(in, "layer %d: a batchnorm2d that does not match its input", i);
 }
 
 static void get_model(In *in, BaseArena *A, PlanModel *m)
@@ -428,63 +571,8 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
             bad(in, "input '%s' is used by a layer that does not exist", io->name);
     }
     m->layer = alloc(m->nlayers, sizeof *m->layer);
-    for (int i = 0; i < m->nlayers && !in->bad; i++) {
-        PlanLayer *L = &m->layer[i];
-        L->index = i;
-        L->kind = (PlanLayerKind)get_enum(in, PLAN_L_COUNT, "layer kind");
-        L->label = get_str(in, A, 1, "layer label");
-        int64_t *iv[] = {&L->nout, &L->vocab, &L->dim, &L->positions, &L->heads, &L->mlp, &L->kh,
-                         &L->kw,   &L->sh,    &L->sw,  &L->ph,        &L->pw,    &L->oh,  &L->ow};
-        for (size_t k = 0; k < sizeof iv / sizeof iv[0]; k++)
-            *iv[k] = get_range(in, 0, PLAN_MAX_ELEMS, "a layer argument");
-        L->p = get_f64(in);
-        L->eps = get_f64(in);
-        if (!in->bad && !(L->p >= 0 && L->p < 1 && L->eps >= 0 && L->eps < 1))
-            bad(in, "layer %d: p %g or eps %g out of range", i, L->p, L->eps);
-        L->bias = get_i32(in) != 0;
-        L->causal = get_i32(in) != 0;
-        L->tie = get_i32(in);
-        L->mask = get_i32(in);
-        if (!in->bad && (L->tie < -1 || L->tie >= m->nlayers || L->tie == i || L->mask < -1 || L->mask >= m->ninputs))
-            bad(in, "layer %d: tie %d or mask %d does not exist", i, L->tie, L->mask);
-        if (!in->bad && L->kind == PLAN_L_TRANSFORMER_BLOCK && (L->heads < 1 || L->mlp < 1))
-            bad(in, "layer %d: a transformer block with %lld heads", i, (long long)L->heads);
-        get_tensor(in, &L->in, "a layer's input shape");
-        get_tensor(in, &L->out, "a layer's output shape");
-        L->params = get_range(in, 0, (int64_t)1 << 53, "parameters");
-        L->held = get_range(in, 0, (int64_t)1 << 53, "parameters held");
-        L->flops = get_range(in, 0, (int64_t)1 << 62, "FLOPs");
-        L->act_bytes = get_range(in, 0, (int64_t)1 << 53, "activation bytes");
-        L->init = (PlanInit)get_enum(in, PLAN_INIT_COUNT, "initialisation");
-        L->init_std = get_f64(in);
-        L->init_std_resid = get_f64(in);
-        if (!in->bad && !(L->init_std >= 0 && L->init_std < 1e6 && L->init_std_resid >= 0 && L->init_std_resid < 1e6))
-            bad(in, "layer %d: an initialisation std of %g", i, L->init_std);
-        L->nparams = (int)get_count(in, PLAN_MAX_PARAM_TENSORS, 0, "parameter tensor");
-        for (int k = 0; k < L->nparams && !in->bad; k++) {
-            PlanParam *q = &L->param[k];
-            const char *nm = get_str(in, A, 0, "parameter name");
-            snprintf(q->name, sizeof q->name, "%s", nm ? nm : "");
-            size_t at = in->at;
-            uint32_t nd = get_u32(in);
-            if (!in->bad && (nd < 1 || nd > PLAN_MAX_DIMS)) {
-                in->at = at;
-                bad(in, "layer %d parameter %d has %u dimensions", i, k, nd);
-            }
-            q->ndim = (int)nd;
-            q->count = 1;
-            for (int dd = 0; dd < PLAN_MAX_DIMS; dd++) {
-                int64_t v = get_range(in, dd < q->ndim ? 1 : 0, dd < q->ndim ? PLAN_MAX_ELEMS : 0, "a parameter dimension");
-                if (dd < q->ndim && !in->bad) {
-                    q->dim[dd] = v;
-                    if (v > PLAN_MAX_ELEMS / q->count)
-                        bad(in, "layer %d parameter %d is larger than 2^40 elements", i, k);
-                    else
-                        q->count *= v;
-                }
-            }
-        }
-    }
+    for (int i = 0; i < m->nlayers && !in->bad; i++)
+        get_layer(in, A, m, &m->layer[i], i, 0);
     m->total_params = get_range(in, 0, (int64_t)1 << 53, "total parameters");
     m->total_flops = get_range(in, 0, (int64_t)1 << 62, "total FLOPs");
     /* kv_heads and rope_theta per layer, then (version 3) momentum per
@@ -511,21 +599,43 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
         L->axis_b = get_range(in, 0, PLAN_MAX_DIMS - 1, "a transpose dimension");
     }
     for (int i = 0; !tail && i < m->nlayers && !in->bad; i++)
-        if (m->layer[i].kind == PLAN_L_BATCHNORM2D || m->layer[i].kind == PLAN_L_TRANSPOSE)
+        if (m->layer[i].kind == PLAN_L_BATCHNORM2D || m->layer[i].kind == PLAN_L_TRANSPOSE ||
+            m->layer[i].kind == PLAN_L_RESIDUAL)
             bad(in, "layer %d: a %s without its %s", i, plan_layer_names[m->layer[i].kind],
-                m->layer[i].kind == PLAN_L_TRANSPOSE ? "dimensions" : "momentum");
-    for (int i = 0; i < m->nlayers && !in->bad; i++)
-        if ((m->layer[i].kind == PLAN_L_RESHAPE || m->layer[i].kind == PLAN_L_TRANSPOSE) && !moves_ok(&m->layer[i]))
-            bad(in, "layer %d: a %s whose output does not match its input", i, plan_layer_names[m->layer[i].kind]);
-    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+                m->layer[i].kind == PLAN_L_TRANSPOSE ? "dimensions"
+                : m->layer[i].kind == PLAN_L_RESIDUAL ? "layers" : "momentum");
+    /* each residual block's sub-layers (version 3), each with its momentum
+     * and transpose dimensions */
+    for (int i = 0; tail && i < m->nlayers && !in->bad; i++) {
         PlanLayer *L = &m->layer[i];
-        /* batchnorm2d: a [C, H, W] input, weight and bias of [C]; its
-         * buffers follow from these */
-        if (L->kind == PLAN_L_BATCHNORM2D &&
-            !(L->in.ndim == 3 && L->nparams == 2 && L->param[0].ndim == 1 && L->param[1].ndim == 1 &&
-              L->param[0].dim[0] == L->in.dim[0] && L->param[1].dim[0] == L->in.dim[0] && L->eps > 0))
-            bad(in, "layer %d: a batchnorm2d that does not match its input", i);
-        plan_layer_buffers(L);
+        if (L->kind != PLAN_L_RESIDUAL)
+            continue;
+        L->nbody = (int)get_count(in, PLAN_MAX_SUBLAYERS, 0, "residual body layer");
+        L->nshort = (int)get_count(in, PLAN_MAX_SUBLAYERS, 0, "residual shortcut layer");
+        if (!in->bad && (L->nbody < 1 || L->nbody + L->nshort > PLAN_MAX_SUBLAYERS)) {
+            bad(in, "layer %d: a residual block of %d + %d layers", i, L->nbody, L->nshort);
+            break;
+        }
+        L->sub = alloc(L->nbody + L->nshort, sizeof *L->sub);
+        for (int j = 0; j < L->nbody + L->nshort && !in->bad; j++) {
+            PlanLayer *S = &L->sub[j];
+            get_layer(in, A, m, S, i, 1);
+            S->sub_pos = j + 1;
+            S->momentum = get_f64(in);
+            if (!in->bad && !(S->momentum >= 0 && S->momentum <= 1))
+                bad(in, "layer %d: momentum %g out of range", i, S->momentum);
+            S->axis_a = get_range(in, 0, PLAN_MAX_DIMS - 1, "a transpose dimension");
+            S->axis_b = get_range(in, 0, PLAN_MAX_DIMS - 1, "a transpose dimension");
+            check_layer(in, S, i);
+            plan_layer_buffers(S);
+        }
+        if (!in->bad && !residual_ok(L))
+            bad(in, "layer %d: a residual block whose layers' shapes or parameters do not add up", i);
+    }
+    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+        check_layer(in, &m->layer[i], i);
+        if (!in->bad && plan_layer_buffers(&m->layer[i]) != 0)
+            bad(in, "layer %d: a residual block with more than %d buffers", i, PLAN_MAX_BUFFERS);
     }
     for (int i = 0; i < m->nlayers && !in->bad; i++)
         if (m->layer[i].kind == PLAN_L_LLAMA_BLOCK && !llama_ok(&m->layer[i]))

@@ -93,6 +93,22 @@ static int64_t bn_state(const PlanLayer *L)
     return 2 * L->in.dim[0] * 4;
 }
 
+/* A residual block keeps, per sample, each sub-layer's output and saved
+ * state (plan_residual_layout) */
+static int64_t residual_state(const PlanLayer *L)
+{
+    return plan_residual_layout(L, NULL, NULL);
+}
+
+/* and, for its weight half, the output gradient of each sub-layer with
+ * weights */
+static int64_t residual_inner(const PlanLayer *L)
+{
+    int64_t inner = 0;
+    plan_residual_layout(L, NULL, &inner);
+    return inner;
+}
+
 typedef struct LayerMem {
     int64_t (*state_bytes)(const PlanLayer *L);
     int64_t (*inner_grads)(const PlanLayer *L); /* floats per sample, or NULL: the output gradient */
@@ -117,6 +133,7 @@ typedef struct LayerMem {
 #define MEM_BATCHNORM2D {bn_state, NULL}
 #define MEM_RESHAPE {no_state, NULL}
 #define MEM_TRANSPOSE {no_state, NULL}
+#define MEM_RESIDUAL {residual_state, residual_inner}
 
 static const LayerMem layer_mem[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = MEM_##id,
@@ -131,7 +148,33 @@ int64_t plan_layer_state_bytes(const PlanLayer *L)
 
 int plan_layer_keeps_inner_grads(const PlanLayer *L)
 {
-    return layer_mem[L->kind].inner_grads != NULL;
+    /* a residual block without weights has no weight half */
+    return layer_mem[L->kind].inner_grads != NULL && L->nparams > 0;
+}
+
+int64_t plan_residual_layout(const PlanLayer *R, PlanSubLayout *sub, int64_t *inner_floats)
+{
+    /* every array starts 64 bytes apart per sample, so 64-byte aligned for
+     * any micro-batch (the block's own arrays are) */
+    int64_t at = 0, inner = 0;
+    for (int j = 0; j < R->nbody + R->nshort; j++) {
+        const PlanLayer *S = &R->sub[j];
+        PlanSubLayout y;
+        y.out_off = at;
+        at = align64(at + plan_tensor_elems(&S->out) * 4);
+        y.save_off = at;
+        at = align64(at + plan_layer_state_bytes(S));
+        y.dkeep_off = -1;
+        if (S->nparams > 0) {
+            y.dkeep_off = inner;
+            inner += (plan_tensor_elems(&S->out) + 15) & ~(int64_t)15;
+        }
+        if (sub)
+            sub[j] = y;
+    }
+    if (inner_floats)
+        *inner_floats = inner;
+    return at;
 }
 
 /* Floats a layer's split backward keeps per sample from I for W: the
@@ -142,6 +185,9 @@ static int64_t kept_dout_elems(const PlanLayer *L)
         return layer_mem[L->kind].inner_grads(L);
     return plan_tensor_elems(&L->out);
 }
+
+/* Scratch floats the layer's kernels need for B samples. */
+static int64_t scratch_elems(const PlanLayer *L, int64_t B);
 
 /* Scratch floats the layer's kernels need for B samples. */
 static int64_t scratch_elems(const PlanLayer *L, int64_t B)
@@ -164,8 +210,37 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
         KLlama g = llama_geom(L);
         return k_llama_scratch_floats(&g, B) + B * k_llama_dsaved_floats(&g);
     }
+    case PLAN_L_RESIDUAL: {
+        /* its layers' scratch (one at a time), then two ping-pong arrays
+         * for the gradients between its layers, then room for an unsplit
+         * backward's inner gradients (runtime/rt_residual.c) */
+        int64_t inner = 0;
+        plan_residual_layout(L, NULL, &inner);
+        return plan_residual_scratch_at(L, B) + 2 * B * plan_residual_pingpong(L) + B * inner;
+    }
     default: return 0;
     }
+}
+
+int64_t plan_residual_pingpong(const PlanLayer *R)
+{
+    int64_t big = 0;
+    for (int j = 0; j < R->nbody + R->nshort; j++) {
+        int64_t in = plan_tensor_elems(&R->sub[j].in), out = plan_tensor_elems(&R->sub[j].out);
+        big = in > big ? in : big;
+        big = out > big ? out : big;
+    }
+    return (big + 15) & ~(int64_t)15;
+}
+
+int64_t plan_residual_scratch_at(const PlanLayer *R, int64_t B)
+{
+    int64_t most = 0;
+    for (int j = 0; j < R->nbody + R->nshort; j++) {
+        int64_t e = scratch_elems(&R->sub[j], B);
+        most = e > most ? e : most;
+    }
+    return (most + 15) & ~(int64_t)15; /* 64 bytes */
 }
 
 /* Lays out the slot from `off` on: targets, the outputs that stay in the

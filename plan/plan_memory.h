@@ -42,13 +42,38 @@
 
 /* Bytes a layer keeps for its backward per sample beyond its output: the
  * maxpool's argmax positions, the layernorm's mean and rstd, the rmsnorm's
- * rstd, everything inside a transformer or llama block. The one answer for
- * planner and runtime. */
+ * rstd, everything inside a transformer or llama block, a residual block's
+ * layers' outputs and states. The one answer for planner and runtime. */
 int64_t plan_layer_state_bytes(const PlanLayer *L);
 /* Whether a layer's weight half reads the inner gradients its input half
- * wrote (a transformer or llama block: those of its linears and norms), not
- * its output gradient; what a split schedule keeps for it either way. */
+ * wrote (a transformer or llama block: those of its linears and norms; a
+ * residual block with weights: the output gradients of its layers with
+ * weights), not its output gradient; what a split schedule keeps for it
+ * either way. */
 int plan_layer_keeps_inner_grads(const PlanLayer *L);
+
+/* A residual block's sub-layer j, per sample: where its output and its
+ * saved state lie in the block's saved state (bytes; times B for a
+ * micro-batch), and where its output gradient lies among the block's inner
+ * gradients (floats; times B), or -1 for a sub-layer without weights. The
+ * block keeps its layers' outputs and states in order, body then shortcut,
+ * each rounded up to 64 bytes per sample (so 64-byte aligned for any B). */
+typedef struct PlanSubLayout {
+    int64_t out_off, save_off, dkeep_off;
+} PlanSubLayout;
+/* Fills sub[nbody + nshort] (may be NULL) and *inner_floats (may be NULL:
+ * the block's inner gradients per sample); returns the block's saved bytes
+ * per sample. */
+int64_t plan_residual_layout(const PlanLayer *R, PlanSubLayout *sub, int64_t *inner_floats);
+/* Where in the kernel scratch a residual block's own arrays start (floats
+ * for B samples): behind the largest scratch of its layers; then its two
+ * ping-pong gradient arrays of B x its layers' largest tensor, then B x its
+ * inner gradients (the unsplit backward's). */
+int64_t plan_residual_scratch_at(const PlanLayer *R, int64_t B);
+/* Floats per sample of each of those ping-pong arrays: the largest input or
+ * output of the block's layers, rounded up to 16 floats (64 bytes), as
+ * every array of the block's is. */
+int64_t plan_residual_pingpong(const PlanLayer *R);
 
 /* Where one layer's arrays lie in its chunk's slot (byte offsets). */
 typedef struct PlanLayerLayout {

@@ -61,7 +61,7 @@ static void add_buffer(PlanLayer *L, const char *name, int ndim, int64_t d0, int
     b->i64 = i64;
 }
 
-void plan_layer_buffers(PlanLayer *L)
+int plan_layer_buffers(PlanLayer *L)
 {
     L->nbuffers = 0;
     memset(L->buffer, 0, sizeof L->buffer);
@@ -70,6 +70,21 @@ void plan_layer_buffers(PlanLayer *L)
         add_buffer(L, "running_var", 1, L->in.dim[0], 0);
         add_buffer(L, "num_batches_tracked", 0, 0, 1);
     }
+    /* a residual block: its layers' buffers, in order, under body.j. and
+     * shortcut.j. (their own buffers set first) */
+    for (int j = 0; L->kind == PLAN_L_RESIDUAL && L->sub && j < L->nbody + L->nshort; j++) {
+        const PlanLayer *S = &L->sub[j];
+        char prefix[24];
+        plan_sub_prefix(L, j, prefix, sizeof prefix);
+        for (int k = 0; k < S->nbuffers; k++) {
+            if (L->nbuffers == PLAN_MAX_BUFFERS)
+                return -1;
+            PlanParam *b = &L->buffer[L->nbuffers++];
+            *b = S->buffer[k];
+            snprintf(b->name, sizeof b->name, "%s%s", prefix, S->buffer[k].name);
+        }
+    }
+    return 0;
 }
 
 int64_t plan_layer_buffer_bytes(const PlanLayer *L)
@@ -92,8 +107,31 @@ void plan_tensor_text(const PlanTensor *t, int with_dtype, char *buf, size_t siz
         snprintf(buf + n, size - n, "]");
 }
 
+void plan_layer_free_subs(PlanLayer *L)
+{
+    for (int j = 0; L->sub && j < L->nbody + L->nshort; j++)
+        plan_layer_free_subs(&L->sub[j]);
+    free(L->sub);
+    L->sub = NULL;
+}
+
+uint32_t plan_layer_key(const PlanLayer *L)
+{
+    return (uint32_t)L->index + ((uint32_t)L->sub_pos << 17);
+}
+
+void plan_sub_prefix(const PlanLayer *R, int j, char *buf, size_t size)
+{
+    if (j < R->nbody)
+        snprintf(buf, size, "body.%d.", j);
+    else
+        snprintf(buf, size, "shortcut.%d.", j - R->nbody);
+}
+
 void plan_model_free(PlanModel *m)
 {
+    for (int i = 0; m->layer && i < m->nlayers; i++)
+        plan_layer_free_subs(&m->layer[i]);
     free(m->layer);
     memset(m, 0, sizeof *m);
 }

@@ -10,6 +10,7 @@
 #ifndef PIPE_PLAN_MODEL_H
 #define PIPE_PLAN_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "diag.h"
@@ -17,7 +18,9 @@
 #define PLAN_MAX_DIMS 4
 #define PLAN_MAX_IO 8              /* inputs, and targets, per model */
 #define PLAN_MAX_LAYERS 100000     /* after repeat expansion */
-#define PLAN_MAX_PARAM_TENSORS 12  /* per layer (transformer_block has 12) */
+#define PLAN_MAX_PARAM_TENSORS 24  /* per layer (transformer_block has 12; a residual block holds its
+                                    * sub-layers', up to 24) */
+#define PLAN_MAX_SUBLAYERS 64      /* statements in one residual block, body and shortcut together */
 #define PLAN_MAX_ELEMS ((int64_t)1 << 40)
 
 typedef enum PlanLayerKind {
@@ -61,7 +64,7 @@ typedef struct PlanParam {
  * resumed, exported and read by --init under PyTorch's state_dict names
  * (layers.{i}.running_mean, ...). They are not stored in plan.bin: they
  * follow from the layer's kind and input shape (plan_layer_buffers). */
-#define PLAN_MAX_BUFFERS 3
+#define PLAN_MAX_BUFFERS 24 /* a residual block holds its layers' (8 batchnorm2d) */
 
 /* How a layer's parameters start (docs/dsl.md, "Initialisation"):
  *   DEFAULT  PyTorch's module defaults (Linear and Conv2d uniform in
@@ -109,6 +112,13 @@ typedef struct PlanLayer {
     PlanInit init;               /* how its parameters start */
     double init_std, init_std_resid; /* NORMAL, GPT2 */
     SrcLoc init_loc;             /* its own init = ..., or line 0 */
+    /* residual: its sub-layers, the body's nbody then the shortcut's
+     * nshort, each an ordinary layer (index = the block's, sub = its
+     * position + 1); the block's param[] lists theirs in that order, named
+     * body.j.NAME and shortcut.j.NAME */
+    struct PlanLayer *sub;
+    int nbody, nshort;
+    int sub_pos;                 /* inside a residual: 1 + its place among the block's sub-layers; else 0 */
 } PlanLayer;
 
 typedef struct PlanIO {
@@ -134,12 +144,23 @@ typedef struct PlanModel {
 } PlanModel;
 
 void plan_model_free(PlanModel *m);
+/* Frees one layer's sub-layers (a residual's), recursively. */
+void plan_layer_free_subs(PlanLayer *L);
+/* The key a layer's random streams use (dropout masks): its index, and for a
+ * residual's sub-layer also its place in the block (sub_pos << 17; layer
+ * indices stay below 2^17), so two dropouts of one block draw apart. */
+uint32_t plan_layer_key(const PlanLayer *L);
+/* The name of sub-layer j of a residual's params: "body.j." or
+ * "shortcut.(j - nbody).", into buf. */
+void plan_sub_prefix(const PlanLayer *R, int j, char *buf, size_t size);
 
 int64_t plan_tensor_elems(const PlanTensor *t);
 /* Fills L->buffer from its kind and input shape: batchnorm2d's
  * running_mean [C], running_var [C] (float32) and num_batches_tracked []
- * (int64), as nn.BatchNorm2d's state_dict holds them; none for the rest. */
-void plan_layer_buffers(PlanLayer *L);
+ * (int64), as nn.BatchNorm2d's state_dict holds them; a residual block
+ * its layers' (set first), under body.j. and shortcut.j.; none for the
+ * rest. Returns -1 when a block's layers hold more than PLAN_MAX_BUFFERS. */
+int plan_layer_buffers(PlanLayer *L);
 /* Bytes of a layer's buffers as the runtime holds them: each buffer's
  * elements x 4 (float32) or x 8 (int64). */
 int64_t plan_layer_buffer_bytes(const PlanLayer *L);

@@ -38,6 +38,7 @@ typedef struct RtParam {
  * num_batches_tracked (int64) first, then running_mean, running_var. */
 typedef struct RtBuf {
     int layer, k;            /* layer index, and which of its buffers */
+    int sub;                 /* in a residual block: whose layer it is (j of L->sub), else -1 */
     char name[64];           /* "layers.3.running_mean" */
     int64_t n, bytes;        /* elements, and bytes (x 4, or x 8 for int64) */
     void *p;                 /* into the host arena */
@@ -54,9 +55,15 @@ typedef struct RtLayerRt {
     int64_t ws_out, ws_save;      /* activation checkpointing: offsets in the chunk's workspace, or -1 */
     float *w, *b;                 /* parameters (a tied linear: the shared weight) */
     float *gw, *gb;
-    float *w2[12], *g2[12];       /* all tensors, in PlanLayer.param order (transformer) */
+    float *w2[PLAN_MAX_PARAM_TENSORS], *g2[PLAN_MAX_PARAM_TENSORS]; /* all tensors, in PlanLayer.param order */
     void *bufs;                   /* its buffers (RtBuf), the device's with --device cuda, or NULL */
     void *gpu_plan;               /* --device cuda: the layer's KcConvPlan (conv2d), else NULL */
+    /* a residual block: its sub-layers (L->nbody + L->nshort), whose
+     * out_off and save_off are byte offsets in the block's saved state for
+     * the micro-batch, dout_off the float offset of its kept output
+     * gradient among the block's inner gradients, or -1 (no weights); their
+     * w, b, w2... point into the block's tensors (rt_residual.c) */
+    struct RtLayerRt *sub;
 } RtLayerRt;
 
 typedef struct RtChunk {
@@ -181,7 +188,7 @@ typedef struct RtLayerIO {
     const float *mask;   /* transformer_block, llama_block: the padding mask, or NULL */
     const float *dout;   /* backward: the gradient of its output */
     float *din;          /* backward_input: where the input gradient goes */
-    float *dsaved;       /* transformer_block, llama_block backward: its inner output gradients */
+    float *dsaved;       /* transformer_block, llama_block, residual backward: its inner output gradients */
     int64_t mb;          /* the micro-batch (dropout's keys) */
     int recompute;       /* activation checkpointing's second forward: batchnorm2d leaves its running
                           * statistics alone (only a micro-batch's first forward updates them) */
@@ -207,6 +214,13 @@ struct RtLayerOps {
 };
 
 extern const RtLayerOps rt_cpu_layers[PLAN_L_COUNT];
+
+/* rt_residual.c: the residual block's row, shared by every backend's table
+ * (its sub-layers run through rt->layers) */
+void rt_residual_forward(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+void rt_residual_backward_input(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+void rt_residual_backward_weight(RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io);
+size_t rt_residual_prepare(RtCtx *rt, RtLayerRt *lr);
 
 void rt_fail(RtCtx *rt, const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 4, 5)));
 #define RT_CHECK(rt, cond, ...)                               \

@@ -275,7 +275,7 @@ static const uint8_t *dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb)
     uint8_t *mask = (uint8_t *)rt->scratch; /* sized for it by plan_memory.c */
     for (int64_t b = 0; b < rt->B; b++)
         k_dropout_mask(mask + b * lr->out_elems, lr->out_elems, (float)lr->L->p, rt->c->seed, (uint64_t)rt->step,
-                       (uint64_t)(rt_sample_base(rt, mb) + b), (uint32_t)lr->L->index);
+                       (uint64_t)(rt_sample_base(rt, mb) + b), plan_layer_key(lr->L));
     return mask;
 }
 
@@ -376,6 +376,8 @@ static void llama_block_backward_weight(IO)
 #define CPU_BATCHNORM2D {batchnorm2d_forward, batchnorm2d_backward_input, batchnorm2d_backward_weight, ready}
 #define CPU_RESHAPE {reshape_forward, reshape_backward_input, no_weights, ready}
 #define CPU_TRANSPOSE {transpose_forward, transpose_backward_input, no_weights, ready}
+/* its sub-layers through this table (rt_residual.c) */
+#define CPU_RESIDUAL {rt_residual_forward, rt_residual_backward_input, rt_residual_backward_weight, rt_residual_prepare}
 
 const RtLayerOps rt_cpu_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CPU_##id,

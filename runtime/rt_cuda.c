@@ -483,7 +483,7 @@ static const uint8_t *dropout_mask(RtCtx *rt, const RtLayerRt *lr, int64_t mb)
     const PlanLayer *L = lr->L;
     uint8_t *mask = (uint8_t *)rt->scratch;
     KC(rt, L, kc_dropout_mask(kc_of(rt), mask, lr->out_elems, rt->B, (float)L->p, rt->c->seed, (uint64_t)rt->step,
-                              (uint64_t)rt_sample_base(rt, mb), (uint32_t)L->index));
+                              (uint64_t)rt_sample_base(rt, mb), plan_layer_key(L)));
     return mask;
 }
 
@@ -601,6 +601,9 @@ static void llama_block_backward_weight(IO)
 #define CUDA_BATCHNORM2D {batchnorm2d_forward, batchnorm2d_backward_input, batchnorm2d_backward_weight, ready}
 #define CUDA_RESHAPE {reshape_forward, reshape_backward_input, no_weights, ready}
 #define CUDA_TRANSPOSE {transpose_forward, transpose_backward_input, no_weights, ready}
+/* the CPU's row (rt_residual.c, in pipert): its sub-layers through this
+ * table, its additions through g_add */
+#define CUDA_RESIDUAL {rt_residual_forward, rt_residual_backward_input, rt_residual_backward_weight, rt_residual_prepare}
 
 static const RtLayerOps cuda_layers[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = CUDA_##id,
@@ -669,6 +672,11 @@ static void g_update(RtCtx *rt, double factor, double lr)
         KC(rt, NULL, kc_optim_step(&G->kc, &G->opt, q->dp, q->dg, q->dstate, q->n, rt->step + 1, lr));
     }
     CU(rt, cudaMemsetAsync(rt->dgrads, 0, (size_t)rt->nparams_total * sizeof(float), stream_of(rt)));
+}
+
+static void g_add(RtCtx *rt, float *y, const float *x, int64_t n)
+{
+    KC(rt, NULL, kc_add_into(&gpu_of(rt)->kc, y, x, n));
 }
 
 static void g_add_tied(RtCtx *rt, RtParam *own, RtParam *copy)
@@ -976,10 +984,16 @@ static void g_teardown(RtCtx *rt)
         }
         req_unstage(rt, &ch->gin_req);
         for (int i = 0; i <= ch->last - ch->first; i++) {
-            if (ch->lay[i].gpu_plan) {
-                kc_conv_plan_free(ch->lay[i].gpu_plan);
-                free(ch->lay[i].gpu_plan);
-                ch->lay[i].gpu_plan = NULL;
+            /* a residual block's conv2d layers hold plans of their own */
+            RtLayerRt *lr = &ch->lay[i];
+            int nsub = lr->sub ? lr->L->nbody + lr->L->nshort : 0;
+            for (int j = -1; j < nsub; j++) {
+                RtLayerRt *x = j < 0 ? lr : &lr->sub[j];
+                if (x->gpu_plan) {
+                    kc_conv_plan_free(x->gpu_plan);
+                    free(x->gpu_plan);
+                    x->gpu_plan = NULL;
+                }
             }
         }
     }
@@ -1014,6 +1028,7 @@ static const RtGpuOps rt_gpu_cuda = {
     .load_end = g_load_end,
     .grad_sumsq = g_grad_sumsq,
     .update = g_update,
+    .add = g_add,
     .add_tied = g_add_tied,
     .sync = g_sync,
     .to_host = g_to_host,

@@ -61,6 +61,9 @@ typedef struct RtGpuOps {
      * then clip by factor (< 1) and update, and zero the gradients */
     double (*grad_sumsq)(RtCtx *rt);
     void (*update)(RtCtx *rt, double factor, double lr);
+    /* y += x over n floats of the activation arenas, queued (a residual
+     * block's addition, rt_residual.c) */
+    void (*add)(RtCtx *rt, float *y, const float *x, int64_t n);
     /* ReduceTiedGrads on one stage: own.g += copy.g; copy.g = own.g */
     void (*add_tied)(RtCtx *rt, RtParam *own, RtParam *copy);
     /* waits for the stream (traces time each instruction to its end) */

@@ -161,6 +161,23 @@ static void layout_chunk(RtCtx *rt, RtChunk *ch, int split)
         lr->in_elems = y->in_elems, lr->out_elems = y->out_elems;
         lr->out_off = y->out_off, lr->save_off = y->save_off, lr->save_bytes = y->save_bytes;
         lr->dout_off = y->dout_off, lr->ws_out = y->ws_out, lr->ws_save = y->ws_save;
+        if (lr->L->kind == PLAN_L_RESIDUAL) {
+            /* its sub-layers, where plan_memory.c lays them out */
+            const PlanLayer *R = lr->L;
+            int ns = R->nbody + R->nshort;
+            PlanSubLayout sub[PLAN_MAX_SUBLAYERS];
+            plan_residual_layout(R, sub, NULL);
+            lr->sub = rt_alloc(rt, ns * sizeof *lr->sub, "residual layers");
+            for (int j = 0; j < ns; j++) {
+                RtLayerRt *s = &lr->sub[j];
+                s->L = &R->sub[j];
+                s->in_elems = plan_tensor_elems(&s->L->in), s->out_elems = plan_tensor_elems(&s->L->out);
+                s->out_off = rt->B * sub[j].out_off, s->save_off = rt->B * sub[j].save_off;
+                s->save_bytes = rt->B * plan_layer_state_bytes(s->L);
+                s->dout_off = sub[j].dkeep_off;
+                s->ws_out = s->ws_save = -1;
+            }
+        }
     }
     if (l.work_elems > rt->work_elems)
         rt->work_elems = l.work_elems;
@@ -214,6 +231,23 @@ static void init_llama(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
         init_uniform(p, n, L, k, seed, L->param[k].dim[1]);
 }
 
+static void init_param(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed);
+
+/* a residual block's tensor k is tensor q of one of its layers: that
+ * layer's own init (its own init = ..., or the model's, or its kind's
+ * default), keyed by the block's index and the tensor's full name
+ * (body.j.weight), so two layers of a block never draw the same numbers */
+static void init_residual(float *p, int64_t n, const PlanLayer *L, int k, uint64_t seed)
+{
+    int j = 0, q = k;
+    while (q >= L->sub[j].nparams)
+        q -= L->sub[j++].nparams;
+    PlanLayer T = L->sub[j];
+    T.index = L->index;
+    snprintf(T.param[q].name, sizeof T.param[q].name, "%s", L->param[k].name);
+    init_param(p, n, &T, q, seed);
+}
+
 /* no parameters */
 #define init_none NULL
 
@@ -239,6 +273,7 @@ static void init_llama(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
 #define INIT_BATCHNORM2D init_layernorm /* weight 1, bias 0 (its buffers: setup_buffers) */
 #define INIT_RESHAPE init_none
 #define INIT_TRANSPOSE init_none
+#define INIT_RESIDUAL init_residual
 
 static const RtInit layer_init[PLAN_L_COUNT] = {
 #define PLAN_LAYER(id, name, sig, doc) [PLAN_L_##id] = INIT_##id,
@@ -286,6 +321,12 @@ static void init_param(float *p, int64_t n, const PlanLayer *L, int k, uint64_t 
  * num_batches_tracked 0. One arena, counted as parameters (plan_memory.h);
  * each layer's piece is num_batches_tracked (int64), then its float32
  * buffers, so every piece stays 8-aligned. */
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
 static void setup_buffers(RtCtx *rt)
 {
     const PlanModel *m = rt->m;
@@ -307,28 +348,37 @@ static void setup_buffers(RtCtx *rt)
     for (int c = 0; c < rt->chunks; c++)
         for (int i = rt->chunk[c].first; i <= rt->chunk[c].last; i++) {
             const PlanLayer *L = &m->layer[i];
-            /* int64 buffers first, then float32 ones, in PlanLayer order */
-            for (int pass = 0; pass < 2; pass++)
-                for (int k = 0; k < L->nbuffers; k++) {
-                    const PlanParam *pb = &L->buffer[k];
-                    if (pb->i64 != (pass == 0))
-                        continue;
-                    RtBuf *b = &rt->buf[j++];
-                    b->layer = i, b->k = k, b->n = pb->count, b->bytes = pb->count * (pb->i64 ? 8 : 4);
-                    snprintf(b->name, sizeof b->name, "layers.%d.%s", i, pb->name);
-                    b->p = rt->bufs + at;
-                    at += b->bytes;
-                    if (!pb->i64)
-                        k_fill(b->p, b->n, strcmp(pb->name, "running_var") == 0 ? 1.0f : 0.0f);
-                }
+            /* one piece per layer that holds buffers (a residual block: one
+             * per layer of it that does, its buffers being theirs in
+             * order): its int64 buffers first, then its float32 ones */
+            int groups = L->kind == PLAN_L_RESIDUAL ? L->nbody + L->nshort : 1, k0 = 0;
+            for (int g = 0; g < groups; g++) {
+                int sub = L->kind == PLAN_L_RESIDUAL ? g : -1;
+                int nk = sub >= 0 ? L->sub[g].nbuffers : L->nbuffers;
+                for (int pass = 0; pass < 2; pass++)
+                    for (int k = k0; k < k0 + nk; k++) {
+                        const PlanParam *pb = &L->buffer[k];
+                        if (pb->i64 != (pass == 0))
+                            continue;
+                        RtBuf *b = &rt->buf[j++];
+                        b->layer = i, b->sub = sub, b->k = k, b->n = pb->count, b->bytes = pb->count * (pb->i64 ? 8 : 4);
+                        snprintf(b->name, sizeof b->name, "layers.%d.%s", i, pb->name);
+                        b->p = rt->bufs + at;
+                        at += b->bytes;
+                        if (!pb->i64)
+                            k_fill(b->p, b->n, ends_with(pb->name, "running_var") ? 1.0f : 0.0f);
+                    }
+                k0 += nk;
+            }
         }
 }
 
-/* The start of layer li's piece of a buffer arena (host or device), or NULL. */
-static void *layer_bufs(const RtCtx *rt, int li, int device)
+/* The start of layer li's piece of a buffer arena (host or device), or
+ * of its sub-layer sub's in a residual block (-1: not one), or NULL. */
+static void *layer_bufs(const RtCtx *rt, int li, int sub, int device)
 {
     for (int j = 0; j < rt->nbuf; j++)
-        if (rt->buf[j].layer == li)
+        if (rt->buf[j].layer == li && rt->buf[j].sub == sub)
             return device ? rt->buf[j].dp : rt->buf[j].p; /* the first is the piece's start */
     return NULL;
 }
@@ -432,10 +482,23 @@ static void setup_params(RtCtx *rt)
                 lr->b = L->nparams > 0 ? lr->w2[0] : NULL;
                 lr->gb = L->nparams > 0 ? lr->g2[0] : NULL;
             }
-            lr->bufs = layer_bufs(rt, li, rt->gpu != NULL);
+            lr->bufs = layer_bufs(rt, li, -1, rt->gpu != NULL);
             if (L->kind == PLAN_L_EMBEDDING) {
                 lr->b = L->nparams > 1 ? lr->w2[1] : NULL; /* positions */
                 lr->gb = L->nparams > 1 ? lr->g2[1] : NULL;
+            }
+            if (L->kind == PLAN_L_RESIDUAL) {
+                /* each sub-layer's tensors are the block's, in order */
+                int k = 0;
+                for (int j = 0; j < L->nbody + L->nshort; j++) {
+                    RtLayerRt *s = &lr->sub[j];
+                    const PlanLayer *S = s->L;
+                    for (int q = 0; q < S->nparams; q++, k++)
+                        s->w2[q] = lr->w2[k], s->g2[q] = lr->g2[k];
+                    s->w = S->nparams > 0 ? s->w2[0] : NULL, s->gw = S->nparams > 0 ? s->g2[0] : NULL;
+                    s->b = S->nparams > 1 ? s->w2[1] : NULL, s->gb = S->nparams > 1 ? s->g2[1] : NULL;
+                    s->bufs = layer_bufs(rt, li, j, rt->gpu != NULL);
+                }
             }
             (void)seen;
         }
@@ -508,6 +571,8 @@ void rt_teardown(RtCtx *rt)
         rt->gpu->teardown(rt);
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
+        for (int i = 0; i <= ch->last - ch->first; i++)
+            free(ch->lay[i].sub);
         free(ch->lay), free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
     }
     free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote), free(rt->zpiece);

@@ -877,6 +877,17 @@ static void test_norm_scale_casts(void)
     err_dev(&e, d_g, s, n);
     report_exact("scale", &e);
 
+    /* y += x (ReduceTiedGrads, a residual block's addition) against k_add_into */
+    float *y = hrand(n, -1, 1), *ya = hcopy(y, n);
+    float *d_y = dput(y, n), *d_s = dput(s, n);
+    k_add_into(ya, s, n);
+    KC(kc_add_into(&ctx, d_y, d_s, n));
+    Err e3 = {0};
+    err_dev(&e3, d_y, ya, n);
+    report_exact("add_into (y += x)", &e3);
+    free(y), free(ya);
+    dfree(d_y), dfree(d_s);
+
     /* fp32 -> bf16 -> fp32 against a round-to-nearest-even on the host */
     float *x = hrand(n, -1e3f, 1e3f), *back = xmalloc((size_t)n * sizeof(float));
     x[0] = NAN, x[1] = INFINITY, x[2] = -0.0f, x[3] = 1.00390625f; /* 1 + 2^-8: a tie, rounds to even (1) */

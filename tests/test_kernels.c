@@ -1396,12 +1396,32 @@ END_TEST
 
 /* ---- the suite ---------------------------------------------------------------------------- */
 
+/* k_add_into, the residual block's addition: y + x once rounded, in place,
+ * so the branch order cannot matter (a + b == b + a in IEEE arithmetic) */
+START_TEST(add_into)
+{
+    float y[5] = {1.0f, -2.5f, 1e-8f, 3.0f, 0.1f}, x[5] = {2.0f, 2.5f, 1.0f, -3.0f, 0.2f};
+    float y2[5], x2[5];
+    memcpy(y2, x, sizeof x), memcpy(x2, y, sizeof y);
+    k_add_into(y, x, 5);
+    k_add_into(y2, x2, 5);
+    const float want[5] = {3.0f, 0.0f, 1.0f + 1e-8f, 0.0f, 0.1f + 0.2f};
+    for (int i = 0; i < 5; i++) {
+        ck_assert(y[i] == want[i]);
+        ck_assert(memcmp(&y[i], &y2[i], sizeof(float)) == 0);
+    }
+    k_add_into(y, x, 0); /* nothing */
+    ck_assert(y[0] == 3.0f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("kernels");
     TCase *c = tcase_create("kernels");
     tcase_set_timeout(c, 60);
     tcase_add_test(c, linear_gradients);
+    tcase_add_test(c, add_into);
     tcase_add_test(c, linear_reference);
     tcase_add_loop_test(c, conv2d_matches_direct, 0, NCONVS);
     tcase_add_loop_test(c, conv2d_gradients, 0, NCONVS);

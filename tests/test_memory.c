@@ -78,6 +78,63 @@ START_TEST(state_bytes_per_layer)
 }
 END_TEST
 
+/* A residual block keeps its layers' outputs and states, in order, in its
+ * own saved state; its inner gradients are the output gradients of its
+ * layers with weights; a block without weights keeps none. */
+START_TEST(residual_layout)
+{
+    T *t = t_layers("float32[2, 4, 4]",
+                    "  residual { conv2d(2, kernel = 3, padding = 1); relu; maxpool2d(kernel = 3, stride = 1, padding = 1)"
+                    "; layernorm } shortcut { relu }\n  residual { relu; tanh }\n  flatten\n  linear(3)",
+                    "int32[]");
+    ck_ok(t);
+    const PlanLayer *R = &t->f.model.layer[0];
+    PlanSubLayout sub[5];
+    int64_t inner = -1;
+    int64_t o = 32 * 4; /* every output is [2, 4, 4] */
+    ck_assert_int_eq(plan_residual_layout(R, sub, &inner), 5 * o + o /* argmax */ + 2 * 8 * 4 /* 8 rows */);
+    ck_assert_int_eq(plan_layer_state_bytes(R), 6 * o + 64);
+    const int64_t want_out[5] = {0, o, 2 * o, 4 * o, 5 * o + 64};
+    const int64_t want_save[5] = {o, 2 * o, 3 * o, 5 * o, 6 * o + 64};
+    const int64_t want_keep[5] = {0, -1, -1, 32, -1};
+    for (int j = 0; j < 5; j++) {
+        ck_assert_int_eq(sub[j].out_off, want_out[j]);
+        ck_assert_int_eq(sub[j].save_off, want_save[j]);
+        ck_assert_int_eq(sub[j].dkeep_off, want_keep[j]);
+    }
+    ck_assert_int_eq(inner, 64);
+    ck_assert(plan_layer_keeps_inner_grads(R));
+    const PlanLayer *R2 = &t->f.model.layer[1];
+    ck_assert(!plan_layer_keeps_inner_grads(R2));
+    ck_assert_int_eq(plan_layer_state_bytes(R2), 2 * o);
+    ck_assert_int_eq(plan_residual_scratch_at(R, 4) % 16, 0);
+    /* a split schedule keeps the block's inner gradients, for B samples,
+     * and nothing for the block without weights */
+    PlanChunkLayout l;
+    plan_chunk_layout(&t->f.model, &t->f.part, 4, 0, 1, 0, &l);
+    ck_assert_int_gt(l.lay[0].dout_off, 0);
+    ck_assert_int_eq(l.lay[1].dout_off, 0);
+    ck_assert_int_eq(l.lay[0].save_bytes, 4 * (6 * o + 64));
+    /* the scratch: the block's own arrays behind its layers' (conv2d's im2col) */
+    ck_assert_int_ge(l.scratch_elems, plan_residual_scratch_at(R, 4) + 2 * 4 * 32 + 4 * inner);
+    plan_chunk_layout_free(&l);
+    t_free(t);
+    /* odd sizes: every array 64 bytes apart per sample, so aligned for any
+     * micro-batch on a device */
+    t = t_layers("float32[3]", "  residual { linear(5); relu; linear(3) }", "int32[]");
+    ck_ok(t);
+    R = &t->f.model.layer[0];
+    ck_assert_int_eq(plan_residual_layout(R, sub, &inner), 3 * 64);
+    ck_assert_int_eq(sub[1].out_off, 64);
+    ck_assert_int_eq(sub[2].out_off, 128);
+    ck_assert_int_eq(sub[2].save_off, 192);
+    ck_assert_int_eq(sub[2].dkeep_off, 16);
+    ck_assert_int_eq(inner, 32);
+    ck_assert_int_eq(plan_residual_pingpong(R), 16);
+    t_free(t);
+}
+END_TEST
+
 /* Every array of the slot 64-byte aligned, inside the slot, none
  * overlapping. */
 START_TEST(slot_layout_is_disjoint)
@@ -266,6 +323,7 @@ static Suite *suite(void)
     Suite *s = suite_create("memory");
     TCase *c = tcase_create("memory");
     tcase_add_test(c, state_bytes_per_layer);
+    tcase_add_test(c, residual_layout);
     tcase_add_test(c, slot_layout_is_disjoint);
     tcase_add_test(c, stage_memory_parts);
     tcase_add_test(c, schedules_and_checkpointing_change_memory);

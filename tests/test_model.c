@@ -678,6 +678,148 @@ START_TEST(init_errors)
 }
 END_TEST
 
+/* residual { ... } [shortcut { ... }]: one layer whose sub-layers are its
+ * body's and shortcut's statements, every one numbered (body.2 is the
+ * second conv2d); parameters, FLOPs and shapes from its layers */
+START_TEST(residual_shapes)
+{
+    T *t = t_layers("float32[4, 8, 8]",
+                    "  residual {\n"
+                    "    conv2d(4, kernel = 3, padding = 1)\n"
+                    "    relu\n"
+                    "    conv2d(4, kernel = 3, padding = 1, bias = false)\n"
+                    "  }\n"
+                    "  residual {\n    conv2d(6, kernel = 3, stride = 2, padding = 1)\n  }\n"
+                    "  shortcut { conv2d(6, kernel = 1, stride = 2); relu }\n"
+                    "  residual { relu } shortcut { avgpool2d(kernel = 1) }\n"
+                    "  repeat 2 { residual { layernorm(eps = 1e-3); linear(4, init = zeros) } }\n"
+                    "  flatten\n  linear(3)",
+                    "int32[]");
+    ck_ok(t);
+    const PlanLayer *r = L(t, 0);
+    ck_assert_int_eq(t->f.model.nlayers, 7);
+    ck_assert_int_eq(r->kind, PLAN_L_RESIDUAL);
+    ck_assert_int_eq(r->nbody, 3);
+    ck_assert_int_eq(r->nshort, 0);
+    ck_shape(&r->out, 3, 4, 8, 8);
+    ck_assert_int_eq(r->nparams, 3);
+    ck_assert_str_eq(r->param[0].name, "body.0.weight");
+    ck_assert_str_eq(r->param[1].name, "body.0.bias");
+    ck_assert_str_eq(r->param[2].name, "body.2.weight");
+    ck_assert_int_eq(r->param[2].ndim, 4);
+    ck_assert_int_eq(r->params, 2 * 4 * 4 * 9 + 4);
+    ck_assert_int_eq(r->held, r->params);
+    /* its layers: ordinary layers, under the block's index, at places 1.. */
+    ck_assert_int_eq(r->sub[1].kind, PLAN_L_RELU);
+    ck_assert_int_eq(r->sub[2].index, 0);
+    ck_assert_int_eq(r->sub[2].sub_pos, 3);
+    ck_assert_str_eq(r->sub[2].param[0].name, "weight");
+    ck_assert_int_eq(r->sub[2].bias, 0);
+    int64_t conv = 2 * 4 * 9 * 4 * 64;
+    ck_assert_int_eq(r->flops, (conv + 4 * 64) + 4 * 64 + conv + 4 * 64); /* the layers' and the addition */
+    ck_assert_int_eq(r->act_bytes, 4 * 64 * 4);
+    /* a projection shortcut on the next line joins the block */
+    const PlanLayer *p = L(t, 1);
+    ck_assert_int_eq(p->nbody, 1);
+    ck_assert_int_eq(p->nshort, 2);
+    ck_shape(&p->out, 3, 6, 4, 4);
+    ck_assert_int_eq(p->nparams, 4);
+    ck_assert_str_eq(p->param[2].name, "shortcut.0.weight");
+    ck_assert_str_eq(p->param[3].name, "shortcut.0.bias");
+    ck_assert_int_eq(p->param[2].dim[1], 4);
+    ck_assert_int_eq(p->params, 6 * 4 * 9 + 6 + 6 * 4 + 6);
+    ck_shape(&p->sub[2].in, 3, 6, 4, 4);
+    ck_assert_int_eq(L(t, 2)->nparams, 0);
+    ck_assert_int_eq(L(t, 2)->nshort, 1);
+    /* repeat makes two blocks; init on a sub-layer stays its own */
+    ck_assert_int_eq(L(t, 3)->kind, PLAN_L_RESIDUAL);
+    ck_assert_int_eq(L(t, 4)->kind, PLAN_L_RESIDUAL);
+    ck_assert_str_eq(L(t, 4)->param[2].name, "body.1.weight");
+    ck_assert(L(t, 4)->sub[0].eps == 1e-3);
+    ck_assert_int_eq(L(t, 4)->sub[1].init, PLAN_INIT_ZEROS);
+    ck_assert_int_eq(L(t, 4)->sub[0].init, PLAN_INIT_DEFAULT);
+    ck_assert_int_eq(L(t, 4)->init, PLAN_INIT_DEFAULT);
+    ck_assert_int_eq(t->f.model.total_params, L(t, 0)->params + p->params + 2 * (2 * 4 + 4 * 4 + 4) + 96 * 3 + 3);
+    t_free(t);
+    /* the model's init reaches the layers of a block, not the block */
+    t = t_compile("model m {\n  init = normal(std = 0.1)\n  input x: float32[4]\n  target y: int32[]\n"
+                  "  residual { linear(4); relu; linear(4, init = zeros) }\n  loss cross_entropy\n}\n");
+    ck_ok(t);
+    ck_assert_int_eq(L(t, 0)->init, PLAN_INIT_DEFAULT);
+    ck_assert_int_eq(L(t, 0)->sub[0].init, PLAN_INIT_NORMAL);
+    ck_assert(L(t, 0)->sub[0].init_std == 0.1);
+    ck_assert_int_eq(L(t, 0)->sub[1].init, PLAN_INIT_DEFAULT);
+    ck_assert_int_eq(L(t, 0)->sub[2].init, PLAN_INIT_ZEROS);
+    t_free(t);
+}
+END_TEST
+
+#define RES_MODEL(layers) "model m {\n  input x: float32[3, 4, 4]\n  target y: int32[]\n" layers "\n  flatten\n" \
+                          "  linear(2)\n  loss cross_entropy\n}\n"
+
+START_TEST(err_residual)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {RES_MODEL("  residual { conv2d(5, kernel = 1) }"),
+         "t.pipe:4:3: error: layer 0 (residual): the body's output [5, 4, 4] (body.0, line 4) must have the shape of "
+         "the block's input [3, 4, 4]"},
+        {RES_MODEL("  relu\n  residual {\n    conv2d(5, kernel = 1)\n    relu\n  } shortcut {\n"
+                   "    conv2d(5, kernel = 1, stride = 2)\n  }"),
+         "t.pipe:5:3: error: layer 1 (residual): the body's output [5, 4, 4] (body.1, line 7) must have the shape of "
+         "the shortcut's output [5, 2, 2]"},
+        {RES_MODEL("  residual { conv2d(3, kernel = 9) }"), "t.pipe:4:14: error: layer 0 (conv2d): kernel 9 is larger"},
+        {RES_MODEL("  residual { residual { relu } }"),
+         "t.pipe:4:14: error: a 'residual' block cannot stand inside a residual block's body (residual blocks do "
+         "not nest)"},
+        {RES_MODEL("  residual { relu } shortcut { residual { relu } }"),
+         "t.pipe:4:32: error: a 'residual' block cannot stand inside a residual block's shortcut"},
+        {RES_MODEL("  residual { relu; residual }"),
+         "t.pipe:4:20: error: a 'residual' block cannot stand inside a residual block"},
+        {RES_MODEL("  residual { repeat 2 { relu } }"), "t.pipe:4:14: error: 'repeat' cannot stand inside a residual"},
+        {RES_MODEL("  residual { flatten; linear(48, tie = a) }"),
+         "t.pipe:4:40: error: tie cannot be used inside a residual block"},
+        {RES_MODEL("  residual { relu as a }"), "t.pipe:4:22: error: a layer inside a residual block cannot have a label"},
+        {RES_MODEL("  residual { loss mse }"), "'loss' cannot stand inside a residual block's body"},
+        {RES_MODEL("  residual { }"), "t.pipe:4:3: error: a residual block needs at least one layer in its body"},
+        {RES_MODEL("  residual { relu } shortcut { }"), "t.pipe:4:21: error: a shortcut needs at least one layer"},
+        {RES_MODEL("  shortcut { relu }"), "t.pipe:4:3: error: 'shortcut { ... }' must follow a residual block"},
+        {RES_MODEL("  residual { relu } shortcut { relu }\n  shortcut { relu }"),
+         "t.pipe:5:3: error: 'shortcut { ... }' must follow a residual block"},
+        {RES_MODEL("  resdual { relu }"), "t.pipe:4:3: error: unknown block 'resdual'; did you mean 'residual'?"},
+        {RES_MODEL("  residual { relu } projection { relu }"),
+         "t.pipe:4:21: error: a residual block is followed by 'shortcut { LAYERS }', not 'projection { ... }'"},
+        {RES_MODEL("  residual"), "t.pipe:4:3: error: 'residual' is a block: write residual { LAYERS }"},
+        {RES_MODEL("  residual { relu(init = zeros) }"),
+         "t.pipe:4:19: error: layer 0 (residual): its body.0 (relu) has no weights to initialise"},
+        {RES_MODEL("  residual { transformer_block(heads = 1) }"),
+         "t.pipe:4:14: error: 'transformer_block' cannot stand inside a residual block"},
+        {"model m {\n  input x: int32[4]\n  target y: int32[4]\n  residual { embedding(8, 4) }\n"
+         "  loss cross_entropy\n}\n",
+         "t.pipe:4:14: error: 'embedding' cannot stand inside a residual block"},
+        {"model m {\n  input x: int32[4]\n  target y: int32[4]\n  residual { relu }\n"
+         "  loss cross_entropy\n}\n",
+         "t.pipe:4:3: error: layer 0 (residual) needs a float32 input, but gets int32[4]"},
+        {"model m {\n  input x: float32[2]\n  target y: int32[]\n  residual { "
+         "linear(2); linear(2); linear(2); linear(2); linear(2); linear(2); linear(2); linear(2); linear(2); "
+         "linear(2); linear(2); linear(2); linear(2) }\n  loss cross_entropy\n}\n",
+         "t.pipe:4:3: error: layer 0 (residual): its layers hold more than 24 parameter tensors"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        T *t = t_compile(cases[i].text);
+        ck_assert_msg(t->rc == PC_USER_ERROR, "case %zu accepted", i);
+        ck_assert_msg(strstr(t->err, cases[i].want), "case %zu: want '%s' in: %s", i, cases[i].want, t->err);
+        t_free(t);
+    }
+    /* an error inside a repeated block is reported once */
+    T *t = t_compile(RES_MODEL("  repeat 3 { residual { conv2d(3, kernel = 1, stride = 0) } }"));
+    ck_err(t, "stride of 'conv2d' must be at least 1, not 0");
+    ck_assert_int_eq(t->dl.nerrors, 1);
+    t_free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("model");
@@ -695,6 +837,7 @@ static Suite *suite(void)
     tcase_add_test(c, mse_loss);
     tcase_add_test(c, repeat_and_labels);
     tcase_add_test(c, init_schemes);
+    tcase_add_test(c, residual_shapes);
     suite_add_tcase(s, c);
     TCase *e = tcase_create("errors");
     tcase_add_test(e, err_unknown_layer);
@@ -706,6 +849,7 @@ static Suite *suite(void)
     tcase_add_test(e, err_structure);
     tcase_add_test(e, warn_unused_input);
     tcase_add_test(e, init_errors);
+    tcase_add_test(e, err_residual);
     suite_add_tcase(s, e);
     return s;
 }

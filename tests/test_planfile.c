@@ -22,7 +22,8 @@ static Compiled *compile(const char *example, const char *const *defs, int ndefs
 {
     Compiled *c = calloc(1, sizeof *c);
     char path[512];
-    snprintf(path, sizeof path, "%s/examples/%s", PIPE_SOURCE_DIR, example);
+    /* an example's name, or a path from the source root (tests/e2e/...) */
+    snprintf(path, sizeof path, "%s/%s%s", PIPE_SOURCE_DIR, strchr(example, '/') ? "" : "examples/", example);
     diag_init(&c->dl);
     ck_assert_int_eq(pc_front_file(&c->f, &c->dl, path, defs, ndefs), 0);
     ck_assert_int_eq(pc_plan_build(&c->dl, &c->f, &c->p, &c->acts, 0), 0);
@@ -226,7 +227,7 @@ END_TEST
  * range is refused. */
 START_TEST(batchnorm_fields)
 {
-    Compiled *c = compile("../tests/e2e/bn_cnn.pipe", NULL, 0);
+    Compiled *c = compile("tests/e2e/bn_cnn.pipe", NULL, 0);
     PlanIR f;
     char err[1024];
     ck_assert_msg(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0, "%s", err);
@@ -284,6 +285,126 @@ START_TEST(batchnorm_fields)
     free(bad);
     plan_ir_free(&f);
     free(d);
+    compiled_free(c);
+}
+END_TEST
+
+/* Residual blocks (version 3): their sub-layers round-trip after the layer
+ * table; a block whose layers do not chain, whose parameters are not its
+ * layers', or that nests a block is refused. */
+static void ck_residual_refused(const Compiled *c, int what, const char *want)
+{
+    PlanIR g;
+    char err[1024];
+    ck_assert(plan_decode(c->bin, c->len, &g, err, sizeof err) == 0);
+    PlanLayer *R = &g.model.layer[1];
+    ck_assert_int_eq(R->kind, PLAN_L_RESIDUAL);
+    switch (what) {
+    case 0: R->sub[1].out.dim[0] = 5; break;                         /* relu's output no longer the next's input */
+    case 1: snprintf(R->param[2].name, sizeof R->param[2].name, "body.2.bias"); break; /* not the layer's name */
+    case 2: R->sub[1].kind = PLAN_L_EMBEDDING; break;                /* a layer a block cannot hold */
+    case 3: R->nbody = 0, R->nshort = 4; break;                      /* no body */
+    case 4: R->sub[3].param[0].dim[1] = 3, R->sub[3].param[0].count = 4 * 3 * 9; break; /* not the block's tensor */
+    case 5: R->sub[0].tie = 0; break;                                /* a tie inside */
+    }
+    unsigned char *bad;
+    size_t nbad;
+    plan_encode(&g, &bad, &nbad);
+    ck_assert_msg(decode_fails(bad, nbad, err, sizeof err), "change %d accepted", what);
+    ck_assert_msg(strstr(err, "corrupted plan") && strstr(err, want), "change %d: %s", what, err);
+    free(bad);
+    plan_ir_free(&g);
+}
+
+START_TEST(residual_fields)
+{
+    const char *d[] = {"stages=3", "schedule=zb-v"};
+    Compiled *c = compile("tests/e2e/residual_cnn.pipe", d, 2);
+    PlanIR f;
+    char err[1024];
+    ck_assert_msg(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < f.model.nlayers; i++) {
+        const PlanLayer *a = &f.model.layer[i], *b = &c->f.model.layer[i];
+        ck_assert_int_eq(a->kind, b->kind);
+        ck_assert_int_eq(a->nbody, b->nbody);
+        ck_assert_int_eq(a->nshort, b->nshort);
+        ck_assert_int_eq(a->nparams, b->nparams);
+        for (int k = 0; k < a->nparams; k++)
+            ck_assert_str_eq(a->param[k].name, b->param[k].name);
+        for (int j = 0; j < a->nbody + a->nshort; j++) {
+            const PlanLayer *x = &a->sub[j], *y = &b->sub[j];
+            ck_assert_int_eq(x->kind, y->kind);
+            ck_assert_int_eq(x->index, i);
+            ck_assert_int_eq(x->sub_pos, j + 1);
+            ck_assert_int_eq(x->nout, y->nout);
+            ck_assert_int_eq(x->sh, y->sh);
+            ck_assert_int_eq(x->bias, y->bias);
+            ck_assert(x->p == y->p);
+            ck_assert_int_eq(x->out.dim[0], y->out.dim[0]);
+            ck_assert_int_eq(x->params, y->params);
+            ck_assert_int_eq(x->nparams, y->nparams);
+        }
+    }
+    const PlanLayer *R = &f.model.layer[3];
+    ck_assert_int_eq(R->kind, PLAN_L_RESIDUAL);
+    ck_assert_int_eq(R->nbody, 3);
+    ck_assert_int_eq(R->nshort, 2);
+    ck_assert_int_eq(R->sub[3].kind, PLAN_L_CONV2D);
+    ck_assert_str_eq(R->param[4].name, "shortcut.0.weight");
+    /* a batchnorm2d in the shortcut: its momentum round-trips, its buffers
+     * are the block's, under shortcut.1. */
+    ck_assert_int_eq(R->sub[4].kind, PLAN_L_BATCHNORM2D);
+    ck_assert(R->sub[4].momentum == 0.2);
+    ck_assert_int_eq(R->sub[4].nbuffers, 3);
+    ck_assert_int_eq(R->nbuffers, 3);
+    ck_assert_str_eq(R->buffer[0].name, "shortcut.1.running_mean");
+    ck_assert_str_eq(R->buffer[2].name, "shortcut.1.num_batches_tracked");
+    ck_assert_int_eq(R->buffer[2].i64, 1);
+    ck_assert_int_eq(plan_layer_buffer_bytes(R), 6 * 4 * 2 + 8);
+    {
+        unsigned char *bad;
+        size_t nbad;
+        R->sub[4].momentum = 1.5;
+        plan_encode(&f, &bad, &nbad);
+        ck_assert(decode_fails(bad, nbad, err, sizeof err));
+        ck_assert_msg(strstr(err, "layer 3: momentum 1.5 out of range"), "%s", err);
+        free(bad);
+        R->sub[4].momentum = 0.2;
+        R->sub[4].in.dim[0] = 5; /* weight and bias of 6 for 5 channels */
+        plan_encode(&f, &bad, &nbad);
+        ck_assert(decode_fails(bad, nbad, err, sizeof err));
+        ck_assert_msg(strstr(err, "layer 3: a batchnorm2d that does not match its input"), "%s", err);
+        free(bad);
+        R->sub[4].in.dim[0] = 6;
+    }
+    char *a = listing(&c->ir), *b = listing(&f);
+    ck_assert_str_eq(a, b);
+    free(a), free(b);
+    unsigned char *bin2;
+    size_t len2;
+    plan_encode(&f, &bin2, &len2);
+    ck_assert_int_eq(len2, c->len);
+    ck_assert(memcmp(bin2, c->bin, len2) == 0);
+    free(bin2);
+    plan_ir_free(&f);
+    compiled_free(c);
+    /* layer 1: conv2d, relu, dropout, conv2d (no bias) */
+    c = compile("tests/e2e/residual_cnn.pipe", NULL, 0);
+    ck_residual_refused(c, 0, "layer 1: a residual block whose layers' shapes or parameters do not add up");
+    ck_residual_refused(c, 1, "layer 1: a residual block whose layers' shapes or parameters do not add up");
+    ck_residual_refused(c, 2, "layer 1: a residual block whose layers' shapes or parameters do not add up");
+    ck_residual_refused(c, 3, "layer 1: a residual block of 0 + 4 layers");
+    ck_residual_refused(c, 4, "layer 1: a residual block whose layers' shapes or parameters do not add up");
+    ck_residual_refused(c, 5, "tie 0 or mask -1 does not exist");
+    /* cut inside the sub-layers' records */
+    unsigned char *dd = malloc(c->len);
+    for (int64_t cut = 1; cut < 400; cut += 37) {
+        memcpy(dd, c->bin, c->len);
+        ck_assert_int_eq(cut_model_tail(dd, c->len, cut), 0);
+        ck_assert_msg(decode_fails(dd, c->len, err, sizeof err), "cut %lld accepted", (long long)cut);
+        ck_assert_msg(strstr(err, "corrupted plan"), "%s", err);
+    }
+    free(dd);
     compiled_free(c);
 }
 END_TEST
@@ -349,6 +470,7 @@ static Suite *suite(void)
     tcase_add_test(c, extended_and_versions);
     tcase_add_test(c, llama_fields);
     tcase_add_test(c, batchnorm_fields);
+    tcase_add_test(c, residual_fields);
     tcase_add_test(c, write_and_read_file);
     suite_add_tcase(s, c);
     return s;

@@ -22,6 +22,12 @@
 
 /* ---- elementwise -------------------------------------------------------------- */
 
+void k_add_into(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
 void k_relu_forward(float *out, const float *in, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)

@@ -81,7 +81,9 @@ static inline float uniform01(uint32_t x)
  * dropout layer (site 0), the three sites of a block and the sites of other
  * layers differ in the layer word, so they never share a counter, and
  * Philox being a bijection of counters under one key, never a random
- * number. Nor does a block site share one with the init streams below,
+ * number. A residual block's sub-layers key their streams with
+ * plan_layer_key: index + (1 + place in the block) << 17, at most 8.5M, so
+ * still below 2^24 and never a plain layer index. Nor does a block site share one with the init streams below,
  * whose layer word is a plain layer index. (Folding the site into the
  * layer index instead, 4 layer + site, would collide with the plain
  * indices: block 0's site 1 would be the stream of a dropout layer 1.) */

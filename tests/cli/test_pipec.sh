@@ -464,5 +464,17 @@ check "--emit with an unknown kind" 1 --err 'sched, svg or trace'
 run "$TMP/gpt.bin" -o "$TMP/again.bin"
 check "a compiled plan takes --list or --stats only" 1 --err 'compiled plan'
 
+# ---- residual blocks in --stats: the block, then its layers indented
+RES=$SRC/tests/e2e/residual_cnn.pipe
+run "$RES" --stats
+check "--stats lists a residual block's layers under it, body.j and shortcut.j" 0 \
+    --out '^     3  residual +\[6, 3, 3\] +300 ' --out '^        body\.2 conv2d +\[6, 3, 3\] +42 ' \
+    --out '^        shortcut\.0 conv2d +\[6, 3, 3\] +24 ' --out '^        shortcut\.1 batchnorm2d +\[6, 3, 3\] +12 ' \
+    --out '^        body\.3 dropout +\[20\] '
+run "$RES" --stats --json
+json "--stats --json: a residual block's body and shortcut, its tensors and buffers under body.j / shortcut.j" \
+    '[s["type"] for s in j["layers"][3]["body"]] == ["conv2d", "tanh", "conv2d"] and [s["output_shape"] for s in j["layers"][3]["shortcut"]] == [[6, 3, 3], [6, 3, 3]] and [t["name"] for t in j["layers"][3]["param_tensors"]][-3:] == ["layers.3.shortcut.0.weight", "layers.3.shortcut.1.weight", "layers.3.shortcut.1.bias"] and [(t["name"], t["dtype"]) for t in j["layers"][3]["buffer_tensors"]] == [("layers.3.shortcut.1.running_mean", "float32"), ("layers.3.shortcut.1.running_var", "float32"), ("layers.3.shortcut.1.num_batches_tracked", "int64")] and sum(s["params"] for s in j["layers"][3]["body"] + j["layers"][3]["shortcut"]) == j["layers"][3]["params"] and "body" not in j["layers"][2]' \
+    'j["layers"][3]'
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -145,6 +145,10 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
     grep -q running_mean "$TMP/bnck-gpu/latest/stage-0.safetensors" || rc=1
     echo "compared" >>"$TMP/out"
     check_rc "--device cuda (host stand-in) --save: batchnorm2d's running statistics are the CPU's" 0 compared
+    # residual blocks: their layers through the CUDA table, their additions
+    # through the backend's add; split (zb-h1) and recomputed (ac) too
+    same resnet-zbh1 2 "$SRC/tests/e2e/residual_cnn.pipe" -D stages=2 -D schedule=zb-h1
+    same resnet-ac1 1 "$SRC/tests/e2e/residual_cnn.pipe" -D activation_checkpoint=1
     # checkpoints: the weights written from the device are the CPU's, and a
     # resumed run continues as the CPU's does
     "$PIPEC" "$SRC/examples/mlp.pipe" -D "optimizer=adam(lr = 0.01)" -o "$TMP/ck.bin" || exit 2

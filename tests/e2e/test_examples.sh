@@ -43,7 +43,7 @@ example() {
 # Every example must be covered below: a new one fails here until it is.
 for f in "$SRC"/examples/*.pipe; do
     case $(basename "$f") in
-        mlp.pipe | alexnet.pipe | fashion_mnist.pipe | gpt_tiny.pipe | llama_tiny.pipe) ;;
+        mlp.pipe | alexnet.pipe | fashion_mnist.pipe | gpt_tiny.pipe | llama_tiny.pipe | resnet_cifar.pipe | resnet.pipe) ;;
         *) echo "no data for this example: add it to test_examples.sh" >"$TMP/out"
            not_ok "$(basename "$f"): covered by this test" ;;
     esac
@@ -67,6 +67,8 @@ for i in range(32):
 open(sys.argv[1], "wb").write(rec)
 PY
 example alexnet "$SRC/examples/alexnet.pipe" -D micro_batches=2 -D micro_batch_size=2 -- --data "$TMP/cifar"
+# resnet_cifar (residual blocks): the same batch, at 32x32, under its zb-h1
+example resnet_cifar "$SRC/examples/resnet_cifar.pipe" -D micro_batches=2 -D micro_batch_size=2 -- --data "$TMP/cifar"
 
 # fashion_mnist: Debian's dataset when installed, else synthetic; a small
 # synthetic evaluation set either way.
@@ -76,6 +78,8 @@ if [ ! -f "$fm/train-images-idx3-ubyte.gz" ] || [ ! -f "$fm/train-labels-idx1-ub
     fmargs+=(-D "data=synthetic(samples = 256)")
 fi
 example fashion_mnist "$SRC/examples/fashion_mnist.pipe" "${fmargs[@]}"
+# resnet (batchnorm2d inside residual blocks) on the same data
+example resnet "$SRC/examples/resnet.pipe" "${fmargs[@]}"
 
 # gpt_tiny: byte-level tokens of README.md, made by scripts/text_to_tokens.py.
 if python3 "$SRC/scripts/text_to_tokens.py" "$SRC/README.md" "$TMP/input.u16" >"$TMP/out" 2>&1 &&

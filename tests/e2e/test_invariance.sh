@@ -12,7 +12,9 @@
 # carried across stages and dropout inside its blocks, a small LLaMA
 # (llama_block: grouped-query attention, RoPE, RMSNorm, a padding mask), and
 # a small CNN with batchnorm2d (its running statistics and
-# num_batches_tracked are in the checkpoints, so compared bit for bit).
+# num_batches_tracked are in the checkpoints, so compared bit for bit), and
+# a small ResNet (residual blocks with and without a projection shortcut,
+# weights in both branches, dropout inside a block).
 #   test_invariance.sh PIPEC PIPERT SOURCE_DIR
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -115,4 +117,5 @@ timed mlp "$SRC/tests/e2e/tied_mlp.pipe"
 timed gpt "$TMP/tied_gpt.pipe"
 timed llama "$TMP/llama_gqa.pipe"
 timed bn "$SRC/tests/e2e/bn_cnn.pipe"
+timed resnet "$SRC/tests/e2e/residual_cnn.pipe"
 e2e_end

@@ -115,6 +115,10 @@ example alexnet "$SRC/examples/alexnet.pipe" -- --data "$TMP/cifar"
 example fashion_mnist "$SRC/examples/fashion_mnist.pipe" "${FM[@]}"
 example gpt_tiny "$SRC/examples/gpt_tiny.pipe" -- --data "$TMP/input.u16"
 example llama_tiny "$SRC/examples/llama_tiny.pipe" -- --data "$TMP/input.u16"
+example resnet_cifar "$SRC/examples/resnet_cifar.pipe" -D micro_batches=4 -D micro_batch_size=2 -- --data "$TMP/cifar"
+# residual blocks: their layers' outputs and states inside the block's saved
+# state, their inner gradients under split schedules, their scratch
+example resnet "$SRC/tests/e2e/residual_cnn.pipe" -D stages=3
 # a text schedule, and 2 replicas of each stage (each rank holds one replica)
 check "mlp, a text schedule" "$SRC/examples/mlp.pipe" 2 -D 'schedule=file("custom.sched")'
 check "fashion_mnist, 2 stages x 2 replicas" "$SRC/examples/fashion_mnist.pipe" 4 "${FM[@]}" -D data_parallel=2

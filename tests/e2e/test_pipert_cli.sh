@@ -35,7 +35,7 @@ check_rc "--help" 0 'mpirun -np N pipert PLAN.bin'
 order=$(grep -Eo '^(  PLAN\.bin|[a-z][^:]*:$|  --[a-z-]+)' "$TMP/out" | sed 's/ (.*//; s/ /_/g' | tr '\n' ' ')
 want="__PLAN.bin training __--steps __--seed data: __--data __--eval-data logging_and_metrics: __--log-every \
 __--progress __--metrics __--tensorboard checkpoints: __--save __--save-every __--resume weights_in_and_out: __--init \
-__--init-rename __--init-extra __--export tracing_and_hangs: __--trace __--watchdog \
+__--init-rename __--init-extra __--export tracing_and_hangs: __--trace __--profile __--watchdog \
 device: __--device other: __--verbose __--help __--version "
 [ "$order" = "$want" ] && rc=0 || rc=1
 check_rc "--help lists every option, grouped and in order" 0 'usage:'

@@ -66,7 +66,9 @@ small=(-D stages=1 -D steps=2 -D micro_batches=2 -D micro_batch_size=2)
     "$PIPEC" "$SRC/tests/e2e/tied_mlp.pipe" "${small[@]}" -o tied1.bin &&
     "$PIPEC" "$SRC/examples/fashion_mnist.pipe" "${small[@]}" -D "data=synthetic(samples = 16)" \
         -D "eval_data=synthetic(samples = 4)" -o cnn1.bin &&
-    "$PIPEC" "$SRC/tests/e2e/tied_gpt.pipe" "${small[@]}" -o gpt1.bin || {
+    "$PIPEC" "$SRC/tests/e2e/tied_gpt.pipe" "${small[@]}" -o gpt1.bin &&
+    "$PIPEC" "$SRC/tests/e2e/residual_cnn.pipe" "${small[@]}" -D activation_checkpoint=1 -o res1.bin &&
+    "$PIPEC" "$SRC/tests/e2e/residual_cnn.pipe" "${small[@]}" -D schedule=zb-h1 -o res1z.bin || {
     echo "not ok - pipec: the plans for pipert"
     exit 1
 }
@@ -78,5 +80,7 @@ vg "pipert mlp, --resume for a third step" 0 "$PIPERT" mlp1.bin --resume ckpt --
 vg "pipert tied MLP (dropout, AdamW)" 0 "$PIPERT" tied1.bin
 vg "pipert CNN with evaluation" 0 "$PIPERT" cnn1.bin
 vg "pipert GPT (tied head, padding mask, tokens)" 0 "$PIPERT" gpt1.bin --data tokens.u16
+vg "pipert ResNet (residual blocks, activation checkpointing)" 0 "$PIPERT" res1.bin
+vg "pipert ResNet (residual blocks, zb-h1: split backward)" 0 "$PIPERT" res1z.bin
 
 e2e_end

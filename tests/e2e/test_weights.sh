@@ -169,4 +169,31 @@ refuse "--init-extra maybe" "^pipert: --init-extra: 'maybe' is not refuse or ign
 refuse "--init-rename without --init" "^pipert: --init-rename needs --init PATH$" 1 "$TMP/s2.bin" --init-rename a=b
 refuse "--export into a missing folder" "^pipert: --export $TMP/no/w.safetensors: cannot write: No such file or directory$" \
     2 "$TMP/s2.bin" --export "$TMP/no/w.safetensors"
+
+# residual blocks: layers.i.body.j / shortcut.j out of a zb-h1 run on 2
+# stages and into 3 stages and 1, bit for bit (23 parameters and the 3
+# buffers of the batchnorm2d in layer 3's shortcut)
+R="$SRC/tests/e2e/residual_cnn.pipe"
+"$PIPEC" "$R" -D stages=2 -D schedule=zb-h1 -o "$TMP/r2.bin" && "$PIPEC" "$R" -D stages=3 -o "$TMP/r3.bin" &&
+    "$PIPEC" "$R" -o "$TMP/r1.bin" || exit 2
+"${MPI[@]}" 2 "$PIPERT" "$TMP/r2.bin" --steps 3 --save "$TMP/ra" --export "$TMP/r.safetensors" >"$TMP/out" 2>&1
+$ST digest "$TMP/r.safetensors" >"$TMP/drw"
+$ST digest "$TMP/ra" >"$TMP/dra"
+if grep -q "exported 26 tensors to $TMP/r.safetensors" "$TMP/out" && cmp -s "$TMP/drw" "$TMP/dra" &&
+    grep -q '^layers\.3\.shortcut\.0\.weight F32 6x4x1x1 ' "$TMP/drw" && grep -q '^layers\.1\.body\.3\.weight F32 4x4x3x3 ' "$TMP/drw" &&
+    grep -q '^layers\.3\.shortcut\.1\.running_var F32 6 ' "$TMP/drw" &&
+    grep -q '^layers\.3\.shortcut\.1\.num_batches_tracked I64  ' "$TMP/drw"; then
+    ok "residual blocks: --export holds the checkpoint's bytes under layers.i.body.j / shortcut.j"
+else
+    not_ok "residual blocks: --export holds the checkpoint's bytes under layers.i.body.j / shortcut.j" "$(tail -3 "$TMP/out")"
+fi
+for s in 3 1; do
+    "${MPI[@]}" $s "$PIPERT" "$TMP/r$s.bin" --init "$TMP/r.safetensors" --steps 0 --save "$TMP/ri$s" >"$TMP/out" 2>&1
+    $ST digest "$TMP/ri$s" >"$TMP/dri$s" 2>>"$TMP/out"
+    if grep -q "initialised 26 tensors from $TMP/r.safetensors (1 file)" "$TMP/out" && cmp -s "$TMP/dri$s" "$TMP/dra"; then
+        ok "residual blocks: --init on $s stage(s), --steps 0 --save: bitwise the exported weights"
+    else
+        not_ok "residual blocks: --init on $s stage(s), --steps 0 --save: bitwise the exported weights" "$(tail -3 "$TMP/out")"
+    fi
+done
 e2e_end

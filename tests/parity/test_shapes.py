@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding, LlamaBlock, RMSNorm, Reshape, Transpose  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, Residual, RMSNorm, Reshape, Transpose  # noqa: E402
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -280,6 +280,25 @@ case("tied_linear", [("x", "float32", [7])], ("y", "float32", [7]), [
     ("linear", "linear(7, tie = sq)", tied(7, 0)),
 ], loss="mse")
 
+# residual blocks: the body's statements numbered from 0 with the
+# parameter-free ones (body.2 is the second conv2d), a projection shortcut,
+# one on a single line; shapes and the names body.j.* / shortcut.j.* from torch
+case("residual", [("img", "float32", [3, 9, 9])], ("label", "int32", []), [
+    ("conv2d", "conv2d(4, kernel = 3, padding = 1)", conv(4, 3, p=1)),
+    ("residual", "residual {\n        conv2d(4, kernel = 3, padding = 1)\n        relu\n"
+     "        conv2d(4, kernel = 3, padding = 1, bias = false)\n    }",
+     lambda x, prev: Residual([nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, bias=False)])),
+    ("residual", "residual {\n        conv2d(8, kernel = 3, stride = 2, padding = 1)\n        tanh\n"
+     "        avgpool2d(kernel = 1)\n        conv2d(8, kernel = 3, padding = 1)\n    }\n"
+     "    shortcut {\n        conv2d(8, kernel = 1, stride = 2, bias = false)\n    }",
+     lambda x, prev: Residual([nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.Tanh(), nn.AvgPool2d(1),
+                               nn.Conv2d(8, 8, 3, padding=1)], [nn.Conv2d(4, 8, 1, stride=2, bias=False)])),
+    ("residual", "residual { layernorm; linear(7); gelu; linear(5) } shortcut { linear(5, bias = false) }",
+     lambda x, prev: Residual([nn.LayerNorm(5), nn.Linear(5, 7), nn.GELU(approximate="tanh"), nn.Linear(7, 5)],
+                              [nn.Linear(5, 5, bias=False)])),
+    FLATTEN,
+    ("linear", "linear(3)", lin(3)),
+])
 
 # ---- the examples, with their torch twins built by hand
 
@@ -358,6 +377,13 @@ REJECTS = [
     ("reject_transpose_dim", "model m {\n input x: float32[3, 4]\n target y: int32[]\n"
      " transpose(0, 2)\n flatten\n loss cross_entropy\n}\n",
      lambda: torch.ones(BATCH, 3, 4).transpose(1, 3)),
+    ("reject_residual_shape", "model m {\n input x: float32[3, 4, 4]\n target y: int32[]\n"
+     " residual { conv2d(2, kernel = 1) }\n flatten\n loss cross_entropy\n}\n",
+     lambda: Residual([nn.Conv2d(3, 2, 1)])(torch.ones(BATCH, 3, 4, 4))),
+    ("reject_residual_shortcut_shape", "model m {\n input x: float32[3, 4, 4]\n target y: int32[]\n"
+     " residual { conv2d(2, kernel = 1) } shortcut { conv2d(2, kernel = 1, stride = 2) }\n flatten\n"
+     " loss cross_entropy\n}\n",
+     lambda: Residual([nn.Conv2d(3, 2, 1)], [nn.Conv2d(3, 2, 1, stride=2)])(torch.ones(BATCH, 3, 4, 4))),
     ("reject_positions", "model m {\n input t: int32[9]\n target y: int32[9]\n"
      " embedding(vocab = 5, dim = 4, positions = 8)\n loss cross_entropy\n}\n",
      lambda: Embedding(5, 4, 8)(torch.zeros(BATCH, 9, dtype=torch.long))),

@@ -26,9 +26,10 @@ file with a pad id), with `shuffle = false`: step s trains on samples
      schedule, the same gradient clipping (clip_grad_norm_), loss = the mean
      over the global batch (cross_entropy with ignore_index=-1: the mean over
      the non-ignored targets), one optimizer step per global batch.
-     Every step's loss must agree within 1e-4 relative (the LLaMA within 1e-5).
+     Every step's loss must agree within 1e-4 relative (the LLaMA and the
+     ResNet within 1e-5).
 
-The MLP, the GPT and the LLaMA also run on 1 stage (np 1) and must print the same
+The MLP, the GPT, the LLaMA and the ResNet also run on 1 stage (np 1) and must print the same
 losses, as text, as on 2 stages (the GPT's tie then stays on one stage). Dropout is 0 everywhere (torch cannot draw pipe's
 masks). A model with transformer_block is reported as skipped when this
 pipert refuses it at start-up ("transformer_block is not supported by the
@@ -53,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding, LlamaBlock, RMSNorm, Reshape, Transpose  # noqa: E402
+from torch_layers import Block, Embedding, LlamaBlock, Residual, RMSNorm, Reshape, Transpose  # noqa: E402
 
 torch.set_num_threads(1)
 STEPS = 5
@@ -446,6 +447,78 @@ case("moves", MOVES,
      lambda tmp, gen: image_data(tmp, 40, [2, 4, 6], 4, False, gen),
      optim_kw(torch.optim.Adam, lr=0.02), 3, tol=1e-5)
 
+
+# A small ResNet: residual blocks without a shortcut (conv2d, relu, conv2d;
+# layernorm and linears over the last dimension; linears after flatten,
+# with a dropout of p = 0) and with a projection shortcut (a strided conv2d
+# body, a 1x1 strided conv2d shortcut, a batchnorm2d in each branch, torch
+# run micro-batch by micro-batch as for "bn"); 2 stages, adam; float32 IDX
+# images [N, 3, 8, 8]. Losses within 1e-5, and the running statistics of the
+# batchnorms inside the block (layers.3.body.1.running_mean...) after the 5
+# steps (issue 13).
+RESNET = """model resnet {
+    input  image: float32[3, 8, 8]
+    target label: int32[]
+    conv2d(4, kernel = 3, padding = 1)
+    residual {
+        conv2d(4, kernel = 3, padding = 1)
+        relu
+        conv2d(4, kernel = 3, padding = 1, bias = false)
+    }
+    relu
+    residual {
+        conv2d(6, kernel = 3, stride = 2, padding = 1, bias = false)
+        batchnorm2d
+        tanh
+        conv2d(6, kernel = 3, padding = 1)
+    } shortcut {
+        conv2d(6, kernel = 1, stride = 2, bias = false)
+        batchnorm2d(momentum = 0.3)
+    }
+    relu
+    residual { layernorm; linear(5); gelu; linear(4) }
+    maxpool2d(kernel = 2)
+    flatten
+    residual {
+        linear(12)
+        sigmoid
+        dropout(p = 0)
+        linear(24, bias = false)
+    }
+    residual { linear(10) }
+    shortcut { linear(10, bias = false) }
+    linear(5)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 2; micro_batch_size = 3; schedule = 1f1b }
+train {
+    optimizer = adam(lr = 0.01, betas = (0.9, 0.99), weight_decay = 0.01)
+    steps = 5; seed = 7; shuffle = false
+    data = @DATA@
+}
+"""
+
+
+def build_resnet():
+    return Net([nn.Conv2d(3, 4, 3, padding=1),
+                Residual([nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, bias=False)]),
+                nn.ReLU(),
+                Residual([nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(6), nn.Tanh(),
+                          nn.Conv2d(6, 6, 3, padding=1)],
+                         [nn.Conv2d(4, 6, 1, stride=2, bias=False), nn.BatchNorm2d(6, momentum=0.3)]),
+                nn.ReLU(),
+                Residual([nn.LayerNorm(4), nn.Linear(4, 5), gelu(), nn.Linear(5, 4)]),
+                nn.MaxPool2d(2), nn.Flatten(),
+                Residual([nn.Linear(24, 12), nn.Sigmoid(), nn.Dropout(0.0), nn.Linear(12, 24, bias=False)]),
+                Residual([nn.Linear(24, 10)], [nn.Linear(24, 10, bias=False)]),
+                nn.Linear(10, 5)])
+
+
+case("resnet", RESNET, build_resnet,
+     lambda tmp, gen: image_data(tmp, 40, [3, 8, 8], 5, False, gen),
+     optim_kw(torch.optim.Adam, lr=0.01, betas=(0.9, 0.99), weight_decay=0.01), 2,
+     dict(micro=2, buffers=True), tol=1e-5)
+
 TYPES = {
     "mlp": ["flatten", "linear", "relu", "linear", "tanh", "linear", "gelu", "linear", "sigmoid", "linear"],
     "cnn": ["conv2d", "maxpool2d", "relu", "adaptive_avgpool2d", "conv2d", "tanh", "avgpool2d",
@@ -455,10 +528,12 @@ TYPES = {
     "llama": ["embedding", "llama_block", "llama_block", "rmsnorm", "linear"],
     "bn": ["conv2d", "batchnorm2d", "relu", "conv2d", "batchnorm2d", "tanh", "flatten", "linear"],
     "moves": ["transpose", "reshape", "linear", "tanh", "transpose", "reshape", "flatten", "linear"],
+    "resnet": ["conv2d", "residual", "relu", "residual", "relu", "residual", "maxpool2d", "flatten", "residual",
+               "residual", "linear"],
 }
 
 # the models that also run on 1 stage, where their losses must be the same text
-ONE_STAGE = ["mlp", "gpt", "llama", "bn", "moves"]
+ONE_STAGE = ["mlp", "gpt", "llama", "bn", "moves", "resnet"]
 
 # ---- running
 

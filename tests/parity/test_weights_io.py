@@ -31,6 +31,11 @@ Each check writes its .pipe file and data into a temporary directory, with
      count; the export loads with strict=True; a missing running_var and
      a count stored as F32 are refused; --resume continues bit for bit;
      2 replicas export replica 0's buffers.
+  6. residual blocks: a torch ResNet's state_dict (layers.{i}.body.{j}.*,
+     layers.{i}.shortcut.{j}.*) starts pipe on 2 stages with the first loss
+     torch's; after 3 steps its --export loads with strict=True and gives
+     pipe's 4th loss; init = zeros on a layer inside a block, and the
+     model's normal(std) on the rest, show in pipe's own --export.
 
 Losses are compared within 1e-5 relative. Safetensors files are read and
 written here in pure Python (Debian's torch has no safetensors module).
@@ -51,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_layers import Block, Embedding  # noqa: E402
+from torch_layers import Block, Embedding, Residual  # noqa: E402
 
 torch.set_num_threads(1)
 TOL = 1e-5
@@ -508,8 +513,97 @@ def check_bn():
            "export %.7f" % (ev2, want_eval2))
 
 
+# ---- 6. residual blocks: names body.j / shortcut.j both ways
+
+RESNET = """model resnet {
+    input  x: float32[2, 6, 6]
+    target label: int32[]
+    @INIT@
+    conv2d(4, kernel = 3, padding = 1)
+    residual {
+        conv2d(4, kernel = 3, padding = 1)
+        relu
+        conv2d(4, kernel = 3, padding = 1@ZEROS@)
+    }
+    residual {
+        conv2d(6, kernel = 3, stride = 2, padding = 1)
+        tanh
+    } shortcut {
+        conv2d(6, kernel = 1, stride = 2, bias = false)
+    }
+    flatten
+    residual { layernorm; linear(10); gelu; linear(54) }
+    linear(5)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 2; micro_batch_size = 4; schedule = zb-h1 }
+train { optimizer = adam(lr = 0.01); steps = 4; seed = 3; shuffle = false; data = npy("@X@", "@Y@") }
+"""
+
+
+def resnet():
+    torch.manual_seed(11)
+    return Net([nn.Conv2d(2, 4, 3, padding=1),
+                Residual([nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)]),
+                Residual([nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Tanh()], [nn.Conv2d(4, 6, 1, stride=2, bias=False)]),
+                nn.Flatten(),
+                Residual([nn.LayerNorm(54), nn.Linear(54, 10), nn.GELU(approximate="tanh"), nn.Linear(10, 54)]),
+                nn.Linear(54, 5)])
+
+
+def check_residual():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((40, 2, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 5, (40,)).astype(np.int64)
+    xp, yp = os.path.join(TMP, "resx.npy"), os.path.join(TMP, "resy.npy")
+    np.save(xp, x)
+    np.save(yp, y)
+    text = RESNET.replace("@X@", xp).replace("@Y@", yp)
+    plan = compile_(text.replace("@INIT@", "").replace("@ZEROS@", ""), "resnet")
+    model = resnet()
+    sd = model.state_dict()
+    report("layers.1.body.2.weight" in sd and "layers.2.shortcut.0.weight" in sd and "layers.4.body.3.bias" in sd,
+           "torch's state_dict names a block's layers layers.{i}.body.{j} / shortcut.{j}")
+    init = os.path.join(TMP, "res_init.safetensors")
+    save_file(sd, init)
+    got = losses(2, plan, 4, "--init", init)
+    X, Y = torch.tensor(x), torch.tensor(y)
+
+    def loss_on(m, step):
+        with torch.no_grad():
+            s = slice(step * 8, step * 8 + 8)
+            return F.cross_entropy(m(X[s]), Y[s]).item()
+
+    want = loss_on(model, 0)
+    report(rel(got[0], want) < TOL, "ResNet: --init from torch's state_dict (zb-h1, 2 stages), first loss %.7f vs "
+           "torch %.7f" % (got[0], want), "rel %.2e" % rel(got[0], want))
+    out = os.path.join(TMP, "res3.safetensors")
+    pipert(2, plan, "--init", init, "--steps", "3", "--export", out)
+    back = resnet()
+    try:
+        back.load_state_dict(load_file(out), strict=True)
+        want = loss_on(back, 3)
+        report(rel(got[3], want) < TOL, "ResNet: --export after 3 steps, load_state_dict(strict=True), loss on the "
+               "4th batch %.7f vs pipe's 4th %.7f" % (want, got[3]), "rel %.2e" % rel(got[3], want))
+    except Exception as e:  # noqa: BLE001
+        report(False, "ResNet: --export after 3 steps loads with strict=True", e)
+    # init inside a block: a layer's own, and the model's for the rest
+    plan = compile_(text.replace("@INIT@", "init = normal(std = 0.5)").replace("@ZEROS@", ", init = zeros"), "resz")
+    w = os.path.join(TMP, "res0.safetensors")
+    pipert(2, plan, "--steps", "0", "--export", w)
+    t = load_file(w)
+    z = t["layers.1.body.2.weight"], t["layers.1.body.2.bias"]
+    o = t["layers.1.body.0.weight"], t["layers.2.shortcut.0.weight"], t["layers.4.body.1.weight"]
+    report(all(float(a.abs().max()) == 0 for a in z) and all(0.4 < float(a.std()) < 0.6 for a in o)
+           and float(t["layers.4.body.0.weight"].min()) == 1.0 and float(t["layers.1.body.0.bias"].abs().max()) == 0
+           and not torch.equal(t["layers.1.body.0.weight"][0], t["layers.0.weight"][0]),
+           "init inside a block: body.2's own zeros, the model's normal(std = 0.5) on the other weights (norm "
+           "scales 1, biases 0), each drawn apart",
+           "stds %s" % [float(a.std()) for a in o])
+
+
 def main():
-    for check in (check_tied_mlp, check_gpt, check_halves, check_mse, check_bn):
+    for check in (check_tied_mlp, check_gpt, check_halves, check_mse, check_bn, check_residual):
         try:
             check()
         except Exception as e:  # noqa: BLE001

@@ -258,3 +258,18 @@ class Transpose(nn.Module):
     def forward(self, x):
         nd = x.dim() - 1
         return x.transpose(self.a % nd + 1, self.b % nd + 1)
+
+
+class Residual(nn.Module):
+    """residual { BODY } [shortcut { SHORTCUT }]: body(x) + shortcut(x), or
+    body(x) + x without a shortcut. Its layers are numbered as pipe numbers
+    them, every statement from 0 (parameter-free ones included), so its
+    parameters are body.j.weight, shortcut.j.bias, ..."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+        self.shortcut = nn.Sequential(*shortcut) if shortcut else None
+
+    def forward(self, x):
+        return self.body(x) + (self.shortcut(x) if self.shortcut is not None else x)
