@@ -23,7 +23,11 @@ them measured (the contract: within 5%).
 
 pipert runs under mpirun --bind-to none, one BLAS thread per rank (pipert
 sets it); the machine should be otherwise idle (the load average is
-printed).
+printed). Open MPI's shared-memory single-copy mechanism is left as the
+environment sets it (OMPI_MCA_btl_vader_single_copy_mechanism, printed):
+the default (CMA where the kernel allows process_vm_readv) lets a receiver
+pull a large message; none makes the sender push it in fragments
+(docs/benchmarks.md has both).
 """
 import json
 import os
@@ -38,7 +42,7 @@ WARMUP = 3
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl_vader_single_copy_mechanism="none",
+           OMPI_MCA_rmaps_base_oversubscribe="1",
            OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
 
@@ -95,7 +99,8 @@ def main():
     ]
     print(f"# predicted step (costs = profile(...), a 1-stage profile) against pipert's measured median step_ms,")
     print(f"# {steps} steps a run, the first {WARMUP} left out; 2 stages on 2 ranks; load average "
-          f"{os.getloadavg()[0]:.2f} at start")
+          f"{os.getloadavg()[0]:.2f} at start; btl_vader_single_copy_mechanism "
+          f"{os.environ.get('OMPI_MCA_btl_vader_single_copy_mechanism', 'default')}")
     print(f"{'model':20} {'schedule':26} {'predicted ms':>13} {'measured ms':>12} {'error':>8}")
     rows = []
     for name, src, base, plans in cases:

@@ -795,7 +795,7 @@ static void st_allreduce_f64(RtCtx *rt, double *buf, int64_t n, XportGroup g)
 }
 
 static const XportOps xport_mpi_staged = {"mpi-staged", st_isend, st_irecv, st_wait, st_allreduce_f32,
-                                          st_allreduce_f64, NULL, NULL};
+                                          st_allreduce_f64, NULL, NULL, xport_mpi_progress};
 
 static void req_stage(RtCtx *rt, XportReq *req, int64_t cap)
 {

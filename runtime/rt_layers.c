@@ -98,6 +98,8 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, in
                     mb, recompute};
     io.mask = block_mask(rt, ch, slot, L); /* a block's padding mask, or NULL */
     rt->layers[L->kind].forward(rt, lr, &io);
+    if (rt->xp->progress)
+        rt->xp->progress(rt);
 }
 
 void rt_chunk_forward(RtCtx *rt, RtChunk *ch, unsigned char *slot, const unsigned char *link_slot, int64_t mb)
@@ -169,6 +171,8 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         if (kept) {
             io.dout = inner ? NULL : kept;
             ops->backward_weight(rt, lr, &io);
+            if (rt->xp->progress)
+                rt->xp->progress(rt);
         }
         return;
     }
@@ -188,6 +192,8 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         ops->backward_input(rt, lr, &io);
     if (weight)
         ops->backward_weight(rt, lr, &io);
+    if (rt->xp->progress)
+        rt->xp->progress(rt);
     *gp = io.din;
     *pingp ^= 1;
 }

@@ -63,9 +63,14 @@ typedef struct XportOps {
      * member's part. NULL where a transport has neither (the GPU's, so far) */
     void (*reduce_scatter_f32)(struct RtCtx *rt, float *buf, int64_t shard, XportGroup g);
     void (*allgather_f32)(struct RtCtx *rt, float *buf, int64_t shard, XportGroup g);
+    /* lets pending transfers move on while this rank computes (called
+     * after every layer's half); NULL where they move by themselves */
+    void (*progress)(struct RtCtx *rt);
 } XportOps;
 
 extern const XportOps xport_mpi;
+/* xport_mpi's progress, which the CUDA backend's staged MPI shares */
+void xport_mpi_progress(struct RtCtx *rt);
 
 static inline XportReq xport_none(void)
 {

@@ -115,6 +115,20 @@ static void mpi_allgather_f32(RtCtx *rt, float *buf, int64_t shard, XportGroup g
     watch(rt, &r, NULL, "the all-gather over this stage's replicas (ZeRO)");
 }
 
+/* Open MPI moves a message larger than its eager limit in fragments, each
+ * pushed by the sender from inside an MPI call, unless a single-copy
+ * mechanism (CMA, XPMEM, KNEM) lets the receiver pull it all: without one
+ * (btl_vader_single_copy_mechanism = none, as in containers that refuse
+ * process_vm_readv) an activation sent with MPI_Isend before a Forward
+ * crawls while the sender computes, and the receiver idles. One
+ * MPI_Iprobe after each layer runs the progress engine; it costs well
+ * under a microsecond. Measured: docs/benchmarks.md. */
+void xport_mpi_progress(RtCtx *rt)
+{
+    int flag;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, rt->pipe_comm, &flag, MPI_STATUS_IGNORE);
+}
+
 const XportOps xport_mpi = {"mpi",           mpi_isend,         mpi_irecv,
                             mpi_wait,        mpi_allreduce_f32, mpi_allreduce_f64,
-                            mpi_reduce_scatter_f32, mpi_allgather_f32};
+                            mpi_reduce_scatter_f32, mpi_allgather_f32, xport_mpi_progress};

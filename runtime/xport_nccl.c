@@ -365,7 +365,7 @@ static void n_allreduce_f64(RtCtx *rt, double *buf, int64_t n, XportGroup g)
     x->staged->allreduce_f64(rt, buf, n, g);
 }
 
-static const XportOps xport_nccl = {"nccl", n_isend, n_irecv, n_wait, n_allreduce_f32, n_allreduce_f64, NULL, NULL};
+static const XportOps xport_nccl = {"nccl", n_isend, n_irecv, n_wait, n_allreduce_f32, n_allreduce_f64, NULL, NULL, NULL};
 
 /* ---- opening and closing -------------------------------------------------------------- */
 
