@@ -742,6 +742,10 @@ int main(int argc, char **argv)
         bad = why;
     } else if (rt->ir.cfg.zero && !strcmp(device, "cuda")) {
         bad = "zero = 1 runs on the CPU backend only so far (--device cpu), not with --device cuda";
+    } else if (rt->ir.cfg.precision == PLAN_PREC_BF16 && strcmp(device, "cuda") != 0) {
+        /* never fp32 in silence where bf16 was asked for */
+        bad = "precision = bf16 runs with --device cuda only so far; the CPU backend computes in fp32 (set precision "
+              "= fp32, or train on a GPU)";
     }
     if (bad) {
         if (rt->rank == 0)

@@ -87,6 +87,10 @@ check_rc "--opt=VALUE and --opt VALUE, options after the plan or before" 0 '^ste
 check_rc "3 ranks for 2 stages: refused with the reason" 1 'the world has 3 ranks, not a multiple of the plan.s 2 stages'
 "${MPI[@]}" 2 "$PIPERT" "$TMP/dp2.bin" >"$TMP/out" 2>&1; rc=$?
 check_rc "a fixed data_parallel the world does not match" 1 'data_parallel = 2: the world must be 4 ranks'
+"$PIPEC" "$SRC/examples/mlp.pipe" -D precision=bf16 -o "$TMP/bf16.bin" || exit 2
+"${MPI[@]}" 2 "$PIPERT" "$TMP/bf16.bin" >"$TMP/out" 2>&1; rc=$?
+collective "precision = bf16 on the CPU: refused at start, not computed in fp32 unasked" \
+    '^pipert: .*bf16.bin: precision = bf16 runs with --device cuda only so far; the CPU backend computes in fp32'
 head -c 200 "$TMP/mlp.bin" >"$TMP/cut.bin"
 "${MPI[@]}" 2 "$PIPERT" "$TMP/cut.bin" >"$TMP/out" 2>&1; rc=$?
 check_rc "a cut plan" 1 'corrupted plan'
