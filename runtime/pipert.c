@@ -846,6 +846,9 @@ int main(int argc, char **argv)
         else if (cfg->eval_data.set &&
                  rt_data_open(&rt->eval, &cfg->eval_data, rt->m, cfg->seed, 1, err, sizeof err) != 0)
             snprintf(msg, sizeof msg, "evaluation data: %s", err);
+        /* synthetic inputs drawn once, not in every step */
+        else if (has_first(rt) && (rt_data_cache_inputs(&rt->data) < 0 || rt_data_cache_inputs(&rt->eval) < 0))
+            snprintf(msg, sizeof msg, "synthetic data: out of memory for its samples");
     }
     have |= HAVE_DATA;
     if (agree(rt, msg, sizeof msg) != 0) {

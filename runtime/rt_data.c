@@ -758,6 +758,33 @@ static int open_synthetic(RtData *d, const PlanData *spec, const PlanModel *m, c
     return 0;
 }
 
+int64_t rt_data_cache_inputs(RtData *d)
+{
+    const PlanModel *m = d->model;
+    if (!m || d->kind != PLAN_DATA_SYNTHETIC) /* not opened (no eval_data), or not synthetic */
+        return 0;
+    int64_t bytes = 0;
+    for (int k = 0; k < m->ninputs; k++)
+        if (m->input[k].t.dtype == PLAN_F32 && !is_mask(m, k))
+            bytes += d->n * plan_tensor_elems(&m->input[k].t) * (int64_t)sizeof(float);
+    if (bytes == 0 || bytes > RT_SYNTH_CACHE_BYTES)
+        return 0;
+    for (int k = 0; k < m->ninputs; k++) {
+        if (m->input[k].t.dtype != PLAN_F32 || is_mask(m, k))
+            continue;
+        int64_t n = plan_tensor_elems(&m->input[k].t);
+        d->syn[k] = malloc((size_t)(d->n * n) * sizeof(float));
+        if (!d->syn[k]) {
+            for (int j = 0; j <= k; j++)
+                free(d->syn[j]), d->syn[j] = NULL;
+            return -1;
+        }
+        for (int64_t s = 0; s < d->n; s++)
+            rt_fill_normal(d->syn[k] + s * n, n, d->seed, s, (uint32_t)k);
+    }
+    return bytes;
+}
+
 /* ---- the contract ------------------------------------------------------------------ */
 
 int rt_data_open(RtData *d, const PlanData *spec, const PlanModel *m, uint64_t seed, int eval, char *err, size_t errsize)
@@ -805,6 +832,8 @@ void rt_data_close(RtData *d)
     free(d->labels);
     free(d->tokens);
     free(d->perm);
+    for (int k = 0; k < PLAN_MAX_IO; k++)
+        free(d->syn[k]);
     for (int k = 0; k < 2; k++)
         if (d->npy_map[k])
             munmap(d->npy_map[k], d->npy_map_len[k]);
@@ -857,6 +886,8 @@ void rt_data_input(const RtData *d, int64_t sample, int k, void *dst)
         else if (is_mask(m, k))
             for (int64_t i = 0; i < n; i++)
                 ((float *)dst)[i] = 1.0f;
+        else if (d->syn[k])
+            memcpy(dst, d->syn[k] + sample * n, (size_t)n * sizeof(float));
         else
             rt_fill_normal(dst, n, d->seed, sample, (uint32_t)k);
         break;

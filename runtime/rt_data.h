@@ -69,6 +69,9 @@ typedef struct RtData {
     /* the shuffled permutation of one epoch, cached */
     int64_t *perm;
     int64_t perm_epoch;
+    /* synthetic: each float input's samples, computed once
+     * (rt_data_cache_inputs), or NULL */
+    float *syn[PLAN_MAX_IO];
 } RtData;
 
 /* Opens spec for model m. eval: cifar10 reads test_batch.bin. Checks every
@@ -77,6 +80,15 @@ typedef struct RtData {
  * names the file (and, for bad contents, the offset or sample). */
 int rt_data_open(RtData *d, const PlanData *spec, const PlanModel *m, uint64_t seed, int eval, char *err, size_t errsize);
 void rt_data_close(RtData *d);
+
+/* Synthetic data: computes every sample of each float input once, now,
+ * so that a step copies them instead of drawing normals (the same values,
+ * bit for bit); for the ranks that load inputs. Skipped where they would
+ * take more than RT_SYNTH_CACHE_BYTES (each sample is then drawn when
+ * loaded, as before), or on other kinds of data. Returns the bytes
+ * cached, or -1 when out of memory (nothing cached). */
+#define RT_SYNTH_CACHE_BYTES ((int64_t)256 << 20)
+int64_t rt_data_cache_inputs(RtData *d);
 
 /* The sample at position pos of step's global batch of size batch. */
 int64_t rt_data_index(RtData *d, int shuffle, int64_t step, int64_t pos, int64_t batch);

@@ -742,6 +742,15 @@ START_TEST(synthetic_values)
     ck_assert_msg(fabs(mean) < 0.1 && fabs(var - 1) < 0.1, "mean %g var %g", mean, var);
     for (int k = 0; k < 7; k++)
         ck_assert_int_gt(seen[k], 0);
+    /* the samples computed once (rt_data_cache_inputs) are the ones drawn
+     * when loaded, bit for bit, for every sample */
+    ck_assert_int_eq(rt_data_cache_inputs(&b), 100 * 32 * 4);
+    ck_assert_ptr_nonnull(b.syn[0]);
+    for (int i = 0; i < 100; i++) {
+        rt_data_input(&a, i, 0, xa);
+        rt_data_input(&b, i, 0, xb);
+        ck_assert_mem_eq(xa, xb, sizeof xa);
+    }
     rt_data_close(&a);
     rt_data_close(&b);
     rt_data_close(&c);
@@ -756,6 +765,7 @@ START_TEST(synthetic_tokens_and_mse)
     RtData d;
     open_ok(&d, &s, t, 3, 0);
     int seen_max = 0;
+    ck_assert_int_eq(rt_data_cache_inputs(&d), 0); /* token ids and a mask: nothing to cache */
     for (int i = 0; i < 8; i++) {
         int32_t x[4], y[4];
         float mask[4];
