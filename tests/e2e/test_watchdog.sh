@@ -33,7 +33,7 @@ for _ in $(seq 1 300); do
 done
 took=$(($(date +%s) - start))
 kill -9 "$pid" 2>/dev/null
-re='^\[rank 0\] watchdog: stage 0 made no progress for [0-9]+ s (at instruction [0-9]+ \(.*\) of step [0-9]+, waiting for the (gradient|activation) from stage 1 \(rank 1\)|outside the step.s program, waiting in the vote of every rank at the end of the step); .*--watchdog 3 s: ending the job'
+re='^\[rank 0\] watchdog: stage 0 made no progress for [0-9]+ s (at instruction [0-9]+ \(.*\) of step [0-9]+, waiting (for the (gradient|activation) from stage 1 \(rank 1\)|in the sum over every stage of the lane)|outside the step.s program, waiting in the vote of every rank at the end of the step); .*--watchdog 3 s: ending the job'
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -le 30 ] && grep -Eq "$re" "$TMP/out"; then
     echo "ok - a stopped rank: rank 0 names its instruction and the peer, the job ends in ${took} s (exit $rc)"
     grep watchdog "$TMP/out" | sed 's/^/#   /'
