@@ -421,7 +421,7 @@ void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
         int nb = train->nbuf[stage * pt->chunks + ch], ne = eval && eval->nbuf ? eval->nbuf[stage * pt->chunks + ch] : 0;
         out->activations += (int64_t)(nb > ne ? nb : ne) * l.slot_bytes;
         out->recompute_workspace += l.ws_bytes;
-        out->transfer_staging += l.gin_elems * 4;
+        out->transfer_staging += plan_gin_areas(part) * l.gin_elems * 4;
         if (l.work_elems > work)
             work = l.work_elems;
         if (l.scratch_elems > scratch)

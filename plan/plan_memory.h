@@ -21,7 +21,8 @@
  *   recompute_workspace activation checkpointing: per chunk, room for one
  *                       segment's recomputed outputs and saved state
  *   transfer_staging    per chunk, the input gradient a backward writes and
- *                       SendGrad sends from
+ *                       SendGrad sends from: two areas, alternated, on a
+ *                       chunk that sends it (plan_gin_areas)
  * Bookkeeping (layer and request tables) and the data sets are not counted.
  *
  * The slot of one chunk (one micro-batch in flight), in order:
@@ -134,5 +135,16 @@ void plan_memory_parts(const PlanMemory *mem, int64_t out[6]);
 
 /* What each rank of `stage` allocates to train (one replica). */
 void plan_stage_memory(const PlanIR *ir, int stage, PlanMemory *out);
+
+/* The input-gradient areas of a chunk holding part `part`: the first part
+ * sends none (1 area, which its backward may still write); every other
+ * part 2, used in turn, so a backward writes one while the previous
+ * SendGrad is still on its way from the other (with one, the backward
+ * waited until the receiving stage had taken the previous gradient, and
+ * two stages running backwards at once took turns). */
+static inline int plan_gin_areas(int part)
+{
+    return part == 0 ? 1 : 2;
+}
 
 #endif

@@ -77,9 +77,12 @@ typedef struct RtChunk {
     int64_t outt_off, outt_bytes; /* the output tuple (contiguous, what SendActivation sends) */
     int64_t dout_off;             /* gradient of the main output (RecvGrad target, or the loss gradient) */
     RtLayerRt *lay;               /* last - first + 1 */
-    float *gin;                   /* gradient of the main input (SendGrad sends it) */
+    float *gin;                   /* gradient of the main input: the area the latest backward wrote, which
+                                   * SendGrad sends */
+    float *gin_area[2];           /* plan_gin_areas of them, used in turn */
+    int gin_n, gin_at;            /* how many; gin is gin_area[gin_at] */
     int64_t gin_elems;
-    XportReq gin_req;             /* a pending SendGrad from gin */
+    XportReq gin_req[2];          /* a pending SendGrad from each area */
     XportReq *out_req, *in_req, *dout_req; /* per slot: pending send / receives */
     int *slot_mb;                 /* per slot: the micro-batch it holds, -1 */
     int ac;                       /* activation_checkpoint: layers per segment, 0 = off */

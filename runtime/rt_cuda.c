@@ -939,8 +939,8 @@ static void g_setup(RtCtx *rt)
             if (xf & RT_XF_RECV_GRAD)
                 req_stage(rt, &ch->dout_req[b], dout), pinned += (size_t)dout;
         }
-        if (xf & RT_XF_SEND_GRAD)
-            req_stage(rt, &ch->gin_req, ch->gin_elems * 4), pinned += (size_t)ch->gin_elems * 4;
+        for (int k = 0; k < ch->gin_n && (xf & RT_XF_SEND_GRAD); k++)
+            req_stage(rt, &ch->gin_req[k], ch->gin_elems * 4), pinned += (size_t)ch->gin_elems * 4;
     }
     g_sync(rt);
     if (rt->verbose) {
@@ -982,7 +982,8 @@ static void g_teardown(RtCtx *rt)
             req_unstage(rt, &ch->in_req[b]);
             req_unstage(rt, &ch->dout_req[b]);
         }
-        req_unstage(rt, &ch->gin_req);
+        for (int k = 0; k < ch->gin_n; k++)
+            req_unstage(rt, &ch->gin_req[k]);
         for (int i = 0; i <= ch->last - ch->first; i++) {
             /* a residual block's conv2d layers hold plans of their own */
             RtLayerRt *lr = &ch->lay[i];

@@ -252,7 +252,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
             bytes = ch->outt_bytes;
             break;
         case SCHED_SendGrad:
-            rt->xp->isend(rt, ch->gin, ch->gin_elems * 4, peer_rank, XPORT_TAG_GRAD, &ch->gin_req);
+            rt->xp->isend(rt, ch->gin, ch->gin_elems * 4, peer_rank, XPORT_TAG_GRAD, &ch->gin_req[ch->gin_at]);
             bytes = ch->gin_elems * 4;
             break;
         case SCHED_Forward:
@@ -264,8 +264,12 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         case SCHED_BackwardInput:
         case SCHED_BackwardWeight:
             wait_req(rt, &ch->dout_req[in->buf]);
-            if (in->op != SCHED_BackwardWeight)
-                wait_req(rt, &ch->gin_req);
+            if (in->op != SCHED_BackwardWeight) {
+                /* the next input-gradient area: free once its last SendGrad has gone */
+                ch->gin_at = (ch->gin_at + 1) % ch->gin_n;
+                ch->gin = ch->gin_area[ch->gin_at];
+                wait_req(rt, &ch->gin_req[ch->gin_at]);
+            }
             rt_chunk_backward(rt, ch, slot, link_slot(rt, ch, in->link), in->mb, in->op != SCHED_BackwardWeight,
                               in->op != SCHED_BackwardInput);
             break;
@@ -295,7 +299,8 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
     /* every send of this pass has gone before the next pass writes again */
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
-        wait_req(rt, &ch->gin_req);
+        for (int k = 0; k < ch->gin_n; k++)
+            wait_req(rt, &ch->gin_req[k]);
         for (int b = 0; b < ch->nbuf; b++)
             wait_req(rt, &ch->out_req[b]);
     }

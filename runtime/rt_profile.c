@@ -120,8 +120,9 @@ static double round_trip(RtCtx *rt, RtChunk *ch, int peer, int64_t bytes, int fi
             rt->xp->irecv(rt, slot + ch->in_off, bytes >= 0 ? bytes : ch->in_bytes, peer, XPORT_TAG_ACTIVATION,
                           &ch->in_req[0]);
             rt->xp->wait(rt, &ch->in_req[0]);
-            rt->xp->isend(rt, ch->gin, bytes >= 0 ? bytes : ch->gin_elems * 4, peer, XPORT_TAG_GRAD, &ch->gin_req);
-            rt->xp->wait(rt, &ch->gin_req);
+            rt->xp->isend(rt, ch->gin, bytes >= 0 ? bytes : ch->gin_elems * 4, peer, XPORT_TAG_GRAD,
+                          &ch->gin_req[ch->gin_at]);
+            rt->xp->wait(rt, &ch->gin_req[ch->gin_at]);
         }
         t[r] = (now(rt) - t0) / 2;
     }

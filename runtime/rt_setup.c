@@ -537,8 +537,12 @@ void rt_setup(RtCtx *rt)
         int ne = rt->ir.sched.eval.nbuf[rt->stage * rt->chunks + c];
         ch->nbuf = nb > ne ? nb : ne;
         ch->slots = rt_dev_alloc(rt, RT_MEM_ACTIVATIONS, (size_t)ch->nbuf * ch->slot_bytes, "activation slots");
-        ch->gin = rt_dev_alloc(rt, RT_MEM_TRANSFER_STAGING, ch->gin_elems * sizeof(float), "input gradient");
-        ch->gin_req = xport_none();
+        ch->gin_n = plan_gin_areas(ch->part);
+        ch->gin_area[0] = rt_dev_alloc(rt, RT_MEM_TRANSFER_STAGING, ch->gin_n * ch->gin_elems * sizeof(float),
+                                       "input gradient");
+        ch->gin_area[1] = ch->gin_n > 1 ? ch->gin_area[0] + ch->gin_elems : ch->gin_area[0];
+        ch->gin = ch->gin_area[0], ch->gin_at = 0;
+        ch->gin_req[0] = ch->gin_req[1] = xport_none();
         ch->out_req = rt_alloc(rt, ch->nbuf * sizeof *ch->out_req, "requests");
         ch->in_req = rt_alloc(rt, ch->nbuf * sizeof *ch->in_req, "requests");
         ch->dout_req = rt_alloc(rt, ch->nbuf * sizeof *ch->dout_req, "requests");
@@ -562,7 +566,7 @@ void rt_teardown(RtCtx *rt)
 {
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
-        rt_dev_free(rt, ch->slots), rt_dev_free(rt, ch->gin), rt_dev_free(rt, ch->ws);
+        rt_dev_free(rt, ch->slots), rt_dev_free(rt, ch->gin_area[0]), rt_dev_free(rt, ch->ws);
     }
     rt_dev_free(rt, rt->work[0]), rt_dev_free(rt, rt->work[1]), rt_dev_free(rt, rt->scratch);
     /* the backend frees what it added (staging buffers of the requests, the

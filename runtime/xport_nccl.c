@@ -425,7 +425,8 @@ static void each_req(RtCtx *rt, void (*fn)(RtCtx *, XportReq *))
         RtChunk *ch = &rt->chunk[ci];
         for (int b = 0; b < ch->nbuf; b++)
             fn(rt, &ch->out_req[b]), fn(rt, &ch->in_req[b]), fn(rt, &ch->dout_req[b]);
-        fn(rt, &ch->gin_req);
+        for (int k = 0; k < ch->gin_n; k++)
+            fn(rt, &ch->gin_req[k]);
     }
 }
 

@@ -113,14 +113,18 @@ static int sim_program(const SchedPlan *pl, int s, const char *what, char *why, 
         if (pl->nbuf[s * C + c] > NB)
             NB = pl->nbuf[s * C + c];
     /* requests as rt_exec.c names them: in_req, dout_req, out_req per
-     * (chunk, buf), then gin_req per chunk */
-    Sim S = {calloc((size_t)(3 * NB + 1) * C, sizeof(SimReq)), (3 * NB + 1) * C, 0, s, what, why, whysize};
-    if (!S.r) {
+     * (chunk, buf), then gin_req[2] per chunk, used in turn from the
+     * second by each Backward/BackwardInput (a first part, which has one
+     * area, never sends from it: two here are the same) */
+    Sim S = {calloc((size_t)(3 * NB + 2) * C, sizeof(SimReq)), (3 * NB + 2) * C, 0, s, what, why, whysize};
+    int *gin_at = calloc((size_t)C, sizeof *gin_at);
+    if (!S.r || !gin_at) {
+        free(S.r), free(gin_at);
         snprintf(why, whysize, "out of memory");
         return 0;
     }
 #define REQ(k, c, b) (((k) * C + (c)) * NB + (b))
-#define GIN(c) (3 * C * NB + (c))
+#define GIN(c, k) (3 * C * NB + 2 * (c) + (k))
     const SchedProgram *pr = &pl->prog[s];
     int ok = 1;
     for (int pc = 0; ok && pc < pr->n; pc++) {
@@ -137,10 +141,13 @@ static int sim_program(const SchedPlan *pl, int s, const char *what, char *why, 
         case SCHED_RecvActivation: ok = sim_wait(&S, pc, REQ(2, c, b)) && sim_recv(&S, pc, REQ(0, c, b)); break;
         case SCHED_RecvGrad: ok = sim_recv(&S, pc, REQ(1, c, b)); break;
         case SCHED_SendActivation: ok = sim_send(&S, pc, REQ(2, c, b)); break;
-        case SCHED_SendGrad: ok = sim_send(&S, pc, GIN(c)); break;
+        case SCHED_SendGrad: ok = sim_send(&S, pc, GIN(c, gin_at[c])); break;
         case SCHED_Forward: ok = sim_wait(&S, pc, REQ(0, c, b)) && sim_wait(&S, pc, REQ(2, c, b)); break;
         case SCHED_Backward:
-        case SCHED_BackwardInput: ok = sim_wait(&S, pc, REQ(1, c, b)) && sim_wait(&S, pc, GIN(c)); break;
+        case SCHED_BackwardInput:
+            gin_at[c] ^= 1;
+            ok = sim_wait(&S, pc, REQ(1, c, b)) && sim_wait(&S, pc, GIN(c, gin_at[c]));
+            break;
         case SCHED_BackwardWeight: ok = sim_wait(&S, pc, REQ(1, c, b)); break;
         case SCHED_ReduceTiedGrads: ok = sim_quiet(&S, pc, "ReduceTiedGrads"); break;
         case SCHED_ReduceGrads: ok = sim_quiet(&S, pc, "ReduceGrads"); break;
@@ -151,7 +158,7 @@ static int sim_program(const SchedPlan *pl, int s, const char *what, char *why, 
     }
     /* rt_run_program's end: every send waited for */
     for (int c = 0; ok && c < C; c++) {
-        ok = sim_wait(&S, pr->n, GIN(c));
+        ok = sim_wait(&S, pr->n, GIN(c, 0)) && sim_wait(&S, pr->n, GIN(c, 1));
         for (int b = 0; ok && b < NB; b++)
             ok = sim_wait(&S, pr->n, REQ(2, c, b));
     }
@@ -159,7 +166,7 @@ static int sim_program(const SchedPlan *pl, int s, const char *what, char *why, 
         ok = sim_quiet(&S, pr->n, "the end of the pass");
 #undef REQ
 #undef GIN
-    free(S.r);
+    free(S.r), free(gin_at);
     return ok;
 }
 
