@@ -5,7 +5,8 @@
  *     out = h + drop3(mlp.proj(gelu(mlp.fc(ln2(h)))))
  *
  * with biases on every linear, tanh GELU, heads = H, width D, hidden F.
- * Shapes per sample: x, h, out (T, D); qkv (T, 3D); fc (T, F).
+ * Shapes per sample: x, h, out (T, D); qkv (T, 3D); fc (T, F) (with
+ * tensor parallelism, below: qkv (T, 3D/tp), fc (T, F/tp) on each rank).
  *
  * Dropout, as GPT-2 / nanoGPT: drop1 on the attention probabilities after
  * the softmax (attn_dropout), drop2 on attn.proj's output before its
@@ -45,7 +46,56 @@ typedef struct KBlock {
     int causal;
     float eps;       /* layernorm eps (1e-5) */
     float dropout;   /* p of the three dropout sites, in [0, 1) */
+    /* Tensor parallelism, Megatron's split (0 or 1: none; see "Tensor
+     * parallel" below): this call is rank tp_rank of tp, and tp_sum adds
+     * n floats over the tp ranks in place, leaving the same bits on each. */
+    int64_t tp, tp_rank;
+    void (*tp_sum)(void *ctx, float *x, int64_t n);
+    void *tp_ctx;
 } KBlock;
+
+/* Tensor parallel. With tp > 1 each of the tp ranks holds heads / tp heads
+ * and F / tp of the MLP, and the arrays of the call are its own (r = tp_rank):
+ *
+ *   attn.qkv.weight (3 D/tp, D), .bias (3 D/tp): rows [r D/tp, (r+1) D/tp) of
+ *       each of the q, k and v sections of the whole (q rows, then k, then
+ *       v: so the local qkv is laid out as the whole's, D/tp wide)
+ *   attn.proj.weight (D, D/tp): columns [r D/tp, (r+1) D/tp) (row-parallel)
+ *   mlp.fc.weight (F/tp, D), .bias (F/tp): rows [r F/tp, (r+1) F/tp)
+ *   mlp.proj.weight (D, F/tp): columns [r F/tp, (r+1) F/tp) (row-parallel)
+ *   ln1, ln2, attn.proj.bias, mlp.proj.bias: whole, on every rank
+ *
+ * The block's input and output, and the gradients of both, are whole on
+ * every rank. The forward sums the two row-parallel products over the
+ * ranks (tp_sum) before their bias; the input half sums the two
+ * column-parallel input gradients (of ln2's and ln1's outputs). So the
+ * replicated parameters see the same numbers on every rank, their
+ * gradients come out whole and equal everywhere (no sum over ranks), and
+ * the split ones' gradients are each rank's own slice. Dropout masks are
+ * drawn by global position (drop1 by global head), so a split block drops
+ * the same elements as the whole one. Sums reordered by the split (a dot
+ * product over D or F becomes tp partial ones added by tp_sum) are the
+ * only difference from tp = 1. */
+static inline int64_t k_block_tp(const KBlock *g)
+{
+    return g->tp > 1 ? g->tp : 1;
+}
+
+/* this rank's share: attention width (heads / tp heads of D / heads each), heads, MLP width */
+static inline int64_t k_block_dl(const KBlock *g)
+{
+    return g->d / k_block_tp(g);
+}
+
+static inline int64_t k_block_hl(const KBlock *g)
+{
+    return g->heads / k_block_tp(g);
+}
+
+static inline int64_t k_block_fl(const KBlock *g)
+{
+    return g->f / k_block_tp(g);
+}
 
 /* Dropout's mask keys for one call of k_block_forward or
  * k_block_backward_input (the geometry above is fixed for a run; these
@@ -111,15 +161,15 @@ typedef struct KBlockDsaved {
 
 static inline KBlockSaved k_block_saved_layout(const KBlock *g, int64_t B)
 {
-    int64_t n = B * g->t, d = g->d, f = g->f;
+    int64_t n = B * g->t, d = g->d, f = k_block_fl(g), dl = k_block_dl(g);
     KBlockSaved s;
     s.ln1 = 0;
     s.mean1 = s.ln1 + n * d;
     s.rstd1 = s.mean1 + n;
     s.qkv = s.rstd1 + n;
-    s.att = s.qkv + n * 3 * d;
-    s.ctx = s.att + B * g->heads * g->t * g->t;
-    s.h = s.ctx + n * d;
+    s.att = s.qkv + n * 3 * dl;
+    s.ctx = s.att + B * k_block_hl(g) * g->t * g->t;
+    s.h = s.ctx + n * dl;
     s.ln2 = s.h + n * d;
     s.mean2 = s.ln2 + n * d;
     s.rstd2 = s.mean2 + n;
@@ -131,10 +181,10 @@ static inline KBlockSaved k_block_saved_layout(const KBlock *g, int64_t B)
 
 static inline KBlockDsaved k_block_dsaved_layout(const KBlock *g, int64_t B)
 {
-    int64_t n = B * g->t, d = g->d, f = g->f;
+    int64_t n = B * g->t, d = g->d, f = k_block_fl(g);
     KBlockDsaved s;
     s.dqkv = 0;
-    s.dh = s.dqkv + n * 3 * d;
+    s.dh = s.dqkv + n * 3 * k_block_dl(g);
     s.dfc = s.dh + n * d;
     s.dout = s.dfc + n * f;
     s.dln1 = s.dout + n * d;
@@ -153,9 +203,9 @@ typedef struct KBlockDropScratch {
 
 static inline KBlockDropScratch k_block_drop_scratch(const KBlock *g, int64_t B, float *scratch)
 {
-    int64_t n = B * g->t, tt = g->t * g->t, td = g->t * g->d;
+    int64_t n = B * g->t, tt = g->t * g->t, td = g->t * g->d, fl = k_block_fl(g);
     KBlockDropScratch s;
-    int64_t dres = n * (g->f > g->d ? g->f : g->d), pd = dres + n * g->d, dpd = pd + tt, bits = dpd + tt;
+    int64_t dres = n * (fl > g->d ? fl : g->d), pd = dres + n * g->d, dpd = pd + tt, bits = dpd + tt;
     s.end = bits + ((tt > td ? tt : td) + 3) / 4;
     s.dres = scratch ? scratch + dres : NULL;
     s.pd = scratch ? scratch + pd : NULL;

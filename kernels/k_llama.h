@@ -40,7 +40,48 @@ typedef struct KLlama {
     int causal;
     float eps;   /* the two RMSNorms' */
     float theta; /* RoPE's base */
+    /* tensor parallelism, as KBlock's (k_block.h): rank tp_rank of tp (0
+     * or 1: none), tp_sum adds n floats over the ranks in place */
+    int64_t tp, tp_rank;
+    void (*tp_sum)(void *ctx, float *x, int64_t n);
+    void *tp_ctx;
 } KLlama;
+
+/* Tensor parallel (Megatron's split, as transformer_block's in k_block.h).
+ * With tp > 1 rank r holds heads / tp query heads and kv_heads / tp kv
+ * heads (so each group of query heads finds its kv head on the same rank)
+ * and F / tp of the MLP; its arrays are its own: q_proj's rows [r Dq, (r+1)
+ * Dq) with Dq = D / tp, k_proj's and v_proj's rows [r Dk, (r+1) Dk) with Dk
+ * = the kv width / tp, gate_proj's and up_proj's rows [r F/tp, (r+1) F/tp),
+ * o_proj's columns [r Dq, (r+1) Dq) and down_proj's [r F/tp, (r+1) F/tp)
+ * (row-parallel), the two RMSNorms whole. The forward sums o_proj's and
+ * down_proj's products over the ranks; the input half sums the gradients
+ * of r2 (gate + up) and of r1 (q + k + v). The sizes below (layouts,
+ * k_llama_kv_width) are this rank's. */
+static inline int64_t k_llama_tp(const KLlama *g)
+{
+    return g->tp > 1 ? g->tp : 1;
+}
+
+static inline int64_t k_llama_hl(const KLlama *g) /* this rank's query heads */
+{
+    return g->heads / k_llama_tp(g);
+}
+
+static inline int64_t k_llama_kl(const KLlama *g) /* this rank's kv heads */
+{
+    return g->kv_heads / k_llama_tp(g);
+}
+
+static inline int64_t k_llama_qw(const KLlama *g) /* this rank's query width, hl hd */
+{
+    return g->d / k_llama_tp(g);
+}
+
+static inline int64_t k_llama_fl(const KLlama *g) /* this rank's MLP width */
+{
+    return g->f / k_llama_tp(g);
+}
 
 /* Floats the forward keeps per sample for the backward. */
 int64_t k_llama_saved_floats(const KLlama *g);
@@ -95,21 +136,21 @@ typedef struct KLlamaScratch {
 
 static inline int64_t k_llama_kv_width(const KLlama *g)
 {
-    return g->d / g->heads * g->kv_heads;
+    return g->d / g->heads * k_llama_kl(g);
 }
 
 static inline KLlamaSaved k_llama_saved_layout(const KLlama *g, int64_t B)
 {
-    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f;
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = k_llama_fl(g), dq = k_llama_qw(g);
     KLlamaSaved s;
     s.r1 = 0;
     s.rstd1 = s.r1 + n * d;
     s.q = s.rstd1 + n;
-    s.k = s.q + n * d;
+    s.k = s.q + n * dq;
     s.v = s.k + n * dk;
     s.att = s.v + n * dk;
-    s.ctx = s.att + B * g->heads * g->t * g->t;
-    s.h = s.ctx + n * d;
+    s.ctx = s.att + B * k_llama_hl(g) * g->t * g->t;
+    s.h = s.ctx + n * dq;
     s.r2 = s.h + n * d;
     s.rstd2 = s.r2 + n * d;
     s.gate = s.rstd2 + n;
@@ -121,10 +162,10 @@ static inline KLlamaSaved k_llama_saved_layout(const KLlama *g, int64_t B)
 
 static inline KLlamaDsaved k_llama_dsaved_layout(const KLlama *g, int64_t B)
 {
-    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f;
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = k_llama_fl(g);
     KLlamaDsaved s;
     s.dq = 0;
-    s.dk = s.dq + n * d;
+    s.dk = s.dq + n * k_llama_qw(g);
     s.dv = s.dk + n * dk;
     s.dh = s.dv + n * dk;
     s.dgate = s.dh + n * d;
@@ -138,11 +179,11 @@ static inline KLlamaDsaved k_llama_dsaved_layout(const KLlama *g, int64_t B)
 
 static inline KLlamaScratch k_llama_scratch_layout(const KLlama *g, int64_t B)
 {
-    int64_t n = B * g->t, d = g->d, f = g->f, half = g->t * (g->d / g->heads / 2);
+    int64_t n = B * g->t, d = g->d, f = k_llama_fl(g), half = g->t * (g->d / g->heads / 2), dq = k_llama_qw(g);
     KLlamaScratch s;
     s.qkv = 0;
-    s.dqkv = s.qkv + n * 3 * d;
-    s.tmp = s.dqkv + n * 3 * d;
+    s.dqkv = s.qkv + n * 3 * dq;
+    s.tmp = s.dqkv + n * 3 * dq;
     s.cos = s.tmp + n * (f > d ? f : d);
     s.sin = s.cos + half;
     s.end = s.sin + half;

@@ -97,13 +97,15 @@ int64_t rt_mem_total(const RtCtx *rt)
 
 KBlock rt_block_geom(const PlanLayer *L)
 {
-    KBlock g = {L->in.dim[0], L->in.dim[1], L->heads, L->mlp, L->causal, (float)L->eps, (float)L->p};
+    KBlock g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .f = L->mlp, .causal = L->causal,
+                .eps = (float)L->eps, .dropout = (float)L->p};
     return g;
 }
 
 KLlama rt_llama_geom(const PlanLayer *L)
 {
-    KLlama g = {L->in.dim[0], L->in.dim[1], L->heads, L->kv_heads, L->mlp, L->causal, (float)L->eps, (float)L->theta};
+    KLlama g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .kv_heads = L->kv_heads, .f = L->mlp,
+                .causal = L->causal, .eps = (float)L->eps, .theta = (float)L->theta};
     return g;
 }
 

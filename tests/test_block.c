@@ -45,6 +45,7 @@ static const char *const pnames[12] = {"ln1.weight", "ln1.bias", "attn.qkv.weigh
 /* ---- helpers ---------------------------------------------------------------------- */
 
 #include "ktestutil.h"
+#include "ktp.h"
 
 static void fill_nan(float *p, int64_t n)
 {
@@ -69,7 +70,7 @@ typedef struct Blk {
 static void blk_init(Blk *c, int64_t B, int64_t t, int64_t d, int64_t H, int64_t f, int causal, const float *mask)
 {
     memset(c, 0, sizeof *c);
-    c->g = (KBlock){t, d, H, f, causal, 1e-5f, 0.0f};
+    c->g = (KBlock){.t = t, .d = d, .heads = H, .f = f, .causal = causal, .eps = 1e-5f, .dropout = 0.0f};
     c->B = B;
     c->mask = mask;
     c->nx = B * t * d;
@@ -683,11 +684,12 @@ END_TEST
  * saved = 7 T D + 4 T + H T^2 + 2 T F, dsaved = T (7 D + F). */
 START_TEST(block_sizes)
 {
-    KBlock g = {128, 128, 4, 512, 1, 1e-5f, 0.0f};
+    KBlock g = {.t = 128, .d = 128, .heads = 4, .f = 512, .causal = 1, .eps = 1e-5f, .dropout = 0.0f};
     ck_assert_int_eq(k_block_saved_floats(&g), 7 * 128 * 128 + 4 * 128 + 4 * 128 * 128 + 2 * 128 * 512);
     ck_assert_int_eq(k_block_dsaved_floats(&g), 128 * (7 * 128 + 512));
     ck_assert_int_eq(k_block_scratch_floats(&g, 3), 3 * 128 * 512);
-    KBlock w = {5, 8, 2, 6, 0, 1e-5f, 0.0f}; /* F < D: scratch follows D */
+    /* F < D: scratch follows D */
+    KBlock w = {.t = 5, .d = 8, .heads = 2, .f = 6, .causal = 0, .eps = 1e-5f, .dropout = 0.0f};
     ck_assert_int_eq(k_block_scratch_floats(&w, 2), 2 * 5 * 8);
     /* dropout > 0: + dres (N, D) + pd, dpd (T, T) + a mask of max(T T, T D)
      * bytes; saved and dsaved unchanged (masks are drawn again, not kept) */
@@ -697,6 +699,131 @@ START_TEST(block_sizes)
     ck_assert_int_eq(k_block_dsaved_floats(&g), 128 * (7 * 128 + 512));
     w.dropout = 0.5f; /* T D > T T, and odd: the mask rounds up to floats */
     ck_assert_int_eq(k_block_scratch_floats(&w, 2), 2 * 5 * 8 + 2 * 5 * 8 + 2 * 25 + (40 + 3) / 4);
+}
+END_TEST
+
+/* ---- tensor parallel ------------------------------------------------------------------ */
+
+typedef struct TpRank {
+    TpMember me;
+    KBlock g;
+    const Blk *whole;
+    float *p[12], *grads[12], *out, *saved, *din, *dsaved, *scratch;
+    const float *dout;
+    int64_t np[12];
+} TpRank;
+
+/* rank r's share of a whole block's 12 tensors (k_block.h, "Tensor
+ * parallel"): qkv's rows of each of its three sections, proj's and
+ * mlp.proj's columns, fc's rows; the rest whole. n[k] gets the sizes. */
+static void tp_share(float *out[12], int64_t n[12], float *const a[12], const KBlock *g, int tp, int r)
+{
+    int64_t d = g->d, f = g->f, dl = d / tp, fl = f / tp;
+    for (int k = 0; k < 12; k++)
+        out[k] = NULL;
+    out[2] = fnan(3 * dl * d), out[3] = fnan(3 * dl);
+    for (int sec = 0; sec < 3; sec++) {
+        memcpy(out[2] + sec * dl * d, a[2] + (sec * d + r * dl) * d, (size_t)(dl * d) * sizeof(float));
+        memcpy(out[3] + sec * dl, a[3] + sec * d + r * dl, (size_t)dl * sizeof(float));
+    }
+    out[4] = take_cols(a[4], d, d, r * dl, dl);
+    out[8] = take_rows(a[8], r * fl, fl, d), out[9] = take_rows(a[9], r * fl, fl, 1);
+    out[10] = take_cols(a[10], d, f, r * fl, fl);
+    int64_t whole[12] = {d, d, 0, 0, 0, d, d, d, 0, 0, 0, d};
+    int64_t part[12] = {d, d, 3 * dl * d, 3 * dl, d * dl, d, d, d, fl * d, fl, d * fl, d};
+    for (int k = 0; k < 12; k++) {
+        if (whole[k])
+            out[k] = take_rows(a[k], 0, 1, whole[k]);
+        n[k] = part[k];
+    }
+}
+
+static void *tp_rank_run(void *arg)
+{
+    TpRank *m = arg;
+    const Blk *c = m->whole;
+    const float *const *p = (const float *const *)m->p;
+    k_block_forward(m->out, m->saved, c->x, c->mask, p, c->B, &m->g, &c->keys, m->scratch);
+    k_block_backward_input(m->din, m->dsaved, m->dout, c->x, m->saved, c->mask, p, c->B, &m->g, &c->keys, m->scratch);
+    k_block_backward_weight(m->grads, m->dsaved, c->x, m->saved, c->B, &m->g, m->scratch);
+    return NULL;
+}
+
+/* |a - b| <= tol * max |b| over n */
+static void require_close(const char *what, int tp, const float *a, const float *b, int64_t n, double tol)
+{
+    double mx = absmax(b, n);
+    for (int64_t i = 0; i < n; i++)
+        REQUIRE(isfinite(a[i]) && fabs((double)a[i] - b[i]) <= tol * mx + 1e-30, "tp %d: %s[%lld] %.9g, whole %.9g",
+                tp, what, (long long)i, a[i], b[i]);
+}
+
+/* The block split over tp = 2 and 4 ranks (threads) against the whole one,
+ * with a padding mask, causal, dropout on (so drop1's masks must follow
+ * the global head): out and din the same bits on every rank and within
+ * 1e-5 of the whole block's (relative to the largest); each rank's
+ * parameter gradients its slice of the whole's, the replicated ones the
+ * same bits on every rank; saved and dsaved smaller. */
+START_TEST(block_tensor_parallel)
+{
+    for (int tp = 2; tp <= TP_MAX; tp *= 2) {
+        rng_seed(9000 + (uint32_t)tp);
+        Blk c;
+        blk_init(&c, 2, 5, 16, 4, 24, 1, mask_row);
+        blk_set_dropout(&c, 0.2f, train_keys);
+        float *dout = frand(c.nx, -1, 1);
+        Run whole = run_full(&c, dout);
+        TpWorld w = {.tp = tp};
+        pthread_barrier_init(&w.bar, NULL, (unsigned)tp);
+        TpRank rk[TP_MAX];
+        void *arg[TP_MAX];
+        for (int r = 0; r < tp; r++) {
+            TpRank *m = &rk[r];
+            memset(m, 0, sizeof *m);
+            m->me = (TpMember){&w, r}, m->whole = &c, m->dout = dout;
+            m->g = c.g;
+            m->g.tp = tp, m->g.tp_rank = r, m->g.tp_sum = tp_sum_threads, m->g.tp_ctx = &m->me;
+            arg[r] = m;
+            REQUIRE(k_block_saved_floats(&m->g) < k_block_saved_floats(&c.g) &&
+                        k_block_dsaved_floats(&m->g) < k_block_dsaved_floats(&c.g),
+                    "tp %d: saved and dsaved shrink", tp);
+            tp_share(m->p, m->np, c.p, &c.g, tp, r);
+            for (int k = 0; k < 12; k++)
+                m->grads[k] = fzero(m->np[k]);
+            m->out = fnan(c.nx), m->din = fnan(c.nx);
+            m->saved = fnan(c.B * k_block_saved_floats(&m->g));
+            m->dsaved = fnan(c.B * k_block_dsaved_floats(&m->g));
+            m->scratch = fnan(k_block_scratch_floats(&m->g, c.B));
+        }
+        tp_run(tp, tp_rank_run, arg);
+        for (int r = 0; r < tp; r++) {
+            TpRank *m = &rk[r];
+            REQUIRE(!memcmp(m->out, rk[0].out, (size_t)c.nx * sizeof(float)), "tp %d: rank %d's out differs", tp, r);
+            REQUIRE(!memcmp(m->din, rk[0].din, (size_t)c.nx * sizeof(float)), "tp %d: rank %d's din differs", tp, r);
+            require_close("out", tp, m->out, whole.out, c.nx, 1e-5);
+            require_close("din", tp, m->din, whole.din, c.nx, 1e-5);
+            float *want[12];
+            int64_t nw[12];
+            tp_share(want, nw, whole.grads, &c.g, tp, r);
+            for (int k = 0; k < 12; k++) {
+                require_close(pnames[k], tp, m->grads[k], want[k], nw[k], 1e-5);
+                if (nw[k] == c.np[k]) /* replicated */
+                    REQUIRE(!memcmp(m->grads[k], rk[0].grads[k], (size_t)nw[k] * sizeof(float)),
+                            "tp %d: rank %d's %s differs", tp, r, pnames[k]);
+                free(want[k]);
+            }
+        }
+        for (int r = 0; r < tp; r++) {
+            TpRank *m = &rk[r];
+            for (int k = 0; k < 12; k++)
+                free(m->p[k]), free(m->grads[k]);
+            free(m->out), free(m->din), free(m->saved), free(m->dsaved), free(m->scratch);
+        }
+        pthread_barrier_destroy(&w.bar);
+        run_free(&whole);
+        free(dout);
+        blk_free(&c);
+    }
 }
 END_TEST
 
@@ -716,6 +843,7 @@ static Suite *suite(void)
     tcase_add_test(c, block_dropout_masks_readback);
     tcase_add_test(c, block_dropout_keys);
     tcase_add_test(c, block_dropout_streams);
+    tcase_add_test(c, block_tensor_parallel);
     suite_add_tcase(s, c);
     return s;
 }

@@ -925,7 +925,7 @@ static void test_block(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, i
 {
     KcPrec prec = precs[pi];
     kc_set_precision(&ctx, prec);
-    KBlock g = {t, d, heads, f, causal, 1e-5f, p_drop};
+    KBlock g = {.t = t, .d = d, .heads = heads, .f = f, .causal = causal, .eps = 1e-5f, .dropout = p_drop};
     KBlockKeys keys = {1, 0x123456789abcdefULL, 11, 1000, 7};
     reserve(kc_block_workspace(&ctx, &g, B));
     int64_t nx = B * t * d, ns = B * k_block_saved_floats(&g), nds = B * k_block_dsaved_floats(&g);
@@ -1039,7 +1039,8 @@ static void test_llama(int pi, int64_t B, int64_t t, int64_t d, int64_t heads, i
 {
     KcPrec prec = precs[pi];
     kc_set_precision(&ctx, prec);
-    KLlama g = {t, d, heads, kv, f, causal, 1e-5f, 10000.0f};
+    KLlama g = {.t = t, .d = d, .heads = heads, .kv_heads = kv, .f = f, .causal = causal, .eps = 1e-5f,
+                .theta = 10000.0f};
     reserve(kc_llama_workspace(&ctx, &g, B));
     int64_t nx = B * t * d, ns = B * k_llama_saved_floats(&g), nds = B * k_llama_dsaved_floats(&g);
     int64_t nscr = k_llama_scratch_floats(&g, B), dk = k_llama_kv_width(&g);

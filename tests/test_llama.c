@@ -29,6 +29,7 @@
 #include "k_cpu.h"
 #include "k_llama.h"
 #include "ktestutil.h"
+#include "ktp.h"
 
 #define REQUIRE(cond, ...)             \
     do {                               \
@@ -68,7 +69,7 @@ static void blk_init(Blk *c, int64_t B, int64_t t, int64_t d, int64_t H, int64_t
                      const float *mask, float theta)
 {
     memset(c, 0, sizeof *c);
-    c->g = (KLlama){t, d, H, K, f, causal, 1e-5f, theta};
+    c->g = (KLlama){.t = t, .d = d, .heads = H, .kv_heads = K, .f = f, .causal = causal, .eps = 1e-5f, .theta = theta};
     c->B = B;
     c->mask = mask;
     c->nx = B * t * d;
@@ -382,12 +383,14 @@ END_TEST
  * scratch = B T (6D + max(D, F)) + T hd. */
 START_TEST(llama_sizes)
 {
-    KLlama g = {128, 128, 8, 2, 344, 1, 1e-5f, 10000.0f}; /* hd 16, Dk 32 */
+    /* hd 16, Dk 32 */
+    KLlama g = {.t = 128, .d = 128, .heads = 8, .kv_heads = 2, .f = 344, .causal = 1, .eps = 1e-5f, .theta = 10000.0f};
     ck_assert_int_eq(k_llama_kv_width(&g), 32);
     ck_assert_int_eq(k_llama_saved_floats(&g), 128 * (5 * 128 + 2 * 32 + 3 * 344 + 2) + 8 * 128 * 128);
     ck_assert_int_eq(k_llama_dsaved_floats(&g), 128 * (5 * 128 + 2 * 32 + 2 * 344));
     ck_assert_int_eq(k_llama_scratch_floats(&g, 3), 3 * 128 * (6 * 128 + 344) + 128 * 16);
-    KLlama w = {5, 16, 4, 4, 12, 0, 1e-5f, 10000.0f}; /* F < D: tmp follows D */
+    /* F < D: tmp follows D */
+    KLlama w = {.t = 5, .d = 16, .heads = 4, .kv_heads = 4, .f = 12, .causal = 0, .eps = 1e-5f, .theta = 10000.0f};
     ck_assert_int_eq(k_llama_scratch_floats(&w, 2), 2 * 5 * (6 * 16 + 16) + 5 * 4);
 }
 END_TEST
@@ -495,6 +498,129 @@ START_TEST(llama_rmsnorm_swiglu)
 }
 END_TEST
 
+/* ---- tensor parallel ------------------------------------------------------------------ */
+
+typedef struct TpRank {
+    TpMember me;
+    KLlama g;
+    const Blk *whole;
+    float *p[9], *grads[9], *out, *saved, *din, *dsaved, *scratch;
+    const float *dout;
+    int64_t np[9];
+} TpRank;
+
+/* rank r's share of the 9 tensors (k_llama.h, "Tensor parallel"): q, k,
+ * v, gate and up by rows, o and down by columns, the norms whole */
+static void tp_share(float *out[9], int64_t n[9], float *const a[9], const KLlama *g, int tp, int r)
+{
+    int64_t d = g->d, f = g->f, dq = d / tp, dk = g->d / g->heads * g->kv_heads / tp, fl = f / tp;
+    out[0] = take_rows(a[0], r * dq, dq, d);
+    out[1] = take_rows(a[1], r * dk, dk, d);
+    out[2] = take_rows(a[2], r * dk, dk, d);
+    out[3] = take_cols(a[3], d, d, r * dq, dq);
+    out[4] = take_rows(a[4], r * fl, fl, d);
+    out[5] = take_rows(a[5], r * fl, fl, d);
+    out[6] = take_cols(a[6], d, f, r * fl, fl);
+    out[7] = take_rows(a[7], 0, 1, d);
+    out[8] = take_rows(a[8], 0, 1, d);
+    int64_t part[9] = {dq * d, dk * d, dk * d, d * dq, fl * d, fl * d, d * fl, d, d};
+    memcpy(n, part, sizeof part);
+}
+
+static void *tp_rank_run(void *arg)
+{
+    TpRank *m = arg;
+    const Blk *c = m->whole;
+    const float *const *p = (const float *const *)m->p;
+    k_llama_forward(m->out, m->saved, c->x, c->mask, p, c->B, &m->g, m->scratch);
+    k_llama_backward_input(m->din, m->dsaved, m->dout, c->x, m->saved, c->mask, p, c->B, &m->g, m->scratch);
+    k_llama_backward_weight(m->grads, m->dsaved, c->x, m->saved, c->B, &m->g, m->scratch);
+    return NULL;
+}
+
+/* |a - b| <= tol * max |b| over n */
+static void require_close(const char *what, int tp, const float *a, const float *b, int64_t n, double tol)
+{
+    double mx = absmax(b, n);
+    for (int64_t i = 0; i < n; i++)
+        REQUIRE(isfinite(a[i]) && fabs((double)a[i] - b[i]) <= tol * mx + 1e-30, "tp %d: %s[%lld] %.9g, whole %.9g",
+                tp, what, (long long)i, a[i], b[i]);
+}
+
+/* The block split over tp = 2 and 4 ranks (threads) against the whole one,
+ * grouped-query (8 query heads, 4 kv heads: each rank's query heads find
+ * their kv head at home), causal, with a padding mask: out and din the
+ * same bits on every rank and within 1e-5 of the whole block's (relative
+ * to the largest); each rank's gradients its slice of the whole's, the two
+ * norms' the same bits on every rank; saved, dsaved and scratch smaller. */
+START_TEST(llama_tensor_parallel)
+{
+    for (int tp = 2; tp <= TP_MAX; tp *= 2) {
+        rng_seed(7000 + (uint32_t)tp);
+        Blk c;
+        blk_init(&c, 2, 5, 32, 8, 4, 24, 1, mask_row, 10000.0f);
+        int64_t ndsaved = c.B * k_llama_dsaved_floats(&c.g);
+        float *dout = frand(c.nx, -1, 1), *din = fnan(c.nx), *dsaved = fnan(ndsaved), *grads[9];
+        for (int k = 0; k < 9; k++)
+            grads[k] = fzero(c.np[k]);
+        blk_forward(&c);
+        blk_backward(&c, din, dsaved, grads, dout);
+        TpWorld w = {.tp = tp};
+        pthread_barrier_init(&w.bar, NULL, (unsigned)tp);
+        TpRank rk[TP_MAX];
+        void *arg[TP_MAX];
+        for (int r = 0; r < tp; r++) {
+            TpRank *m = &rk[r];
+            memset(m, 0, sizeof *m);
+            m->me = (TpMember){&w, r}, m->whole = &c, m->dout = dout;
+            m->g = c.g;
+            m->g.tp = tp, m->g.tp_rank = r, m->g.tp_sum = tp_sum_threads, m->g.tp_ctx = &m->me;
+            arg[r] = m;
+            REQUIRE(k_llama_saved_floats(&m->g) < k_llama_saved_floats(&c.g) &&
+                        k_llama_dsaved_floats(&m->g) < k_llama_dsaved_floats(&c.g) &&
+                        k_llama_scratch_floats(&m->g, c.B) < k_llama_scratch_floats(&c.g, c.B),
+                    "tp %d: saved, dsaved and scratch shrink", tp);
+            tp_share(m->p, m->np, c.p, &c.g, tp, r);
+            for (int k = 0; k < 9; k++)
+                m->grads[k] = fzero(m->np[k]);
+            m->out = fnan(c.nx), m->din = fnan(c.nx);
+            m->saved = fnan(c.B * k_llama_saved_floats(&m->g));
+            m->dsaved = fnan(c.B * k_llama_dsaved_floats(&m->g));
+            m->scratch = fnan(k_llama_scratch_floats(&m->g, c.B));
+        }
+        tp_run(tp, tp_rank_run, arg);
+        for (int r = 0; r < tp; r++) {
+            TpRank *m = &rk[r];
+            REQUIRE(!memcmp(m->out, rk[0].out, (size_t)c.nx * sizeof(float)), "tp %d: rank %d's out differs", tp, r);
+            REQUIRE(!memcmp(m->din, rk[0].din, (size_t)c.nx * sizeof(float)), "tp %d: rank %d's din differs", tp, r);
+            require_close("out", tp, m->out, c.out, c.nx, 1e-5);
+            require_close("din", tp, m->din, din, c.nx, 1e-5);
+            float *want[9];
+            int64_t nw[9];
+            tp_share(want, nw, grads, &c.g, tp, r);
+            for (int k = 0; k < 9; k++) {
+                require_close(pnames[k], tp, m->grads[k], want[k], nw[k], 1e-5);
+                if (k >= 7)
+                    REQUIRE(!memcmp(m->grads[k], rk[0].grads[k], (size_t)nw[k] * sizeof(float)),
+                            "tp %d: rank %d's %s differs", tp, r, pnames[k]);
+                free(want[k]);
+            }
+        }
+        for (int r = 0; r < tp; r++) {
+            TpRank *m = &rk[r];
+            for (int k = 0; k < 9; k++)
+                free(m->p[k]), free(m->grads[k]);
+            free(m->out), free(m->din), free(m->saved), free(m->dsaved), free(m->scratch);
+        }
+        pthread_barrier_destroy(&w.bar);
+        for (int k = 0; k < 9; k++)
+            free(grads[k]);
+        free(dout), free(din), free(dsaved);
+        blk_free(&c);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("llama");
@@ -506,6 +632,7 @@ static Suite *suite(void)
     tcase_add_test(c, llama_sizes);
     tcase_add_test(c, llama_rope);
     tcase_add_test(c, llama_rmsnorm_swiglu);
+    tcase_add_test(c, llama_tensor_parallel);
     suite_add_tcase(s, c);
     return s;
 }

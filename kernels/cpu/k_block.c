@@ -53,6 +53,9 @@ static void check_geometry(const KBlock *g)
 {
     assert(g->t > 0 && g->d > 0 && g->heads > 0 && g->f > 0 && "positive sizes");
     assert(g->d % g->heads == 0 && "heads divide the width");
+    assert((k_block_tp(g) == 1 || (g->heads % g->tp == 0 && g->f % g->tp == 0 && g->tp_rank >= 0 &&
+                                   g->tp_rank < g->tp && g->tp_sum)) &&
+           "tensor parallel: tp divides heads and F, a rank below tp, a sum");
     assert(g->dropout >= 0.0f && g->dropout < 1.0f && "dropout in [0, 1)");
     (void)g;
 }
@@ -108,6 +111,7 @@ static void drop_rows(float *y, const float *x, int64_t B, const KBlock *g, cons
 static void att_mask(uint8_t *bits, const KBlock *g, const Drop *dr, int64_t b, int64_t h)
 {
     int64_t t = g->t, tt = t * t;
+    h += (k_block_tp(g) > 1 ? g->tp_rank : 0) * k_block_hl(g); /* the whole block's head */
     if (!g->causal) {
         site_mask(bits, h * tt, tt, dr, b, K_BLOCK_DROP_ATT);
         return;
@@ -125,7 +129,7 @@ static void att_mask(uint8_t *bits, const KBlock *g, const Drop *dr, int64_t b, 
 static void att_drop_forward(float *ctx, const float *att, const float *qkv, int64_t B, const KBlock *g,
                              const Drop *dr, float *pd, uint8_t *bits)
 {
-    int64_t t = g->t, d = g->d, heads = g->heads, hd = d / heads, d3 = 3 * d, tt = t * t;
+    int64_t t = g->t, d = k_block_dl(g), heads = k_block_hl(g), hd = d / heads, d3 = 3 * d, tt = t * t;
     const int64_t rb = g->causal ? 64 : t;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < heads; h++) {
@@ -154,7 +158,7 @@ static void att_drop_forward(float *ctx, const float *att, const float *qkv, int
 static void att_drop_backward(float *dqkv, const float *dctx, const float *qkv, const float *att, int64_t B,
                               const KBlock *g, const Drop *dr, const KBlockDropScratch *s)
 {
-    int64_t t = g->t, d = g->d, heads = g->heads, hd = d / heads, d3 = 3 * d, tt = t * t;
+    int64_t t = g->t, d = k_block_dl(g), heads = k_block_hl(g), hd = d / heads, d3 = 3 * d, tt = t * t;
     const int64_t rb = g->causal ? 64 : t;
     float scale = (float)(1.0 / sqrt((double)hd));
     int T = (int)t, HD = (int)hd, LD3 = (int)d3, LD = (int)d;
@@ -195,6 +199,31 @@ static void att_drop_backward(float *dqkv, const float *dctx, const float *qkv, 
         }
 }
 
+/* ---- tensor parallel ------------------------------------------------------------- */
+
+/* x (n) summed over the tp ranks (nothing with tp = 1) */
+static void tp_sum(float *x, int64_t n, const KBlock *g)
+{
+    if (k_block_tp(g) > 1)
+        g->tp_sum(g->tp_ctx, x, n);
+}
+
+/* y (N, NO) = x (N, NI) w^T + b for a row-parallel linear: with tp > 1, x
+ * and w hold this rank's NI columns, the product is summed over the ranks
+ * and b is added after the sum (once); with tp = 1 k_linear_forward. */
+static void row_parallel(float *y, const float *x, const float *w, const float *b, int64_t N, int64_t NI, int64_t NO,
+                         const KBlock *g)
+{
+    if (k_block_tp(g) == 1) {
+        k_linear_forward(y, x, w, b, N, NI, NO);
+        return;
+    }
+    k_linear_forward(y, x, w, NULL, N, NI, NO);
+    tp_sum(y, N * NO, g);
+    for (int64_t r = 0; r < N; r++)
+        add_into(y + r * NO, b, NO);
+}
+
 /* ---- the block -------------------------------------------------------------------- */
 
 void k_block_forward(float *out, float *saved, const float *in, const float *mask, const float *const p[12], int64_t B,
@@ -202,7 +231,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
 {
     check_geometry(g);
     KBlockSaved o = k_block_saved_layout(g, B);
-    int64_t n = B * g->t, d = g->d, f = g->f;
+    int64_t n = B * g->t, d = g->d, f = k_block_fl(g), dl = k_block_dl(g);
     int drops = k_block_drops(g, keys);
     KBlockDropScratch ds = k_block_drop_scratch(g, B, drops ? scratch : NULL);
     Drop dr = drops ? drop_of(g, keys) : (Drop){0.0f, NULL};
@@ -210,11 +239,11 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     float *ln2 = saved + o.ln2, *fc = saved + o.fc, *act = saved + o.act;
     /* attention half: h (N, D) = x + drop2(proj(attention(qkv(ln1(x))))) */
     k_layernorm_forward(ln1, saved + o.mean1, saved + o.rstd1, in, p[0], p[1], n, d, g->eps);
-    k_linear_forward(qkv, ln1, p[2], p[3], n, d, 3 * d);
-    k_attention_forward(ctx, saved + o.att, qkv, mask, B, g->t, d, g->heads, g->causal);
+    k_linear_forward(qkv, ln1, p[2], p[3], n, d, 3 * dl);
+    k_attention_forward(ctx, saved + o.att, qkv, mask, B, g->t, dl, k_block_hl(g), g->causal);
     if (drops)
         att_drop_forward(ctx, saved + o.att, qkv, B, g, &dr, ds.pd, ds.bits);
-    k_linear_forward(h, ctx, p[4], p[5], n, d, d);
+    row_parallel(h, ctx, p[4], p[5], n, dl, d, g);
     if (drops)
         drop_rows(h, h, B, g, &dr, K_BLOCK_DROP_ATTN_PROJ, 0, ds.bits);
     add_into(h, in, n * d);
@@ -222,7 +251,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     k_layernorm_forward(ln2, saved + o.mean2, saved + o.rstd2, h, p[6], p[7], n, d, g->eps);
     k_linear_forward(fc, ln2, p[8], p[9], n, d, f);
     k_gelu_forward(act, fc, n * f);
-    k_linear_forward(out, act, p[10], p[11], n, f, d);
+    row_parallel(out, act, p[10], p[11], n, f, d, g);
     if (drops)
         drop_rows(out, out, B, g, &dr, K_BLOCK_DROP_MLP_PROJ, 0, ds.bits);
     add_into(out, h, n * d);
@@ -240,7 +269,7 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
     check_geometry(g);
     KBlockSaved o = k_block_saved_layout(g, B);
     KBlockDsaved q = k_block_dsaved_layout(g, B);
-    int64_t n = B * g->t, d = g->d, f = g->f;
+    int64_t n = B * g->t, d = g->d, f = k_block_fl(g), dl = k_block_dl(g);
     int drops = k_block_drops(g, keys);
     KBlockDropScratch ds = k_block_drop_scratch(g, B, drops ? scratch : NULL);
     Drop dr = drops ? drop_of(g, keys) : (Drop){0.0f, NULL};
@@ -258,17 +287,19 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
     k_linear_backward_input(dact, dmp, p[10], n, f, d);
     k_gelu_backward(dfc, dact, saved + o.fc, n * f);
     k_linear_backward_input(dln2, dfc, p[8], n, d, f);
+    tp_sum(dln2, n * d, g); /* column-parallel: each rank's F/tp of the sum */
     k_layernorm_backward_input(dh, dln2, saved + o.h, p[6], saved + o.mean2, saved + o.rstd2, n, d);
     add_into(dh, dout, n * d);
     if (drops)
         drop_rows(dproj, dh, B, g, &dr, K_BLOCK_DROP_ATTN_PROJ, 1, ds.bits);
     float *dctx = scratch; /* (N, D); dact is dead */
-    k_linear_backward_input(dctx, dproj, p[4], n, d, d);
+    k_linear_backward_input(dctx, dproj, p[4], n, dl, d);
     if (drops)
         att_drop_backward(dqkv, dctx, saved + o.qkv, saved + o.att, B, g, &dr, &ds);
     else
-        k_attention_backward(dqkv, dctx, saved + o.qkv, saved + o.att, B, g->t, d, g->heads);
-    k_linear_backward_input(dln1, dqkv, p[2], n, d, 3 * d);
+        k_attention_backward(dqkv, dctx, saved + o.qkv, saved + o.att, B, g->t, dl, k_block_hl(g));
+    k_linear_backward_input(dln1, dqkv, p[2], n, d, 3 * dl);
+    tp_sum(dln1, n * d, g);
     k_layernorm_backward_input(din, dln1, in, p[0], saved + o.mean1, saved + o.rstd1, n, d);
     add_into(din, dh, n * d);
     (void)mask; /* the saved probabilities already carry it (masked = 0) */
@@ -283,10 +314,10 @@ void k_block_backward_weight(float *const grads[12], const float *dsaved, const 
     check_geometry(g);
     KBlockSaved o = k_block_saved_layout(g, B);
     KBlockDsaved q = k_block_dsaved_layout(g, B);
-    int64_t n = B * g->t, d = g->d, f = g->f;
+    int64_t n = B * g->t, d = g->d, f = k_block_fl(g), dl = k_block_dl(g);
     k_layernorm_backward_weight(grads[0], grads[1], dsaved + q.dln1, in, saved + o.mean1, saved + o.rstd1, n, d);
-    k_linear_backward_weight(grads[2], grads[3], dsaved + q.dqkv, saved + o.ln1, n, d, 3 * d);
-    k_linear_backward_weight(grads[4], grads[5], dsaved + q.dh, saved + o.ctx, n, d, d);
+    k_linear_backward_weight(grads[2], grads[3], dsaved + q.dqkv, saved + o.ln1, n, d, 3 * dl);
+    k_linear_backward_weight(grads[4], grads[5], dsaved + q.dh, saved + o.ctx, n, dl, d);
     k_layernorm_backward_weight(grads[6], grads[7], dsaved + q.dln2, saved + o.h, saved + o.mean2, saved + o.rstd2, n,
                                 d);
     k_linear_backward_weight(grads[8], grads[9], dsaved + q.dfc, saved + o.ln2, n, d, f);

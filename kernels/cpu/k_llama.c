@@ -35,6 +35,9 @@ static void check_geometry(const KLlama *g)
     assert(g->d % g->heads == 0 && "heads divide the width");
     assert(g->heads % g->kv_heads == 0 && "kv_heads divide heads");
     assert((g->d / g->heads) % 2 == 0 && "an even head width (RoPE's halves)");
+    assert((k_llama_tp(g) == 1 || (g->kv_heads % g->tp == 0 && g->f % g->tp == 0 && g->tp_rank >= 0 &&
+                                   g->tp_rank < g->tp && g->tp_sum)) &&
+           "tensor parallel: tp divides kv_heads and F, a rank below tp, a sum");
     (void)g;
 }
 
@@ -45,16 +48,23 @@ static void add_into(float *y, const float *x, int64_t n)
         y[i] += x[i];
 }
 
-/* qkv (N, 3D) = q | k repeated | v repeated: query head j reads kv head
- * j / (H / K) */
+/* x (n) summed over the tp ranks (nothing with tp = 1) */
+static void tp_sum(float *x, int64_t n, const KLlama *g)
+{
+    if (k_llama_tp(g) > 1)
+        g->tp_sum(g->tp_ctx, x, n);
+}
+
+/* qkv (N, 3 Dq) = q | k repeated | v repeated: query head j reads kv head
+ * j / (H / K) (this rank's heads: Dq = D with tp = 1) */
 static void gqa_expand(float *qkv, const float *q, const float *k, const float *v, int64_t n, const KLlama *g)
 {
-    int64_t d = g->d, hd = d / g->heads, dk = k_llama_kv_width(g), rep = g->heads / g->kv_heads;
+    int64_t d = k_llama_qw(g), hd = g->d / g->heads, dk = k_llama_kv_width(g), rep = g->heads / g->kv_heads;
     size_t hb = (size_t)hd * sizeof(float);
     for (int64_t r = 0; r < n; r++) {
         float *row = qkv + r * 3 * d;
         memcpy(row, q + r * d, (size_t)d * sizeof(float));
-        for (int64_t j = 0; j < g->heads; j++) {
+        for (int64_t j = 0; j < k_llama_hl(g); j++) {
             memcpy(row + d + j * hd, k + r * dk + (j / rep) * hd, hb);
             memcpy(row + 2 * d + j * hd, v + r * dk + (j / rep) * hd, hb);
         }
@@ -65,14 +75,14 @@ static void gqa_expand(float *qkv, const float *q, const float *k, const float *
  * group's query heads, in head order */
 static void gqa_reduce(float *dq, float *dk, float *dv, const float *dqkv, int64_t n, const KLlama *g)
 {
-    int64_t d = g->d, hd = d / g->heads, dkw = k_llama_kv_width(g), rep = g->heads / g->kv_heads;
+    int64_t d = k_llama_qw(g), hd = g->d / g->heads, dkw = k_llama_kv_width(g), rep = g->heads / g->kv_heads;
     for (int64_t r = 0; r < n; r++) {
         const float *row = dqkv + r * 3 * d;
         memcpy(dq + r * d, row, (size_t)d * sizeof(float));
         for (int part = 1; part <= 2; part++) {
             float *dst = (part == 1 ? dk : dv) + r * dkw;
             const float *src = row + part * d;
-            for (int64_t kv = 0; kv < g->kv_heads; kv++)
+            for (int64_t kv = 0; kv < k_llama_kl(g); kv++)
                 for (int64_t e = 0; e < hd; e++) {
                     float s = src[(kv * rep) * hd + e];
                     for (int64_t j = 1; j < rep; j++)
@@ -89,21 +99,23 @@ void k_llama_forward(float *out, float *saved, const float *in, const float *mas
     check_geometry(g);
     KLlamaSaved o = k_llama_saved_layout(g, B);
     KLlamaScratch sc = k_llama_scratch_layout(g, B);
-    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f, hd = d / g->heads;
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = k_llama_fl(g), hd = d / g->heads;
+    int64_t dq = k_llama_qw(g), hl = k_llama_hl(g);
     float *r1 = saved + o.r1, *q = saved + o.q, *k = saved + o.k, *v = saved + o.v, *ctx = saved + o.ctx;
     float *h = saved + o.h, *r2 = saved + o.r2, *gate = saved + o.gate, *up = saved + o.up, *act = saved + o.act;
     float *cosv = scratch + sc.cos, *sinv = scratch + sc.sin;
     /* attention half: h = x + o_proj(attention(rope(q), rope(k), v)) */
     k_rmsnorm_forward(r1, saved + o.rstd1, in, p[7], n, d, g->eps);
-    k_linear_forward(q, r1, p[0], NULL, n, d, d);
+    k_linear_forward(q, r1, p[0], NULL, n, d, dq);
     k_linear_forward(k, r1, p[1], NULL, n, d, dk);
     k_linear_forward(v, r1, p[2], NULL, n, d, dk);
     k_rope_table(cosv, sinv, g->t, hd, g->theta);
-    k_rope_forward(q, n, d, g->t, g->heads, hd, cosv, sinv);
-    k_rope_forward(k, n, dk, g->t, g->kv_heads, hd, cosv, sinv);
+    k_rope_forward(q, n, dq, g->t, hl, hd, cosv, sinv);
+    k_rope_forward(k, n, dk, g->t, k_llama_kl(g), hd, cosv, sinv);
     gqa_expand(scratch + sc.qkv, q, k, v, n, g);
-    k_attention_forward(ctx, saved + o.att, scratch + sc.qkv, mask, B, g->t, d, g->heads, g->causal);
-    k_linear_forward(h, ctx, p[3], NULL, n, d, d);
+    k_attention_forward(ctx, saved + o.att, scratch + sc.qkv, mask, B, g->t, dq, hl, g->causal);
+    k_linear_forward(h, ctx, p[3], NULL, n, dq, d);
+    tp_sum(h, n * d, g); /* row-parallel: each rank's Dq columns of the product */
     add_into(h, in, n * d);
     /* MLP half: out = h + down_proj(silu(gate_proj(r2)) * up_proj(r2)) */
     k_rmsnorm_forward(r2, saved + o.rstd2, h, p[8], n, d, g->eps);
@@ -111,6 +123,7 @@ void k_llama_forward(float *out, float *saved, const float *in, const float *mas
     k_linear_forward(up, r2, p[5], NULL, n, d, f);
     k_swiglu_forward(act, gate, up, n * f);
     k_linear_forward(out, act, p[6], NULL, n, f, d);
+    tp_sum(out, n * d, g);
     add_into(out, h, n * d);
 }
 
@@ -124,7 +137,8 @@ void k_llama_backward_input(float *din, float *dsaved, const float *dout, const 
     KLlamaSaved o = k_llama_saved_layout(g, B);
     KLlamaDsaved q = k_llama_dsaved_layout(g, B);
     KLlamaScratch sc = k_llama_scratch_layout(g, B);
-    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f, hd = d / g->heads;
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = k_llama_fl(g), hd = d / g->heads;
+    int64_t dqw = k_llama_qw(g), hl = k_llama_hl(g);
     float *dq = dsaved + q.dq, *dkk = dsaved + q.dk, *dv = dsaved + q.dv, *dh = dsaved + q.dh;
     float *dgate = dsaved + q.dgate, *dup = dsaved + q.dup, *dmp = dsaved + q.dout;
     float *dr1 = dsaved + q.dr1, *dr2 = dsaved + q.dr2;
@@ -136,20 +150,22 @@ void k_llama_backward_input(float *din, float *dsaved, const float *dout, const 
     k_linear_backward_input(dr2, dgate, p[4], n, d, f);
     k_linear_backward_input(tmp, dup, p[5], n, d, f);
     add_into(dr2, tmp, n * d);
+    tp_sum(dr2, n * d, g); /* column-parallel: each rank's F/tp of gate and up */
     k_rmsnorm_backward_input(dh, dr2, saved + o.h, p[8], saved + o.rstd2, n, d);
     add_into(dh, dout, n * d);
-    k_linear_backward_input(tmp, dh, p[3], n, d, d); /* dctx (N, D) */
+    k_linear_backward_input(tmp, dh, p[3], n, dqw, d); /* dctx (N, Dq) */
     k_rope_table(cosv, sinv, g->t, hd, g->theta);
     gqa_expand(scratch + sc.qkv, saved + o.q, saved + o.k, saved + o.v, n, g);
-    k_attention_backward(scratch + sc.dqkv, tmp, scratch + sc.qkv, saved + o.att, B, g->t, d, g->heads);
+    k_attention_backward(scratch + sc.dqkv, tmp, scratch + sc.qkv, saved + o.att, B, g->t, dqw, hl);
     gqa_reduce(dq, dkk, dv, scratch + sc.dqkv, n, g);
-    k_rope_backward(dq, n, d, g->t, g->heads, hd, cosv, sinv);
-    k_rope_backward(dkk, n, dk, g->t, g->kv_heads, hd, cosv, sinv);
-    k_linear_backward_input(dr1, dq, p[0], n, d, d);
+    k_rope_backward(dq, n, dqw, g->t, hl, hd, cosv, sinv);
+    k_rope_backward(dkk, n, dk, g->t, k_llama_kl(g), hd, cosv, sinv);
+    k_linear_backward_input(dr1, dq, p[0], n, d, dqw);
     k_linear_backward_input(tmp, dkk, p[1], n, d, dk);
     add_into(dr1, tmp, n * d);
     k_linear_backward_input(tmp, dv, p[2], n, d, dk);
     add_into(dr1, tmp, n * d);
+    tp_sum(dr1, n * d, g);
     k_rmsnorm_backward_input(din, dr1, in, p[7], saved + o.rstd1, n, d);
     add_into(din, dh, n * d);
     (void)mask; /* the saved probabilities already carry it (masked = 0) */
@@ -163,11 +179,11 @@ void k_llama_backward_weight(float *const grads[9], const float *dsaved, const f
     check_geometry(g);
     KLlamaSaved o = k_llama_saved_layout(g, B);
     KLlamaDsaved q = k_llama_dsaved_layout(g, B);
-    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = g->f;
-    k_linear_backward_weight(grads[0], NULL, dsaved + q.dq, saved + o.r1, n, d, d);
+    int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = k_llama_fl(g), dq = k_llama_qw(g);
+    k_linear_backward_weight(grads[0], NULL, dsaved + q.dq, saved + o.r1, n, d, dq);
     k_linear_backward_weight(grads[1], NULL, dsaved + q.dk, saved + o.r1, n, d, dk);
     k_linear_backward_weight(grads[2], NULL, dsaved + q.dv, saved + o.r1, n, d, dk);
-    k_linear_backward_weight(grads[3], NULL, dsaved + q.dh, saved + o.ctx, n, d, d);
+    k_linear_backward_weight(grads[3], NULL, dsaved + q.dh, saved + o.ctx, n, dq, d);
     k_linear_backward_weight(grads[4], NULL, dsaved + q.dgate, saved + o.r2, n, d, f);
     k_linear_backward_weight(grads[5], NULL, dsaved + q.dup, saved + o.r2, n, d, f);
     k_linear_backward_weight(grads[6], NULL, dsaved + q.dout, saved + o.act, n, f, d);

@@ -21,7 +21,8 @@ int64_t k_block_scratch_floats(const KBlock *g, int64_t B)
 {
     if (g->dropout > 0.0f)
         return k_block_drop_scratch(g, B, NULL).end;
-    return B * g->t * (g->f > g->d ? g->f : g->d);
+    int64_t fl = k_block_fl(g);
+    return B * g->t * (fl > g->d ? fl : g->d);
 }
 
 int64_t k_llama_saved_floats(const KLlama *g)

@@ -77,7 +77,7 @@ int main(void)
                         "(H dividing D, P in [0, 1), LAYER < 2^24)\n");
         return 2;
     }
-    KBlock g = {t, d, H, f, causal, 1e-5f, p_drop};
+    KBlock g = {.t = t, .d = d, .heads = H, .f = f, .causal = causal, .eps = 1e-5f, .dropout = p_drop};
     KBlockKeys keys = {training, seed, step, sample0, layer};
     int64_t nx = B * t * d;
     int64_t np[12] = {d, d, 3 * d * d, 3 * d, d * d, d, d, d, f * d, f, d * f, d};

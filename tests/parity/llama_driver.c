@@ -75,7 +75,7 @@ int main(void)
                         "widths, K dividing H, THETA and EPS positive)\n");
         return 2;
     }
-    KLlama g = {t, d, H, K, f, causal, eps, theta};
+    KLlama g = {.t = t, .d = d, .heads = H, .kv_heads = K, .f = f, .causal = causal, .eps = eps, .theta = theta};
     int64_t nx = B * t * d, dk = k_llama_kv_width(&g);
     int64_t np[9] = {d * d, dk * d, dk * d, d * d, f * d, f * d, d * f, d, d};
     float *x = read_floats(nx, "x");
