@@ -26,7 +26,7 @@ test: build
 # libraries it loads (tests/lsan.supp); ASAN_LEAKS=0 turns leak checks off.
 ASAN_BUILD ?= build-asan
 ASAN_LEAKS ?= 1
-ASAN_ENV = ASAN_OPTIONS=fast_unwind_on_malloc=0:detect_leaks=$(ASAN_LEAKS) \
+ASAN_ENV = CK_TIMEOUT_MULTIPLIER=3 ASAN_OPTIONS=fast_unwind_on_malloc=0:detect_leaks=$(ASAN_LEAKS) \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
