@@ -130,6 +130,12 @@ static int k_data_parallel(DiagList *dl, const AstValue *v, PlanConfig *c)
     return read_int(dl, v, "data_parallel", 1, 1 << 20, &c->data_parallel);
 }
 
+static int k_tensor_parallel(DiagList *dl, const AstValue *v, PlanConfig *c)
+{
+    c->tp_loc = v->loc;
+    return read_int(dl, v, "tensor_parallel", 1, PLAN_MAX_TP, &c->tensor_parallel);
+}
+
 static int k_micro_batches(DiagList *dl, const AstValue *v, PlanConfig *c)
 {
     return read_int(dl, v, "micro_batches", 1, PLAN_MAX_MICRO_BATCHES, &c->micro_batches);
@@ -656,6 +662,42 @@ static int check_source(DiagList *dl, const PlanData *d, const char *key, const 
     }
 }
 
+/* tensor_parallel = T splits every transformer_block and llama_block over
+ * T ranks (kernels/k_block.h, k_llama.h): T divides their heads, kv heads
+ * and MLP widths; the other layers are whole on every rank. */
+static int check_tensor_parallel(DiagList *dl, const PlanConfig *c, const PlanModel *m)
+{
+    int64_t T = c->tensor_parallel;
+    if (T <= 1)
+        return 0;
+    int errors = 0, split = 0;
+    for (int i = 0; i < m->nlayers; i++) {
+        const PlanLayer *L = &m->layer[i];
+        if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK)
+            continue;
+        split++;
+        const char *what = NULL;
+        int64_t v = 0;
+        if (L->heads % T)
+            what = "heads", v = L->heads;
+        else if (L->kind == PLAN_L_LLAMA_BLOCK && L->kv_heads % T)
+            what = "kv_heads", v = L->kv_heads;
+        else if (L->mlp % T)
+            what = "mlp", v = L->mlp;
+        if (what) {
+            diag_error(dl, c->tp_loc.line ? c->tp_loc : L->loc,
+                       "tensor_parallel = %lld does not divide layer %d's %s = %lld (%s, line %d): each of the "
+                       "%lld ranks holds an equal share of its heads, kv heads and MLP",
+                       (long long)T, i, what, (long long)v, plan_layer_names[L->kind], L->loc.line, (long long)T);
+            errors++;
+        }
+    }
+    if (!split && !errors)
+        diag_warning(dl, c->tp_loc, "tensor_parallel = %lld, and the model has no transformer_block or llama_block "
+                     "to split: every rank of a stage computes the same", (long long)T);
+    return errors;
+}
+
 int pc_config_check_data(DiagList *dl, const PlanConfig *c, const PlanModel *m, int open_files)
 {
     int errors = 0;
@@ -672,6 +714,7 @@ int pc_config_check_data(DiagList *dl, const PlanConfig *c, const PlanModel *m, 
             errors++;
         }
     }
+    errors += check_tensor_parallel(dl, c, m);
     errors += check_source(dl, &c->data, "data", m, open_files) != 0;
     if (c->eval_data.set)
         errors += check_source(dl, &c->eval_data, "eval_data", m, open_files) != 0;
@@ -756,6 +799,7 @@ static const struct Key {
 } keys[] = {
     {"stages", AST_BLOCK_PIPELINE, k_stages},
     {"data_parallel", AST_BLOCK_PIPELINE, k_data_parallel},
+    {"tensor_parallel", AST_BLOCK_PIPELINE, k_tensor_parallel},
     {"micro_batches", AST_BLOCK_PIPELINE, k_micro_batches},
     {"micro_batch_size", AST_BLOCK_PIPELINE, k_micro_batch_size},
     {"schedule", AST_BLOCK_PIPELINE, k_schedule},
@@ -853,6 +897,7 @@ int pc_config_read(DiagList *dl, const AstBlock *pipeline, const AstBlock *train
     memset(c, 0, sizeof *c);
     c->stages = 1;
     c->data_parallel = 0;
+    c->tensor_parallel = 1;
     c->micro_batches = 1;
     c->micro_batch_size = 1;
     c->schedule = PLAN_SCHED_ONE_F_ONE_B;

@@ -129,6 +129,7 @@ static int run(PcFront *f, DiagList *dl, int src, const char *const *defs, int n
         return PC_USER_ERROR;
     if (pc_config_check_data(dl, &f->cfg, &f->model, !f->mem_only) != 0)
         return PC_USER_ERROR;
+    plan_model_set_tp(&f->model, f->cfg.tensor_parallel);
     if (f->cfg.schedule == PLAN_SCHED_FILE && read_schedule_file(f, dl) != 0)
         return PC_USER_ERROR;
     if (f->cfg.costs_profile && read_profile(f, dl) != 0)

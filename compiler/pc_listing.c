@@ -39,10 +39,16 @@ static void header(FILE *out, const PlanIR *f, const PlanSchedule *p, const Sche
     int nbuf = 0;
     for (int c = 0; c < pt->chunks; c++)
         nbuf += pl->nbuf[s * pt->chunks + c];
-    char dp[128], b1[32];
-    if (f->cfg.data_parallel)
-        snprintf(dp, sizeof dp, "ranks %lld-%lld (data-parallel index 0-%lld)", (long long)(s * f->cfg.data_parallel),
-                 (long long)(s * f->cfg.data_parallel + f->cfg.data_parallel - 1), (long long)(f->cfg.data_parallel - 1));
+    char dp[160], b1[32];
+    long long T = f->cfg.tensor_parallel > 1 ? f->cfg.tensor_parallel : 1, D = f->cfg.data_parallel;
+    if (D && T > 1)
+        snprintf(dp, sizeof dp, "ranks %lld-%lld (data-parallel index 0-%lld, tensor-parallel index 0-%lld)",
+                 s * D * T, s * D * T + D * T - 1, D - 1, T - 1);
+    else if (D)
+        snprintf(dp, sizeof dp, "ranks %lld-%lld (data-parallel index 0-%lld)", s * D, s * D + D - 1, D - 1);
+    else if (T > 1)
+        snprintf(dp, sizeof dp, "ranks r with r / (dp x %lld) = %d (data-parallel index r / %lld %% dp, "
+                 "tensor-parallel index r %% %lld)", T, s, T, T);
     else
         snprintf(dp, sizeof dp, "ranks r with r / dp = %d (data-parallel index r %% dp)", s);
     fprintf(out, "\n%s stage %d: %s\n", eval ? "eval" : "train", s, dp);
@@ -129,7 +135,8 @@ void pc_stats_ranks_text(FILE *out, const PlanIR *f)
                 base_time_text(sim->idle[s], i, sizeof i), 100 * bub, sim->peak_buffers[s],
                 base_bytes_text(peak_bytes(f, s), t, sizeof t));
     }
-    fprintf(out, "\nmemory per rank (what pipert allocates on each rank of the stage: one replica)\n");
+    fprintf(out, "\nmemory per rank (what pipert allocates on each rank of the stage: one replica%s)\n",
+            f->cfg.tensor_parallel > 1 ? ", one tensor-parallel rank" : "");
     fprintf(out, "%6s  %11s %11s %11s %11s %11s %11s %11s\n", "stage", "parameters", "gradients", "optimizer",
             "activations", "recompute", "staging", "total");
     for (int s = 0; s < f->part.stages; s++) {

@@ -39,6 +39,35 @@ static void report(DiagList *dl, const PcFront *f, int line, int col, const char
 
 static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
 
+/* Tensor parallelism (tensor_parallel = T): part k's split blocks
+ * compute 1/T of their work on each rank (a measured time, taken with T =
+ * 1, likewise), and each runs four sums over the T ranks of B x T x D
+ * floats, two in its forward and two in its input-gradient half, charged
+ * as ring all-reduces (2 (T-1)/T of the bytes over the config's
+ * link_bandwidth; free without one). A profile's measured links are
+ * between stages, not inside one, so they are not used here. */
+static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
+{
+    const PlanConfig *c = &f->cfg;
+    const PlanPart *q = &f->part.part[k];
+    const PlanProfile *prof = c->profile;
+    double T = (double)c->tensor_parallel, B = (double)c->micro_batch_size, bw = c->link_bandwidth * 1e9;
+    for (int j = q->first; j <= q->last; j++) {
+        const PlanLayer *L = &f->model.layer[j];
+        if (L->tp <= 1)
+            continue;
+        double fw = prof ? prof->layer[j].forward : (double)L->flops * B / rate;
+        double in = prof ? prof->layer[j].backward_input : fw, w = prof ? prof->layer[j].backward_weight : fw;
+        double cut = 1 - 1 / T, sum = 0;
+        if (bw > 0)
+            sum = 2 * (T - 1) / T * 4.0 * B * (double)plan_tensor_elems(&L->in) / bw;
+        p->cost_f[k] += 2 * sum - cut * fw;
+        p->cost_i[k] += 2 * sum - cut * in;
+        p->cost_w[k] -= cut * w;
+        p->cost_b[k] += 2 * sum - cut * (in + w);
+    }
+}
+
 int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions *acts, int timeline)
 {
     memset(p, 0, sizeof *p);
@@ -87,6 +116,8 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
             double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
             p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
         }
+        if (c->tensor_parallel > 1)
+            tp_costs(f, p, k, rate);
         if (k + 1 < P && !pt->bnd[k].local)
             p->bytes_fwd[k] = (double)pt->bnd[k].bytes;
         /* activation checkpointing: a backward first runs its segments'

@@ -102,10 +102,14 @@ void pc_stats_text(FILE *out, const PlanIR *f)
         snprintf(dp, sizeof dp, "%lld", (long long)c->data_parallel);
     else
         snprintf(dp, sizeof dp, "auto");
+    char tp[48] = "";
+    if (c->tensor_parallel > 1)
+        snprintf(tp, sizeof tp, ", tensor_parallel %lld", (long long)c->tensor_parallel);
     fprintf(out, "pipeline: %lld stage%s x %lld chunk%s, schedule %s, partition %s, %lld micro-batch%s of %lld, "
-                 "data_parallel %s\n\n",
+                 "data_parallel %s%s\n\n",
             (long long)c->stages, c->stages == 1 ? "" : "s", (long long)c->chunks, c->chunks == 1 ? "" : "s", sched,
-            part, (long long)c->micro_batches, c->micro_batches == 1 ? "" : "es", (long long)c->micro_batch_size, dp);
+            part, (long long)c->micro_batches, c->micro_batches == 1 ? "" : "es", (long long)c->micro_batch_size, dp,
+            tp);
     free(sched);
     free(part);
     fprintf(out, "%6s  %-18s %-20s %14s %16s %12s %6s\n", "layer", "type", "output", "params", "flops", "act bytes",
@@ -243,6 +247,7 @@ void pc_stats_json(FILE *out, const PlanIR *f)
         fprintf(out, "%lld", (long long)c->data_parallel);
     else
         fprintf(out, "\"auto\"");
+    fprintf(out, ", \"tensor_parallel\": %lld", (long long)c->tensor_parallel);
     fprintf(out, ", \"micro_batches\": %lld, \"micro_batch_size\": %lld, \"schedule\": ", (long long)c->micro_batches,
             (long long)c->micro_batch_size);
     base_json_put_str(out, sched);

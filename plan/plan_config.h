@@ -70,6 +70,7 @@ extern const char *const plan_partition_names[];
 
 #define PLAN_MAX_STAGES 4096
 #define PLAN_MAX_CHUNKS 64
+#define PLAN_MAX_TP 64
 #define PLAN_MAX_MICRO_BATCHES (1 << 20)
 
 typedef struct PlanData {
@@ -85,7 +86,8 @@ typedef struct PlanData {
 typedef struct PlanConfig {
     /* pipeline */
     int64_t stages;
-    int64_t data_parallel;   /* 0: auto (world / stages at run time) */
+    int64_t data_parallel;   /* 0: auto (world / (stages x tensor_parallel) at run time) */
+    int64_t tensor_parallel; /* ranks per stage and replica that split its blocks (Megatron); 1: none */
     int64_t micro_batches;
     int64_t micro_batch_size;
     PlanScheduleKind schedule;
@@ -119,7 +121,7 @@ typedef struct PlanConfig {
     PlanPrecision precision;
     int64_t zero;            /* ZeRO stage: 0 off, 1 optimizer state sharded over the replicas */
     /* where each setting came from, for later messages */
-    SrcLoc schedule_loc, partition_loc, stages_loc, memory_limit_loc, costs_loc;
+    SrcLoc schedule_loc, partition_loc, stages_loc, memory_limit_loc, costs_loc, tp_loc;
 } PlanConfig;
 
 void plan_config_free(PlanConfig *cfg);

@@ -684,6 +684,7 @@ static void put_config(Out *o, Out *S, const PlanConfig *c)
      * where the costs came from */
     put_str(o, S, c->costs_profile);
     put_i64(o, c->zero);
+    put_i64(o, c->tensor_parallel); /* after zero, the same way */
 }
 
 static void get_config(In *in, BaseArena *A, PlanConfig *c)
@@ -726,6 +727,9 @@ static void get_config(In *in, BaseArena *A, PlanConfig *c)
         c->costs_profile = get_str(in, A, 1, "costs profile");
         c->zero = get_range(in, 0, 1, "zero");
     }
+    c->tensor_parallel = 1; /* a plan written before it: none */
+    if (!in->bad && in->at < in->n)
+        c->tensor_parallel = get_range(in, 1, PLAN_MAX_TP, "tensor_parallel");
     if (!in->bad && !(c->lr >= 0 && c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 &&
                      c->eps >= 0 && c->weight_decay >= 0 && c->momentum >= 0 && c->grad_clip >= 0 &&
                      c->min_lr >= 0 && c->link_bandwidth >= 0 && c->device_tflops > 0))
@@ -1134,6 +1138,17 @@ int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_
     if (!in.bad) {
         SECTION(SEC_CONFIG);
         get_config(&in, A, c);
+    }
+    if (!in.bad) {
+        /* the split blocks (plan_model_set_tp): T divides what it splits */
+        plan_model_set_tp(&ir->model, c->tensor_parallel);
+        for (int i = 0; i < ir->model.nlayers && !in.bad; i++) {
+            const PlanLayer *L = &ir->model.layer[i];
+            if (L->tp > 1 && (L->heads % L->tp || L->mlp % L->tp ||
+                              (L->kind == PLAN_L_LLAMA_BLOCK && L->kv_heads % L->tp)))
+                bad(&in, "tensor_parallel = %lld does not divide layer %d's heads, kv heads or mlp",
+                    (long long)L->tp, i);
+        }
     }
     /* a CONFIG that failed may hold the out-of-range value it failed on */
     int S = in.bad ? 0 : (int)c->stages, V = in.bad ? 0 : (int)c->chunks, P = S * V;

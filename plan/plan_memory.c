@@ -27,14 +27,14 @@ static int64_t align64(int64_t x)
 static KBlock block_geom(const PlanLayer *L)
 {
     KBlock g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .f = L->mlp, .causal = L->causal,
-                .eps = (float)L->eps, .dropout = (float)L->p};
+                .eps = (float)L->eps, .dropout = (float)L->p, .tp = L->tp};
     return g;
 }
 
 static KLlama llama_geom(const PlanLayer *L)
 {
     KLlama g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .kv_heads = L->kv_heads, .f = L->mlp,
-                .causal = L->causal, .eps = (float)L->eps, .theta = (float)L->theta};
+                .causal = L->causal, .eps = (float)L->eps, .theta = (float)L->theta, .tp = L->tp};
     return g;
 }
 
@@ -388,7 +388,7 @@ int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int 
         for (int i = pt->part[k].first; i <= pt->part[k].last; i++) {
             const PlanLayer *L = &m->layer[i];
             for (int j = 0; j < L->nparams; j++)
-                n += L->param[j].count;
+                n += plan_param_local(L, j); /* one tensor-parallel rank's */
             if (L->tie >= 0)
                 n += m->layer[L->tie].param[0].count;
         }

@@ -115,7 +115,8 @@ int plan_optim_state_per_param(const PlanConfig *c);
  * running_var as float32, num_batches_tracked as int64): counted in its
  * `parameters`, with no gradients or optimizer state. */
 int64_t plan_stage_buffer_bytes(const PlanModel *m, const PlanPartition *pt, int stage);
-/* Parameter floats the stage holds (tied copies included). */
+/* Parameter floats each rank of the stage holds (tied copies included; one
+ * tensor-parallel rank's share of split tensors). */
 int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage);
 /* ZeRO-1 (zero = 1): the parameter elements of one replica's shard of a
  * stage's n, ceil(n / dp); the last shard is padded to it. With

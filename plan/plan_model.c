@@ -135,3 +135,63 @@ void plan_model_free(PlanModel *m)
     free(m->layer);
     memset(m, 0, sizeof *m);
 }
+
+/* ---- tensor parallelism ------------------------------------------------ */
+
+void plan_model_set_tp(PlanModel *m, int64_t T)
+{
+    for (int i = 0; i < m->nlayers; i++) {
+        PlanLayer *L = &m->layer[i];
+        L->tp = (L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK) && T > 1 ? T : 1;
+    }
+}
+
+PlanSplit plan_param_split(const PlanLayer *L, int k)
+{
+    if (L->tp <= 1)
+        return PLAN_SPLIT_NONE;
+    if (L->kind == PLAN_L_TRANSFORMER_BLOCK) {
+        /* ln1 w b, qkv w b, proj w b, ln2 w b, fc w b, mlp.proj w b */
+        static const PlanSplit s[12] = {PLAN_SPLIT_NONE, PLAN_SPLIT_NONE, PLAN_SPLIT_QKV,  PLAN_SPLIT_QKV,
+                                        PLAN_SPLIT_COLS, PLAN_SPLIT_NONE, PLAN_SPLIT_NONE, PLAN_SPLIT_NONE,
+                                        PLAN_SPLIT_ROWS, PLAN_SPLIT_ROWS, PLAN_SPLIT_COLS, PLAN_SPLIT_NONE};
+        return k >= 0 && k < 12 ? s[k] : PLAN_SPLIT_NONE;
+    }
+    if (L->kind == PLAN_L_LLAMA_BLOCK) {
+        /* q k v o, gate up down, the two norms */
+        static const PlanSplit s[9] = {PLAN_SPLIT_ROWS, PLAN_SPLIT_ROWS, PLAN_SPLIT_ROWS,
+                                       PLAN_SPLIT_COLS, PLAN_SPLIT_ROWS, PLAN_SPLIT_ROWS,
+                                       PLAN_SPLIT_COLS, PLAN_SPLIT_NONE, PLAN_SPLIT_NONE};
+        return k >= 0 && k < 9 ? s[k] : PLAN_SPLIT_NONE;
+    }
+    return PLAN_SPLIT_NONE;
+}
+
+int64_t plan_param_local(const PlanLayer *L, int k)
+{
+    int64_t n = L->param[k].count;
+    return plan_param_split(L, k) == PLAN_SPLIT_NONE ? n : n / L->tp;
+}
+
+void plan_param_part(float *whole, float *part, const PlanLayer *L, int k, int64_t r, int to_whole)
+{
+    const PlanParam *pp = &L->param[k];
+    PlanSplit s = plan_param_split(L, k);
+    int64_t T = L->tp > 1 ? L->tp : 1;
+    int64_t rows = pp->dim[0], cols = pp->ndim > 1 ? pp->count / rows : 1;
+    /* as runs of contiguous floats: (count, length, stride of the whole, offset of the first) */
+    int64_t runs = 1, len = pp->count, stride = 0, off = 0;
+    if (s == PLAN_SPLIT_ROWS)
+        len = rows / T * cols, off = r * len;
+    else if (s == PLAN_SPLIT_QKV)
+        runs = 3, len = rows / 3 / T * cols, stride = rows / 3 * cols, off = r * len;
+    else if (s == PLAN_SPLIT_COLS)
+        runs = rows, len = cols / T, stride = cols, off = r * len;
+    for (int64_t i = 0; i < runs; i++) {
+        float *w = whole + off + i * stride, *p = part + i * len;
+        if (to_whole)
+            memcpy(w, p, (size_t)len * sizeof(float));
+        else
+            memcpy(p, w, (size_t)len * sizeof(float));
+    }
+}

@@ -119,6 +119,9 @@ typedef struct PlanLayer {
     struct PlanLayer *sub;
     int nbody, nshort;
     int sub_pos;                 /* inside a residual: 1 + its place among the block's sub-layers; else 0 */
+    int64_t tp;                  /* transformer_block, llama_block: the tensor_parallel ranks that split it
+                                  * (0 or 1: whole); not in plan.bin: plan_model_set_tp sets it from the
+                                  * config, in pipec and in plan_read */
 } PlanLayer;
 
 typedef struct PlanIO {
@@ -144,6 +147,22 @@ typedef struct PlanModel {
 } PlanModel;
 
 void plan_model_free(PlanModel *m);
+
+/* Tensor parallelism (tensor_parallel = T): the model's own
+ * transformer_block and llama_block layers are split over T ranks
+ * (kernels/k_block.h and k_llama.h say how), everything else is whole on
+ * every rank. plan_model_set_tp marks those layers (L->tp = T).
+ * plan_param_split says how tensor k of a layer is cut: NONE (whole on
+ * every rank), ROWS (dimension 0 in T equal pieces, rank r the r-th),
+ * COLS (dimension 1 likewise), QKV (dimension 0 as three equal sections,
+ * q, k and v, each cut as ROWS). plan_param_local is one rank's element
+ * count; plan_param_part copies rank r's share out of the whole tensor
+ * (to_whole = 0) or back into it (to_whole = 1). */
+typedef enum PlanSplit { PLAN_SPLIT_NONE, PLAN_SPLIT_ROWS, PLAN_SPLIT_COLS, PLAN_SPLIT_QKV } PlanSplit;
+void plan_model_set_tp(PlanModel *m, int64_t T);
+PlanSplit plan_param_split(const PlanLayer *L, int k);
+int64_t plan_param_local(const PlanLayer *L, int k);
+void plan_param_part(float *whole, float *part, const PlanLayer *L, int k, int64_t r, int to_whole);
 /* Frees one layer's sub-layers (a residual's), recursively. */
 void plan_layer_free_subs(PlanLayer *L);
 /* The key a layer's random streams use (dropout masks): its index, and for a

@@ -513,7 +513,7 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
     if (!has_last(rt))
         return;
     sum_over_replicas(rt, tot, 3);
-    if (rt->dpi != 0)
+    if (rt->dpi != 0 || rt->tpi != 0)
         return;
     double loss = tot[1] > 0 ? tot[0] / tot[1] : 0, acc = tot[1] > 0 ? tot[2] / tot[1] : 0;
     int cls = rt->m->loss == PLAN_LOSS_CROSS_ENTROPY;
@@ -544,15 +544,20 @@ static void evaluate(RtCtx *rt, int64_t at_step, int final)
  * collective over the world. */
 static void memory_records(RtCtx *rt)
 {
-    int64_t mine[4] = {rt->rank, rt->stage, rt->dpi, rt_mem_total(rt)};
-    int root = rt->ir.part.part[rt->ir.part.nparts - 1].stage * rt->dp;
+    int64_t mine[5] = {rt->rank, rt->stage, rt->dpi, rt_mem_total(rt), rt->tpi};
+    int root = rt_rank_of(rt, rt->ir.part.part[rt->ir.part.nparts - 1].stage, 0, 0);
     int64_t *all = rt->rank == root ? rt_alloc(rt, (size_t)rt->world * sizeof mine, "memory records") : NULL;
-    RT_MPI(rt, MPI_Gather(mine, 4, MPI_INT64_T, all, 4, MPI_INT64_T, root, MPI_COMM_WORLD));
+    RT_MPI(rt, MPI_Gather(mine, 5, MPI_INT64_T, all, 5, MPI_INT64_T, root, MPI_COMM_WORLD));
     if (!all)
         return;
-    for (int r = 0; r < rt->world; r++)
-        fprintf(rt->metrics, "{\"rank\": %lld, \"stage\": %lld, \"replica\": %lld, \"memory_bytes\": %lld}\n",
-                (long long)all[4 * r], (long long)all[4 * r + 1], (long long)all[4 * r + 2], (long long)all[4 * r + 3]);
+    for (int r = 0; r < rt->world; r++) {
+        const int64_t *v = all + 5 * r;
+        char tp[48] = "";
+        if (rt->tp > 1) /* the tensor-parallel index, where there is one */
+            snprintf(tp, sizeof tp, ", \"tp\": %lld", (long long)v[4]);
+        fprintf(rt->metrics, "{\"rank\": %lld, \"stage\": %lld, \"replica\": %lld%s, \"memory_bytes\": %lld}\n",
+                (long long)v[0], (long long)v[1], (long long)v[2], tp, (long long)v[3]);
+    }
     fflush(rt->metrics);
     free(all);
 }
@@ -729,17 +734,24 @@ int main(int argc, char **argv)
     }
     have |= HAVE_PLAN;
     int S = rt->ir.part.stages;
-    int64_t fixed = rt->ir.cfg.data_parallel;
+    int64_t fixed = rt->ir.cfg.data_parallel, T = rt->ir.cfg.tensor_parallel;
     const char *bad = NULL;
-    char why[256];
-    if (rt->world % S != 0) {
-        snprintf(why, sizeof why, "the world has %d rank%s, not a multiple of the plan's %d stages", rt->world,
-                 rt->world == 1 ? "" : "s", S);
+    char why[320], per[96] = "";
+    if (T > 1)
+        snprintf(per, sizeof per, " x tensor_parallel %lld", (long long)T);
+    if (rt->world % (S * T) != 0) {
+        snprintf(why, sizeof why, "the world has %d rank%s, not a multiple of the plan's %d stage%s%s", rt->world,
+                 rt->world == 1 ? "" : "s", S, S == 1 ? "" : "s", per);
         bad = why;
-    } else if (fixed && rt->world != S * fixed) {
-        snprintf(why, sizeof why, "the plan fixes data_parallel = %lld: the world must be %lld ranks (%d stages x %lld), not %d",
-                 (long long)fixed, (long long)(S * fixed), S, (long long)fixed, rt->world);
+    } else if (fixed && rt->world != S * fixed * T) {
+        snprintf(why, sizeof why, "the plan fixes data_parallel = %lld: the world must be %lld ranks (%d stages x %lld%s), not %d",
+                 (long long)fixed, (long long)(S * fixed * T), S, (long long)fixed, per, rt->world);
         bad = why;
+    } else if (T > 1 && profile) {
+        bad = "--profile measures a plan with tensor_parallel = 1 (pipec divides a split block's measured time by "
+              "tensor_parallel itself): profile the model without it";
+    } else if (T > 1 && !strcmp(device, "cuda")) {
+        bad = "tensor_parallel > 1 runs on the CPU backend only so far (--device cpu), not with --device cuda";
     } else if (rt->ir.cfg.zero && !strcmp(device, "cuda")) {
         bad = "zero = 1 runs on the CPU backend only so far (--device cpu), not with --device cuda";
     } else if (rt->ir.cfg.precision == PLAN_PREC_BF16 && strcmp(device, "cuda") != 0) {
@@ -813,9 +825,11 @@ int main(int argc, char **argv)
         }
         seed = man.seed;
     }
-    rt->dp = rt->world / S;
-    rt->stage = rt->rank / rt->dp;
-    rt->dpi = rt->rank % rt->dp;
+    rt->tp = (int)rt->ir.cfg.tensor_parallel;
+    rt->dp = rt->world / (S * rt->tp);
+    rt->tpi = rt->rank % rt->tp;
+    rt->dpi = rt->rank / rt->tp % rt->dp;
+    rt->stage = rt->rank / rt->tp / rt->dp;
     PlanConfig *cfg = &rt->ir.cfg;
     if (steps >= 0)
         cfg->steps = steps;
@@ -876,15 +890,18 @@ int main(int argc, char **argv)
         for (int k = 0; k < RT_MEM_KINDS && n < sizeof parts; k++)
             n += snprintf(parts + n, sizeof parts - n, "%s %s %s", k ? "," : "", plan_memory_part_names[k],
                           base_bytes_text((double)rt->mem[k], b, sizeof b));
-        printf("[rank %d] pid %ld, stage %d of %d, replica %d of %d: %lld parameters; memory %s bytes (pipec "
+        char tp[64] = "";
+        if (rt->tp > 1)
+            snprintf(tp, sizeof tp, ", tensor-parallel %d of %d", rt->tpi, rt->tp);
+        printf("[rank %d] pid %ld, stage %d of %d, replica %d of %d%s: %lld parameters; memory %s bytes (pipec "
                "predicted %s):%s\n",
-               rt->rank, (long)getpid(), rt->stage, S, rt->dpi, rt->dp, (long long)rt->nparams_total,
+               rt->rank, (long)getpid(), rt->stage, S, rt->dpi, rt->dp, tp, (long long)rt->nparams_total,
                base_commas(rt_mem_total(rt), have, sizeof have), base_commas(want.total, pred, sizeof pred), parts);
         fflush(stdout);
     }
     if (resume) {
         rt_ckpt_resume(rt, &man);
-        if (has_last(rt) && rt->dpi == 0)
+        if (has_last(rt) && rt->dpi == 0 && rt->tpi == 0)
             printf("resumed from %s at step %lld of %lld\n", resume, (long long)rt->step, (long long)cfg->steps);
         rt_ckpt_manifest_free(&man);
     } else if (init.path) {
@@ -899,11 +916,11 @@ int main(int argc, char **argv)
                 fprintf(stderr, "pipert: %s\n", msg);
             return done(rt, 1, have);
         }
-        if (has_last(rt) && rt->dpi == 0)
+        if (has_last(rt) && rt->dpi == 0 && rt->tpi == 0)
             printf("initialised %d tensors from %s (%d file%s); optimizer state starts fresh\n", loaded, init.path,
                    files, files == 1 ? "" : "s");
     }
-    int reporter = has_last(rt) && rt->dpi == 0;
+    int reporter = has_last(rt) && rt->dpi == 0 && rt->tpi == 0;
     if (rt->metrics_path) {
         /* only the reporter opens it: collective, as the data */
         msg[0] = 0;
@@ -957,7 +974,7 @@ int main(int argc, char **argv)
         rt_profile_step(rt, t1 - t0);
         if (rt->bad_stage >= 0) {
             /* every rank of the lane knows; replica 0 of the first stage says it */
-            if (rt->stage == 0 && rt->dpi == 0)
+            if (rt->stage == 0 && rt->dpi == 0 && rt->tpi == 0)
                 fprintf(stderr, "pipert: step %lld: the loss or a gradient is not finite (NaN or Inf), first on stage "
                                 "%d; stopping before the update%s\n",
                         (long long)rt->step + 1, rt->bad_stage, rt->save_dir ? ", no checkpoint written" : "");
@@ -1058,11 +1075,15 @@ int main(int argc, char **argv)
         return done(rt, 0, have);
     }
     evaluate(rt, cfg->steps, 1);
-    if (reporter)
-        printf("trained %lld steps of %lld samples in %.1f s (%.0f samples/s) on %d rank%s: %d stage%s x %d replica%s\n",
+    if (reporter) {
+        char tp[48] = "";
+        if (rt->tp > 1)
+            snprintf(tp, sizeof tp, " x %d tensor-parallel", rt->tp);
+        printf("trained %lld steps of %lld samples in %.1f s (%.0f samples/s) on %d rank%s: %d stage%s x %d replica%s%s\n",
                (long long)(cfg->steps - first_step), (long long)rt->global_batch, total,
                total > 0 ? (cfg->steps - first_step) * rt->global_batch / total : 0.0, rt->world, rt->world == 1 ? "" : "s", S,
-               S == 1 ? "" : "s", rt->dp, rt->dp == 1 ? "" : "s");
+               S == 1 ? "" : "s", rt->dp, rt->dp == 1 ? "" : "s", tp);
+    }
     free(tmp);
     return done(rt, 0, have);
 }

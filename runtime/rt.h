@@ -107,10 +107,14 @@ typedef struct RtLayerOps RtLayerOps; /* below */
 
 typedef struct RtCtx {
     /* who */
+    /* rank = (stage x dp + dpi) x tp + tpi: a stage's tensor-parallel
+     * ranks are neighbours, then its replicas (rt_rank_of) */
     int rank, world, stage, dp, dpi, stages, chunks;
-    MPI_Comm dp_comm;             /* this stage's replicas (ReduceGrads) */
-    MPI_Comm pipe_comm;           /* this data-parallel lane's stages (norms, losses) */
+    int tp, tpi;                  /* tensor_parallel, and this rank's index among the stage's tp ranks */
+    MPI_Comm dp_comm;             /* this stage's replicas with this tpi (ReduceGrads) */
+    MPI_Comm pipe_comm;           /* this data-parallel lane's stages with this tpi (transfers, norms, losses) */
     MPI_Comm tied_comm;           /* the lane's stages that hold tied weights */
+    MPI_Comm tp_comm;             /* this stage's tp ranks of this replica (the split blocks' sums) */
     const XportOps *xp;           /* the transport (xport.h) */
     void *xpd;                    /* that transport's own state (xport_nccl.c's), NULL for MPI */
     /* the device (rt_dev.h): NULL on the CPU, where every array below is
@@ -173,6 +177,12 @@ typedef struct RtCtx {
     const char *metrics_path, *save_dir;
     FILE *metrics;
 } RtCtx;
+
+/* the world rank of (stage, replica, tensor-parallel index) */
+static inline int rt_rank_of(const RtCtx *rt, int stage, int dpi, int tpi)
+{
+    return (stage * rt->dp + dpi) * rt->tp + tpi;
+}
 
 /* A piece of this replica's ZeRO shard: elements [off, off + len) of a
  * tensor, and their optimizer state (len x state_per_param floats). */
@@ -255,10 +265,17 @@ void *rt_alloc(RtCtx *rt, size_t bytes, const char *what);
 void rt_mem_count(RtCtx *rt, RtMem kind, size_t bytes);
 void *rt_host_arena(RtCtx *rt, RtMem kind, size_t bytes, const char *what);
 int64_t rt_mem_total(const RtCtx *rt);
+/* Tensor parallelism: whether q is one tp rank's share of a split tensor;
+ * rt_tp_whole gathers the shares (local: q->n floats of this rank's, its
+ * parameter or one of its state tensors) into whole (the tensor's count)
+ * on tp rank 0, collective over the stage's tp ranks (whole is unused
+ * elsewhere). */
+int rt_tp_split(const RtCtx *rt, const RtParam *q);
+void rt_tp_whole(RtCtx *rt, const RtParam *q, const float *local, float *whole);
 /* The geometry of a transformer_block for k_block.h, of a conv2d and a
  * pooling layer for k_cpu.h (the same structs serve k_cuda.h). */
-struct KBlock rt_block_geom(const PlanLayer *L);
-struct KLlama rt_llama_geom(const PlanLayer *L); /* llama_block's, for k_llama.h */
+struct KBlock rt_block_geom(RtCtx *rt, const PlanLayer *L); /* split over the stage's tp ranks where L->tp > 1 */
+struct KLlama rt_llama_geom(RtCtx *rt, const PlanLayer *L); /* llama_block's, for k_llama.h */
 struct KConv rt_conv_geom(const PlanLayer *L);
 struct KPool rt_pool_geom(const PlanLayer *L);
 /* transpose over B samples as k_transpose's g = {P, na, M, nb, Q} (the

@@ -238,7 +238,12 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
             fmt(err, sizeof err, "tensor %s is %s in the checkpoint; this model's is %s", q->name, a, b);
             break;
         }
-        memcpy(q->p, t->data, (size_t)q->n * sizeof(float));
+        /* a split block's tensor: this tp rank's share of the whole */
+        int split = q->k >= 0 && plan_param_split(&rt->m->layer[li], q->k) != PLAN_SPLIT_NONE;
+        if (split)
+            plan_param_part((float *)t->data, q->p, &rt->m->layer[li], q->k, rt->tpi, 0);
+        else
+            memcpy(q->p, t->data, (size_t)q->n * sizeof(float));
         if (per == 0)
             continue;
         const RtSafetensors *o = open_file(m, &opt[s], s, "optimizer", err, sizeof err);
@@ -251,12 +256,15 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
             int64_t numel = 1;
             for (int d = 0; x && d < x->ndim; d++)
                 numel *= x->dim[d];
-            if (!x || numel != q->n) {
+            if (!x || numel != (split ? pp->count : q->n)) {
                 fmt(err, sizeof err, "%s/%s: stage %lld's optimizer state %s tensor %s", m->root, m->dir, (long long)s,
                     x ? "has the wrong size for" : "lacks", name);
                 break;
             }
-            memcpy(q->state + (int64_t)j * q->n, x->data, (size_t)q->n * sizeof(float));
+            if (split)
+                plan_param_part((float *)x->data, q->state + (int64_t)j * q->n, &rt->m->layer[li], q->k, rt->tpi, 0);
+            else
+                memcpy(q->state + (int64_t)j * q->n, x->data, (size_t)q->n * sizeof(float));
         }
     }
     /* the buffers (batchnorm2d's running statistics): in the weights files,
@@ -350,7 +358,48 @@ static void fault_pause(int64_t step)
 
 /* Replica 0 of a stage: its two files; out[0..3] = weights bytes, crc,
  * optimizer bytes, crc. */
-static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out[4])
+/* With tensor parallelism: the split tensors of this rank's parameters
+ * and optimizer state, whole, on tp rank 0 (gathered over the stage's tp
+ * ranks: collective there); NULL entries for the others and elsewhere.
+ * tp_free releases them. */
+typedef struct TpWhole {
+    float **p, **state; /* [nparam] */
+} TpWhole;
+
+static TpWhole tp_gather(RtCtx *rt)
+{
+    TpWhole w = {NULL, NULL};
+    if (rt->tp <= 1)
+        return w;
+    int per = rt_optim_state_per_param(rt->c), root = rt->tpi == 0;
+    if (root) {
+        w.p = rt_alloc(rt, (size_t)rt->nparam * sizeof *w.p, "tensor table");
+        w.state = rt_alloc(rt, (size_t)rt->nparam * sizeof *w.state, "tensor table");
+    }
+    for (int i = 0; i < rt->nparam; i++) {
+        RtParam *q = &rt->param[i];
+        if (!rt_tp_split(rt, q))
+            continue;
+        int64_t count = rt->m->layer[q->layer].param[q->k].count;
+        if (root) {
+            w.p[i] = rt_alloc(rt, (size_t)count * sizeof(float), "a split tensor, whole");
+            w.state[i] = per ? rt_alloc(rt, (size_t)per * count * sizeof(float), "a split tensor's state, whole") : NULL;
+        }
+        rt_tp_whole(rt, q, q->p, root ? w.p[i] : NULL);
+        for (int j = 0; j < per; j++)
+            rt_tp_whole(rt, q, q->state + (int64_t)j * q->n, root ? w.state[i] + (int64_t)j * count : NULL);
+    }
+    return w;
+}
+
+static void tp_free(RtCtx *rt, TpWhole *w)
+{
+    for (int i = 0; w->p && i < rt->nparam; i++)
+        free(w->p[i]), free(w->state[i]);
+    free(w->p), free(w->state);
+}
+
+static void write_stage(RtCtx *rt, int64_t step, const char *folder, const TpWhole *tw, int64_t out[4])
 {
     int per = rt_optim_state_per_param(rt->c);
     int cap = rt->nparam ? rt->nparam : 1;
@@ -363,7 +412,8 @@ static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out
         if (q->k < 0)
             continue; /* a tied copy: its owner's file holds it */
         const PlanParam *pp = &rt->m->layer[q->layer].param[q->k];
-        RtTensor t = {q->name, pp->ndim, {0}, q->p, 0};
+        int whole = tw->p && tw->p[i]; /* a split tensor, gathered */
+        RtTensor t = {q->name, pp->ndim, {0}, whole ? tw->p[i] : q->p, 0};
         for (int d = 0; d < pp->ndim; d++)
             t.dim[d] = pp->dim[d];
         w[nw++] = t;
@@ -371,7 +421,7 @@ static void write_stage(RtCtx *rt, int64_t step, const char *folder, int64_t out
             snprintf(names[no], sizeof names[no], "%s.%s", q->name, state_suffix(per, j));
             o[no] = t;
             o[no].name = names[no];
-            o[no].data = q->state + (int64_t)j * q->n;
+            o[no].data = whole ? tw->state[i] + (int64_t)j * pp->count : q->state + (int64_t)j * q->n;
             no++;
         }
     }
@@ -475,7 +525,7 @@ static void write_manifest(RtCtx *rt, int64_t step, const char *sub, const int64
     base_json_put_str(f, sub);
     fprintf(f, ",\n  \"files\": [");
     for (int s = 0; s < rt->stages; s++) {
-        const int64_t *v = all + (int64_t)s * rt->dp * 4; /* replica 0 of stage s is rank s * dp */
+        const int64_t *v = all + (int64_t)rt_rank_of(rt, s, 0, 0) * 4; /* replica 0, tp rank 0 of stage s */
         fprintf(f, "\n    {\"name\": \"stage-%d.safetensors\", \"kind\": \"weights\", \"stage\": %d, \"bytes\": %lld, "
                    "\"crc32\": %lld},",
                 s, s, (long long)v[0], (long long)v[1]);
@@ -544,8 +594,12 @@ void rt_ckpt_save(RtCtx *rt, int64_t step)
     /* zero = 1: the state is sharded; the files hold it whole (collective
      * over the replicas) */
     float *whole = rt->zpiece ? rt_zero_gather_state(rt) : NULL;
-    if (rt->dpi == 0)
-        write_stage(rt, step, folder, mine);
+    /* tensor parallelism: the split tensors whole on tp rank 0 (collective
+     * over the stage's tp ranks), which writes the stage's files */
+    TpWhole tw = rt->dpi == 0 ? tp_gather(rt) : (TpWhole){NULL, NULL};
+    if (rt->dpi == 0 && rt->tpi == 0)
+        write_stage(rt, step, folder, &tw, mine);
+    tp_free(rt, &tw);
     if (whole)
         rt_zero_release_state(rt, whole, 0);
     int64_t *all = rt->rank == 0 ? rt_alloc(rt, (size_t)rt->world * 4 * sizeof *all, "checkpoint table") : NULL;

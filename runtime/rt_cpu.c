@@ -307,14 +307,14 @@ static float *block_dsaved(RtCtx *rt, const RtLayerIO *io, const KBlock *g)
 
 static void transformer_block_forward(IO)
 {
-    KBlock g = rt_block_geom(lr->L);
+    KBlock g = rt_block_geom(rt, lr->L);
     KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
     k_block_forward(io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch);
 }
 
 static void transformer_block_backward_input(IO)
 {
-    KBlock g = rt_block_geom(lr->L);
+    KBlock g = rt_block_geom(rt, lr->L);
     KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
     k_block_backward_input(io->din, block_dsaved(rt, io, &g), io->dout, io->in, io->save, io->mask,
                            (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch);
@@ -322,7 +322,7 @@ static void transformer_block_backward_input(IO)
 
 static void transformer_block_backward_weight(IO)
 {
-    KBlock g = rt_block_geom(lr->L);
+    KBlock g = rt_block_geom(rt, lr->L);
     k_block_backward_weight(lr->g2, block_dsaved(rt, io, &g), io->in, io->save, rt->B, &g, rt->scratch);
 }
 
@@ -338,20 +338,20 @@ static float *llama_dsaved(RtCtx *rt, const RtLayerIO *io, const KLlama *g)
 
 static void llama_block_forward(IO)
 {
-    KLlama g = rt_llama_geom(lr->L);
+    KLlama g = rt_llama_geom(rt, lr->L);
     k_llama_forward(io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B, &g, rt->scratch);
 }
 
 static void llama_block_backward_input(IO)
 {
-    KLlama g = rt_llama_geom(lr->L);
+    KLlama g = rt_llama_geom(rt, lr->L);
     k_llama_backward_input(io->din, llama_dsaved(rt, io, &g), io->dout, io->in, io->save, io->mask,
                            (const float *const *)lr->w2, rt->B, &g, rt->scratch);
 }
 
 static void llama_block_backward_weight(IO)
 {
-    KLlama g = rt_llama_geom(lr->L);
+    KLlama g = rt_llama_geom(rt, lr->L);
     k_llama_backward_weight(lr->g2, llama_dsaved(rt, io, &g), io->in, io->save, rt->B, &g, rt->scratch);
 }
 

@@ -258,7 +258,7 @@ static size_t layernorm_prepare(RtCtx *rt, RtLayerRt *lr)
 
 static size_t transformer_block_prepare(RtCtx *rt, RtLayerRt *lr)
 {
-    KBlock g = rt_block_geom(lr->L);
+    KBlock g = rt_block_geom(rt, lr->L);
     return kc_block_workspace(kc_of(rt), &g, rt->B);
 }
 
@@ -270,7 +270,7 @@ static size_t rmsnorm_prepare(RtCtx *rt, RtLayerRt *lr)
 
 static size_t llama_block_prepare(RtCtx *rt, RtLayerRt *lr)
 {
-    KLlama g = rt_llama_geom(lr->L);
+    KLlama g = rt_llama_geom(rt, lr->L);
     return kc_llama_workspace(kc_of(rt), &g, rt->B);
 }
 
@@ -514,7 +514,7 @@ static float *block_dsaved(RtCtx *rt, const RtLayerIO *io, const KBlock *g)
 
 static void transformer_block_forward(IO)
 {
-    KBlock g = rt_block_geom(lr->L);
+    KBlock g = rt_block_geom(rt, lr->L);
     KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
     KC(rt, lr->L, kc_block_forward(kc_of(rt), io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B,
                                    &g, &keys, rt->scratch));
@@ -522,7 +522,7 @@ static void transformer_block_forward(IO)
 
 static void transformer_block_backward_input(IO)
 {
-    KBlock g = rt_block_geom(lr->L);
+    KBlock g = rt_block_geom(rt, lr->L);
     KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
     KC(rt, lr->L, kc_block_backward_input(kc_of(rt), io->din, block_dsaved(rt, io, &g), io->dout, io->in, io->save,
                                           io->mask, (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch));
@@ -530,7 +530,7 @@ static void transformer_block_backward_input(IO)
 
 static void transformer_block_backward_weight(IO)
 {
-    KBlock g = rt_block_geom(lr->L);
+    KBlock g = rt_block_geom(rt, lr->L);
     KC(rt, lr->L, kc_block_backward_weight(kc_of(rt), (float *const *)lr->g2, block_dsaved(rt, io, &g), io->in,
                                            io->save, rt->B, &g, rt->scratch));
 }
@@ -561,21 +561,21 @@ static float *llama_dsaved(RtCtx *rt, const RtLayerIO *io, const KLlama *g)
 
 static void llama_block_forward(IO)
 {
-    KLlama g = rt_llama_geom(lr->L);
+    KLlama g = rt_llama_geom(rt, lr->L);
     KC(rt, lr->L, kc_llama_forward(kc_of(rt), io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B,
                                    &g, rt->scratch));
 }
 
 static void llama_block_backward_input(IO)
 {
-    KLlama g = rt_llama_geom(lr->L);
+    KLlama g = rt_llama_geom(rt, lr->L);
     KC(rt, lr->L, kc_llama_backward_input(kc_of(rt), io->din, llama_dsaved(rt, io, &g), io->dout, io->in, io->save,
                                           io->mask, (const float *const *)lr->w2, rt->B, &g, rt->scratch));
 }
 
 static void llama_block_backward_weight(IO)
 {
-    KLlama g = rt_llama_geom(lr->L);
+    KLlama g = rt_llama_geom(rt, lr->L);
     KC(rt, lr->L, kc_llama_backward_weight(kc_of(rt), (float *const *)lr->g2, llama_dsaved(rt, io, &g), io->in,
                                            io->save, rt->B, &g, rt->scratch));
 }

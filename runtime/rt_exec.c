@@ -140,6 +140,8 @@ static int nonfinite_stage(RtCtx *rt, double local_ss)
     memset(vote, 0, rt->stages * sizeof *vote);
     vote[rt->stage] = bad;
     rt->xp->allreduce_f64(rt, vote, rt->stages, XPORT_LANE);
+    if (rt->tp > 1) /* a split gradient is each tp rank's own: they vote together */
+        rt->xp->allreduce_f64(rt, vote, rt->stages, XPORT_TP);
     for (int s = 0; s < rt->stages; s++)
         if (vote[s] != 0)
             return s;
@@ -181,6 +183,10 @@ static void optimizer_step(RtCtx *rt)
     /* the global norm, for the log whether or not it clips: one double over
      * the lane (replicas hold the same, already summed, gradients) */
     rt->xp->allreduce_f64(rt, &ss, 1, XPORT_LANE);
+    /* with tensor parallelism the lane holds one tp rank's shares: the
+     * same two lane sums on every stage, added over the tp ranks */
+    if (rt->tp > 1)
+        rt->xp->allreduce_f64(rt, &ss, 1, XPORT_TP);
     rt->grad_norm = sqrt(ss);
     if (rt->c->grad_clip > 0)
         factor = rt_clip_factor(rt->grad_norm, rt->c->grad_clip);

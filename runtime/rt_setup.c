@@ -5,6 +5,7 @@
  * With --device cuda (rt->gpu) the activation arenas are allocated on the
  * device and the parameters are initialised here, on the host, then copied
  * (rt_dev.h). */
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -50,7 +51,7 @@ void rt_stalled(RtCtx *rt, double secs, const XportReq *req, const char *group)
     }
     if (req) {
         const char *what = req->tag == XPORT_TAG_ACTIVATION ? "activation" : "gradient";
-        int peer_rank = req->peer * rt->dp + rt->dpi;
+        int peer_rank = rt_rank_of(rt, req->peer, rt->dpi, rt->tpi);
         if (req->send)
             snprintf(waits, sizeof waits, "for stage %d (rank %d) to take the %s this rank sent", req->peer, peer_rank,
                      what);
@@ -95,17 +96,28 @@ int64_t rt_mem_total(const RtCtx *rt)
     return t;
 }
 
-KBlock rt_block_geom(const PlanLayer *L)
+/* the split blocks' sums (KBlock.tp_sum): over this stage's tp ranks */
+static void tp_sum(void *ctx, float *x, int64_t n)
+{
+    RtCtx *rt = ctx;
+    rt->xp->allreduce_f32(rt, x, n, XPORT_TP);
+}
+
+KBlock rt_block_geom(RtCtx *rt, const PlanLayer *L)
 {
     KBlock g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .f = L->mlp, .causal = L->causal,
-                .eps = (float)L->eps, .dropout = (float)L->p};
+                .eps = (float)L->eps, .dropout = (float)L->p, .tp = L->tp};
+    if (L->tp > 1)
+        g.tp_rank = rt->tpi, g.tp_sum = tp_sum, g.tp_ctx = rt;
     return g;
 }
 
-KLlama rt_llama_geom(const PlanLayer *L)
+KLlama rt_llama_geom(RtCtx *rt, const PlanLayer *L)
 {
     KLlama g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .kv_heads = L->kv_heads, .f = L->mlp,
-                .causal = L->causal, .eps = (float)L->eps, .theta = (float)L->theta};
+                .causal = L->causal, .eps = (float)L->eps, .theta = (float)L->theta, .tp = L->tp};
+    if (L->tp > 1)
+        g.tp_rank = rt->tpi, g.tp_sum = tp_sum, g.tp_ctx = rt;
     return g;
 }
 
@@ -387,6 +399,24 @@ static void *layer_bufs(const RtCtx *rt, int li, int sub, int device)
 
 /* Parameters of this stage, in layer order; a tied linear whose owner is on
  * another stage gets a copy, initialised as the owner is. */
+int rt_tp_split(const RtCtx *rt, const RtParam *q)
+{
+    return q->k >= 0 && plan_param_split(&rt->m->layer[q->layer], q->k) != PLAN_SPLIT_NONE;
+}
+
+void rt_tp_whole(RtCtx *rt, const RtParam *q, const float *local, float *whole)
+{
+    const PlanLayer *L = &rt->m->layer[q->layer];
+    int64_t n = q->n;
+    RT_CHECK(rt, n * rt->tp <= INT_MAX, "a split tensor of %lld elements is too large for one MPI gather",
+             (long long)(n * rt->tp));
+    float *parts = rt->tpi == 0 ? rt_alloc(rt, (size_t)(n * rt->tp) * sizeof(float), "tensor-parallel gather") : NULL;
+    RT_MPI(rt, MPI_Gather(local, (int)n, MPI_FLOAT, parts, (int)n, MPI_FLOAT, 0, rt->tp_comm));
+    for (int r = 0; parts && r < rt->tp; r++)
+        plan_param_part(whole, parts + (int64_t)r * n, L, q->k, r, 1);
+    free(parts);
+}
+
 static void setup_params(RtCtx *rt)
 {
     const PlanModel *m = rt->m;
@@ -415,9 +445,12 @@ static void setup_params(RtCtx *rt)
                     /* on the owner's stage the copy is the owner's tensor:
                      * its gradient is kept apart, its value shared */
                 } else {
-                    q->n = L->param[k].count;
+                    /* a split block's tensors: this tp rank's share */
+                    q->n = plan_param_local(L, k);
                     snprintf(q->name, sizeof q->name, "layers.%d.%s", i, L->param[k].name);
-                    q->counts_in_norm = 1;
+                    /* the global norm sums the split shares over the tp
+                     * ranks and a whole tensor once (tp rank 0's) */
+                    q->counts_in_norm = rt->tpi == 0 || plan_param_split(L, k) != PLAN_SPLIT_NONE;
                 }
                 total += q->n;
             }
@@ -446,7 +479,15 @@ static void setup_params(RtCtx *rt)
         int k = q->k < 0 ? 0 : q->k;
         RT_CHECK(rt, L->init != PLAN_INIT_DEFAULT || layer_init[L->kind],
                  "layer %d (%s) has parameters but no initialisation", li, plan_layer_names[L->kind]);
-        init_param(q->p, q->n, L, k, rt->c->seed);
+        if (q->k >= 0 && plan_param_split(L, k) != PLAN_SPLIT_NONE) {
+            /* the whole tensor's numbers, this rank's share of them */
+            float *whole = rt_alloc(rt, (size_t)L->param[k].count * sizeof(float), "a split tensor's initial value");
+            init_param(whole, L->param[k].count, L, k, rt->c->seed);
+            plan_param_part(whole, q->p, L, k, rt->tpi, 0);
+            free(whole);
+        } else {
+            init_param(q->p, q->n, L, k, rt->c->seed);
+        }
     }
     if (zero)
         rt_zero_setup(rt);
@@ -520,10 +561,14 @@ void rt_setup(RtCtx *rt)
     rt->chunks = pt->chunks;
     rt->global_batch = rt->B * rt->M * rt->dp;
     RT_CHECK(rt, rt->chunks <= RT_MAX_CHUNKS, "more than %d chunks", RT_MAX_CHUNKS);
-    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->stage, rt->dpi, &rt->dp_comm));
-    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->dpi, rt->stage, &rt->pipe_comm));
+    if (rt->tp < 1)
+        rt->tp = 1;
+    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->stage * rt->tp + rt->tpi, rt->dpi, &rt->dp_comm));
+    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->dpi * rt->tp + rt->tpi, rt->stage, &rt->pipe_comm));
     int tied = rt->ir.sched.tied_stage[rt->stage];
-    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, tied ? rt->dpi : MPI_UNDEFINED, rt->stage, &rt->tied_comm));
+    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, tied ? rt->dpi * rt->tp + rt->tpi : MPI_UNDEFINED, rt->stage,
+                              &rt->tied_comm));
+    RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->stage * rt->dp + rt->dpi, rt->tpi, &rt->tp_comm));
     int split = plan_stage_split(&rt->ir.sched.train, rt->stage);
     for (int c = 0; c < rt->chunks; c++) {
         RtChunk *ch = &rt->chunk[c];
@@ -585,6 +630,7 @@ void rt_teardown(RtCtx *rt)
     free(rt->bufs), free(rt->buf);
     MPI_Comm_free(&rt->dp_comm);
     MPI_Comm_free(&rt->pipe_comm);
+    MPI_Comm_free(&rt->tp_comm);
     if (rt->tied_comm != MPI_COMM_NULL)
         MPI_Comm_free(&rt->tied_comm);
 }

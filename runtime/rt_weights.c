@@ -306,8 +306,11 @@ int rt_weights_init(RtCtx *rt, const RtInit *o, int *loaded, int *nfiles, char *
     /* this rank's tensors: read, and a tied linear's own name, when the
      * files give it, compared with the owner's values */
     int64_t most = 1;
-    for (int i = 0; i < rt->nparam; i++)
-        most = rt->param[i].n > most ? rt->param[i].n : most;
+    for (int i = 0; i < rt->nparam; i++) {
+        const RtParam *q = &rt->param[i];
+        int64_t whole = rt_tp_split(rt, q) ? m->layer[q->layer].param[q->k].count : q->n;
+        most = whole > most ? whole : most;
+    }
     tmp = malloc((size_t)most * sizeof *tmp);
     if (!tmp) {
         fmt(err, es, "out of memory");
@@ -316,6 +319,13 @@ int rt_weights_init(RtCtx *rt, const RtInit *o, int *loaded, int *nfiles, char *
     for (int i = 0; i < rt->nparam; i++) {
         RtParam *q = &rt->param[i];
         const Found *f = find(found, n, q->name);
+        if (rt_tp_split(rt, q)) {
+            /* a split block's tensor: the whole, then this tp rank's share */
+            if (rt_st_read_f32(&file[f->file], f->e, tmp, err, es) != 0)
+                goto out;
+            plan_param_part(tmp, q->p, &m->layer[q->layer], q->k, rt->tpi, 0);
+            continue;
+        }
         if (rt_st_read_f32(&file[f->file], f->e, q->p, err, es) != 0)
             goto out;
         if (q->k >= 0)
@@ -400,9 +410,24 @@ typedef struct Export {
     float *buf;
 } Export;
 
+/* replica 0, tp rank 0 of the stage that holds it */
 static int source_rank(const RtCtx *rt, const Want *x)
 {
-    return rt->ir.part.stage_of_layer[x->src_layer] * rt->dp;
+    return rt_rank_of(rt, rt->ir.part.stage_of_layer[x->src_layer], 0, 0);
+}
+
+/* A split block's tensor (tensor parallelism) whole in buf on tp rank 0 of
+ * its stage: gathered from the stage's tp ranks of replica 0, which all
+ * call this for it in the same order; NULL for a whole tensor. */
+static const float *gather_split(RtCtx *rt, const Want *x, float *buf)
+{
+    if (x->buffer || rt->ir.part.stage_of_layer[x->src_layer] != rt->stage || rt->dpi != 0)
+        return NULL;
+    const RtParam *q = own_param(rt, x->src_layer, x->src_k);
+    if (!q || !rt_tp_split(rt, q))
+        return NULL;
+    rt_tp_whole(rt, q, q->p, buf);
+    return buf;
 }
 
 static void transfer(RtCtx *rt, float *p, int64_t n, int peer, int send)
@@ -423,6 +448,9 @@ static const float *export_get(void *ctx, int i)
     Export *e = ctx;
     const Want *x = &e->want[i];
     int from = source_rank(e->rt, x);
+    const float *whole = gather_split(e->rt, x, e->buf);
+    if (whole)
+        return whole;
     if (from == 0)
         return x->buffer ? own_buffer(e->rt, x->src_layer, x->src_k)->p : own_param(e->rt, x->src_layer, x->src_k)->p;
     transfer(e->rt, e->buf, units(x), from, 0);
@@ -458,8 +486,18 @@ int rt_weights_export(RtCtx *rt, const char *path, int *tensors, char *err, size
         free(t);
         free(e.buf);
     } else if (rt->dpi == 0) {
+        float *buf = NULL; /* a split tensor's whole, on tp rank 0 */
+        if (rt->tp > 1) {
+            int64_t most = 1;
+            for (int i = 0; i < n; i++)
+                most = units(&want[i]) > most ? units(&want[i]) : most;
+            buf = rt_alloc(rt, (size_t)most * sizeof(float), "export buffer");
+        }
         for (int i = 0; i < n; i++)
-            if (source_rank(rt, &want[i]) == rt->rank && want[i].buffer) {
+            if (rt->tp > 1 && gather_split(rt, &want[i], buf)) {
+                if (rt->tpi == 0)
+                    transfer(rt, buf, units(&want[i]), 0, 1);
+            } else if (source_rank(rt, &want[i]) == rt->rank && want[i].buffer) {
                 const RtBuf *b = own_buffer(rt, want[i].src_layer, want[i].src_k);
                 RT_CHECK(rt, b, "export: layer %d's buffer %d is not on this rank", want[i].src_layer, want[i].src_k);
                 transfer(rt, b->p, units(&want[i]), 0, 1);
@@ -468,6 +506,7 @@ int rt_weights_export(RtCtx *rt, const char *path, int *tensors, char *err, size
                 RT_CHECK(rt, q, "export: layer %d's tensor %d is not on this rank", want[i].src_layer, want[i].src_k);
                 transfer(rt, q->p, q->n, 0, 1);
             }
+        free(buf);
     }
     RT_MPI(rt, MPI_Bcast(err, (int)(es < INT_MAX ? es : INT_MAX), MPI_CHAR, 0, MPI_COMM_WORLD));
     *tensors = n;

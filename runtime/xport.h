@@ -42,7 +42,8 @@ typedef enum XportGroup {
     XPORT_REPLICAS,          /* this stage's data-parallel replicas (ReduceGrads) */
     XPORT_LANE,              /* every stage of this replica's lane (global norms) */
     XPORT_TIED,              /* the lane's stages that hold tied weights (ReduceTiedGrads) */
-    XPORT_WORLD              /* every rank (pipert's votes at step boundaries) */
+    XPORT_WORLD,             /* every rank (pipert's votes at step boundaries) */
+    XPORT_TP                 /* this stage's tensor-parallel ranks of this replica (the split blocks' sums) */
 } XportGroup;
 
 enum { XPORT_TAG_ACTIVATION = 1, XPORT_TAG_GRAD = 2 };

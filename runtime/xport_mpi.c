@@ -16,6 +16,7 @@ static const char *group_name(XportGroup g)
     return g == XPORT_REPLICAS ? "the sum over this stage's replicas"
            : g == XPORT_LANE   ? "the sum over every stage of the lane"
            : g == XPORT_TIED   ? "the sum over the stages that hold tied weights"
+           : g == XPORT_TP     ? "the sum over this stage's tensor-parallel ranks"
                                : "the vote of every rank at the end of the step";
 }
 
@@ -24,6 +25,7 @@ static MPI_Comm group_comm(RtCtx *rt, XportGroup g)
     MPI_Comm c = g == XPORT_REPLICAS ? rt->dp_comm
                  : g == XPORT_LANE   ? rt->pipe_comm
                  : g == XPORT_TIED   ? rt->tied_comm
+                 : g == XPORT_TP     ? rt->tp_comm
                                      : MPI_COMM_WORLD;
     RT_CHECK(rt, c != MPI_COMM_NULL, "no communicator for transport group %d", (int)g);
     return c;

@@ -221,7 +221,7 @@ json "stages list the stage, layers, params, flops" \
 json "layer stages agree with the stage list" \
     'all(L["stage"] in (0, 1) for L in j["layers"]) and [L["stage"] for L in j["layers"]] == sorted(L["stage"] for L in j["layers"]) and sum(L["stage"] == 0 for L in j["layers"]) == j["stages"][0]["layers"]'
 json "pipeline settings from the file" \
-    'j["pipeline"] == {"stages": 2, "chunks": 1, "data_parallel": "auto", "micro_batches": 32, "micro_batch_size": 8, "schedule": "1f1b", "partition": "parameters"}'
+    'j["pipeline"] == {"stages": 2, "chunks": 1, "data_parallel": "auto", "tensor_parallel": 1, "micro_batches": 32, "micro_batch_size": 8, "schedule": "1f1b", "partition": "parameters"}'
 
 run "$GPT" --stats --json
 check "gpt_tiny --stats --json exits 0" 0

@@ -71,3 +71,38 @@ e2e_end() {
     [ "$failed" -eq 0 ] && exit 0
     exit 1
 }
+
+# e2e_tokens FILE: the test models' tokens (random ids below 64, every
+# 23rd a padding 0), the same in every test
+e2e_tokens() {
+    python3 -c 'import random, struct, sys
+random.seed(7)
+t = [random.randrange(1, 64) for _ in range(17 * 400)]
+for i in range(0, len(t), 23): t[i] = 0
+open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$1"
+}
+
+# losses METRICS: the step losses of a pipert --metrics file, one a line
+losses() { python3 -c 'import json,sys; [print(repr(json.loads(l)["loss"])) for l in open(sys.argv[1]) if "\"loss\"" in l]' "$1"; }
+
+# close A B TOL: files of losses with the same count, each within TOL
+# relative; prints the worst difference
+close() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+a = [float(x) for x in open(sys.argv[1])]; b = [float(x) for x in open(sys.argv[2])]; tol = float(sys.argv[3])
+assert len(a) == len(b) and len(a) > 0, (len(a), len(b))
+worst = max(abs(x - y) / max(abs(y), 1e-30) for x, y in zip(a, b))
+print(f"worst relative difference {worst:.2e}")
+sys.exit(0 if worst <= tol else 1)
+EOF
+}
+
+# run_metrics NAME NP PLAN [pipert options]: trains, logging every step;
+# metrics in $TMP/NAME.m, losses in $TMP/NAME.l, the output in $TMP/out
+run_metrics() {
+    local name=$1 np=$2 plan=$3
+    shift 3
+    "${MPI[@]}" "$np" "$PIPERT" "$plan" --log-every 1 --metrics "$TMP/$name.m" "$@" >"$TMP/out" 2>&1 &&
+        losses "$TMP/$name.m" >"$TMP/$name.l"
+}

@@ -28,11 +28,7 @@ SCHEDS=$(sed -n 's/^SCHED_DEF([A-Z_0-9]*, "\([^"]*\)", "[^"]*", \([A-Z]*\), [01]
 echo "# generators: $(echo "$SCHEDS" | cut -d' ' -f1 | tr '\n' ' ')"
 
 # tokens for the GPT: random ids, some padding (0)
-python3 -c 'import random, struct, sys
-random.seed(7)
-t = [random.randrange(1, 64) for _ in range(17 * 400)]
-for i in range(0, len(t), 23): t[i] = 0
-open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u16" || exit 2
+e2e_tokens "$TMP/tokens.u16" || exit 2
 sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/tied_gpt.pipe" >"$TMP/tied_gpt.pipe"
 sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/llama_gqa.pipe" >"$TMP/llama_gqa.pipe"
 

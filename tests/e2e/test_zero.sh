@@ -11,34 +11,9 @@ set -u
 e2e_start pipe-zero "$@"
 PY=python3
 
-$PY -c 'import random, struct, sys
-random.seed(7)
-t = [random.randrange(1, 64) for _ in range(17 * 400)]
-for i in range(0, len(t), 23): t[i] = 0
-open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u16" || exit 2
+e2e_tokens "$TMP/tokens.u16" || exit 2
 for m in tied_gpt llama_gqa; do sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/$m.pipe" >"$TMP/$m.pipe"; done
 
-# losses NAME: the step losses of a metrics file, one per line
-losses() { $PY -c 'import json,sys; [print(repr(json.loads(l)["loss"])) for l in open(sys.argv[1]) if "\"loss\"" in l]' "$1"; }
-# close A B TOL: same count, each within TOL relative
-close() {
-    $PY - "$1" "$2" "$3" <<'EOF'
-import sys
-a = [float(x) for x in open(sys.argv[1])]; b = [float(x) for x in open(sys.argv[2])]; tol = float(sys.argv[3])
-assert len(a) == len(b) and len(a) > 0, (len(a), len(b))
-worst = max(abs(x - y) / max(abs(y), 1e-30) for x, y in zip(a, b))
-print(f"worst relative difference {worst:.2e}")
-sys.exit(0 if worst <= tol else 1)
-EOF
-}
-
-# run NAME NP PLAN [pipert options]: metrics in $TMP/NAME.m, losses in $TMP/NAME.l
-run() {
-    local name=$1 np=$2 plan=$3
-    shift 3
-    "${MPI[@]}" "$np" "$PIPERT" "$plan" --log-every 1 --metrics "$TMP/$name.m" "$@" >"$TMP/out" 2>&1 &&
-        losses "$TMP/$name.m" >"$TMP/$name.l"
-}
 
 for model in tied_gpt llama_gqa; do
     for st in 1 2; do
@@ -50,7 +25,7 @@ for model in tied_gpt llama_gqa; do
                     -D grad_clip=0.5 -o "$TMP/$tag-z$z.bin" >"$TMP/out" 2>&1 || exit 2
                 "$PIPEC" "$TMP/$tag-z$z.bin" --stats --json >"$TMP/$tag-z$z.stats" 2>"$TMP/out" || exit 2
             done
-            if run "$tag-z0" $((2 * st)) "$TMP/$tag-z0.bin" --steps 10 && run "$tag-z1" $((2 * st)) "$TMP/$tag-z1.bin" --steps 10 &&
+            if run_metrics "$tag-z0" $((2 * st)) "$TMP/$tag-z0.bin" --steps 10 && run_metrics "$tag-z1" $((2 * st)) "$TMP/$tag-z1.bin" --steps 10 &&
                 why=$(close "$TMP/$tag-z1.l" "$TMP/$tag-z0.l" 1e-6); then
                 ok "$tag, 2 replicas: zero = 1 against zero = 0, 10 steps with clipping ($why)"
             else
@@ -92,22 +67,22 @@ P=$TMP/tied_gpt.pipe
 "$PIPEC" "$P" -D data_parallel=2 -D zero=1 -D grad_clip=0.5 -o "$TMP/a.bin" >/dev/null 2>&1 || exit 2
 "$PIPEC" "$P" -D data_parallel=1 -D micro_batches=16 -D zero=0 -D grad_clip=0.5 -o "$TMP/b.bin" >/dev/null 2>&1 || exit 2
 "$PIPEC" "$P" -D data_parallel=2 -D zero=0 -D grad_clip=0.5 -o "$TMP/c.bin" >/dev/null 2>&1 || exit 2
-run straight 2 "$TMP/a.bin" --steps 10 || exit 2
+run_metrics straight 2 "$TMP/a.bin" --steps 10 || exit 2
 tail -n 5 "$TMP/straight.l" >"$TMP/straight5.l"
-if run first 2 "$TMP/a.bin" --steps 5 --save "$TMP/ck" && run then 1 "$TMP/b.bin" --steps 10 --resume "$TMP/ck" &&
+if run_metrics first 2 "$TMP/a.bin" --steps 5 --save "$TMP/ck" && run_metrics then 1 "$TMP/b.bin" --steps 10 --resume "$TMP/ck" &&
     why=$(close "$TMP/then.l" "$TMP/straight5.l" 1e-6); then
     ok "saved under zero = 1 on 2 replicas, resumed under zero = 0 on 1: as the straight run ($why)"
 else
     not_ok "zero = 1 -> zero = 0 resume" "${why:-$(tail -5 "$TMP/out")}"
 fi
-if run first0 2 "$TMP/c.bin" --steps 5 --save "$TMP/ck0" && run then1 2 "$TMP/a.bin" --steps 10 --resume "$TMP/ck0" &&
+if run_metrics first0 2 "$TMP/c.bin" --steps 5 --save "$TMP/ck0" && run_metrics then1 2 "$TMP/a.bin" --steps 10 --resume "$TMP/ck0" &&
     why=$(close "$TMP/then1.l" "$TMP/straight5.l" 1e-6); then
     ok "saved under zero = 0, resumed under zero = 1 ($why)"
 else
     not_ok "zero = 0 -> zero = 1 resume" "${why:-$(tail -5 "$TMP/out")}"
 fi
 # the optimizer file of a zero = 1 save is the zero = 0 save's, tensor for tensor
-run c10 2 "$TMP/c.bin" --steps 5 --save "$TMP/ck-c" >/dev/null 2>&1
+run_metrics c10 2 "$TMP/c.bin" --steps 5 --save "$TMP/ck-c" >/dev/null 2>&1
 if $PY - "$TMP/ck/latest/optim-0.safetensors" "$TMP/ck-c/latest/optim-0.safetensors" <<'EOF'
 import json, struct, sys
 def load(p):
