@@ -169,8 +169,16 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
         return rc;
     }
     const PlanConfig *bc = &base.cfg;
+    /* tensor_parallel stays as the model says: the stages x replicas
+     * enumerated share world / T ranks */
+    int T = (int)(bc->tensor_parallel > 1 ? bc->tensor_parallel : 1), W = t->world / T;
+    if (t->world % T) {
+        diag_error(dl, bc->tp_loc, "--tune --world %d: the world is not a multiple of tensor_parallel = %d", t->world, T);
+        pc_front_free(&base);
+        return PC_USER_ERROR;
+    }
     int64_t replicas = bc->data_parallel > 0                    ? bc->data_parallel
-                       : t->world % bc->stages == 0              ? t->world / bc->stages
+                       : W % bc->stages == 0                     ? W / bc->stages
                                                                  : 1;
     int64_t G = bc->micro_batch_size * bc->micro_batches * replicas;
     int n = base.model.nlayers;
@@ -181,10 +189,10 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
     Cand *cands = base_calloc(cap, sizeof *cands);
     Tally tally = {0};
     char err[1024];
-    for (int S = 1; S <= t->world && S <= n; S++) {
-        if (t->world % S)
+    for (int S = 1; S <= W && S <= n; S++) {
+        if (W % S)
             continue;
-        int dp = t->world / S;
+        int dp = W / S;
         if (G % dp)
             continue;
         int64_t per = G / dp;
@@ -277,10 +285,10 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
         fprintf(out, "  ]\n}\n");
     } else {
         fprintf(out,
-                "tune %s for %d ranks, global batch %lld, costs %s: %d of %d plans fit (%d did not verify, %d over "
-                "memory_limit, %d refused otherwise); %.2f s (compile and predict each)\n",
-                base.model.name, t->world, (long long)G, costs, nc, tally.tried, tally.no_verify, tally.no_memory,
-                tally.other, took);
+                "tune %s for %d ranks%s, global batch %lld, costs %s: %d of %d plans fit (%d did not verify, %d "
+                "over memory_limit, %d refused otherwise); %.2f s (compile and predict each)\n",
+                base.model.name, t->world, T > 1 ? " (tensor_parallel as given: stages x dp over world / T)" : "",
+                (long long)G, costs, nc, tally.tried, tally.no_verify, tally.no_memory, tally.other, took);
         if (!(bc->link_bandwidth > 0) && !(base.profile && base.profile->nlinks > 0))
             fprintf(out, "communication is free in these predictions: set link_bandwidth (or profile on 2 or more "
                          "stages) to weigh transfers and data-parallel reductions\n");

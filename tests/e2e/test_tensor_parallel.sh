@@ -141,6 +141,14 @@ else
     not_ok "--trace with T = 2"
 fi
 
+# pipec --tune keeps T and enumerates stages x replicas over world / T
+"$PIPEC" "$G" -D tensor_parallel=2 --tune --world 4 >"$TMP/out" 2>&1
+rc=$?
+check_rc "--tune --world 4 with tensor_parallel = 2" 0 "^tune tgpt for 4 ranks \(tensor_parallel as given"
+"$PIPEC" "$G" -D tensor_parallel=2 --tune --world 3 >"$TMP/out" 2>&1
+rc=$?
+check_rc "--tune --world 3 with tensor_parallel = 2 refused" 1 "the world is not a multiple of tensor_parallel = 2"
+
 # refusals
 "${MPI[@]}" 4 "$PIPERT" "$TMP/a.bin" --steps 1 --profile "$TMP/p.json" >"$TMP/out" 2>&1
 rc=$?
