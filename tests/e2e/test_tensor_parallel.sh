@@ -3,7 +3,8 @@
 # docs/parallelism.md). On the GPT (dropout inside every block, tied
 # embeddings) and LLaMA (grouped-query) test models: 10 steps' losses with
 # T = 2 against T = 1 within 1e-5 relative, on 1 and 2 stages (1f1b and
-# zb-h1) and with 2 replicas, with gradient clipping, and T = 4 on one
+# zb-h1) and with 2 replicas, with gradient clipping (and at T = 2 the
+# same bits on 1 stage and on 2 under either schedule), and T = 4 on one
 # stage, and T = 2 with zero = 1; every rank's allocated memory (pipert --metrics) within 2% of
 # pipec's prediction and below T = 1's; checkpoints whole and by name
 # (saved with T = 2, resumed with T = 1, and the other way, each ending as
@@ -46,7 +47,7 @@ for model in tied_gpt llama_gqa; do
             "$PIPEC" "$TMP/$tag-t$t.bin" --stats --json >"$TMP/$tag-t$t.stats" 2>"$TMP/out" || exit 2
         done
         if run_metrics "$tag-t1" $((st * dp)) "$TMP/$tag-t1.bin" --steps 10 &&
-            run_metrics "$tag-t2" $((st * dp * 2)) "$TMP/$tag-t2.bin" --steps 10 &&
+            run_metrics "$tag-t2" $((st * dp * 2)) "$TMP/$tag-t2.bin" --steps 10 --export "$TMP/$tag-t2.st" &&
             why=$(close "$TMP/$tag-t2.l" "$TMP/$tag-t1.l" 1e-5); then
             ok "$tag: tensor_parallel = 2 against 1, 10 steps with clipping ($why)"
         else
@@ -58,6 +59,22 @@ for model in tied_gpt llama_gqa; do
             not_ok "$tag: memory with tensor_parallel = 2" "$why"
         fi
     done
+done
+
+# the bitwise contract holds at a fixed T: with T = 2, 1 stage, 2 stages
+# under 1f1b and under zb-h1 give the same losses and the same weights,
+# bit for bit (the tp sums are the same sums wherever the block runs)
+for model in tied_gpt llama_gqa; do
+    a=$TMP/$model-s1-d1-1f1b-t2
+    same=yes
+    for other in "$TMP/$model-s2-d1-1f1b-t2" "$TMP/$model-s2-d1-zb-h1-t2"; do
+        cmp -s "$a.l" "$other.l" && cmp -s "$a.st" "$other.st" || same=no
+    done
+    if [ "$same" = yes ] && [ -s "$a.st" ]; then
+        ok "$model, tensor_parallel = 2: 1 stage, 2 stages 1f1b and zb-h1 give the same losses and weights, bit for bit"
+    else
+        not_ok "$model, tensor_parallel = 2: bitwise across stages and schedules" "$(ls -l "$a".* 2>&1)"
+    fi
 done
 
 # T = 4 (the GPT's 4 heads, one a rank)
