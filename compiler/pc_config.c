@@ -676,14 +676,8 @@ static int check_tensor_parallel(DiagList *dl, const PlanConfig *c, const PlanMo
         if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK)
             continue;
         split++;
-        const char *what = NULL;
         int64_t v = 0;
-        if (L->heads % T)
-            what = "heads", v = L->heads;
-        else if (L->kind == PLAN_L_LLAMA_BLOCK && L->kv_heads % T)
-            what = "kv_heads", v = L->kv_heads;
-        else if (L->mlp % T)
-            what = "mlp", v = L->mlp;
+        const char *what = plan_tp_misfit(L, T, &v);
         if (what) {
             diag_error(dl, c->tp_loc.line ? c->tp_loc : L->loc,
                        "tensor_parallel = %lld does not divide layer %d's %s = %lld (%s, line %d): each of the "

@@ -1143,11 +1143,11 @@ int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_
         /* the split blocks (plan_model_set_tp): T divides what it splits */
         plan_model_set_tp(&ir->model, c->tensor_parallel);
         for (int i = 0; i < ir->model.nlayers && !in.bad; i++) {
-            const PlanLayer *L = &ir->model.layer[i];
-            if (L->tp > 1 && (L->heads % L->tp || L->mlp % L->tp ||
-                              (L->kind == PLAN_L_LLAMA_BLOCK && L->kv_heads % L->tp)))
-                bad(&in, "tensor_parallel = %lld does not divide layer %d's heads, kv heads or mlp",
-                    (long long)L->tp, i);
+            int64_t v = 0;
+            const char *what = plan_tp_misfit(&ir->model.layer[i], c->tensor_parallel, &v);
+            if (what)
+                bad(&in, "tensor_parallel = %lld does not divide layer %d's %s = %lld", (long long)c->tensor_parallel,
+                    i, what, (long long)v);
         }
     }
     /* a CONFIG that failed may hold the out-of-range value it failed on */

@@ -146,6 +146,20 @@ void plan_model_set_tp(PlanModel *m, int64_t T)
     }
 }
 
+const char *plan_tp_misfit(const PlanLayer *L, int64_t T, int64_t *value)
+{
+    int block = L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK;
+    if (!block || T <= 1)
+        return NULL;
+    if (L->heads % T)
+        return *value = L->heads, "heads";
+    if (L->kind == PLAN_L_LLAMA_BLOCK && L->kv_heads % T)
+        return *value = L->kv_heads, "kv_heads";
+    if (L->mlp % T)
+        return *value = L->mlp, "mlp";
+    return NULL;
+}
+
 PlanSplit plan_param_split(const PlanLayer *L, int k)
 {
     if (L->tp <= 1)
@@ -173,25 +187,37 @@ int64_t plan_param_local(const PlanLayer *L, int k)
     return plan_param_split(L, k) == PLAN_SPLIT_NONE ? n : n / L->tp;
 }
 
-void plan_param_part(float *whole, float *part, const PlanLayer *L, int k, int64_t r, int to_whole)
+/* rank r's share of tensor k as runs of contiguous floats: count, length,
+ * stride in the whole, offset of the first */
+typedef struct Runs {
+    int64_t n, len, stride, off;
+} Runs;
+
+static Runs runs_of(const PlanLayer *L, int k, int64_t r)
 {
     const PlanParam *pp = &L->param[k];
-    PlanSplit s = plan_param_split(L, k);
     int64_t T = L->tp > 1 ? L->tp : 1;
     int64_t rows = pp->dim[0], cols = pp->ndim > 1 ? pp->count / rows : 1;
-    /* as runs of contiguous floats: (count, length, stride of the whole, offset of the first) */
-    int64_t runs = 1, len = pp->count, stride = 0, off = 0;
-    if (s == PLAN_SPLIT_ROWS)
-        len = rows / T * cols, off = r * len;
-    else if (s == PLAN_SPLIT_QKV)
-        runs = 3, len = rows / 3 / T * cols, stride = rows / 3 * cols, off = r * len;
-    else if (s == PLAN_SPLIT_COLS)
-        runs = rows, len = cols / T, stride = cols, off = r * len;
-    for (int64_t i = 0; i < runs; i++) {
-        float *w = whole + off + i * stride, *p = part + i * len;
-        if (to_whole)
-            memcpy(w, p, (size_t)len * sizeof(float));
-        else
-            memcpy(p, w, (size_t)len * sizeof(float));
+    Runs u = {1, pp->count, 0, 0};
+    switch (plan_param_split(L, k)) {
+    case PLAN_SPLIT_ROWS: u.len = rows / T * cols, u.off = r * u.len; break;
+    case PLAN_SPLIT_QKV: u.n = 3, u.len = rows / 3 / T * cols, u.stride = rows / 3 * cols, u.off = r * u.len; break;
+    case PLAN_SPLIT_COLS: u.n = rows, u.len = cols / T, u.stride = cols, u.off = r * u.len; break;
+    case PLAN_SPLIT_NONE: break;
     }
+    return u;
+}
+
+void plan_param_take(float *part, const float *whole, const PlanLayer *L, int k, int64_t r)
+{
+    Runs u = runs_of(L, k, r);
+    for (int64_t i = 0; i < u.n; i++)
+        memcpy(part + i * u.len, whole + u.off + i * u.stride, (size_t)u.len * sizeof(float));
+}
+
+void plan_param_put(float *whole, const float *part, const PlanLayer *L, int k, int64_t r)
+{
+    Runs u = runs_of(L, k, r);
+    for (int64_t i = 0; i < u.n; i++)
+        memcpy(whole + u.off + i * u.stride, part + i * u.len, (size_t)u.len * sizeof(float));
 }

@@ -156,13 +156,16 @@ void plan_model_free(PlanModel *m);
  * every rank), ROWS (dimension 0 in T equal pieces, rank r the r-th),
  * COLS (dimension 1 likewise), QKV (dimension 0 as three equal sections,
  * q, k and v, each cut as ROWS). plan_param_local is one rank's element
- * count; plan_param_part copies rank r's share out of the whole tensor
- * (to_whole = 0) or back into it (to_whole = 1). */
+ * count; plan_param_take copies rank r's share out of the whole tensor,
+ * plan_param_put puts it back. plan_tp_misfit names what T does not
+ * divide in a split layer (heads, kv_heads, mlp), or NULL. */
 typedef enum PlanSplit { PLAN_SPLIT_NONE, PLAN_SPLIT_ROWS, PLAN_SPLIT_COLS, PLAN_SPLIT_QKV } PlanSplit;
 void plan_model_set_tp(PlanModel *m, int64_t T);
+const char *plan_tp_misfit(const PlanLayer *L, int64_t T, int64_t *value);
 PlanSplit plan_param_split(const PlanLayer *L, int k);
 int64_t plan_param_local(const PlanLayer *L, int k);
-void plan_param_part(float *whole, float *part, const PlanLayer *L, int k, int64_t r, int to_whole);
+void plan_param_take(float *part, const float *whole, const PlanLayer *L, int k, int64_t r);
+void plan_param_put(float *whole, const float *part, const PlanLayer *L, int k, int64_t r);
 /* Frees one layer's sub-layers (a residual's), recursively. */
 void plan_layer_free_subs(PlanLayer *L);
 /* The key a layer's random streams use (dropout masks): its index, and for a

@@ -828,8 +828,8 @@ int main(int argc, char **argv)
     rt->tp = (int)rt->ir.cfg.tensor_parallel;
     rt->dp = rt->world / (S * rt->tp);
     rt->tpi = rt->rank % rt->tp;
-    rt->dpi = rt->rank / rt->tp % rt->dp;
-    rt->stage = rt->rank / rt->tp / rt->dp;
+    rt->dpi = rt_replica_of(rt, rt->rank);
+    rt->stage = rt_stage_of(rt, rt->rank);
     PlanConfig *cfg = &rt->ir.cfg;
     if (steps >= 0)
         cfg->steps = steps;

@@ -178,10 +178,20 @@ typedef struct RtCtx {
     FILE *metrics;
 } RtCtx;
 
-/* the world rank of (stage, replica, tensor-parallel index) */
+/* the world rank of (stage, replica, tensor-parallel index), and back */
 static inline int rt_rank_of(const RtCtx *rt, int stage, int dpi, int tpi)
 {
     return (stage * rt->dp + dpi) * rt->tp + tpi;
+}
+
+static inline int rt_stage_of(const RtCtx *rt, int rank)
+{
+    return rank / rt->tp / rt->dp;
+}
+
+static inline int rt_replica_of(const RtCtx *rt, int rank)
+{
+    return rank / rt->tp % rt->dp;
 }
 
 /* A piece of this replica's ZeRO shard: elements [off, off + len) of a

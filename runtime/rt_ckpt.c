@@ -239,9 +239,9 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
             break;
         }
         /* a split block's tensor: this tp rank's share of the whole */
-        int split = q->k >= 0 && plan_param_split(&rt->m->layer[li], q->k) != PLAN_SPLIT_NONE;
+        int split = rt_tp_split(rt, q);
         if (split)
-            plan_param_part((float *)t->data, q->p, &rt->m->layer[li], q->k, rt->tpi, 0);
+            plan_param_take(q->p, t->data, &rt->m->layer[li], q->k, rt->tpi);
         else
             memcpy(q->p, t->data, (size_t)q->n * sizeof(float));
         if (per == 0)
@@ -262,7 +262,7 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
                 break;
             }
             if (split)
-                plan_param_part((float *)x->data, q->state + (int64_t)j * q->n, &rt->m->layer[li], q->k, rt->tpi, 0);
+                plan_param_take(q->state + (int64_t)j * q->n, x->data, &rt->m->layer[li], q->k, rt->tpi);
             else
                 memcpy(q->state + (int64_t)j * q->n, x->data, (size_t)q->n * sizeof(float));
         }

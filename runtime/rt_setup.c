@@ -413,7 +413,7 @@ void rt_tp_whole(RtCtx *rt, const RtParam *q, const float *local, float *whole)
     float *parts = rt->tpi == 0 ? rt_alloc(rt, (size_t)(n * rt->tp) * sizeof(float), "tensor-parallel gather") : NULL;
     RT_MPI(rt, MPI_Gather(local, (int)n, MPI_FLOAT, parts, (int)n, MPI_FLOAT, 0, rt->tp_comm));
     for (int r = 0; parts && r < rt->tp; r++)
-        plan_param_part(whole, parts + (int64_t)r * n, L, q->k, r, 1);
+        plan_param_put(whole, parts + (int64_t)r * n, L, q->k, r);
     free(parts);
 }
 
@@ -450,7 +450,7 @@ static void setup_params(RtCtx *rt)
                     snprintf(q->name, sizeof q->name, "layers.%d.%s", i, L->param[k].name);
                     /* the global norm sums the split shares over the tp
                      * ranks and a whole tensor once (tp rank 0's) */
-                    q->counts_in_norm = rt->tpi == 0 || plan_param_split(L, k) != PLAN_SPLIT_NONE;
+                    q->counts_in_norm = rt->tpi == 0 || rt_tp_split(rt, q);
                 }
                 total += q->n;
             }
@@ -479,11 +479,11 @@ static void setup_params(RtCtx *rt)
         int k = q->k < 0 ? 0 : q->k;
         RT_CHECK(rt, L->init != PLAN_INIT_DEFAULT || layer_init[L->kind],
                  "layer %d (%s) has parameters but no initialisation", li, plan_layer_names[L->kind]);
-        if (q->k >= 0 && plan_param_split(L, k) != PLAN_SPLIT_NONE) {
+        if (rt_tp_split(rt, q)) {
             /* the whole tensor's numbers, this rank's share of them */
             float *whole = rt_alloc(rt, (size_t)L->param[k].count * sizeof(float), "a split tensor's initial value");
             init_param(whole, L->param[k].count, L, k, rt->c->seed);
-            plan_param_part(whole, q->p, L, k, rt->tpi, 0);
+            plan_param_take(q->p, whole, L, k, rt->tpi);
             free(whole);
         } else {
             init_param(q->p, q->n, L, k, rt->c->seed);
@@ -561,8 +561,6 @@ void rt_setup(RtCtx *rt)
     rt->chunks = pt->chunks;
     rt->global_batch = rt->B * rt->M * rt->dp;
     RT_CHECK(rt, rt->chunks <= RT_MAX_CHUNKS, "more than %d chunks", RT_MAX_CHUNKS);
-    if (rt->tp < 1)
-        rt->tp = 1;
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->stage * rt->tp + rt->tpi, rt->dpi, &rt->dp_comm));
     RT_MPI(rt, MPI_Comm_split(MPI_COMM_WORLD, rt->dpi * rt->tp + rt->tpi, rt->stage, &rt->pipe_comm));
     int tied = rt->ir.sched.tied_stage[rt->stage];

@@ -48,7 +48,7 @@ void rt_trace_open(RtCtx *rt, int64_t steps)
 /* Rank 0: one rank's events as complete ("X") events. */
 static void write_events(FILE *out, const RtCtx *rt, int rank, const RtEvent *ev, int64_t n, double origin)
 {
-    const SchedProgram *prog = &rt->ir.sched.train.prog[rank / (rt->dp * rt->tp)];
+    const SchedProgram *prog = &rt->ir.sched.train.prog[rt_stage_of(rt, rank)];
     for (int64_t i = 0; i < n; i++) {
         const RtEvent *e = &ev[i];
         if (e->pc < 0 || e->pc >= prog->n)
@@ -136,7 +136,7 @@ void rt_trace_close(RtCtx *rt, const char *path)
             fprintf(out,
                     ",\n{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": %d, \"args\": {\"name\": "
                     "\"rank %d: stage %d, replica %d%s\"}}",
-                    r, r, r / (rt->dp * rt->tp), r / rt->tp % rt->dp, tp);
+                    r, r, rt_stage_of(rt, r), rt_replica_of(rt, r), tp);
         }
         write_events(out, rt, 0, t->ev, t->n, origin);
     }
@@ -173,7 +173,7 @@ void rt_trace_close(RtCtx *rt, const char *path)
             printf(" (%lld later events not kept: at most %d per rank)", dropped_all, RT_TRACE_MAX);
         printf("\nidle fraction per rank, measured (the plan's prediction from its cost model):\n");
         for (int r = 0; r < rt->world; r++) {
-            int s = r / (rt->dp * rt->tp);
+            int s = rt_stage_of(rt, r);
             double pred = rt->ir.sched.train_sim.step_time > 0 ? rt->ir.sched.train_sim.idle[s] / rt->ir.sched.train_sim.step_time : 0;
             printf("  rank %d, stage %d: %5.1f%% (%.1f%%)\n", r, s, span > 0 ? 100 * (1 - busy_all[r] / span) : 0.0,
                    100 * pred);

@@ -323,7 +323,7 @@ int rt_weights_init(RtCtx *rt, const RtInit *o, int *loaded, int *nfiles, char *
             /* a split block's tensor: the whole, then this tp rank's share */
             if (rt_st_read_f32(&file[f->file], f->e, tmp, err, es) != 0)
                 goto out;
-            plan_param_part(tmp, q->p, &m->layer[q->layer], q->k, rt->tpi, 0);
+            plan_param_take(q->p, tmp, &m->layer[q->layer], q->k, rt->tpi);
             continue;
         }
         if (rt_st_read_f32(&file[f->file], f->e, q->p, err, es) != 0)

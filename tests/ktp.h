@@ -3,10 +3,12 @@
  * tp_sum: every rank posts its array, then each adds all of them in rank
  * order into a copy of its own (the same bits on every rank) and waits
  * until all have read before writing it back. take_rows / take_cols cut a
- * rank's share out of a whole tensor. */
+ * rank's share out of a whole tensor; require_close compares a rank's
+ * result with the whole block's. */
 #ifndef PIPE_KTP_H
 #define PIPE_KTP_H
 
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,6 +53,17 @@ static void tp_run(int tp, void *(*fn)(void *), void *const arg[])
         ck_assert_int_eq(pthread_create(&th[r], NULL, fn, arg[r]), 0);
     for (int r = 0; r < tp; r++)
         pthread_join(th[r], NULL);
+}
+
+/* a rank's array against the whole block's: |a - b| <= tol * max |b| */
+static void require_close(const char *what, int tp, const float *a, const float *b, int64_t n, double tol)
+{
+    double mx = 0;
+    for (int64_t i = 0; i < n; i++)
+        mx = fmax(mx, fabs(b[i]));
+    for (int64_t i = 0; i < n; i++)
+        if (!(isfinite(a[i]) && fabs((double)a[i] - b[i]) <= tol * mx + 1e-30))
+            ck_abort_msg("tp %d: %s[%lld] %.9g, whole %.9g", tp, what, (long long)i, a[i], b[i]);
 }
 
 /* rows [r0, r0 + rows) of a (., cols) matrix */

@@ -749,15 +749,6 @@ static void *tp_rank_run(void *arg)
     return NULL;
 }
 
-/* |a - b| <= tol * max |b| over n */
-static void require_close(const char *what, int tp, const float *a, const float *b, int64_t n, double tol)
-{
-    double mx = absmax(b, n);
-    for (int64_t i = 0; i < n; i++)
-        REQUIRE(isfinite(a[i]) && fabs((double)a[i] - b[i]) <= tol * mx + 1e-30, "tp %d: %s[%lld] %.9g, whole %.9g",
-                tp, what, (long long)i, a[i], b[i]);
-}
-
 /* The block split over tp = 2 and 4 ranks (threads) against the whole one,
  * with a padding mask, causal, dropout on (so drop1's masks must follow
  * the global head): out and din the same bits on every rank and within
