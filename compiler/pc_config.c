@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base_npy.h"
+#include "plan_memory.h"
 #include "plan_model.h"
 #include "gr_parse.h"
 
@@ -707,6 +708,16 @@ int pc_config_check_data(DiagList *dl, const PlanConfig *c, const PlanModel *m, 
                        c->micro_batch_size * L->in.dim[1] * L->in.dim[2] == 1 ? "" : "s");
             errors++;
         }
+    }
+    int at = -1;
+    const char *why = errors ? NULL : plan_size_misfit(m, c, &at);
+    if (why && at >= 0) {
+        diag_error(dl, m->layer[at].loc, "layer %d (%s) %s of %lld samples: more than any machine holds", at,
+                   plan_layer_names[m->layer[at].kind], why, (long long)c->micro_batch_size);
+        errors++;
+    } else if (why) {
+        diag_error(dl, m->loc, "the model %s: more than any machine holds", why);
+        errors++;
     }
     errors += check_tensor_parallel(dl, c, m);
     errors += check_source(dl, &c->data, "data", m, open_files) != 0;

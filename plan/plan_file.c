@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "base_file.h"
+#include "plan_memory.h"
 #include "plan_profile.h"
 
 enum { SEC_STRINGS = 1, SEC_MODEL, SEC_CONFIG, SEC_PARTITION, SEC_COSTS, SEC_TRAIN, SEC_EVAL, SEC_COUNT };
@@ -475,6 +476,25 @@ static int llama_ok(const PlanLayer *L)
     return 1;
 }
 
+/* A transformer_block's sizes as the kernels rely on them (k_block.h):
+ * [T, D] in and out, heads dividing D, and its 12 tensors of the shapes
+ * these give. */
+static int block_ok(const PlanLayer *L)
+{
+    if (L->heads < 1 || L->mlp < 1 || L->in.ndim != 2 || L->in.dtype != PLAN_F32 || L->out.ndim != 2 ||
+        L->out.dim[0] != L->in.dim[0] || L->out.dim[1] != L->in.dim[1] || L->in.dim[1] % L->heads != 0 ||
+        L->nparams != 12)
+        return 0;
+    int64_t d = L->in.dim[1], f = L->mlp;
+    if (d > PLAN_MAX_ELEMS / d || f > PLAN_MAX_ELEMS / d)
+        return 0;
+    const int64_t want[12] = {d, d, 3 * d * d, 3 * d, d * d, d, d, d, f * d, f, d * f, d};
+    for (int k = 0; k < 12; k++)
+        if (L->param[k].count != want[k])
+            return 0;
+    return 1;
+}
+
 /* One layer's record: layer i of m, or (sub) a sub-layer of residual
  * block i, whose tie and mask must be -1. */
 static void get_layer(In *in, BaseArena *A, const PlanModel *m, PlanLayer *L, int i, int sub)
@@ -638,6 +658,10 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
             bad(in, "layer %d: a residual block with more than %d buffers", i, PLAN_MAX_BUFFERS);
     }
     for (int i = 0; i < m->nlayers && !in->bad; i++)
+        if (m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK && !block_ok(&m->layer[i]))
+            bad(in, "layer %d: a transformer block with %lld heads and mlp %lld that does not match its shapes", i,
+                (long long)m->layer[i].heads, (long long)m->layer[i].mlp);
+    for (int i = 0; i < m->nlayers && !in->bad; i++)
         if (m->layer[i].kind == PLAN_L_LLAMA_BLOCK && !llama_ok(&m->layer[i]))
             bad(in, "layer %d: a llama block with %lld heads, %lld kv heads, mlp %lld, rope_theta %g", i,
                 (long long)m->layer[i].heads, (long long)m->layer[i].kv_heads, (long long)m->layer[i].mlp,
@@ -784,7 +808,11 @@ static void get_partition(In *in, BaseArena *A, const PlanModel *m, const PlanCo
                         q->chunk != ch || (k == P - 1 && q->last != m->nlayers - 1)))
             bad(in, "part %d (layers %d-%d on stage %d chunk %d) does not follow the partition", k, q->first,
                 q->last, q->stage, q->chunk);
-        q->params = get_i64(in), q->held = get_i64(in), q->flops = get_i64(in), q->cost = get_i64(in);
+        /* at most 64 parts a stage: their sums stay below 2^62 */
+        q->params = get_range(in, 0, (int64_t)1 << 56, "part parameters");
+        q->held = get_range(in, 0, (int64_t)1 << 56, "part parameters held");
+        q->flops = get_range(in, 0, (int64_t)1 << 56, "part FLOPs");
+        q->cost = get_range(in, 0, (int64_t)1 << 56, "part cost");
         for (int i = q->first; !in->bad && i <= q->last; i++)
             pt->stage_of_layer[i] = q->stage;
     }
@@ -1149,6 +1177,13 @@ int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_
                 bad(&in, "tensor_parallel = %lld does not divide layer %d's %s = %lld", (long long)c->tensor_parallel,
                     i, what, (long long)v);
         }
+        /* and what the sizes multiply to fits in int64 */
+        int at = -1;
+        const char *why = in.bad ? NULL : plan_size_misfit(&ir->model, c, &at);
+        if (why && at >= 0)
+            bad(&in, "layer %d %s of %lld samples", at, why, (long long)c->micro_batch_size);
+        else if (why)
+            bad(&in, "the model %s", why);
     }
     /* a CONFIG that failed may hold the out-of-range value it failed on */
     int S = in.bad ? 0 : (int)c->stages, V = in.bad ? 0 : (int)c->chunks, P = S * V;

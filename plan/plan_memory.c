@@ -435,6 +435,68 @@ void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
                  out->recompute_workspace + out->transfer_staging;
 }
 
+/* More floats than any buffer a layer's kernels size for one sample,
+ * whatever its kind: its input, output and parameters, and what the
+ * kernels derive from them (a block's attention scores and MLP, a
+ * convolution's im2col columns, a residual block's layers). */
+static double sample_floats(const PlanLayer *L)
+{
+    double b = (double)plan_tensor_elems(&L->in) + (double)plan_tensor_elems(&L->out);
+    for (int k = 0; k < L->nparams; k++)
+        b += (double)L->param[k].count;
+    switch (L->kind) {
+    case PLAN_L_TRANSFORMER_BLOCK:
+    case PLAN_L_LLAMA_BLOCK: {
+        double t = (double)L->in.dim[0], d = (double)L->in.dim[1];
+        b += t * t * (double)L->heads + 2 * t * (double)L->mlp + 4 * t * d;
+        break;
+    }
+    case PLAN_L_CONV2D:
+        b += (double)L->in.dim[0] * (double)L->kh * (double)L->kw * (double)L->out.dim[1] * (double)L->out.dim[2];
+        break;
+    case PLAN_L_RESIDUAL:
+        for (int j = 0; j < L->nbody + L->nshort; j++)
+            b += sample_floats(&L->sub[j]);
+        break;
+    default: break;
+    }
+    return b;
+}
+
+const char *plan_size_misfit(const PlanModel *m, const PlanConfig *c, int *layer)
+{
+    /* Every section a kernel or a slot lays out is one of a few dozen terms
+     * below sample_floats x B: with a layer under 2^44 floats a micro-batch,
+     * the model under 2^56 floats for all micro-batches, 2^44 parameters and
+     * 2^60 FLOPs and activation bytes, no int64 sum or product pipe forms
+     * from them comes near 2^63. */
+    double B = (double)(c->micro_batch_size > 0 ? c->micro_batch_size : 1);
+    double M = (double)(c->micro_batches > 0 ? c->micro_batches : 1);
+    double all = 0, params = 0, flops = 0, act = 0;
+    *layer = -1;
+    for (int i = 0; i < m->nlayers; i++) {
+        const PlanLayer *L = &m->layer[i];
+        double f = B * sample_floats(L);
+        if (f > 0x1p44) {
+            *layer = i;
+            return "needs more than 2^44 floats (64 TiB) for one micro-batch";
+        }
+        all += f;
+        params += (double)L->held + (double)L->params;
+        for (int k = 0; k < L->nparams; k++)
+            params += (double)L->param[k].count;
+        flops += (double)L->flops;
+        act += (double)L->act_bytes;
+    }
+    if (all * (M + 2) > 0x1p56)
+        return "needs more than 2^56 floats of activations for its micro-batches";
+    if (params > 0x1p44)
+        return "has more than 2^42 parameters";
+    if (flops > 0x1p60 || act > 0x1p60)
+        return "has more than 2^60 FLOPs or activation bytes a sample";
+    return NULL;
+}
+
 int64_t plan_zero_shard(int64_t n, int64_t dp)
 {
     return dp > 1 ? (n + dp - 1) / dp : n;

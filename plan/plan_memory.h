@@ -134,6 +134,16 @@ extern const char *const plan_memory_part_names[6];
 /* PlanMemory's parts as an array, in that order. */
 void plan_memory_parts(const PlanMemory *mem, int64_t out[6]);
 
+/* Whether the sizes pipe computes in int64 from a model and its
+ * settings fit (a stage's bytes, a layer's kernel buffers for a
+ * micro-batch, parameter, FLOP and activation totals), bounded in double
+ * before anything computes them: NULL when every one fits with a wide
+ * margin, else the phrase that says what does not, with *layer the layer
+ * (or -1: the model as a whole). pipec refuses such a model with its line
+ * (PLAN_MAX_* bound single values; this bounds what they multiply to),
+ * plan_read such a plan. */
+const char *plan_size_misfit(const PlanModel *m, const PlanConfig *c, int *layer);
+
 /* What each rank of `stage` allocates to train (one replica). */
 void plan_stage_memory(const PlanIR *ir, int stage, PlanMemory *out);
 

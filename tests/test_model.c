@@ -458,6 +458,22 @@ START_TEST(err_shapes)
                   "  transformer_block(heads = 4)\n  linear(50)\n  loss cross_entropy\n}\n");
     ck_err(t, "t.pipe:5:3: error: layer 1 (transformer_block): heads = 4 do not divide the width 30");
     t_free(t);
+    /* each tensor within bounds, but the attention scores of a micro-batch
+     * (4096 x 64 heads x 65536^2) are not: refused before any size is
+     * computed in int64; 1 sample is merely large */
+    const char *big = "model m {\n  input x: int32[65536]\n  target y: int32[65536]\n  embedding(10, 64)\n"
+                      "  transformer_block(heads = 64)\n  linear(10)\n  loss cross_entropy\n}\n"
+                      "pipeline { micro_batch_size = %d }\n";
+    char bigtext[512];
+    snprintf(bigtext, sizeof bigtext, big, 4096);
+    t = t_compile(bigtext);
+    ck_err(t, "t.pipe:5:3: error: layer 1 (transformer_block) needs more than 2^44 floats (64 TiB) for one "
+              "micro-batch of 4096 samples");
+    t_free(t);
+    snprintf(bigtext, sizeof bigtext, big, 1);
+    t = t_compile(bigtext);
+    ck_ok(t);
+    t_free(t);
     t = t_compile("model m {\n  input x: int32[8]\n  target y: int32[]\n  linear(3)\n  loss cross_entropy\n}\n");
     ck_err(t, "layer 0 (linear) needs a float32 input, but gets int32[8] (token ids go through an embedding first)");
     t_free(t);

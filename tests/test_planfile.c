@@ -203,6 +203,16 @@ START_TEST(llama_fields)
     ck_assert(decode_fails(bad, nbad, err, sizeof err));
     ck_assert_msg(strstr(err, "layer 1: a llama block with 8 heads, 3 kv heads"), "%s", err);
     free(bad);
+    /* a micro-batch size whose kernel buffers pass int64 (fuzz_plan found
+     * one): refused, naming the layer */
+    g.model.layer[1].kv_heads = 2;
+    g.cfg.micro_batch_size = 1 << 20;
+    g.model.layer[1].in.dim[0] = g.model.layer[1].out.dim[0] = (int64_t)1 << 24;
+    plan_encode(&g, &bad, &nbad);
+    ck_assert(decode_fails(bad, nbad, err, sizeof err));
+    ck_assert_msg(strstr(err, "layer 1 needs more than 2^44 floats (64 TiB) for one micro-batch of 1048576 samples"),
+                  "%s", err);
+    free(bad);
     plan_ir_free(&g);
     free(d);
     compiled_free(c);
