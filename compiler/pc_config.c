@@ -674,7 +674,8 @@ static int check_tensor_parallel(DiagList *dl, const PlanConfig *c, const PlanMo
     int errors = 0, split = 0;
     for (int i = 0; i < m->nlayers; i++) {
         const PlanLayer *L = &m->layer[i];
-        if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK)
+        if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK &&
+            !(L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE))
             continue;
         split++;
         int64_t v = 0;
@@ -682,14 +683,15 @@ static int check_tensor_parallel(DiagList *dl, const PlanConfig *c, const PlanMo
         if (what) {
             diag_error(dl, c->tp_loc.line ? c->tp_loc : L->loc,
                        "tensor_parallel = %lld does not divide layer %d's %s = %lld (%s, line %d): each of the "
-                       "%lld ranks holds an equal share of its heads, kv heads and MLP",
-                       (long long)T, i, what, (long long)v, plan_layer_names[L->kind], L->loc.line, (long long)T);
+                       "%lld ranks holds an equal share of %s",
+                       (long long)T, i, what, (long long)v, plan_layer_names[L->kind], L->loc.line, (long long)T,
+                       L->kind == PLAN_L_LINEAR ? "the features it splits" : "its heads, kv heads and MLP");
             errors++;
         }
     }
     if (!split && !errors)
-        diag_warning(dl, c->tp_loc, "tensor_parallel = %lld, and the model has no transformer_block or llama_block "
-                     "to split: every rank of a stage computes the same", (long long)T);
+        diag_warning(dl, c->tp_loc, "tensor_parallel = %lld, and the model has no transformer_block, llama_block "
+                     "or linear with a split: every rank of a stage computes the same", (long long)T);
     return errors;
 }
 

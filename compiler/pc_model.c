@@ -519,6 +519,23 @@ static int bind_one(Builder *b, const AstStmt *s, PlanLayer *L, int idx, int sub
             case PLAN_L_COUNT:
                 break;
             }
+            if (L->kind == PLAN_L_LINEAR && pc_arg(&a, "split")->set) {
+                const PcArg *sp = pc_arg(&a, "split");
+                L->split = strcmp(sp->s, "column") == 0 ? PLAN_LINEAR_COLUMN
+                           : strcmp(sp->s, "row") == 0  ? PLAN_LINEAR_ROW
+                                                        : -1;
+                if (L->split < 0) {
+                    diag_error(dl, sp->loc, "split = %s: a linear splits by 'column' (its output features) or 'row' "
+                                            "(its input features)", sp->s);
+                    rc = -1;
+                } else if (sub_pos) {
+                    diag_error(dl, sp->loc, "split cannot be used inside a residual block: split a linear outside it");
+                    rc = -1;
+                } else if (pc_arg(&a, "tie")->set) {
+                    diag_error(dl, sp->loc, "a tied linear cannot be split: its weight is the one it ties to");
+                    rc = -1;
+                }
+            }
             if (L->kind == PLAN_L_LINEAR && pc_arg(&a, "tie")->set) {
                 if (sub_pos) {
                     diag_error(dl, pc_arg(&a, "tie")->loc, "tie cannot be used inside a residual block: tie a linear "
@@ -1034,6 +1051,11 @@ static int resolve_tie(DiagList *dl, PlanModel *m, PlanLayer *L)
     const PlanLayer *T = &m->layer[t];
     if (t == L->index) {
         diag_error(dl, L->tie_loc, "layer %d cannot tie its weight to itself", L->index);
+        return -1;
+    }
+    if (T->kind == PLAN_L_LINEAR && T->split != PLAN_LINEAR_WHOLE) {
+        diag_error(dl, L->tie_loc, "tie = %s: layer %d is split (split = %s), and a split weight cannot be shared",
+                   L->tie_label, t, T->split == PLAN_LINEAR_COLUMN ? "column" : "row");
         return -1;
     }
     if (!(T->kind == PLAN_L_EMBEDDING || (T->kind == PLAN_L_LINEAR && !T->tie_label))) {

@@ -39,12 +39,15 @@ static void report(DiagList *dl, const PcFront *f, int line, int col, const char
 
 static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
 
-/* Tensor parallelism (tensor_parallel = T): part k's split blocks
+/* Tensor parallelism (tensor_parallel = T): part k's split layers
  * compute 1/T of their work on each rank (a measured time, taken with T =
- * 1, likewise), and each runs four sums over the T ranks of B x T x D
- * floats, two in its forward and two in its input-gradient half, charged
- * as ring all-reduces (2 (T-1)/T of the bytes over the config's
- * link_bandwidth; free without one). A profile's measured links are
+ * 1, likewise) and add their collectives over the T ranks, charged as
+ * rings over the config's link_bandwidth (free without one): an
+ * all-reduce of n floats moves 2 (T-1)/T x 4n bytes, an all-gather (T-1)/T
+ * x 4n. A block runs four all-reduces of B x T x D floats, two in its
+ * forward and two in its input-gradient half; a column-split linear
+ * gathers its output in its forward and sums its input gradient, a
+ * row-split one the other way round. A profile's measured links are
  * between stages, not inside one, so they are not used here. */
 static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
 {
@@ -58,13 +61,21 @@ static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
             continue;
         double fw = prof ? prof->layer[j].forward : (double)L->flops * B / rate;
         double in = prof ? prof->layer[j].backward_input : fw, w = prof ? prof->layer[j].backward_weight : fw;
-        double cut = 1 - 1 / T, sum = 0;
-        if (bw > 0)
-            sum = 2 * (T - 1) / T * 4.0 * B * (double)plan_tensor_elems(&L->in) / bw;
-        p->cost_f[k] += 2 * sum - cut * fw;
-        p->cost_i[k] += 2 * sum - cut * in;
+        double cut = 1 - 1 / T, sum_f = 0, sum_i = 0;
+        if (bw > 0) {
+            double ring = (T - 1) / T * 4.0 * B / bw, x = (double)plan_tensor_elems(&L->in);
+            double y = (double)plan_tensor_elems(&L->out);
+            if (L->kind != PLAN_L_LINEAR)
+                sum_f = sum_i = 2 * 2 * ring * x;
+            else if (L->split == PLAN_LINEAR_COLUMN)
+                sum_f = ring * y, sum_i = 2 * ring * x;
+            else
+                sum_f = 2 * ring * y, sum_i = ring * x;
+        }
+        p->cost_f[k] += sum_f - cut * fw;
+        p->cost_i[k] += sum_i - cut * in;
         p->cost_w[k] -= cut * w;
-        p->cost_b[k] += 2 * sum - cut * (in + w);
+        p->cost_b[k] += sum_i - cut * (in + w);
     }
 }
 

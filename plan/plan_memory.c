@@ -200,6 +200,13 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
                    L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
         return k_conv2d_scratch(&g);
     }
+    case PLAN_L_LINEAR: {
+        /* a split one (tensor_parallel): the gathered pieces of its output
+         * (column) or input gradient (row), or its rank's slice of its
+         * input or output gradient (runtime/rt_cpu.c) */
+        int64_t in = plan_tensor_elems(&L->in), out = plan_tensor_elems(&L->out);
+        return L->tp > 1 ? B * (in > out ? in : out) : 0;
+    }
     case PLAN_L_DROPOUT: return (B * plan_tensor_elems(&L->out) + 3) / 4; /* the mask, as bytes */
     case PLAN_L_TRANSFORMER_BLOCK: {
         /* the kernel's scratch, then room for an unsplit backward's output

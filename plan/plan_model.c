@@ -142,13 +142,20 @@ void plan_model_set_tp(PlanModel *m, int64_t T)
 {
     for (int i = 0; i < m->nlayers; i++) {
         PlanLayer *L = &m->layer[i];
-        L->tp = (L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK) && T > 1 ? T : 1;
+        int cut = L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK ||
+                  (L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE);
+        L->tp = cut && T > 1 ? T : 1;
     }
 }
 
 const char *plan_tp_misfit(const PlanLayer *L, int64_t T, int64_t *value)
 {
     int block = L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK;
+    if (T > 1 && L->kind == PLAN_L_LINEAR && L->split == PLAN_LINEAR_COLUMN && L->nout % T)
+        return *value = L->nout, "output features";
+    int64_t fin = L->in.ndim > 0 ? L->in.dim[L->in.ndim - 1] : 1;
+    if (T > 1 && L->kind == PLAN_L_LINEAR && L->split == PLAN_LINEAR_ROW && fin % T)
+        return *value = fin, "input features";
     if (!block || T <= 1)
         return NULL;
     if (L->heads % T)
@@ -178,6 +185,10 @@ PlanSplit plan_param_split(const PlanLayer *L, int k)
                                        PLAN_SPLIT_COLS, PLAN_SPLIT_NONE, PLAN_SPLIT_NONE};
         return k >= 0 && k < 9 ? s[k] : PLAN_SPLIT_NONE;
     }
+    if (L->kind == PLAN_L_LINEAR && L->split == PLAN_LINEAR_COLUMN)
+        return k <= 1 ? PLAN_SPLIT_ROWS : PLAN_SPLIT_NONE; /* weight [out, in] by rows, bias likewise */
+    if (L->kind == PLAN_L_LINEAR && L->split == PLAN_LINEAR_ROW)
+        return k == 0 ? PLAN_SPLIT_COLS : PLAN_SPLIT_NONE; /* weight by columns; bias whole */
     return PLAN_SPLIT_NONE;
 }
 

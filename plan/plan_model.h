@@ -100,6 +100,7 @@ typedef struct PlanLayer {
     const char *tie_label;       /* as written (tie = LABEL), or NULL */
     SrcLoc tie_loc;
     int mask;                    /* transformer_block, llama_block: input index of its mask, or -1 */
+    int split;                   /* linear: PlanLinearSplit, how tensor_parallel cuts it */
     PlanTensor in, out;
     int nparams;
     PlanParam param[PLAN_MAX_PARAM_TENSORS]; /* tensors this layer owns */
@@ -119,7 +120,7 @@ typedef struct PlanLayer {
     struct PlanLayer *sub;
     int nbody, nshort;
     int sub_pos;                 /* inside a residual: 1 + its place among the block's sub-layers; else 0 */
-    int64_t tp;                  /* transformer_block, llama_block: the tensor_parallel ranks that split it
+    int64_t tp;                  /* transformer_block, llama_block, a split linear: the tensor_parallel ranks that cut it
                                   * (0 or 1: whole); not in plan.bin: plan_model_set_tp sets it from the
                                   * config, in pipec and in plan_read */
 } PlanLayer;
@@ -148,17 +149,25 @@ typedef struct PlanModel {
 
 void plan_model_free(PlanModel *m);
 
+/* A linear's `split`: whole on every rank (the default), or cut over the
+ * tensor_parallel ranks by output features (column: rows of W and b, the
+ * output gathered) or input features (row: columns of W, the output
+ * summed, b whole); runtime/rt_cpu.c says how it computes. */
+typedef enum PlanLinearSplit { PLAN_LINEAR_WHOLE, PLAN_LINEAR_COLUMN, PLAN_LINEAR_ROW } PlanLinearSplit;
+
 /* Tensor parallelism (tensor_parallel = T): the model's own
- * transformer_block and llama_block layers are split over T ranks
- * (kernels/k_block.h and k_llama.h say how), everything else is whole on
- * every rank. plan_model_set_tp marks those layers (L->tp = T).
+ * transformer_block and llama_block layers, and linears with a split, are
+ * cut over T ranks (kernels/k_block.h and k_llama.h say how for the
+ * blocks), everything else is whole on every rank. plan_model_set_tp marks
+ * those layers (L->tp = T).
  * plan_param_split says how tensor k of a layer is cut: NONE (whole on
  * every rank), ROWS (dimension 0 in T equal pieces, rank r the r-th),
  * COLS (dimension 1 likewise), QKV (dimension 0 as three equal sections,
  * q, k and v, each cut as ROWS). plan_param_local is one rank's element
  * count; plan_param_take copies rank r's share out of the whole tensor,
  * plan_param_put puts it back. plan_tp_misfit names what T does not
- * divide in a split layer (heads, kv_heads, mlp), or NULL. */
+ * divide in a split layer (heads, kv_heads, mlp; a linear's out or in
+ * features), or NULL. */
 typedef enum PlanSplit { PLAN_SPLIT_NONE, PLAN_SPLIT_ROWS, PLAN_SPLIT_COLS, PLAN_SPLIT_QKV } PlanSplit;
 void plan_model_set_tp(PlanModel *m, int64_t T);
 const char *plan_tp_misfit(const PlanLayer *L, int64_t T, int64_t *value);

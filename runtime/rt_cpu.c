@@ -15,6 +15,7 @@
 #include "k_cpu.h"
 #include "k_llama.h"
 #include "rt.h"
+#include "xport.h"
 
 #define IO RtCtx *rt, const RtLayerRt *lr, const RtLayerIO *io
 
@@ -44,22 +45,91 @@ static size_t ready(RtCtx *rt, RtLayerRt *lr)
 
 /* ---- linear, conv2d, embedding, layernorm: the layers with weights ---------- */
 
+/* A linear with split = column or row (tensor_parallel = T > 1; plan_model.h).
+ * column: this rank holds rows [r N/T, (r+1) N/T) of W (N x F) and of b, and
+ * computes those output features; an all-gather over the stage's tp ranks
+ * puts the whole output on every rank (Megatron's ColumnParallelLinear with
+ * gather_output). Its input gradient is the sum over the ranks of their
+ * slices' products, its weight gradient its slice's.
+ * row: this rank holds columns [r F/T, (r+1) F/T) of W and multiplies its
+ * slice of the (whole) input; a sum over the ranks makes the output, then b
+ * (whole on every rank) is added (RowParallelLinear on an input that is not
+ * yet cut). Its slice of the input gradient is gathered.
+ * So every activation and gradient between layers stays whole on every
+ * rank; the kernel scratch (plan_memory.c) holds a rank's slice or the
+ * gathered pieces, piece t at t x rows x width. */
+
+/* dst (rows x w) = columns [c0, c0 + w) of a (rows x cols) */
+static void take_cols(float *dst, const float *a, int64_t rows, int64_t cols, int64_t c0, int64_t w)
+{
+    for (int64_t i = 0; i < rows; i++)
+        memcpy(dst + i * w, a + i * cols + c0, (size_t)w * sizeof(float));
+}
+
+/* The pieces in the scratch, this rank's already in its place, gathered
+ * over the tp ranks and laid side by side into dst (rows x T w). */
+static void gather_cols(RtCtx *rt, float *dst, int64_t rows, int64_t w, int64_t T)
+{
+    rt->xp->allgather_f32(rt, rt->scratch, rows * w, XPORT_TP);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < rows; i++)
+            memcpy(dst + i * T * w + t * w, rt->scratch + (t * rows + i) * w, (size_t)w * sizeof(float));
+}
+
 static void linear_forward(IO)
 {
-    int64_t fin = features(lr->L);
-    k_linear_forward(io->out, io->in, lr->w, lr->b, n_in(rt, lr) / fin, fin, lr->L->nout);
+    const PlanLayer *L = lr->L;
+    int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
+    if (T <= 1) {
+        k_linear_forward(io->out, io->in, lr->w, lr->b, rows, fin, L->nout);
+    } else if (L->split == PLAN_LINEAR_COLUMN) {
+        int64_t w = L->nout / T;
+        k_linear_forward(rt->scratch + rt->tpi * rows * w, io->in, lr->w, lr->b, rows, fin, w);
+        gather_cols(rt, io->out, rows, w, T);
+    } else {
+        int64_t w = fin / T;
+        take_cols(rt->scratch, io->in, rows, fin, rt->tpi * w, w);
+        k_linear_forward(io->out, rt->scratch, lr->w, NULL, rows, w, L->nout);
+        rt->xp->allreduce_f32(rt, io->out, rows * L->nout, XPORT_TP);
+        for (int64_t i = 0; lr->b && i < rows; i++)
+            for (int64_t j = 0; j < L->nout; j++)
+                io->out[i * L->nout + j] += lr->b[j];
+    }
 }
 
 static void linear_backward_input(IO)
 {
-    int64_t fin = features(lr->L);
-    k_linear_backward_input(io->din, io->dout, lr->w, n_in(rt, lr) / fin, fin, lr->L->nout);
+    const PlanLayer *L = lr->L;
+    int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
+    if (T <= 1) {
+        k_linear_backward_input(io->din, io->dout, lr->w, rows, fin, L->nout);
+    } else if (L->split == PLAN_LINEAR_COLUMN) {
+        int64_t w = L->nout / T;
+        take_cols(rt->scratch, io->dout, rows, L->nout, rt->tpi * w, w);
+        k_linear_backward_input(io->din, rt->scratch, lr->w, rows, fin, w);
+        rt->xp->allreduce_f32(rt, io->din, rows * fin, XPORT_TP);
+    } else {
+        int64_t w = fin / T;
+        k_linear_backward_input(rt->scratch + rt->tpi * rows * w, io->dout, lr->w, rows, w, L->nout);
+        gather_cols(rt, io->din, rows, w, T);
+    }
 }
 
 static void linear_backward_weight(IO)
 {
-    int64_t fin = features(lr->L);
-    k_linear_backward_weight(lr->gw, lr->gb, io->dout, io->in, n_in(rt, lr) / fin, fin, lr->L->nout);
+    const PlanLayer *L = lr->L;
+    int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
+    if (T <= 1) {
+        k_linear_backward_weight(lr->gw, lr->gb, io->dout, io->in, rows, fin, L->nout);
+    } else if (L->split == PLAN_LINEAR_COLUMN) {
+        int64_t w = L->nout / T;
+        take_cols(rt->scratch, io->dout, rows, L->nout, rt->tpi * w, w);
+        k_linear_backward_weight(lr->gw, lr->gb, rt->scratch, io->in, rows, fin, w);
+    } else {
+        int64_t w = fin / T;
+        take_cols(rt->scratch, io->in, rows, fin, rt->tpi * w, w);
+        k_linear_backward_weight(lr->gw, lr->gb, io->dout, rt->scratch, rows, w, L->nout);
+    }
 }
 
 static void conv2d_forward(IO)

@@ -395,8 +395,8 @@ START_TEST(err_arguments)
     t = t_layers("float32[4]", "  relu(1)", "int32[]");
     ck_err(t, "'relu' takes no arguments");
     t_free(t);
-    t = t_layers("float32[4]", "  linear(3, true, wte, 7)", "int32[]");
-    ck_err(t, "too many arguments for 'linear' (it takes 3)");
+    t = t_layers("float32[4]", "  linear(3, true, wte, row, 7)", "int32[]");
+    ck_err(t, "too many arguments for 'linear' (it takes 4)");
     t_free(t);
     t = t_layers("float32[4]", "  linear(bias = false, 3)", "int32[]");
     ck_err(t, "positional argument after a named one");
@@ -524,6 +524,63 @@ START_TEST(err_llama)
                   "  loss cross_entropy\n}\n");
     ck_err(t, "layer 1 (llama_block): mask 'mask' must be float32[8] to match the sequence, but is float32[4]");
     t_free(t);
+}
+END_TEST
+
+/* linear(split = column | row): what tensor_parallel cuts, each rank's
+ * share, and the refusals (a word that is not a split, inside a residual,
+ * with a tie on either side, a T that does not divide the features) */
+START_TEST(split_linears)
+{
+    const char *defs[] = {"tensor_parallel = 4"};
+    T *t = t_compile_defs("model m {\n  input x: float32[6, 16]\n  target y: int32[6]\n"
+                          "  linear(32, split = column)\n  gelu\n  linear(8, split = row, bias = false)\n"
+                          "  linear(12, split = row)\n  linear(4)\n  loss cross_entropy\n}\n", defs, 1);
+    ck_ok(t);
+    const PlanModel *m = &t->f.model;
+    ck_assert_int_eq(m->layer[0].split, PLAN_LINEAR_COLUMN);
+    ck_assert_int_eq(m->layer[2].split, PLAN_LINEAR_ROW);
+    ck_assert_int_eq(m->layer[4].split, PLAN_LINEAR_WHOLE);
+    ck_assert_int_eq(m->layer[0].tp, 4);
+    ck_assert_int_eq(m->layer[1].tp, 1);
+    ck_assert_int_eq(m->layer[4].tp, 1);
+    /* column: weight [32, 16] and bias by rows; row: weight [8, 32] by
+     * columns, bias whole */
+    ck_assert_int_eq(plan_param_split(&m->layer[0], 0), PLAN_SPLIT_ROWS);
+    ck_assert_int_eq(plan_param_split(&m->layer[0], 1), PLAN_SPLIT_ROWS);
+    ck_assert_int_eq(plan_param_local(&m->layer[0], 0), 8 * 16);
+    ck_assert_int_eq(plan_param_split(&m->layer[2], 0), PLAN_SPLIT_COLS);
+    ck_assert_int_eq(plan_param_local(&m->layer[2], 0), 8 * 8);
+    ck_assert_int_eq(plan_param_split(&m->layer[3], 1), PLAN_SPLIT_NONE);
+    ck_assert_int_eq(plan_param_local(&m->layer[3], 1), 12);
+    /* rank 1's share of the row-split weight: columns 8..15 of each row */
+    float whole[8 * 32], part[8 * 8];
+    for (int i = 0; i < 8 * 32; i++)
+        whole[i] = (float)i;
+    plan_param_take(part, whole, &m->layer[2], 0, 1);
+    ck_assert(part[0] == 8.0f && part[7] == 15.0f && part[8] == 40.0f);
+    t_free(t);
+
+    const struct {
+        const char *layers, *def, *msg;
+    } bad[] = {
+        {"  linear(8, split = diagonal)", NULL, "t.pipe:4:21: error: split = diagonal: a linear splits by 'column'"},
+        {"  residual {\n    linear(16, split = row)\n  }", NULL, "split cannot be used inside a residual block"},
+        {"  linear(16) as a\n  linear(16, tie = a, split = row)", NULL, "a tied linear cannot be split"},
+        {"  linear(16, split = column) as a\n  linear(16, tie = a)", NULL,
+         "tie = a: layer 0 is split (split = column), and a split weight cannot be shared"},
+        {"  linear(10, split = column)", "tensor_parallel = 4",
+         "tensor_parallel = 4 does not divide layer 0's output features = 10"},
+        {"  linear(8, split = row)", "tensor_parallel = 3", "does not divide layer 0's input features = 16"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "model m {\n  input x: float32[16]\n  target y: int32[]\n%s\n  loss cross_entropy\n}\n",
+                 bad[i].layers);
+        t = bad[i].def ? t_compile_defs(buf, &bad[i].def, 1) : t_compile(buf);
+        ck_err(t, bad[i].msg);
+        t_free(t);
+    }
 }
 END_TEST
 
@@ -862,6 +919,7 @@ static Suite *suite(void)
     tcase_add_test(e, err_shapes);
     tcase_add_test(e, err_llama);
     tcase_add_test(e, err_tie_and_mask);
+    tcase_add_test(e, split_linears);
     tcase_add_test(e, err_structure);
     tcase_add_test(e, warn_unused_input);
     tcase_add_test(e, init_errors);

@@ -232,6 +232,48 @@ START_TEST(llama_fields)
 }
 END_TEST
 
+/* split linears: the splits round-trip (the trailing MODEL field), a plan
+ * without one has no such field, and a split on a layer that is not a
+ * linear is refused */
+START_TEST(split_fields)
+{
+    const char *d[] = {"tensor_parallel = 2"};
+    Compiled *c = compile("tests/e2e/split_mlp.pipe", d, 1);
+    PlanIR f;
+    char err[1024];
+    ck_assert_msg(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(f.model.layer[0].split, PLAN_LINEAR_COLUMN);
+    ck_assert_int_eq(f.model.layer[3].split, PLAN_LINEAR_ROW);
+    ck_assert_int_eq(f.model.layer[5].split, PLAN_LINEAR_COLUMN);
+    ck_assert_int_eq(f.model.layer[7].split, PLAN_LINEAR_WHOLE);
+    ck_assert_int_eq(f.model.layer[3].tp, 2);
+    ck_assert_int_eq(f.model.layer[7].tp, 1);
+    /* the same model without splits is shorter by the field (4 + 3 x 8
+     * bytes, the sections padded to 8) */
+    PlanIR g;
+    ck_assert(plan_decode(c->bin, c->len, &g, err, sizeof err) == 0);
+    for (int i = 0; i < g.model.nlayers; i++)
+        g.model.layer[i].split = PLAN_LINEAR_WHOLE;
+    unsigned char *bin;
+    size_t n;
+    plan_encode(&g, &bin, &n);
+    ck_assert_uint_eq(n, c->len - 24);
+    free(bin);
+    /* a split on a linear without its weight (the GELU's record, made a
+     * linear): refused, naming it */
+    g.model.layer[1].kind = PLAN_L_LINEAR;
+    g.model.layer[1].split = PLAN_LINEAR_ROW;
+    plan_encode(&g, &bin, &n);
+    g.model.layer[1].kind = PLAN_L_GELU;
+    ck_assert(decode_fails(bin, n, err, sizeof err));
+    ck_assert_msg(strstr(err, "split 0: layer 1 is not an untied linear of its shapes"), "%s", err);
+    free(bin);
+    plan_ir_free(&g);
+    plan_ir_free(&f);
+    compiled_free(c);
+}
+END_TEST
+
 /* batchnorm2d: momentum round-trips (version 3), its buffers follow from
  * the layer (not stored), a plan cut before the momenta or with one out of
  * range is refused. */
@@ -479,6 +521,7 @@ static Suite *suite(void)
     tcase_add_test(c, flipped);
     tcase_add_test(c, extended_and_versions);
     tcase_add_test(c, llama_fields);
+    tcase_add_test(c, split_fields);
     tcase_add_test(c, batchnorm_fields);
     tcase_add_test(c, residual_fields);
     tcase_add_test(c, write_and_read_file);

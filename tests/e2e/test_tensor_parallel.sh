@@ -1,7 +1,8 @@
 #!/bin/bash
 # tests/e2e/test_tensor_parallel.sh: tensor parallelism (tensor_parallel = T,
 # docs/parallelism.md). On the GPT (dropout inside every block, tied
-# embeddings) and LLaMA (grouped-query) test models: 10 steps' losses with
+# embeddings), LLaMA (grouped-query) and split-linear MLP (column and row,
+# dropout between) test models: 10 steps' losses with
 # T = 2 against T = 1 within 1e-5 relative, on 1 and 2 stages (1f1b and
 # zb-h1) and with 2 replicas, with gradient clipping (and at T = 2 the
 # same bits on 1 stage and on 2 under either schedule), and T = 4 on one
@@ -16,7 +17,7 @@ e2e_start pipe-tp "$@"
 PY=python3
 
 e2e_tokens "$TMP/tokens.u16" || exit 2
-for m in tied_gpt llama_gqa; do sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/$m.pipe" >"$TMP/$m.pipe"; done
+for m in tied_gpt llama_gqa split_mlp; do sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/$m.pipe" >"$TMP/$m.pipe"; done
 
 # memory T1_METRICS T2_METRICS T2_STATS: every T = 2 rank allocates what
 # pipec predicts for its stage (within 2%), and less than the T = 1 ranks
@@ -36,7 +37,7 @@ print(f"{len(t2)} ranks, largest {max(r['memory_bytes'] for r in t2)} bytes agai
 EOF
 }
 
-for model in tied_gpt llama_gqa; do
+for model in tied_gpt llama_gqa split_mlp; do
     for shape in "1 1 1f1b" "2 1 1f1b" "2 1 zb-h1" "1 2 1f1b"; do
         set -- $shape
         st=$1 dp=$2 sched=$3
@@ -64,7 +65,7 @@ done
 # the bitwise contract holds at a fixed T: with T = 2, 1 stage, 2 stages
 # under 1f1b and under zb-h1 give the same losses and the same weights,
 # bit for bit (the tp sums are the same sums wherever the block runs)
-for model in tied_gpt llama_gqa; do
+for model in tied_gpt llama_gqa split_mlp; do
     a=$TMP/$model-s1-d1-1f1b-t2
     same=yes
     for other in "$TMP/$model-s2-d1-1f1b-t2" "$TMP/$model-s2-d1-zb-h1-t2"; do
@@ -76,6 +77,16 @@ for model in tied_gpt llama_gqa; do
         not_ok "$model, tensor_parallel = 2: bitwise across stages and schedules" "$(ls -l "$a".* 2>&1)"
     fi
 done
+
+# activation checkpointing recomputes the split linears' forwards, sums
+# and gathers included, on every tp rank alike: the same bits
+"$PIPEC" "$TMP/split_mlp.pipe" -D stages=2 -D tensor_parallel=2 -D grad_clip=0.5 -D activation_checkpoint=2 \
+    -o "$TMP/sac.bin" >"$TMP/out" 2>&1 || exit 2
+if run_metrics sac 4 "$TMP/sac.bin" --steps 10 && cmp -s "$TMP/sac.l" "$TMP/split_mlp-s2-d1-1f1b-t2.l"; then
+    ok "split_mlp, tensor_parallel = 2 with activation_checkpoint = 2: the same losses, bit for bit"
+else
+    not_ok "split_mlp, tensor_parallel = 2 with activation_checkpoint = 2" "$(tail -5 "$TMP/out")"
+fi
 
 # T = 4 (the GPT's 4 heads, one a rank)
 G=$TMP/tied_gpt.pipe
@@ -150,6 +161,25 @@ else
     not_ok "--init with T = 2" "${why:-$(tail -5 "$TMP/out")}"
 fi
 
+# the split linears: exported whole, T = 1's tensors after 3 SGD steps
+# (within 1e-6 of each tensor's largest value; under AdamW this model's
+# first layer has gradients near eps, where Adam's division turns the 1e-9
+# differences of reordered sums into 3e-4 of a weight); --init from them back
+S=$TMP/split_mlp-sgd
+for t in 1 2; do
+    "$PIPEC" "$TMP/split_mlp.pipe" -D stages=2 -D tensor_parallel=$t -D 'optimizer = sgd(lr = 0.1)' -o "$S-t$t.bin" \
+        >"$TMP/out" 2>&1 || { cat "$TMP/out"; exit 2; }
+done
+if run_metrics se2 4 "$S-t2.bin" --steps 3 --export "$TMP/se2.safetensors" &&
+    run_metrics se1 2 "$S-t1.bin" --steps 3 --export "$TMP/se1.safetensors" &&
+    why=$(st_close "$TMP/se2.safetensors" "$TMP/se1.safetensors" 1e-6) &&
+    run_metrics si2 4 "$S-t2.bin" --steps 0 --init "$TMP/se1.safetensors" --export "$TMP/si2.safetensors" &&
+    why="$why; back: $(st_close "$TMP/si2.safetensors" "$TMP/se1.safetensors" 0)"; then
+    ok "split linears: --export with tensor_parallel = 2 gives T = 1's tensors, --init gives them back ($why)"
+else
+    not_ok "split linears: --export / --init with T = 2" "${why:-$(tail -5 "$TMP/out")}"
+fi
+
 # --trace names each rank's stage, replica and tp index
 if run_metrics tr 4 "$TMP/a.bin" --steps 2 --trace "$TMP/t.json" &&
     grep -q '"rank 3: stage 1, replica 0, tensor-parallel 1"' "$TMP/t.json" && grep -q "rank 3, stage 1:" "$TMP/out"; then
@@ -176,6 +206,10 @@ check_rc "tensor_parallel = 3 against 4 heads: refused with the layer" 1 "tensor
 "$PIPEC" "$TMP/llama_gqa.pipe" -D tensor_parallel=4 >"$TMP/out" 2>&1
 rc=$?
 check_rc "tensor_parallel = 4 against 2 kv heads: refused" 1 "does not divide layer 1's kv_heads = 2"
+"$PIPEC" "$TMP/split_mlp.pipe" -D tensor_parallel=3 >"$TMP/out" 2>&1
+rc=$?
+check_rc "tensor_parallel = 3 against a column-split linear of 256: refused" 1 \
+    "tensor_parallel = 3 does not divide layer 0's output features = 256"
 "${MPI[@]}" 3 "$PIPERT" "$TMP/a.bin" --steps 1 >"$TMP/out" 2>&1
 rc=$?
 check_rc "a world that is not stages x tensor_parallel: refused" 1 "not a multiple of the plan's 2 stages x tensor_parallel 2"
