@@ -206,6 +206,17 @@ check_rc "tensor_parallel = 3 against 4 heads: refused with the layer" 1 "tensor
 "$PIPEC" "$TMP/llama_gqa.pipe" -D tensor_parallel=4 >"$TMP/out" 2>&1
 rc=$?
 check_rc "tensor_parallel = 4 against 2 kv heads: refused" 1 "does not divide layer 1's kv_heads = 2"
+# --stats shows which linears are split, in the table and in the JSON
+"$PIPEC" "$TMP/split_mlp.pipe" -D tensor_parallel=2 --stats >"$TMP/out" 2>&1
+if grep -Eq "^ +0  linear .*\(split = column\)$" "$TMP/out" && grep -Eq "^ +3  linear .*\(split = row\)$" "$TMP/out" &&
+    "$PIPEC" "$TMP/split_mlp.pipe" --stats --json | $PY -c '
+import json, sys
+s = [l.get("split") for l in json.load(sys.stdin)["layers"]]
+assert s == ["column", None, None, "row", None, "column", None, None], s'; then
+    ok "--stats names the split linears (table and JSON)"
+else
+    not_ok "--stats and split linears" "$(grep linear "$TMP/out")"
+fi
 "$PIPEC" "$TMP/split_mlp.pipe" -D tensor_parallel=3 >"$TMP/out" 2>&1
 rc=$?
 check_rc "tensor_parallel = 3 against a column-split linear of 256: refused" 1 \
