@@ -628,6 +628,50 @@ START_TEST(elementwise_extremes)
 }
 END_TEST
 
+/* GELU's e^x (k_expf in k_pointwise.c): within 2 ulp of libm's expf over
+ * [-87, 88], exact at 0, +inf above 88.72 and 0 below -87.34; and a GELU
+ * over an array gives each element the bits it gets alone (the vectorised
+ * clones and the scalar remainder compute the same operations) */
+static int64_t ulps(float a, float b)
+{
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4), memcpy(&ib, &b, 4);
+    ia = ia < 0 ? INT32_MIN - ia : ia, ib = ib < 0 ? INT32_MIN - ib : ib;
+    return ia > ib ? (int64_t)ia - ib : (int64_t)ib - ia;
+}
+
+START_TEST(gelu_exp_accuracy)
+{
+    int64_t worst = 0;
+    float at = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 0.000731f) {
+        int64_t u = ulps(k_expf_probe(x), expf(x));
+        if (u > worst)
+            worst = u, at = x;
+    }
+    ck_assert_msg(worst <= 2, "k_expf is %lld ulp from expf at %.9g", (long long)worst, (double)at);
+    ck_assert(k_expf_probe(0.0f) == 1.0f);
+    ck_assert(isinf(k_expf_probe(88.8f)) && isinf(k_expf_probe(1e30f)));
+    ck_assert(k_expf_probe(-87.4f) == 0.0f && k_expf_probe(-1e30f) == 0.0f);
+    ck_assert(ulps(k_expf_probe(88.72f), expf(88.72f)) <= 2);
+    enum { N = 37 };
+    float x[N], all[N], one[N], d_all[N], d_one, g[N];
+    for (int i = 0; i < N; i++)
+        x[i] = (float)(i - 18) * 0.37f, g[i] = 1.0f - 0.01f * (float)i;
+    k_gelu_forward(all, x, N);
+    k_gelu_backward(d_all, g, x, N);
+    for (int i = 0; i < N; i++) {
+        k_gelu_forward(&one[i], &x[i], 1);
+        k_gelu_backward(&d_one, &g[i], &x[i], 1);
+        ck_assert_msg(memcmp(&one[i], &all[i], 4) == 0 && memcmp(&d_one, &d_all[i], 4) == 0, "element %d", i);
+        /* and GELU itself against the tanh form in double */
+        double xd = x[i], want = 0.5 * xd * (1 + tanh(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd)));
+        ck_assert_msg(fabs(all[i] - want) <= 1e-6 * (fabs(want) + 1e-3), "gelu(%g) = %.9g, want %.9g", xd,
+                      (double)all[i], want);
+    }
+}
+END_TEST
+
 /* ---- layernorm ----------------------------------------------------------------------- */
 
 typedef struct LnCtx {
@@ -1432,6 +1476,7 @@ static Suite *suite(void)
     tcase_add_test(c, adaptive_avgpool_windows);
     tcase_add_loop_test(c, elementwise_gradients, 0, EW_N);
     tcase_add_test(c, elementwise_extremes);
+    tcase_add_test(c, gelu_exp_accuracy);
     tcase_add_test(c, layernorm_gradients);
     tcase_add_test(c, layernorm_wide_rows);
     tcase_add_test(c, batchnorm2d_gradients);

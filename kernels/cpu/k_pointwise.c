@@ -15,6 +15,7 @@
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* BLAS takes int dimensions */
@@ -44,6 +45,63 @@ void k_relu_backward(float *din, const float *dout, const float *in, int64_t n)
     }
 }
 
+/* Loops over elementwise math built twice more for x86-64 CPUs with AVX2
+ * (v3) and AVX-512 (v4), picked at load time, as runtime/rt_optim.c's
+ * updates: the same operations in the same order on every CPU (ISO C keeps
+ * -ffp-contract=off: no fused multiply-add appears), so the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(PIPE_NO_CLONES)
+#define K_VEC_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define K_VEC_LOOP
+#endif
+
+/* e^x in plain arithmetic, so that a loop calling it vectorises (libm's
+ * expf is a call per element): x = k ln 2 + r with k = round(x / ln 2),
+ * ln 2 in two parts so that r is exact, |r| <= ln 2 / 2, then e^r by the
+ * minimax polynomial of Cephes' expf (S. L. Moshier, Cephes Math Library;
+ * relative error about 1e-7, tests/test_kernels.c holds it within 2 ulp of
+ * libm's expf over [-87, 88]), times 2^k built in the exponent bits (as
+ * 2^(k-1) x 2 for k > 0, so that k = 128 does not overflow early). Above
+ * 88.72283 it is +inf, below -87.33654 (where e^x leaves the normal
+ * floats) 0: the GELU form below needs no more. */
+static inline float k_expf(float x)
+{
+    float c = x > 88.72283f ? 88.72283f : x < -87.33654f ? -87.33654f : x;
+    float t = c * 1.44269504088896341f + 12582912.0f; /* 1.5 x 2^23: rounds to an integer */
+    float k = t - 12582912.0f;
+    float r = c - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    int32_t ki = (int32_t)k;
+    int32_t kk = ki > 0 ? ki - 1 : ki;
+    union {
+        int32_t i;
+        float f;
+    } two = {.i = (kk + 127) << 23};
+    float e = p * two.f * (ki > 0 ? 2.0f : 1.0f);
+    e = x < -87.33654f ? 0.0f : e;
+    return x > 88.72283f ? __builtin_inff() : e;
+}
+
+/* for tests/test_kernels.c */
+float k_expf_probe(float x)
+{
+    return k_expf(x);
+}
+
+/* y[j] = e^(x[j] - shift), the softmaxes' exponentials (y may be x) */
+K_VEC_LOOP static void exp_shifted(float *y, const float *x, int64_t n, float shift)
+{
+    for (int64_t j = 0; j < n; j++)
+        y[j] = k_expf(x[j] - shift);
+}
+
 /* sqrt(2 / pi) and the cubic coefficient, as ATen's GeluKernel writes them */
 #define K_GELU_BETA 0.7978845608028654f
 #define K_GELU_KAPPA 0.044715f
@@ -51,24 +109,24 @@ void k_relu_backward(float *din, const float *dout, const float *in, int64_t n)
 /* 0.5 x (1 + tanh(u)) is x sigmoid(2u) exactly, and expf is several times
  * faster than tanhf (GELU runs over every MLP activation); the sigmoid form
  * also avoids the cancellation in 1 + tanh(u) for negative u. */
-void k_gelu_forward(float *out, const float *in, int64_t n)
+K_VEC_LOOP void k_gelu_forward(float *out, const float *in, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         float x = in[i];
         float u = K_GELU_BETA * (x + K_GELU_KAPPA * x * x * x);
-        out[i] = x / (1.0f + expf(-2.0f * u)); /* x / inf = -0 far left */
+        out[i] = x / (1.0f + k_expf(-2.0f * u)); /* x / inf = -0 far left */
     }
 }
 
 /* d/dx of 0.5 x (1 + tanh(u(x))) = 0.5 (1 + t) + 0.5 x (1 - t^2) u'(x),
  * with s = sigmoid(2u): 0.5 (1 + t) = s and 1 - t^2 = 4 s (1 - s) */
-void k_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
+K_VEC_LOOP void k_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         float x = in[i], x2 = x * x;
         float u = K_GELU_BETA * (x + K_GELU_KAPPA * x2 * x);
         float du = K_GELU_BETA * (1.0f + 3.0f * K_GELU_KAPPA * x2);
-        float s = 1.0f / (1.0f + expf(-2.0f * u));
+        float s = 1.0f / (1.0f + k_expf(-2.0f * u));
         din[i] = dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
     }
 }
@@ -85,11 +143,11 @@ void k_tanh_backward(float *din, const float *dout, const float *out, int64_t n)
         din[i] = dout[i] * (1.0f - out[i] * out[i]);
 }
 
-void k_sigmoid_forward(float *out, const float *in, int64_t n)
+K_VEC_LOOP void k_sigmoid_forward(float *out, const float *in, int64_t n)
 {
-    /* expf(-x) overflows to inf for x < -88: 1 / inf = 0, the right limit */
+    /* e^-x is +inf for x < -88.72: 1 / inf = 0, the right limit */
     for (int64_t i = 0; i < n; i++)
-        out[i] = 1.0f / (1.0f + expf(-in[i]));
+        out[i] = 1.0f / (1.0f + k_expf(-in[i]));
 }
 
 void k_sigmoid_backward(float *din, const float *dout, const float *out, int64_t n)
@@ -359,20 +417,20 @@ void k_rope_backward(float *dx, int64_t n, int64_t ld, int64_t t, int64_t heads,
 
 /* ---- SwiGLU ----------------------------------------------------------------------------- */
 
-void k_swiglu_forward(float *act, const float *gate, const float *up, int64_t n)
+K_VEC_LOOP void k_swiglu_forward(float *act, const float *gate, const float *up, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
-        act[i] = g / (1.0f + expf(-g)) * up[i];
+        act[i] = g / (1.0f + k_expf(-g)) * up[i];
     }
 }
 
 /* ATen's silu_backward: dy * s * (1 + x * (1 - s)), left to right */
-void k_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, int64_t n)
+K_VEC_LOOP void k_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i], da = dact[i];
-        float e = 1.0f + expf(-g);
+        float e = 1.0f + k_expf(-g);
         float s = 1.0f / e;
         dup[i] = da * (g / e);
         dgate[i] = da * up[i] * s * (1.0f + g * (1.0f - s));
@@ -479,8 +537,7 @@ void k_attention_forward(float *out, float *att, const float *qkv, const float *
                     memset(pr, 0, (size_t)nj * sizeof(float));
                     continue;
                 }
-                for (int64_t j = 0; j < nj; j++)
-                    pr[j] = expf(pr[j] - mx);
+                exp_shifted(pr, pr, nj, mx);
                 float inv = (float)(1.0 / k_row_sum(pr, nj));
                 for (int64_t j = 0; j < nj; j++)
                     pr[j] *= inv;
@@ -625,8 +682,7 @@ double k_cross_entropy(float *dlogits, const float *logits, const int32_t *targe
         for (int64_t j0 = 0; j0 < c; j0 += K_BLOCK) {
             int64_t len = c - j0 < K_BLOCK ? c - j0 : K_BLOCK;
             float *e = dx ? dx + j0 : tmp;
-            for (int64_t j = 0; j < len; j++)
-                e[j] = expf(x[j0 + j] - mx);
+            exp_shifted(e, x + j0, len, mx);
             sum += k_block_sum(e, len);
         }
         total += log(sum) - ((double)x[tg] - (double)mx);
