@@ -653,6 +653,7 @@ START_TEST(gelu_exp_accuracy)
     ck_assert(k_expf_probe(0.0f) == 1.0f);
     ck_assert(isinf(k_expf_probe(88.8f)) && isinf(k_expf_probe(1e30f)));
     ck_assert(k_expf_probe(-87.4f) == 0.0f && k_expf_probe(-1e30f) == 0.0f);
+    ck_assert(isnan(k_expf_probe(NAN)) && isinf(k_expf_probe(INFINITY)) && k_expf_probe(-INFINITY) == 0.0f);
     ck_assert(ulps(k_expf_probe(88.72f), expf(88.72f)) <= 2);
     enum { N = 37 };
     float x[N], all[N], one[N], d_all[N], d_one, g[N];

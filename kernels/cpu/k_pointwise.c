@@ -63,10 +63,10 @@ void k_relu_backward(float *din, const float *dout, const float *in, int64_t n)
  * libm's expf over [-87, 88]), times 2^k built in the exponent bits (as
  * 2^(k-1) x 2 for k > 0, so that k = 128 does not overflow early). Above
  * 88.72283 it is +inf, below -87.33654 (where e^x leaves the normal
- * floats) 0: the GELU form below needs no more. */
+ * floats) 0, NaN for NaN: the GELU form below needs no more. */
 static inline float k_expf(float x)
 {
-    float c = x > 88.72283f ? 88.72283f : x < -87.33654f ? -87.33654f : x;
+    float c = x > 88.72283f ? 88.72283f : x < -87.33654f ? -87.33654f : x == x ? x : 0.0f; /* NaN: 0 here */
     float t = c * 1.44269504088896341f + 12582912.0f; /* 1.5 x 2^23: rounds to an integer */
     float k = t - 12582912.0f;
     float r = c - k * 0.693359375f;
@@ -86,6 +86,7 @@ static inline float k_expf(float x)
     } two = {.i = (kk + 127) << 23};
     float e = p * two.f * (ki > 0 ? 2.0f : 1.0f);
     e = x < -87.33654f ? 0.0f : e;
+    e = x == x ? e : x; /* NaN in, NaN out (the NaN vote sees it) */
     return x > 88.72283f ? __builtin_inff() : e;
 }
 
