@@ -521,9 +521,10 @@ static int bind_one(Builder *b, const AstStmt *s, PlanLayer *L, int idx, int sub
             }
             if (L->kind == PLAN_L_LINEAR && pc_arg(&a, "split")->set) {
                 const PcArg *sp = pc_arg(&a, "split");
-                L->split = strcmp(sp->s, "column") == 0 ? PLAN_LINEAR_COLUMN
-                           : strcmp(sp->s, "row") == 0  ? PLAN_LINEAR_ROW
-                                                        : -1;
+                L->split = -1;
+                for (int w = PLAN_LINEAR_COLUMN; w <= PLAN_LINEAR_ROW; w++)
+                    if (strcmp(sp->s, plan_linear_split_names[w]) == 0)
+                        L->split = w;
                 if (L->split < 0) {
                     diag_error(dl, sp->loc, "split = %s: a linear splits by 'column' (its output features) or 'row' "
                                             "(its input features)", sp->s);
@@ -1055,7 +1056,7 @@ static int resolve_tie(DiagList *dl, PlanModel *m, PlanLayer *L)
     }
     if (T->kind == PLAN_L_LINEAR && T->split != PLAN_LINEAR_WHOLE) {
         diag_error(dl, L->tie_loc, "tie = %s: layer %d is split (split = %s), and a split weight cannot be shared",
-                   L->tie_label, t, T->split == PLAN_LINEAR_COLUMN ? "column" : "row");
+                   L->tie_label, t, plan_linear_split_names[T->split]);
         return -1;
     }
     if (!(T->kind == PLAN_L_EMBEDDING || (T->kind == PLAN_L_LINEAR && !T->tie_label))) {

@@ -133,7 +133,7 @@ void pc_stats_text(FILE *out, const PlanIR *f)
         if (L->tie >= 0)
             fprintf(out, "  (weight tied to layer %d)", L->tie);
         if (L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE)
-            fprintf(out, "  (split = %s)", L->split == PLAN_LINEAR_COLUMN ? "column" : "row");
+            fprintf(out, "  (split = %s)", plan_linear_split_names[L->split]);
         fputc('\n', out);
         /* a residual block's layers, indented under it */
         for (int j = 0; j < L->nbody + L->nshort; j++) {
@@ -277,7 +277,7 @@ void pc_stats_json(FILE *out, const PlanIR *f)
         if (L->tie >= 0)
             fprintf(out, ", \"tied_to\": %d", L->tie);
         if (L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE)
-            fprintf(out, ", \"split\": \"%s\"", L->split == PLAN_LINEAR_COLUMN ? "column" : "row");
+            fprintf(out, ", \"split\": \"%s\"", plan_linear_split_names[L->split]);
         fprintf(out, ", \"param_tensors\": [");
         for (int j = 0; j < L->nparams; j++) {
             const PlanParam *p = &L->param[j];

@@ -70,9 +70,9 @@ void k_adaptive_avgpool2d_backward(float *din, const float *dout, int64_t B, int
 void k_add_into(float *y, const float *x, int64_t n);
 void k_relu_forward(float *out, const float *in, int64_t n);
 void k_relu_backward(float *din, const float *dout, const float *in, int64_t n);
-/* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-/* e^x as the GELU kernels compute it (k_pointwise.c), for the tests */
+/* e^x as GELU, the softmaxes, sigmoid and SwiGLU compute it (k_pointwise.c), for the tests */
 float k_expf_probe(float x);
+/* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 void k_gelu_forward(float *out, const float *in, int64_t n);
 void k_gelu_backward(float *din, const float *dout, const float *in, int64_t n);
 void k_tanh_forward(float *out, const float *in, int64_t n);

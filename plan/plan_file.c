@@ -467,43 +467,50 @@ static int residual_ok(const PlanLayer *R)
     return k == R->nparams;
 }
 
-/* A llama_block's sizes as the kernels rely on them (k_llama.h): [T, D]
- * in and out, heads dividing D into even head widths, kv_heads dividing
- * heads, and its 9 tensors of the shapes these give. */
-static int llama_ok(const PlanLayer *L)
+/* What a transformer_block and a llama_block share as the kernels read
+ * them: a float [T, D] input, an output of the same shape, heads >= 1
+ * dividing D, mlp >= 1, D^2 and F D within PLAN_MAX_ELEMS, and n
+ * parameter tensors of the counts want(L) gives. */
+static int block_shapes_ok(const PlanLayer *L, int n, void (*want)(const PlanLayer *L, int64_t *counts))
 {
-    if (L->heads < 1 || L->kv_heads < 1 || L->heads % L->kv_heads != 0 || L->mlp < 1 || !(L->theta > 0) ||
-        !(L->eps > 0) || L->in.ndim != 2 || L->in.dtype != PLAN_F32 || L->out.ndim != 2 ||
+    if (L->heads < 1 || L->mlp < 1 || L->in.ndim != 2 || L->in.dtype != PLAN_F32 || L->out.ndim != 2 ||
         L->out.dim[0] != L->in.dim[0] || L->out.dim[1] != L->in.dim[1] || L->in.dim[1] % L->heads != 0 ||
-        (L->in.dim[1] / L->heads) % 2 != 0 || L->nparams != 9)
+        L->nparams != n)
         return 0;
-    int64_t d = L->in.dim[1], dk = d / L->heads * L->kv_heads, f = L->mlp;
-    if (d > PLAN_MAX_ELEMS / d || f > PLAN_MAX_ELEMS / d)
+    int64_t d = L->in.dim[1], counts[PLAN_MAX_PARAM_TENSORS];
+    if (d > PLAN_MAX_ELEMS / d || L->mlp > PLAN_MAX_ELEMS / d)
         return 0;
-    const int64_t want[9] = {d * d, dk * d, dk * d, d * d, f * d, f * d, d * f, d, d};
-    for (int k = 0; k < 9; k++)
-        if (L->param[k].count != want[k])
+    want(L, counts);
+    for (int k = 0; k < n; k++)
+        if (L->param[k].count != counts[k])
             return 0;
     return 1;
 }
 
-/* A transformer_block's sizes as the kernels rely on them (k_block.h):
- * [T, D] in and out, heads dividing D, and its 12 tensors of the shapes
- * these give. */
-static int block_ok(const PlanLayer *L)
+/* llama_block (k_llama.h): q, k, v, o, gate, up, down, the two norms */
+static void llama_counts(const PlanLayer *L, int64_t *c)
 {
-    if (L->heads < 1 || L->mlp < 1 || L->in.ndim != 2 || L->in.dtype != PLAN_F32 || L->out.ndim != 2 ||
-        L->out.dim[0] != L->in.dim[0] || L->out.dim[1] != L->in.dim[1] || L->in.dim[1] % L->heads != 0 ||
-        L->nparams != 12)
-        return 0;
+    int64_t d = L->in.dim[1], dk = d / L->heads * L->kv_heads, f = L->mlp;
+    const int64_t want[9] = {d * d, dk * d, dk * d, d * d, f * d, f * d, d * f, d, d};
+    memcpy(c, want, sizeof want);
+}
+
+/* transformer_block (k_block.h): ln1 w b, qkv w b, proj w b, ln2 w b, fc
+ * w b, mlp.proj w b */
+static void block_counts(const PlanLayer *L, int64_t *c)
+{
     int64_t d = L->in.dim[1], f = L->mlp;
-    if (d > PLAN_MAX_ELEMS / d || f > PLAN_MAX_ELEMS / d)
-        return 0;
     const int64_t want[12] = {d, d, 3 * d * d, 3 * d, d * d, d, d, d, f * d, f, d * f, d};
-    for (int k = 0; k < 12; k++)
-        if (L->param[k].count != want[k])
-            return 0;
-    return 1;
+    memcpy(c, want, sizeof want);
+}
+
+/* A llama_block's sizes as the kernels rely on them: besides the shared
+ * ones, even head widths, kv_heads dividing heads, rope_theta and eps > 0. */
+static int llama_ok(const PlanLayer *L)
+{
+    return L->kv_heads >= 1 && L->heads >= 1 && L->heads % L->kv_heads == 0 && L->theta > 0 && L->eps > 0 &&
+           L->in.ndim == 2 && L->in.dim[1] % L->heads == 0 && (L->in.dim[1] / L->heads) % 2 == 0 &&
+           block_shapes_ok(L, 9, llama_counts);
 }
 
 /* One layer's record: layer i of m, or (sub) a sub-layer of residual
@@ -685,7 +692,7 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
             bad(in, "layer %d: a residual block with more than %d buffers", i, PLAN_MAX_BUFFERS);
     }
     for (int i = 0; i < m->nlayers && !in->bad; i++)
-        if (m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK && !block_ok(&m->layer[i]))
+        if (m->layer[i].kind == PLAN_L_TRANSFORMER_BLOCK && !block_shapes_ok(&m->layer[i], 12, block_counts))
             bad(in, "layer %d: a transformer block with %lld heads and mlp %lld that does not match its shapes", i,
                 (long long)m->layer[i].heads, (long long)m->layer[i].mlp);
     for (int i = 0; i < m->nlayers && !in->bad; i++)

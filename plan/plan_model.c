@@ -138,6 +138,8 @@ void plan_model_free(PlanModel *m)
 
 /* ---- tensor parallelism ------------------------------------------------ */
 
+const char *const plan_linear_split_names[3] = {"whole", "column", "row"};
+
 void plan_model_set_tp(PlanModel *m, int64_t T)
 {
     for (int i = 0; i < m->nlayers; i++) {
@@ -150,13 +152,17 @@ void plan_model_set_tp(PlanModel *m, int64_t T)
 
 const char *plan_tp_misfit(const PlanLayer *L, int64_t T, int64_t *value)
 {
-    int block = L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK;
-    if (T > 1 && L->kind == PLAN_L_LINEAR && L->split == PLAN_LINEAR_COLUMN && L->nout % T)
-        return *value = L->nout, "output features";
-    int64_t fin = L->in.ndim > 0 ? L->in.dim[L->in.ndim - 1] : 1;
-    if (T > 1 && L->kind == PLAN_L_LINEAR && L->split == PLAN_LINEAR_ROW && fin % T)
-        return *value = fin, "input features";
-    if (!block || T <= 1)
+    if (T <= 1)
+        return NULL;
+    if (L->kind == PLAN_L_LINEAR) {
+        int64_t fin = L->in.ndim > 0 ? L->in.dim[L->in.ndim - 1] : 1;
+        if (L->split == PLAN_LINEAR_COLUMN && L->nout % T)
+            return *value = L->nout, "output features";
+        if (L->split == PLAN_LINEAR_ROW && fin % T)
+            return *value = fin, "input features";
+        return NULL;
+    }
+    if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK)
         return NULL;
     if (L->heads % T)
         return *value = L->heads, "heads";

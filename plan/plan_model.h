@@ -154,6 +154,8 @@ void plan_model_free(PlanModel *m);
  * output gathered) or input features (row: columns of W, the output
  * summed, b whole); runtime/rt_cpu.c says how it computes. */
 typedef enum PlanLinearSplit { PLAN_LINEAR_WHOLE, PLAN_LINEAR_COLUMN, PLAN_LINEAR_ROW } PlanLinearSplit;
+/* Their words in the DSL, --stats and its JSON ("whole" is never written) */
+extern const char *const plan_linear_split_names[3];
 
 /* Tensor parallelism (tensor_parallel = T): the model's own
  * transformer_block and llama_block layers, and linears with a split, are
