@@ -41,6 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "k_cpu.h" /* KPrec */
+
 typedef struct KBlock {
     int64_t t, d, heads, f;
     int causal;
@@ -52,6 +54,7 @@ typedef struct KBlock {
     int64_t tp, tp_rank;
     void (*tp_sum)(void *ctx, float *x, int64_t n);
     void *tp_ctx;
+    KPrec prec; /* of the four linears' products (0: fp32); attention's stay fp32 */
 } KBlock;
 
 /* Tensor parallel. With tp > 1 each of the tp ranks holds heads / tp heads

@@ -15,28 +15,49 @@
  *   - Nothing allocates; scratch space is passed in, its size given by a
  *     *_scratch function where one is needed.
  *   - Single-threaded and deterministic: the same inputs give the same bits.
- *   - Matrix products go through OpenBLAS's cblas_sgemm (one thread).
+ *   - Matrix products go through k_gemm: OpenBLAS's cblas_sgemm (one
+ *     thread) in fp32, or kernels/cpu/k_gemm.c's own bf16 GEMM.
  */
 #ifndef PIPE_K_CPU_H
 #define PIPE_K_CPU_H
 
 #include <stdint.h>
 
+/* ---- matrix products ------------------------------------------------------- */
+/* The plan's precision of the matrix products of linear and conv2d (and of
+ * the linears inside transformer_block and llama_block; their attention
+ * products stay fp32). K_FP32: cblas_sgemm. K_BF16: both operands rounded
+ * to bf16 (k_bf16_round), products and sums in fp32 (AVX512-BF16's
+ * vdpbf16ps), fp32 output; only where k_bf16_supported(). */
+typedef enum KPrec { K_FP32 = 0, K_BF16 = 1 } KPrec;
+/* 1 when this CPU has AVX512-BF16 (and AVX512F / BW), the bf16 GEMM's needs */
+int k_bf16_supported(void);
+/* fp32 -> bf16 bits as the GEMM rounds: to nearest even, NaN stays NaN
+ * (quiet), a denormal becomes zero of its sign */
+uint16_t k_bf16_round(float x);
+/* C (M, N) = op(A) (M, K) . op(B) (K, N) + (beta ? C : 0), row-major, op(X)
+ * = X^T when tx. In bf16 element C[i][j] depends on row i of op(A), column
+ * j of op(B) and K only (one summation order, whatever the other sizes). */
+void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+            int64_t ldb, int beta, float *c, int64_t ldc);
+
 /* ---- linear: y = x W^T + b over the last dimension ---------------------- */
 /* in (N, IN), w (OUT, IN), b (OUT) or NULL, out (N, OUT); N = B * leading dims */
 void k_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
-                      int64_t out_f);
+                      int64_t out_f, KPrec prec);
 /* din (N, IN) = dout (N, OUT) . w */
-void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f);
+void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f,
+                             KPrec prec);
 /* dw (OUT, IN) += dout^T . in ; db (OUT) += sum over rows of dout (db may be NULL) */
 void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
-                              int64_t out_f);
+                              int64_t out_f, KPrec prec);
 
 /* ---- conv2d (im2col + GEMM) ----------------------------------------------- */
 typedef struct KConv {
     int64_t c, h, w;          /* input channels and size */
     int64_t oc, oh, ow;       /* output channels and size */
     int64_t kh, kw, sh, sw, ph, pw;
+    KPrec prec;               /* of its matrix products (0: fp32) */
 } KConv;
 /* scratch floats needed by forward and backward (im2col of one sample) */
 int64_t k_conv2d_scratch(const KConv *g);

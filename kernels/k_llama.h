@@ -33,6 +33,8 @@
 
 #include <stdint.h>
 
+#include "k_cpu.h" /* KPrec */
+
 #define K_LLAMA_PARAMS 9
 
 typedef struct KLlama {
@@ -45,6 +47,7 @@ typedef struct KLlama {
     int64_t tp, tp_rank;
     void (*tp_sum)(void *ctx, float *x, int64_t n);
     void *tp_ctx;
+    KPrec prec; /* of the seven linears' products (0: fp32); attention's stay fp32 */
 } KLlama;
 
 /* Tensor parallel (Megatron's split, as transformer_block's in k_block.h).

@@ -197,7 +197,8 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
     switch (L->kind) {
     case PLAN_L_CONV2D: {
         KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
-                   L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
+                   L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw,
+                   K_FP32 /* the scratch does not depend on it */};
         return k_conv2d_scratch(&g);
     }
     case PLAN_L_LINEAR: {

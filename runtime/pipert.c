@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "base_text.h"
+#include "k_cpu.h"
 #include "plan_file.h"
 #include "plan_memory.h"
 #include "rt.h"
@@ -300,6 +301,17 @@ static void duration(char *buf, size_t n, double secs)
         snprintf(buf, n, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
     else
         snprintf(buf, n, "%lld:%02lld", t / 60, t % 60);
+}
+
+/* 1 when every rank's CPU has what the bf16 GEMM needs (k_bf16_supported);
+ * PIPE_NO_BF16=1 in a rank's environment makes it answer as a CPU without
+ * (so the refusal is tested on machines that have it) */
+static int all_have_bf16(RtCtx *rt)
+{
+    const char *no = getenv("PIPE_NO_BF16");
+    int mine = k_bf16_supported() && !(no && !strcmp(no, "1")), all = 0;
+    RT_MPI(rt, MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    return all;
 }
 
 static int has_first(const RtCtx *rt)
@@ -754,10 +766,10 @@ int main(int argc, char **argv)
         bad = "tensor_parallel > 1 runs on the CPU backend only so far (--device cpu), not with --device cuda";
     } else if (rt->ir.cfg.zero && !strcmp(device, "cuda")) {
         bad = "zero = 1 runs on the CPU backend only so far (--device cpu), not with --device cuda";
-    } else if (rt->ir.cfg.precision == PLAN_PREC_BF16 && strcmp(device, "cuda") != 0) {
+    } else if (rt->ir.cfg.precision == PLAN_PREC_BF16 && strcmp(device, "cuda") != 0 && !all_have_bf16(rt)) {
         /* never fp32 in silence where bf16 was asked for */
-        bad = "precision = bf16 runs with --device cuda only so far; the CPU backend computes in fp32 (set precision "
-              "= fp32, or train on a GPU)";
+        bad = "precision = bf16 on the CPU needs AVX512-BF16 (avx512_bf16 in /proc/cpuinfo) on every rank's CPU, "
+              "and at least one lacks it (set precision = fp32, or train with --device cuda)";
     }
     if (bad) {
         if (rt->rank == 0)

@@ -286,7 +286,10 @@ void rt_tp_whole(RtCtx *rt, const RtParam *q, const float *local, float *whole);
  * pooling layer for k_cpu.h (the same structs serve k_cuda.h). */
 struct KBlock rt_block_geom(RtCtx *rt, const PlanLayer *L); /* split over the stage's tp ranks where L->tp > 1 */
 struct KLlama rt_llama_geom(RtCtx *rt, const PlanLayer *L); /* llama_block's, for k_llama.h */
-struct KConv rt_conv_geom(const PlanLayer *L);
+struct KConv rt_conv_geom(const RtCtx *rt, const PlanLayer *L);
+/* the kernels' precision of matrix products (kernels/k_cpu.h KPrec): bf16
+ * where the plan asks for it, else fp32 (tf32 is computed as fp32 on the CPU) */
+int rt_kprec(const RtCtx *rt);
 struct KPool rt_pool_geom(const PlanLayer *L);
 /* transpose over B samples as k_transpose's g = {P, na, M, nb, Q} (the
  * lower dimension as na); returns 0 when a == b (a plain copy) */

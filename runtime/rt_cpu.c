@@ -81,15 +81,15 @@ static void linear_forward(IO)
     const PlanLayer *L = lr->L;
     int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
     if (T <= 1) {
-        k_linear_forward(io->out, io->in, lr->w, lr->b, rows, fin, L->nout);
+        k_linear_forward(io->out, io->in, lr->w, lr->b, rows, fin, L->nout, rt_kprec(rt));
     } else if (L->split == PLAN_LINEAR_COLUMN) {
         int64_t w = L->nout / T;
-        k_linear_forward(rt->scratch + rt->tpi * rows * w, io->in, lr->w, lr->b, rows, fin, w);
+        k_linear_forward(rt->scratch + rt->tpi * rows * w, io->in, lr->w, lr->b, rows, fin, w, rt_kprec(rt));
         gather_cols(rt, io->out, rows, w, T);
     } else {
         int64_t w = fin / T;
         take_cols(rt->scratch, io->in, rows, fin, rt->tpi * w, w);
-        k_linear_forward(io->out, rt->scratch, lr->w, NULL, rows, w, L->nout);
+        k_linear_forward(io->out, rt->scratch, lr->w, NULL, rows, w, L->nout, rt_kprec(rt));
         rt->xp->allreduce_f32(rt, io->out, rows * L->nout, XPORT_TP);
         for (int64_t i = 0; lr->b && i < rows; i++)
             for (int64_t j = 0; j < L->nout; j++)
@@ -102,15 +102,15 @@ static void linear_backward_input(IO)
     const PlanLayer *L = lr->L;
     int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
     if (T <= 1) {
-        k_linear_backward_input(io->din, io->dout, lr->w, rows, fin, L->nout);
+        k_linear_backward_input(io->din, io->dout, lr->w, rows, fin, L->nout, rt_kprec(rt));
     } else if (L->split == PLAN_LINEAR_COLUMN) {
         int64_t w = L->nout / T;
         take_cols(rt->scratch, io->dout, rows, L->nout, rt->tpi * w, w);
-        k_linear_backward_input(io->din, rt->scratch, lr->w, rows, fin, w);
+        k_linear_backward_input(io->din, rt->scratch, lr->w, rows, fin, w, rt_kprec(rt));
         rt->xp->allreduce_f32(rt, io->din, rows * fin, XPORT_TP);
     } else {
         int64_t w = fin / T;
-        k_linear_backward_input(rt->scratch + rt->tpi * rows * w, io->dout, lr->w, rows, w, L->nout);
+        k_linear_backward_input(rt->scratch + rt->tpi * rows * w, io->dout, lr->w, rows, w, L->nout, rt_kprec(rt));
         gather_cols(rt, io->din, rows, w, T);
     }
 }
@@ -120,33 +120,33 @@ static void linear_backward_weight(IO)
     const PlanLayer *L = lr->L;
     int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
     if (T <= 1) {
-        k_linear_backward_weight(lr->gw, lr->gb, io->dout, io->in, rows, fin, L->nout);
+        k_linear_backward_weight(lr->gw, lr->gb, io->dout, io->in, rows, fin, L->nout, rt_kprec(rt));
     } else if (L->split == PLAN_LINEAR_COLUMN) {
         int64_t w = L->nout / T;
         take_cols(rt->scratch, io->dout, rows, L->nout, rt->tpi * w, w);
-        k_linear_backward_weight(lr->gw, lr->gb, rt->scratch, io->in, rows, fin, w);
+        k_linear_backward_weight(lr->gw, lr->gb, rt->scratch, io->in, rows, fin, w, rt_kprec(rt));
     } else {
         int64_t w = fin / T;
         take_cols(rt->scratch, io->in, rows, fin, rt->tpi * w, w);
-        k_linear_backward_weight(lr->gw, lr->gb, io->dout, rt->scratch, rows, w, L->nout);
+        k_linear_backward_weight(lr->gw, lr->gb, io->dout, rt->scratch, rows, w, L->nout, rt_kprec(rt));
     }
 }
 
 static void conv2d_forward(IO)
 {
-    KConv g = rt_conv_geom(lr->L);
+    KConv g = rt_conv_geom(rt, lr->L);
     k_conv2d_forward(io->out, io->in, lr->w, lr->b, rt->B, &g, rt->scratch);
 }
 
 static void conv2d_backward_input(IO)
 {
-    KConv g = rt_conv_geom(lr->L);
+    KConv g = rt_conv_geom(rt, lr->L);
     k_conv2d_backward_input(io->din, io->dout, lr->w, rt->B, &g, rt->scratch);
 }
 
 static void conv2d_backward_weight(IO)
 {
-    KConv g = rt_conv_geom(lr->L);
+    KConv g = rt_conv_geom(rt, lr->L);
     k_conv2d_backward_weight(lr->gw, lr->gb, io->dout, io->in, rt->B, &g, rt->scratch);
 }
 

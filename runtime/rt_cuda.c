@@ -243,7 +243,7 @@ static size_t linear_prepare(RtCtx *rt, RtLayerRt *lr)
 /* the convolution's cuDNN algorithms, chosen once */
 static size_t conv2d_prepare(RtCtx *rt, RtLayerRt *lr)
 {
-    KConv g = rt_conv_geom(lr->L);
+    KConv g = rt_conv_geom(rt, lr->L);
     KcConvPlan *plan = rt_alloc(rt, sizeof *plan, "conv plan");
     lr->gpu_plan = plan;
     KC(rt, lr->L, kc_conv_plan(kc_of(rt), plan, &g, rt->B, RT_CONV_WS_LIMIT));

@@ -103,10 +103,16 @@ static void tp_sum(void *ctx, float *x, int64_t n)
     rt->xp->allreduce_f32(rt, x, n, XPORT_TP);
 }
 
+int rt_kprec(const RtCtx *rt)
+{
+    return rt->ir.cfg.precision == PLAN_PREC_BF16 ? K_BF16 : K_FP32;
+}
+
 KBlock rt_block_geom(RtCtx *rt, const PlanLayer *L)
 {
     KBlock g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .f = L->mlp, .causal = L->causal,
-                .eps = (float)L->eps, .dropout = (float)L->p, .tp = L->tp};
+                .eps = (float)L->eps, .dropout = (float)L->p, .tp = L->tp,
+                .prec = rt_kprec(rt)};
     if (L->tp > 1)
         g.tp_rank = rt->tpi, g.tp_sum = tp_sum, g.tp_ctx = rt;
     return g;
@@ -115,16 +121,18 @@ KBlock rt_block_geom(RtCtx *rt, const PlanLayer *L)
 KLlama rt_llama_geom(RtCtx *rt, const PlanLayer *L)
 {
     KLlama g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .kv_heads = L->kv_heads, .f = L->mlp,
-                .causal = L->causal, .eps = (float)L->eps, .theta = (float)L->theta, .tp = L->tp};
+                .causal = L->causal, .eps = (float)L->eps, .theta = (float)L->theta, .tp = L->tp,
+                .prec = rt_kprec(rt)};
     if (L->tp > 1)
         g.tp_rank = rt->tpi, g.tp_sum = tp_sum, g.tp_ctx = rt;
     return g;
 }
 
-KConv rt_conv_geom(const PlanLayer *L)
+KConv rt_conv_geom(const RtCtx *rt, const PlanLayer *L)
 {
     KConv g = {L->in.dim[0], L->in.dim[1], L->in.dim[2], L->out.dim[0], L->out.dim[1], L->out.dim[2],
-               L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw};
+               L->kh,        L->kw,        L->sh,        L->sw,         L->ph,         L->pw,
+               rt_kprec(rt)};
     return g;
 }
 

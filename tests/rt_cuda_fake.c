@@ -180,21 +180,21 @@ size_t kc_linear_workspace(const KcCtx *ctx, int64_t n, int64_t in_f, int64_t ou
 int kc_linear_forward(KcCtx *ctx, float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
                       int64_t out_f)
 {
-    k_linear_forward(out, in, w, b, n, in_f, out_f);
+    k_linear_forward(out, in, w, b, n, in_f, out_f, K_FP32);
     return ctx->err;
 }
 
 int kc_linear_backward_input(KcCtx *ctx, float *din, const float *dout, const float *w, int64_t n, int64_t in_f,
                              int64_t out_f)
 {
-    k_linear_backward_input(din, dout, w, n, in_f, out_f);
+    k_linear_backward_input(din, dout, w, n, in_f, out_f, K_FP32);
     return ctx->err;
 }
 
 int kc_linear_backward_weight(KcCtx *ctx, float *dw, float *db, const float *dout, const float *in, int64_t n,
                               int64_t in_f, int64_t out_f)
 {
-    k_linear_backward_weight(dw, db, dout, in, n, in_f, out_f);
+    k_linear_backward_weight(dw, db, dout, in, n, in_f, out_f, K_FP32);
     return ctx->err;
 }
 

@@ -111,7 +111,7 @@ typedef struct LinCtx {
 static void lin_fwd(void *p)
 {
     LinCtx *c = p;
-    k_linear_forward(c->out, c->x, c->w, c->b, c->n, c->in, c->outf);
+    k_linear_forward(c->out, c->x, c->w, c->b, c->n, c->in, c->outf, K_FP32);
 }
 
 START_TEST(linear_gradients)
@@ -121,24 +121,24 @@ START_TEST(linear_gradients)
     LinCtx c = {fnan(n * of), frand(n * in, -1, 1), frand(of * in, -1, 1), frand(of, -1, 1), n, in, of};
     float *g = frand(n * of, -1, 1), *din = fnan(n * in), *dw = fzero(of * in), *db = fzero(of);
     lin_fwd(&c);
-    k_linear_backward_input(din, g, c.w, n, in, of);
-    k_linear_backward_weight(dw, db, g, c.x, n, in, of);
+    k_linear_backward_input(din, g, c.w, n, in, of, K_FP32);
+    k_linear_backward_weight(dw, db, g, c.x, n, in, of, K_FP32);
     Fd f = {lin_fwd, &c, c.out, g, n * of};
     check_fd("linear din", &f, c.x, n * in, din, 1e-2f, 1e-2);
     check_fd("linear dw", &f, c.w, of * in, dw, 1e-2f, 1e-2);
     check_fd("linear db", &f, c.b, of, db, 1e-2f, 1e-2);
     /* accumulation: a second call adds the same again */
     float *dw1 = fcopy(dw, of * in), *db1 = fcopy(db, of);
-    k_linear_backward_weight(dw, db, g, c.x, n, in, of);
+    k_linear_backward_weight(dw, db, g, c.x, n, in, of, K_FP32);
     check_scaled("linear dw x2", dw, dw1, 2.0f, of * in);
     check_scaled("linear db x2", db, db1, 2.0f, of);
     /* no bias: the forward without b, the backward with db NULL */
     float *nb = fnan(n * of), *dw2 = fzero(of * in);
-    k_linear_forward(nb, c.x, c.w, NULL, n, in, of);
+    k_linear_forward(nb, c.x, c.w, NULL, n, in, of, K_FP32);
     for (int64_t i = 0; i < n; i++)
         for (int64_t o = 0; o < of; o++)
             ck_assert_float_eq_tol(nb[i * of + o], c.out[i * of + o] - c.b[o], 1e-5f);
-    k_linear_backward_weight(dw2, NULL, g, c.x, n, in, of);
+    k_linear_backward_weight(dw2, NULL, g, c.x, n, in, of, K_FP32);
     ck_assert_mem_eq(dw2, dw1, (size_t)(of * in) * sizeof(float));
     free(c.out), free(c.x), free(c.w), free(c.b), free(g), free(din), free(dw), free(db), free(dw1), free(db1);
     free(nb), free(dw2);
@@ -166,9 +166,9 @@ START_TEST(linear_reference)
                 rdw[o * in + k] += (double)g[i * of + o] * x[i * in + k];
             }
         }
-    k_linear_forward(out, x, w, b, n, in, of);
-    k_linear_backward_input(din, g, w, n, in, of);
-    k_linear_backward_weight(dw, db, g, x, n, in, of);
+    k_linear_forward(out, x, w, b, n, in, of, K_FP32);
+    k_linear_backward_input(din, g, w, n, in, of, K_FP32);
+    k_linear_backward_weight(dw, db, g, x, n, in, of, K_FP32);
     check_close("linear out", out, ro, n * of, 1e-5);
     check_close("linear din", din, rdi, n * in, 1e-5);
     check_close("linear dw", dw, rdw, of * in, 1e-5);
@@ -183,17 +183,17 @@ END_TEST
 static KConv conv_geom(int64_t c, int64_t h, int64_t w, int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                        int64_t ph, int64_t pw)
 {
-    KConv g = {c, h, w, oc, (h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1, kh, kw, sh, sw, ph, pw};
+    KConv g = {c, h, w, oc, (h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1, kh, kw, sh, sw, ph, pw, K_FP32};
     return g;
 }
 
 static const KConv CONVS[] = {
-    {2, 6, 7, 3, 0, 0, 3, 2, 2, 1, 1, 0}, /* non-square kernel, stride 2 x 1, padding rows only */
-    {1, 7, 6, 2, 0, 0, 2, 3, 1, 3, 0, 1}, /* stride 3 across, padding columns only */
-    {3, 5, 5, 2, 0, 0, 1, 1, 1, 1, 0, 0}, /* 1x1: the direct path without im2col */
-    {2, 4, 5, 2, 0, 0, 3, 3, 2, 2, 2, 2}, /* padding as wide as the kernel allows and more */
-    {1, 3, 3, 1, 0, 0, 3, 3, 1, 1, 0, 0}, /* one output */
-    {1, 20, 20, 2, 0, 0, 3, 3, 1, 1, 1, 1}, /* 400 positions: more than one block of the bias sum */
+    {2, 6, 7, 3, 0, 0, 3, 2, 2, 1, 1, 0, K_FP32}, /* non-square kernel, stride 2 x 1, padding rows only */
+    {1, 7, 6, 2, 0, 0, 2, 3, 1, 3, 0, 1, K_FP32}, /* stride 3 across, padding columns only */
+    {3, 5, 5, 2, 0, 0, 1, 1, 1, 1, 0, 0, K_FP32}, /* 1x1: the direct path without im2col */
+    {2, 4, 5, 2, 0, 0, 3, 3, 2, 2, 2, 2, K_FP32}, /* padding as wide as the kernel allows and more */
+    {1, 3, 3, 1, 0, 0, 3, 3, 1, 1, 0, 0, K_FP32}, /* one output */
+    {1, 20, 20, 2, 0, 0, 3, 3, 1, 1, 1, 1, K_FP32}, /* 400 positions: more than one block of the bias sum */
 };
 #define NCONVS (int)(sizeof CONVS / sizeof CONVS[0])
 
@@ -306,10 +306,10 @@ START_TEST(split_backward_is_bitwise)
     float *lx = frand(n * in, -1, 1), *lw = frand(of * in, -1, 1), *lg = frand(n * of, -1, 1);
     float *ld1 = fnan(n * in), *ld2 = fnan(n * in), *lw1 = fzero(of * in), *lw2 = fzero(of * in);
     float *lb1 = fzero(of), *lb2 = fzero(of);
-    k_linear_backward_input(ld1, lg, lw, n, in, of);
-    k_linear_backward_weight(lw1, lb1, lg, lx, n, in, of);
-    k_linear_backward_weight(lw2, lb2, lg, lx, n, in, of);
-    k_linear_backward_input(ld2, lg, lw, n, in, of);
+    k_linear_backward_input(ld1, lg, lw, n, in, of, K_FP32);
+    k_linear_backward_weight(lw1, lb1, lg, lx, n, in, of, K_FP32);
+    k_linear_backward_weight(lw2, lb2, lg, lx, n, in, of, K_FP32);
+    k_linear_backward_input(ld2, lg, lw, n, in, of, K_FP32);
     ck_assert_mem_eq(ld1, ld2, (size_t)(n * in) * sizeof(float));
     ck_assert_mem_eq(lw1, lw2, (size_t)(of * in) * sizeof(float));
     ck_assert_mem_eq(lb1, lb2, (size_t)of * sizeof(float));

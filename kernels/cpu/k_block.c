@@ -215,10 +215,10 @@ static void row_parallel(float *y, const float *x, const float *w, const float *
                          const KBlock *g)
 {
     if (k_block_tp(g) == 1) {
-        k_linear_forward(y, x, w, b, N, NI, NO);
+        k_linear_forward(y, x, w, b, N, NI, NO, g->prec);
         return;
     }
-    k_linear_forward(y, x, w, NULL, N, NI, NO);
+    k_linear_forward(y, x, w, NULL, N, NI, NO, g->prec);
     tp_sum(y, N * NO, g);
     for (int64_t r = 0; r < N; r++)
         add_into(y + r * NO, b, NO);
@@ -239,7 +239,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     float *ln2 = saved + o.ln2, *fc = saved + o.fc, *act = saved + o.act;
     /* attention half: h (N, D) = x + drop2(proj(attention(qkv(ln1(x))))) */
     k_layernorm_forward(ln1, saved + o.mean1, saved + o.rstd1, in, p[0], p[1], n, d, g->eps);
-    k_linear_forward(qkv, ln1, p[2], p[3], n, d, 3 * dl);
+    k_linear_forward(qkv, ln1, p[2], p[3], n, d, 3 * dl, g->prec);
     k_attention_forward(ctx, saved + o.att, qkv, mask, B, g->t, dl, k_block_hl(g), g->causal);
     if (drops)
         att_drop_forward(ctx, saved + o.att, qkv, B, g, &dr, ds.pd, ds.bits);
@@ -249,7 +249,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     add_into(h, in, n * d);
     /* MLP half: out (N, D) = h + drop3(mlp.proj(gelu(mlp.fc(ln2(h))))) */
     k_layernorm_forward(ln2, saved + o.mean2, saved + o.rstd2, h, p[6], p[7], n, d, g->eps);
-    k_linear_forward(fc, ln2, p[8], p[9], n, d, f);
+    k_linear_forward(fc, ln2, p[8], p[9], n, d, f, g->prec);
     k_gelu_forward(act, fc, n * f);
     row_parallel(out, act, p[10], p[11], n, f, d, g);
     if (drops)
@@ -284,21 +284,21 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
     else
         memcpy(dmp, dout, (size_t)(n * d) * sizeof(float));
     float *dact = scratch; /* (N, F) */
-    k_linear_backward_input(dact, dmp, p[10], n, f, d);
+    k_linear_backward_input(dact, dmp, p[10], n, f, d, g->prec);
     k_gelu_backward(dfc, dact, saved + o.fc, n * f);
-    k_linear_backward_input(dln2, dfc, p[8], n, d, f);
+    k_linear_backward_input(dln2, dfc, p[8], n, d, f, g->prec);
     tp_sum(dln2, n * d, g); /* column-parallel: each rank's F/tp of the sum */
     k_layernorm_backward_input(dh, dln2, saved + o.h, p[6], saved + o.mean2, saved + o.rstd2, n, d);
     add_into(dh, dout, n * d);
     if (drops)
         drop_rows(dproj, dh, B, g, &dr, K_BLOCK_DROP_ATTN_PROJ, 1, ds.bits);
     float *dctx = scratch; /* (N, D); dact is dead */
-    k_linear_backward_input(dctx, dproj, p[4], n, dl, d);
+    k_linear_backward_input(dctx, dproj, p[4], n, dl, d, g->prec);
     if (drops)
         att_drop_backward(dqkv, dctx, saved + o.qkv, saved + o.att, B, g, &dr, &ds);
     else
         k_attention_backward(dqkv, dctx, saved + o.qkv, saved + o.att, B, g->t, dl, k_block_hl(g));
-    k_linear_backward_input(dln1, dqkv, p[2], n, d, 3 * dl);
+    k_linear_backward_input(dln1, dqkv, p[2], n, d, 3 * dl, g->prec);
     tp_sum(dln1, n * d, g);
     k_layernorm_backward_input(din, dln1, in, p[0], saved + o.mean1, saved + o.rstd1, n, d);
     add_into(din, dh, n * d);
@@ -316,11 +316,11 @@ void k_block_backward_weight(float *const grads[12], const float *dsaved, const 
     KBlockDsaved q = k_block_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = k_block_fl(g), dl = k_block_dl(g);
     k_layernorm_backward_weight(grads[0], grads[1], dsaved + q.dln1, in, saved + o.mean1, saved + o.rstd1, n, d);
-    k_linear_backward_weight(grads[2], grads[3], dsaved + q.dqkv, saved + o.ln1, n, d, 3 * dl);
-    k_linear_backward_weight(grads[4], grads[5], dsaved + q.dh, saved + o.ctx, n, dl, d);
+    k_linear_backward_weight(grads[2], grads[3], dsaved + q.dqkv, saved + o.ln1, n, d, 3 * dl, g->prec);
+    k_linear_backward_weight(grads[4], grads[5], dsaved + q.dh, saved + o.ctx, n, dl, d, g->prec);
     k_layernorm_backward_weight(grads[6], grads[7], dsaved + q.dln2, saved + o.h, saved + o.mean2, saved + o.rstd2, n,
                                 d);
-    k_linear_backward_weight(grads[8], grads[9], dsaved + q.dfc, saved + o.ln2, n, d, f);
-    k_linear_backward_weight(grads[10], grads[11], dsaved + q.dout, saved + o.act, n, f, d);
+    k_linear_backward_weight(grads[8], grads[9], dsaved + q.dfc, saved + o.ln2, n, d, f, g->prec);
+    k_linear_backward_weight(grads[10], grads[11], dsaved + q.dout, saved + o.act, n, f, d, g->prec);
     (void)scratch;
 }

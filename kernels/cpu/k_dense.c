@@ -1,8 +1,8 @@
 /* kernels/cpu/k_dense.c: the CPU kernels with a spatial or matrix structure:
- * linear (one cblas_sgemm over all rows), conv2d (im2col of one sample at a
- * time, then cblas_sgemm), max / average / adaptive average pooling.
+ * linear (one k_gemm over all rows), conv2d (im2col of one sample at a
+ * time, then k_gemm), max / average / adaptive average pooling.
  *
- * Weight gradients are added into dw / db (sgemm with beta = 1, or one of
+ * Weight gradients are added into dw / db (k_gemm with beta = 1, or one of
  * the fixed-order sums of k_reduce.h added once); input gradients are
  * overwritten. Every loop
  * walks memory in a fixed order, so the same inputs give the same bits.
@@ -11,40 +11,34 @@
 #include "k_reduce.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
-/* BLAS takes int dimensions */
-#define K_BLAS_INT(x) (assert((x) >= 0 && (x) <= 0x7fffffff && "dimension fits a BLAS int"), (int)(x))
-
 /* ---- linear ------------------------------------------------------------------- */
 
-/* out (N, OUT) = b broadcast, then += in (N, IN) . w^T (OUT, IN) in one sgemm */
+/* out (N, OUT) = b broadcast, then += in (N, IN) . w^T (OUT, IN) in one product */
 void k_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
-                      int64_t out_f)
+                      int64_t out_f, KPrec prec)
 {
-    int NR = K_BLAS_INT(n), NI = K_BLAS_INT(in_f), NO = K_BLAS_INT(out_f);
     if (b)
         for (int64_t i = 0; i < n; i++)
             memcpy(out + i * out_f, b, (size_t)out_f * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, NR, NO, NI, 1.0f, in, NI, w, NI, b ? 1.0f : 0.0f, out, NO);
+    k_gemm(prec, 0, 1, n, out_f, in_f, in, in_f, w, in_f, b != NULL, out, out_f);
 }
 
 /* din (N, IN) = dout (N, OUT) . w (OUT, IN) */
-void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f)
+void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f,
+                             KPrec prec)
 {
-    int NR = K_BLAS_INT(n), NI = K_BLAS_INT(in_f), NO = K_BLAS_INT(out_f);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, NR, NI, NO, 1.0f, dout, NO, w, NI, 0.0f, din, NI);
+    k_gemm(prec, 0, 0, n, in_f, out_f, dout, out_f, w, in_f, 0, din, in_f);
 }
 
 /* dw (OUT, IN) += dout^T (OUT, N) . in (N, IN); db (OUT) += column sums of dout */
 void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
-                              int64_t out_f)
+                              int64_t out_f, KPrec prec)
 {
-    int NR = K_BLAS_INT(n), NI = K_BLAS_INT(in_f), NO = K_BLAS_INT(out_f);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, NR, 1.0f, dout, NO, in, NI, 1.0f, dw, NI);
+        k_gemm(prec, 1, 0, out_f, in_f, n, dout, out_f, in, in_f, 1, dw, in_f);
     if (db)
         k_colsum_add(db, dout, n, out_f);
 }
@@ -138,7 +132,6 @@ void k_conv2d_forward(float *out, const float *in, const float *w, const float *
                       float *scratch)
 {
     int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, in_sz = g->c * g->h * g->w;
-    int OC = K_BLAS_INT(g->oc), KK = K_BLAS_INT(K), PP = K_BLAS_INT(P);
     for (int64_t s = 0; s < B; s++) {
         const float *x = in + s * in_sz;
         float *y = out + s * g->oc * P; /* (OC, P) */
@@ -151,8 +144,7 @@ void k_conv2d_forward(float *out, const float *in, const float *w, const float *
             for (int64_t o = 0; o < g->oc; o++)
                 for (int64_t p = 0; p < P; p++)
                     y[o * P + p] = b[o];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, PP, KK, 1.0f, w, KK, col, PP, b ? 1.0f : 0.0f, y,
-                    PP);
+        k_gemm(g->prec, 0, 0, g->oc, P, K, w, K, col, P, b != NULL, y, P);
     }
 }
 
@@ -160,13 +152,11 @@ void k_conv2d_forward(float *out, const float *in, const float *w, const float *
 void k_conv2d_backward_input(float *din, const float *dout, const float *w, int64_t B, const KConv *g, float *scratch)
 {
     int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, in_sz = g->c * g->h * g->w;
-    int OC = K_BLAS_INT(g->oc), KK = K_BLAS_INT(K), PP = K_BLAS_INT(P);
     int direct = conv_is_pointwise(g);
     for (int64_t s = 0; s < B; s++) {
         float *dx = din + s * in_sz;
         const float *dy = dout + s * g->oc * P;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, KK, PP, OC, 1.0f, w, KK, dy, PP, 0.0f,
-                    direct ? dx : scratch, PP);
+        k_gemm(g->prec, 1, 0, K, P, g->oc, w, K, dy, P, 0, direct ? dx : scratch, P);
         if (!direct)
             col2im(dx, scratch, g);
     }
@@ -178,7 +168,6 @@ void k_conv2d_backward_weight(float *dw, float *db, const float *dout, const flo
                               float *scratch)
 {
     int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, in_sz = g->c * g->h * g->w;
-    int OC = K_BLAS_INT(g->oc), KK = K_BLAS_INT(K), PP = K_BLAS_INT(P);
     if (dw)
         for (int64_t s = 0; s < B; s++) {
             const float *x = in + s * in_sz, *col = x;
@@ -186,8 +175,7 @@ void k_conv2d_backward_weight(float *dw, float *db, const float *dout, const flo
                 im2col(scratch, x, g);
                 col = scratch;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, KK, PP, 1.0f, dout + s * g->oc * P, PP, col, PP,
-                        1.0f, dw, KK);
+            k_gemm(g->prec, 0, 1, g->oc, K, P, dout + s * g->oc * P, P, col, P, 1, dw, K);
         }
     if (db)
         for (int64_t o = 0; o < g->oc; o++) {

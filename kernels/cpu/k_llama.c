@@ -106,23 +106,23 @@ void k_llama_forward(float *out, float *saved, const float *in, const float *mas
     float *cosv = scratch + sc.cos, *sinv = scratch + sc.sin;
     /* attention half: h = x + o_proj(attention(rope(q), rope(k), v)) */
     k_rmsnorm_forward(r1, saved + o.rstd1, in, p[7], n, d, g->eps);
-    k_linear_forward(q, r1, p[0], NULL, n, d, dq);
-    k_linear_forward(k, r1, p[1], NULL, n, d, dk);
-    k_linear_forward(v, r1, p[2], NULL, n, d, dk);
+    k_linear_forward(q, r1, p[0], NULL, n, d, dq, g->prec);
+    k_linear_forward(k, r1, p[1], NULL, n, d, dk, g->prec);
+    k_linear_forward(v, r1, p[2], NULL, n, d, dk, g->prec);
     k_rope_table(cosv, sinv, g->t, hd, g->theta);
     k_rope_forward(q, n, dq, g->t, hl, hd, cosv, sinv);
     k_rope_forward(k, n, dk, g->t, k_llama_kl(g), hd, cosv, sinv);
     gqa_expand(scratch + sc.qkv, q, k, v, n, g);
     k_attention_forward(ctx, saved + o.att, scratch + sc.qkv, mask, B, g->t, dq, hl, g->causal);
-    k_linear_forward(h, ctx, p[3], NULL, n, dq, d);
+    k_linear_forward(h, ctx, p[3], NULL, n, dq, d, g->prec);
     tp_sum(h, n * d, g); /* row-parallel: each rank's Dq columns of the product */
     add_into(h, in, n * d);
     /* MLP half: out = h + down_proj(silu(gate_proj(r2)) * up_proj(r2)) */
     k_rmsnorm_forward(r2, saved + o.rstd2, h, p[8], n, d, g->eps);
-    k_linear_forward(gate, r2, p[4], NULL, n, d, f);
-    k_linear_forward(up, r2, p[5], NULL, n, d, f);
+    k_linear_forward(gate, r2, p[4], NULL, n, d, f, g->prec);
+    k_linear_forward(up, r2, p[5], NULL, n, d, f, g->prec);
     k_swiglu_forward(act, gate, up, n * f);
-    k_linear_forward(out, act, p[6], NULL, n, f, d);
+    k_linear_forward(out, act, p[6], NULL, n, f, d, g->prec);
     tp_sum(out, n * d, g);
     add_into(out, h, n * d);
 }
@@ -145,25 +145,25 @@ void k_llama_backward_input(float *din, float *dsaved, const float *dout, const 
     float *tmp = scratch + sc.tmp, *cosv = scratch + sc.cos, *sinv = scratch + sc.sin;
     /* down_proj's output gradient is dout; kept, since the weight half does not get dout */
     memcpy(dmp, dout, (size_t)(n * d) * sizeof(float));
-    k_linear_backward_input(tmp, dout, p[6], n, f, d); /* dact (N, F) */
+    k_linear_backward_input(tmp, dout, p[6], n, f, d, g->prec); /* dact (N, F) */
     k_swiglu_backward(dgate, dup, tmp, saved + o.gate, saved + o.up, n * f);
-    k_linear_backward_input(dr2, dgate, p[4], n, d, f);
-    k_linear_backward_input(tmp, dup, p[5], n, d, f);
+    k_linear_backward_input(dr2, dgate, p[4], n, d, f, g->prec);
+    k_linear_backward_input(tmp, dup, p[5], n, d, f, g->prec);
     add_into(dr2, tmp, n * d);
     tp_sum(dr2, n * d, g); /* column-parallel: each rank's F/tp of gate and up */
     k_rmsnorm_backward_input(dh, dr2, saved + o.h, p[8], saved + o.rstd2, n, d);
     add_into(dh, dout, n * d);
-    k_linear_backward_input(tmp, dh, p[3], n, dqw, d); /* dctx (N, Dq) */
+    k_linear_backward_input(tmp, dh, p[3], n, dqw, d, g->prec); /* dctx (N, Dq) */
     k_rope_table(cosv, sinv, g->t, hd, g->theta);
     gqa_expand(scratch + sc.qkv, saved + o.q, saved + o.k, saved + o.v, n, g);
     k_attention_backward(scratch + sc.dqkv, tmp, scratch + sc.qkv, saved + o.att, B, g->t, dqw, hl);
     gqa_reduce(dq, dkk, dv, scratch + sc.dqkv, n, g);
     k_rope_backward(dq, n, dqw, g->t, hl, hd, cosv, sinv);
     k_rope_backward(dkk, n, dk, g->t, k_llama_kl(g), hd, cosv, sinv);
-    k_linear_backward_input(dr1, dq, p[0], n, d, dqw);
-    k_linear_backward_input(tmp, dkk, p[1], n, d, dk);
+    k_linear_backward_input(dr1, dq, p[0], n, d, dqw, g->prec);
+    k_linear_backward_input(tmp, dkk, p[1], n, d, dk, g->prec);
     add_into(dr1, tmp, n * d);
-    k_linear_backward_input(tmp, dv, p[2], n, d, dk);
+    k_linear_backward_input(tmp, dv, p[2], n, d, dk, g->prec);
     add_into(dr1, tmp, n * d);
     tp_sum(dr1, n * d, g);
     k_rmsnorm_backward_input(din, dr1, in, p[7], saved + o.rstd1, n, d);
@@ -180,13 +180,13 @@ void k_llama_backward_weight(float *const grads[9], const float *dsaved, const f
     KLlamaSaved o = k_llama_saved_layout(g, B);
     KLlamaDsaved q = k_llama_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = k_llama_fl(g), dq = k_llama_qw(g);
-    k_linear_backward_weight(grads[0], NULL, dsaved + q.dq, saved + o.r1, n, d, dq);
-    k_linear_backward_weight(grads[1], NULL, dsaved + q.dk, saved + o.r1, n, d, dk);
-    k_linear_backward_weight(grads[2], NULL, dsaved + q.dv, saved + o.r1, n, d, dk);
-    k_linear_backward_weight(grads[3], NULL, dsaved + q.dh, saved + o.ctx, n, dq, d);
-    k_linear_backward_weight(grads[4], NULL, dsaved + q.dgate, saved + o.r2, n, d, f);
-    k_linear_backward_weight(grads[5], NULL, dsaved + q.dup, saved + o.r2, n, d, f);
-    k_linear_backward_weight(grads[6], NULL, dsaved + q.dout, saved + o.act, n, f, d);
+    k_linear_backward_weight(grads[0], NULL, dsaved + q.dq, saved + o.r1, n, d, dq, g->prec);
+    k_linear_backward_weight(grads[1], NULL, dsaved + q.dk, saved + o.r1, n, d, dk, g->prec);
+    k_linear_backward_weight(grads[2], NULL, dsaved + q.dv, saved + o.r1, n, d, dk, g->prec);
+    k_linear_backward_weight(grads[3], NULL, dsaved + q.dh, saved + o.ctx, n, dq, d, g->prec);
+    k_linear_backward_weight(grads[4], NULL, dsaved + q.dgate, saved + o.r2, n, d, f, g->prec);
+    k_linear_backward_weight(grads[5], NULL, dsaved + q.dup, saved + o.r2, n, d, f, g->prec);
+    k_linear_backward_weight(grads[6], NULL, dsaved + q.dout, saved + o.act, n, f, d, g->prec);
     k_rmsnorm_backward_weight(grads[7], dsaved + q.dr1, in, saved + o.rstd1, n, d);
     k_rmsnorm_backward_weight(grads[8], dsaved + q.dr2, saved + o.h, saved + o.rstd2, n, d);
     (void)scratch;

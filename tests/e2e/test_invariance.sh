@@ -14,7 +14,10 @@
 # a small CNN with batchnorm2d (its running statistics and
 # num_batches_tracked are in the checkpoints, so compared bit for bit), and
 # a small ResNet (residual blocks with and without a projection shortcut,
-# weights in both branches, dropout inside a block).
+# weights in both branches, dropout inside a block). Then precision = bf16
+# (its own GEMM: kernels/cpu/k_gemm.c) on the MLP, the GPT and the CNN:
+# every generator on 2, 3 or 4 stages against bf16's 1-stage run, bit for
+# bit (on a CPU without AVX512-BF16 that part is reported as skipped).
 #   test_invariance.sh PIPEC PIPERT SOURCE_DIR
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -104,6 +107,23 @@ PY
         fi
     fi
 }
+suite_bf16() { # LABEL: precision = bf16, every generator once, against bf16's 1-stage 1f1b run
+    local label=$1-bf16 i=0
+    run "$label-base" 1 -D stages=1 -D schedule=1f1b -D precision=bf16 || return
+    while read -r sched place; do
+        local s=$((2 + i % 3)) ac=$((i % 2))
+        i=$((i + 1))
+        local name="$label-$sched-s$s-ac$ac"
+        run "$name" "$s" -D stages="$s" -D "schedule=$sched" -D activation_checkpoint="$ac" -D precision=bf16 &&
+            same "$label" "$name" "precision = bf16, stages $s, $sched ($place), activation_checkpoint = $ac"
+    done <<<"$SCHEDS"
+    # and it is bf16: the losses differ from fp32's
+    if cmp -s "$TMP/$1-base.loss" "$TMP/$label-base.loss"; then
+        not_ok "$label: bf16's losses differ from fp32's" "the same text: computed in fp32?"
+    else
+        ok "$label: bf16's losses differ from fp32's ($(head -n 1 "$TMP/$label-base.loss") against $(head -n 1 "$TMP/$1-base.loss"))"
+    fi
+}
 timed() { # LABEL MODEL: the suite, and the seconds it took
     local t0=$SECONDS
     MODEL=$2 suite "$1"
@@ -114,4 +134,13 @@ timed gpt "$TMP/tied_gpt.pipe"
 timed llama "$TMP/llama_gqa.pipe"
 timed bn "$SRC/tests/e2e/bn_cnn.pipe"
 timed resnet "$SRC/tests/e2e/residual_cnn.pipe"
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    t0=$SECONDS
+    MODEL="$SRC/tests/e2e/tied_mlp.pipe" suite_bf16 mlp
+    MODEL="$TMP/tied_gpt.pipe" suite_bf16 gpt
+    MODEL="$SRC/tests/e2e/bn_cnn.pipe" suite_bf16 bn
+    echo "# bf16: $((SECONDS - t0)) s"
+else
+    echo "# skipped: no AVX512-BF16 on this CPU: the precision = bf16 cases"
+fi
 e2e_end

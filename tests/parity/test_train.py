@@ -29,6 +29,12 @@ file with a pad id), with `shuffle = false`: step s trains on samples
      Every step's loss must agree within 1e-4 relative (the LLaMA and the
      ResNet within 1e-5).
 
+The MLP, the CNN, the GPT and the LLaMA run again with `precision = bf16`
+(pipert's own bf16 GEMM, kernels/cpu/k_gemm.c) against the torch twin's
+forward under torch.autocast("cpu", dtype=torch.bfloat16) (the loss in
+fp32): every step's loss within 2e-2 relative. On a CPU without
+AVX512-BF16 pipert refuses them at start and they are reported as skipped.
+
 The MLP, the GPT, the LLaMA and the ResNet also run on 1 stage (np 1) and must print the same
 losses, as text, as on 2 stages (the GPT's tie then stays on one stage). Dropout is 0 everywhere (torch cannot draw pipe's
 masks). A model with transformer_block is reported as skipped when this
@@ -39,6 +45,7 @@ Prints one line per check (max relative loss difference per model), skips as
 "skipped: ...", and a last line `N passed, M failed`; exits 1 on any failure.
 Needs torch (Debian's python3-torch) and mpirun on PATH.
 """
+import contextlib
 import inspect
 import json
 import math
@@ -535,6 +542,16 @@ TYPES = {
 # the models that also run on 1 stage, where their losses must be the same text
 ONE_STAGE = ["mlp", "gpt", "llama", "bn", "moves", "resnet"]
 
+# precision = bf16 against torch's autocast: the same models, 2e-2 (bf16
+# keeps 8 bits of a product's operands; the two sides round different
+# tensors: pipert the products' operands only, autocast every op's output)
+BF16_TOL = 2e-2
+NO_BF16 = "needs AVX512-BF16"
+for name in ["mlp", "cnn", "gpt", "llama"]:
+    base = [c for c in CASES if c["name"] == name][0]
+    CASES.append(dict(base, name=name + "-bf16", base=name, bf16=True, tol=BF16_TOL,
+                      text=base["text"].replace("train {", "train {\n    precision = bf16", 1)))
+
 # ---- running
 
 
@@ -592,8 +609,9 @@ def check_json(pipec, pipe, c, model):
         raise AssertionError("pipec --stats --json exited %d: %s" % (rc, tail(out)))
     j = json.loads(out)
     types = [l["type"] for l in j["layers"]]
-    if types != TYPES[c["name"]]:
-        raise AssertionError("pipec's layers %s are not the torch twin's %s" % (types, TYPES[c["name"]]))
+    want = TYPES[c.get("base", c["name"])]
+    if types != want:
+        raise AssertionError("pipec's layers %s are not the torch twin's %s" % (types, want))
     params = dict((n, list(p.shape)) for n, p in model.named_parameters())
     listed = {}
     for l in j["layers"]:
@@ -631,7 +649,10 @@ def torch_losses(c, model, data, B):
                 part_loss.backward()
                 loss = loss + part_loss.detach()
         else:
-            logits = model(x, mask)
+            bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if c.get("bf16") else contextlib.nullcontext()
+            with bf16:
+                logits = model(x, mask)
+            logits = logits.float()
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-1)
             loss.backward()
         if clip:
@@ -665,6 +686,8 @@ def run_case(build, c, tmp):
     if rc != 0:
         if UNSUPPORTED_BLOCK in out:
             raise Skip("transformer_block not supported by this pipert")
+        if c.get("bf16") and NO_BF16 in out:
+            raise Skip("no AVX512-BF16 on this CPU: precision = bf16")
         raise AssertionError("pipert --steps 0 --save exited %d: %s" % (rc, tail(out)))
 
     # the initial weights: every torch parameter exactly once

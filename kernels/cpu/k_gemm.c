@@ -1,0 +1,257 @@
+/* kernels/cpu/k_gemm.c: the matrix products of the CPU kernels, in the
+ * plan's precision (k_cpu.h, "matrix products").
+ *
+ * K_FP32 is OpenBLAS's cblas_sgemm. K_BF16 is this file's own GEMM on
+ * AVX512-BF16: both operands rounded to bf16 (round to nearest even) while
+ * they are packed, products and sums in fp32 by vdpbf16ps, fp32 output.
+ *
+ * The bf16 GEMM is GotoBLAS's loop nest (Goto and van de Geijn, "Anatomy of
+ * high-performance matrix multiplication", TOMS 2008): blocks of K_KC pairs of
+ * k, K_NC columns of B and K_MC rows of A are packed into buffers on the
+ * stack (224 KiB together; nothing is allocated), and a K_MR x K_NR
+ * micro-kernel keeps its tile of C in 24 zmm registers. A packed word holds
+ * two bf16 of consecutive k (the even one in the low half), which is what
+ * vdpbf16ps multiplies pairwise: acc[j] += a[2p] b[2p][j] + a[2p+1] b[2p+1][j].
+ *
+ * Determinism: element C[i][j] is the sum over k in one fixed order (blocks
+ * of K_KC pairs in turn, pairs in turn inside a block, the running sum
+ * stored to C between blocks in fp32), whatever the tile, block or edge it
+ * falls in. It depends on row i of A, column j of B and K only: the same
+ * bits for a row computed alone or among any number of others, so a
+ * micro-batch's rows, a stage cut or a schedule change nothing.
+ */
+#include "k_cpu.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define K_HAVE_BF16_GEMM 1
+#include <immintrin.h>
+#define K_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#else
+#define K_HAVE_BF16_GEMM 0
+#endif
+
+#define K_MR 12  /* rows of a micro-tile: 12 x 2 accumulators */
+#define K_NR 32  /* columns of a micro-tile: two zmm of 16 floats */
+#define K_KC 256 /* pairs of k in a block (512 values of k) */
+#define K_MC 96  /* rows of A in a block, a multiple of K_MR */
+#define K_NC 128 /* columns of B in a block, a multiple of K_NR */
+
+int k_bf16_supported(void)
+{
+#if K_HAVE_BF16_GEMM
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+/* vcvtne2ps2bf16's rounding, one value: NaN stays NaN (made quiet),
+ * denormal inputs become zero of their sign, everything else rounds to
+ * nearest even (a value past bf16's largest becomes infinity). */
+uint16_t k_bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) == 0)
+        return (uint16_t)((u >> 16) & 0x8000u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+#if K_HAVE_BF16_GEMM
+
+/* An operand seen as lanes x k: element (l, q) at p[l ls + q ks]. A's lanes
+ * are its rows, B's its columns. */
+typedef struct KView {
+    const float *p;
+    int64_t ls, ks;
+} KView;
+
+/* Lanes [l0, l0 + nl), k [k0, k0 + kc) as panels of w lanes (K_MR for A,
+ * K_NR for B): word (panel, p, l) holds k0 + 2p (low half) and k0 + 2p + 1
+ * of lane l0 + panel w + l; lanes past nl and the odd k past kc are zero.
+ * Each value is rounded once, by vcvtne2ps2bf16 (k_bf16_round's rounding,
+ * tested). */
+K_BF16_TARGET static void pack(uint32_t *dst, const KView *v, int64_t l0, int64_t nl, int64_t k0, int64_t kc,
+                               int64_t w)
+{
+    int64_t kp = (kc + 1) / 2;
+    const float *base = v->p + l0 * v->ls + k0 * v->ks;
+    if (v->ks == 1) {
+        /* each lane's k contiguous (a row of A, a weight's row as B): 32 k
+         * at a time become 16 words in k order, spread w apart */
+        for (int64_t lr = 0; lr < nl; lr += w) {
+            uint32_t *panel = dst + lr / w * kp * w;
+            for (int64_t l = 0; l < w; l++) {
+                if (lr + l >= nl) {
+                    for (int64_t p = 0; p < kp; p++)
+                        panel[p * w + l] = 0u;
+                    continue;
+                }
+                const float *x = base + (lr + l) * v->ls;
+                for (int64_t q = 0; q < kc; q += 32) {
+                    int64_t left = kc - q;
+                    __mmask16 m0 = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+                    __mmask16 m1 = left >= 32 ? (__mmask16)0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+                    uint32_t words[16];
+                    _mm512_storeu_si512(words, (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + q + 16),
+                                                                            _mm512_maskz_loadu_ps(m0, x + q)));
+                    int64_t nw = left >= 32 ? 16 : (left + 1) / 2;
+                    uint32_t *out = panel + q / 2 * w + l;
+                    for (int64_t t = 0; t < nw; t++)
+                        out[t * w] = words[t];
+                }
+            }
+        }
+        return;
+    }
+    if (v->ls == 1) {
+        /* lanes contiguous at each k (a row of B, a column of A): two k, up
+         * to 16 lanes at a time, interleaved into words */
+        static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                           8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+        const __m512i lace = _mm512_loadu_si512(order);
+        for (int64_t lr = 0; lr < nl; lr += w)
+            for (int64_t p = 0; p < kp; p++)
+                for (int64_t h = 0; h < w; h += 16) {
+                    int64_t width = w - h < 16 ? w - h : 16, left = nl - lr - h;
+                    int64_t live = left < width ? left : width;
+                    __mmask16 mw = (__mmask16)((1u << width) - 1);
+                    __mmask16 m = live <= 0 ? 0 : (__mmask16)((1u << live) - 1);
+                    const float *x0 = base + 2 * p * v->ks + lr + h;
+                    __m512 a0 = _mm512_maskz_loadu_ps(m, x0);
+                    __m512 a1 = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, x0 + v->ks) : _mm512_setzero_ps();
+                    __m512i words = _mm512_permutexvar_epi16(lace, (__m512i)_mm512_cvtne2ps_pbh(a1, a0));
+                    _mm512_mask_storeu_epi32(dst + (lr / w * kp + p) * w + h, mw, words);
+                }
+        return;
+    }
+    /* any other stride: one value at a time */
+    for (int64_t lr = 0; lr < nl; lr += w)
+        for (int64_t p = 0; p < kp; p++)
+            for (int64_t l = 0; l < w; l++) {
+                uint32_t word = 0;
+                if (lr + l < nl) {
+                    const float *x = base + (lr + l) * v->ls + 2 * p * v->ks;
+                    word = k_bf16_round(x[0]) | (2 * p + 1 < kc ? (uint32_t)k_bf16_round(x[v->ks]) << 16 : 0u);
+                }
+                *dst++ = word;
+            }
+}
+
+/* C tile (mr x nr, at most K_MR x K_NR) = (load ? C : 0) + the kp pairs of
+ * the packed panels, the sum over pairs in order. */
+K_BF16_TARGET static void micro(int64_t kp, const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc, int load,
+                                int64_t mr, int64_t nr)
+{
+    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    __m512 acc[K_MR][2];
+    for (int i = 0; i < K_MR; i++) {
+        if (load && i < mr) {
+            acc[i][0] = _mm512_maskz_loadu_ps(m0, c + i * ldc);
+            acc[i][1] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
+        } else {
+            acc[i][0] = _mm512_setzero_ps();
+            acc[i][1] = _mm512_setzero_ps();
+        }
+    }
+    for (int64_t p = 0; p < kp; p++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < K_MR; i++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+        }
+        ap += K_MR;
+        bp += K_NR;
+    }
+    for (int i = 0; i < K_MR && i < mr; i++) {
+        _mm512_mask_storeu_ps(c + i * ldc, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc[i][1]);
+    }
+}
+
+/* every micro-tile of one packed block of A (mc rows) and of B (nc columns) */
+static void tiles(const uint32_t *apack, const uint32_t *bpack, int64_t kp, int64_t mc, int64_t nc, float *c,
+                  int64_t ldc, int load)
+{
+    for (int64_t jr = 0; jr < nc; jr += K_NR)
+        for (int64_t ir = 0; ir < mc; ir += K_MR)
+            micro(kp, apack + ir / K_MR * kp * K_MR, bpack + jr / K_NR * kp * K_NR, c + ir * ldc + jr, ldc, load,
+                  mc - ir, nc - jr);
+}
+
+static void gemm_bf16(int64_t m, int64_t n, int64_t k, const KView *a, const KView *b, int beta, float *c,
+                      int64_t ldc)
+{
+    _Alignas(64) uint32_t bpack[K_KC * K_NC];
+    _Alignas(64) uint32_t apack[K_KC * K_MC];
+    if (k == 0) {
+        if (!beta)
+            for (int64_t i = 0; i < m; i++)
+                memset(c + i * ldc, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int64_t pc = 0; pc < k; pc += 2 * K_KC) {
+        int64_t kc = k - pc < 2 * K_KC ? k - pc : 2 * K_KC, kp = (kc + 1) / 2;
+        int load = beta || pc > 0;
+        /* a short k block leaves room for more rows and columns */
+        int64_t mb = K_KC * K_MC / kp / K_MR * K_MR, nb = K_KC * K_NC / kp / K_NR * K_NR;
+        /* keep the block of the operand that the other would repack more
+         * often outside: packing A once per block of B costs m k per B block */
+        int64_t a_blocks = (m + mb - 1) / mb, b_blocks = (n + nb - 1) / nb;
+        if (a_blocks * n <= b_blocks * m) {
+            for (int64_t ic = 0; ic < m; ic += mb) {
+                int64_t mc = m - ic < mb ? m - ic : mb;
+                pack(apack, a, ic, mc, pc, kc, K_MR);
+                for (int64_t jc = 0; jc < n; jc += nb) {
+                    int64_t nc = n - jc < nb ? n - jc : nb;
+                    pack(bpack, b, jc, nc, pc, kc, K_NR);
+                    tiles(apack, bpack, kp, mc, nc, c + ic * ldc + jc, ldc, load);
+                }
+            }
+        } else {
+            for (int64_t jc = 0; jc < n; jc += nb) {
+                int64_t nc = n - jc < nb ? n - jc : nb;
+                pack(bpack, b, jc, nc, pc, kc, K_NR);
+                for (int64_t ic = 0; ic < m; ic += mb) {
+                    int64_t mc = m - ic < mb ? m - ic : mb;
+                    pack(apack, a, ic, mc, pc, kc, K_MR);
+                    tiles(apack, bpack, kp, mc, nc, c + ic * ldc + jc, ldc, load);
+                }
+            }
+        }
+    }
+}
+#endif
+
+void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+            int64_t ldb, int beta, float *c, int64_t ldc)
+{
+    if (prec == K_BF16) {
+#if K_HAVE_BF16_GEMM
+        KView va = {a, ta ? 1 : lda, ta ? lda : 1}; /* lanes: rows of op(A) */
+        KView vb = {b, tb ? ldb : 1, tb ? 1 : ldb}; /* lanes: columns of op(B) */
+        gemm_bf16(m, n, k, &va, &vb, beta, c, ldc);
+        return;
+#else
+        assert(!"bf16 GEMM on a CPU without AVX512-BF16 (the runtime refuses it at start)");
+#endif
+    }
+    assert(m >= 0 && n >= 0 && k >= 0 && m <= 0x7fffffff && n <= 0x7fffffff && k <= 0x7fffffff &&
+           lda <= 0x7fffffff && ldb <= 0x7fffffff && ldc <= 0x7fffffff && "dimensions fit a BLAS int");
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
+                1.0f, a, (int)lda, b, (int)ldb, beta ? 1.0f : 0.0f, c, (int)ldc);
+}
