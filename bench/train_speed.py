@@ -97,6 +97,15 @@ def torch_worker(model, steps, threads=1):
     except RuntimeError:
         pass
     torch.manual_seed(1)
+    # bench/bf16_speed.py: the forward under bf16 autocast, the loss in fp32
+    autocast = os.environ.get("TRAIN_SPEED_AUTOCAST") == "1"
+
+    def fwd(*args):
+        if not autocast:
+            return net(*args)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(*args)
+        return out.float()
 
     if model == "mlp":
         mb, n = MLP["micro_batches"], MLP["micro_batch_size"]
@@ -111,7 +120,7 @@ def torch_worker(model, steps, threads=1):
             x, y = batches[s % len(batches)]
             opt.zero_grad(set_to_none=True)
             for i in range(mb):    # mean over the global batch, as pipert's cross_entropy
-                (F.cross_entropy(net(x[i]), y[i], reduction="sum") / (mb * n)).backward()
+                (F.cross_entropy(fwd(x[i]), y[i], reduction="sum") / (mb * n)).backward()
             opt.step()
         per_step = mb * n
     elif model == "cnn":
@@ -126,7 +135,7 @@ def torch_worker(model, steps, threads=1):
             x, y = batches[s % len(batches)]
             opt.zero_grad(set_to_none=True)
             for i in range(mb):
-                (F.cross_entropy(net(x[i]), y[i], reduction="sum") / (mb * n)).backward()
+                (F.cross_entropy(fwd(x[i]), y[i], reduction="sum") / (mb * n)).backward()
             opt.step()
         per_step = mb * n
     else:
@@ -180,7 +189,7 @@ def torch_worker(model, steps, threads=1):
             tok = seqs[s % len(seqs)]
             opt.zero_grad(set_to_none=True)
             for i in range(mb):
-                logits = net(tok[i, :, :T], ones)
+                logits = fwd(tok[i, :, :T], ones)
                 loss = F.cross_entropy(logits.reshape(-1, g["vocab"]), tok[i, :, 1:].reshape(-1),
                                        reduction="sum") / (mb * n * T)
                 loss.backward()
