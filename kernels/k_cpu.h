@@ -35,6 +35,9 @@ int k_bf16_supported(void);
 /* fp32 -> bf16 bits as the GEMM rounds: to nearest even, NaN stays NaN
  * (quiet), a denormal becomes zero of its sign */
 uint16_t k_bf16_round(float x);
+/* x[i] = the bf16 value of x[i] (k_bf16_round's, as a float whose low 16
+ * bits are zero), in place: what travels between stages in bf16 */
+void k_bf16_round_values(float *x, int64_t n);
 /* C (M, N) = op(A) (M, K) . op(B) (K, N) + (beta ? C : 0), row-major, op(X)
  * = X^T when tx. In bf16 element C[i][j] depends on row i of op(A), column
  * j of op(B) and K only (one summation order, whatever the other sizes). */

@@ -290,6 +290,12 @@ struct KConv rt_conv_geom(const RtCtx *rt, const PlanLayer *L);
 /* the kernels' precision of matrix products (kernels/k_cpu.h KPrec): bf16
  * where the plan asks for it, else fp32 (tf32 is computed as fp32 on the CPU) */
 int rt_kprec(const RtCtx *rt);
+/* precision = bf16 on the CPU: every layer's output (but the model's
+ * last) and input gradient is rounded to bf16 on every stage count, so
+ * activations and gradients travel between stages as bf16, half the
+ * bytes, and the bits do not depend on where the stages are cut. The GPU
+ * backend sends fp32. */
+int rt_wire_bf16(const RtCtx *rt);
 struct KPool rt_pool_geom(const PlanLayer *L);
 /* transpose over B samples as k_transpose's g = {P, na, M, nb, Q} (the
  * lower dimension as na); returns 0 when a == b (a plain copy) */

@@ -738,8 +738,9 @@ static void g_load_end(RtCtx *rt, RtChunk *ch, unsigned char *slot)
  * through the host gradient arena at the same offset; double reductions
  * (votes, losses, norms) are host values already. */
 
-static void st_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+static void st_isend(RtCtx *rt, const void *buf, int64_t bytes, int64_t halves, int peer, int tag, XportReq *req)
 {
+    RT_CHECK(rt, halves == 0, "the staged transport sends fp32 only (bf16 on the wire is the CPU backend's)");
     RT_CHECK(rt, req->host && bytes >= 0 && bytes <= req->cap,
              "a send of %lld bytes has no staging buffer that large (%lld)", (long long)bytes, (long long)req->cap);
     RT_CHECK(rt, req->mpi == MPI_REQUEST_NULL, "a send from a staging buffer whose previous send is pending");
@@ -747,18 +748,19 @@ static void st_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int ta
         CU(rt, cudaMemcpyAsync(req->host, buf, (size_t)bytes, cudaMemcpyDeviceToHost, stream_of(rt)));
         CU(rt, cudaStreamSynchronize(stream_of(rt))); /* MPI reads req->host from now on */
     }
-    xport_mpi.isend(rt, req->host, bytes, peer, tag, req);
+    xport_mpi.isend(rt, req->host, bytes, 0, peer, tag, req);
 }
 
-static void st_irecv(RtCtx *rt, void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+static void st_irecv(RtCtx *rt, void *buf, int64_t bytes, int64_t halves, int peer, int tag, XportReq *req)
 {
+    RT_CHECK(rt, halves == 0, "the staged transport receives fp32 only (bf16 on the wire is the CPU backend's)");
     RT_CHECK(rt, req->host && bytes >= 0 && bytes <= req->cap,
              "a receive of %lld bytes has no staging buffer that large (%lld)", (long long)bytes, (long long)req->cap);
     RT_CHECK(rt, req->dev == NULL && req->mpi == MPI_REQUEST_NULL, "a receive into a staging buffer still in use");
     /* the copy in of the previous receive into req->host has finished (an
      * event never recorded counts as finished) */
     CU(rt, cudaEventSynchronize((cudaEvent_t)req->ev));
-    xport_mpi.irecv(rt, req->host, bytes, peer, tag, req);
+    xport_mpi.irecv(rt, req->host, bytes, 0, peer, tag, req);
     req->dev = buf;
     req->bytes = bytes;
 }

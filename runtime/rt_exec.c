@@ -219,7 +219,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
         rt->pc = pc;
         rt->in = in;
         double t0 = 0;
-        int64_t bytes = 0;
+        int64_t bytes = 0, halves; /* bytes on the wire (trace); floats sent as bf16 */
         if (trace || (rt->prof && !eval)) {
             if (rt->prof)
                 rt_profile_instr_begin(rt);
@@ -246,20 +246,27 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
             break;
         case SCHED_RecvActivation:
             wait_req(rt, &ch->out_req[in->buf]);
-            rt->xp->irecv(rt, slot + ch->in_off, ch->in_bytes, peer_rank, XPORT_TAG_ACTIVATION, &ch->in_req[in->buf]);
-            bytes = ch->in_bytes;
+            halves = rt_wire_bf16(rt) ? rt->B * ch->lay[0].in_elems : 0;
+            rt->xp->irecv(rt, slot + ch->in_off, ch->in_bytes, halves, peer_rank, XPORT_TAG_ACTIVATION,
+                          &ch->in_req[in->buf]);
+            bytes = ch->in_bytes - 2 * halves;
             break;
         case SCHED_RecvGrad:
             bytes = rt->B * ch->lay[ch->last - ch->first].out_elems * 4;
-            rt->xp->irecv(rt, slot + ch->dout_off, bytes, peer_rank, XPORT_TAG_GRAD, &ch->dout_req[in->buf]);
+            halves = rt_wire_bf16(rt) ? bytes / 4 : 0;
+            rt->xp->irecv(rt, slot + ch->dout_off, bytes, halves, peer_rank, XPORT_TAG_GRAD, &ch->dout_req[in->buf]);
+            bytes -= 2 * halves;
             break;
         case SCHED_SendActivation:
-            rt->xp->isend(rt, slot + ch->outt_off, ch->outt_bytes, peer_rank, XPORT_TAG_ACTIVATION, &ch->out_req[in->buf]);
-            bytes = ch->outt_bytes;
+            halves = rt_wire_bf16(rt) ? rt->B * ch->lay[ch->last - ch->first].out_elems : 0;
+            rt->xp->isend(rt, slot + ch->outt_off, ch->outt_bytes, halves, peer_rank, XPORT_TAG_ACTIVATION,
+                          &ch->out_req[in->buf]);
+            bytes = ch->outt_bytes - 2 * halves;
             break;
         case SCHED_SendGrad:
-            rt->xp->isend(rt, ch->gin, ch->gin_elems * 4, peer_rank, XPORT_TAG_GRAD, &ch->gin_req[ch->gin_at]);
-            bytes = ch->gin_elems * 4;
+            halves = rt_wire_bf16(rt) ? ch->gin_elems : 0;
+            rt->xp->isend(rt, ch->gin, ch->gin_elems * 4, halves, peer_rank, XPORT_TAG_GRAD, &ch->gin_req[ch->gin_at]);
+            bytes = ch->gin_elems * 4 - 2 * halves;
             break;
         case SCHED_Forward:
             wait_req(rt, &ch->in_req[in->buf]);

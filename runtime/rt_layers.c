@@ -98,6 +98,8 @@ static void forward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, int i, in
                     mb, recompute};
     io.mask = block_mask(rt, ch, slot, L); /* a block's padding mask, or NULL */
     rt->layers[L->kind].forward(rt, lr, &io);
+    if (rt_wire_bf16(rt) && L->index < rt->m->nlayers - 1) /* what may travel to the next stage */
+        k_bf16_round_values(io.out, rt->B * lr->out_elems);
     if (rt->xp->progress)
         rt->xp->progress(rt);
 }
@@ -188,8 +190,11 @@ static void backward_layer(RtCtx *rt, RtChunk *ch, unsigned char *slot, unsigned
         io.din = (float *)(link_slot + lch->dout_off);
     else
         io.din = ch->gin;
-    if (inner || !(i == 0 && ch->is_first))
+    if (inner || !(i == 0 && ch->is_first)) {
         ops->backward_input(rt, lr, &io);
+        if (rt_wire_bf16(rt)) /* what may travel to the previous stage */
+            k_bf16_round_values(io.din, rt->B * lr->in_elems);
+    }
     if (weight)
         ops->backward_weight(rt, lr, &io);
     if (rt->xp->progress)

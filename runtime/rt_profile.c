@@ -111,16 +111,16 @@ static double round_trip(RtCtx *rt, RtChunk *ch, int peer, int64_t bytes, int fi
     for (int r = 0; r < rounds; r++) {
         double t0 = now(rt);
         if (first) {
-            rt->xp->isend(rt, slot + ch->outt_off, bytes >= 0 ? bytes : ch->outt_bytes, peer, XPORT_TAG_ACTIVATION,
+            rt->xp->isend(rt, slot + ch->outt_off, bytes >= 0 ? bytes : ch->outt_bytes, 0, peer, XPORT_TAG_ACTIVATION,
                           &ch->out_req[0]);
             rt->xp->wait(rt, &ch->out_req[0]);
-            rt->xp->irecv(rt, slot + ch->dout_off, bytes >= 0 ? bytes : grad, peer, XPORT_TAG_GRAD, &ch->dout_req[0]);
+            rt->xp->irecv(rt, slot + ch->dout_off, bytes >= 0 ? bytes : grad, 0, peer, XPORT_TAG_GRAD, &ch->dout_req[0]);
             rt->xp->wait(rt, &ch->dout_req[0]);
         } else {
-            rt->xp->irecv(rt, slot + ch->in_off, bytes >= 0 ? bytes : ch->in_bytes, peer, XPORT_TAG_ACTIVATION,
+            rt->xp->irecv(rt, slot + ch->in_off, bytes >= 0 ? bytes : ch->in_bytes, 0, peer, XPORT_TAG_ACTIVATION,
                           &ch->in_req[0]);
             rt->xp->wait(rt, &ch->in_req[0]);
-            rt->xp->isend(rt, ch->gin, bytes >= 0 ? bytes : ch->gin_elems * 4, peer, XPORT_TAG_GRAD,
+            rt->xp->isend(rt, ch->gin, bytes >= 0 ? bytes : ch->gin_elems * 4, 0, peer, XPORT_TAG_GRAD,
                           &ch->gin_req[ch->gin_at]);
             rt->xp->wait(rt, &ch->gin_req[ch->gin_at]);
         }

@@ -108,6 +108,11 @@ int rt_kprec(const RtCtx *rt)
     return rt->ir.cfg.precision == PLAN_PREC_BF16 ? K_BF16 : K_FP32;
 }
 
+int rt_wire_bf16(const RtCtx *rt)
+{
+    return !rt->gpu && rt->ir.cfg.precision == PLAN_PREC_BF16;
+}
+
 KBlock rt_block_geom(RtCtx *rt, const PlanLayer *L)
 {
     KBlock g = {.t = L->in.dim[0], .d = L->in.dim[1], .heads = L->heads, .f = L->mlp, .causal = L->causal,

@@ -50,9 +50,15 @@ enum { XPORT_TAG_ACTIVATION = 1, XPORT_TAG_GRAD = 2 };
 
 typedef struct XportOps {
     const char *name;
-    /* non-blocking point-to-point; bytes may be 0 */
-    void (*isend)(struct RtCtx *rt, const void *buf, int64_t bytes, int peer_stage, int tag, XportReq *req);
-    void (*irecv)(struct RtCtx *rt, void *buf, int64_t bytes, int peer_stage, int tag, XportReq *req);
+    /* non-blocking point-to-point; bytes may be 0. The first `halves`
+     * floats of buf travel as bf16: the high two bytes of each (floats
+     * that are bf16 values already, k_bf16_round_values), the bytes after
+     * them as they are; a receive sets the low two bytes to zero. Only
+     * the MPI transport takes halves > 0 (the CPU backend's precision =
+     * bf16); the others are called with 0. */
+    void (*isend)(struct RtCtx *rt, const void *buf, int64_t bytes, int64_t halves, int peer_stage, int tag,
+                  XportReq *req);
+    void (*irecv)(struct RtCtx *rt, void *buf, int64_t bytes, int64_t halves, int peer_stage, int tag, XportReq *req);
     /* waits for a pending request (nothing when none) */
     void (*wait)(struct RtCtx *rt, XportReq *req);
     /* in-place sums over a group */

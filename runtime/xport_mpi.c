@@ -52,19 +52,54 @@ static void watch(RtCtx *rt, MPI_Request *r, const XportReq *what, const char *g
     rt->waited += MPI_Wtime() - t0;
 }
 
-static void mpi_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+/* The type of a message whose first `halves` floats travel as their high
+ * two bytes (bf16, little-endian) and the rest of its `bytes` as they
+ * are, or MPI_BYTE (with count bytes) when halves is 0. */
+static MPI_Datatype wire_type(RtCtx *rt, int64_t bytes, int64_t halves, int *count)
 {
     RT_CHECK(rt, bytes >= 0 && bytes <= INT_MAX, "a transfer of %lld bytes is too large for one MPI message",
              (long long)bytes);
-    RT_MPI(rt, MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag, rt->pipe_comm, &req->mpi));
+    RT_CHECK(rt, halves >= 0 && halves * 4 <= bytes, "a transfer of %lld bf16 values in %lld bytes", (long long)halves,
+             (long long)bytes);
+    if (halves == 0) {
+        *count = (int)bytes;
+        return MPI_BYTE;
+    }
+    MPI_Datatype tops, t;
+    int lens[2] = {1, (int)(bytes - halves * 4)};
+    MPI_Aint disp[2] = {2, (MPI_Aint)(halves * 4)}; /* a float's high half, little-endian */
+    RT_MPI(rt, MPI_Type_vector((int)halves, 2, 4, MPI_BYTE, &tops));
+    MPI_Datatype types[2] = {tops, MPI_BYTE};
+    RT_MPI(rt, MPI_Type_create_struct(lens[1] > 0 ? 2 : 1, lens, disp, types, &t));
+    RT_MPI(rt, MPI_Type_commit(&t));
+    RT_MPI(rt, MPI_Type_free(&tops));
+    *count = 1;
+    return t;
+}
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "bf16 on the wire (wire_type) takes a float's high half at byte 2: little-endian only"
+#endif
+
+static void mpi_isend(RtCtx *rt, const void *buf, int64_t bytes, int64_t halves, int peer, int tag, XportReq *req)
+{
+    int count;
+    MPI_Datatype t = wire_type(rt, bytes, halves, &count);
+    RT_MPI(rt, MPI_Isend(buf, count, t, peer, tag, rt->pipe_comm, &req->mpi));
+    if (t != MPI_BYTE) /* freed once the send is done with it */
+        RT_MPI(rt, MPI_Type_free(&t));
     req->peer = peer, req->tag = tag, req->send = 1;
 }
 
-static void mpi_irecv(RtCtx *rt, void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+static void mpi_irecv(RtCtx *rt, void *buf, int64_t bytes, int64_t halves, int peer, int tag, XportReq *req)
 {
-    RT_CHECK(rt, bytes >= 0 && bytes <= INT_MAX, "a transfer of %lld bytes is too large for one MPI message",
-             (long long)bytes);
-    RT_MPI(rt, MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag, rt->pipe_comm, &req->mpi));
+    int count;
+    MPI_Datatype t = wire_type(rt, bytes, halves, &count);
+    if (halves > 0) /* the low halves the message does not carry */
+        memset(buf, 0, (size_t)halves * 4);
+    RT_MPI(rt, MPI_Irecv(buf, count, t, peer, tag, rt->pipe_comm, &req->mpi));
+    if (t != MPI_BYTE)
+        RT_MPI(rt, MPI_Type_free(&t));
     req->peer = peer, req->tag = tag, req->send = 0;
 }
 

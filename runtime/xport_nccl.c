@@ -270,11 +270,12 @@ static void launch(RtCtx *rt, XpNccl *x, XportReq *send, const void *sbuf, int64
     }
 }
 
-static void n_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+static void n_isend(RtCtx *rt, const void *buf, int64_t bytes, int64_t halves, int peer, int tag, XportReq *req)
 {
     XpNccl *x = state_of(rt);
+    RT_CHECK(rt, halves == 0, "the NCCL transport sends fp32 only (bf16 on the wire is the CPU backend's)");
     if (!x->p2p) {
-        x->staged->isend(rt, buf, bytes, peer, tag, req);
+        x->staged->isend(rt, buf, bytes, 0, peer, tag, req);
         return;
     }
     RT_CHECK(rt, bytes >= 0, "a send of %lld bytes", (long long)bytes);
@@ -283,11 +284,12 @@ static void n_isend(RtCtx *rt, const void *buf, int64_t bytes, int peer, int tag
     launch(rt, x, req, buf, bytes);
 }
 
-static void n_irecv(RtCtx *rt, void *buf, int64_t bytes, int peer, int tag, XportReq *req)
+static void n_irecv(RtCtx *rt, void *buf, int64_t bytes, int64_t halves, int peer, int tag, XportReq *req)
 {
     XpNccl *x = state_of(rt);
+    RT_CHECK(rt, halves == 0, "the NCCL transport receives fp32 only (bf16 on the wire is the CPU backend's)");
     if (!x->p2p) {
-        x->staged->irecv(rt, buf, bytes, peer, tag, req);
+        x->staged->irecv(rt, buf, bytes, 0, peer, tag, req);
         return;
     }
     RT_CHECK(rt, bytes >= 0, "a receive of %lld bytes", (long long)bytes);

@@ -1,8 +1,8 @@
 /* tests/test_gemm.c: the matrix products in bf16 (kernels/cpu/k_gemm.c).
  *
  * k_bf16_round against hand-worked roundings; the GEMM's own (vector)
- * rounding of both operand layouts against k_bf16_round on every kind of
- * float; products of every transpose, edge and block size against a double
+ * rounding of both operand layouts, and k_bf16_round_values, against
+ * k_bf16_round on every kind of float; products of every transpose, edge and block size against a double
  * reference of the rounded operands; a row computed alone equal bit for bit
  * to the same row among others (the property the bitwise contract rests
  * on); linear and conv2d in bf16 against fp32 on operands already bf16.
@@ -135,6 +135,14 @@ START_TEST(gemm_rounds_like_k_bf16_round)
                         bits_of(vals[j]), bits_of(c[j]), bits_of(want));
         }
     }
+    /* and k_bf16_round_values (what travels between stages), bit for bit,
+     * NaN payloads and signed zeros included */
+    memcpy(c, vals, N * sizeof(float));
+    k_bf16_round_values(c, N);
+    for (int64_t j = 0; j < N; j++)
+        REQUIRE(bits_of(c[j]) == (uint32_t)k_bf16_round(vals[j]) << 16,
+                "k_bf16_round_values(0x%08x) = 0x%08x, want 0x%04x0000", bits_of(vals[j]), bits_of(c[j]),
+                k_bf16_round(vals[j]));
     free(vals), free(b), free(c);
 }
 END_TEST
@@ -226,7 +234,7 @@ START_TEST(linear_and_conv_in_bf16)
     float *x = frand(n * in, -1, 1), *w = frand(out * in, -0.1f, 0.1f), *b = frand(out, -1, 1);
     float *g = frand(n * out, -1, 1);
     round_all(x, n * in), round_all(w, out * in), round_all(g, n * out);
-    float *y16 = fzero(n * out), *y32 = fzero(n * out), *d16 = fzero(n * in), *d32 = fzero(n * in);
+    float *y16 = fnan(n * out), *y32 = fnan(n * out), *d16 = fnan(n * in), *d32 = fnan(n * in); /* overwritten */
     float *w16 = fzero(out * in), *w32 = fzero(out * in), *b16 = fzero(out), *b32 = fzero(out);
     k_linear_forward(y16, x, w, b, n, in, out, K_BF16);
     k_linear_forward(y32, x, w, b, n, in, out, K_FP32);

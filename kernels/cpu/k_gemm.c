@@ -69,6 +69,16 @@ uint16_t k_bf16_round(float x)
 
 #if K_HAVE_BF16_GEMM
 
+/* x[i] = the value of k_bf16_round(x[i]), 16 at a time */
+K_BF16_TARGET static void round_values(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+        _mm512_mask_storeu_epi32(x + i, m, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+}
+
 /* An operand seen as lanes x k: element (l, q) at p[l ls + q ks]. A's lanes
  * are its rows, B's its columns. */
 typedef struct KView {
@@ -254,4 +264,18 @@ void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const f
            lda <= 0x7fffffff && ldb <= 0x7fffffff && ldc <= 0x7fffffff && "dimensions fit a BLAS int");
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
                 1.0f, a, (int)lda, b, (int)ldb, beta ? 1.0f : 0.0f, c, (int)ldc);
+}
+
+void k_bf16_round_values(float *x, int64_t n)
+{
+#if K_HAVE_BF16_GEMM
+    if (k_bf16_supported()) {
+        round_values(x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)k_bf16_round(x[i]) << 16;
+        memcpy(x + i, &u, sizeof u);
+    }
 }

@@ -91,6 +91,25 @@ check_rc "a fixed data_parallel the world does not match" 1 'data_parallel = 2: 
 PIPE_NO_BF16=1 "${MPI[@]}" 2 -x PIPE_NO_BF16 "$PIPERT" "$TMP/bf16.bin" >"$TMP/out" 2>&1; rc=$?
 collective "precision = bf16 on a CPU without AVX512-BF16: refused at start, not computed in fp32 unasked" \
     '^pipert: .*bf16.bin: precision = bf16 on the CPU needs AVX512-BF16 \(avx512_bf16 in /proc/cpuinfo\) on every rank'
+# where the CPU has it: activations and gradients go between stages as bf16, half the bytes
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    "${MPI[@]}" 2 "$PIPERT" "$TMP/bf16.bin" --steps 1 --trace "$TMP/bf16.trace" >"$TMP/out" 2>&1 &&
+        "${MPI[@]}" 2 "$PIPERT" "$TMP/mlp.bin" --steps 1 --trace "$TMP/fp32.trace" >>"$TMP/out" 2>&1 &&
+        python3 - "$TMP/bf16.trace" "$TMP/fp32.trace" >>"$TMP/out" 2>&1 <<'PY'
+import json, sys
+def sends(path):
+    ev = json.load(open(path))["traceEvents"]
+    return [(e["cat"], e["args"]["bytes"]) for e in ev if e.get("cat") in ("SendActivation", "SendGrad")]
+b, f = sends(sys.argv[1]), sends(sys.argv[2])
+assert b and [c for c, _ in b] == [c for c, _ in f], (b, f)
+assert all(x * 2 == y and y > 0 for (_, x), (_, y) in zip(b, f)), (b[:2], f[:2])
+print("bytes: bf16 %d, fp32 %d" % (b[0][1], f[0][1]))
+PY
+    rc=$?
+    check_rc "precision = bf16: every SendActivation and SendGrad carries half fp32's bytes (--trace)" 0 '^bytes: bf16'
+else
+    echo "# skipped: no AVX512-BF16 on this CPU: bf16 on the wire"
+fi
 head -c 200 "$TMP/mlp.bin" >"$TMP/cut.bin"
 "${MPI[@]}" 2 "$PIPERT" "$TMP/cut.bin" >"$TMP/out" 2>&1; rc=$?
 check_rc "a cut plan" 1 'corrupted plan'
