@@ -86,6 +86,33 @@ typedef struct KView {
     int64_t ls, ks;
 } KView;
 
+/* r[t] becomes what was word t of every r[l]: a 16 x 16 transpose of
+ * 32-bit words (pairs within 128-bit lanes, then pairs of pairs, then the
+ * four 128-bit lanes across four registers) */
+K_BF16_TARGET static void transpose16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4j + c]: in 128-bit lane L, word 4L + c of rows 4j .. 4j + 3 */
+    for (int j = 0; j < 4; j++) {
+        u[4 * j] = _mm512_unpacklo_epi64(t[4 * j], t[4 * j + 2]);
+        u[4 * j + 1] = _mm512_unpackhi_epi64(t[4 * j], t[4 * j + 2]);
+        u[4 * j + 2] = _mm512_unpacklo_epi64(t[4 * j + 1], t[4 * j + 3]);
+        u[4 * j + 3] = _mm512_unpackhi_epi64(t[4 * j + 1], t[4 * j + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512i a = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), b = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee);
+        __m512i e = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44), d = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xee);
+        r[c] = _mm512_shuffle_i32x4(a, e, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);
+        r[8 + c] = _mm512_shuffle_i32x4(b, d, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(b, d, 0xdd);
+    }
+}
+
 /* Lanes [l0, l0 + nl), k [k0, k0 + kc) as panels of w lanes (K_MR for A,
  * K_NR for B): word (panel, p, l) holds k0 + 2p (low half) and k0 + 2p + 1
  * of lane l0 + panel w + l; lanes past nl and the odd k past kc are zero.
@@ -97,28 +124,32 @@ K_BF16_TARGET static void pack(uint32_t *dst, const KView *v, int64_t l0, int64_
     int64_t kp = (kc + 1) / 2;
     const float *base = v->p + l0 * v->ls + k0 * v->ks;
     if (v->ks == 1) {
-        /* each lane's k contiguous (a row of A, a weight's row as B): 32 k
-         * at a time become 16 words in k order, spread w apart */
+        /* each lane's k contiguous (a row of A, a weight's row as B): 16
+         * lanes x 32 k become 16 x 16 words, transposed in registers so
+         * that each k pair's words for the 16 lanes are stored at once */
         for (int64_t lr = 0; lr < nl; lr += w) {
             uint32_t *panel = dst + lr / w * kp * w;
-            for (int64_t l = 0; l < w; l++) {
-                if (lr + l >= nl) {
-                    for (int64_t p = 0; p < kp; p++)
-                        panel[p * w + l] = 0u;
-                    continue;
-                }
-                const float *x = base + (lr + l) * v->ls;
+            for (int64_t h = 0; h < w; h += 16) {
+                int64_t gw = w - h < 16 ? w - h : 16;
+                __mmask16 mw = (__mmask16)((1u << gw) - 1);
                 for (int64_t q = 0; q < kc; q += 32) {
                     int64_t left = kc - q;
                     __mmask16 m0 = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
                     __mmask16 m1 = left >= 32 ? (__mmask16)0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
-                    uint32_t words[16];
-                    _mm512_storeu_si512(words, (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + q + 16),
-                                                                            _mm512_maskz_loadu_ps(m0, x + q)));
+                    __m512i r[16];
+                    for (int64_t l = 0; l < 16; l++) {
+                        if (l < gw && lr + h + l < nl) {
+                            const float *x = base + (lr + h + l) * v->ls + q;
+                            r[l] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 16),
+                                                                _mm512_maskz_loadu_ps(m0, x));
+                        } else {
+                            r[l] = _mm512_setzero_si512();
+                        }
+                    }
+                    transpose16(r);
                     int64_t nw = left >= 32 ? 16 : (left + 1) / 2;
-                    uint32_t *out = panel + q / 2 * w + l;
                     for (int64_t t = 0; t < nw; t++)
-                        out[t * w] = words[t];
+                        _mm512_mask_storeu_epi32(panel + (q / 2 + t) * w + h, mw, r[t]);
                 }
             }
         }
