@@ -674,8 +674,7 @@ static int check_tensor_parallel(DiagList *dl, const PlanConfig *c, const PlanMo
     int errors = 0, split = 0;
     for (int i = 0; i < m->nlayers; i++) {
         const PlanLayer *L = &m->layer[i];
-        if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK &&
-            !(L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE))
+        if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK && !plan_layer_split(L))
             continue;
         split++;
         int64_t v = 0;
@@ -685,13 +684,15 @@ static int check_tensor_parallel(DiagList *dl, const PlanConfig *c, const PlanMo
                        "tensor_parallel = %lld does not divide layer %d's %s = %lld (%s, line %d): each of the "
                        "%lld ranks holds an equal share of %s",
                        (long long)T, i, what, (long long)v, plan_layer_names[L->kind], L->loc.line, (long long)T,
-                       L->kind == PLAN_L_LINEAR ? "the features it splits" : "its heads, kv heads and MLP");
+                       L->kind == PLAN_L_LINEAR      ? "the features it splits"
+                       : L->kind == PLAN_L_EMBEDDING ? "the vocabulary's rows"
+                                                     : "its heads, kv heads and MLP");
             errors++;
         }
     }
     if (!split && !errors)
-        diag_warning(dl, c->tp_loc, "tensor_parallel = %lld, and the model has no transformer_block, llama_block "
-                     "or linear with a split: every rank of a stage computes the same", (long long)T);
+        diag_warning(dl, c->tp_loc, "tensor_parallel = %lld, and the model has no transformer_block, llama_block, "
+                     "or linear or embedding with a split: every rank of a stage computes the same", (long long)T);
     return errors;
 }
 

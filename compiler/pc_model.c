@@ -537,6 +537,16 @@ static int bind_one(Builder *b, const AstStmt *s, PlanLayer *L, int idx, int sub
                     rc = -1;
                 }
             }
+            if (L->kind == PLAN_L_EMBEDDING && pc_arg(&a, "split")->set) {
+                const PcArg *sp = pc_arg(&a, "split");
+                if (strcmp(sp->s, plan_linear_split_names[PLAN_EMBEDDING_VOCAB]) == 0) {
+                    L->split = PLAN_EMBEDDING_VOCAB;
+                } else {
+                    diag_error(dl, sp->loc, "split = %s: an embedding splits by 'vocab' (the rows of its token table)",
+                               sp->s);
+                    rc = -1;
+                }
+            }
             if (L->kind == PLAN_L_LINEAR && pc_arg(&a, "tie")->set) {
                 if (sub_pos) {
                     diag_error(dl, pc_arg(&a, "tie")->loc, "tie cannot be used inside a residual block: tie a linear "
@@ -1054,8 +1064,10 @@ static int resolve_tie(DiagList *dl, PlanModel *m, PlanLayer *L)
         diag_error(dl, L->tie_loc, "layer %d cannot tie its weight to itself", L->index);
         return -1;
     }
-    if (T->kind == PLAN_L_LINEAR && T->split != PLAN_LINEAR_WHOLE) {
-        diag_error(dl, L->tie_loc, "tie = %s: layer %d is split (split = %s), and a split weight cannot be shared",
+    if (plan_layer_split(T)) {
+        diag_error(dl, L->tie_loc,
+                   "tie = %s: layer %d is split (split = %s), and a split weight cannot be shared yet (for a "
+                   "vocabulary-parallel head, leave it untied with split = column)",
                    L->tie_label, t, plan_linear_split_names[T->split]);
         return -1;
     }

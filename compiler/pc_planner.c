@@ -47,7 +47,9 @@ static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
  * x 4n. A block runs four all-reduces of B x T x D floats, two in its
  * forward and two in its input-gradient half; a column-split linear
  * gathers its output in its forward and sums its input gradient, a
- * row-split one the other way round. A profile's measured links are
+ * row-split one the other way round; a vocabulary-split embedding sums
+ * its output in its forward (its lookup does not shrink: each rank writes
+ * a row or a zero row for every token). A profile's measured links are
  * between stages, not inside one, so they are not used here. */
 static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
 {
@@ -62,6 +64,11 @@ static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
         double fw = prof ? prof->layer[j].forward : (double)L->flops * B / rate;
         double in = prof ? prof->layer[j].backward_input : fw, w = prof ? prof->layer[j].backward_weight : fw;
         double cut = 1 - 1 / T, sum_f = 0, sum_i = 0;
+        if (L->kind == PLAN_L_EMBEDDING) {
+            if (bw > 0)
+                p->cost_f[k] += 2 * (T - 1) / T * 4.0 * B / bw * (double)plan_tensor_elems(&L->out);
+            continue;
+        }
         if (bw > 0) {
             double ring = (T - 1) / T * 4.0 * B / bw, x = (double)plan_tensor_elems(&L->in);
             double y = (double)plan_tensor_elems(&L->out);

@@ -132,7 +132,7 @@ void pc_stats_text(FILE *out, const PlanIR *f)
                 base_commas(L->flops, b, sizeof b), base_commas(L->act_bytes, d, sizeof d), st);
         if (L->tie >= 0)
             fprintf(out, "  (weight tied to layer %d)", L->tie);
-        if (L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE)
+        if (plan_layer_split(L))
             fprintf(out, "  (split = %s)", plan_linear_split_names[L->split]);
         fputc('\n', out);
         /* a residual block's layers, indented under it */
@@ -279,7 +279,7 @@ void pc_stats_json(FILE *out, const PlanIR *f)
                 plan_dtype_name(L->out.dtype), L->params, L->flops, L->act_bytes, pt->part[k].stage, pt->part[k].chunk, k);
         if (L->tie >= 0)
             fprintf(out, ", \"tied_to\": %d", L->tie);
-        if (L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE)
+        if (plan_layer_split(L))
             fprintf(out, ", \"split\": \"%s\"", plan_linear_split_names[L->split]);
         fprintf(out, ", \"param_tensors\": [");
         for (int j = 0; j < L->nparams; j++) {

@@ -183,6 +183,16 @@ void k_embedding_forward(float *out, const int32_t *tokens, const float *wte, co
 void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int64_t B,
                                  int64_t t, int64_t d);
 
+/* Vocabulary-parallel (split = vocab): wte holds rows [v0, v0 + nv) of the
+ * table; out's rows for tokens outside are zero (the sum over the ranks
+ * makes the whole row); the positions are added after that sum */
+void k_embedding_forward_vocab(float *out, const int32_t *tokens, const float *wte, int64_t v0, int64_t nv, int64_t B,
+                               int64_t t, int64_t d);
+void k_embedding_add_positions(float *out, const float *wpe, int64_t B, int64_t t, int64_t d);
+/* dwte (nv, D) += the rows of tokens in [v0, v0 + nv), in (b, t) order */
+void k_embedding_backward_weight_vocab(float *dwte, const float *dout, const int32_t *tokens, int64_t v0, int64_t nv,
+                                       int64_t B, int64_t t, int64_t d);
+
 /* ---- attention core (inside transformer_block) -------------------------------- */
 /* qkv (B, T, 3D) holds q, k, v for each position (rows q | k | v, heads of
  * D / H each); out (B, T, D) the context; att (B, H, T, T) the

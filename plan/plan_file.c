@@ -377,17 +377,27 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
             put_i64(o, L->sub[j].axis_b);
         }
     }
-    /* then, only where a linear has one, the splits (docs/plan-format.md):
-     * u32 count, then i32 layer and i32 split (1 column, 2 row) each */
+    /* then, only where a linear or an embedding has one, the splits
+     * (docs/plan-format.md): u32 count, then i32 layer and i32 split (1
+     * column, 2 row, 3 vocab) each */
     uint32_t nsplit = 0;
     for (int i = 0; i < m->nlayers; i++)
-        nsplit += m->layer[i].kind == PLAN_L_LINEAR && m->layer[i].split != PLAN_LINEAR_WHOLE;
+        nsplit += plan_layer_split(&m->layer[i]);
     if (nsplit) {
         put_u32(o, nsplit);
         for (int i = 0; i < m->nlayers; i++)
-            if (m->layer[i].kind == PLAN_L_LINEAR && m->layer[i].split != PLAN_LINEAR_WHOLE)
+            if (plan_layer_split(&m->layer[i]))
                 put_i32(o, i), put_i32(o, m->layer[i].split);
     }
+}
+
+/* 1 when some linear of m ties its weight to layer i */
+static int tied_to(const PlanModel *m, int i)
+{
+    for (int j = 0; j < m->nlayers; j++)
+        if (m->layer[j].tie == i)
+            return 1;
+    return 0;
 }
 
 /* reshape: the same elements; transpose: its input with dimensions a and
@@ -670,19 +680,26 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
         if (!in->bad && !residual_ok(L))
             bad(in, "layer %d: a residual block whose layers' shapes or parameters do not add up", i);
     }
-    /* the split linears, in layer order, each untied, its weight [out, in]
-     * and bias [out] as the runtime reads them */
+    /* the split linears and embeddings, in layer order: a linear untied,
+     * its weight [out, in] and bias [out] as the runtime reads them; an
+     * embedding by vocabulary, no linear tied to it */
     uint32_t nsplit = tail && !in->bad && in->at < in->n ? get_count(in, (uint32_t)m->nlayers, 8, "split linear") : 0;
     for (uint32_t k = 0, last = 0; k < nsplit && !in->bad; k++) {
         int i = get_i32(in), sp = get_i32(in);
         PlanLayer *L = i >= 0 && i < m->nlayers ? &m->layer[i] : NULL;
         int64_t fin = L && L->in.ndim > 0 ? L->in.dim[L->in.ndim - 1] : 0;
-        if (!in->bad && (!L || (k && (uint32_t)i <= last) || L->kind != PLAN_L_LINEAR || L->tie != -1 ||
-                         sp < PLAN_LINEAR_COLUMN || sp > PLAN_LINEAR_ROW || L->nparams != 1 + (L->bias != 0) ||
-                         L->param[0].ndim != 2 || L->param[0].dim[0] != L->nout || L->param[0].dim[1] != fin ||
-                         L->out.ndim != L->in.ndim || L->out.dim[L->out.ndim - 1] != L->nout ||
-                         (L->bias && L->param[1].count != L->nout)))
-            bad(in, "split %u: layer %d is not an untied linear of its shapes, or split %d is not 1 or 2", k, i, sp);
+        int emb = L && L->kind == PLAN_L_EMBEDDING && sp == PLAN_EMBEDDING_VOCAB && L->nparams >= 1 &&
+                  L->param[0].ndim == 2 && !tied_to(m, i);
+        if (!in->bad && !emb &&
+            (!L || (k && (uint32_t)i <= last) || L->kind != PLAN_L_LINEAR || L->tie != -1 ||
+             sp < PLAN_LINEAR_COLUMN || sp > PLAN_LINEAR_ROW || L->nparams != 1 + (L->bias != 0) ||
+             L->param[0].ndim != 2 || L->param[0].dim[0] != L->nout || L->param[0].dim[1] != fin ||
+             L->out.ndim != L->in.ndim || L->out.dim[L->out.ndim - 1] != L->nout ||
+             (L->bias && L->param[1].count != L->nout)))
+            bad(in, "split %u: layer %d is not an untied linear of its shapes (split 1 or 2) or an embedding no "
+                    "linear ties to (split 3), or split %d is neither", k, i, sp);
+        else if (!in->bad && emb && k && (uint32_t)i <= last)
+            bad(in, "split %u: layer %d is out of order", k, i);
         else if (!in->bad)
             L->split = sp, last = (uint32_t)i;
     }

@@ -138,14 +138,18 @@ void plan_model_free(PlanModel *m)
 
 /* ---- tensor parallelism ------------------------------------------------ */
 
-const char *const plan_linear_split_names[3] = {"whole", "column", "row"};
+const char *const plan_linear_split_names[4] = {"whole", "column", "row", "vocab"};
+
+int plan_layer_split(const PlanLayer *L)
+{
+    return (L->kind == PLAN_L_LINEAR || L->kind == PLAN_L_EMBEDDING) && L->split != PLAN_LINEAR_WHOLE;
+}
 
 void plan_model_set_tp(PlanModel *m, int64_t T)
 {
     for (int i = 0; i < m->nlayers; i++) {
         PlanLayer *L = &m->layer[i];
-        int cut = L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK ||
-                  (L->kind == PLAN_L_LINEAR && L->split != PLAN_LINEAR_WHOLE);
+        int cut = L->kind == PLAN_L_TRANSFORMER_BLOCK || L->kind == PLAN_L_LLAMA_BLOCK || plan_layer_split(L);
         L->tp = cut && T > 1 ? T : 1;
     }
 }
@@ -162,6 +166,8 @@ const char *plan_tp_misfit(const PlanLayer *L, int64_t T, int64_t *value)
             return *value = fin, "input features";
         return NULL;
     }
+    if (L->kind == PLAN_L_EMBEDDING && L->split == PLAN_EMBEDDING_VOCAB && L->nparams > 0 && L->param[0].dim[0] % T)
+        return *value = L->param[0].dim[0], "vocabulary";
     if (L->kind != PLAN_L_TRANSFORMER_BLOCK && L->kind != PLAN_L_LLAMA_BLOCK)
         return NULL;
     if (L->heads % T)
@@ -195,6 +201,8 @@ PlanSplit plan_param_split(const PlanLayer *L, int k)
         return k <= 1 ? PLAN_SPLIT_ROWS : PLAN_SPLIT_NONE; /* weight [out, in] by rows, bias likewise */
     if (L->kind == PLAN_L_LINEAR && L->split == PLAN_LINEAR_ROW)
         return k == 0 ? PLAN_SPLIT_COLS : PLAN_SPLIT_NONE; /* weight by columns; bias whole */
+    if (L->kind == PLAN_L_EMBEDDING && L->split == PLAN_EMBEDDING_VOCAB)
+        return k == 0 ? PLAN_SPLIT_ROWS : PLAN_SPLIT_NONE; /* the token table by rows; positions whole */
     return PLAN_SPLIT_NONE;
 }
 

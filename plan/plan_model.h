@@ -100,7 +100,7 @@ typedef struct PlanLayer {
     const char *tie_label;       /* as written (tie = LABEL), or NULL */
     SrcLoc tie_loc;
     int mask;                    /* transformer_block, llama_block: input index of its mask, or -1 */
-    int split;                   /* linear: PlanLinearSplit, how tensor_parallel cuts it */
+    int split;                   /* linear, embedding: PlanLinearSplit, how tensor_parallel cuts it */
     PlanTensor in, out;
     int nparams;
     PlanParam param[PLAN_MAX_PARAM_TENSORS]; /* tensors this layer owns */
@@ -152,10 +152,19 @@ void plan_model_free(PlanModel *m);
 /* A linear's `split`: whole on every rank (the default), or cut over the
  * tensor_parallel ranks by output features (column: rows of W and b, the
  * output gathered) or input features (row: columns of W, the output
- * summed, b whole); runtime/rt_cpu.c says how it computes. */
-typedef enum PlanLinearSplit { PLAN_LINEAR_WHOLE, PLAN_LINEAR_COLUMN, PLAN_LINEAR_ROW } PlanLinearSplit;
+ * summed, b whole); an embedding's: whole, or by vocabulary (vocab: rows
+ * of the token table, the output summed, the positions whole);
+ * runtime/rt_cpu.c says how it computes. */
+typedef enum PlanLinearSplit {
+    PLAN_LINEAR_WHOLE,
+    PLAN_LINEAR_COLUMN,
+    PLAN_LINEAR_ROW,
+    PLAN_EMBEDDING_VOCAB
+} PlanLinearSplit;
 /* Their words in the DSL, --stats and its JSON ("whole" is never written) */
-extern const char *const plan_linear_split_names[3];
+extern const char *const plan_linear_split_names[4];
+/* 1 when layer L is a linear or embedding with a split */
+int plan_layer_split(const PlanLayer *L);
 
 /* Tensor parallelism (tensor_parallel = T): the model's own
  * transformer_block and llama_block layers, and linears with a split, are

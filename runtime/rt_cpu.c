@@ -150,10 +150,23 @@ static void conv2d_backward_weight(IO)
     k_conv2d_backward_weight(lr->gw, lr->gb, io->dout, io->in, rt->B, &g, rt->scratch);
 }
 
+/* split = vocab (tensor_parallel): this rank's rows of the token table,
+ * zero rows for the other tokens, summed over the tp ranks, then the
+ * positions: the same bits as the whole table */
 static void embedding_forward(IO)
 {
     const PlanLayer *L = lr->L;
-    k_embedding_forward(io->out, (const int32_t *)io->in, lr->w, lr->b, rt->B, L->in.dim[0], L->dim);
+    const int32_t *tok = (const int32_t *)io->in;
+    int64_t t = L->in.dim[0], d = L->dim;
+    if (L->tp <= 1) {
+        k_embedding_forward(io->out, tok, lr->w, lr->b, rt->B, t, d);
+        return;
+    }
+    int64_t nv = L->param[0].dim[0] / L->tp;
+    k_embedding_forward_vocab(io->out, tok, lr->w, rt->tpi * nv, nv, rt->B, t, d);
+    rt->xp->allreduce_f32(rt, io->out, rt->B * t * d, XPORT_TP);
+    if (lr->b)
+        k_embedding_add_positions(io->out, lr->b, rt->B, t, d);
 }
 
 /* its input is token ids, always the model's first input: no gradient */
@@ -166,7 +179,15 @@ static void embedding_backward_input(IO)
 static void embedding_backward_weight(IO)
 {
     const PlanLayer *L = lr->L;
-    k_embedding_backward_weight(lr->gw, lr->gb, io->dout, (const int32_t *)io->in, rt->B, L->in.dim[0], L->dim);
+    const int32_t *tok = (const int32_t *)io->in;
+    int64_t t = L->in.dim[0], d = L->dim;
+    if (L->tp <= 1) {
+        k_embedding_backward_weight(lr->gw, lr->gb, io->dout, tok, rt->B, t, d);
+        return;
+    }
+    int64_t nv = L->param[0].dim[0] / L->tp;
+    k_embedding_backward_weight_vocab(lr->gw, io->dout, tok, rt->tpi * nv, nv, rt->B, t, d);
+    k_embedding_backward_weight(NULL, lr->gb, io->dout, tok, rt->B, t, d); /* the positions, whole */
 }
 
 /* mean (rows) then rstd (rows) in the saved state */

@@ -584,6 +584,51 @@ START_TEST(split_linears)
 }
 END_TEST
 
+/* embedding(..., split = vocab): the token table by rows, the positions
+ * whole; refused: another word, a T that does not divide the vocabulary, a
+ * linear tied to it */
+START_TEST(split_embedding)
+{
+    const char *defs[] = {"tensor_parallel = 4"};
+    const char *text = "model m {\n  input x: int32[8]\n  target y: int32[8]\n"
+                       "  embedding(vocab = 48, dim = 16, positions = 8, split = vocab)%s\n"
+                       "  linear(48, bias = false%s)\n  loss cross_entropy\n}\n";
+    char buf[512];
+    snprintf(buf, sizeof buf, text, "", ", split = column");
+    T *t = t_compile_defs(buf, defs, 1);
+    ck_ok(t);
+    const PlanLayer *E = &t->f.model.layer[0];
+    ck_assert_int_eq(E->split, PLAN_EMBEDDING_VOCAB);
+    ck_assert_int_eq(E->tp, 4);
+    ck_assert(plan_layer_split(E));
+    ck_assert_int_eq(plan_param_split(E, 0), PLAN_SPLIT_ROWS);
+    ck_assert_int_eq(plan_param_split(E, 1), PLAN_SPLIT_NONE);
+    ck_assert_int_eq(plan_param_local(E, 0), 12 * 16);
+    ck_assert_int_eq(plan_param_local(E, 1), 8 * 16);
+    /* rank 2's rows: 24 .. 35 */
+    float whole[48 * 16], part[12 * 16];
+    for (int i = 0; i < 48 * 16; i++)
+        whole[i] = (float)i;
+    plan_param_take(part, whole, E, 0, 2);
+    ck_assert(part[0] == 24.0f * 16 && part[12 * 16 - 1] == 36.0f * 16 - 1);
+    t_free(t);
+    const char *d5[] = {"tensor_parallel = 5"};
+    snprintf(buf, sizeof buf, text, "", "");
+    t = t_compile_defs(buf, d5, 1);
+    ck_err(t, "tensor_parallel = 5 does not divide layer 0's vocabulary = 48");
+    t_free(t);
+    snprintf(buf, sizeof buf, text, " as wte", ", tie = wte");
+    t = t_compile(buf);
+    ck_err(t, "tie = wte: layer 0 is split (split = vocab), and a split weight cannot be shared yet");
+    t_free(t);
+    snprintf(buf, sizeof buf, "model m {\n  input x: int32[8]\n  target y: int32[8]\n"
+                              "  embedding(vocab = 48, dim = 16, split = column)\n  linear(48)\n  loss cross_entropy\n}\n");
+    t = t_compile(buf);
+    ck_err(t, "t.pipe:4:41: error: split = column: an embedding splits by 'vocab'");
+    t_free(t);
+}
+END_TEST
+
 START_TEST(err_tie_and_mask)
 {
     const char *head = "model m {\n  input x: int32[8]\n  input mask: float32[8]\n  target y: int32[8]\n"

@@ -274,6 +274,38 @@ START_TEST(split_fields)
 }
 END_TEST
 
+/* a vocabulary-split embedding: split 3 round-trips; on a linear, or on an
+ * embedding a linear ties to, refused */
+START_TEST(split_embedding_field)
+{
+    const char *d[] = {"tensor_parallel = 2"};
+    Compiled *c = compile("tests/e2e/vocab_gpt.pipe", d, 1);
+    PlanIR f;
+    char err[1024];
+    ck_assert_msg(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(f.model.layer[0].split, PLAN_EMBEDDING_VOCAB);
+    ck_assert_int_eq(f.model.layer[0].tp, 2);
+    ck_assert_int_eq(f.model.layer[5].split, PLAN_LINEAR_COLUMN);
+    unsigned char *bin;
+    size_t n;
+    /* vocab on the head (a linear): refused */
+    f.model.layer[5].split = PLAN_EMBEDDING_VOCAB;
+    plan_encode(&f, &bin, &n);
+    ck_assert(decode_fails(bin, n, err, sizeof err));
+    ck_assert_msg(strstr(err, "split 1: layer 5 is not an untied linear"), "%s", err);
+    free(bin);
+    /* the head tied to the split embedding: refused */
+    f.model.layer[5].split = PLAN_LINEAR_WHOLE;
+    f.model.layer[5].tie = 0;
+    plan_encode(&f, &bin, &n);
+    ck_assert(decode_fails(bin, n, err, sizeof err));
+    ck_assert_msg(strstr(err, "split 0: layer 0 is not"), "%s", err);
+    free(bin);
+    plan_ir_free(&f);
+    compiled_free(c);
+}
+END_TEST
+
 /* batchnorm2d: momentum round-trips (version 3), its buffers follow from
  * the layer (not stored), a plan cut before the momenta or with one out of
  * range is refused. */
@@ -522,6 +554,7 @@ static Suite *suite(void)
     tcase_add_test(c, extended_and_versions);
     tcase_add_test(c, llama_fields);
     tcase_add_test(c, split_fields);
+    tcase_add_test(c, split_embedding_field);
     tcase_add_test(c, batchnorm_fields);
     tcase_add_test(c, residual_fields);
     tcase_add_test(c, write_and_read_file);

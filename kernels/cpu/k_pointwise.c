@@ -478,6 +478,50 @@ void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, co
         }
 }
 
+/* Vocabulary-parallel (tensor_parallel with split = vocab): this rank's
+ * rows [v0, v0 + nv) of the table; a token outside gives a zero row, so the
+ * sum over the ranks is the whole table's row (one row and zeros: exact). */
+void k_embedding_forward_vocab(float *out, const int32_t *tokens, const float *wte, int64_t v0, int64_t nv, int64_t B,
+                               int64_t t, int64_t d)
+{
+    for (int64_t r = 0; r < B * t; r++) {
+        int64_t v = (int64_t)tokens[r] - v0;
+        if (v >= 0 && v < nv)
+            memcpy(out + r * d, wte + v * d, (size_t)d * sizeof(float));
+        else
+            memset(out + r * d, 0, (size_t)d * sizeof(float));
+    }
+}
+
+/* out (B, T, D) += wpe (T, D) at each position: the positions' half of
+ * k_embedding_forward, after the vocabulary-parallel sum */
+void k_embedding_add_positions(float *out, const float *wpe, int64_t B, int64_t t, int64_t d)
+{
+    for (int64_t r = 0; r < B * t; r++) {
+        float *o = out + r * d;
+        const float *pe = wpe + (r % t) * d;
+        for (int64_t j = 0; j < d; j++)
+            o[j] = o[j] + pe[j];
+    }
+}
+
+/* k_embedding_backward_weight's table half for rows [v0, v0 + nv): the
+ * same adds in the same (b, t) order, so each row gets the bits it gets
+ * from the whole table */
+void k_embedding_backward_weight_vocab(float *dwte, const float *dout, const int32_t *tokens, int64_t v0, int64_t nv,
+                                       int64_t B, int64_t t, int64_t d)
+{
+    for (int64_t r = 0; r < B * t; r++) {
+        int64_t v = (int64_t)tokens[r] - v0;
+        if (v < 0 || v >= nv)
+            continue;
+        float *e = dwte + v * d;
+        const float *g = dout + r * d;
+        for (int64_t j = 0; j < d; j++)
+            e[j] += g[j];
+    }
+}
+
 /* ---- attention core ----------------------------------------------------------------
  * Per sample b and head h, with hd = D / H and the (T, hd) views
  *     Q = qkv[b, :, h*hd ..],  K = qkv[b, :, D + h*hd ..],  V = qkv[b, :, 2D + h*hd ..]

@@ -1,8 +1,9 @@
 #!/bin/bash
 # tests/e2e/test_tensor_parallel.sh: tensor parallelism (tensor_parallel = T,
 # docs/parallelism.md). On the GPT (dropout inside every block, tied
-# embeddings), LLaMA (grouped-query) and split-linear MLP (column and row,
-# dropout between) test models: 10 steps' losses with
+# embeddings), LLaMA (grouped-query), split-linear MLP (column and row,
+# dropout between) and vocabulary-parallel GPT (split = vocab embedding,
+# column-split head) test models: 10 steps' losses with
 # T = 2 against T = 1 within 1e-5 relative, on 1 and 2 stages (1f1b and
 # zb-h1) and with 2 replicas, with gradient clipping (and at T = 2 the
 # same bits on 1 stage and on 2 under either schedule), and T = 4 on one
@@ -17,7 +18,7 @@ e2e_start pipe-tp "$@"
 PY=python3
 
 e2e_tokens "$TMP/tokens.u16" || exit 2
-for m in tied_gpt llama_gqa split_mlp; do sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/$m.pipe" >"$TMP/$m.pipe"; done
+for m in tied_gpt llama_gqa split_mlp vocab_gpt; do sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/$m.pipe" >"$TMP/$m.pipe"; done
 
 # memory T1_METRICS T2_METRICS T2_STATS: every T = 2 rank allocates what
 # pipec predicts for its stage (within 2%), and less than the T = 1 ranks
@@ -37,7 +38,7 @@ print(f"{len(t2)} ranks, largest {max(r['memory_bytes'] for r in t2)} bytes agai
 EOF
 }
 
-for model in tied_gpt llama_gqa split_mlp; do
+for model in tied_gpt llama_gqa split_mlp vocab_gpt; do
     for shape in "1 1 1f1b" "2 1 1f1b" "2 1 zb-h1" "1 2 1f1b"; do
         set -- $shape
         st=$1 dp=$2 sched=$3
@@ -65,7 +66,7 @@ done
 # the bitwise contract holds at a fixed T: with T = 2, 1 stage, 2 stages
 # under 1f1b and under zb-h1 give the same losses and the same weights,
 # bit for bit (the tp sums are the same sums wherever the block runs)
-for model in tied_gpt llama_gqa split_mlp; do
+for model in tied_gpt llama_gqa split_mlp vocab_gpt; do
     a=$TMP/$model-s1-d1-1f1b-t2
     same=yes
     for other in "$TMP/$model-s2-d1-1f1b-t2" "$TMP/$model-s2-d1-zb-h1-t2"; do
@@ -165,20 +166,22 @@ fi
 # (within 1e-6 of each tensor's largest value; under AdamW this model's
 # first layer has gradients near eps, where Adam's division turns the 1e-9
 # differences of reordered sums into 3e-4 of a weight); --init from them back
-S=$TMP/split_mlp-sgd
-for t in 1 2; do
-    "$PIPEC" "$TMP/split_mlp.pipe" -D stages=2 -D tensor_parallel=$t -D 'optimizer = sgd(lr = 0.1)' -o "$S-t$t.bin" \
-        >"$TMP/out" 2>&1 || { cat "$TMP/out"; exit 2; }
+for model in split_mlp vocab_gpt; do
+    S=$TMP/$model-sgd
+    for t in 1 2; do
+        "$PIPEC" "$TMP/$model.pipe" -D stages=2 -D tensor_parallel=$t -D 'optimizer = sgd(lr = 0.1)' -o "$S-t$t.bin" \
+            >"$TMP/out" 2>&1 || { cat "$TMP/out"; exit 2; }
+    done
+    if run_metrics se2 4 "$S-t2.bin" --steps 3 --export "$TMP/se2.safetensors" &&
+        run_metrics se1 2 "$S-t1.bin" --steps 3 --export "$TMP/se1.safetensors" &&
+        why=$(st_close "$TMP/se2.safetensors" "$TMP/se1.safetensors" 1e-6) &&
+        run_metrics si2 4 "$S-t2.bin" --steps 0 --init "$TMP/se1.safetensors" --export "$TMP/si2.safetensors" &&
+        why="$why; back: $(st_close "$TMP/si2.safetensors" "$TMP/se1.safetensors" 0)"; then
+        ok "$model: --export with tensor_parallel = 2 gives T = 1's tensors, --init gives them back ($why)"
+    else
+        not_ok "$model: --export / --init with T = 2" "${why:-$(tail -5 "$TMP/out")}"
+    fi
 done
-if run_metrics se2 4 "$S-t2.bin" --steps 3 --export "$TMP/se2.safetensors" &&
-    run_metrics se1 2 "$S-t1.bin" --steps 3 --export "$TMP/se1.safetensors" &&
-    why=$(st_close "$TMP/se2.safetensors" "$TMP/se1.safetensors" 1e-6) &&
-    run_metrics si2 4 "$S-t2.bin" --steps 0 --init "$TMP/se1.safetensors" --export "$TMP/si2.safetensors" &&
-    why="$why; back: $(st_close "$TMP/si2.safetensors" "$TMP/se1.safetensors" 0)"; then
-    ok "split linears: --export with tensor_parallel = 2 gives T = 1's tensors, --init gives them back ($why)"
-else
-    not_ok "split linears: --export / --init with T = 2" "${why:-$(tail -5 "$TMP/out")}"
-fi
 
 # --trace names each rank's stage, replica and tp index
 if run_metrics tr 4 "$TMP/a.bin" --steps 2 --trace "$TMP/t.json" &&
@@ -217,6 +220,30 @@ assert s == ["column", None, None, "row", None, "column", None, None], s'; then
 else
     not_ok "--stats and split linears" "$(grep linear "$TMP/out")"
 fi
+"$PIPEC" "$TMP/vocab_gpt.pipe" -D tensor_parallel=2 --stats >"$TMP/out" 2>&1
+rc=$?
+check_rc "--stats names the vocabulary-split embedding" 0 "^ +0  embedding .*\(split = vocab\)$"
+"$PIPEC" "$TMP/vocab_gpt.pipe" -D tensor_parallel=8 >"$TMP/out" 2>&1
+rc=$?
+check_rc "tensor_parallel = 8 against 4 heads and a vocabulary of 64: refused, heads named" 1 \
+    "tensor_parallel = 8 does not divide layer 1's heads = 4"
+sed 's/vocab = 64, dim = 32/vocab = 66, dim = 32/; s/linear(64, bias = false, split = column)/linear(66, bias = false)/' \
+    "$TMP/vocab_gpt.pipe" >"$TMP/v66.pipe"
+"$PIPEC" "$TMP/v66.pipe" -D tensor_parallel=4 >"$TMP/out" 2>&1
+rc=$?
+check_rc "tensor_parallel = 4 against a vocabulary of 66: refused with the layer" 1 \
+    "tensor_parallel = 4 does not divide layer 0's vocabulary = 66"
+sed 's/positions = 16, split = vocab)/positions = 16, split = vocab) as wte/; s/linear(64, bias = false, split = column)/linear(64, bias = false, tie = wte)/' \
+    "$TMP/vocab_gpt.pipe" >"$TMP/vtie.pipe"
+"$PIPEC" "$TMP/vtie.pipe" >"$TMP/out" 2>&1
+rc=$?
+check_rc "a linear tied to a vocabulary-split embedding: refused, with the way out" 1 \
+    "tie = wte: layer 0 is split \(split = vocab\), and a split weight cannot be shared yet"
+sed 's/split = vocab)/split = rows)/' "$TMP/vocab_gpt.pipe" >"$TMP/vbad.pipe"
+"$PIPEC" "$TMP/vbad.pipe" >"$TMP/out" 2>&1
+rc=$?
+check_rc "split = rows on an embedding: refused, naming the word it takes" 1 \
+    "split = rows: an embedding splits by 'vocab'"
 "$PIPEC" "$TMP/split_mlp.pipe" -D tensor_parallel=3 >"$TMP/out" 2>&1
 rc=$?
 check_rc "tensor_parallel = 3 against a column-split linear of 256: refused" 1 \

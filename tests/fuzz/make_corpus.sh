@@ -75,6 +75,7 @@ plan tied_gpt_2_zbv tests/e2e/tied_gpt.pipe -D stages=2 -D schedule=zb-v -D micr
 plan tied_gpt_2_dualpipev tests/e2e/tied_gpt.pipe -D stages=2 -D schedule=dualpipev -D micro_batches=4
 plan residual_cnn_2_zbh1 tests/e2e/residual_cnn.pipe -D stages=2 -D schedule=zb-h1 -D micro_batches=4
 plan split_mlp_2_tp2 tests/e2e/split_mlp.pipe -D stages=2 -D tensor_parallel=2 -D micro_batches=2
+plan vocab_gpt_2_tp2 tests/e2e/vocab_gpt.pipe -D stages=2 -D tensor_parallel=2 -D micro_batches=2
 fi
 
 # json: what pipe reads as JSON, from a real checkpoint (2 steps of the tied
