@@ -532,8 +532,9 @@ static int bind_one(Builder *b, const AstStmt *s, PlanLayer *L, int idx, int sub
                 } else if (sub_pos) {
                     diag_error(dl, sp->loc, "split cannot be used inside a residual block: split a linear outside it");
                     rc = -1;
-                } else if (pc_arg(&a, "tie")->set) {
-                    diag_error(dl, sp->loc, "a tied linear cannot be split: its weight is the one it ties to");
+                } else if (pc_arg(&a, "tie")->set && L->split != PLAN_LINEAR_COLUMN) {
+                    diag_error(dl, sp->loc, "a tied linear cannot be split by row: its weight is the one it ties to "
+                                            "(split = column ties to an embedding with split = vocab)");
                     rc = -1;
                 }
             }
@@ -1064,11 +1065,22 @@ static int resolve_tie(DiagList *dl, PlanModel *m, PlanLayer *L)
         diag_error(dl, L->tie_loc, "layer %d cannot tie its weight to itself", L->index);
         return -1;
     }
-    if (plan_layer_split(T)) {
-        diag_error(dl, L->tie_loc,
-                   "tie = %s: layer %d is split (split = %s), and a split weight cannot be shared yet (for a "
-                   "vocabulary-parallel head, leave it untied with split = column)",
-                   L->tie_label, t, plan_linear_split_names[T->split]);
+    /* a vocabulary-parallel pair: the embedding's rows and the head's
+     * output features are the same vocabulary, cut the same way */
+    int pair = T->kind == PLAN_L_EMBEDDING && T->split == PLAN_EMBEDDING_VOCAB && L->split == PLAN_LINEAR_COLUMN;
+    if (T->kind == PLAN_L_LINEAR && plan_layer_split(T)) {
+        diag_error(dl, L->tie_loc, "tie = %s: layer %d is split (split = %s), and a split linear's weight cannot be "
+                   "shared", L->tie_label, t, plan_linear_split_names[T->split]);
+        return -1;
+    }
+    if (plan_layer_split(T) && !pair) {
+        diag_error(dl, L->tie_loc, "tie = %s: layer %d is split (split = vocab): a linear tied to it must be split = "
+                   "column (its weight's rows are the vocabulary)", L->tie_label, t);
+        return -1;
+    }
+    if (L->split != PLAN_LINEAR_WHOLE && !pair) {
+        diag_error(dl, L->tie_loc, "tie = %s: a split = column linear ties only to an embedding with split = vocab "
+                   "(layer %d is not split)", L->tie_label, t);
         return -1;
     }
     if (!(T->kind == PLAN_L_EMBEDDING || (T->kind == PLAN_L_LINEAR && !T->tie_label))) {

@@ -391,15 +391,6 @@ static void put_model(Out *o, Out *S, const PlanModel *m)
     }
 }
 
-/* 1 when some linear of m ties its weight to layer i */
-static int tied_to(const PlanModel *m, int i)
-{
-    for (int j = 0; j < m->nlayers; j++)
-        if (m->layer[j].tie == i)
-            return 1;
-    return 0;
-}
-
 /* reshape: the same elements; transpose: its input with dimensions a and
  * b swapped */
 static int moves_ok(const PlanLayer *L)
@@ -680,28 +671,43 @@ static void get_model(In *in, BaseArena *A, PlanModel *m)
         if (!in->bad && !residual_ok(L))
             bad(in, "layer %d: a residual block whose layers' shapes or parameters do not add up", i);
     }
-    /* the split linears and embeddings, in layer order: a linear untied,
-     * its weight [out, in] and bias [out] as the runtime reads them; an
-     * embedding by vocabulary, no linear tied to it */
+    /* the split linears and embeddings, in layer order: a linear with its
+     * weight [out, in] and bias [out] as the runtime reads them (or, tied
+     * and split by column, its bias only), an embedding by vocabulary */
     uint32_t nsplit = tail && !in->bad && in->at < in->n ? get_count(in, (uint32_t)m->nlayers, 8, "split linear") : 0;
     for (uint32_t k = 0, last = 0; k < nsplit && !in->bad; k++) {
         int i = get_i32(in), sp = get_i32(in);
         PlanLayer *L = i >= 0 && i < m->nlayers ? &m->layer[i] : NULL;
         int64_t fin = L && L->in.ndim > 0 ? L->in.dim[L->in.ndim - 1] : 0;
         int emb = L && L->kind == PLAN_L_EMBEDDING && sp == PLAN_EMBEDDING_VOCAB && L->nparams >= 1 &&
-                  L->param[0].ndim == 2 && !tied_to(m, i);
-        if (!in->bad && !emb &&
+                  L->param[0].ndim == 2;
+        int tied = L && L->kind == PLAN_L_LINEAR && L->tie >= 0 && sp == PLAN_LINEAR_COLUMN &&
+                   L->nparams == (L->bias != 0) && (!L->bias || L->param[0].count == L->nout);
+        if (!in->bad && !emb && !tied &&
             (!L || (k && (uint32_t)i <= last) || L->kind != PLAN_L_LINEAR || L->tie != -1 ||
              sp < PLAN_LINEAR_COLUMN || sp > PLAN_LINEAR_ROW || L->nparams != 1 + (L->bias != 0) ||
              L->param[0].ndim != 2 || L->param[0].dim[0] != L->nout || L->param[0].dim[1] != fin ||
              L->out.ndim != L->in.ndim || L->out.dim[L->out.ndim - 1] != L->nout ||
              (L->bias && L->param[1].count != L->nout)))
-            bad(in, "split %u: layer %d is not an untied linear of its shapes (split 1 or 2) or an embedding no "
-                    "linear ties to (split 3), or split %d is neither", k, i, sp);
-        else if (!in->bad && emb && k && (uint32_t)i <= last)
+            bad(in, "split %u: layer %d is not a linear of its shapes (split 1 or 2; a tied one 1 only) or an "
+                    "embedding (split 3), or split %d is neither", k, i, sp);
+        else if (!in->bad && (emb || tied) && k && (uint32_t)i <= last)
             bad(in, "split %u: layer %d is out of order", k, i);
         else if (!in->bad)
             L->split = sp, last = (uint32_t)i;
+    }
+    /* a tie between a vocabulary-split embedding and a column-split linear
+     * only, both cut the same way (the tied linear's weight is the
+     * embedding's table, [vocab, dim], so its outputs are the vocabulary) */
+    for (int i = 0; i < m->nlayers && !in->bad; i++) {
+        const PlanLayer *L = &m->layer[i];
+        if (L->kind != PLAN_L_LINEAR || L->tie < 0 || L->tie >= m->nlayers)
+            continue;
+        const PlanLayer *O = &m->layer[L->tie];
+        int vocab = O->kind == PLAN_L_EMBEDDING && O->split == PLAN_EMBEDDING_VOCAB;
+        if ((L->split == PLAN_LINEAR_COLUMN) != vocab || (O->kind == PLAN_L_LINEAR && O->split != PLAN_LINEAR_WHOLE))
+            bad(in, "layer %d: tied to layer %d, split %d against its split %d (only a column-split linear ties to a "
+                    "vocabulary-split embedding)", i, L->tie, L->split, O->split);
     }
     for (int i = 0; i < m->nlayers && !in->bad; i++) {
         check_layer(in, &m->layer[i], i);

@@ -398,7 +398,7 @@ int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int 
             for (int j = 0; j < L->nparams; j++)
                 n += plan_param_local(L, j); /* one tensor-parallel rank's */
             if (L->tie >= 0)
-                n += m->layer[L->tie].param[0].count;
+                n += plan_param_local(&m->layer[L->tie], 0); /* a vocabulary-split owner's share */
         }
     }
     return n;

@@ -290,6 +290,9 @@ struct KConv rt_conv_geom(const RtCtx *rt, const PlanLayer *L);
 /* the kernels' precision of matrix products (kernels/k_cpu.h KPrec): bf16
  * where the plan asks for it, else fp32 (tf32 is computed as fp32 on the CPU) */
 int rt_kprec(const RtCtx *rt);
+/* the layer (returned) and tensor (*k) whose values parameter q holds: a
+ * tied copy's are its owner's weight (tensor 0) */
+int rt_param_src(const RtCtx *rt, const struct RtParam *q, int *k);
 /* precision = bf16 on the CPU: every layer's output (but the model's
  * last) and input gradient is rounded to bf16 on every stage count, so
  * activations and gradients travel between stages as bf16, half the

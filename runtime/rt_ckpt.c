@@ -241,7 +241,7 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
         /* a split block's tensor: this tp rank's share of the whole */
         int split = rt_tp_split(rt, q);
         if (split)
-            plan_param_take(q->p, t->data, &rt->m->layer[li], q->k, rt->tpi);
+            plan_param_take(q->p, t->data, &rt->m->layer[li], q->k < 0 ? 0 : q->k, rt->tpi);
         else
             memcpy(q->p, t->data, (size_t)q->n * sizeof(float));
         if (per == 0)
@@ -262,7 +262,8 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
                 break;
             }
             if (split)
-                plan_param_take(q->state + (int64_t)j * q->n, x->data, &rt->m->layer[li], q->k, rt->tpi);
+                plan_param_take(q->state + (int64_t)j * q->n, x->data, &rt->m->layer[li], q->k < 0 ? 0 : q->k,
+                                rt->tpi);
             else
                 memcpy(q->state + (int64_t)j * q->n, x->data, (size_t)q->n * sizeof(float));
         }
@@ -378,8 +379,8 @@ static TpWhole tp_gather(RtCtx *rt)
     }
     for (int i = 0; i < rt->nparam; i++) {
         RtParam *q = &rt->param[i];
-        if (!rt_tp_split(rt, q))
-            continue;
+        if (q->k < 0 || !rt_tp_split(rt, q))
+            continue; /* a tied copy is not written (its owner's file holds it) */
         int64_t count = rt->m->layer[q->layer].param[q->k].count;
         if (root) {
             w.p[i] = rt_alloc(rt, (size_t)count * sizeof(float), "a split tensor, whole");

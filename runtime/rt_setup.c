@@ -412,21 +412,29 @@ static void *layer_bufs(const RtCtx *rt, int li, int sub, int device)
 
 /* Parameters of this stage, in layer order; a tied linear whose owner is on
  * another stage gets a copy, initialised as the owner is. */
+int rt_param_src(const RtCtx *rt, const RtParam *q, int *k)
+{
+    *k = q->k < 0 ? 0 : q->k;
+    return q->k < 0 ? rt->m->layer[q->layer].tie : q->layer;
+}
+
 int rt_tp_split(const RtCtx *rt, const RtParam *q)
 {
-    return q->k >= 0 && plan_param_split(&rt->m->layer[q->layer], q->k) != PLAN_SPLIT_NONE;
+    int k, li = rt_param_src(rt, q, &k);
+    return plan_param_split(&rt->m->layer[li], k) != PLAN_SPLIT_NONE;
 }
 
 void rt_tp_whole(RtCtx *rt, const RtParam *q, const float *local, float *whole)
 {
-    const PlanLayer *L = &rt->m->layer[q->layer];
+    int k, li = rt_param_src(rt, q, &k);
+    const PlanLayer *L = &rt->m->layer[li];
     int64_t n = q->n;
     RT_CHECK(rt, n * rt->tp <= INT_MAX, "a split tensor of %lld elements is too large for one MPI gather",
              (long long)(n * rt->tp));
     float *parts = rt->tpi == 0 ? rt_alloc(rt, (size_t)(n * rt->tp) * sizeof(float), "tensor-parallel gather") : NULL;
     RT_MPI(rt, MPI_Gather(local, (int)n, MPI_FLOAT, parts, (int)n, MPI_FLOAT, 0, rt->tp_comm));
     for (int r = 0; parts && r < rt->tp; r++)
-        plan_param_put(whole, parts + (int64_t)r * n, L, q->k, r);
+        plan_param_put(whole, parts + (int64_t)r * n, L, k, r);
     free(parts);
 }
 
@@ -452,7 +460,7 @@ static void setup_params(RtCtx *rt)
                 q->layer = i, q->k = k;
                 if (k < 0) {
                     const PlanParam *w = &m->layer[L->tie].param[0];
-                    q->n = w->count;
+                    q->n = plan_param_local(&m->layer[L->tie], 0); /* a vocabulary-split owner's: its share */
                     snprintf(q->name, sizeof q->name, "layers.%d.%s", L->tie, w->name);
                     q->counts_in_norm = 0; /* the owner counts it once */
                     /* on the owner's stage the copy is the owner's tensor:

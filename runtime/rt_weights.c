@@ -308,7 +308,8 @@ int rt_weights_init(RtCtx *rt, const RtInit *o, int *loaded, int *nfiles, char *
     int64_t most = 1;
     for (int i = 0; i < rt->nparam; i++) {
         const RtParam *q = &rt->param[i];
-        int64_t whole = rt_tp_split(rt, q) ? m->layer[q->layer].param[q->k].count : q->n;
+        int k, li = rt_param_src(rt, q, &k);
+        int64_t whole = rt_tp_split(rt, q) ? m->layer[li].param[k].count : q->n;
         most = whole > most ? whole : most;
     }
     tmp = malloc((size_t)most * sizeof *tmp);
@@ -320,10 +321,12 @@ int rt_weights_init(RtCtx *rt, const RtInit *o, int *loaded, int *nfiles, char *
         RtParam *q = &rt->param[i];
         const Found *f = find(found, n, q->name);
         if (rt_tp_split(rt, q)) {
-            /* a split block's tensor: the whole, then this tp rank's share */
+            /* a split tensor (or a tied copy of one): the whole, then this
+             * tp rank's share */
+            int k, li = rt_param_src(rt, q, &k);
             if (rt_st_read_f32(&file[f->file], f->e, tmp, err, es) != 0)
                 goto out;
-            plan_param_take(q->p, tmp, &m->layer[q->layer], q->k, rt->tpi);
+            plan_param_take(q->p, tmp, &m->layer[li], k, rt->tpi);
             continue;
         }
         if (rt_st_read_f32(&file[f->file], f->e, q->p, err, es) != 0)

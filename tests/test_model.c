@@ -568,7 +568,9 @@ START_TEST(split_linears)
         {"  residual {\n    linear(16, split = row)\n  }", NULL, "split cannot be used inside a residual block"},
         {"  linear(16) as a\n  linear(16, tie = a, split = row)", NULL, "a tied linear cannot be split"},
         {"  linear(16, split = column) as a\n  linear(16, tie = a)", NULL,
-         "tie = a: layer 0 is split (split = column), and a split weight cannot be shared"},
+         "tie = a: layer 0 is split (split = column), and a split linear's weight cannot be shared"},
+        {"  linear(16) as a\n  linear(16, tie = a, split = column)", NULL,
+         "tie = a: a split = column linear ties only to an embedding with split = vocab (layer 0 is not split)"},
         {"  linear(10, split = column)", "tensor_parallel = 4",
          "tensor_parallel = 4 does not divide layer 0's output features = 10"},
         {"  linear(8, split = row)", "tensor_parallel = 3", "does not divide layer 0's input features = 16"},
@@ -619,7 +621,15 @@ START_TEST(split_embedding)
     t_free(t);
     snprintf(buf, sizeof buf, text, " as wte", ", tie = wte");
     t = t_compile(buf);
-    ck_err(t, "tie = wte: layer 0 is split (split = vocab), and a split weight cannot be shared yet");
+    ck_err(t, "tie = wte: layer 0 is split (split = vocab): a linear tied to it must be split = column");
+    t_free(t);
+    /* tied and split by column: the pair, the head's copy of the table is
+     * a rank's share of it */
+    snprintf(buf, sizeof buf, text, " as wte", ", tie = wte, split = column");
+    t = t_compile_defs(buf, defs, 1);
+    ck_ok(t);
+    ck_assert_int_eq(t->f.model.layer[1].split, PLAN_LINEAR_COLUMN);
+    ck_assert_int_eq(t->f.model.layer[1].tie, 0);
     t_free(t);
     snprintf(buf, sizeof buf, "model m {\n  input x: int32[8]\n  target y: int32[8]\n"
                               "  embedding(vocab = 48, dim = 16, split = column)\n  linear(48)\n  loss cross_entropy\n}\n");

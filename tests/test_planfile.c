@@ -266,7 +266,7 @@ START_TEST(split_fields)
     plan_encode(&g, &bin, &n);
     g.model.layer[1].kind = PLAN_L_GELU;
     ck_assert(decode_fails(bin, n, err, sizeof err));
-    ck_assert_msg(strstr(err, "split 0: layer 1 is not an untied linear of its shapes"), "%s", err);
+    ck_assert_msg(strstr(err, "split 0: layer 1 is not a linear of its shapes"), "%s", err);
     free(bin);
     plan_ir_free(&g);
     plan_ir_free(&f);
@@ -274,8 +274,8 @@ START_TEST(split_fields)
 }
 END_TEST
 
-/* a vocabulary-split embedding: split 3 round-trips; on a linear, or on an
- * embedding a linear ties to, refused */
+/* a vocabulary-split embedding: split 3 round-trips; on a linear refused;
+ * a linear tied to it must be split by column */
 START_TEST(split_embedding_field)
 {
     const char *d[] = {"tensor_parallel = 2"};
@@ -292,14 +292,24 @@ START_TEST(split_embedding_field)
     f.model.layer[5].split = PLAN_EMBEDDING_VOCAB;
     plan_encode(&f, &bin, &n);
     ck_assert(decode_fails(bin, n, err, sizeof err));
-    ck_assert_msg(strstr(err, "split 1: layer 5 is not an untied linear"), "%s", err);
+    ck_assert_msg(strstr(err, "split 1: layer 5 is not a linear of its shapes"), "%s", err);
     free(bin);
-    /* the head tied to the split embedding: refused */
+    /* the head tied to the split embedding but not split itself: refused */
     f.model.layer[5].split = PLAN_LINEAR_WHOLE;
     f.model.layer[5].tie = 0;
+    f.model.layer[5].nparams = 0; /* a tied linear owns only its bias (none here) */
     plan_encode(&f, &bin, &n);
     ck_assert(decode_fails(bin, n, err, sizeof err));
-    ck_assert_msg(strstr(err, "split 0: layer 0 is not"), "%s", err);
+    ck_assert_msg(strstr(err, "layer 5: tied to layer 0, split 0 against its split 3"), "%s", err);
+    free(bin);
+    /* tied and split by column: read back as it was */
+    f.model.layer[5].split = PLAN_LINEAR_COLUMN;
+    plan_encode(&f, &bin, &n);
+    PlanIR g;
+    ck_assert_msg(plan_decode(bin, n, &g, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(g.model.layer[5].split, PLAN_LINEAR_COLUMN);
+    ck_assert_int_eq(g.model.layer[5].tie, 0);
+    plan_ir_free(&g);
     free(bin);
     plan_ir_free(&f);
     compiled_free(c);

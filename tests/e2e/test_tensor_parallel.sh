@@ -3,7 +3,7 @@
 # docs/parallelism.md). On the GPT (dropout inside every block, tied
 # embeddings), LLaMA (grouped-query), split-linear MLP (column and row,
 # dropout between) and vocabulary-parallel GPT (split = vocab embedding,
-# column-split head) test models: 10 steps' losses with
+# column-split head, untied and tied) test models: 10 steps' losses with
 # T = 2 against T = 1 within 1e-5 relative, on 1 and 2 stages (1f1b and
 # zb-h1) and with 2 replicas, with gradient clipping (and at T = 2 the
 # same bits on 1 stage and on 2 under either schedule), and T = 4 on one
@@ -19,6 +19,10 @@ PY=python3
 
 e2e_tokens "$TMP/tokens.u16" || exit 2
 for m in tied_gpt llama_gqa split_mlp vocab_gpt; do sed "s|TOKENS|$TMP/tokens.u16|" "$SRC/tests/e2e/$m.pipe" >"$TMP/$m.pipe"; done
+# the vocabulary-parallel GPT with its head tied to the split table
+sed 's/positions = 16, split = vocab)/positions = 16, split = vocab) as wte/; s/linear(64, bias = false, split = column)/linear(64, bias = false, tie = wte, split = column)/' \
+    "$TMP/vocab_gpt.pipe" >"$TMP/vocab_tied.pipe"
+grep -q 'tie = wte, split = column' "$TMP/vocab_tied.pipe" || { echo "vocab_tied.pipe: the sed missed"; exit 2; }
 
 # memory T1_METRICS T2_METRICS T2_STATS: every T = 2 rank allocates what
 # pipec predicts for its stage (within 2%), and less than the T = 1 ranks
@@ -38,7 +42,7 @@ print(f"{len(t2)} ranks, largest {max(r['memory_bytes'] for r in t2)} bytes agai
 EOF
 }
 
-for model in tied_gpt llama_gqa split_mlp vocab_gpt; do
+for model in tied_gpt llama_gqa split_mlp vocab_gpt vocab_tied; do
     for shape in "1 1 1f1b" "2 1 1f1b" "2 1 zb-h1" "1 2 1f1b"; do
         set -- $shape
         st=$1 dp=$2 sched=$3
@@ -66,7 +70,7 @@ done
 # the bitwise contract holds at a fixed T: with T = 2, 1 stage, 2 stages
 # under 1f1b and under zb-h1 give the same losses and the same weights,
 # bit for bit (the tp sums are the same sums wherever the block runs)
-for model in tied_gpt llama_gqa split_mlp vocab_gpt; do
+for model in tied_gpt llama_gqa split_mlp vocab_gpt vocab_tied; do
     a=$TMP/$model-s1-d1-1f1b-t2
     same=yes
     for other in "$TMP/$model-s2-d1-1f1b-t2" "$TMP/$model-s2-d1-zb-h1-t2"; do
@@ -166,7 +170,7 @@ fi
 # (within 1e-6 of each tensor's largest value; under AdamW this model's
 # first layer has gradients near eps, where Adam's division turns the 1e-9
 # differences of reordered sums into 3e-4 of a weight); --init from them back
-for model in split_mlp vocab_gpt; do
+for model in split_mlp vocab_gpt vocab_tied; do
     S=$TMP/$model-sgd
     for t in 1 2; do
         "$PIPEC" "$TMP/$model.pipe" -D stages=2 -D tensor_parallel=$t -D 'optimizer = sgd(lr = 0.1)' -o "$S-t$t.bin" \
@@ -237,8 +241,8 @@ sed 's/positions = 16, split = vocab)/positions = 16, split = vocab) as wte/; s/
     "$TMP/vocab_gpt.pipe" >"$TMP/vtie.pipe"
 "$PIPEC" "$TMP/vtie.pipe" >"$TMP/out" 2>&1
 rc=$?
-check_rc "a linear tied to a vocabulary-split embedding: refused, with the way out" 1 \
-    "tie = wte: layer 0 is split \(split = vocab\), and a split weight cannot be shared yet"
+check_rc "a linear tied to a vocabulary-split embedding but not split by column: refused, with the way out" 1 \
+    "tie = wte: layer 0 is split \(split = vocab\): a linear tied to it must be split = column"
 sed 's/split = vocab)/split = rows)/' "$TMP/vocab_gpt.pipe" >"$TMP/vbad.pipe"
 "$PIPEC" "$TMP/vbad.pipe" >"$TMP/out" 2>&1
 rc=$?
