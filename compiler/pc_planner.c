@@ -137,11 +137,10 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
         if (c->tensor_parallel > 1)
             tp_costs(f, p, k, rate);
         if (k + 1 < P && !pt->bnd[k].local) {
-            p->bytes_fwd[k] = (double)pt->bnd[k].bytes;
             /* precision = bf16: the CPU backend sends the main activation
              * as bf16, half its bytes (the GPU's still sends fp32) */
-            if (c->precision == PLAN_PREC_BF16)
-                p->bytes_fwd[k] -= (double)(pt->bnd[k].item[0].bytes / 2);
+            p->bytes_fwd[k] = (double)(c->precision == PLAN_PREC_BF16 ? plan_boundary_bf16_bytes(&pt->bnd[k])
+                                                                       : pt->bnd[k].bytes);
         }
         /* activation checkpointing: a backward first runs its segments'
          * dropped layers forward again; a split one does it in I and again

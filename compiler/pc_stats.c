@@ -184,7 +184,7 @@ void pc_stats_text(FILE *out, const PlanIR *f)
                 fprintf(out, " = %s B -> stage %d", base_commas(bd->bytes, a, sizeof a), pt->part[k + 1].stage);
             if (!bd->local && f->cfg.precision == PLAN_PREC_BF16) /* rt_wire_bf16 */
                 fprintf(out, " (%s B on the CPU, the activation as bf16)",
-                        base_commas(bd->bytes - bd->item[0].bytes / 2, b, sizeof b));
+                        base_commas(plan_boundary_bf16_bytes(bd), b, sizeof b));
             sent = 1;
         }
         if (!sent)

@@ -4,6 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+int64_t plan_boundary_bf16_bytes(const PlanBoundary *bd)
+{
+    return bd->bytes - bd->item[0].bytes / 2;
+}
+
 void plan_partition_free(PlanPartition *p)
 {
     free(p->part);

@@ -22,6 +22,11 @@ typedef struct PlanBoundary {
     int local;          /* both parts on one stage: handed over, not sent */
 } PlanBoundary;
 
+/* What a boundary carries per micro-batch when its activation travels as
+ * bf16 (the CPU backend's precision = bf16): the main item at half its
+ * bytes, the side items as they are */
+int64_t plan_boundary_bf16_bytes(const PlanBoundary *bd);
+
 typedef struct PlanPart {
     int first, last;    /* layer indices, inclusive */
     int stage, chunk;

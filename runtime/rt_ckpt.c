@@ -222,8 +222,8 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
         if (!w)
             break;
         const RtTensor *t = rt_safetensors_find(w, q->name);
-        int li = q->k < 0 ? rt->m->layer[q->layer].tie : q->layer;
-        const PlanParam *pp = &rt->m->layer[li].param[q->k < 0 ? 0 : q->k];
+        int k, li = rt_param_src(rt, q, &k);
+        const PlanParam *pp = &rt->m->layer[li].param[k];
         if (!t) {
             fmt(err, sizeof err, "%s/%s: stage %lld's weights lack tensor %s", m->root, m->dir, (long long)s, q->name);
             break;
@@ -241,7 +241,7 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
         /* a split block's tensor: this tp rank's share of the whole */
         int split = rt_tp_split(rt, q);
         if (split)
-            plan_param_take(q->p, t->data, &rt->m->layer[li], q->k < 0 ? 0 : q->k, rt->tpi);
+            plan_param_take(q->p, t->data, &rt->m->layer[li], k, rt->tpi);
         else
             memcpy(q->p, t->data, (size_t)q->n * sizeof(float));
         if (per == 0)
@@ -262,8 +262,7 @@ void rt_ckpt_resume(RtCtx *rt, const RtManifest *m)
                 break;
             }
             if (split)
-                plan_param_take(q->state + (int64_t)j * q->n, x->data, &rt->m->layer[li], q->k < 0 ? 0 : q->k,
-                                rt->tpi);
+                plan_param_take(q->state + (int64_t)j * q->n, x->data, &rt->m->layer[li], k, rt->tpi);
             else
                 memcpy(q->state + (int64_t)j * q->n, x->data, (size_t)q->n * sizeof(float));
         }

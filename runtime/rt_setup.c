@@ -495,9 +495,8 @@ static void setup_params(RtCtx *rt)
         q->p = rt->params + at, q->g = rt->grads + at, q->state = zero ? NULL : rt->state + (int64_t)per * at;
         at += q->n;
         /* a tied copy starts as its owner's weight */
-        int li = q->k < 0 ? m->layer[q->layer].tie : q->layer;
+        int k, li = rt_param_src(rt, q, &k);
         const PlanLayer *L = &m->layer[li];
-        int k = q->k < 0 ? 0 : q->k;
         RT_CHECK(rt, L->init != PLAN_INIT_DEFAULT || layer_init[L->kind],
                  "layer %d (%s) has parameters but no initialisation", li, plan_layer_names[L->kind]);
         if (rt_tp_split(rt, q)) {

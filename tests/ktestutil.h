@@ -9,6 +9,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+/* Check's ck_assert records every passing check (a write per call); in loops
+ * over 1e5 elements that is seconds of system time, so loops use this. */
+#define REQUIRE(cond, ...)             \
+    do {                               \
+        if (!(cond))                   \
+            ck_abort_msg(__VA_ARGS__); \
+    } while (0)
+
 static uint32_t lcg = 12345u;
 
 static void rng_seed(uint32_t s)

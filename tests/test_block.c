@@ -31,13 +31,6 @@
 #include "k_block.h"
 #include "k_cpu.h"
 
-/* ck_assert records every passing check; loops use this instead */
-#define REQUIRE(cond, ...)             \
-    do {                               \
-        if (!(cond))                   \
-            ck_abort_msg(__VA_ARGS__); \
-    } while (0)
-
 static const char *const pnames[12] = {"ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias",
                                        "attn.proj.weight", "attn.proj.bias", "ln2.weight", "ln2.bias",
                                        "mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias"};

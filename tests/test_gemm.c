@@ -21,12 +21,6 @@
 
 #include "k_cpu.h"
 
-#define REQUIRE(cond, ...)             \
-    do {                               \
-        if (!(cond))                   \
-            ck_abort_msg(__VA_ARGS__); \
-    } while (0)
-
 #include "ktestutil.h"
 
 static float from_bits(uint32_t u)

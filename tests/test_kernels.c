@@ -21,14 +21,6 @@
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-/* Check's ck_assert records every passing check (a write per call); in loops
- * over 1e5 elements that is seconds of system time, so loops use this. */
-#define REQUIRE(cond, ...)                  \
-    do {                                    \
-        if (!(cond))                        \
-            ck_abort_msg(__VA_ARGS__);      \
-    } while (0)
-
 #include "ktestutil.h"
 
 static float *fcopy(const float *a, int64_t n)

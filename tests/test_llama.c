@@ -31,12 +31,6 @@
 #include "ktestutil.h"
 #include "ktp.h"
 
-#define REQUIRE(cond, ...)             \
-    do {                               \
-        if (!(cond))                   \
-            ck_abort_msg(__VA_ARGS__); \
-    } while (0)
-
 static const char *const pnames[9] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                       "up_proj", "down_proj", "input_layernorm", "post_attention_layernorm"};
 
