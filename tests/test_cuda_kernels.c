@@ -237,7 +237,7 @@ static void test_linear(int pi, int64_t n, int64_t in_f, int64_t out_f, int bias
     float *dw0 = hrand(out_f * in_f, -0.01f, 0.01f), *db0 = hrand(out_f, -0.01f, 0.01f);
     float *out = xmalloc((size_t)(n * out_f) * sizeof(float)), *dx = xmalloc((size_t)(n * in_f) * sizeof(float));
     float *dw = hcopy(dw0, out_f * in_f), *db = hcopy(db0, out_f);
-    k_linear_forward(out, x, w, bias ? b : NULL, n, in_f, out_f, K_FP32);
+    k_linear_forward(out, x, w, bias ? b : NULL, n, in_f, out_f, K_FP32, NULL);
     k_linear_backward_input(dx, dy, w, n, in_f, out_f, K_FP32);
     k_linear_backward_weight(dw, bias ? db : NULL, dy, x, n, in_f, out_f, K_FP32);
 
@@ -335,7 +335,7 @@ static void test_conv(int pi, const KConv *g, int64_t B)
 
 static KPool pool_geom(int64_t c, int64_t h, int64_t w, int64_t k, int64_t s, int64_t p)
 {
-    KPool g = {c, h, w, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1, k, k, s, s, p, p, K_FP32};
+    KPool g = {c, h, w, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1, k, k, s, s, p, p};
     return g;
 }
 

@@ -634,7 +634,7 @@ START_TEST(split_embedding)
     snprintf(buf, sizeof buf, "model m {\n  input x: int32[8]\n  target y: int32[8]\n"
                               "  embedding(vocab = 48, dim = 16, split = column)\n  linear(48)\n  loss cross_entropy\n}\n");
     t = t_compile(buf);
-    ck_err(t, "t.pipe:4:41: error: split = column: an embedding splits by 'vocab'");
+    ck_err(t, "t.pipe:4:43: error: split = column: an embedding splits by 'vocab'");
     t_free(t);
 }
 END_TEST
@@ -975,6 +975,7 @@ static Suite *suite(void)
     tcase_add_test(e, err_llama);
     tcase_add_test(e, err_tie_and_mask);
     tcase_add_test(e, split_linears);
+    tcase_add_test(e, split_embedding);
     tcase_add_test(e, err_structure);
     tcase_add_test(e, warn_unused_input);
     tcase_add_test(e, init_errors);
