@@ -45,9 +45,22 @@ void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const f
             int64_t ldb, int beta, float *c, int64_t ldc);
 
 /* ---- linear: y = x W^T + b over the last dimension ---------------------- */
-/* in (N, IN), w (OUT, IN), b (OUT) or NULL, out (N, OUT); N = B * leading dims */
+/* in (N, IN), w (OUT, IN), b (OUT) or NULL, out (N, OUT); N = B * leading dims.
+ * scratch: NULL, or k_linear_scratch(n, in_f, out_f) floats, which lets a
+ * short fp32 product run the faster way round (k_dense.c); the same bits
+ * either way. */
 void k_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
-                      int64_t out_f, KPrec prec);
+                      int64_t out_f, KPrec prec, float *scratch);
+/* Floats of scratch k_linear_forward can use for N rows: N x OUT where the
+ * product is short against a wide input, else 0 (k_sizes.c, no BLAS). */
+int64_t k_linear_scratch(int64_t n, int64_t in_f, int64_t out_f);
+/* Whether the BLAS in use runs a short product faster as out^T = w . in^T
+ * (OpenBLAS's AVX-512 kernels: SkylakeX, Cooperlake, SapphireRapids). */
+int k_gemm_short_swaps(void);
+/* k_linear_forward's fp32 product the other way round, whatever the BLAS:
+ * scratch holds N x OUT floats */
+void k_linear_forward_swapped(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
+                              int64_t out_f, float *scratch);
 /* din (N, IN) = dout (N, OUT) . w */
 void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f,
                              KPrec prec);

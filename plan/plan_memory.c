@@ -204,9 +204,11 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
     case PLAN_L_LINEAR: {
         /* a split one (tensor_parallel): the gathered pieces of its output
          * (column) or input gradient (row), or its rank's slice of its
-         * input or output gradient (runtime/rt_cpu.c) */
+         * input or output gradient (runtime/rt_cpu.c); an unsplit one: room
+         * for a short product's transposed output (k_linear_forward) */
         int64_t in = plan_tensor_elems(&L->in), out = plan_tensor_elems(&L->out);
-        return L->tp > 1 ? B * (in > out ? in : out) : 0;
+        int64_t in_f = L->in.dim[L->in.ndim - 1], rows = B * (in / in_f);
+        return L->tp > 1 ? B * (in > out ? in : out) : k_linear_scratch(rows, in_f, L->nout);
     }
     case PLAN_L_DROPOUT: return (B * plan_tensor_elems(&L->out) + 3) / 4; /* the mask, as bytes */
     case PLAN_L_TRANSFORMER_BLOCK: {

@@ -81,15 +81,15 @@ static void linear_forward(IO)
     const PlanLayer *L = lr->L;
     int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
     if (T <= 1) {
-        k_linear_forward(io->out, io->in, lr->w, lr->b, rows, fin, L->nout, rt_kprec(rt));
+        k_linear_forward(io->out, io->in, lr->w, lr->b, rows, fin, L->nout, rt_kprec(rt), rt->scratch);
     } else if (L->split == PLAN_LINEAR_COLUMN) {
         int64_t w = L->nout / T;
-        k_linear_forward(rt->scratch + rt->tpi * rows * w, io->in, lr->w, lr->b, rows, fin, w, rt_kprec(rt));
+        k_linear_forward(rt->scratch + rt->tpi * rows * w, io->in, lr->w, lr->b, rows, fin, w, rt_kprec(rt), NULL);
         gather_cols(rt, io->out, rows, w, T);
     } else {
         int64_t w = fin / T;
         take_cols(rt->scratch, io->in, rows, fin, rt->tpi * w, w);
-        k_linear_forward(io->out, rt->scratch, lr->w, NULL, rows, w, L->nout, rt_kprec(rt));
+        k_linear_forward(io->out, rt->scratch, lr->w, NULL, rows, w, L->nout, rt_kprec(rt), NULL);
         rt->xp->allreduce_f32(rt, io->out, rows * L->nout, XPORT_TP);
         for (int64_t i = 0; lr->b && i < rows; i++)
             for (int64_t j = 0; j < L->nout; j++)

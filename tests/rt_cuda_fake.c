@@ -180,7 +180,7 @@ size_t kc_linear_workspace(const KcCtx *ctx, int64_t n, int64_t in_f, int64_t ou
 int kc_linear_forward(KcCtx *ctx, float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
                       int64_t out_f)
 {
-    k_linear_forward(out, in, w, b, n, in_f, out_f, K_FP32);
+    k_linear_forward(out, in, w, b, n, in_f, out_f, K_FP32, NULL);
     return ctx->err;
 }
 

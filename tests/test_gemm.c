@@ -230,8 +230,8 @@ START_TEST(linear_and_conv_in_bf16)
     round_all(x, n * in), round_all(w, out * in), round_all(g, n * out);
     float *y16 = fnan(n * out), *y32 = fnan(n * out), *d16 = fnan(n * in), *d32 = fnan(n * in); /* overwritten */
     float *w16 = fzero(out * in), *w32 = fzero(out * in), *b16 = fzero(out), *b32 = fzero(out);
-    k_linear_forward(y16, x, w, b, n, in, out, K_BF16);
-    k_linear_forward(y32, x, w, b, n, in, out, K_FP32);
+    k_linear_forward(y16, x, w, b, n, in, out, K_BF16, NULL);
+    k_linear_forward(y32, x, w, b, n, in, out, K_FP32, NULL);
     require_close(y16, y32, n * out, 1e-5, "linear forward");
     k_linear_backward_input(d16, g, w, n, in, out, K_BF16);
     k_linear_backward_input(d32, g, w, n, in, out, K_FP32);
@@ -242,8 +242,8 @@ START_TEST(linear_and_conv_in_bf16)
     REQUIRE(memcmp(b16, b32, (size_t)out * sizeof(float)) == 0, "the bias gradient is not a product: same bits");
     /* and on fp32 operands, bf16's rounding shows (the products differ) */
     float *xr = frand(n * in, -1, 1), *wr = frand(out * in, -1, 1);
-    k_linear_forward(y16, xr, wr, NULL, n, in, out, K_BF16);
-    k_linear_forward(y32, xr, wr, NULL, n, in, out, K_FP32);
+    k_linear_forward(y16, xr, wr, NULL, n, in, out, K_BF16, NULL);
+    k_linear_forward(y32, xr, wr, NULL, n, in, out, K_FP32, NULL);
     REQUIRE(memcmp(y16, y32, (size_t)(n * out) * sizeof(float)) != 0, "bf16 products equal fp32's on fp32 operands");
     require_close(y16, y32, n * out, 2e-2, "linear forward on fp32 operands");
 

@@ -103,7 +103,7 @@ typedef struct LinCtx {
 static void lin_fwd(void *p)
 {
     LinCtx *c = p;
-    k_linear_forward(c->out, c->x, c->w, c->b, c->n, c->in, c->outf, K_FP32);
+    k_linear_forward(c->out, c->x, c->w, c->b, c->n, c->in, c->outf, K_FP32, NULL);
 }
 
 START_TEST(linear_gradients)
@@ -126,7 +126,7 @@ START_TEST(linear_gradients)
     check_scaled("linear db x2", db, db1, 2.0f, of);
     /* no bias: the forward without b, the backward with db NULL */
     float *nb = fnan(n * of), *dw2 = fzero(of * in);
-    k_linear_forward(nb, c.x, c.w, NULL, n, in, of, K_FP32);
+    k_linear_forward(nb, c.x, c.w, NULL, n, in, of, K_FP32, NULL);
     for (int64_t i = 0; i < n; i++)
         for (int64_t o = 0; o < of; o++)
             ck_assert_float_eq_tol(nb[i * of + o], c.out[i * of + o] - c.b[o], 1e-5f);
@@ -158,7 +158,7 @@ START_TEST(linear_reference)
                 rdw[o * in + k] += (double)g[i * of + o] * x[i * in + k];
             }
         }
-    k_linear_forward(out, x, w, b, n, in, of, K_FP32);
+    k_linear_forward(out, x, w, b, n, in, of, K_FP32, NULL);
     k_linear_backward_input(din, g, w, n, in, of, K_FP32);
     k_linear_backward_weight(dw, db, g, x, n, in, of, K_FP32);
     check_close("linear out", out, ro, n * of, 1e-5);
@@ -167,6 +167,36 @@ START_TEST(linear_reference)
     check_close("linear db", db, rdb, of, 1e-5);
     free(x), free(w), free(b), free(g), free(out), free(din), free(dw), free(db), free(ro), free(rdi), free(rdw);
     free(rdb);
+}
+END_TEST
+
+/* A short product taken the other way round (out^T = w . in^T, then
+ * transposed) gives the same bits as the direct one, with and without a
+ * bias, over sizes off the 16 x 16 tiles; k_linear_scratch asks for it only
+ * for few rows against a wide input. */
+START_TEST(linear_short_swapped)
+{
+    static const int64_t shapes[][3] = {{64, 1024, 1024}, {7, 513, 33}, {100, 600, 520}, {1, 512, 10}, {128, 530, 17}};
+    rng_seed(9);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t n = shapes[s][0], in = shapes[s][1], of = shapes[s][2];
+        float *x = frand(n * in, -1, 1), *w = frand(of * in, -1, 1), *b = frand(of, -1, 1);
+        float *direct = fnan(n * of), *swapped = fnan(n * of), *scratch = fnan(n * of);
+        for (int bias = 0; bias < 2; bias++) {
+            k_linear_forward(direct, x, w, bias ? b : NULL, n, in, of, K_FP32, NULL);
+            k_linear_forward_swapped(swapped, x, w, bias ? b : NULL, n, in, of, scratch);
+            for (int64_t i = 0; i < n * of; i++)
+                REQUIRE(memcmp(&direct[i], &swapped[i], sizeof(float)) == 0,
+                        "%lld x %lld -> %lld, bias %d: element %lld: direct %.9g, swapped %.9g", (long long)n,
+                        (long long)in, (long long)of, bias, (long long)i, direct[i], swapped[i]);
+        }
+        free(x), free(w), free(b), free(direct), free(swapped), free(scratch);
+    }
+    ck_assert_int_eq(k_linear_scratch(64, 1024, 1024), 64 * 1024);
+    ck_assert_int_eq(k_linear_scratch(128, 1024, 1024), 128 * 1024);
+    ck_assert_int_eq(k_linear_scratch(128, 1024, 100), 0); /* measured slower */
+    ck_assert_int_eq(k_linear_scratch(256, 1024, 1024), 0);
+    ck_assert_int_eq(k_linear_scratch(64, 128, 1024), 0);
 }
 END_TEST
 
@@ -1460,6 +1490,7 @@ static Suite *suite(void)
     tcase_add_test(c, linear_gradients);
     tcase_add_test(c, add_into);
     tcase_add_test(c, linear_reference);
+    tcase_add_test(c, linear_short_swapped);
     tcase_add_loop_test(c, conv2d_matches_direct, 0, NCONVS);
     tcase_add_loop_test(c, conv2d_gradients, 0, NCONVS);
     tcase_add_test(c, split_backward_is_bitwise);

@@ -321,6 +321,25 @@ START_TEST(clipping)
         ones[i] = 1.0f;
     ck_assert(rt_sumsq(ones, n) == (double)n);
     free(ones);
+    /* lanes and a tail: within a double's rounding of the exact sum, and a
+     * NaN or infinity anywhere shows (the non-finite check reads it) */
+    float v[1003];
+    long double exact = 0;
+    for (int i = 0; i < 1003; i++) {
+        v[i] = (float)((i * 7919) % 1000) / 37.0f - 13.0f;
+        exact += (long double)v[i] * v[i];
+    }
+    for (int len = 0; len <= 17; len++) {
+        long double e = 0;
+        for (int i = 0; i < len; i++)
+            e += (long double)v[i] * v[i];
+        ck_assert(fabsl(rt_sumsq(v, len) - e) <= 1e-15L * e);
+    }
+    ck_assert(fabsl(rt_sumsq(v, 1003) - exact) <= 1e-15L * exact);
+    v[1002] = NAN;
+    ck_assert(isnan(rt_sumsq(v, 1003)));
+    v[1002] = INFINITY;
+    ck_assert(isinf(rt_sumsq(v, 1003)));
 }
 END_TEST
 

@@ -215,10 +215,10 @@ static void row_parallel(float *y, const float *x, const float *w, const float *
                          const KBlock *g)
 {
     if (k_block_tp(g) == 1) {
-        k_linear_forward(y, x, w, b, N, NI, NO, g->prec);
+        k_linear_forward(y, x, w, b, N, NI, NO, g->prec, NULL);
         return;
     }
-    k_linear_forward(y, x, w, NULL, N, NI, NO, g->prec);
+    k_linear_forward(y, x, w, NULL, N, NI, NO, g->prec, NULL);
     tp_sum(y, N * NO, g);
     for (int64_t r = 0; r < N; r++)
         add_into(y + r * NO, b, NO);
@@ -239,7 +239,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     float *ln2 = saved + o.ln2, *fc = saved + o.fc, *act = saved + o.act;
     /* attention half: h (N, D) = x + drop2(proj(attention(qkv(ln1(x))))) */
     k_layernorm_forward(ln1, saved + o.mean1, saved + o.rstd1, in, p[0], p[1], n, d, g->eps);
-    k_linear_forward(qkv, ln1, p[2], p[3], n, d, 3 * dl, g->prec);
+    k_linear_forward(qkv, ln1, p[2], p[3], n, d, 3 * dl, g->prec, NULL);
     k_attention_forward(ctx, saved + o.att, qkv, mask, B, g->t, dl, k_block_hl(g), g->causal);
     if (drops)
         att_drop_forward(ctx, saved + o.att, qkv, B, g, &dr, ds.pd, ds.bits);
@@ -249,7 +249,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     add_into(h, in, n * d);
     /* MLP half: out (N, D) = h + drop3(mlp.proj(gelu(mlp.fc(ln2(h))))) */
     k_layernorm_forward(ln2, saved + o.mean2, saved + o.rstd2, h, p[6], p[7], n, d, g->eps);
-    k_linear_forward(fc, ln2, p[8], p[9], n, d, f, g->prec);
+    k_linear_forward(fc, ln2, p[8], p[9], n, d, f, g->prec, NULL);
     k_gelu_forward(act, fc, n * f);
     row_parallel(out, act, p[10], p[11], n, f, d, g);
     if (drops)

@@ -16,10 +16,45 @@
 
 /* ---- linear ------------------------------------------------------------------- */
 
-/* out (N, OUT) = b broadcast, then += in (N, IN) . w^T (OUT, IN) in one product */
-void k_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
-                      int64_t out_f, KPrec prec)
+/* dst (cols, rows) = src (rows, cols), in 16 x 16 tiles */
+static void transpose2d(float *dst, const float *src, int64_t rows, int64_t cols)
 {
+    for (int64_t i0 = 0; i0 < rows; i0 += 16)
+        for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+            int64_t i1 = i0 + 16 < rows ? i0 + 16 : rows, j1 = j0 + 16 < cols ? j0 + 16 : cols;
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0; i < i1; i++)
+                    dst[j * rows + i] = src[i * cols + j];
+        }
+}
+
+/* out (N, OUT) = b broadcast, then += in (N, IN) . w^T (OUT, IN) in one product.
+ *
+ * A short product (few rows against a wide input: k_linear_scratch) runs
+ * the other way round where OpenBLAS's AVX-512 kernels are in use: out^T
+ * (OUT, N) = b broadcast down the columns, then += w . in^T, into the
+ * scratch, then transposed into out. OpenBLAS packs the weight better as
+ * the left operand; every element's sum runs over the input features in
+ * the same order either way, so the bits are the same (unit_kernels checks
+ * it). fp32 only: the bf16 GEMM is this project's own and has no such
+ * preference. */
+void k_linear_forward_swapped(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
+                              int64_t out_f, float *scratch)
+{
+    for (int64_t j = 0; b && j < out_f; j++)
+        for (int64_t i = 0; i < n; i++)
+            scratch[j * n + i] = b[j];
+    k_gemm(K_FP32, 0, 1, out_f, n, in_f, w, in_f, in, in_f, b != NULL, scratch, n);
+    transpose2d(out, scratch, out_f, n);
+}
+
+void k_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
+                      int64_t out_f, KPrec prec, float *scratch)
+{
+    if (prec == K_FP32 && scratch && k_linear_scratch(n, in_f, out_f) > 0 && k_gemm_short_swaps()) {
+        k_linear_forward_swapped(out, in, w, b, n, in_f, out_f, scratch);
+        return;
+    }
     if (b)
         for (int64_t i = 0; i < n; i++)
             memcpy(out + i * out_f, b, (size_t)out_f * sizeof(float));

@@ -278,6 +278,13 @@ static void gemm_bf16(int64_t m, int64_t n, int64_t k, const KView *a, const KVi
 }
 #endif
 
+int k_gemm_short_swaps(void)
+{
+    const char *core = openblas_get_corename();
+    return core && (strcmp(core, "SkylakeX") == 0 || strcmp(core, "Cooperlake") == 0 ||
+                    strcmp(core, "SapphireRapids") == 0);
+}
+
 void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
             int64_t ldb, int beta, float *c, int64_t ldc)
 {

@@ -106,23 +106,23 @@ void k_llama_forward(float *out, float *saved, const float *in, const float *mas
     float *cosv = scratch + sc.cos, *sinv = scratch + sc.sin;
     /* attention half: h = x + o_proj(attention(rope(q), rope(k), v)) */
     k_rmsnorm_forward(r1, saved + o.rstd1, in, p[7], n, d, g->eps);
-    k_linear_forward(q, r1, p[0], NULL, n, d, dq, g->prec);
-    k_linear_forward(k, r1, p[1], NULL, n, d, dk, g->prec);
-    k_linear_forward(v, r1, p[2], NULL, n, d, dk, g->prec);
+    k_linear_forward(q, r1, p[0], NULL, n, d, dq, g->prec, NULL);
+    k_linear_forward(k, r1, p[1], NULL, n, d, dk, g->prec, NULL);
+    k_linear_forward(v, r1, p[2], NULL, n, d, dk, g->prec, NULL);
     k_rope_table(cosv, sinv, g->t, hd, g->theta);
     k_rope_forward(q, n, dq, g->t, hl, hd, cosv, sinv);
     k_rope_forward(k, n, dk, g->t, k_llama_kl(g), hd, cosv, sinv);
     gqa_expand(scratch + sc.qkv, q, k, v, n, g);
     k_attention_forward(ctx, saved + o.att, scratch + sc.qkv, mask, B, g->t, dq, hl, g->causal);
-    k_linear_forward(h, ctx, p[3], NULL, n, dq, d, g->prec);
+    k_linear_forward(h, ctx, p[3], NULL, n, dq, d, g->prec, NULL);
     tp_sum(h, n * d, g); /* row-parallel: each rank's Dq columns of the product */
     add_into(h, in, n * d);
     /* MLP half: out = h + down_proj(silu(gate_proj(r2)) * up_proj(r2)) */
     k_rmsnorm_forward(r2, saved + o.rstd2, h, p[8], n, d, g->eps);
-    k_linear_forward(gate, r2, p[4], NULL, n, d, f, g->prec);
-    k_linear_forward(up, r2, p[5], NULL, n, d, f, g->prec);
+    k_linear_forward(gate, r2, p[4], NULL, n, d, f, g->prec, NULL);
+    k_linear_forward(up, r2, p[5], NULL, n, d, f, g->prec, NULL);
     k_swiglu_forward(act, gate, up, n * f);
-    k_linear_forward(out, act, p[6], NULL, n, f, d, g->prec);
+    k_linear_forward(out, act, p[6], NULL, n, f, d, g->prec, NULL);
     tp_sum(out, n * d, g);
     add_into(out, h, n * d);
 }
