@@ -21,7 +21,7 @@ static const SchedGenerator generators[PLAN_SCHED_COUNT] = {
 static void place_of(const SchedPlan *pl, int stage, int pc, int *line, int *col)
 {
     *line = *col = 0;
-    if (pl->prog && stage >= 0 && stage < pl->stages && pc >= 0 && pc < pl->prog[stage].n)
+    if (pl->prog && stage >= 0 && stage < pl->stages && pc >= 0 && pc < pl->prog[stage].n && pl->prog[stage].line)
         *line = pl->prog[stage].line[pc], *col = pl->prog[stage].col[pc];
 }
 

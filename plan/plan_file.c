@@ -25,9 +25,16 @@ static const char *const sec_names[SEC_COUNT] = {"?", "STRINGS", "MODEL", "CONFI
 
 /* ---- writing --------------------------------------------------------- */
 
+/* A section's bytes: its own buffer d, into which the borrowed arrays of
+ * ext are spliced, ext[i] (ext_n[i] bytes) before d's byte ext_at[i]. The
+ * programs' instructions are borrowed so (on a little-endian machine the
+ * in-memory records are the file's): a 9 MiB plan is not copied into a
+ * second 9 MiB of fresh memory before it is written. */
 typedef struct Out {
     unsigned char *d;
     size_t n, cap;
+    const void **ext;
+    size_t *ext_n, *ext_at, next, ext_bytes;
 } Out;
 
 static void put(Out *o, const void *p, size_t n)
@@ -95,6 +102,48 @@ static void put_tensor(Out *o, const PlanTensor *t)
     put_u32(o, (uint32_t)t->ndim);
     for (int i = 0; i < PLAN_MAX_DIMS; i++)
         put_i64(o, i < t->ndim ? t->dim[i] : 0);
+}
+
+/* n bytes at p, spliced in here unchanged when the section is written */
+static void borrow(Out *o, const void *p, size_t n)
+{
+    if (o->next % 64 == 0) {
+        size_t cap = o->next + 64;
+        o->ext = realloc(o->ext, cap * sizeof *o->ext);
+        o->ext_n = realloc(o->ext_n, cap * sizeof *o->ext_n);
+        o->ext_at = realloc(o->ext_at, cap * sizeof *o->ext_at);
+        if (!o->ext || !o->ext_n || !o->ext_at) {
+            fputs("pipe: out of memory\n", stderr);
+            exit(2);
+        }
+    }
+    o->ext[o->next] = p, o->ext_n[o->next] = n, o->ext_at[o->next] = o->n;
+    o->next++;
+    o->ext_bytes += n;
+}
+
+/* The section's bytes piece by piece, in order: start with *k = *at = 0;
+ * 0 after the last. */
+static int next_piece(const Out *o, size_t *k, size_t *at, const unsigned char **d, size_t *n)
+{
+    while (*k < o->next || *at < o->n) {
+        size_t own_end = *k < o->next ? o->ext_at[*k] : o->n;
+        if (*at < own_end) {
+            *d = o->d + *at, *n = own_end - *at;
+            *at = own_end;
+            return 1;
+        }
+        *d = o->ext[*k], *n = o->ext_n[*k];
+        ++*k;
+        if (*n)
+            return 1;
+    }
+    return 0;
+}
+
+static size_t out_size(const Out *o)
+{
+    return o->n + o->ext_bytes;
 }
 
 static void put_data(Out *o, Out *s, const PlanData *d)
@@ -949,9 +998,11 @@ static void get_costs(In *in, int S, int P, PlanSchedule *p)
 
 static void put_program(Out *o, const SchedPlan *pl)
 {
+    const uint32_t probe = 1;
+    int little = *(const unsigned char *)&probe == 1;
     size_t need = 20 + 4 * (size_t)pl->stages * pl->chunks;
     for (int s = 0; s < pl->stages; s++)
-        need += 4 + 16 * (size_t)pl->prog[s].n;
+        need += 4 + (little ? 0 : 16 * (size_t)pl->prog[s].n);
     reserve(o, need);
     put_u32(o, (uint32_t)pl->stages);
     put_u32(o, (uint32_t)pl->chunks);
@@ -960,13 +1011,11 @@ static void put_program(Out *o, const SchedPlan *pl)
     put_u32(o, (uint32_t)pl->eval);
     for (int i = 0; i < pl->stages * pl->chunks; i++)
         put_u32(o, (uint32_t)pl->nbuf[i]);
-    const uint32_t probe = 1;
-    int little = *(const unsigned char *)&probe == 1;
     _Static_assert(sizeof(SchedInstr) == 16, "SchedInstr is the 16-byte on-disk record");
     for (int s = 0; s < pl->stages; s++) {
         put_u32(o, (uint32_t)pl->prog[s].n);
-        if (little) { /* the in-memory record is the file's: copy it whole */
-            put(o, pl->prog[s].ins, (size_t)pl->prog[s].n * 16);
+        if (little) { /* the in-memory record is the file's: borrow it */
+            borrow(o, pl->prog[s].ins, (size_t)pl->prog[s].n * 16);
             continue;
         }
         for (int i = 0; i < pl->prog[s].n; i++) {
@@ -1009,8 +1058,6 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
         uint32_t n = get_count(in, 1u << 30, 16, "instruction");
         SchedProgram *pr = &pl->prog[st];
         pr->ins = alloc(n, sizeof *pr->ins);
-        pr->line = alloc(n, sizeof *pr->line);
-        pr->col = alloc(n, sizeof *pr->col);
         pr->n = pr->cap = (int)n;
         for (uint32_t i = 0; i < n && !in->bad; i++) {
             unsigned char b[16];
@@ -1063,16 +1110,19 @@ static void encode(const PlanIR *ir, Encoded *e)
         put_u32(&table, (uint32_t)i);
         put_u32(&table, 0);
         put_u64(&table, at);
-        put_u64(&table, sec[i].n);
-        offset = at + sec[i].n;
+        put_u64(&table, out_size(&sec[i]));
+        offset = at + out_size(&sec[i]);
     }
     e->total = (size_t)offset;
     static const unsigned char zero[8];
     uLong crc = crc32(0L, table.d, (uInt)table.n);
     for (int i = 1; i < SEC_COUNT; i++) {
         crc = crc32(crc, zero, (uInt)e->pad[i]);
-        for (size_t at = 0; at < sec[i].n; at += 1u << 30) /* uInt pieces */
-            crc = crc32(crc, sec[i].d + at, (uInt)(sec[i].n - at < (1u << 30) ? sec[i].n - at : 1u << 30));
+        const unsigned char *d;
+        size_t k = 0, pos = 0, n;
+        while (next_piece(&sec[i], &k, &pos, &d, &n))
+            for (size_t at = 0; at < n; at += 1u << 30) /* uInt pieces */
+                crc = crc32(crc, d + at, (uInt)(n - at < (1u << 30) ? n - at : 1u << 30));
     }
     Out h = {0};
     put(&h, "PIPEPLAN", 8);
@@ -1092,7 +1142,7 @@ static void encode(const PlanIR *ir, Encoded *e)
 static void encoded_free(Encoded *e)
 {
     for (int i = 1; i < SEC_COUNT; i++)
-        free(e->sec[i].d);
+        free(e->sec[i].d), free(e->sec[i].ext), free(e->sec[i].ext_n), free(e->sec[i].ext_at);
 }
 
 void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
@@ -1109,9 +1159,12 @@ void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
     for (int i = 1; i < SEC_COUNT; i++) {
         memset(d + at, 0, e.pad[i]);
         at += e.pad[i];
-        if (e.sec[i].n)
-            memcpy(d + at, e.sec[i].d, e.sec[i].n);
-        at += e.sec[i].n;
+        const unsigned char *p;
+        size_t k = 0, pos = 0, n;
+        while (next_piece(&e.sec[i], &k, &pos, &p, &n)) {
+            memcpy(d + at, p, n);
+            at += n;
+        }
     }
     encoded_free(&e);
     *data = d;
@@ -1131,8 +1184,13 @@ int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
     }
     static const unsigned char zero[8];
     int ok = base_write_all(fd, e.head, sizeof e.head) == 0;
-    for (int i = 1; i < SEC_COUNT && ok; i++)
-        ok = base_write_all(fd, zero, e.pad[i]) == 0 && base_write_all(fd, e.sec[i].d, e.sec[i].n) == 0;
+    for (int i = 1; i < SEC_COUNT && ok; i++) {
+        ok = base_write_all(fd, zero, e.pad[i]) == 0;
+        const unsigned char *p;
+        size_t k = 0, pos = 0, n;
+        while (ok && next_piece(&e.sec[i], &k, &pos, &p, &n))
+            ok = base_write_all(fd, p, n) == 0;
+    }
     encoded_free(&e);
     return base_atomic_finish(fd, tmp, path, ok, err, errsize);
 }

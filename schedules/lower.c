@@ -32,21 +32,27 @@
 #include "sched.h"
 #include "base_alloc.h"
 
+/* line and col exist only once an action from a text schedule has come
+ * (a generator's program has none: 8 bytes an instruction never touched) */
 static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, const SchedAction *a)
 {
     if (pr->n == pr->cap) {
         pr->cap = pr->cap ? 2 * pr->cap : 256;
-        pr->ins = realloc(pr->ins, (size_t)pr->cap * sizeof *pr->ins);
-        pr->line = realloc(pr->line, (size_t)pr->cap * sizeof *pr->line);
-        pr->col = realloc(pr->col, (size_t)pr->cap * sizeof *pr->col);
-        if (!pr->ins || !pr->line || !pr->col) {
-            fputs("pipe: out of memory\n", stderr);
-            exit(2);
+        pr->ins = base_realloc(pr->ins, (size_t)pr->cap * sizeof *pr->ins);
+        if (pr->line) {
+            pr->line = base_realloc(pr->line, (size_t)pr->cap * sizeof *pr->line);
+            pr->col = base_realloc(pr->col, (size_t)pr->cap * sizeof *pr->col);
         }
     }
+    if (a && a->line && !pr->line) {
+        pr->line = base_calloc((size_t)pr->cap, sizeof *pr->line);
+        pr->col = base_calloc((size_t)pr->cap, sizeof *pr->col);
+    }
     pr->ins[pr->n] = (SchedInstr){(uint8_t)op, (uint8_t)chunk, (int16_t)peer, mb, buf, link};
-    pr->line[pr->n] = a ? a->line : 0; /* the action it serves, in a text schedule */
-    pr->col[pr->n] = a ? a->col : 0;
+    if (pr->line) {
+        pr->line[pr->n] = a ? a->line : 0; /* the action it serves, in a text schedule */
+        pr->col[pr->n] = a ? a->col : 0;
+    }
     pr->n++;
 }
 
