@@ -15,6 +15,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "base_alloc.h"
 #include "base_file.h"
 #include "plan_memory.h"
 #include "plan_profile.h"
@@ -25,16 +26,22 @@ static const char *const sec_names[SEC_COUNT] = {"?", "STRINGS", "MODEL", "CONFI
 
 /* ---- writing --------------------------------------------------------- */
 
-/* A section's bytes: its own buffer d, into which the borrowed arrays of
- * ext are spliced, ext[i] (ext_n[i] bytes) before d's byte ext_at[i]. The
- * programs' instructions are borrowed so (on a little-endian machine the
- * in-memory records are the file's): a 9 MiB plan is not copied into a
- * second 9 MiB of fresh memory before it is written. */
+/* A borrowed array: n bytes at p, spliced in before byte at of the
+ * section's own buffer. */
+typedef struct Borrowed {
+    const void *p;
+    size_t n, at;
+} Borrowed;
+
+/* A section's bytes: its own buffer d, into which the borrowed arrays are
+ * spliced. The programs' instructions are borrowed so (on a little-endian
+ * machine the in-memory records are the file's): a 9 MiB plan is not
+ * copied into a second 9 MiB of fresh memory before it is written. */
 typedef struct Out {
     unsigned char *d;
     size_t n, cap;
-    const void **ext;
-    size_t *ext_n, *ext_at, next, ext_bytes;
+    Borrowed *ext;
+    size_t next, ext_bytes;
 } Out;
 
 static void put(Out *o, const void *p, size_t n)
@@ -107,18 +114,9 @@ static void put_tensor(Out *o, const PlanTensor *t)
 /* n bytes at p, spliced in here unchanged when the section is written */
 static void borrow(Out *o, const void *p, size_t n)
 {
-    if (o->next % 64 == 0) {
-        size_t cap = o->next + 64;
-        o->ext = realloc(o->ext, cap * sizeof *o->ext);
-        o->ext_n = realloc(o->ext_n, cap * sizeof *o->ext_n);
-        o->ext_at = realloc(o->ext_at, cap * sizeof *o->ext_at);
-        if (!o->ext || !o->ext_n || !o->ext_at) {
-            fputs("pipe: out of memory\n", stderr);
-            exit(2);
-        }
-    }
-    o->ext[o->next] = p, o->ext_n[o->next] = n, o->ext_at[o->next] = o->n;
-    o->next++;
+    if (o->next % 64 == 0)
+        o->ext = base_realloc(o->ext, (o->next + 64) * sizeof *o->ext);
+    o->ext[o->next++] = (Borrowed){p, n, o->n};
     o->ext_bytes += n;
 }
 
@@ -127,13 +125,13 @@ static void borrow(Out *o, const void *p, size_t n)
 static int next_piece(const Out *o, size_t *k, size_t *at, const unsigned char **d, size_t *n)
 {
     while (*k < o->next || *at < o->n) {
-        size_t own_end = *k < o->next ? o->ext_at[*k] : o->n;
+        size_t own_end = *k < o->next ? o->ext[*k].at : o->n;
         if (*at < own_end) {
             *d = o->d + *at, *n = own_end - *at;
             *at = own_end;
             return 1;
         }
-        *d = o->ext[*k], *n = o->ext_n[*k];
+        *d = o->ext[*k].p, *n = o->ext[*k].n;
         ++*k;
         if (*n)
             return 1;
@@ -1142,7 +1140,7 @@ static void encode(const PlanIR *ir, Encoded *e)
 static void encoded_free(Encoded *e)
 {
     for (int i = 1; i < SEC_COUNT; i++)
-        free(e->sec[i].d), free(e->sec[i].ext), free(e->sec[i].ext_n), free(e->sec[i].ext_at);
+        free(e->sec[i].d), free(e->sec[i].ext);
 }
 
 void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)

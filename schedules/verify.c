@@ -368,7 +368,6 @@ static int check_link(Vm *vm, int s, int pc, const SchedInstr *in)
     return 0;
 }
 
-/* Runs stage s until it blocks or ends. */
 /* The stages' instruction streams are read a few instructions at a time,
  * stage after stage: with 64 of them the hardware prefetcher loses track,
  * and perf put a quarter of the verifier's time on loading the next
@@ -380,6 +379,7 @@ static int check_link(Vm *vm, int s, int pc, const SchedInstr *in)
 #define PREFETCH(p) ((void)0)
 #endif
 
+/* Runs stage s until it blocks or ends. */
 static void step(Vm *vm, int s)
 {
     const SchedProgram *pr = &vm->plan->prog[s];
