@@ -1051,7 +1051,8 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
     pl->prog = alloc(stages, sizeof *pl->prog);
     pl->nbuf = alloc((size_t)stages * chunks, sizeof *pl->nbuf);
     for (int i = 0; i < stages * chunks && !in->bad; i++)
-        pl->nbuf[i] = (int)get_count(in, 1u << 24, 0, "buffer");
+        pl->nbuf[i] = (int)get_count(in, (uint32_t)mbs < (1u << 24) ? (uint32_t)mbs : 1u << 24, 0,
+                                     "buffer"); /* at most one a micro-batch: what memory sizes multiply */
     for (int st = 0; st < stages && !in->bad; st++) {
         uint32_t n = get_count(in, 1u << 30, 16, "instruction");
         SchedProgram *pr = &pl->prog[st];
