@@ -44,6 +44,20 @@ void k_bf16_round_values(float *x, int64_t n);
 void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
             int64_t ldb, int beta, float *c, int64_t ldc);
 
+/* fp32 products against a packed operand (k_gemm.c): a weight that every
+ * micro-batch's product reads is packed once, k_pack_b, and reused while
+ * it does not change. Only where k_packed_supported() (AVX-512F).
+ * k_pack_b: op(B) (K, N) with element (k, j) at b[j ls + k ks], into
+ * k_pack_floats(n, k) floats. k_gemm_packed: C (M, N) = op(A) (M, K) .
+ * op(B) + (beta ? C : 0), A row-major; element C[i][j] is beta's C plus
+ * the K products in order, one fused multiply-add each (fmaf's bits):
+ * the same for any M. */
+int k_packed_supported(void);
+int64_t k_pack_floats(int64_t n, int64_t k);
+void k_pack_b(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k);
+void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack, int beta,
+                   float *c, int64_t ldc);
+
 /* ---- linear: y = x W^T + b over the last dimension ---------------------- */
 /* in (N, IN), w (OUT, IN), b (OUT) or NULL, out (N, OUT); N = B * leading dims.
  * scratch: NULL, or k_linear_scratch(n, in_f, out_f) floats, which lets a
@@ -61,6 +75,20 @@ int k_gemm_short_swaps(void);
  * scratch holds N x OUT floats */
 void k_linear_forward_swapped(float *out, const float *in, const float *w, const float *b, int64_t n, int64_t in_f,
                               int64_t out_f, float *scratch);
+/* The floats of a linear's two packed copies of its weight (the forward's
+ * w^T and the input gradient's w), or 0 where the packed product is not
+ * the faster (k_sizes.c, no BLAS): fp32, up to 256 rows, 256 features or
+ * more in and out, a weight of at most 2^22 elements. */
+int64_t k_linear_pack_floats(int64_t n, int64_t in_f, int64_t out_f);
+/* Packs w (OUT, IN) into wpack (k_linear_pack_floats floats): the
+ * forward's copy (which 0) or the input gradient's (which 1). */
+void k_linear_pack(float *wpack, const float *w, int64_t in_f, int64_t out_f, int which);
+/* k_linear_forward and k_linear_backward_input in fp32 from the packed
+ * copies; the bias is laid first, so every element's sum starts from it */
+void k_linear_forward_packed(float *out, const float *in, const float *wpack, const float *b, int64_t n,
+                             int64_t in_f, int64_t out_f);
+void k_linear_backward_input_packed(float *din, const float *dout, const float *wpack, int64_t n, int64_t in_f,
+                                    int64_t out_f);
 /* din (N, IN) = dout (N, OUT) . w */
 void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f,
                              KPrec prec);

@@ -389,6 +389,24 @@ int64_t plan_stage_buffer_bytes(const PlanModel *m, const PlanPartition *pt, int
     return n;
 }
 
+int64_t plan_layer_pack_floats(const PlanLayer *L, int64_t B, int precision)
+{
+    if (L->kind != PLAN_L_LINEAR || L->tp > 1 || precision == PLAN_PREC_BF16)
+        return 0;
+    int64_t in_f = L->in.dim[L->in.ndim - 1];
+    return k_linear_pack_floats(B * (plan_tensor_elems(&L->in) / in_f), in_f, L->nout);
+}
+
+int64_t plan_stage_pack_bytes(const PlanModel *m, const PlanPartition *pt, int stage, int64_t B, int precision)
+{
+    int64_t n = 0;
+    for (int k = 0; k < pt->nparts; k++)
+        if (pt->part[k].stage == stage)
+            for (int i = pt->part[k].first; i <= pt->part[k].last; i++)
+                n += plan_layer_pack_floats(&m->layer[i], B, precision);
+    return n * 4;
+}
+
 int64_t plan_stage_param_elems(const PlanModel *m, const PlanPartition *pt, int stage)
 {
     int64_t n = 0;
@@ -425,6 +443,7 @@ void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
         out->parameters = out->gradients = shard * c->data_parallel * 4;
         out->optimizer_state = (int64_t)plan_optim_state_per_param(c) * shard * 4;
     }
+    out->parameters += plan_stage_pack_bytes(&f->model, pt, stage, c->micro_batch_size, (int)c->precision);
     int split = plan_stage_split(train, stage);
     for (int ch = 0; ch < pt->chunks; ch++) {
         int part = sched_part(c->place, pt->stages, stage, ch);

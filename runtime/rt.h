@@ -58,6 +58,8 @@ typedef struct RtLayerRt {
     float *w2[PLAN_MAX_PARAM_TENSORS], *g2[PLAN_MAX_PARAM_TENSORS]; /* all tensors, in PlanLayer.param order */
     void *bufs;                   /* its buffers (RtBuf), the device's with --device cuda, or NULL */
     void *gpu_plan;               /* --device cuda: the layer's KcConvPlan (conv2d), else NULL */
+    float *wpack;                 /* a linear's packed weight (k_linear_pack), or NULL */
+    int64_t wpack_run[2];         /* the program run each copy was packed in (forward, input gradient) */
     /* a residual block: its sub-layers (L->nbody + L->nshort), whose
      * out_off and save_off are byte offsets in the block's saved state for
      * the micro-batch, dout_off the float offset of its kept output
@@ -149,6 +151,8 @@ typedef struct RtCtx {
     int nbuf;
     float *work[2];               /* ping-pong gradients inside a chunk's backward */
     int64_t work_elems;
+    float *wpacks;                /* the arena of the linears' packed weights (plan_stage_pack_bytes), or NULL */
+    int64_t run;                  /* program runs started: weights change only between two */
     float *scratch;               /* kernels' scratch (im2col) */
     int64_t scratch_elems;
     int64_t mem[RT_MEM_KINDS];    /* bytes of training memory allocated, by kind (rt_mem_count) */

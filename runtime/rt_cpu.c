@@ -76,11 +76,26 @@ static void gather_cols(RtCtx *rt, float *dst, int64_t rows, int64_t w, int64_t 
             memcpy(dst + i * T * w + t * w, rt->scratch + (t * rows + i) * w, (size_t)w * sizeof(float));
 }
 
+/* The linear's packed weight for the forward (which 0) or the input
+ * gradient (1), packed again in the first product of a program run. The
+ * layer is const to its kernels; its pack is a cache of its weight. */
+static const float *packed(const RtCtx *rt, const RtLayerRt *lr, int which)
+{
+    RtLayerRt *cache = (RtLayerRt *)lr;
+    if (cache->wpack_run[which] != rt->run) {
+        k_linear_pack(cache->wpack, lr->w, features(lr->L), lr->L->nout, which);
+        cache->wpack_run[which] = rt->run;
+    }
+    return lr->wpack;
+}
+
 static void linear_forward(IO)
 {
     const PlanLayer *L = lr->L;
     int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
-    if (T <= 1) {
+    if (lr->wpack) {
+        k_linear_forward_packed(io->out, io->in, packed(rt, lr, 0), lr->b, rows, fin, L->nout);
+    } else if (T <= 1) {
         k_linear_forward(io->out, io->in, lr->w, lr->b, rows, fin, L->nout, rt_kprec(rt), rt->scratch);
     } else if (L->split == PLAN_LINEAR_COLUMN) {
         int64_t w = L->nout / T;
@@ -101,7 +116,9 @@ static void linear_backward_input(IO)
 {
     const PlanLayer *L = lr->L;
     int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
-    if (T <= 1) {
+    if (lr->wpack) {
+        k_linear_backward_input_packed(io->din, io->dout, packed(rt, lr, 1), rows, fin, L->nout);
+    } else if (T <= 1) {
         k_linear_backward_input(io->din, io->dout, lr->w, rows, fin, L->nout, rt_kprec(rt));
     } else if (L->split == PLAN_LINEAR_COLUMN) {
         int64_t w = L->nout / T;

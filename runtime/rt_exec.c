@@ -212,6 +212,7 @@ static void optimizer_step(RtCtx *rt)
 void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
 {
     rt->evaluating = eval;
+    rt->run++; /* the weights may have changed since the last run: packed copies are stale */
     int peer_rank;
     RtTrace *trace = eval ? NULL : rt->trace;
     for (int pc = 0; pc < prog->n; pc++) {

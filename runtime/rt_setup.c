@@ -568,6 +568,34 @@ static void setup_params(RtCtx *rt)
     }
 }
 
+/* The packed copies of the linears' weights (plan_layer_pack_floats), on
+ * the CPU where the packed product runs (k_packed_supported); elsewhere
+ * the products stay OpenBLAS's and the arena is not allocated. Packed in
+ * the first product of each program run (rt->run): the weights change
+ * only at its end. */
+static void setup_packs(RtCtx *rt)
+{
+    int64_t bytes = plan_stage_pack_bytes(rt->m, &rt->ir.part, rt->stage, rt->B, (int)rt->c->precision);
+    if (bytes == 0 || rt->gpu)
+        return;
+    rt->wpacks = rt_host_arena(rt, RT_MEM_PARAMETERS, (size_t)bytes, "packed weights");
+    if (!k_packed_supported())
+        return;
+    int64_t at = 0;
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        for (int i = 0; i <= ch->last - ch->first; i++) {
+            RtLayerRt *lr = &ch->lay[i];
+            int64_t n = plan_layer_pack_floats(lr->L, rt->B, (int)rt->c->precision);
+            if (n == 0)
+                continue;
+            lr->wpack = rt->wpacks + at;
+            lr->wpack_run[0] = lr->wpack_run[1] = -1;
+            at += n;
+        }
+    }
+}
+
 void rt_setup(RtCtx *rt)
 {
     const PlanPartition *pt = &rt->ir.part;
@@ -621,6 +649,7 @@ void rt_setup(RtCtx *rt)
         rt->work[k] = rt_dev_alloc(rt, RT_MEM_ACTIVATIONS, rt->work_elems * sizeof(float), "work space");
     rt->scratch = rt_dev_alloc(rt, RT_MEM_ACTIVATIONS, rt->scratch_elems * sizeof(float), "kernel scratch");
     setup_params(rt);
+    setup_packs(rt);
     rt->vote = rt_alloc(rt, rt->stages * sizeof *rt->vote, "vote");
     rt->bad_stage = -1;
     if (rt->gpu)
@@ -645,7 +674,7 @@ void rt_teardown(RtCtx *rt)
         free(ch->lay), free(ch->out_req), free(ch->in_req), free(ch->dout_req), free(ch->slot_mb);
     }
     free(rt->params), free(rt->grads), free(rt->state), free(rt->param), free(rt->vote), free(rt->zpiece);
-    free(rt->bufs), free(rt->buf);
+    free(rt->bufs), free(rt->buf), free(rt->wpacks);
     MPI_Comm_free(&rt->dp_comm);
     MPI_Comm_free(&rt->pipe_comm);
     MPI_Comm_free(&rt->tp_comm);

@@ -1,4 +1,5 @@
-/* tests/test_gemm.c: the matrix products in bf16 (kernels/cpu/k_gemm.c).
+/* tests/test_gemm.c: the matrix products in bf16, and in fp32 against a
+ * packed operand (kernels/cpu/k_gemm.c).
  *
  * k_bf16_round against hand-worked roundings; the GEMM's own (vector)
  * rounding of both operand layouts, and k_bf16_round_values, against
@@ -6,6 +7,9 @@
  * reference of the rounded operands; a row computed alone equal bit for bit
  * to the same row among others (the property the bitwise contract rests
  * on); linear and conv2d in bf16 against fp32 on operands already bf16.
+ * The packed fp32 product (AVX-512F): every element bit for bit fmaf's in
+ * k order, for each way B is laid out, edges and blocks; a row alone the
+ * same; a linear's forward and input gradient from its packed weight.
  *
  * Needs AVX512-BF16: on a CPU without it, the rounding cases run and the
  * test then exits 77 ("skipped: no AVX512-BF16"), which ctest counts as
@@ -203,6 +207,107 @@ START_TEST(gemm_row_alone_is_bitwise)
 }
 END_TEST
 
+/* ---- fp32 products against a packed operand ----------------------------- */
+
+/* op(B) (K, N) element (q, j) at b[j ls + q ks] */
+static float b_at(const float *b, int64_t ls, int64_t ks, int64_t q, int64_t j)
+{
+    return b[j * ls + q * ks];
+}
+
+START_TEST(packed_is_fmaf_in_order)
+{
+    /* around the micro-tile (8 x 32), the A block (128 rows) and the k
+     * block (256), for the three ways a B is laid out (its lanes as rows,
+     * as columns, strided): every element's bits are fmaf's, k in order */
+    static const int64_t shapes[][3] = {{1, 1, 1},     {13, 37, 300}, {8, 32, 256}, {130, 65, 513},
+                                        {3, 260, 300}, {200, 33, 2},  {9, 31, 17}};
+    rng_seed(41);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 6; t++) {
+            int lay = t % 3, beta = t / 3;
+            int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], lda = k + 3, ldc = n + 1;
+            int64_t ls = lay == 0 ? k + 2 : lay == 1 ? 1 : 2 * k, ks = lay == 0 ? 1 : lay == 1 ? n + 4 : 2;
+            int64_t bsize = lay == 0 ? n * ls : lay == 1 ? k * ks : n * ls;
+            float *a = frand(m * lda, -1, 1), *b = frand(bsize, -2, 2), *c = frand(m * ldc, -1, 1);
+            float *c0 = malloc((size_t)(m * ldc) * sizeof(float)), *pk = fzero(k_pack_floats(n, k));
+            ck_assert_ptr_nonnull(c0);
+            memcpy(c0, c, (size_t)(m * ldc) * sizeof(float));
+            k_pack_b(pk, b, ls, ks, n, k);
+            k_gemm_packed(m, n, k, a, lda, pk, beta, c, ldc);
+            for (int64_t i = 0; i < m; i++) {
+                for (int64_t j = 0; j < n; j++) {
+                    float want = beta ? c0[i * ldc + j] : 0.0f;
+                    for (int64_t q = 0; q < k; q++)
+                        want = fmaf(a[i * lda + q], b_at(b, ls, ks, q, j), want);
+                    REQUIRE(bits_of(c[i * ldc + j]) == bits_of(want),
+                            "m %ld n %ld k %ld layout %d beta %d: C[%ld][%ld] = %.9g, fmaf in order %.9g", (long)m,
+                            (long)n, (long)k, lay, beta, (long)i, (long)j, c[i * ldc + j], want);
+                }
+                REQUIRE(bits_of(c[i * ldc + n]) == bits_of(c0[i * ldc + n]), "C's padding column was written");
+            }
+            free(a), free(b), free(c), free(c0), free(pk);
+        }
+}
+END_TEST
+
+START_TEST(packed_row_alone_is_bitwise)
+{
+    /* a row of C depends on its row of A only: among 150 rows (two A
+     * blocks) or alone, the same bits */
+    int64_t m = 150, n = 200, k = 700;
+    rng_seed(6);
+    float *a = frand(m * k, -1, 1), *b = frand(n * k, -1, 1), *c = fzero(m * n), *row = fzero(n);
+    float *pk = fzero(k_pack_floats(n, k));
+    k_pack_b(pk, b, k, 1, n, k);
+    k_gemm_packed(m, n, k, a, k, pk, 0, c, n);
+    for (int64_t i = 0; i < m; i += 7) {
+        k_gemm_packed(1, n, k, a + i * k, k, pk, 0, row, n);
+        REQUIRE(memcmp(row, c + i * n, (size_t)n * sizeof(float)) == 0, "row %ld alone differs", (long)i);
+    }
+    free(a), free(b), free(c), free(row), free(pk);
+}
+END_TEST
+
+START_TEST(linear_packed)
+{
+    /* a linear from its packed weight: the forward from the bias then the
+     * inputs in order, the input gradient from zero; both copies packed
+     * into the one block k_linear_pack_floats sizes */
+    int64_t n = 64, in_f = 300, out_f = 260;
+    ck_assert_int_gt(k_linear_pack_floats(n, in_f, out_f), 0);
+    ck_assert_int_eq(k_linear_pack_floats(257, in_f, out_f), 0);
+    ck_assert_int_eq(k_linear_pack_floats(n, 255, out_f), 0);
+    ck_assert_int_gt(k_linear_pack_floats(n, 2048, 2048), 0);
+    ck_assert_int_eq(k_linear_pack_floats(n, 2049, 2048), 0); /* over 2^22 elements: no copies */
+    rng_seed(8);
+    float *x = frand(n * in_f, -1, 1), *w = frand(out_f * in_f, -1, 1), *bias = frand(out_f, -1, 1);
+    float *dy = frand(n * out_f, -1, 1), *y = fzero(n * out_f), *dx = fzero(n * in_f);
+    float *pk = fzero(k_linear_pack_floats(n, in_f, out_f));
+    k_linear_pack(pk, w, in_f, out_f, 0);
+    k_linear_pack(pk, w, in_f, out_f, 1);
+    k_linear_forward_packed(y, x, pk, bias, n, in_f, out_f);
+    k_linear_backward_input_packed(dx, dy, pk, n, in_f, out_f);
+    for (int64_t i = 0; i < n; i += 5) {
+        for (int64_t j = 0; j < out_f; j++) {
+            float want = bias[j];
+            for (int64_t q = 0; q < in_f; q++)
+                want = fmaf(x[i * in_f + q], w[j * in_f + q], want);
+            REQUIRE(bits_of(y[i * out_f + j]) == bits_of(want), "y[%ld][%ld] = %.9g, want %.9g", (long)i, (long)j,
+                    y[i * out_f + j], want);
+        }
+        for (int64_t j = 0; j < in_f; j++) {
+            float want = 0.0f;
+            for (int64_t q = 0; q < out_f; q++)
+                want = fmaf(dy[i * out_f + q], w[q * in_f + j], want);
+            REQUIRE(bits_of(dx[i * in_f + j]) == bits_of(want), "dx[%ld][%ld] = %.9g, want %.9g", (long)i, (long)j,
+                    dx[i * in_f + j], want);
+        }
+    }
+    free(x), free(w), free(bias), free(dy), free(y), free(dx), free(pk);
+}
+END_TEST
+
 static void round_all(float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
@@ -287,6 +392,18 @@ int main(void)
     tcase_add_test(c, round_cases);
     suite_add_tcase(s, c);
     int failed = run(s);
+    if (k_packed_supported()) {
+        s = suite_create("fp32 packed");
+        c = tcase_create("packed");
+        tcase_set_timeout(c, 60);
+        tcase_add_test(c, packed_is_fmaf_in_order);
+        tcase_add_test(c, packed_row_alone_is_bitwise);
+        tcase_add_test(c, linear_packed);
+        suite_add_tcase(s, c);
+        failed += run(s);
+    } else {
+        printf("no AVX-512F on this CPU: the packed fp32 product is not used, its cases not run\n");
+    }
     if (!k_bf16_supported()) {
         printf("skipped: no AVX512-BF16 on this CPU (the bf16 GEMM cases need it)\n");
         return failed ? EXIT_FAILURE : 77;

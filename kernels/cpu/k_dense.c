@@ -61,6 +61,29 @@ void k_linear_forward(float *out, const float *in, const float *w, const float *
     k_gemm(prec, 0, 1, n, out_f, in_f, in, in_f, w, in_f, b != NULL, out, out_f);
 }
 
+void k_linear_pack(float *wpack, const float *w, int64_t in_f, int64_t out_f, int which)
+{
+    if (which == 0) /* op(B) = w^T: lanes are w's rows */
+        k_pack_b(wpack, w, in_f, 1, out_f, in_f);
+    else /* op(B) = w: lanes are w's columns */
+        k_pack_b(wpack + k_pack_floats(out_f, in_f), w, 1, in_f, in_f, out_f);
+}
+
+void k_linear_forward_packed(float *out, const float *in, const float *wpack, const float *b, int64_t n,
+                             int64_t in_f, int64_t out_f)
+{
+    if (b)
+        for (int64_t i = 0; i < n; i++)
+            memcpy(out + i * out_f, b, (size_t)out_f * sizeof(float));
+    k_gemm_packed(n, out_f, in_f, in, in_f, wpack, b != NULL, out, out_f);
+}
+
+void k_linear_backward_input_packed(float *din, const float *dout, const float *wpack, int64_t n, int64_t in_f,
+                                    int64_t out_f)
+{
+    k_gemm_packed(n, in_f, out_f, dout, out_f, wpack + k_pack_floats(out_f, in_f), 0, din, in_f);
+}
+
 /* din (N, IN) = dout (N, OUT) . w (OUT, IN) */
 void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f,
                              KPrec prec)

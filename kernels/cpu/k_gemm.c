@@ -31,6 +31,7 @@
 #define K_HAVE_BF16_GEMM 1
 #include <immintrin.h>
 #define K_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define K_F32_TARGET __attribute__((target("avx512f")))
 #else
 #define K_HAVE_BF16_GEMM 0
 #endif
@@ -89,7 +90,7 @@ typedef struct KView {
 /* r[t] becomes what was word t of every r[l]: a 16 x 16 transpose of
  * 32-bit words (pairs within 128-bit lanes, then pairs of pairs, then the
  * four 128-bit lanes across four registers) */
-K_BF16_TARGET static void transpose16(__m512i r[16])
+K_F32_TARGET static void transpose16(__m512i r[16])
 {
     __m512i t[16], u[16];
     for (int i = 0; i < 8; i++) {
@@ -189,23 +190,43 @@ K_BF16_TARGET static void pack(uint32_t *dst, const KView *v, int64_t l0, int64_
             }
 }
 
-/* C tile (mr x nr, at most K_MR x K_NR) = (load ? C : 0) + the kp pairs of
- * the packed panels, the sum over pairs in order. */
-K_BF16_TARGET static void micro(int64_t kp, const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc, int load,
-                                int64_t mr, int64_t nr)
+/* A micro-kernel's tile of C, rows x 32 in rows x 2 zmm: its masks for nr
+ * live columns, and its accumulators from C (load) or zero; then stored,
+ * the first mr rows. Inlined, so the accumulators stay in registers. */
+#define K_TILE_INLINE K_F32_TARGET static inline __attribute__((always_inline))
+K_TILE_INLINE void tile_begin(__m512 (*acc)[2], int rows, const float *c, int64_t ldc, int load, int64_t mr,
+                              int64_t nr, __mmask16 *m0, __mmask16 *m1)
 {
-    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    __m512 acc[K_MR][2];
-    for (int i = 0; i < K_MR; i++) {
+    *m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    *m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    for (int i = 0; i < rows; i++) {
         if (load && i < mr) {
-            acc[i][0] = _mm512_maskz_loadu_ps(m0, c + i * ldc);
-            acc[i][1] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
+            acc[i][0] = _mm512_maskz_loadu_ps(*m0, c + i * ldc);
+            acc[i][1] = _mm512_maskz_loadu_ps(*m1, c + i * ldc + 16);
         } else {
             acc[i][0] = _mm512_setzero_ps();
             acc[i][1] = _mm512_setzero_ps();
         }
     }
+}
+
+K_TILE_INLINE void tile_end(__m512 (*acc)[2], int rows, float *c, int64_t ldc, int64_t mr, __mmask16 m0,
+                            __mmask16 m1)
+{
+    for (int i = 0; i < rows && i < mr; i++) {
+        _mm512_mask_storeu_ps(c + i * ldc, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc[i][1]);
+    }
+}
+
+/* C tile (mr x nr, at most K_MR x K_NR) = (load ? C : 0) + the kp pairs of
+ * the packed panels, the sum over pairs in order. */
+K_BF16_TARGET static void micro(int64_t kp, const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc, int load,
+                                int64_t mr, int64_t nr)
+{
+    __mmask16 m0, m1;
+    __m512 acc[K_MR][2];
+    tile_begin(acc, K_MR, c, ldc, load, mr, nr, &m0, &m1);
     for (int64_t p = 0; p < kp; p++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
@@ -218,10 +239,7 @@ K_BF16_TARGET static void micro(int64_t kp, const uint32_t *ap, const uint32_t *
         ap += K_MR;
         bp += K_NR;
     }
-    for (int i = 0; i < K_MR && i < mr; i++) {
-        _mm512_mask_storeu_ps(c + i * ldc, m0, acc[i][0]);
-        _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc[i][1]);
-    }
+    tile_end(acc, K_MR, c, ldc, mr, m0, m1);
 }
 
 /* every micro-tile of one packed block of A (mc rows) and of B (nc columns) */
@@ -276,7 +294,170 @@ static void gemm_bf16(int64_t m, int64_t n, int64_t k, const KView *a, const KVi
         }
     }
 }
+
+/* ---- fp32 products against a packed operand --------------------------------
+ *
+ * A weight read by every micro-batch's product is packed once (k_pack_b)
+ * into the layout the micro-kernel streams, and reused until the weight
+ * changes: OpenBLAS packs it again inside every call, which perf put at a
+ * fifth of the MLP's step (docs/benchmarks.md). The packed operand: for
+ * each block of K_F_KC values of k in turn, its lanes (columns of op(B)) in
+ * panels of K_F_NR, each panel kc x K_F_NR floats, k-major; lanes past n
+ * are zero. The micro-kernel keeps a K_F_MR x K_F_NR tile of C in 16 zmm
+ * registers and adds one k at a time: c = fma(a, b, c).
+ *
+ * Determinism: C[i][j] = (beta ? C : 0) + the products over k in order, a
+ * fused multiply-add each, the running sum stored to C between blocks of
+ * K_F_KC (exact in fp32): the same bits for any m, any tile or edge, and
+ * the same as fmaf() in that order (unit_kernels checks it). */
+#define K_F_MR 8
+#define K_F_NR 32
+#define K_F_KC 256
+#define K_F_MC 128
+
+/* A's rows [i0, i0 + mc), k [k0, k0 + kc) as panels of K_F_MR rows, k-major;
+ * rows past mc zero. Sixteen rows at a time through the 16 x 16 transpose. */
+K_F32_TARGET static void pack_a(float *dst, const float *a, int64_t lda, int64_t mc, int64_t k0, int64_t kc)
+{
+    for (int64_t r0 = 0; r0 < mc; r0 += 16) {
+        for (int64_t q = 0; q < kc; q += 16) {
+            int64_t left = kc - q < 16 ? kc - q : 16;
+            __mmask16 mk = (__mmask16)((1u << left) - 1);
+            __m512i r[16];
+            for (int64_t l = 0; l < 16; l++)
+                r[l] = r0 + l < mc ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mk, a + (r0 + l) * lda + k0 + q))
+                                   : _mm512_setzero_si512();
+            transpose16(r); /* r[t]: k = q + t, rows r0 .. r0 + 15 */
+            float *p0 = dst + r0 / K_F_MR * kc * K_F_MR, *p1 = p0 + kc * K_F_MR;
+            for (int64_t t = 0; t < left; t++) {
+                _mm256_storeu_si256((__m256i *)(p0 + (q + t) * K_F_MR), _mm512_castsi512_si256(r[t]));
+                if (r0 + 8 < mc)
+                    _mm256_storeu_si256((__m256i *)(p1 + (q + t) * K_F_MR), _mm512_extracti64x4_epi64(r[t], 1));
+            }
+        }
+    }
+}
+
+/* C tile (mr x nr, at most K_F_MR x K_F_NR) = (load ? C : 0) + the kc
+ * products of the panels, k in order */
+K_F32_TARGET static void micro_f32(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int load,
+                                   int64_t mr, int64_t nr)
+{
+    __mmask16 m0, m1;
+    __m512 acc[K_F_MR][2];
+    tile_begin(acc, K_F_MR, c, ldc, load, mr, nr, &m0, &m1);
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < K_F_MR; i++) {
+            __m512 x = _mm512_set1_ps(ap[i]);
+            acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
+        }
+        ap += K_F_MR;
+        bp += K_F_NR;
+    }
+    tile_end(acc, K_F_MR, c, ldc, mr, m0, m1);
+}
+
+K_F32_TARGET static void pack_b_f32(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k)
+{
+    int64_t np = (n + K_F_NR - 1) / K_F_NR;
+    for (int64_t k0 = 0; k0 < k; k0 += K_F_KC) {
+        int64_t kc = k - k0 < K_F_KC ? k - k0 : K_F_KC;
+        for (int64_t jp = 0; jp < np; jp++) {
+            float *d = dst + k0 * np * K_F_NR + jp * kc * K_F_NR;
+            int64_t j0 = jp * K_F_NR;
+            if (ks == 1) { /* lanes are rows, k contiguous: transposed 16 x 16 */
+                for (int64_t h = 0; h < K_F_NR; h += 16)
+                    for (int64_t q = 0; q < kc; q += 16) {
+                        int64_t left = kc - q < 16 ? kc - q : 16;
+                        __mmask16 mk = (__mmask16)((1u << left) - 1);
+                        __m512i r[16];
+                        for (int64_t l = 0; l < 16; l++)
+                            r[l] = j0 + h + l < n ? _mm512_castps_si512(
+                                                        _mm512_maskz_loadu_ps(mk, b + (j0 + h + l) * ls + k0 + q))
+                                                  : _mm512_setzero_si512();
+                        transpose16(r);
+                        for (int64_t t = 0; t < left; t++)
+                            _mm512_storeu_si512(d + (q + t) * K_F_NR + h, r[t]);
+                    }
+            } else if (ls == 1) { /* lanes contiguous at each k: copied */
+                int64_t live = n - j0 < K_F_NR ? n - j0 : K_F_NR;
+                __mmask16 m0 = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
+                __mmask16 m1 = live >= 32 ? (__mmask16)0xffff : live > 16 ? (__mmask16)((1u << (live - 16)) - 1) : 0;
+                for (int64_t p = 0; p < kc; p++) {
+                    const float *x = b + (k0 + p) * ks + j0;
+                    _mm512_storeu_ps(d + p * K_F_NR, _mm512_maskz_loadu_ps(m0, x));
+                    _mm512_storeu_ps(d + p * K_F_NR + 16, _mm512_maskz_loadu_ps(m1, x + 16));
+                }
+            } else {
+                for (int64_t p = 0; p < kc; p++)
+                    for (int64_t l = 0; l < K_F_NR; l++)
+                        d[p * K_F_NR + l] = j0 + l < n ? b[(j0 + l) * ls + (k0 + p) * ks] : 0.0f;
+            }
+        }
+    }
+}
+
+K_F32_TARGET static void gemm_f32_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                                         const float *bpack, int beta, float *c, int64_t ldc)
+{
+    _Alignas(64) float apack[K_F_KC * K_F_MC];
+    int64_t np = (n + K_F_NR - 1) / K_F_NR;
+    if (k == 0) {
+        if (!beta)
+            for (int64_t i = 0; i < m; i++)
+                memset(c + i * ldc, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int64_t k0 = 0; k0 < k; k0 += K_F_KC) {
+        int64_t kc = k - k0 < K_F_KC ? k - k0 : K_F_KC;
+        int load = beta || k0 > 0;
+        for (int64_t ic = 0; ic < m; ic += K_F_MC) {
+            int64_t mc = m - ic < K_F_MC ? m - ic : K_F_MC;
+            pack_a(apack, a + ic * lda, lda, mc, k0, kc);
+            for (int64_t jp = 0; jp < np; jp++) {
+                const float *bp = bpack + k0 * np * K_F_NR + jp * kc * K_F_NR;
+                for (int64_t ir = 0; ir < mc; ir += K_F_MR)
+                    micro_f32(kc, apack + ir * kc, bp, c + (ic + ir) * ldc + jp * K_F_NR, ldc, load, mc - ir,
+                              n - jp * K_F_NR);
+            }
+        }
+    }
+}
 #endif
+
+int k_packed_supported(void)
+{
+#if K_HAVE_BF16_GEMM
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+void k_pack_b(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k)
+{
+#if K_HAVE_BF16_GEMM
+    pack_b_f32(dst, b, ls, ks, n, k);
+#else
+    (void)dst, (void)b, (void)ls, (void)ks, (void)n, (void)k;
+    assert(!"a packed operand on a CPU without AVX-512 (callers ask k_packed_supported)");
+#endif
+}
+
+void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack, int beta,
+                   float *c, int64_t ldc)
+{
+#if K_HAVE_BF16_GEMM
+    gemm_f32_packed(m, n, k, a, lda, bpack, beta, c, ldc);
+#else
+    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)bpack, (void)beta, (void)c, (void)ldc;
+    assert(!"a packed operand on a CPU without AVX-512 (callers ask k_packed_supported)");
+#endif
+}
 
 int k_gemm_short_swaps(void)
 {

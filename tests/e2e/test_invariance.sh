@@ -7,14 +7,16 @@
 # checkpointing, must give bit-identical losses for 10 steps (printed with
 # %.9g, so equal text is equal floats) and bit-identical saved weights
 # (every tensor of the final checkpoint, by name). data_parallel 2 x 2
-# stages must match data_parallel 1 within 1e-5. Four models: an MLP with a
+# stages must match data_parallel 1 within 1e-5. Six models: an MLP with a
 # cross-stage tie and dropout, a small GPT with a tied head, a padding mask
 # carried across stages and dropout inside its blocks, a small LLaMA
 # (llama_block: grouped-query attention, RoPE, RMSNorm, a padding mask), and
 # a small CNN with batchnorm2d (its running statistics and
 # num_batches_tracked are in the checkpoints, so compared bit for bit), and
 # a small ResNet (residual blocks with and without a projection shortcut,
-# weights in both branches, dropout inside a block). Then precision = bf16
+# weights in both branches, dropout inside a block), and an MLP of wide
+# linears (256 features or more: the CPU's packed fp32 product, where it has
+# AVX-512F), with a tie across stages. Then precision = bf16
 # (its own GEMM: kernels/cpu/k_gemm.c) on the MLP, the GPT and the CNN:
 # every generator on 2, 3 or 4 stages against bf16's 1-stage run, bit for
 # bit (on a CPU without AVX512-BF16 that part is reported as skipped).
@@ -134,6 +136,7 @@ timed gpt "$TMP/tied_gpt.pipe"
 timed llama "$TMP/llama_gqa.pipe"
 timed bn "$SRC/tests/e2e/bn_cnn.pipe"
 timed resnet "$SRC/tests/e2e/residual_cnn.pipe"
+timed wide "$SRC/tests/e2e/wide_mlp.pipe"
 if grep -qw avx512_bf16 /proc/cpuinfo; then
     t0=$SECONDS
     MODEL="$SRC/tests/e2e/tied_mlp.pipe" suite_bf16 mlp

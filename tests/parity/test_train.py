@@ -35,7 +35,10 @@ forward under torch.autocast("cpu", dtype=torch.bfloat16) (the loss in
 fp32): every step's loss within 2e-2 relative. On a CPU without
 AVX512-BF16 pipert refuses them at start and they are reported as skipped.
 
-The MLP, the GPT, the LLaMA and the ResNet also run on 1 stage (np 1) and must print the same
+The wide MLP's linears (256 features or more in and out) take the CPU's
+packed fp32 product (kernels/cpu/k_gemm.c) where the CPU has AVX-512F.
+
+The MLP, the wide MLP, the GPT, the LLaMA and the ResNet also run on 1 stage (np 1) and must print the same
 losses, as text, as on 2 stages (the GPT's tie then stays on one stage). Dropout is 0 everywhere (torch cannot draw pipe's
 masks). A model with transformer_block is reported as skipped when this
 pipert refuses it at start-up ("transformer_block is not supported by the
@@ -526,8 +529,37 @@ case("resnet", RESNET, build_resnet,
      optim_kw(torch.optim.Adam, lr=0.01, betas=(0.9, 0.99), weight_decay=0.01), 2,
      dict(micro=2, buffers=True), tol=1e-5)
 
+# WIDE: linears of 256 features or more in and out on a few rows, which the
+# CPU runtime computes in fp32 from packed copies of their weights
+# (kernels/cpu/k_gemm.c, on AVX-512F; plan_layer_pack_floats): 300 inputs
+# (k crosses a 256 block), 260 outputs (a part panel), on 2 stages and 1.
+WIDE = """model wide {
+    input  image: float32[3, 10, 10]
+    target label: int32[]
+    flatten
+    linear(288)
+    relu
+    linear(260, bias = false)
+    tanh
+    linear(5)
+    loss cross_entropy
+}
+pipeline { stages = 2; micro_batches = 4; micro_batch_size = 3; schedule = 1f1b }
+train {
+    optimizer = adamw(lr = 0.003, weight_decay = 0.01)
+    steps = 5; seed = 13; shuffle = false
+    data = @DATA@
+}
+"""
+case("wide", WIDE,
+     lambda: Net([nn.Flatten(), nn.Linear(300, 288), nn.ReLU(), nn.Linear(288, 260, bias=False), nn.Tanh(),
+                  nn.Linear(260, 5)]),
+     lambda tmp, gen: image_data(tmp, 40, [3, 10, 10], 5, False, gen),
+     optim_kw(torch.optim.AdamW, lr=0.003, weight_decay=0.01), 2)
+
 TYPES = {
     "mlp": ["flatten", "linear", "relu", "linear", "tanh", "linear", "gelu", "linear", "sigmoid", "linear"],
+    "wide": ["flatten", "linear", "relu", "linear", "tanh", "linear"],
     "cnn": ["conv2d", "maxpool2d", "relu", "adaptive_avgpool2d", "conv2d", "tanh", "avgpool2d",
             "adaptive_avgpool2d", "flatten", "linear"],
     "tied_mlp": ["linear", "layernorm", "gelu", "linear", "tanh", "layernorm", "linear", "relu", "linear"],
@@ -540,7 +572,7 @@ TYPES = {
 }
 
 # the models that also run on 1 stage, where their losses must be the same text
-ONE_STAGE = ["mlp", "gpt", "llama", "bn", "moves", "resnet"]
+ONE_STAGE = ["mlp", "wide", "gpt", "llama", "bn", "moves", "resnet"]
 
 # precision = bf16 against torch's autocast: the same models, 2e-2 (bf16
 # keeps 8 bits of a product's operands; the two sides round different

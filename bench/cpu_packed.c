@@ -1,0 +1,98 @@
+/* bench/cpu_packed.c: a linear layer's fp32 forward and input gradient from
+ * packed weights (kernels/cpu/k_gemm.c, AVX-512F) against the same products
+ * through OpenBLAS's sgemm (one thread), and what packing a weight costs.
+ * The weights are cycled through 8 layers, as a model's step reads them,
+ * so none stays in cache. docs/benchmarks.md.
+ *
+ *   cpu_packed
+ *
+ * Prints, per shape, the best of 5 rounds of each (the two alternating),
+ * GFLOP/s and the ratio; on a CPU without AVX-512F it says so and exits 0.
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "k_cpu.h"
+
+#define LAYERS 8
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void *must(size_t n)
+{
+    void *p = malloc(n);
+    if (!p) {
+        fputs("cpu_packed: out of memory\n", stderr);
+        exit(2);
+    }
+    return p;
+}
+
+int main(void)
+{
+    openblas_set_num_threads(1);
+    if (!k_packed_supported()) {
+        puts("cpu_packed: this CPU has no AVX-512F: the packed product is not used here");
+        return 0;
+    }
+    static const int64_t shapes[][3] = {{32, 1024, 1024}, {64, 1024, 1024}, {256, 1024, 1024},
+                                        {64, 512, 512},   {64, 256, 256},   {128, 256, 256}};
+    printf("%-22s %-15s %12s %12s %7s\n", "rows x (in -> out)", "product", "OpenBLAS", "packed", "ratio");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t n = shapes[s][0], in_f = shapes[s][1], out_f = shapes[s][2];
+        int64_t pf = k_linear_pack_floats(n, in_f, out_f);
+        float *w = must(sizeof(float) * LAYERS * in_f * out_f), *pk = must(sizeof(float) * LAYERS * pf);
+        float *x = must(sizeof(float) * n * in_f), *y = must(sizeof(float) * n * out_f);
+        for (int64_t i = 0; i < LAYERS * in_f * out_f; i++)
+            w[i] = (float)((i * 7919) % 1000) * 0.001f - 0.5f;
+        for (int64_t i = 0; i < n * in_f; i++)
+            x[i] = (float)((i * 31) % 100) * 0.01f - 0.5f;
+        double pack = 1e30;
+        for (int r = 0; r < 5; r++) {
+            double t = now();
+            for (int l = 0; l < LAYERS; l++) {
+                k_linear_pack(pk + l * pf, w + l * in_f * out_f, in_f, out_f, 0);
+                k_linear_pack(pk + l * pf, w + l * in_f * out_f, in_f, out_f, 1);
+            }
+            t = (now() - t) / LAYERS;
+            pack = t < pack ? t : pack;
+        }
+        int reps = (int)(4e9 / (2.0 * n * in_f * out_f)) + LAYERS;
+        for (int which = 0; which < 2; which++) {
+            double best[2] = {1e30, 1e30};
+            for (int r = 0; r < 5; r++)
+                for (int v = 0; v < 2; v++) {
+                    double t = now();
+                    for (int q = 0; q < reps; q++) {
+                        int l = q % LAYERS;
+                        const float *wl = w + l * in_f * out_f, *pl = pk + l * pf;
+                        if (which == 0 && v == 0)
+                            k_linear_forward(y, x, wl, NULL, n, in_f, out_f, K_FP32, NULL);
+                        else if (which == 0)
+                            k_linear_forward_packed(y, x, pl, NULL, n, in_f, out_f);
+                        else if (v == 0)
+                            k_linear_backward_input(x, y, wl, n, in_f, out_f, K_FP32);
+                        else
+                            k_linear_backward_input_packed(x, y, pl, n, in_f, out_f);
+                    }
+                    t = (now() - t) / reps;
+                    best[v] = t < best[v] ? t : best[v];
+                }
+            double flop = 2.0 * n * in_f * out_f;
+            printf("%4lld x (%4lld -> %4lld) %-15s %7.1f us %3.0f GF %7.1f us %3.0f GF %6.2fx\n", (long long)n,
+                   (long long)in_f, (long long)out_f, which ? "input gradient" : "forward", best[0] * 1e6,
+                   flop / best[0] / 1e9, best[1] * 1e6, flop / best[1] / 1e9, best[0] / best[1]);
+        }
+        printf("%4lld x (%4lld -> %4lld) packing both copies of one weight: %.1f us\n", (long long)n, (long long)in_f,
+               (long long)out_f, pack * 1e6);
+        free(w), free(pk), free(x), free(y);
+    }
+    return 0;
+}
