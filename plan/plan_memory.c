@@ -191,6 +191,18 @@ static int64_t kept_dout_elems(const PlanLayer *L)
 /* Scratch floats the layer's kernels need for B samples. */
 static int64_t scratch_elems(const PlanLayer *L, int64_t B);
 
+/* A linear's input features (its input's last dimension), and the rows
+ * its product has for B samples (the leading dimensions times B) */
+static int64_t linear_in(const PlanLayer *L)
+{
+    return L->in.dim[L->in.ndim - 1];
+}
+
+static int64_t linear_rows(const PlanLayer *L, int64_t B)
+{
+    return B * (plan_tensor_elems(&L->in) / linear_in(L));
+}
+
 /* Scratch floats the layer's kernels need for B samples. */
 static int64_t scratch_elems(const PlanLayer *L, int64_t B)
 {
@@ -207,8 +219,7 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
          * input or output gradient (runtime/rt_cpu.c); an unsplit one: room
          * for a short product's transposed output (k_linear_forward) */
         int64_t in = plan_tensor_elems(&L->in), out = plan_tensor_elems(&L->out);
-        int64_t in_f = L->in.dim[L->in.ndim - 1], rows = B * (in / in_f);
-        return L->tp > 1 ? B * (in > out ? in : out) : k_linear_scratch(rows, in_f, L->nout);
+        return L->tp > 1 ? B * (in > out ? in : out) : k_linear_scratch(linear_rows(L, B), linear_in(L), L->nout);
     }
     case PLAN_L_DROPOUT: return (B * plan_tensor_elems(&L->out) + 3) / 4; /* the mask, as bytes */
     case PLAN_L_TRANSFORMER_BLOCK: {
@@ -393,8 +404,7 @@ int64_t plan_layer_pack_floats(const PlanLayer *L, int64_t B, int precision)
 {
     if (L->kind != PLAN_L_LINEAR || L->tp > 1 || precision == PLAN_PREC_BF16)
         return 0;
-    int64_t in_f = L->in.dim[L->in.ndim - 1];
-    return k_linear_pack_floats(B * (plan_tensor_elems(&L->in) / in_f), in_f, L->nout);
+    return k_linear_pack_floats(linear_rows(L, B), linear_in(L), L->nout);
 }
 
 int64_t plan_stage_pack_bytes(const PlanModel *m, const PlanPartition *pt, int stage, int64_t B, int precision)

@@ -568,9 +568,10 @@ static void setup_params(RtCtx *rt)
     }
 }
 
-/* The packed copies of the linears' weights (plan_layer_pack_floats), on
- * the CPU where the packed product runs (k_packed_supported); elsewhere
- * the products stay OpenBLAS's and the arena is not allocated. Packed in
+/* The packed copies of the linears' weights (plan_layer_pack_floats): the
+ * arena pipec predicts, always on the CPU (not under --device cuda); bound
+ * to the layers only where the packed product runs (k_packed_supported),
+ * elsewhere the products stay OpenBLAS's and the arena unused. Packed in
  * the first product of each program run (rt->run): the weights change
  * only at its end. */
 static void setup_packs(RtCtx *rt)
