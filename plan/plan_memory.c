@@ -188,11 +188,9 @@ static int64_t kept_dout_elems(const PlanLayer *L)
     return plan_tensor_elems(&L->out);
 }
 
-/* Scratch floats the layer's kernels need for B samples. */
-static int64_t scratch_elems(const PlanLayer *L, int64_t B);
-
-/* A linear's input features (its input's last dimension), and the rows
- * its product has for B samples (the leading dimensions times B) */
+/* A linear's input features (its input's last dimension: the plan reader
+ * checks it has one), and the rows its product has for B samples (the
+ * leading dimensions times B) */
 static int64_t linear_in(const PlanLayer *L)
 {
     return L->in.dim[L->in.ndim - 1];
@@ -202,6 +200,9 @@ static int64_t linear_rows(const PlanLayer *L, int64_t B)
 {
     return B * (plan_tensor_elems(&L->in) / linear_in(L));
 }
+
+/* Scratch floats the layer's kernels need for B samples. */
+static int64_t scratch_elems(const PlanLayer *L, int64_t B);
 
 /* Scratch floats the layer's kernels need for B samples. */
 static int64_t scratch_elems(const PlanLayer *L, int64_t B)
