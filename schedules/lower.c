@@ -315,6 +315,11 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
             }
         if (L->n == 0)
             continue;
+        /* room for every instruction at once (a forward brings at most a
+         * receive, a load and a send, a backward a receive and a send; the
+         * stage ends with three): the array never moves */
+        lw.pr->cap = 4 * L->n + 3;
+        lw.pr->ins = base_realloc(NULL, (size_t)lw.pr->cap * sizeof *lw.pr->ins);
         lw.pr->act_pc = base_calloc(L->n, sizeof *lw.pr->act_pc);
         lw.pr->act_recv = base_calloc(L->n, sizeof *lw.pr->act_recv);
         lw.pr->nact = L->n;

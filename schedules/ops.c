@@ -85,24 +85,6 @@ void sched_instr_label(const SchedInstr *in, char *buf, size_t size)
         snprintf(buf, size, "%s%d", k, in->mb);
 }
 
-void sched_place(SchedPlacement place, int stages, int k, int *stage, int *chunk)
-{
-    if (place == SCHED_PLACE_V) {
-        *chunk = k < stages ? 0 : 1;
-        *stage = k < stages ? k : 2 * stages - 1 - k;
-    } else {
-        *stage = k % stages;
-        *chunk = k / stages;
-    }
-}
-
-int sched_part(SchedPlacement place, int stages, int stage, int chunk)
-{
-    if (place == SCHED_PLACE_V)
-        return chunk == 0 ? stage : 2 * stages - 1 - stage;
-    return chunk * stages + stage;
-}
-
 void sched_actions_init(SchedActions *sa, int stages)
 {
     sa->stages = stages;

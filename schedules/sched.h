@@ -69,9 +69,25 @@ void sched_instr_label(const SchedInstr *in, char *buf, size_t size);
 
 typedef enum SchedPlacement { SCHED_PLACE_LOOP, SCHED_PLACE_V } SchedPlacement;
 /* The stage and chunk of model part k (0 <= k < stages * chunks). */
-void sched_place(SchedPlacement place, int stages, int k, int *stage, int *chunk);
+static inline void sched_place(SchedPlacement place, int stages, int k, int *stage, int *chunk)
+{
+    if (k < stages) { /* the first chunk, either way: no division */
+        *stage = k, *chunk = 0;
+    } else if (place == SCHED_PLACE_V) {
+        *chunk = 1;
+        *stage = 2 * stages - 1 - k;
+    } else {
+        *stage = k % stages;
+        *chunk = k / stages;
+    }
+}
 /* The part at (stage, chunk). */
-int sched_part(SchedPlacement place, int stages, int stage, int chunk);
+static inline int sched_part(SchedPlacement place, int stages, int stage, int chunk)
+{
+    if (place == SCHED_PLACE_V)
+        return chunk == 0 ? stage : 2 * stages - 1 - stage;
+    return chunk * stages + stage;
+}
 
 /* ---- compute actions (what a generator emits) ------------------------- */
 

@@ -64,7 +64,8 @@ typedef struct Vm {
     Chan *chan;
     int nchan, capchan;
     int *hkeys, *hvals, hcap;   /* channel hash: key -> index */
-    int **cid, **cseq;          /* [stage][pc]: channel and sequence of a send/receive */
+    int *cc_peer, *cc_chan;     /* [stage * 4 + 2 * send + grad]: the channel last used that way, a cache
+                                 * before the hash (a stage mostly talks to one peer each way) */
     int *pc;
     double *clock;
     Slot **slot;                /* [stage * V] -> [nbuf] */
@@ -129,6 +130,21 @@ static int chan_of(Vm *vm, int src, int dst, int grad)
     return vm->nchan++;
 }
 
+/* The channel of stage s's send or receive (grad: of gradients) with
+ * peer. The k-th send of a channel meets its k-th receive, and one stage
+ * runs each side in program order: the sequence number of the instruction
+ * being run is the channel's count so far (sent, posted), so nothing is
+ * stored per instruction. */
+static int chan_at(Vm *vm, int s, int peer, int send, int grad)
+{
+    int at = s * 4 + 2 * send + grad;
+    if (vm->cc_peer[at] == peer)
+        return vm->cc_chan[at];
+    int c = send ? chan_of(vm, s, peer, grad) : chan_of(vm, peer, s, grad);
+    vm->cc_peer[at] = peer, vm->cc_chan[at] = c;
+    return c;
+}
+
 static int part_of(const Vm *vm, int stage, int chunk)
 {
     return sched_part(vm->plan->place, vm->S, stage, chunk);
@@ -171,11 +187,9 @@ static int prepass(Vm *vm)
     const SchedPlan *pl = vm->plan;
     for (int s = 0; s < vm->S; s++) {
         const SchedProgram *pr = &pl->prog[s];
-        vm->cid[s] = base_calloc(pr->n, sizeof **vm->cid);
-        vm->cseq[s] = base_calloc(pr->n, sizeof **vm->cseq);
+        int seen_tied = 0, seen_opt = 0;
         for (int i = 0; i < pr->n; i++) {
             const SchedInstr *in = &pr->ins[i];
-            vm->cid[s][i] = -1;
             if (in->op >= SCHED_NOPS) {
                 fail(vm, s, i, "stage %d pc %d: unknown opcode %u", s, i, in->op);
                 return -1;
@@ -202,11 +216,11 @@ static int prepass(Vm *vm)
                     fail(vm, s, i, "stage %d pc %d: ReduceTiedGrads on a stage that holds no tied weight", s, i);
                     return -1;
                 }
-                for (int j = 0; j < i; j++)
-                    if (pr->ins[j].op == in->op) {
-                        fail(vm, s, i, "stage %d pc %d: a second %s in one program", s, i, sched_op_names[in->op]);
-                        return -1;
-                    }
+                int *seen = tied ? &seen_tied : &seen_opt;
+                if ((*seen)++) {
+                    fail(vm, s, i, "stage %d pc %d: a second %s in one program", s, i, sched_op_names[in->op]);
+                    return -1;
+                }
             }
             int send = in->op == SCHED_SendActivation || in->op == SCHED_SendGrad;
             int recv = in->op == SCHED_RecvActivation || in->op == SCHED_RecvGrad;
@@ -218,10 +232,11 @@ static int prepass(Vm *vm)
                 return -1;
             }
             int grad = in->op == SCHED_SendGrad || in->op == SCHED_RecvGrad;
-            int c = send ? chan_of(vm, s, in->peer, grad) : chan_of(vm, in->peer, s, grad);
-            Chan *ch = &vm->chan[c];
-            vm->cid[s][i] = c;
-            vm->cseq[s][i] = send ? ch->nsend++ : ch->nrecv++;
+            int c = chan_at(vm, s, in->peer, send, grad); /* may move vm->chan */
+            if (send)
+                vm->chan[c].nsend++;
+            else
+                vm->chan[c].nrecv++;
         }
     }
     for (int c = 0; c < vm->nchan; c++) {
@@ -231,17 +246,24 @@ static int prepass(Vm *vm)
         ch->send_stage_pc = base_calloc(ch->nsend, sizeof *ch->send_stage_pc);
         ch->recv_stage_pc = base_calloc(ch->nrecv, sizeof *ch->recv_stage_pc);
     }
+    /* each side's pcs in order (sent and posted count them, then start
+     * again from 0 for the run) */
     for (int s = 0; s < vm->S; s++)
         for (int i = 0; i < pl->prog[s].n; i++) {
-            int c = vm->cid[s][i];
-            if (c < 0)
-                continue;
             const SchedInstr *in = &pl->prog[s].ins[i];
-            if (in->op == SCHED_SendActivation || in->op == SCHED_SendGrad)
-                vm->chan[c].send_stage_pc[vm->cseq[s][i]] = i;
+            int send = in->op == SCHED_SendActivation || in->op == SCHED_SendGrad;
+            if (!send && in->op != SCHED_RecvActivation && in->op != SCHED_RecvGrad)
+                continue;
+            int grad = in->op == SCHED_SendGrad || in->op == SCHED_RecvGrad;
+            int c = chan_at(vm, s, in->peer, send, grad);
+            Chan *ch = &vm->chan[c];
+            if (send)
+                ch->send_stage_pc[ch->sent++] = i;
             else
-                vm->chan[c].recv_stage_pc[vm->cseq[s][i]] = i;
+                ch->recv_stage_pc[ch->posted++] = i;
         }
+    for (int c = 0; c < vm->nchan; c++)
+        vm->chan[c].sent = vm->chan[c].posted = 0;
     for (int c = 0; c < vm->nchan; c++) {
         Chan *ch = &vm->chan[c];
         int n = ch->nsend < ch->nrecv ? ch->nsend : ch->nrecv;
@@ -394,23 +416,25 @@ static void step(Vm *vm, int s)
         case SCHED_RecvGrad: {
             if (bind(vm, s, pc, in, in->chunk, in->buf))
                 return;
-            Chan *ch = &vm->chan[vm->cid[s][pc]];
-            int q = vm->cseq[s][pc];
+            int c = chan_at(vm, s, in->peer, 0, in->op == SCHED_RecvGrad);
+            Chan *ch = &vm->chan[c];
+            int q = ch->posted;
             ch->post_time[q] = t;
             ch->posted = q + 1;
             Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
             if (in->op == SCHED_RecvActivation)
-                sl->pend_chan = vm->cid[s][pc], sl->pend_seq = q;
+                sl->pend_chan = c, sl->pend_seq = q;
             else
-                sl->gpend_chan = vm->cid[s][pc], sl->gpend_seq = q;
+                sl->gpend_chan = c, sl->gpend_seq = q;
             if (vm->wait[ch->src] == W_SEND)
                 wake(vm, ch->src);
             break;
         }
         case SCHED_SendActivation:
         case SCHED_SendGrad: {
-            Chan *ch = &vm->chan[vm->cid[s][pc]];
-            int q = vm->cseq[s][pc];
+            int c = chan_at(vm, s, in->peer, 1, in->op == SCHED_SendGrad);
+            Chan *ch = &vm->chan[c];
+            int q = ch->sent;
             if (in->op == SCHED_SendActivation) {
                 Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
                 if (sl->mb != in->mb || !sl->forwarded) {
@@ -671,8 +695,10 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     vm.hvals = base_calloc(vm.hcap, sizeof *vm.hvals);
     for (int i = 0; i < vm.hcap; i++)
         vm.hkeys[i] = -1;
-    vm.cid = base_calloc(S, sizeof *vm.cid);
-    vm.cseq = base_calloc(S, sizeof *vm.cseq);
+    vm.cc_peer = base_calloc((size_t)S * 4, sizeof *vm.cc_peer);
+    vm.cc_chan = base_calloc((size_t)S * 4, sizeof *vm.cc_chan);
+    for (int i = 0; i < S * 4; i++)
+        vm.cc_peer[i] = -1;
     vm.pc = base_calloc(S, sizeof *vm.pc);
     vm.clock = base_calloc(S, sizeof *vm.clock);
     vm.slot = base_calloc((size_t)S * V, sizeof *vm.slot);
@@ -740,11 +766,9 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
         free(vm.chan[c].send_stage_pc), free(vm.chan[c].recv_stage_pc);
     }
     free(vm.chan);
-    for (int s = 0; s < S; s++)
-        free(vm.cid[s]), free(vm.cseq[s]);
     for (int i = 0; i < S * V; i++)
         free(vm.slot[i]);
-    free(vm.cid), free(vm.cseq), free(vm.pc), free(vm.clock), free(vm.slot), free(vm.live), free(vm.live_bytes);
+    free(vm.cc_peer), free(vm.cc_chan), free(vm.pc), free(vm.clock), free(vm.slot), free(vm.live), free(vm.live_bytes);
     free(vm.wait), free(vm.wait_on), free(vm.queue), free(vm.queued), free(vm.at_tied), free(vm.at_all);
     free(vm.hkeys), free(vm.hvals), free(vm.gin_mb), free(vm.gin_sent);
 }
