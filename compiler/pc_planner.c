@@ -6,6 +6,7 @@
 #include "plan_profile.h"
 #include "base_alloc.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,28 @@ static void report(DiagList *dl, const PcFront *f, int line, int col, const char
 }
 
 static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
+
+/* The evaluation program: generated, lowered and verified on its own (it
+ * reads the spec, parts and costs, and writes only p->eval, p->eval_sim),
+ * so it runs on a second thread while the training program is built. */
+typedef struct EvalJob {
+    const SchedSpec *spec;
+    PlanSchedule *p;
+    int rc;
+    char err[1024];
+} EvalJob;
+
+static void *build_eval(void *arg)
+{
+    EvalJob *j = arg;
+    SchedActions ev;
+    sched_actions_init(&ev, j->spec->stages);
+    j->rc = sched_gen_eval(j->spec, &ev, j->err, sizeof j->err) != 0 ||
+            sched_build(&j->p->eval_parts, &ev, 1, &j->p->costs, &j->p->eval, &j->p->eval_sim, j->err,
+                        sizeof j->err) != 0;
+    sched_actions_free(&ev);
+    return NULL;
+}
 
 /* Tensor parallelism (tensor_parallel = T): part k's split layers
  * compute 1/T of their work on each rank (a measured time, taken with T =
@@ -204,7 +227,18 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
     p->costs.opt = p->cost_opt;
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
-    if (sched_build(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err) != 0) {
+    /* both programs at once: the evaluation program on a thread of its
+     * own (in line when no thread starts); the results do not depend on
+     * which finishes first */
+    EvalJob ej = {&spec, p, 0, ""};
+    pthread_t th;
+    int threaded = pthread_create(&th, NULL, build_eval, &ej) == 0;
+    int train_rc = sched_build(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err);
+    if (threaded)
+        pthread_join(th, NULL);
+    else
+        build_eval(&ej);
+    if (train_rc != 0) {
         report(dl, f, p->train.err_line, p->train.err_col, "training program", err);
         return PC_USER_ERROR;
     }
@@ -219,13 +253,8 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
                      "weight gradients do not accumulate in micro-batch order (%s): results will differ in the last "
                      "bits from other schedules",
                      p->train.note);
-    SchedActions ev;
-    sched_actions_init(&ev, S);
-    sched_gen_eval(&spec, &ev, err, sizeof err);
-    int rc = sched_build(&p->eval_parts, &ev, 1, &p->costs, &p->eval, &p->eval_sim, err, sizeof err);
-    sched_actions_free(&ev);
-    if (rc != 0 || !p->eval_sim.ok) {
-        report(dl, f, 0, 0, "evaluation program", rc ? err : p->eval_sim.error);
+    if (ej.rc != 0 || !p->eval_sim.ok) {
+        report(dl, f, 0, 0, "evaluation program", ej.rc ? ej.err : p->eval_sim.error);
         return PC_USER_ERROR;
     }
     p->ok = 1;
