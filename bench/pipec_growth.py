@@ -10,7 +10,8 @@ training and evaluation programs, simulates them and writes plan.bin
 (fsync included), N times (default 3); the row gives the median wall time,
 the largest peak resident memory of the pipec process (getrusage of the
 child), the instructions of the training and evaluation programs (the
-TRAIN and EVAL sections' bytes over 16, read from plan.bin's section table)
+TRAIN and EVAL sections' instructions, 8 bytes each since plan version 4,
+counted from plan.bin's sections)
 and the time per million instructions, which stays flat when the cost is
 linear. --largest S stops after S stages.
 """
@@ -40,17 +41,20 @@ train { data = synthetic(samples = 1024); eval_data = synthetic(samples = 1024) 
 
 
 def program_instructions(path):
-    """TRAIN (6) and EVAL (7) bytes / 16, from the section table."""
+    """The instructions of TRAIN (6) and EVAL (7): each section's bytes,
+    less its header (stages, chunks, micro-batches, placement, eval, a
+    buffer count per stage and chunk, an instruction count per stage),
+    over 8."""
     with open(path, "rb") as f:
-        head = f.read(40)
-        count = struct.unpack_from("<I", head, 16)[0]
-        table = f.read(24 * count)
+        data = f.read()
+    count = struct.unpack_from("<I", data, 16)[0]
     total = 0
     for k in range(count):
-        sid, _, _, size = struct.unpack_from("<IIQQ", table, 24 * k)
+        sid, _, at, size = struct.unpack_from("<IIQQ", data, 40 + 24 * k)
         if sid in (6, 7):
-            total += size
-    return total // 16
+            stages, chunks = struct.unpack_from("<II", data, at)
+            total += (size - 20 - 4 * stages * chunks - 4 * stages) // 8
+    return total
 
 
 def run_once(pipec, src, stages, mbs, out):

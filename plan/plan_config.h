@@ -71,7 +71,7 @@ extern const char *const plan_partition_names[];
 #define PLAN_MAX_STAGES 4096
 #define PLAN_MAX_CHUNKS 64
 #define PLAN_MAX_TP 64
-#define PLAN_MAX_MICRO_BATCHES (1 << 20)
+#define PLAN_MAX_MICRO_BATCHES (1 << 16) /* an instruction's mb and buf take 16 bits in plan.bin */
 
 typedef struct PlanData {
     PlanDataKind kind;

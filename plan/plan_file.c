@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "base_alloc.h"
@@ -26,22 +27,10 @@ static const char *const sec_names[SEC_COUNT] = {"?", "STRINGS", "MODEL", "CONFI
 
 /* ---- writing --------------------------------------------------------- */
 
-/* A borrowed array: n bytes at p, spliced in before byte at of the
- * section's own buffer. */
-typedef struct Borrowed {
-    const void *p;
-    size_t n, at;
-} Borrowed;
-
-/* A section's bytes: its own buffer d, into which the borrowed arrays are
- * spliced. The programs' instructions are borrowed so (on a little-endian
- * machine the in-memory records are the file's): a 9 MiB plan is not
- * copied into a second 9 MiB of fresh memory before it is written. */
+/* A section's bytes, in one buffer of its own. */
 typedef struct Out {
     unsigned char *d;
     size_t n, cap;
-    Borrowed *ext;
-    size_t next, ext_bytes;
 } Out;
 
 static void put(Out *o, const void *p, size_t n)
@@ -112,37 +101,6 @@ static void put_tensor(Out *o, const PlanTensor *t)
 }
 
 /* n bytes at p, spliced in here unchanged when the section is written */
-static void borrow(Out *o, const void *p, size_t n)
-{
-    if (o->next % 64 == 0)
-        o->ext = base_realloc(o->ext, (o->next + 64) * sizeof *o->ext);
-    o->ext[o->next++] = (Borrowed){p, n, o->n};
-    o->ext_bytes += n;
-}
-
-/* The section's bytes piece by piece, in order: start with *k = *at = 0;
- * 0 after the last. */
-static int next_piece(const Out *o, size_t *k, size_t *at, const unsigned char **d, size_t *n)
-{
-    while (*k < o->next || *at < o->n) {
-        size_t own_end = *k < o->next ? o->ext[*k].at : o->n;
-        if (*at < own_end) {
-            *d = o->d + *at, *n = own_end - *at;
-            *at = own_end;
-            return 1;
-        }
-        *d = o->ext[*k].p, *n = o->ext[*k].n;
-        ++*k;
-        if (*n)
-            return 1;
-    }
-    return 0;
-}
-
-static size_t out_size(const Out *o)
-{
-    return o->n + o->ext_bytes;
-}
 
 static void put_data(Out *o, Out *s, const PlanData *d)
 {
@@ -153,18 +111,6 @@ static void put_data(Out *o, Out *s, const PlanData *d)
     put_i64(o, d->resize);
     put_i64(o, d->pad);
     put_i64(o, d->samples);
-}
-
-static void reserve(Out *o, size_t extra)
-{
-    if (o->n + extra <= o->cap)
-        return;
-    o->cap = o->n + extra;
-    o->d = realloc(o->d, o->cap);
-    if (!o->d) {
-        fputs("pipe: out of memory\n", stderr);
-        exit(2);
-    }
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -998,44 +944,108 @@ static void get_costs(In *in, int S, int P, PlanSchedule *p)
     }
 }
 
-/* ---- TRAIN, EVAL: the programs, 16 bytes an instruction ------------------ */
+/* ---- TRAIN, EVAL: the programs, 8 bytes an instruction ------------------
+ *
+ * One little-endian u64 an instruction, each operand in its own bits
+ * (schedules/ops.def says which an instruction has):
+ *   bits  0-5   op
+ *        6-11   chunk                     (C; 0 without)
+ *       12-27   mb                        (M; 0 without)
+ *       28-43   buf                       (B; 0 without)
+ *       44-60   peer + 1 (P) or link + 1 (L; 0: no link); 0 without
+ *       61-63   0
+ * The limits make every value fit: 64 chunks, 2^16 micro-batches (so
+ * buffers and links are below 2^16), 4,096 stages. An operand an
+ * instruction does not have reads back as the lowering writes it: chunk
+ * 0, the others -1. Half the bytes of the in-memory record: the write,
+ * the CRC and the page cache of a big plan halve with it. */
 
-static void put_program(Out *o, const SchedPlan *pl)
+enum { F_CHUNK = 6, F_MB = 12, F_BUF = 28, F_ARG = 44, F_END = 61 };
+
+static uint64_t instr_bits(const SchedInstr *in)
 {
-    const uint32_t probe = 1;
-    int little = *(const unsigned char *)&probe == 1;
-    size_t need = 20 + 4 * (size_t)pl->stages * pl->chunks;
+    unsigned o = in->op < SCHED_NOPS ? sched_op_operands[in->op] : 0;
+    uint64_t v = in->op & 63u;
+    if (o & SCHED_C)
+        v |= (uint64_t)(in->chunk & 63u) << F_CHUNK;
+    if (o & SCHED_M)
+        v |= (uint64_t)((uint32_t)in->mb & 0xffffu) << F_MB;
+    if (o & SCHED_B)
+        v |= (uint64_t)((uint32_t)in->buf & 0xffffu) << F_BUF;
+    if (o & SCHED_P)
+        v |= (uint64_t)(((uint32_t)in->peer + 1) & 0x1ffffu) << F_ARG;
+    if (o & SCHED_L)
+        v |= (uint64_t)(((uint32_t)in->link + 1) & 0x1ffffu) << F_ARG;
+    return v;
+}
+
+/* Where encoded bytes go: a file (fd >= 0) or memory (mem), with the
+ * running CRC. Programs are encoded a block at a time into here on their
+ * way out, never as a whole: a big plan's instructions are not copied
+ * into fresh memory of their size before they are written. */
+typedef struct Sink {
+    int fd;
+    unsigned char *mem;
+    size_t at;
+    uLong crc;
+    int ok;
+} Sink;
+
+static void sink_put(Sink *k, const void *p, size_t n)
+{
+    if (!n || !k->ok)
+        return;
+    for (size_t at = 0; at < n; at += 1u << 30) /* uInt pieces */
+        k->crc = crc32(k->crc, (const unsigned char *)p + at, (uInt)(n - at < (1u << 30) ? n - at : 1u << 30));
+    if (k->fd >= 0)
+        k->ok = base_write_all(k->fd, p, n) == 0;
+    else
+        memcpy(k->mem + k->at, p, n);
+    k->at += n;
+}
+
+static size_t program_bytes(const SchedPlan *pl)
+{
+    size_t n = 20 + 4 * (size_t)pl->stages * pl->chunks;
     for (int s = 0; s < pl->stages; s++)
-        need += 4 + (little ? 0 : 16 * (size_t)pl->prog[s].n);
-    reserve(o, need);
-    put_u32(o, (uint32_t)pl->stages);
-    put_u32(o, (uint32_t)pl->chunks);
-    put_u32(o, (uint32_t)pl->micro_batches);
-    put_u32(o, pl->place);
-    put_u32(o, (uint32_t)pl->eval);
-    for (int i = 0; i < pl->stages * pl->chunks; i++)
-        put_u32(o, (uint32_t)pl->nbuf[i]);
-    _Static_assert(sizeof(SchedInstr) == 16, "SchedInstr is the 16-byte on-disk record");
+        n += 4 + 8 * (size_t)pl->prog[s].n;
+    return n;
+}
+
+static void le32(unsigned char *b, uint32_t v)
+{
+    for (int k = 0; k < 4; k++)
+        b[k] = (unsigned char)(v >> (8 * k));
+}
+
+static void stream_program(Sink *k, const SchedPlan *pl)
+{
+    enum { BLOCK = 4096 }; /* instructions a write */
+    unsigned char b[8 * BLOCK];
+    size_t n = 0;
+    uint32_t head[5] = {(uint32_t)pl->stages, (uint32_t)pl->chunks, (uint32_t)pl->micro_batches, pl->place,
+                        (uint32_t)pl->eval};
+    for (int i = 0; i < 5; i++, n += 4)
+        le32(b + n, head[i]);
+    for (int i = 0; i < pl->stages * pl->chunks; i++, n += 4) {
+        if (n + 4 > sizeof b)
+            sink_put(k, b, n), n = 0;
+        le32(b + n, (uint32_t)pl->nbuf[i]);
+    }
     for (int s = 0; s < pl->stages; s++) {
-        put_u32(o, (uint32_t)pl->prog[s].n);
-        if (little) { /* the in-memory record is the file's: borrow it */
-            borrow(o, pl->prog[s].ins, (size_t)pl->prog[s].n * 16);
-            continue;
-        }
-        for (int i = 0; i < pl->prog[s].n; i++) {
-            const SchedInstr *in = &pl->prog[s].ins[i];
-            unsigned char b[16];
-            b[0] = in->op;
-            b[1] = in->chunk;
-            b[2] = (unsigned char)(uint16_t)in->peer, b[3] = (unsigned char)((uint16_t)in->peer >> 8);
-            for (int k = 0; k < 4; k++) {
-                b[4 + k] = (unsigned char)((uint32_t)in->mb >> (8 * k));
-                b[8 + k] = (unsigned char)((uint32_t)in->buf >> (8 * k));
-                b[12 + k] = (unsigned char)((uint32_t)in->link >> (8 * k));
-            }
-            put(o, b, 16);
+        if (n + 4 > sizeof b)
+            sink_put(k, b, n), n = 0;
+        le32(b + n, (uint32_t)pl->prog[s].n);
+        n += 4;
+        for (int i = 0; i < pl->prog[s].n; i++, n += 8) {
+            if (n + 8 > sizeof b)
+                sink_put(k, b, n), n = 0;
+            uint64_t v = instr_bits(&pl->prog[s].ins[i]);
+            for (int j = 0; j < 8; j++)
+                b[n + j] = (unsigned char)(v >> (8 * j));
         }
     }
+    sink_put(k, b, n);
 }
 
 static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, int eval)
@@ -1060,24 +1070,37 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
         pl->nbuf[i] = (int)get_count(in, (uint32_t)mbs < (1u << 24) ? (uint32_t)mbs : 1u << 24, 0,
                                      "buffer"); /* at most one a micro-batch: what memory sizes multiply */
     for (int st = 0; st < stages && !in->bad; st++) {
-        uint32_t n = get_count(in, 1u << 30, 16, "instruction");
+        uint32_t n = get_count(in, 1u << 30, 8, "instruction");
         SchedProgram *pr = &pl->prog[st];
         pr->ins = alloc(n, sizeof *pr->ins);
         pr->n = pr->cap = (int)n;
         for (uint32_t i = 0; i < n && !in->bad; i++) {
-            unsigned char b[16];
+            unsigned char b[8];
             size_t at = in->at;
-            take(in, b, 16);
+            take(in, b, 8);
+            uint64_t v = 0;
+            for (int k = 0; k < 8; k++)
+                v |= (uint64_t)b[k] << (8 * k);
             SchedInstr *x = &pr->ins[i];
-            x->op = b[0];
-            x->chunk = b[1];
-            x->peer = (int16_t)(uint16_t)(b[2] | b[3] << 8);
-            x->mb = (int32_t)((uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24);
-            x->buf = (int32_t)((uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24);
-            x->link = (int32_t)((uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24);
-            if (!in->bad && x->op >= SCHED_NOPS) {
+            x->op = (uint8_t)(v & 63u);
+            if (in->bad)
+                break;
+            if (x->op >= SCHED_NOPS) {
                 in->at = at;
                 bad(in, "stage %d instruction %u: opcode %u is not an instruction", st, i, x->op);
+                break;
+            }
+            unsigned o = sched_op_operands[x->op];
+            x->chunk = (o & SCHED_C) ? (uint8_t)(v >> F_CHUNK & 63u) : 0;
+            x->mb = (o & SCHED_M) ? (int32_t)(v >> F_MB & 0xffffu) : -1;
+            x->buf = (o & SCHED_B) ? (int32_t)(v >> F_BUF & 0xffffu) : -1;
+            uint32_t arg = (uint32_t)(v >> F_ARG & 0x1ffffu);
+            x->peer = (o & SCHED_P) ? (int16_t)((int32_t)arg - 1) : -1;
+            x->link = (o & SCHED_L) ? (int32_t)arg - 1 : -1;
+            if (instr_bits(x) != v || ((o & SCHED_P) && arg > PLAN_MAX_STAGES)) {
+                in->at = at;
+                bad(in, "stage %d instruction %u (%s): bits set outside its operands, or a peer beyond %d stages", st,
+                    i, sched_op_names[x->op], PLAN_MAX_STAGES);
             }
         }
     }
@@ -1085,12 +1108,12 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
 
 /* ---- the file: header, section table, sections ------------------------- */
 
-/* The sections of a plan, and the header and section table before them
- * (with the CRC of everything after the header): what plan_encode puts in
- * one buffer and plan_write writes piece by piece, so the file's bytes are
- * never copied into a second buffer of their own size. */
+/* The sections of a plan but the programs (encoded on the way out,
+ * stream_program), and the header and section table before them. */
 typedef struct Encoded {
     Out sec[SEC_COUNT];
+    const SchedPlan *prog[SEC_COUNT]; /* TRAIN and EVAL */
+    size_t bytes[SEC_COUNT];
     unsigned char head[HEADER + (SEC_COUNT - 1) * 24];
     size_t pad[SEC_COUNT];  /* zero bytes before section i */
     size_t total;
@@ -1104,38 +1127,29 @@ static void encode(const PlanIR *ir, Encoded *e)
     put_config(&sec[SEC_CONFIG], S, &ir->cfg);
     put_partition(&sec[SEC_PARTITION], S, &ir->part);
     put_costs(&sec[SEC_COSTS], &ir->part, &ir->sched);
-    put_program(&sec[SEC_TRAIN], &ir->sched.train);
-    put_program(&sec[SEC_EVAL], &ir->sched.eval);
+    e->prog[SEC_TRAIN] = &ir->sched.train;
+    e->prog[SEC_EVAL] = &ir->sched.eval;
     put(S, "", 1); /* the section ends in a NUL, so every offset reads a terminated string */
     Out table = {0};
     uint64_t offset = HEADER + (uint64_t)(SEC_COUNT - 1) * 24;
     for (int i = 1; i < SEC_COUNT; i++) {
+        e->bytes[i] = e->prog[i] ? program_bytes(e->prog[i]) : sec[i].n;
         uint64_t at = (offset + 7) & ~(uint64_t)7;
         e->pad[i] = (size_t)(at - offset);
         put_u32(&table, (uint32_t)i);
         put_u32(&table, 0);
         put_u64(&table, at);
-        put_u64(&table, out_size(&sec[i]));
-        offset = at + out_size(&sec[i]);
+        put_u64(&table, e->bytes[i]);
+        offset = at + e->bytes[i];
     }
     e->total = (size_t)offset;
-    static const unsigned char zero[8];
-    uLong crc = crc32(0L, table.d, (uInt)table.n);
-    for (int i = 1; i < SEC_COUNT; i++) {
-        crc = crc32(crc, zero, (uInt)e->pad[i]);
-        const unsigned char *d;
-        size_t k = 0, pos = 0, n;
-        while (next_piece(&sec[i], &k, &pos, &d, &n))
-            for (size_t at = 0; at < n; at += 1u << 30) /* uInt pieces */
-                crc = crc32(crc, d + at, (uInt)(n - at < (1u << 30) ? n - at : 1u << 30));
-    }
     Out h = {0};
     put(&h, "PIPEPLAN", 8);
     put_u32(&h, PLAN_VERSION);
     put_u32(&h, 0x01020304u);
     put_u32(&h, SEC_COUNT - 1);
     put_u32(&h, HEADER);
-    put_u32(&h, (uint32_t)crc);
+    put_u32(&h, 0); /* the CRC: emit fills it in */
     put_u32(&h, 0);
     put_u64(&h, e->total);
     memcpy(e->head, h.d, HEADER);
@@ -1144,10 +1158,27 @@ static void encode(const PlanIR *ir, Encoded *e)
     free(table.d);
 }
 
+/* Everything after the header through k, then the CRC of it into the
+ * header (the caller writes the header last). */
+static void emit(Encoded *e, Sink *k)
+{
+    static const unsigned char zero[8];
+    k->crc = crc32(0L, Z_NULL, 0);
+    sink_put(k, e->head + HEADER, sizeof e->head - HEADER);
+    for (int i = 1; i < SEC_COUNT; i++) {
+        sink_put(k, zero, e->pad[i]);
+        if (e->prog[i])
+            stream_program(k, e->prog[i]);
+        else
+            sink_put(k, e->sec[i].d, e->sec[i].n);
+    }
+    le32(e->head + 24, (uint32_t)k->crc);
+}
+
 static void encoded_free(Encoded *e)
 {
     for (int i = 1; i < SEC_COUNT; i++)
-        free(e->sec[i].d), free(e->sec[i].ext);
+        free(e->sec[i].d);
 }
 
 void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
@@ -1159,23 +1190,13 @@ void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
         fputs("pipe: out of memory\n", stderr);
         exit(2);
     }
-    size_t at = sizeof e.head;
-    memcpy(d, e.head, at);
-    for (int i = 1; i < SEC_COUNT; i++) {
-        memset(d + at, 0, e.pad[i]);
-        at += e.pad[i];
-        const unsigned char *p;
-        size_t k = 0, pos = 0, n;
-        while (next_piece(&e.sec[i], &k, &pos, &p, &n)) {
-            memcpy(d + at, p, n);
-            at += n;
-        }
-    }
+    Sink k = {.fd = -1, .mem = d + HEADER, .ok = 1};
+    emit(&e, &k);
+    memcpy(d, e.head, HEADER);
     encoded_free(&e);
     *data = d;
-    *len = at;
+    *len = HEADER + k.at;
 }
-
 
 int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
 {
@@ -1187,15 +1208,10 @@ int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
         encoded_free(&e);
         return -1;
     }
-    static const unsigned char zero[8];
-    int ok = base_write_all(fd, e.head, sizeof e.head) == 0;
-    for (int i = 1; i < SEC_COUNT && ok; i++) {
-        ok = base_write_all(fd, zero, e.pad[i]) == 0;
-        const unsigned char *p;
-        size_t k = 0, pos = 0, n;
-        while (ok && next_piece(&e.sec[i], &k, &pos, &p, &n))
-            ok = base_write_all(fd, p, n) == 0;
-    }
+    /* the header last, once the CRC is known */
+    Sink k = {.fd = fd, .ok = lseek(fd, HEADER, SEEK_SET) == (off_t)HEADER};
+    emit(&e, &k);
+    int ok = k.ok && pwrite(fd, e.head, HEADER, 0) == (ssize_t)HEADER;
     encoded_free(&e);
     return base_atomic_finish(fd, tmp, path, ok, err, errsize);
 }

@@ -19,7 +19,7 @@
 
 #include "plan_ir.h"
 
-#define PLAN_VERSION 3 /* 2: each layer records its initialisation; 3: batchnorm2d's momentum, transpose's dimensions, residual blocks' sub-layers */
+#define PLAN_VERSION 4 /* 2: each layer records its initialisation; 3: batchnorm2d's momentum, transpose's dimensions, residual blocks' sub-layers; 4: 8-byte instructions */
 
 /* Writes the plan atomically (a temporary file, fsync, rename). Returns 0,
  * or -1 with a message. */

@@ -533,6 +533,122 @@ START_TEST(extended_and_versions)
 }
 END_TEST
 
+/* Version 4's 8-byte instructions (docs/instructions.md, section 3). */
+static size_t section_at(const unsigned char *d, int id)
+{
+    uint32_t n = (uint32_t)d[16] | (uint32_t)d[17] << 8;
+    for (uint32_t i = 0; i < n; i++) {
+        const unsigned char *e = d + 40 + 24 * i;
+        if (e[0] == id && !e[1] && !e[2] && !e[3]) {
+            uint64_t at = 0;
+            for (int k = 7; k >= 0; k--)
+                at = at << 8 | e[8 + k];
+            return (size_t)at;
+        }
+    }
+    return 0;
+}
+
+/* Every operand at its limit reads back as it was written: gpipe holds
+ * all 65,536 micro-batches on stage 0, so mb and buf reach 65,535; the
+ * decoded programs are the compiled ones, field for field. */
+START_TEST(instruction_limits)
+{
+    const char *defs[] = {"micro_batches=65536", "schedule=gpipe", "micro_batch_size=1"};
+    Compiled *c = compile("mlp.pipe", defs, 3);
+    PlanIR f;
+    char err[1024];
+    ck_assert_msg(plan_decode(c->bin, c->len, &f, err, sizeof err) == 0, "%s", err);
+    int top_mb = -1, top_buf = -1;
+    const SchedPlan *progs[2][2] = {{&c->p.train, &f.sched.train}, {&c->p.eval, &f.sched.eval}};
+    for (int k = 0; k < 2; k++)
+        for (int s = 0; s < progs[k][0]->stages; s++) {
+            const SchedProgram *a = &progs[k][0]->prog[s], *b = &progs[k][1]->prog[s];
+            ck_assert_int_eq(a->n, b->n);
+            for (int i = 0; i < a->n; i++) {
+                const SchedInstr *x = &a->ins[i], *y = &b->ins[i];
+                ck_assert_msg(x->op == y->op && x->chunk == y->chunk && x->peer == y->peer && x->mb == y->mb &&
+                                  x->buf == y->buf && x->link == y->link,
+                              "program %d stage %d pc %d differs after the round trip", k, s, i);
+                top_mb = x->mb > top_mb ? x->mb : top_mb;
+                top_buf = x->buf > top_buf ? x->buf : top_buf;
+            }
+        }
+    ck_assert_int_eq(top_mb, 65535);
+    ck_assert_int_eq(top_buf, 65535);
+    plan_ir_free(&f);
+    compiled_free(c);
+    /* one more micro-batch is refused where it is set (here a -D) */
+    const char *over[] = {"micro_batches=65537"};
+    PcFront fr;
+    DiagList dl;
+    diag_init(&dl);
+    char path[512];
+    snprintf(path, sizeof path, "%s/examples/mlp.pipe", PIPE_SOURCE_DIR);
+    ck_assert_int_ne(pc_front_file(&fr, &dl, path, over, 1), 0);
+    char *msg;
+    size_t msglen;
+    FILE *m = open_memstream(&msg, &msglen);
+    diag_print(&dl, m);
+    fclose(m);
+    ck_assert_msg(strstr(msg, "-D micro_batches:1:1: error: micro_batches must be between 1 and 65536"), "%s", msg);
+    free(msg);
+    pc_front_free(&fr);
+    diag_free(&dl);
+}
+END_TEST
+
+/* A bit set outside an instruction's operands (or in the three spare
+ * bits) is refused, naming the stage and instruction; so is a peer past
+ * the stage limit. Each of stage 0's instructions of mlp.pipe's plan,
+ * every bit from 6 up, the CRC fixed after the flip. */
+START_TEST(instruction_stray_bits)
+{
+    Compiled *c = compile("mlp.pipe", NULL, 0);
+    size_t train = section_at(c->bin, 6);
+    ck_assert_uint_gt(train, 0);
+    const SchedPlan *pl = &c->p.train;
+    size_t first = train + 20 + 4 * (size_t)pl->stages * pl->chunks + 4;
+    unsigned char *d = malloc(c->len);
+    char err[1024];
+    int flips = 0;
+    for (int i = 0; i < pl->prog[0].n; i++) {
+        unsigned o = sched_op_operands[pl->prog[0].ins[i].op];
+        uint64_t used = (o & SCHED_C ? 63ull << 6 : 0) | (o & SCHED_M ? 0xffffull << 12 : 0) |
+                        (o & SCHED_B ? 0xffffull << 28 : 0) | (o & (SCHED_P | SCHED_L) ? 0x1ffffull << 44 : 0);
+        for (int bit = 6; bit < 64; bit++) {
+            if (used >> bit & 1)
+                continue;
+            memcpy(d, c->bin, c->len);
+            d[first + 8 * (size_t)i + (size_t)bit / 8] ^= (unsigned char)(1u << (bit % 8));
+            fix_crc(d, c->len);
+            ck_assert_msg(decode_fails(d, c->len, err, sizeof err), "pc %d bit %d accepted", i, bit);
+            char want[96];
+            snprintf(want, sizeof want, "stage 0 instruction %d (%s): bits set outside its operands", i,
+                     sched_op_names[pl->prog[0].ins[i].op]);
+            ck_assert_msg(strstr(err, want) && strstr(err, "section TRAIN"), "pc %d bit %d: %s", i, bit, err);
+            flips++;
+        }
+        if (o & SCHED_P) { /* peer + 1 = 4097: beyond 4,096 stages */
+            memcpy(d, c->bin, c->len);
+            size_t at = first + 8 * (size_t)i;
+            uint64_t v = 0;
+            for (int k = 0; k < 8; k++)
+                v |= (uint64_t)d[at + k] << (8 * k);
+            v = (v & ~(0x1ffffull << 44)) | 4097ull << 44;
+            for (int k = 0; k < 8; k++)
+                d[at + k] = (unsigned char)(v >> (8 * k));
+            fix_crc(d, c->len);
+            ck_assert(decode_fails(d, c->len, err, sizeof err));
+            ck_assert_msg(strstr(err, "a peer beyond 4096 stages"), "%s", err);
+        }
+    }
+    ck_assert_int_gt(flips, 22 * 3); /* every instruction has its spare bits */
+    free(d);
+    compiled_free(c);
+}
+END_TEST
+
 START_TEST(write_and_read_file)
 {
     Compiled *c = compile("gpt_tiny.pipe", NULL, 0);
@@ -542,6 +658,15 @@ START_TEST(write_and_read_file)
     close(fd);
     char err[4400];
     ck_assert_int_eq(plan_write(path, &c->ir, err, sizeof err), 0);
+    /* the file (written a block at a time, the header last) holds
+     * plan_encode's bytes */
+    FILE *fp = fopen(path, "rb");
+    ck_assert_ptr_nonnull(fp);
+    unsigned char *got = malloc(c->len + 1);
+    ck_assert_uint_eq(fread(got, 1, c->len + 1, fp), c->len);
+    fclose(fp);
+    ck_assert(memcmp(got, c->bin, c->len) == 0);
+    free(got);
     PlanIR ir;
     ck_assert_msg(plan_read(path, &ir, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(ir.sched.train.stages, 4);
@@ -567,6 +692,8 @@ static Suite *suite(void)
     tcase_add_test(c, split_embedding_field);
     tcase_add_test(c, batchnorm_fields);
     tcase_add_test(c, residual_fields);
+    tcase_add_test(c, instruction_limits);
+    tcase_add_test(c, instruction_stray_bits);
     tcase_add_test(c, write_and_read_file);
     suite_add_tcase(s, c);
     return s;

@@ -224,8 +224,11 @@ def damaged_plans(tmp, build_dir):
     write("c_count.bin", lambda b: struct.pack_into("<I", b, count0, 1000))
     # part 1's first layer, after the 12-byte head and part 0's 48 bytes
     write("c_part.bin", lambda b: struct.pack_into("<i", b, partition + 12 + 48, 3))
-    # stage 0 pc 5 (RecvGrad mb 0): its mb field
-    write("c_verify.bin", lambda b: struct.pack_into("<i", b, instr0 + 5 * 16 + 4, 1))
+    # stage 0 pc 5 (RecvGrad mb 0): mb 1, bit 12 of its 8-byte instruction
+    def mb_1(b):
+        at = instr0 + 5 * 8
+        struct.pack_into("<Q", b, at, struct.unpack_from("<Q", b, at)[0] | 1 << 12)
+    write("c_verify.bin", mb_1)
 
 
 # Files docs/dsl.md's error examples use; the page shows the lines at fault.
