@@ -241,6 +241,10 @@ struct RtLayerOps {
 };
 
 extern const RtLayerOps rt_cpu_layers[PLAN_L_COUNT];
+/* rt_cpu.c: the packed copies of the linears' weights (RtLayerRt.wpack),
+ * packed for this program run (rt->run): the forward's, and unless eval the
+ * input gradient's */
+void rt_cpu_pack_weights(RtCtx *rt, int eval);
 
 /* rt_residual.c: the residual block's row, shared by every backend's table
  * (its sub-layers run through rt->layers) */

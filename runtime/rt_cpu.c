@@ -89,6 +89,23 @@ static const float *packed(const RtCtx *rt, const RtLayerRt *lr, int which)
     return lr->wpack;
 }
 
+/* Every packed copy of the stage, packed now: at the start of a program
+ * run, before its first instruction. A stage after the first then packs
+ * while it waits for its first input (the warm-up bubble) instead of
+ * after it came; the first stage packs at the same point of its critical
+ * path as in its first product. The evaluation program packs the
+ * forward's copies only. The copies are the same bits either way. */
+void rt_cpu_pack_weights(RtCtx *rt, int eval)
+{
+    for (int c = 0; c < rt->chunks; c++) {
+        RtChunk *ch = &rt->chunk[c];
+        for (int i = 0; i <= ch->last - ch->first; i++)
+            if (ch->lay[i].wpack)
+                for (int which = 0; which <= !eval; which++)
+                    packed(rt, &ch->lay[i], which);
+    }
+}
+
 static void linear_forward(IO)
 {
     const PlanLayer *L = lr->L;

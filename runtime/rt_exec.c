@@ -213,6 +213,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
 {
     rt->evaluating = eval;
     rt->run++; /* the weights may have changed since the last run: packed copies are stale */
+    rt_cpu_pack_weights(rt, eval);
     int peer_rank;
     RtTrace *trace = eval ? NULL : rt->trace;
     for (int pc = 0; pc < prog->n; pc++) {
