@@ -55,6 +55,11 @@ typedef struct KBlock {
     void (*tp_sum)(void *ctx, float *x, int64_t n);
     void *tp_ctx;
     KPrec prec; /* of the four linears' products (0: fp32); attention's stay fp32 */
+    /* The four linears' weights packed (k_block_pack), or NULL: their
+     * products then run from the packed copies (k_linear_forward_packed,
+     * k_linear_backward_input_packed) instead of OpenBLAS's. Only where
+     * k_block_pack_floats is not 0 (fp32, tp 1, small enough). */
+    const float *pack;
 } KBlock;
 
 /* Tensor parallel. With tp > 1 each of the tp ranks holds heads / tp heads
@@ -100,6 +105,17 @@ static inline int64_t k_block_fl(const KBlock *g)
     return g->f / k_block_tp(g);
 }
 
+/* Linear i of the block (0 attn.qkv, 1 attn.proj, 2 mlp.fc, 3 mlp.proj):
+ * its weight's index in the parameters, and its features in and out. */
+static inline int k_block_linear(const KBlock *g, int i, int64_t *in, int64_t *out)
+{
+    int64_t d = g->d, dl = k_block_dl(g), fl = k_block_fl(g);
+    static const int param[4] = {2, 4, 8, 10};
+    *in = i == 0 ? d : i == 1 ? dl : i == 2 ? d : fl;
+    *out = i == 0 ? 3 * dl : i == 1 ? d : i == 2 ? fl : d;
+    return param[i];
+}
+
 /* Dropout's mask keys for one call of k_block_forward or
  * k_block_backward_input (the geometry above is fixed for a run; these
  * change with every micro-batch). NULL is the same as training = 0. */
@@ -136,6 +152,16 @@ int64_t k_block_dsaved_floats(const KBlock *g);
 /* Scratch floats for B samples (forward and both backward halves); more
  * when dropout > 0 (whether or not a call trains). */
 int64_t k_block_scratch_floats(const KBlock *g, int64_t B);
+/* Floats of the four linears' packed weights for B samples a call (both
+ * copies of each, k_linear_pack, one linear after another), or 0 where the
+ * packed products are not the faster (bench/cpu_packed.c, docs/design-
+ * notes.md): they are used for fp32, tp 1, at most 512 rows a call, D at
+ * most 512 and F at most 1024. BLAS-free (k_sizes.c), so that the memory
+ * plan predicts them. */
+int64_t k_block_pack_floats(const KBlock *g, int64_t B);
+/* Packs copy `which` (0: the forwards', 1: the input gradients') of the
+ * four weights of p into pack (k_block_pack_floats floats). */
+void k_block_pack(float *pack, const KBlock *g, const float *const p[12], int which);
 
 /* in, out (B, T, D); mask (B, T) or NULL (1 = real token, 0 = padding);
  * p[12] the parameters; saved (B * saved_floats); keys as above. */

@@ -403,7 +403,13 @@ int64_t plan_stage_buffer_bytes(const PlanModel *m, const PlanPartition *pt, int
 
 int64_t plan_layer_pack_floats(const PlanLayer *L, int64_t B, int precision)
 {
-    if (L->kind != PLAN_L_LINEAR || L->tp > 1 || precision == PLAN_PREC_BF16)
+    if (L->tp > 1 || precision == PLAN_PREC_BF16)
+        return 0;
+    if (L->kind == PLAN_L_TRANSFORMER_BLOCK) {
+        KBlock g = block_geom(L); /* prec 0: fp32 */
+        return k_block_pack_floats(&g, B);
+    }
+    if (L->kind != PLAN_L_LINEAR)
         return 0;
     return k_linear_pack_floats(linear_rows(L, B), linear_in(L), L->nout);
 }

@@ -118,7 +118,9 @@ int64_t plan_stage_buffer_bytes(const PlanModel *m, const PlanPartition *pt, int
 /* Floats of the packed copies of a linear's weight that the CPU runtime's
  * fp32 products read for B samples (k_linear_pack_floats: up to 256 rows,
  * 256 features or more in and out, at most 2^22 weights; not split by
- * tensor_parallel; not in bf16), or 0. Counted in the stage's
+ * tensor_parallel; not in bf16), or of a transformer block's four linears
+ * (k_block_pack_floats: up to 512 rows a call, D up to 512, F up to 1024),
+ * or 0. Counted in the stage's
  * `parameters`: derived from the weight, refreshed once a program run,
  * with no gradients or optimizer state. */
 int64_t plan_layer_pack_floats(const PlanLayer *L, int64_t B, int precision);

@@ -76,14 +76,20 @@ static void gather_cols(RtCtx *rt, float *dst, int64_t rows, int64_t w, int64_t 
             memcpy(dst + i * T * w + t * w, rt->scratch + (t * rows + i) * w, (size_t)w * sizeof(float));
 }
 
-/* The linear's packed weight for the forward (which 0) or the input
- * gradient (1), packed again in the first product of a program run. The
- * layer is const to its kernels; its pack is a cache of its weight. */
+/* The packed weights of a linear (or of a transformer block's four) for
+ * the forward (which 0) or the input gradient (1), packed again once a
+ * program run. The layer is const to its kernels; its pack is a cache of
+ * its weights. */
 static const float *packed(const RtCtx *rt, const RtLayerRt *lr, int which)
 {
     RtLayerRt *cache = (RtLayerRt *)lr;
     if (cache->wpack_run[which] != rt->run) {
-        k_linear_pack(cache->wpack, lr->w, features(lr->L), lr->L->nout, which);
+        if (lr->L->kind == PLAN_L_TRANSFORMER_BLOCK) {
+            KBlock g = rt_block_geom((RtCtx *)rt, lr->L);
+            k_block_pack(cache->wpack, &g, (const float *const *)lr->w2, which);
+        } else {
+            k_linear_pack(cache->wpack, lr->w, features(lr->L), lr->L->nout, which);
+        }
         cache->wpack_run[which] = rt->run;
     }
     return lr->wpack;
@@ -433,6 +439,7 @@ static float *block_dsaved(RtCtx *rt, const RtLayerIO *io, const KBlock *g)
 static void transformer_block_forward(IO)
 {
     KBlock g = rt_block_geom(rt, lr->L);
+    g.pack = lr->wpack ? packed(rt, lr, 0) : NULL;
     KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
     k_block_forward(io->out, io->save, io->in, io->mask, (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch);
 }
@@ -440,6 +447,7 @@ static void transformer_block_forward(IO)
 static void transformer_block_backward_input(IO)
 {
     KBlock g = rt_block_geom(rt, lr->L);
+    g.pack = lr->wpack ? packed(rt, lr, 1) : NULL;
     KBlockKeys keys = rt_block_keys(rt, lr->L, io->mb);
     k_block_backward_input(io->din, block_dsaved(rt, io, &g), io->dout, io->in, io->save, io->mask,
                            (const float *const *)lr->w2, rt->B, &g, &keys, rt->scratch);

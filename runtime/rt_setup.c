@@ -568,12 +568,12 @@ static void setup_params(RtCtx *rt)
     }
 }
 
-/* The packed copies of the linears' weights (plan_layer_pack_floats): the
- * arena pipec predicts, always on the CPU (not under --device cuda); bound
- * to the layers only where the packed product runs (k_packed_supported),
- * elsewhere the products stay OpenBLAS's and the arena unused. Packed in
- * the first product of each program run (rt->run): the weights change
- * only at its end. */
+/* The packed copies of the linears' weights, and of transformer blocks'
+ * (plan_layer_pack_floats): the arena pipec predicts, always on the CPU
+ * (not under --device cuda); bound to the layers only where the packed
+ * product runs (k_packed_supported), elsewhere the products stay
+ * OpenBLAS's and the arena unused. Packed at the start of each program run
+ * (rt->run, rt_cpu_pack_weights): the weights change only at its end. */
 static void setup_packs(RtCtx *rt)
 {
     int64_t bytes = plan_stage_pack_bytes(rt->m, &rt->ir.part, rt->stage, rt->B, (int)rt->c->precision);
@@ -588,11 +588,11 @@ static void setup_packs(RtCtx *rt)
         for (int i = 0; i <= ch->last - ch->first; i++) {
             RtLayerRt *lr = &ch->lay[i];
             int64_t n = plan_layer_pack_floats(lr->L, rt->B, (int)rt->c->precision);
+            at += n;
             if (n == 0)
                 continue;
-            lr->wpack = rt->wpacks + at;
+            lr->wpack = rt->wpacks + at - n;
             lr->wpack_run[0] = lr->wpack_run[1] = -1;
-            at += n;
         }
     }
 }

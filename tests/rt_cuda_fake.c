@@ -467,10 +467,29 @@ size_t kc_block_workspace(const KcCtx *ctx, const KBlock *g, int64_t B)
     return 0;
 }
 
+/* The CPU runtime runs a block's products from packed weights where
+ * k_block_pack_floats says so (runtime/rt_setup.c); the stand-in packs the
+ * same copies for the call, so that its bits stay the CPU's. */
+static float *block_packed(KBlock *h, const float *const p[12], int64_t B, int which)
+{
+    int64_t n = k_packed_supported() ? k_block_pack_floats(h, B) : 0;
+    if (n == 0)
+        return NULL;
+    float *pk = malloc((size_t)n * sizeof(float));
+    if (!pk)
+        abort();
+    k_block_pack(pk, h, p, which);
+    h->pack = pk;
+    return pk;
+}
+
 int kc_block_forward(KcCtx *ctx, float *out, float *saved, const float *in, const float *mask, const float *const p[12],
                      int64_t B, const KBlock *g, const KBlockKeys *keys, float *scratch)
 {
-    k_block_forward(out, saved, in, mask, p, B, g, keys, scratch);
+    KBlock h = *g;
+    float *pk = block_packed(&h, p, B, 0);
+    k_block_forward(out, saved, in, mask, p, B, &h, keys, scratch);
+    free(pk);
     return ctx->err;
 }
 
@@ -478,7 +497,10 @@ int kc_block_backward_input(KcCtx *ctx, float *din, float *dsaved, const float *
                             const float *saved, const float *mask, const float *const p[12], int64_t B,
                             const KBlock *g, const KBlockKeys *keys, float *scratch)
 {
-    k_block_backward_input(din, dsaved, dout, in, saved, mask, p, B, g, keys, scratch);
+    KBlock h = *g;
+    float *pk = block_packed(&h, p, B, 1);
+    k_block_backward_input(din, dsaved, dout, in, saved, mask, p, B, &h, keys, scratch);
+    free(pk);
     return ctx->err;
 }
 

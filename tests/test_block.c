@@ -695,6 +695,97 @@ START_TEST(block_sizes)
 }
 END_TEST
 
+/* ---- packed weights ------------------------------------------------------------------ */
+
+/* The size rule: the four linears' two copies each; 0 beyond 512 rows a
+ * call, D 512, F 1024, or with tp > 1 or bf16 products. */
+START_TEST(block_pack_rule)
+{
+    KBlock g = {.t = 128, .d = 128, .heads = 4, .f = 512, .causal = 1, .eps = 1e-5f};
+    int64_t want = 0, in[4] = {128, 128, 128, 512}, out[4] = {384, 128, 512, 128};
+    for (int i = 0; i < 4; i++)
+        want += k_pack_floats(out[i], in[i]) + k_pack_floats(in[i], out[i]);
+    ck_assert_int_eq(k_block_pack_floats(&g, 4), want);
+    ck_assert_int_eq(k_block_pack_floats(&g, 5), 0); /* 640 rows */
+    KBlock h = g;
+    h.d = 640, h.heads = 5;
+    ck_assert_int_eq(k_block_pack_floats(&h, 1), 0);
+    h = g, h.f = 2048;
+    ck_assert_int_eq(k_block_pack_floats(&h, 1), 0);
+    h = g, h.tp = 2;
+    ck_assert_int_eq(k_block_pack_floats(&h, 1), 0);
+    h = g, h.prec = K_BF16;
+    ck_assert_int_eq(k_block_pack_floats(&h, 1), 0);
+}
+END_TEST
+
+/* From packed weights: close to OpenBLAS's products, and each sample's
+ * bits do not depend on the others in the call (one sample alone = the
+ * same sample among three), forward and input gradient, with a mask. */
+START_TEST(block_packed)
+{
+    if (!k_packed_supported()) {
+        puts("block_packed: no AVX-512F here, the packed products are not used (the rule is checked above)");
+        return;
+    }
+    const int64_t B = 3, T = 8, D = 32, H = 4, F = 64;
+    float *mask = frand(B * T, 0, 1);
+    for (int64_t i = 0; i < B * T; i++)
+        mask[i] = mask[i] < 0.2f ? 0.0f : 1.0f;
+    Blk c, one;
+    blk_init(&c, B, T, D, H, F, 1, mask);
+    blk_init(&one, 1, T, D, H, F, 1, mask);
+    for (int k = 0; k < 12; k++)
+        memcpy(one.p[k], c.p[k], (size_t)c.np[k] * sizeof(float));
+    memcpy(one.x, c.x, (size_t)one.nx * sizeof(float));
+    int64_t np = k_block_pack_floats(&c.g, B);
+    ck_assert_int_gt(np, 0);
+    float *pack = fnan(np);
+    k_block_pack(pack, &c.g, (const float *const *)c.p, 0);
+    k_block_pack(pack, &c.g, (const float *const *)c.p, 1);
+    for (int64_t i = 0; i < np; i++)
+        ck_assert_msg(!isnan(pack[i]), "pack float %lld not written", (long long)i);
+    /* forward */
+    blk_forward(&c);
+    float *ref = malloc((size_t)c.nx * sizeof(float));
+    memcpy(ref, c.out, (size_t)c.nx * sizeof(float));
+    c.g.pack = pack, one.g.pack = pack;
+    blk_forward(&c);
+    blk_forward(&one);
+    for (int64_t i = 0; i < c.nx; i++)
+        ck_assert_msg(fabsf(c.out[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])), "out[%lld] %g vs %g", (long long)i,
+                      c.out[i], ref[i]);
+    ck_assert(memcmp(one.out, c.out, (size_t)one.nx * sizeof(float)) == 0);
+    /* input gradient */
+    float *dout = frand(c.nx, -1, 1);
+    int64_t nds = B * k_block_dsaved_floats(&c.g);
+    float *din[3], *ds[3], *gr[3][12];
+    for (int v = 0; v < 3; v++) {
+        din[v] = fnan(c.nx);
+        ds[v] = fnan(nds);
+        for (int k = 0; k < 12; k++)
+            gr[v][k] = calloc((size_t)c.np[k], sizeof(float));
+    }
+    blk_backward(&c, din[0], ds[0], gr[0], dout); /* packed, 3 samples */
+    blk_backward(&one, din[1], ds[1], gr[1], dout);
+    c.g.pack = NULL;
+    blk_forward(&c);
+    blk_backward(&c, din[2], ds[2], gr[2], dout); /* OpenBLAS's */
+    ck_assert(memcmp(din[1], din[0], (size_t)one.nx * sizeof(float)) == 0);
+    for (int64_t i = 0; i < c.nx; i++)
+        ck_assert_msg(fabsf(din[0][i] - din[2][i]) <= 1e-4f * (1.0f + fabsf(din[2][i])), "din[%lld] %g vs %g",
+                      (long long)i, din[0][i], din[2][i]);
+    for (int v = 0; v < 3; v++) {
+        free(din[v]), free(ds[v]);
+        for (int k = 0; k < 12; k++)
+            free(gr[v][k]);
+    }
+    free(dout), free(ref), free(pack), free(mask);
+    blk_free(&c);
+    blk_free(&one);
+}
+END_TEST
+
 /* ---- tensor parallel ------------------------------------------------------------------ */
 
 typedef struct TpRank {
@@ -828,6 +919,8 @@ static Suite *suite(void)
     tcase_add_test(c, block_dropout_keys);
     tcase_add_test(c, block_dropout_streams);
     tcase_add_test(c, block_tensor_parallel);
+    tcase_add_test(c, block_pack_rule);
+    tcase_add_test(c, block_packed);
     suite_add_tcase(s, c);
     return s;
 }

@@ -199,6 +199,53 @@ static void att_drop_backward(float *dqkv, const float *dctx, const float *qkv, 
         }
 }
 
+/* ---- packed weights --------------------------------------------------------------- */
+
+/* Linear i's packed copies in g->pack (k_block_pack's layout), or NULL. */
+static const float *pack_of(const KBlock *g, int i)
+{
+    if (!g->pack)
+        return NULL;
+    const float *at = g->pack;
+    for (int j = 0; j < i; j++) {
+        int64_t in, out;
+        k_block_linear(g, j, &in, &out);
+        at += k_pack_floats(out, in) + k_pack_floats(in, out);
+    }
+    return at;
+}
+
+void k_block_pack(float *pack, const KBlock *g, const float *const p[12], int which)
+{
+    KBlock h = *g;
+    h.pack = pack;
+    for (int i = 0; i < 4; i++) {
+        int64_t in, out;
+        int w = k_block_linear(g, i, &in, &out);
+        k_linear_pack((float *)pack_of(&h, i), p[w], in, out, which);
+    }
+}
+
+/* y (N, NO) = x (N, NI) w^T + b, from the packed copies when there are */
+static void linear(float *y, const float *x, const float *w, const float *b, const float *pk, int64_t N, int64_t NI,
+                   int64_t NO, const KBlock *g)
+{
+    if (pk)
+        k_linear_forward_packed(y, x, pk, b, N, NI, NO);
+    else
+        k_linear_forward(y, x, w, b, N, NI, NO, g->prec, NULL);
+}
+
+/* dx (N, NI) = dy (N, NO) w, likewise */
+static void linear_dx(float *dx, const float *dy, const float *w, const float *pk, int64_t N, int64_t NI, int64_t NO,
+                      const KBlock *g)
+{
+    if (pk)
+        k_linear_backward_input_packed(dx, dy, pk, N, NI, NO);
+    else
+        k_linear_backward_input(dx, dy, w, N, NI, NO, g->prec);
+}
+
 /* ---- tensor parallel ------------------------------------------------------------- */
 
 /* x (n) summed over the tp ranks (nothing with tp = 1) */
@@ -211,11 +258,11 @@ static void tp_sum(float *x, int64_t n, const KBlock *g)
 /* y (N, NO) = x (N, NI) w^T + b for a row-parallel linear: with tp > 1, x
  * and w hold this rank's NI columns, the product is summed over the ranks
  * and b is added after the sum (once); with tp = 1 k_linear_forward. */
-static void row_parallel(float *y, const float *x, const float *w, const float *b, int64_t N, int64_t NI, int64_t NO,
-                         const KBlock *g)
+static void row_parallel(float *y, const float *x, const float *w, const float *b, const float *pk, int64_t N,
+                         int64_t NI, int64_t NO, const KBlock *g)
 {
     if (k_block_tp(g) == 1) {
-        k_linear_forward(y, x, w, b, N, NI, NO, g->prec, NULL);
+        linear(y, x, w, b, pk, N, NI, NO, g);
         return;
     }
     k_linear_forward(y, x, w, NULL, N, NI, NO, g->prec, NULL);
@@ -239,19 +286,19 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     float *ln2 = saved + o.ln2, *fc = saved + o.fc, *act = saved + o.act;
     /* attention half: h (N, D) = x + drop2(proj(attention(qkv(ln1(x))))) */
     k_layernorm_forward(ln1, saved + o.mean1, saved + o.rstd1, in, p[0], p[1], n, d, g->eps);
-    k_linear_forward(qkv, ln1, p[2], p[3], n, d, 3 * dl, g->prec, NULL);
+    linear(qkv, ln1, p[2], p[3], pack_of(g, 0), n, d, 3 * dl, g);
     k_attention_forward(ctx, saved + o.att, qkv, mask, B, g->t, dl, k_block_hl(g), g->causal);
     if (drops)
         att_drop_forward(ctx, saved + o.att, qkv, B, g, &dr, ds.pd, ds.bits);
-    row_parallel(h, ctx, p[4], p[5], n, dl, d, g);
+    row_parallel(h, ctx, p[4], p[5], pack_of(g, 1), n, dl, d, g);
     if (drops)
         drop_rows(h, h, B, g, &dr, K_BLOCK_DROP_ATTN_PROJ, 0, ds.bits);
     add_into(h, in, n * d);
     /* MLP half: out (N, D) = h + drop3(mlp.proj(gelu(mlp.fc(ln2(h))))) */
     k_layernorm_forward(ln2, saved + o.mean2, saved + o.rstd2, h, p[6], p[7], n, d, g->eps);
-    k_linear_forward(fc, ln2, p[8], p[9], n, d, f, g->prec, NULL);
+    linear(fc, ln2, p[8], p[9], pack_of(g, 2), n, d, f, g);
     k_gelu_forward(act, fc, n * f);
-    row_parallel(out, act, p[10], p[11], n, f, d, g);
+    row_parallel(out, act, p[10], p[11], pack_of(g, 3), n, f, d, g);
     if (drops)
         drop_rows(out, out, B, g, &dr, K_BLOCK_DROP_MLP_PROJ, 0, ds.bits);
     add_into(out, h, n * d);
@@ -284,21 +331,21 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
     else
         memcpy(dmp, dout, (size_t)(n * d) * sizeof(float));
     float *dact = scratch; /* (N, F) */
-    k_linear_backward_input(dact, dmp, p[10], n, f, d, g->prec);
+    linear_dx(dact, dmp, p[10], pack_of(g, 3), n, f, d, g);
     k_gelu_backward(dfc, dact, saved + o.fc, n * f);
-    k_linear_backward_input(dln2, dfc, p[8], n, d, f, g->prec);
+    linear_dx(dln2, dfc, p[8], pack_of(g, 2), n, d, f, g);
     tp_sum(dln2, n * d, g); /* column-parallel: each rank's F/tp of the sum */
     k_layernorm_backward_input(dh, dln2, saved + o.h, p[6], saved + o.mean2, saved + o.rstd2, n, d);
     add_into(dh, dout, n * d);
     if (drops)
         drop_rows(dproj, dh, B, g, &dr, K_BLOCK_DROP_ATTN_PROJ, 1, ds.bits);
     float *dctx = scratch; /* (N, D); dact is dead */
-    k_linear_backward_input(dctx, dproj, p[4], n, dl, d, g->prec);
+    linear_dx(dctx, dproj, p[4], pack_of(g, 1), n, dl, d, g);
     if (drops)
         att_drop_backward(dqkv, dctx, saved + o.qkv, saved + o.att, B, g, &dr, &ds);
     else
         k_attention_backward(dqkv, dctx, saved + o.qkv, saved + o.att, B, g->t, dl, k_block_hl(g));
-    k_linear_backward_input(dln1, dqkv, p[2], n, d, 3 * dl, g->prec);
+    linear_dx(dln1, dqkv, p[2], pack_of(g, 0), n, d, 3 * dl, g);
     tp_sum(dln1, n * d, g);
     k_layernorm_backward_input(din, dln1, in, p[0], saved + o.mean1, saved + o.rstd1, n, d);
     add_into(din, dh, n * d);

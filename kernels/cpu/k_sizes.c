@@ -25,6 +25,19 @@ int64_t k_block_scratch_floats(const KBlock *g, int64_t B)
     return B * g->t * (fl > g->d ? fl : g->d);
 }
 
+int64_t k_block_pack_floats(const KBlock *g, int64_t B)
+{
+    if (g->prec != K_FP32 || k_block_tp(g) != 1 || B * g->t > 512 || g->d > 512 || g->f > 1024)
+        return 0;
+    int64_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        int64_t in, out;
+        k_block_linear(g, i, &in, &out);
+        n += k_pack_floats(out, in) + k_pack_floats(in, out);
+    }
+    return n;
+}
+
 int64_t k_llama_saved_floats(const KLlama *g)
 {
     return k_llama_saved_layout(g, 1).end;
