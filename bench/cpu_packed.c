@@ -1,8 +1,10 @@
 /* bench/cpu_packed.c: a linear layer's fp32 forward and input gradient from
  * packed weights (kernels/cpu/k_gemm.c, AVX-512F) against the same products
- * through OpenBLAS's sgemm (one thread), and what packing a weight costs.
- * The weights are cycled through 8 layers, as a model's step reads them,
- * so none stays in cache. docs/benchmarks.md.
+ * through OpenBLAS's sgemm (one thread), and what packing a weight costs;
+ * then its weight gradient by k_gemm_wgrad against sgemm, on the MLP's and
+ * gpt_tiny's blocks' shapes. The weights (and gradients) are cycled through
+ * 8 layers, as a model's step reads them, so none stays in cache.
+ * docs/benchmarks.md.
  *
  *   cpu_packed
  *
@@ -33,6 +35,49 @@ static void *must(size_t n)
         exit(2);
     }
     return p;
+}
+
+/* dw += dy^T . x, into 8 gradients in turn: sgemm (k_linear_backward_weight
+ * without a scratch) against k_gemm_wgrad; the last column says which of
+ * the two k_linear_backward_weight takes with its scratch here */
+static void wgrad(void)
+{
+    static const int64_t shapes[][3] = {{64, 1024, 1024}, {128, 1024, 1024}, {256, 1024, 1024}, {64, 256, 256},
+                                        {512, 128, 384},  {512, 128, 128},   {512, 128, 512},   {512, 512, 128}};
+    printf("\n%-22s %-15s %12s %12s %7s\n", "rows x (in -> out)", "product", "OpenBLAS", "own", "ratio");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t n = shapes[s][0], in_f = shapes[s][1], out_f = shapes[s][2];
+        int64_t sf = k_wgrad_floats(n, in_f), rule = k_linear_wgrad_floats(n, in_f, out_f);
+        float *dw = must(sizeof(float) * LAYERS * in_f * out_f), *scratch = must(sizeof(float) * sf);
+        float *x = must(sizeof(float) * n * in_f), *dy = must(sizeof(float) * n * out_f);
+        for (int64_t i = 0; i < LAYERS * in_f * out_f; i++)
+            dw[i] = 0.0f;
+        for (int64_t i = 0; i < n * in_f; i++)
+            x[i] = (float)((i * 31) % 100) * 0.01f - 0.5f;
+        for (int64_t i = 0; i < n * out_f; i++)
+            dy[i] = (float)((i * 17) % 100) * 0.001f - 0.05f;
+        int reps = (int)(4e9 / (2.0 * n * in_f * out_f)) + LAYERS;
+        double best[2] = {1e30, 1e30};
+        for (int r = 0; r < 5; r++)
+            for (int v = 0; v < 2; v++) {
+                double t = now();
+                for (int q = 0; q < reps; q++) {
+                    float *g = dw + q % LAYERS * in_f * out_f;
+                    if (v)
+                        k_gemm_wgrad(out_f, in_f, n, dy, x, g, scratch);
+                    else
+                        k_linear_backward_weight(g, NULL, dy, x, n, in_f, out_f, K_FP32, NULL);
+                }
+                t = (now() - t) / reps;
+                best[v] = t < best[v] ? t : best[v];
+            }
+        double flop = 2.0 * n * in_f * out_f;
+        printf("%4lld x (%4lld -> %4lld) %-15s %7.1f us %3.0f GF %7.1f us %3.0f GF %6.2fx  %s\n", (long long)n,
+               (long long)in_f, (long long)out_f, "weight gradient", best[0] * 1e6, flop / best[0] / 1e9,
+               best[1] * 1e6, flop / best[1] / 1e9, best[0] / best[1],
+               rule && k_wgrad_supported() ? "own" : "OpenBLAS");
+        free(dw), free(scratch), free(x), free(dy);
+    }
 }
 
 int main(void)
@@ -94,5 +139,6 @@ int main(void)
                (long long)out_f, pack * 1e6);
         free(w), free(pk), free(x), free(y);
     }
+    wgrad();
     return 0;
 }

@@ -54,6 +54,17 @@ void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const f
  * the same for any M. */
 int k_packed_supported(void);
 int64_t k_pack_floats(int64_t n, int64_t k);
+/* C (M, N) += A^T . B, A (K, M) and B (K, N) row-major (a weight's
+ * gradient from a micro-batch's K rows): each element C plus its K
+ * products summed from 0 in row order, one fused multiply-add each, then
+ * added to C. scratch: k_wgrad_floats(k, n) floats; K at most 512.
+ * AVX-512F only. */
+int64_t k_wgrad_floats(int64_t k, int64_t n);
+/* Whether k_linear_backward_weight takes k_gemm_wgrad: AVX-512F, and
+ * OpenBLAS not on its own AVX-512 kernels (k_gemm_short_swaps), which are
+ * as fast in isolation and faster in pipert (docs/design-notes.md) */
+int k_wgrad_supported(void);
+void k_gemm_wgrad(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c, float *scratch);
 void k_pack_b(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k);
 void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack, int beta,
                    float *c, int64_t ldc);
@@ -92,9 +103,17 @@ void k_linear_backward_input_packed(float *din, const float *dout, const float *
 /* din (N, IN) = dout (N, OUT) . w */
 void k_linear_backward_input(float *din, const float *dout, const float *w, int64_t n, int64_t in_f, int64_t out_f,
                              KPrec prec);
-/* dw (OUT, IN) += dout^T . in ; db (OUT) += sum over rows of dout (db may be NULL) */
+/* dw (OUT, IN) += dout^T . in ; db (OUT) += sum over rows of dout (db may be
+ * NULL). scratch: NULL, or k_linear_wgrad_floats(n, in_f, out_f) floats
+ * (not 0), which in fp32 where k_wgrad_supported() sums dw by
+ * k_gemm_wgrad: each element dw plus its N products from 0 in row order,
+ * one fused multiply-add each (fmaf's bits) */
 void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
-                              int64_t out_f, KPrec prec);
+                              int64_t out_f, KPrec prec, float *scratch);
+/* The floats of scratch that k_linear_backward_weight's own product needs,
+ * or 0 where OpenBLAS's is used (k_sizes.c, no BLAS): up to 512 rows and
+ * a packed input of at most 2^18 floats */
+int64_t k_linear_wgrad_floats(int64_t n, int64_t in_f, int64_t out_f);
 
 /* ---- conv2d (im2col + GEMM) ----------------------------------------------- */
 typedef struct KConv {

@@ -218,9 +218,15 @@ static int64_t scratch_elems(const PlanLayer *L, int64_t B)
         /* a split one (tensor_parallel): the gathered pieces of its output
          * (column) or input gradient (row), or its rank's slice of its
          * input or output gradient (runtime/rt_cpu.c); an unsplit one: room
-         * for a short product's transposed output (k_linear_forward) */
+         * for a short product's transposed output (k_linear_forward) or for
+         * the weight gradient's packed operands (k_linear_backward_weight),
+         * one at a time, whatever the precision */
         int64_t in = plan_tensor_elems(&L->in), out = plan_tensor_elems(&L->out);
-        return L->tp > 1 ? B * (in > out ? in : out) : k_linear_scratch(linear_rows(L, B), linear_in(L), L->nout);
+        if (L->tp > 1)
+            return B * (in > out ? in : out);
+        int64_t rows = linear_rows(L, B), fwd = k_linear_scratch(rows, linear_in(L), L->nout),
+                wg = k_linear_wgrad_floats(rows, linear_in(L), L->nout);
+        return fwd > wg ? fwd : wg;
     }
     case PLAN_L_DROPOUT: return (B * plan_tensor_elems(&L->out) + 3) / 4; /* the mask, as bytes */
     case PLAN_L_TRANSFORMER_BLOCK: {

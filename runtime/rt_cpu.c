@@ -160,15 +160,15 @@ static void linear_backward_weight(IO)
     const PlanLayer *L = lr->L;
     int64_t fin = features(L), rows = n_in(rt, lr) / fin, T = L->tp;
     if (T <= 1) {
-        k_linear_backward_weight(lr->gw, lr->gb, io->dout, io->in, rows, fin, L->nout, rt_kprec(rt));
+        k_linear_backward_weight(lr->gw, lr->gb, io->dout, io->in, rows, fin, L->nout, rt_kprec(rt), rt->scratch);
     } else if (L->split == PLAN_LINEAR_COLUMN) {
         int64_t w = L->nout / T;
         take_cols(rt->scratch, io->dout, rows, L->nout, rt->tpi * w, w);
-        k_linear_backward_weight(lr->gw, lr->gb, rt->scratch, io->in, rows, fin, w, rt_kprec(rt));
+        k_linear_backward_weight(lr->gw, lr->gb, rt->scratch, io->in, rows, fin, w, rt_kprec(rt), NULL);
     } else {
         int64_t w = fin / T;
         take_cols(rt->scratch, io->in, rows, fin, rt->tpi * w, w);
-        k_linear_backward_weight(lr->gw, lr->gb, io->dout, rt->scratch, rows, w, L->nout, rt_kprec(rt));
+        k_linear_backward_weight(lr->gw, lr->gb, io->dout, rt->scratch, rows, w, L->nout, rt_kprec(rt), NULL);
     }
 }
 

@@ -191,10 +191,18 @@ int kc_linear_backward_input(KcCtx *ctx, float *din, const float *dout, const fl
     return ctx->err;
 }
 
+/* The CPU runtime sums a linear's weight gradient by its own product where
+ * k_linear_wgrad_floats says so, in the kernel scratch; the stand-in gives
+ * it a scratch of its own for the call, so that its bits stay the CPU's. */
 int kc_linear_backward_weight(KcCtx *ctx, float *dw, float *db, const float *dout, const float *in, int64_t n,
                               int64_t in_f, int64_t out_f)
 {
-    k_linear_backward_weight(dw, db, dout, in, n, in_f, out_f, K_FP32);
+    int64_t nw = k_linear_wgrad_floats(n, in_f, out_f);
+    float *scratch = nw ? malloc((size_t)nw * sizeof(float)) : NULL;
+    if (nw && !scratch)
+        abort();
+    k_linear_backward_weight(dw, db, dout, in, n, in_f, out_f, K_FP32, scratch);
+    free(scratch);
     return ctx->err;
 }
 

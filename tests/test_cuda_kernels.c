@@ -239,7 +239,7 @@ static void test_linear(int pi, int64_t n, int64_t in_f, int64_t out_f, int bias
     float *dw = hcopy(dw0, out_f * in_f), *db = hcopy(db0, out_f);
     k_linear_forward(out, x, w, bias ? b : NULL, n, in_f, out_f, K_FP32, NULL);
     k_linear_backward_input(dx, dy, w, n, in_f, out_f, K_FP32);
-    k_linear_backward_weight(dw, bias ? db : NULL, dy, x, n, in_f, out_f, K_FP32);
+    k_linear_backward_weight(dw, bias ? db : NULL, dy, x, n, in_f, out_f, K_FP32, NULL);
 
     float *d_x = dput(x, n * in_f), *d_w = dput(w, out_f * in_f), *d_b = dput(b, out_f), *d_dy = dput(dy, n * out_f);
     float *d_out = dnan(n * out_f), *d_dx = dnan(n * in_f), *d_dw = dput(dw0, out_f * in_f), *d_db = dput(db0, out_f);

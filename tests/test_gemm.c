@@ -10,6 +10,9 @@
  * The packed fp32 product (AVX-512F): every element bit for bit fmaf's in
  * k order, for each way B is laid out, edges and blocks; a row alone the
  * same; a linear's forward and input gradient from its packed weight.
+ * The weight gradient's own product: C plus its K products summed from 0
+ * in row order, bit for bit, within the scratch it is given; a linear's
+ * weight gradient through it over two micro-batches.
  *
  * Needs AVX512-BF16: on a CPU without it, the rounding cases run and the
  * test then exits 77 ("skipped: no AVX512-BF16"), which ctest counts as
@@ -308,6 +311,85 @@ START_TEST(linear_packed)
 }
 END_TEST
 
+START_TEST(wgrad_is_fmaf_in_order)
+{
+    /* the weight gradient's product around its tile (8 x 32) and panels:
+     * every element C plus its K products summed from 0 in row order
+     * (fmaf), bit for bit; the scratch's size is what k_wgrad_floats says
+     * (a guard after it stays untouched) */
+    static const int64_t shapes[][3] = {{1, 1, 1}, {8, 32, 64}, {10, 10, 64}, {13, 37, 5},
+                                        {64, 300, 17}, {1024, 33, 3}, {7, 70, 512}};
+    rng_seed(43);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], sz = k_wgrad_floats(k, n);
+        float *a = frand(k * m, -1, 1), *b = frand(k * n, -2, 2), *c = frand(m * n, -1, 1);
+        float *c0 = malloc((size_t)(m * n) * sizeof(float)), *scratch = fzero(sz + 16);
+        ck_assert_ptr_nonnull(c0);
+        memcpy(c0, c, (size_t)(m * n) * sizeof(float));
+        for (int g = 0; g < 16; g++)
+            scratch[sz + g] = 7.0f;
+        k_gemm_wgrad(m, n, k, a, b, c, scratch);
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                float sum = 0.0f;
+                for (int64_t q = 0; q < k; q++)
+                    sum = fmaf(a[q * m + i], b[q * n + j], sum);
+                float want = c0[i * n + j] + sum;
+                REQUIRE(bits_of(c[i * n + j]) == bits_of(want), "m %ld n %ld k %ld: C[%ld][%ld] = %.9g, want %.9g",
+                        (long)m, (long)n, (long)k, (long)i, (long)j, c[i * n + j], want);
+            }
+        for (int g = 0; g < 16; g++)
+            REQUIRE(scratch[sz + g] == 7.0f, "m %ld n %ld k %ld: scratch written past k_wgrad_floats", (long)m,
+                    (long)n, (long)k);
+        free(a), free(b), free(c), free(c0), free(scratch);
+    }
+}
+END_TEST
+
+START_TEST(linear_wgrad)
+{
+    /* the size rule, and a linear's weight gradient through it: with its
+     * scratch the own product where k_wgrad_supported() (and the bias's
+     * column sums as before), two micro-batches accumulating in order,
+     * else OpenBLAS's bits; without, OpenBLAS's, close to the own */
+    ck_assert_int_gt(k_linear_wgrad_floats(64, 1024, 1024), 0);
+    ck_assert_int_gt(k_linear_wgrad_floats(512, 512, 128), 0);
+    ck_assert_int_eq(k_linear_wgrad_floats(513, 128, 128), 0);
+    ck_assert_int_eq(k_linear_wgrad_floats(512, 513, 128), 0); /* the packed input over 2^18 floats */
+    ck_assert_int_eq(k_linear_wgrad_floats(0, 128, 128), 0);
+    int64_t n = 48, in_f = 300, out_f = 70;
+    rng_seed(9);
+    float *x = frand(2 * n * in_f, -1, 1), *dy = frand(2 * n * out_f, -1, 1);
+    float *dw = fzero(out_f * in_f), *db = fzero(out_f), *dw2 = fzero(out_f * in_f), *db2 = fzero(out_f);
+    float *scratch = fzero(k_linear_wgrad_floats(n, in_f, out_f));
+    for (int mb = 0; mb < 2; mb++) {
+        k_linear_backward_weight(dw, db, dy + mb * n * out_f, x + mb * n * in_f, n, in_f, out_f, K_FP32, scratch);
+        k_linear_backward_weight(dw2, db2, dy + mb * n * out_f, x + mb * n * in_f, n, in_f, out_f, K_FP32, NULL);
+    }
+    for (int64_t o = 0; o < out_f; o++) {
+        for (int64_t i = 0; i < in_f; i++) {
+            float want = 0.0f;
+            for (int mb = 0; mb < 2; mb++) {
+                float sum = 0.0f;
+                for (int64_t r = mb * n; r < (mb + 1) * n; r++)
+                    sum = fmaf(dy[r * out_f + o], x[r * in_f + i], sum);
+                want += sum;
+            }
+            float got = dw[o * in_f + i], alt = dw2[o * in_f + i];
+            if (k_wgrad_supported())
+                REQUIRE(bits_of(got) == bits_of(want), "dw[%ld][%ld] = %.9g, want %.9g", (long)o, (long)i, got, want);
+            else
+                REQUIRE(bits_of(got) == bits_of(alt), "dw[%ld][%ld] = %.9g with the scratch, %.9g without", (long)o,
+                        (long)i, got, alt);
+            REQUIRE(fabsf(dw2[o * in_f + i] - want) <= 1e-5f * (1.0f + fabsf(want)),
+                    "OpenBLAS's dw[%ld][%ld] = %.9g, the own %.9g", (long)o, (long)i, dw2[o * in_f + i], want);
+        }
+        REQUIRE(bits_of(db[o]) == bits_of(db2[o]), "db[%ld] differs with the scratch", (long)o);
+    }
+    free(x), free(dy), free(dw), free(db), free(dw2), free(db2), free(scratch);
+}
+END_TEST
+
 static void round_all(float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
@@ -341,8 +423,8 @@ START_TEST(linear_and_conv_in_bf16)
     k_linear_backward_input(d16, g, w, n, in, out, K_BF16);
     k_linear_backward_input(d32, g, w, n, in, out, K_FP32);
     require_close(d16, d32, n * in, 1e-5, "linear backward input");
-    k_linear_backward_weight(w16, b16, g, x, n, in, out, K_BF16);
-    k_linear_backward_weight(w32, b32, g, x, n, in, out, K_FP32);
+    k_linear_backward_weight(w16, b16, g, x, n, in, out, K_BF16, NULL);
+    k_linear_backward_weight(w32, b32, g, x, n, in, out, K_FP32, NULL);
     require_close(w16, w32, out * in, 1e-5, "linear backward weight");
     REQUIRE(memcmp(b16, b32, (size_t)out * sizeof(float)) == 0, "the bias gradient is not a product: same bits");
     /* and on fp32 operands, bf16's rounding shows (the products differ) */
@@ -399,6 +481,8 @@ int main(void)
         tcase_add_test(c, packed_is_fmaf_in_order);
         tcase_add_test(c, packed_row_alone_is_bitwise);
         tcase_add_test(c, linear_packed);
+        tcase_add_test(c, wgrad_is_fmaf_in_order);
+        tcase_add_test(c, linear_wgrad);
         suite_add_tcase(s, c);
         failed += run(s);
     } else {

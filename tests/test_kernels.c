@@ -114,14 +114,14 @@ START_TEST(linear_gradients)
     float *g = frand(n * of, -1, 1), *din = fnan(n * in), *dw = fzero(of * in), *db = fzero(of);
     lin_fwd(&c);
     k_linear_backward_input(din, g, c.w, n, in, of, K_FP32);
-    k_linear_backward_weight(dw, db, g, c.x, n, in, of, K_FP32);
+    k_linear_backward_weight(dw, db, g, c.x, n, in, of, K_FP32, NULL);
     Fd f = {lin_fwd, &c, c.out, g, n * of};
     check_fd("linear din", &f, c.x, n * in, din, 1e-2f, 1e-2);
     check_fd("linear dw", &f, c.w, of * in, dw, 1e-2f, 1e-2);
     check_fd("linear db", &f, c.b, of, db, 1e-2f, 1e-2);
     /* accumulation: a second call adds the same again */
     float *dw1 = fcopy(dw, of * in), *db1 = fcopy(db, of);
-    k_linear_backward_weight(dw, db, g, c.x, n, in, of, K_FP32);
+    k_linear_backward_weight(dw, db, g, c.x, n, in, of, K_FP32, NULL);
     check_scaled("linear dw x2", dw, dw1, 2.0f, of * in);
     check_scaled("linear db x2", db, db1, 2.0f, of);
     /* no bias: the forward without b, the backward with db NULL */
@@ -130,7 +130,7 @@ START_TEST(linear_gradients)
     for (int64_t i = 0; i < n; i++)
         for (int64_t o = 0; o < of; o++)
             ck_assert_float_eq_tol(nb[i * of + o], c.out[i * of + o] - c.b[o], 1e-5f);
-    k_linear_backward_weight(dw2, NULL, g, c.x, n, in, of, K_FP32);
+    k_linear_backward_weight(dw2, NULL, g, c.x, n, in, of, K_FP32, NULL);
     ck_assert_mem_eq(dw2, dw1, (size_t)(of * in) * sizeof(float));
     free(c.out), free(c.x), free(c.w), free(c.b), free(g), free(din), free(dw), free(db), free(dw1), free(db1);
     free(nb), free(dw2);
@@ -160,7 +160,7 @@ START_TEST(linear_reference)
         }
     k_linear_forward(out, x, w, b, n, in, of, K_FP32, NULL);
     k_linear_backward_input(din, g, w, n, in, of, K_FP32);
-    k_linear_backward_weight(dw, db, g, x, n, in, of, K_FP32);
+    k_linear_backward_weight(dw, db, g, x, n, in, of, K_FP32, NULL);
     check_close("linear out", out, ro, n * of, 1e-5);
     check_close("linear din", din, rdi, n * in, 1e-5);
     check_close("linear dw", dw, rdw, of * in, 1e-5);
@@ -339,8 +339,8 @@ START_TEST(split_backward_is_bitwise)
     float *ld1 = fnan(n * in), *ld2 = fnan(n * in), *lw1 = fzero(of * in), *lw2 = fzero(of * in);
     float *lb1 = fzero(of), *lb2 = fzero(of);
     k_linear_backward_input(ld1, lg, lw, n, in, of, K_FP32);
-    k_linear_backward_weight(lw1, lb1, lg, lx, n, in, of, K_FP32);
-    k_linear_backward_weight(lw2, lb2, lg, lx, n, in, of, K_FP32);
+    k_linear_backward_weight(lw1, lb1, lg, lx, n, in, of, K_FP32, NULL);
+    k_linear_backward_weight(lw2, lb2, lg, lx, n, in, of, K_FP32, NULL);
     k_linear_backward_input(ld2, lg, lw, n, in, of, K_FP32);
     ck_assert_mem_eq(ld1, ld2, (size_t)(n * in) * sizeof(float));
     ck_assert_mem_eq(lw1, lw2, (size_t)(of * in) * sizeof(float));

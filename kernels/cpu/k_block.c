@@ -354,7 +354,8 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
 
 /* Every parameter gradient is a *_backward_weight call on one output
  * gradient from dsaved and one saved input; they touch disjoint grads, in
- * PlanLayer.param order. */
+ * PlanLayer.param order. The linears' use the scratch for their packed
+ * inputs (k_block_scratch_floats has room; nothing in it is live here). */
 void k_block_backward_weight(float *const grads[12], const float *dsaved, const float *in, const float *saved, int64_t B,
                              const KBlock *g, float *scratch)
 {
@@ -363,11 +364,10 @@ void k_block_backward_weight(float *const grads[12], const float *dsaved, const 
     KBlockDsaved q = k_block_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, f = k_block_fl(g), dl = k_block_dl(g);
     k_layernorm_backward_weight(grads[0], grads[1], dsaved + q.dln1, in, saved + o.mean1, saved + o.rstd1, n, d);
-    k_linear_backward_weight(grads[2], grads[3], dsaved + q.dqkv, saved + o.ln1, n, d, 3 * dl, g->prec);
-    k_linear_backward_weight(grads[4], grads[5], dsaved + q.dh, saved + o.ctx, n, dl, d, g->prec);
+    k_linear_backward_weight(grads[2], grads[3], dsaved + q.dqkv, saved + o.ln1, n, d, 3 * dl, g->prec, scratch);
+    k_linear_backward_weight(grads[4], grads[5], dsaved + q.dh, saved + o.ctx, n, dl, d, g->prec, scratch);
     k_layernorm_backward_weight(grads[6], grads[7], dsaved + q.dln2, saved + o.h, saved + o.mean2, saved + o.rstd2, n,
                                 d);
-    k_linear_backward_weight(grads[8], grads[9], dsaved + q.dfc, saved + o.ln2, n, d, f, g->prec);
-    k_linear_backward_weight(grads[10], grads[11], dsaved + q.dout, saved + o.act, n, f, d, g->prec);
-    (void)scratch;
+    k_linear_backward_weight(grads[8], grads[9], dsaved + q.dfc, saved + o.ln2, n, d, f, g->prec, scratch);
+    k_linear_backward_weight(grads[10], grads[11], dsaved + q.dout, saved + o.act, n, f, d, g->prec, scratch);
 }

@@ -93,9 +93,11 @@ void k_linear_backward_input(float *din, const float *dout, const float *w, int6
 
 /* dw (OUT, IN) += dout^T (OUT, N) . in (N, IN); db (OUT) += column sums of dout */
 void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
-                              int64_t out_f, KPrec prec)
+                              int64_t out_f, KPrec prec, float *scratch)
 {
-    if (dw)
+    if (dw && scratch && prec == K_FP32 && k_linear_wgrad_floats(n, in_f, out_f) && k_wgrad_supported())
+        k_gemm_wgrad(out_f, in_f, n, dout, in, dw, scratch);
+    else if (dw)
         k_gemm(prec, 1, 0, out_f, in_f, n, dout, out_f, in, in_f, 1, dw, in_f);
     if (db)
         k_colsum_add(db, dout, n, out_f);

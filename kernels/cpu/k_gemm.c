@@ -426,6 +426,71 @@ K_F32_TARGET static void gemm_f32_packed(int64_t m, int64_t n, int64_t k, const 
         }
     }
 }
+
+/* ---- the weight gradient: C (M, N) += A^T . B over K rows ------------------
+ * A (K, M) and B (K, N) row-major (a linear's output gradient and input),
+ * C (M, N) row-major. Every element is C plus the sum of its K products
+ * taken from 0 in row order, one fused multiply-add each. B is packed once
+ * per call in panels of 32 columns, [N/32][K][32] (a panel's rows
+ * contiguous, not 4 KiB apart as in B itself), and A eight columns at a
+ * time, [K][8] on the stack (K at most 512); a tile of 8 x 32 elements of C then sums in 16 registers
+ * and C is read and written once, row by row. */
+#define K_WG_NR 32
+#define K_WG_MR 8
+#define K_WG_MAXK 512
+
+K_F32_TARGET static void wgrad_f32(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c,
+                                   float *scratch)
+{
+    int64_t np = (n + K_WG_NR - 1) / K_WG_NR;
+    float *bp = scratch, ap[K_WG_MAXK * K_WG_MR]; /* 16 KiB */
+    assert(k <= K_WG_MAXK);
+    for (int64_t jp = 0; jp < np; jp++) {
+        int64_t left = n - jp * K_WG_NR;
+        __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        const float *src = b + jp * K_WG_NR;
+        float *dst = bp + jp * k * K_WG_NR;
+        for (int64_t r = 0; r < k; r++) {
+            _mm512_storeu_ps(dst + r * K_WG_NR, _mm512_maskz_loadu_ps(m0, src + r * n));
+            _mm512_storeu_ps(dst + r * K_WG_NR + 16, _mm512_maskz_loadu_ps(m1, src + r * n + 16));
+        }
+    }
+    for (int64_t i0 = 0; i0 < m; i0 += K_WG_MR) {
+        int64_t rows = m - i0 < K_WG_MR ? m - i0 : K_WG_MR;
+        for (int64_t r = 0; r < k; r++)
+            for (int64_t t = 0; t < K_WG_MR; t++)
+                ap[r * K_WG_MR + t] = t < rows ? a[r * m + i0 + t] : 0.0f;
+        for (int64_t jp = 0; jp < np; jp++) {
+            int64_t left = n - jp * K_WG_NR;
+            __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+#define WG_ZERO(t) __m512 p##t = _mm512_setzero_ps(), q##t = _mm512_setzero_ps();
+            WG_ZERO(0) WG_ZERO(1) WG_ZERO(2) WG_ZERO(3) WG_ZERO(4) WG_ZERO(5) WG_ZERO(6) WG_ZERO(7)
+            const float *br = bp + jp * k * K_WG_NR, *ar = ap;
+            for (int64_t r = 0; r < k; r++, br += K_WG_NR, ar += K_WG_MR) {
+                __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16);
+#define WG_FMA(t)                                                                                                     \
+    {                                                                                                                 \
+        __m512 x = _mm512_set1_ps(ar[t]);                                                                             \
+        p##t = _mm512_fmadd_ps(x, b0, p##t);                                                                          \
+        q##t = _mm512_fmadd_ps(x, b1, q##t);                                                                          \
+    }
+                WG_FMA(0) WG_FMA(1) WG_FMA(2) WG_FMA(3) WG_FMA(4) WG_FMA(5) WG_FMA(6) WG_FMA(7)
+            }
+#define WG_STORE(t)                                                                                                   \
+    if (t < rows) {                                                                                                   \
+        float *cr = c + (i0 + t) * n + jp * K_WG_NR;                                                                  \
+        _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), p##t));                            \
+        _mm512_mask_storeu_ps(cr + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), q##t));                  \
+    }
+            WG_STORE(0) WG_STORE(1) WG_STORE(2) WG_STORE(3) WG_STORE(4) WG_STORE(5) WG_STORE(6) WG_STORE(7)
+#undef WG_ZERO
+#undef WG_FMA
+#undef WG_STORE
+        }
+    }
+}
 #endif
 
 int k_packed_supported(void)
@@ -459,11 +524,26 @@ void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
 #endif
 }
 
+void k_gemm_wgrad(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c, float *scratch)
+{
+#if K_HAVE_BF16_GEMM
+    wgrad_f32(m, n, k, a, b, c, scratch);
+#else
+    (void)m, (void)n, (void)k, (void)a, (void)b, (void)c, (void)scratch;
+    assert(!"the weight-gradient kernel on a CPU without AVX-512 (callers ask k_packed_supported)");
+#endif
+}
+
 int k_gemm_short_swaps(void)
 {
     const char *core = openblas_get_corename();
     return core && (strcmp(core, "SkylakeX") == 0 || strcmp(core, "Cooperlake") == 0 ||
                     strcmp(core, "SapphireRapids") == 0);
+}
+
+int k_wgrad_supported(void)
+{
+    return k_packed_supported() && !k_gemm_short_swaps();
 }
 
 void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,

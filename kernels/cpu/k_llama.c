@@ -171,6 +171,15 @@ void k_llama_backward_input(float *din, float *dsaved, const float *dout, const 
     (void)mask; /* the saved probabilities already carry it (masked = 0) */
 }
 
+/* The scratch for a linear's weight gradient (k_linear_wgrad_floats) where
+ * the block's own scratch is big enough (nothing in it is live between
+ * calls: the rope tables are rebuilt by each), else NULL: OpenBLAS's */
+static float *wgrad_scratch(const KLlama *g, int64_t B, int64_t in_f, int64_t out_f, float *scratch)
+{
+    int64_t need = k_linear_wgrad_floats(B * g->t, in_f, out_f);
+    return need && need <= k_llama_scratch_floats(g, B) ? scratch : NULL;
+}
+
 /* Every parameter gradient is a *_backward_weight call on one output
  * gradient from dsaved and one saved input, in PlanLayer.param order. */
 void k_llama_backward_weight(float *const grads[9], const float *dsaved, const float *in, const float *saved,
@@ -180,14 +189,13 @@ void k_llama_backward_weight(float *const grads[9], const float *dsaved, const f
     KLlamaSaved o = k_llama_saved_layout(g, B);
     KLlamaDsaved q = k_llama_dsaved_layout(g, B);
     int64_t n = B * g->t, d = g->d, dk = k_llama_kv_width(g), f = k_llama_fl(g), dq = k_llama_qw(g);
-    k_linear_backward_weight(grads[0], NULL, dsaved + q.dq, saved + o.r1, n, d, dq, g->prec);
-    k_linear_backward_weight(grads[1], NULL, dsaved + q.dk, saved + o.r1, n, d, dk, g->prec);
-    k_linear_backward_weight(grads[2], NULL, dsaved + q.dv, saved + o.r1, n, d, dk, g->prec);
-    k_linear_backward_weight(grads[3], NULL, dsaved + q.dh, saved + o.ctx, n, dq, d, g->prec);
-    k_linear_backward_weight(grads[4], NULL, dsaved + q.dgate, saved + o.r2, n, d, f, g->prec);
-    k_linear_backward_weight(grads[5], NULL, dsaved + q.dup, saved + o.r2, n, d, f, g->prec);
-    k_linear_backward_weight(grads[6], NULL, dsaved + q.dout, saved + o.act, n, f, d, g->prec);
+    /* the seven linears in parameter order: output gradient, input, features in and out */
+    const int64_t lin[7][4] = {{q.dq, o.r1, d, dq},    {q.dk, o.r1, d, dk},  {q.dv, o.r1, d, dk},
+                               {q.dh, o.ctx, dq, d},   {q.dgate, o.r2, d, f}, {q.dup, o.r2, d, f},
+                               {q.dout, o.act, f, d}};
+    for (int i = 0; i < 7; i++)
+        k_linear_backward_weight(grads[i], NULL, dsaved + lin[i][0], saved + lin[i][1], n, lin[i][2], lin[i][3],
+                                 g->prec, wgrad_scratch(g, B, lin[i][2], lin[i][3], scratch));
     k_rmsnorm_backward_weight(grads[7], dsaved + q.dr1, in, saved + o.rstd1, n, d);
     k_rmsnorm_backward_weight(grads[8], dsaved + q.dr2, saved + o.h, saved + o.rstd2, n, d);
-    (void)scratch;
 }

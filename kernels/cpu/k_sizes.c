@@ -17,12 +17,20 @@ int64_t k_block_dsaved_floats(const KBlock *g)
     return k_block_dsaved_layout(g, 1).end;
 }
 
+/* The forward's and backward's scratch, and room for the four linears'
+ * weight gradients' packed inputs (k_linear_wgrad_floats; whatever the
+ * precision, so that the size does not depend on it) */
 int64_t k_block_scratch_floats(const KBlock *g, int64_t B)
 {
-    if (g->dropout > 0.0f)
-        return k_block_drop_scratch(g, B, NULL).end;
     int64_t fl = k_block_fl(g);
-    return B * g->t * (fl > g->d ? fl : g->d);
+    int64_t most = g->dropout > 0.0f ? k_block_drop_scratch(g, B, NULL).end : B * g->t * (fl > g->d ? fl : g->d);
+    for (int i = 0; i < 4; i++) {
+        int64_t in, out;
+        k_block_linear(g, i, &in, &out);
+        int64_t wg = k_linear_wgrad_floats(B * g->t, in, out);
+        most = wg > most ? wg : most;
+    }
+    return most;
 }
 
 int64_t k_block_pack_floats(const KBlock *g, int64_t B)
@@ -80,6 +88,26 @@ int64_t k_linear_pack_floats(int64_t n, int64_t in_f, int64_t out_f)
     if (n < 1 || n > 256 || in_f < 256 || out_f < 256 || in_f > ((int64_t)1 << 22) / out_f)
         return 0;
     return k_pack_floats(out_f, in_f) + k_pack_floats(in_f, out_f);
+}
+
+/* k_gemm_wgrad's scratch: B in panels of 32 columns */
+int64_t k_wgrad_floats(int64_t k, int64_t n)
+{
+    return (n + 31) / 32 * 32 * k;
+}
+
+/* Measured on this project's 2-core AMD EPYC, one thread (bench/cpu_packed,
+ * docs/benchmarks.md): the weight gradient by k_gemm_wgrad runs at
+ * 1.6x-1.9x OpenBLAS's Haswell kernels for 64-512 rows against 128-1024
+ * features (0.93x-1.07x its AVX-512 ones, and slower in pipert: those
+ * keep it, k_wgrad_supported). Up to 512 rows, at least a tile's width
+ * (32 features in, 8 out), the packed input at most 1 MiB (it is read
+ * once per 8 outputs). The size rule does not depend on the machine. */
+int64_t k_linear_wgrad_floats(int64_t n, int64_t in_f, int64_t out_f)
+{
+    if (n < 1 || n > 512 || in_f < 32 || out_f < 8 || (in_f + 31) / 32 * 32 * n > ((int64_t)1 << 18))
+        return 0;
+    return k_wgrad_floats(n, in_f);
 }
 
 int64_t k_conv2d_scratch(const KConv *g)
