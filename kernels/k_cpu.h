@@ -54,20 +54,20 @@ void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const f
  * the same for any M. */
 int k_packed_supported(void);
 int64_t k_pack_floats(int64_t n, int64_t k);
+void k_pack_b(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k);
+void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack, int beta,
+                   float *c, int64_t ldc);
 /* C (M, N) += A^T . B, A (K, M) and B (K, N) row-major (a weight's
  * gradient from a micro-batch's K rows): each element C plus its K
  * products summed from 0 in row order, one fused multiply-add each, then
  * added to C. scratch: k_wgrad_floats(k, n) floats; K at most 512.
  * AVX-512F only. */
 int64_t k_wgrad_floats(int64_t k, int64_t n);
+void k_gemm_wgrad(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c, float *scratch);
 /* Whether k_linear_backward_weight takes k_gemm_wgrad: AVX-512F, and
  * OpenBLAS not on its own AVX-512 kernels (k_gemm_short_swaps), which are
  * as fast in isolation and faster in pipert (docs/design-notes.md) */
 int k_wgrad_supported(void);
-void k_gemm_wgrad(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c, float *scratch);
-void k_pack_b(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k);
-void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack, int beta,
-                   float *c, int64_t ldc);
 
 /* ---- linear: y = x W^T + b over the last dimension ---------------------- */
 /* in (N, IN), w (OUT, IN), b (OUT) or NULL, out (N, OUT); N = B * leading dims.

@@ -433,11 +433,19 @@ K_F32_TARGET static void gemm_f32_packed(int64_t m, int64_t n, int64_t k, const 
  * taken from 0 in row order, one fused multiply-add each. B is packed once
  * per call in panels of 32 columns, [N/32][K][32] (a panel's rows
  * contiguous, not 4 KiB apart as in B itself), and A eight columns at a
- * time, [K][8] on the stack (K at most 512); a tile of 8 x 32 elements of C then sums in 16 registers
- * and C is read and written once, row by row. */
+ * time, [K][8] on the stack (K at most 512); a tile of 8 x 32 elements of
+ * C then sums in 16 registers and C is read and written once, row by row. */
 #define K_WG_NR 32
 #define K_WG_MR 8
 #define K_WG_MAXK 512
+
+/* The lanes of panel jp's two halves that lie inside N columns */
+static inline void wgrad_masks(int64_t n, int64_t jp, __mmask16 *m0, __mmask16 *m1)
+{
+    int64_t left = n - jp * K_WG_NR;
+    *m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+    *m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+}
 
 K_F32_TARGET static void wgrad_f32(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c,
                                    float *scratch)
@@ -446,9 +454,8 @@ K_F32_TARGET static void wgrad_f32(int64_t m, int64_t n, int64_t k, const float 
     float *bp = scratch, ap[K_WG_MAXK * K_WG_MR]; /* 16 KiB */
     assert(k <= K_WG_MAXK);
     for (int64_t jp = 0; jp < np; jp++) {
-        int64_t left = n - jp * K_WG_NR;
-        __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
-        __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        __mmask16 m0, m1;
+        wgrad_masks(n, jp, &m0, &m1);
         const float *src = b + jp * K_WG_NR;
         float *dst = bp + jp * k * K_WG_NR;
         for (int64_t r = 0; r < k; r++) {
@@ -462,9 +469,8 @@ K_F32_TARGET static void wgrad_f32(int64_t m, int64_t n, int64_t k, const float 
             for (int64_t t = 0; t < K_WG_MR; t++)
                 ap[r * K_WG_MR + t] = t < rows ? a[r * m + i0 + t] : 0.0f;
         for (int64_t jp = 0; jp < np; jp++) {
-            int64_t left = n - jp * K_WG_NR;
-            __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
-            __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+            __mmask16 m0, m1;
+            wgrad_masks(n, jp, &m0, &m1);
 #define WG_ZERO(t) __m512 p##t = _mm512_setzero_ps(), q##t = _mm512_setzero_ps();
             WG_ZERO(0) WG_ZERO(1) WG_ZERO(2) WG_ZERO(3) WG_ZERO(4) WG_ZERO(5) WG_ZERO(6) WG_ZERO(7)
             const float *br = bp + jp * k * K_WG_NR, *ar = ap;
