@@ -3,6 +3,7 @@
 #include "pc_partition.h"
 #include "pc_listing.h"
 #include "plan_memory.h"
+#include "plan_file.h"
 #include "plan_profile.h"
 #include "base_alloc.h"
 
@@ -39,26 +40,98 @@ static void report(DiagList *dl, const PcFront *f, int line, int col, const char
 }
 
 static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
+typedef struct Build Build;
+static int plan_checked(DiagList *dl, const PcFront *f, PlanSchedule *p, int train_rc, const char *err,
+                        const Build *b);
 
-/* The evaluation program: generated, lowered and verified on its own (it
- * reads the spec, parts and costs, and writes only p->eval, p->eval_sim),
- * so it runs on a second thread while the training program is built. */
-typedef struct EvalJob {
+/* The plan is built on two threads. The main one lowers and verifies the
+ * training program. The second generates, lowers and verifies the
+ * evaluation program (it reads the spec, parts and costs, and writes only
+ * p->eval, p->eval_sim), then writes the plan file when asked to: every
+ * byte of it is known once both programs are lowered, so it goes to disk
+ * while the training program is verified, and is renamed into place only
+ * if that verifies. Nothing here depends on which thread gets where first:
+ * the file is written from the finished programs. */
+struct Build {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int train_lowered; /* the training program's first lowering is over */
+    int train_ok;      /* ... and it succeeded */
+    int writing;       /* the second thread is reading the programs into the file */
+    int stale;         /* a program was lowered again after the file was begun */
+    /* the second thread's work */
     const SchedSpec *spec;
+    const PcFront *f;
     PlanSchedule *p;
-    int rc;
-    char err[1024];
-} EvalJob;
+    PlanSchedule snap; /* what the file needs of *p, without the simulations the threads write meanwhile */
+    int eval_rc;
+    char eval_err[1024];
+    /* the early write: to out, when not NULL */
+    const char *out;
+    PlanWriting *w;
+};
 
+/* The second thread, its own program done, waits for the training
+ * program's first lowering. Called locked. */
+static void wait_lowered(Build *b)
+{
+    while (!b->train_lowered)
+        pthread_cond_wait(&b->cv, &b->mu);
+}
+
+static void train_lowered(void *ctx, int round)
+{
+    Build *b = ctx;
+    if (round > 0)
+        return;
+    pthread_mutex_lock(&b->mu);
+    b->snap.train = b->p->train; /* final unless relower */
+    b->train_lowered = b->train_ok = 1;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Before the training program is lowered again: a file begun from it is
+ * stale (and its writer must be done reading it first). */
+static void relower(void *ctx)
+{
+    Build *b = ctx;
+    pthread_mutex_lock(&b->mu);
+    while (b->writing)
+        pthread_cond_wait(&b->cv, &b->mu);
+    b->stale = 1;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* The second thread: the evaluation program, built and verified whole
+ * (it waits for nothing); then the file, from both programs, while the
+ * training program is verified. */
 static void *build_eval(void *arg)
 {
-    EvalJob *j = arg;
+    Build *b = arg;
+    PlanSchedule *p = b->p;
     SchedActions ev;
-    sched_actions_init(&ev, j->spec->stages);
-    j->rc = sched_gen_eval(j->spec, &ev, j->err, sizeof j->err) != 0 ||
-            sched_build(&j->p->eval_parts, &ev, 1, &j->p->costs, &j->p->eval, &j->p->eval_sim, j->err,
-                        sizeof j->err) != 0;
+    sched_actions_init(&ev, b->spec->stages);
+    b->eval_rc = sched_gen_eval(b->spec, &ev, b->eval_err, sizeof b->eval_err) != 0 ||
+                 sched_build(&p->eval_parts, &ev, 1, &p->costs, &p->eval, &p->eval_sim, b->eval_err,
+                             sizeof b->eval_err) != 0;
     sched_actions_free(&ev);
+    pthread_mutex_lock(&b->mu);
+    wait_lowered(b);
+    int go = b->out && b->train_ok && !b->stale && !b->eval_rc && p->eval_sim.ok;
+    b->writing = go;
+    pthread_mutex_unlock(&b->mu);
+    if (!go)
+        return NULL;
+    b->snap.eval = p->eval;
+    PlanIR ir = pc_ir_view(b->f, &b->snap);
+    char err[4400];
+    PlanWriting *w = plan_write_begin(b->out, &ir, err, sizeof err); /* NULL: the caller writes, and says why */
+    pthread_mutex_lock(&b->mu);
+    b->w = w;
+    b->writing = 0;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
     return NULL;
 }
 
@@ -111,6 +184,14 @@ static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
 
 int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions *acts, int timeline)
 {
+    return pc_plan_build_to(dl, f, p, acts, timeline, NULL, NULL);
+}
+
+int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions *acts, int timeline,
+                     const char *out, PlanWriting **written)
+{
+    if (written)
+        *written = NULL;
     memset(p, 0, sizeof *p);
     const PlanConfig *c = &f->cfg;
     const PlanPartition *pt = &f->part;
@@ -227,17 +308,39 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
     p->costs.opt = p->cost_opt;
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
     p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
-    /* both programs at once: the evaluation program on a thread of its
-     * own (in line when no thread starts); the results do not depend on
-     * which finishes first */
-    EvalJob ej = {&spec, p, 0, ""};
+    /* both programs at once (see Build); in line when no thread starts */
+    Build b = {.spec = &spec, .f = f, .p = p, .snap = *p, .out = written ? out : NULL};
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
     pthread_t th;
-    int threaded = pthread_create(&th, NULL, build_eval, &ej) == 0;
-    int train_rc = sched_build(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err);
+    int threaded = pthread_create(&th, NULL, build_eval, &b) == 0;
+    SchedBuildHooks h = {train_lowered, relower, &b};
+    int train_rc = sched_build_with(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err, &h);
+    pthread_mutex_lock(&b.mu);
+    b.train_lowered = 1; /* also when its lowering failed (train_ok stays 0) */
+    pthread_cond_broadcast(&b.cv);
+    pthread_mutex_unlock(&b.mu);
     if (threaded)
         pthread_join(th, NULL);
     else
-        build_eval(&ej);
+        build_eval(&b);
+    pthread_mutex_destroy(&b.mu);
+    pthread_cond_destroy(&b.cv);
+    int rc = plan_checked(dl, f, p, train_rc, err, &b);
+    if (b.w && (rc != PC_OK || b.stale)) {
+        plan_write_end(b.w, 0, err, sizeof err);
+        b.w = NULL;
+    }
+    if (written)
+        *written = b.w;
+    return rc;
+}
+
+/* The verdicts of pc_plan_build_to's threads, reported. */
+static int plan_checked(DiagList *dl, const PcFront *f, PlanSchedule *p, int train_rc, const char *err,
+                        const Build *b)
+{
+    const PlanConfig *c = &f->cfg;
     if (train_rc != 0) {
         report(dl, f, p->train.err_line, p->train.err_col, "training program", err);
         return PC_USER_ERROR;
@@ -253,8 +356,8 @@ int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions 
                      "weight gradients do not accumulate in micro-batch order (%s): results will differ in the last "
                      "bits from other schedules",
                      p->train.note);
-    if (ej.rc != 0 || !p->eval_sim.ok) {
-        report(dl, f, 0, 0, "evaluation program", ej.rc ? ej.err : p->eval_sim.error);
+    if (b->eval_rc != 0 || !p->eval_sim.ok) {
+        report(dl, f, 0, 0, "evaluation program", b->eval_rc ? b->eval_err : p->eval_sim.error);
         return PC_USER_ERROR;
     }
     p->ok = 1;

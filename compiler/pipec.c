@@ -238,6 +238,7 @@ int main(int argc, char **argv)
     PcFront f;
     PlanSchedule p;
     SchedActions acts;
+    PlanWriting *written = NULL; /* the plan file, written during pc_plan_build_to */
     PlanIR read, ir;
     memset(&f, 0, sizeof f);
     memset(&p, 0, sizeof p);
@@ -272,8 +273,9 @@ int main(int argc, char **argv)
         ir = read;
     } else {
         rc = pc_front_file(&f, &dl, path, defs, ndefs);
-        if (rc == PC_OK)
-            rc = pc_plan_build(&dl, &f, &p, &acts, emit && strcmp(emit, "sched") != 0);
+        if (rc == PC_OK) /* a plan file is written while the programs are verified */
+            rc = pc_plan_build_to(&dl, &f, &p, &acts, emit && strcmp(emit, "sched") != 0, emit ? NULL : out,
+                                  &written);
         diag_print(&dl, stderr);
         ir = pc_ir_view(&f, &p);
     }
@@ -297,7 +299,7 @@ int main(int argc, char **argv)
         }
     } else if (rc == PC_OK && out) {
         char err[4400];
-        if (plan_write(out, &ir, err, sizeof err) != 0) {
+        if ((written ? plan_write_end(written, 1, err, sizeof err) : plan_write(out, &ir, err, sizeof err)) != 0) {
             fprintf(stderr, "pipec: %s\n", err);
             rc = PC_SYSTEM_ERROR;
         }

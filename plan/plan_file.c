@@ -9,6 +9,7 @@
 #define _GNU_SOURCE /* sync_file_range (Linux; without it the write-back starts at the fsync) */
 #include "plan_file.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1210,7 +1211,12 @@ void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
     *len = HEADER + k.at;
 }
 
-int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
+struct PlanWriting {
+    int fd, ok, errno_; /* the writes' outcome, and errno when one failed */
+    char *tmp, *path;
+};
+
+PlanWriting *plan_write_begin(const char *path, const PlanIR *ir, char *err, size_t errsize)
 {
     Encoded e;
     encode(ir, &e);
@@ -1218,14 +1224,39 @@ int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
     int fd = base_atomic_begin(path, &tmp, err, errsize);
     if (fd < 0) {
         encoded_free(&e);
-        return -1;
+        return NULL;
     }
     /* the header last, once the CRC is known */
     Sink k = {.fd = fd, .ok = lseek(fd, HEADER, SEEK_SET) == (off_t)HEADER};
     emit(&e, &k);
-    int ok = k.ok && pwrite(fd, e.head, HEADER, 0) == (ssize_t)HEADER;
+    PlanWriting *w = base_calloc(1, sizeof *w + strlen(path) + 1);
+    w->fd = fd, w->tmp = tmp, w->path = (char *)(w + 1);
+    w->ok = k.ok && pwrite(fd, e.head, HEADER, 0) == (ssize_t)HEADER;
+    w->errno_ = errno;
+    strcpy(w->path, path);
     encoded_free(&e);
-    return base_atomic_finish(fd, tmp, path, ok, err, errsize);
+    return w;
+}
+
+int plan_write_end(PlanWriting *w, int keep, char *err, size_t errsize)
+{
+    int rc = 0;
+    if (keep) {
+        errno = w->errno_;
+        rc = base_atomic_finish(w->fd, w->tmp, w->path, w->ok, err, errsize);
+    } else {
+        close(w->fd);
+        unlink(w->tmp);
+        free(w->tmp);
+    }
+    free(w);
+    return rc;
+}
+
+int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize)
+{
+    PlanWriting *w = plan_write_begin(path, ir, err, errsize);
+    return w ? plan_write_end(w, 1, err, errsize) : -1;
 }
 
 int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_t errsize)

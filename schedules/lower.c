@@ -390,6 +390,12 @@ void sched_plan_free(SchedPlan *p)
 int sched_build(const SchedParts *pp, const SchedActions *acts, int eval, const SchedCosts *costs, SchedPlan *plan,
                 SchedSim *sim, char *err, size_t errsize)
 {
+    return sched_build_with(pp, acts, eval, costs, plan, sim, err, errsize, NULL);
+}
+
+int sched_build_with(const SchedParts *pp, const SchedActions *acts, int eval, const SchedCosts *costs,
+                     SchedPlan *plan, SchedSim *sim, char *err, size_t errsize, const SchedBuildHooks *h)
+{
     int S = pp->stages, rc = 0;
     int **post = base_calloc(S, sizeof *post);
     for (int s = 0; s < S; s++) {
@@ -403,6 +409,8 @@ int sched_build(const SchedParts *pp, const SchedActions *acts, int eval, const 
             rc = -1;
             break;
         }
+        if (h && h->lowered)
+            h->lowered(h->ctx, round);
         sched_verify(plan, pp, costs, sim);
         if (sim->ok || !sim->deadlock || round > 100000)
             break;
@@ -432,6 +440,8 @@ int sched_build(const SchedParts *pp, const SchedActions *acts, int eval, const 
         }
         if (!moved)
             break;
+        if (h && h->relower)
+            h->relower(h->ctx);
         sched_sim_free(sim);
         sched_plan_free(plan);
     }

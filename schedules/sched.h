@@ -236,6 +236,20 @@ void sched_sim_free(SchedSim *s);
 int sched_build(const SchedParts *parts, const SchedActions *acts, int eval, const SchedCosts *costs, SchedPlan *plan,
                 SchedSim *sim, char *err, size_t errsize);
 
+/* sched_build with notices for a caller that reads the plan on another
+ * thread while it is verified (either may be NULL): lowered(ctx, round)
+ * runs after each lowering, before its verification (round 0 first; the
+ * plan stays as it is until relower); relower(ctx) runs before a
+ * deadlock's lowering again replaces the plan, so that a reader can stop
+ * first. */
+typedef struct SchedBuildHooks {
+    void (*lowered)(void *ctx, int round);
+    void (*relower)(void *ctx);
+    void *ctx;
+} SchedBuildHooks;
+int sched_build_with(const SchedParts *parts, const SchedActions *acts, int eval, const SchedCosts *costs,
+                     SchedPlan *plan, SchedSim *sim, char *err, size_t errsize, const SchedBuildHooks *hooks);
+
 /* ---- text schedules ----------------------------------------------------- */
 
 /* The text format (docs/schedules.md):

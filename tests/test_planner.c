@@ -1,13 +1,19 @@
 /* tests/test_planner.c: the planner end to end: text schedules (syntax
  * errors with file:line:col, a deadlock reported at its line), --emit
- * sched read back as the same plan, predictions in --stats. */
+ * sched read back as the same plan, predictions in --stats, the plan file
+ * written while the programs are verified. */
 #include "pc_listing.h"
 #include "pc_planner.h"
 #include "pc_stats.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdlib.h>
 #include <unistd.h>
+
+#include "base_file.h"
+#include "plan_file.h"
 
 #define MLP                                                                                                 \
     "model mlp {\n  input x: float32[8]\n  target y: int32[]\n  linear(16)\n  relu\n  linear(16)\n  relu\n" \
@@ -208,6 +214,86 @@ START_TEST(tied_and_clip_barriers)
 }
 END_TEST
 
+/* pc_plan_build_to: the file it writes early is the plan's bytes
+ * (plan_encode of the finished plan), it is used only when nothing was
+ * lowered again after it began, and a plan that fails leaves no file. */
+static int files_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+START_TEST(written_while_verified)
+{
+    char dir[] = "/tmp/pipe-test-planner-out-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char out[512], gpt[512], bad[512];
+    snprintf(out, sizeof out, "%s/plan.bin", dir);
+    snprintf(gpt, sizeof gpt, "%s/examples/gpt_tiny.pipe", PIPE_SOURCE_DIR);
+    snprintf(bad, sizeof bad, "schedule=file(\"%s\")",
+             write_tmp("dead.sched", "stage 0: F0 B0 F1 B1\nstage 1: F0 F1 B0 B1\n"));
+    struct {
+        const char *model; /* NULL: MLP */
+        const char *defs[3];
+        int ok, early; /* builds; the early file is the one kept */
+    } cases[] = {
+        {NULL, {"stages=2", "micro_batches=4", "schedule=1f1b"}, 1, 1},
+        {NULL, {"stages=3", "micro_batches=8", "schedule=zb-h1"}, 1, 1},
+        /* receives moved after a deadlock: lowered again, written at the end */
+        {gpt, {"stages=2", "micro_batches=8", "schedule=interleaved(chunks = 2)"}, 1, 0},
+        {NULL, {"stages=2", "micro_batches=2", bad}, 0, 0},
+        {NULL, {"stages=2", "micro_batches=4", "memory_limit = 1 KiB"}, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        DiagList dl;
+        diag_init(&dl);
+        PcFront f;
+        T *t = NULL;
+        if (cases[i].model) {
+            ck_assert_int_eq(pc_front_file(&f, &dl, cases[i].model, cases[i].defs, 3), 0);
+        } else {
+            t = t_compile_defs(MLP, cases[i].defs, 3);
+            ck_assert_int_eq(t->rc, 0);
+        }
+        PcFront *fr = t ? &t->f : &f;
+        PlanSchedule p;
+        SchedActions acts;
+        PlanWriting *w = (PlanWriting *)&w; /* must be set either way */
+        int rc = pc_plan_build_to(t ? &t->dl : &dl, fr, &p, &acts, 0, out, &w);
+        ck_assert_msg((rc == PC_OK) == cases[i].ok, "case %zu: rc %d", i, rc);
+        ck_assert_msg((w != NULL) == cases[i].early, "case %zu: early file %p", i, (void *)w);
+        char err[4400];
+        if (rc == PC_OK) {
+            PlanIR ir = pc_ir_view(fr, &p);
+            ck_assert_msg((w ? plan_write_end(w, 1, err, sizeof err) : plan_write(out, &ir, err, sizeof err)) == 0,
+                          "case %zu: %s", i, err);
+            unsigned char *want, *got;
+            size_t nwant, ngot;
+            plan_encode(&ir, &want, &nwant);
+            char why[256];
+            ck_assert_int_eq(base_read_file(out, 1 << 26, &got, &ngot, why, sizeof why), BASE_READ_OK);
+            ck_assert_msg(ngot == nwant && memcmp(got, want, nwant) == 0, "case %zu: the file is not the plan", i);
+            free(want), free(got);
+            ck_assert_int_eq(unlink(out), 0);
+        }
+        ck_assert_msg(files_in(dir) == 0, "case %zu: %d files left in %s", i, files_in(dir), dir);
+        sched_actions_free(&acts);
+        plan_schedule_free(&p);
+        if (t)
+            t_free(t);
+        else
+            pc_front_free(&f);
+        diag_free(&dl);
+    }
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("planner");
@@ -219,6 +305,7 @@ static Suite *suite(void)
     tcase_add_test(c, stats_predictions);
     tcase_add_test(c, link_bandwidth_slows_the_step);
     tcase_add_test(c, tied_and_clip_barriers);
+    tcase_add_test(c, written_while_verified);
     suite_add_tcase(s, c);
     return s;
 }
