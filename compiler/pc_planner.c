@@ -40,9 +40,6 @@ static void report(DiagList *dl, const PcFront *f, int line, int col, const char
 }
 
 static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
-typedef struct Build Build;
-static int plan_checked(DiagList *dl, const PcFront *f, PlanSchedule *p, int train_rc, const char *err,
-                        const Build *b);
 
 /* The plan is built on two threads. The main one lowers and verifies the
  * training program. The second generates, lowers and verifies the
@@ -52,7 +49,7 @@ static int plan_checked(DiagList *dl, const PcFront *f, PlanSchedule *p, int tra
  * while the training program is verified, and is renamed into place only
  * if that verifies. Nothing here depends on which thread gets where first:
  * the file is written from the finished programs. */
-struct Build {
+typedef struct Build {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int train_lowered; /* the training program's first lowering is over */
@@ -69,7 +66,7 @@ struct Build {
     /* the early write: to out, when not NULL */
     const char *out;
     PlanWriting *w;
-};
+} Build;
 
 /* The second thread, its own program done, waits for the training
  * program's first lowering. Called locked. */
@@ -180,6 +177,34 @@ static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
         p->cost_w[k] -= cut * w;
         p->cost_b[k] += sum_i - cut * (in + w);
     }
+}
+
+/* The verdicts of pc_plan_build_to's threads, reported. */
+static int plan_checked(DiagList *dl, const PcFront *f, PlanSchedule *p, int train_rc, const char *err,
+                        const Build *b)
+{
+    const PlanConfig *c = &f->cfg;
+    if (train_rc != 0) {
+        report(dl, f, p->train.err_line, p->train.err_col, "training program", err);
+        return PC_USER_ERROR;
+    }
+    if (!p->train_sim.ok) {
+        int line, col;
+        place_of(&p->train, p->train_sim.err_stage, p->train_sim.err_pc, &line, &col);
+        report(dl, f, line, col, "training program", p->train_sim.error);
+        return PC_USER_ERROR;
+    }
+    if (!p->train.wgrad_in_order)
+        diag_warning(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc,
+                     "weight gradients do not accumulate in micro-batch order (%s): results will differ in the last "
+                     "bits from other schedules",
+                     p->train.note);
+    if (b->eval_rc != 0 || !p->eval_sim.ok) {
+        report(dl, f, 0, 0, "evaluation program", b->eval_rc ? b->eval_err : p->eval_sim.error);
+        return PC_USER_ERROR;
+    }
+    p->ok = 1;
+    return c->memory_limit > 0 ? check_memory(dl, f, p) : PC_OK;
 }
 
 int pc_plan_build(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActions *acts, int timeline)
@@ -336,33 +361,6 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     return rc;
 }
 
-/* The verdicts of pc_plan_build_to's threads, reported. */
-static int plan_checked(DiagList *dl, const PcFront *f, PlanSchedule *p, int train_rc, const char *err,
-                        const Build *b)
-{
-    const PlanConfig *c = &f->cfg;
-    if (train_rc != 0) {
-        report(dl, f, p->train.err_line, p->train.err_col, "training program", err);
-        return PC_USER_ERROR;
-    }
-    if (!p->train_sim.ok) {
-        int line, col;
-        place_of(&p->train, p->train_sim.err_stage, p->train_sim.err_pc, &line, &col);
-        report(dl, f, line, col, "training program", p->train_sim.error);
-        return PC_USER_ERROR;
-    }
-    if (!p->train.wgrad_in_order)
-        diag_warning(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc,
-                     "weight gradients do not accumulate in micro-batch order (%s): results will differ in the last "
-                     "bits from other schedules",
-                     p->train.note);
-    if (b->eval_rc != 0 || !p->eval_sim.ok) {
-        report(dl, f, 0, 0, "evaluation program", b->eval_rc ? b->eval_err : p->eval_sim.error);
-        return PC_USER_ERROR;
-    }
-    p->ok = 1;
-    return c->memory_limit > 0 ? check_memory(dl, f, p) : PC_OK;
-}
 
 /* The largest per-rank memory of a plan, and its stage. */
 static int64_t largest_stage(const PcFront *f, const PlanSchedule *p, int *stage)
