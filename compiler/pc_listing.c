@@ -149,6 +149,20 @@ void pc_stats_ranks_text(FILE *out, const PlanIR *f)
             fprintf(out, " %11s", base_bytes_text((double)part[k], t, sizeof t));
         fprintf(out, " %11s\n", base_bytes_text((double)mem.total, t, sizeof t));
     }
+    /* the CPU backend's packed weights (plan_stage_pack_bytes): a GPU run
+     * does not allocate them, so its ranks' totals are that much less */
+    int64_t packs = 0;
+    for (int s = 0; s < f->part.stages; s++) {
+        PlanMemory mem;
+        plan_stage_memory(f, s, &mem);
+        if (mem.cpu_packs > packs)
+            packs = mem.cpu_packs;
+    }
+    if (packs > 0)
+        fprintf(out,
+                "parameters include the CPU's packed weight copies (up to %s a rank), which --device cuda does not "
+                "allocate (--json: memory_bytes_cuda)\n",
+                base_bytes_text((double)packs, t, sizeof t));
 }
 
 void pc_stats_ranks_json(FILE *out, const PlanIR *f)
@@ -173,7 +187,8 @@ void pc_stats_memory_json(FILE *out, const PlanIR *f, int stage)
     int64_t part[6];
     plan_stage_memory(f, stage, &mem);
     plan_memory_parts(&mem, part);
-    fprintf(out, "\"memory_bytes\": %" PRId64 ", \"memory\": {", mem.total);
+    fprintf(out, "\"memory_bytes\": %" PRId64 ", \"memory_bytes_cuda\": %" PRId64 ", \"memory\": {", mem.total,
+            mem.total - mem.cpu_packs);
     for (int k = 0; k < 6; k++)
         fprintf(out, "%s\"%s\": %" PRId64, k ? ", " : "", plan_memory_part_names[k], part[k]);
     fputc('}', out);

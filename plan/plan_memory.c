@@ -466,7 +466,8 @@ void plan_stage_memory(const PlanIR *f, int stage, PlanMemory *out)
         out->parameters = out->gradients = shard * c->data_parallel * 4;
         out->optimizer_state = (int64_t)plan_optim_state_per_param(c) * shard * 4;
     }
-    out->parameters += plan_stage_pack_bytes(&f->model, pt, stage, c->micro_batch_size, (int)c->precision);
+    out->cpu_packs = plan_stage_pack_bytes(&f->model, pt, stage, c->micro_batch_size, (int)c->precision);
+    out->parameters += out->cpu_packs;
     int split = plan_stage_split(train, stage);
     for (int ch = 0; ch < pt->chunks; ch++) {
         int part = sched_part(c->place, pt->stages, stage, ch);

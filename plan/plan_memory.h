@@ -137,6 +137,10 @@ int64_t plan_zero_shard(int64_t n, int64_t dp);
 typedef struct PlanMemory {
     int64_t parameters, gradients, optimizer_state, activations, recompute_workspace, transfer_staging;
     int64_t total;
+    /* of parameters (and total): the packed weight copies the CPU backend
+     * keeps (plan_stage_pack_bytes), which --device cuda does not allocate:
+     * a GPU rank's total is total - cpu_packs */
+    int64_t cpu_packs;
 } PlanMemory;
 
 /* The parts' names, in PlanMemory's order, as --stats and the JSON write them. */

@@ -908,7 +908,8 @@ int main(int argc, char **argv)
         printf("[rank %d] pid %ld, stage %d of %d, replica %d of %d%s: %lld parameters; memory %s bytes (pipec "
                "predicted %s):%s\n",
                rt->rank, (long)getpid(), rt->stage, S, rt->dpi, rt->dp, tp, (long long)rt->nparams_total,
-               base_commas(rt_mem_total(rt), have, sizeof have), base_commas(want.total, pred, sizeof pred), parts);
+               base_commas(rt_mem_total(rt), have, sizeof have),
+               base_commas(want.total - (rt->gpu ? want.cpu_packs : 0), pred, sizeof pred), parts);
         fflush(stdout);
     }
     if (resume) {

@@ -108,17 +108,28 @@ open(sys.argv[1], "wb").write(struct.pack("<%dH" % len(t), *t))' "$TMP/tokens.u1
         local name=$1 np=$2 src=$3
         shift 3
         "$PIPEC" "$src" "$@" -o "$TMP/$name.bin" >"$TMP/out" 2>&1 || { rc=2; check_rc "$name: pipec" 0 x; return; }
+        "$PIPEC" "$src" "$@" --stats --json >"$TMP/$name-stats.json" 2>"$TMP/out" || { rc=2; check_rc "$name: pipec --stats" 0 x; return; }
         "${MPI[@]}" "$np" "$PIPERT" "$TMP/$name.bin" --steps 5 --log-every 1 --metrics "$TMP/$name-cpu.jsonl" \
             >"$TMP/out" 2>&1; rc=$?
         [ "$rc" -ne 0 ] && { check_rc "$name: the CPU run" 0 x; return; }
         "${MPI[@]}" "$np" -x PIPERT_CUDA_MODULE="$FAKE" "$PIPERT" "$TMP/$name.bin" --device cuda --steps 5 \
             --log-every 1 --metrics "$TMP/$name-gpu.jsonl" >"$TMP/out" 2>&1; rc=$?
         if [ "$rc" -eq 0 ]; then
-            # the steps' records (the memory records differ by the CPU's
-            # packed weights, an arena --device cuda does not allocate)
+            # the steps' records; the memory records apart (the CPU's
+            # packed weights are an arena --device cuda does not allocate):
+            # each rank's against pipec's memory_bytes_cuda for its stage
             grep -v '"memory_bytes"' "$TMP/$name-cpu.jsonl" | sed 's/, "samples_per_s.*//' >"$TMP/a"
             grep -v '"memory_bytes"' "$TMP/$name-gpu.jsonl" | sed 's/, "samples_per_s.*//' >"$TMP/b"
-            { [ -s "$TMP/a" ] && cmp -s "$TMP/a" "$TMP/b" && echo same; } >"$TMP/out" || { rc=1; diff "$TMP/a" "$TMP/b" >"$TMP/out"; }
+            { [ -s "$TMP/a" ] && cmp -s "$TMP/a" "$TMP/b" && python3 - "$TMP/$name-stats.json" "$TMP/$name-gpu.jsonl" "$np" 2>&1 <<'PY' && echo same; } >"$TMP/out" || { rc=1; diff "$TMP/a" "$TMP/b" >>"$TMP/out"; }
+import json, sys
+want = [s["memory_bytes_cuda"] for s in json.load(open(sys.argv[1]))["stages"]]
+recs = [json.loads(l) for l in open(sys.argv[2]) if '"memory_bytes"' in l]
+assert len(recs) == int(sys.argv[3]), "%d memory records for %s ranks" % (len(recs), sys.argv[3])
+for r in recs:
+    w = want[r["stage"]]
+    if abs(r["memory_bytes"] - w) > 0.02 * w:
+        sys.exit("rank %d (stage %d): allocated %d on the device path, pipec predicted %d" % (r["rank"], r["stage"], r["memory_bytes"], w))
+PY
         fi
         check_rc "--device cuda (host stand-in) gives the CPU's losses: $name, $np rank(s)" 0 '^same$'
     }
