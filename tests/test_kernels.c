@@ -226,6 +226,9 @@ static const KConv CONVS[] = {
     {2, 4, 5, 2, 0, 0, 3, 3, 2, 2, 2, 2, K_FP32}, /* padding as wide as the kernel allows and more */
     {1, 3, 3, 1, 0, 0, 3, 3, 1, 1, 0, 0, K_FP32}, /* one output */
     {1, 20, 20, 2, 0, 0, 3, 3, 1, 1, 1, 1, K_FP32}, /* 400 positions: more than one block of the bias sum */
+    {2, 6, 9, 3, 0, 0, 5, 5, 1, 1, 2, 2, K_FP32},   /* "same" 5x5: im2col's one-copy path, two border columns */
+    {3, 7, 5, 2, 0, 0, 3, 5, 1, 1, 1, 2, K_FP32},   /* "same", a kernel wider than high */
+    {2, 5, 6, 2, 0, 0, 3, 3, 1, 1, 2, 1, K_FP32},   /* same width, taller output: more zero rows */
 };
 #define NCONVS (int)(sizeof CONVS / sizeof CONVS[0])
 
@@ -502,6 +505,59 @@ START_TEST(maxpool_ties_pick_the_first)
     for (int o = 0; o < 4; o++) {
         ck_assert(isinf(y[o]) && y[o] < 0);
         ck_assert_int_eq(idx[o], want2[o]);
+    }
+}
+END_TEST
+
+/* The window rule written out once more, element by element in row-major
+ * order: greater, or NaN, replaces the running maximum. */
+static void maxpool_rule(float *y, int32_t *idx, const float *x, int64_t B, const KPool *g)
+{
+    for (int64_t pl = 0; pl < B * g->c; pl++)
+        for (int64_t oy = 0; oy < g->oh; oy++)
+            for (int64_t ox = 0; ox < g->ow; ox++) {
+                const float *p = x + pl * g->h * g->w;
+                int64_t best = -1;
+                for (int64_t iy = oy * g->sh - g->ph; iy < oy * g->sh - g->ph + g->kh; iy++)
+                    for (int64_t ix = ox * g->sw - g->pw; ix < ox * g->sw - g->pw + g->kw; ix++) {
+                        if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w)
+                            continue;
+                        float v = p[iy * g->w + ix];
+                        if (best < 0 || v > p[best] || isnan(v))
+                            best = iy * g->w + ix;
+                    }
+                y[(pl * g->oh + oy) * g->ow + ox] = p[best];
+                idx[(pl * g->oh + oy) * g->ow + ox] = (int32_t)best;
+            }
+}
+
+START_TEST(maxpool_matches_the_window_rule)
+{
+    /* few distinct values (ties in most windows), some NaNs and -infs; the
+     * even 2x2 stride-2 planes take the kernel's two-step path, the others
+     * its general loop; planes wider than its stack buffer too */
+    rng_seed(77);
+    KPool gs[] = {pool_geom(8, 28, 28, 2, 2, 2, 2, 0, 0),  pool_geom(3, 14, 6, 2, 2, 2, 2, 0, 0),
+                  pool_geom(2, 4, 1100, 2, 2, 2, 2, 0, 0), pool_geom(2, 4, 1000, 2, 2, 2, 2, 0, 0),
+                  pool_geom(3, 7, 9, 2, 2, 2, 2, 0, 0),
+                  pool_geom(2, 9, 9, 3, 3, 2, 2, 1, 1),    pool_geom(2, 8, 8, 2, 3, 2, 1, 0, 1)};
+    for (size_t gi = 0; gi < sizeof gs / sizeof gs[0]; gi++) {
+        KPool *g = &gs[gi];
+        int64_t B = 3, nx = B * g->c * g->h * g->w, ny = B * g->c * g->oh * g->ow;
+        float *x = malloc((size_t)nx * sizeof *x), *y = malloc((size_t)ny * sizeof *y), *yr = malloc((size_t)ny * sizeof *yr);
+        int32_t *idx = malloc((size_t)ny * sizeof *idx), *ir = malloc((size_t)ny * sizeof *ir);
+        for (int64_t i = 0; i < nx; i++) {
+            float u = rnd(0, 1);
+            x[i] = u < 0.02f ? NAN : u < 0.04f ? -INFINITY : (float)(int)(rnd(0, 1) * 4.0f);
+        }
+        k_maxpool2d_forward(y, idx, x, B, g);
+        maxpool_rule(yr, ir, x, B, g);
+        for (int64_t o = 0; o < ny; o++) {
+            ck_assert_msg(idx[o] == ir[o], "geometry %zu, output %lld: index %d, the rule's %d", gi, (long long)o,
+                          idx[o], ir[o]);
+            ck_assert(memcmp(&y[o], &yr[o], sizeof y[o]) == 0 || (isnan(y[o]) && isnan(yr[o])));
+        }
+        free(x), free(y), free(yr), free(idx), free(ir);
     }
 }
 END_TEST
@@ -1506,6 +1562,7 @@ static Suite *suite(void)
     tcase_add_test(c, split_backward_is_bitwise);
     tcase_add_test(c, maxpool_gradients_and_padding);
     tcase_add_test(c, maxpool_ties_pick_the_first);
+    tcase_add_test(c, maxpool_matches_the_window_rule);
     tcase_add_test(c, avgpool_gradients);
     tcase_add_test(c, adaptive_avgpool_windows);
     tcase_add_loop_test(c, elementwise_gradients, 0, EW_N);

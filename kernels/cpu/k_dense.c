@@ -140,6 +140,27 @@ static void im2col(float *col, const float *in, const KConv *g)
                 float *row = col + ((c * g->kh + ki) * g->kw + kj) * P; /* (OH, OW) */
                 int64_t xlo, xhi;
                 valid_range(kj, g->sw, g->pw, g->w, g->ow, &xlo, &xhi);
+                int64_t off = kj - g->pw;
+                if (g->sh == 1 && g->sw == 1 && g->w == g->ow && yhi > ylo && xhi > xlo) {
+                    /* a "same" convolution's rows follow each other in both
+                     * the input and col: one copy from (ylo, xlo) to
+                     * (yhi - 1, xhi - 1), then zeros over the columns it
+                     * wrongly brought from the neighbouring rows and over
+                     * the rows outside [ylo, yhi) (rows are short: a copy
+                     * a row cost 7% of the CNN's step) */
+                    const float *src = in + (c * g->h + ylo - g->ph + ki) * g->w;
+                    memcpy(row + ylo * g->ow + xlo, src + xlo + off,
+                           (size_t)((yhi - 1 - ylo) * g->ow + xhi - xlo) * sizeof(float));
+                    memset(row, 0, (size_t)(ylo * g->ow) * sizeof(float));
+                    memset(row + yhi * g->ow, 0, (size_t)((g->oh - yhi) * g->ow) * sizeof(float));
+                    for (int64_t oy = ylo; oy < yhi; oy++) {
+                        for (int64_t ox = 0; ox < xlo; ox++)
+                            row[oy * g->ow + ox] = 0.0f;
+                        for (int64_t ox = xhi; ox < g->ow; ox++)
+                            row[oy * g->ow + ox] = 0.0f;
+                    }
+                    continue;
+                }
                 for (int64_t oy = 0; oy < g->oh; oy++) {
                     float *dst = row + oy * g->ow;
                     if (oy < ylo || oy >= yhi) {
@@ -148,7 +169,6 @@ static void im2col(float *col, const float *in, const KConv *g)
                     }
                     /* input row iy; column ox reads src[ox * sw + off] */
                     const float *src = in + (c * g->h + oy * g->sh - g->ph + ki) * g->w;
-                    int64_t off = kj - g->pw;
                     for (int64_t ox = 0; ox < xlo; ox++)
                         dst[ox] = 0.0f;
                     if (g->sw == 1 && xhi > xlo)
@@ -163,25 +183,49 @@ static void im2col(float *col, const float *in, const KConv *g)
         }
 }
 
-/* din (C, H, W) of one sample = scatter-add of col (C*KH*KW, OH*OW) */
-static void col2im(float *din, const float *col, const KConv *g)
+/* din (C, H, W) of one sample = scatter-add of col (C*KH*KW, OH*OW).
+ * A "same" convolution (unit strides, W = OW) adds each kernel offset's
+ * rows as one flat run, as im2col copies them: the entries of col that
+ * would land on a neighbouring row's far column are set to +0 first (col
+ * is scratch), and adding +0 changes no element's bits (a sum started
+ * from +0 is never -0, and x + 0 = x otherwise), so every element gets
+ * the same adds in the same order as row by row. */
+K_VEC_LOOP static void col2im(float *din, float *col, const KConv *g)
 {
     int64_t P = g->oh * g->ow;
+    int same = g->sh == 1 && g->sw == 1 && g->w == g->ow;
     memset(din, 0, (size_t)(g->c * g->h * g->w) * sizeof(float));
     for (int64_t c = 0; c < g->c; c++)
         for (int64_t ki = 0; ki < g->kh; ki++) {
             int64_t ylo, yhi;
             valid_range(ki, g->sh, g->ph, g->h, g->oh, &ylo, &yhi);
             for (int64_t kj = 0; kj < g->kw; kj++) {
-                const float *row = col + ((c * g->kh + ki) * g->kw + kj) * P;
-                int64_t xlo, xhi;
+                float *row = col + ((c * g->kh + ki) * g->kw + kj) * P;
+                int64_t xlo, xhi, off = kj - g->pw;
                 valid_range(kj, g->sw, g->pw, g->w, g->ow, &xlo, &xhi);
+                if (same && yhi > ylo && xhi > xlo) {
+                    for (int64_t oy = ylo; oy < yhi; oy++) {
+                        for (int64_t ox = 0; ox < xlo; ox++)
+                            row[oy * g->ow + ox] = 0.0f;
+                        for (int64_t ox = xhi; ox < g->ow; ox++)
+                            row[oy * g->ow + ox] = 0.0f;
+                    }
+                    const float *src = row + ylo * g->ow + xlo;
+                    float *dst = din + (c * g->h + ylo - g->ph + ki) * g->w + xlo + off;
+                    int64_t n = (yhi - 1 - ylo) * g->ow + xhi - xlo;
+                    for (int64_t i = 0; i < n; i++)
+                        dst[i] += src[i];
+                    continue;
+                }
                 for (int64_t oy = ylo; oy < yhi; oy++) {
                     const float *src = row + oy * g->ow;
                     float *dst = din + (c * g->h + oy * g->sh - g->ph + ki) * g->w;
-                    int64_t off = kj - g->pw;
-                    for (int64_t ox = xlo; ox < xhi; ox++)
-                        dst[ox * g->sw + off] += src[ox];
+                    if (g->sw == 1)
+                        for (int64_t ox = xlo; ox < xhi; ox++)
+                            dst[ox + off] += src[ox];
+                    else
+                        for (int64_t ox = xlo; ox < xhi; ox++)
+                            dst[ox * g->sw + off] += src[ox];
                 }
             }
         }
@@ -253,10 +297,74 @@ void k_conv2d_backward_weight(float *dw, float *db, const float *dout, const flo
 
 /* idx holds the position within its (H, W) plane, iy * W + ix, as PyTorch's
  * max_pool2d_with_indices does. Padding is -inf, so it never wins; a NaN
- * wins and propagates, as in ATen (the last NaN of the window is kept). */
+ * wins and propagates, as in ATen (the last NaN of the window is kept).
+ * Each element of a window, in row-major order, replaces the running
+ * maximum when it is greater (so the first of equal values stays) or NaN:
+ * as selects, not branches (a branch on the data mispredicts about every
+ * other element: a third of the CNN's step went there). */
+static inline void pool_take(float v, int32_t at, float *bv, int32_t *bi)
+{
+    int t = (v > *bv) | (v != v);
+    *bv = t ? v : *bv;
+    *bi = t ? at : *bi;
+}
+
+/* 2 x 2 windows, stride 2, no padding, on planes of even height and width
+ * (the CNNs' pooling). The four elements a b / c d of a window are taken
+ * in two steps: the better of a and b, and of c and d, then the better of
+ * the two pairs, c-d's taken only when greater or NaN. That is the
+ * row-major rule's winner: the first of equal maxima (a-b's on a tie) and
+ * the last NaN (c-d's when it has one). Every step is a flat loop over a
+ * few output rows at once (the input's rows are contiguous across planes),
+ * through buffers on the stack: pairs along the rows, then each pair with
+ * the one a row below (also for the rows below, whose results are not
+ * used), then the output rows copied out. A loop along one output row
+ * (7 or 14 long here) would not vectorise, and its scalar form branches
+ * on the data: a third of the CNN's step went to the first version. */
+enum { K_POOL_PAIRS = 1024 };
+
+K_VEC_LOOP static void maxpool_2x2(float *out, int32_t *idx, const float *in, int64_t planes, const KPool *g)
+{
+    float hv[K_POOL_PAIRS], cv[K_POOL_PAIRS];
+    int32_t hs[K_POOL_PAIRS], rel[K_POOL_PAIRS];
+    int64_t W = g->w, OH = g->oh, OW = g->ow, rows = planes * OH;
+    int64_t per = K_POOL_PAIRS / (2 * OW); /* output rows a round */
+    for (int64_t r0 = 0; r0 < rows; r0 += per) {
+        int64_t nr = rows - r0 < per ? rows - r0 : per, n = 2 * nr * OW;
+        const float *x = in + 2 * r0 * W; /* input rows 2 r0 .. 2 (r0 + nr) - 1 */
+        for (int64_t k = 0; k < n; k++) { /* a | b */
+            float a = x[2 * k], b = x[2 * k + 1];
+            int t = (b > a) | (b != b);
+            hv[k] = t ? b : a;
+            hs[k] = t;
+        }
+        for (int64_t q = 0; q < n - OW; q++) { /* a-b over c-d: 0, 1, W or W + 1 from a */
+            float m1 = hv[q], m2 = hv[q + OW];
+            int t = (m2 > m1) | (m2 != m2);
+            cv[q] = t ? m2 : m1;
+            rel[q] = t ? (int32_t)W + hs[q + OW] : hs[q];
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            const float *c = cv + 2 * r * OW;
+            const int32_t *e = rel + 2 * r * OW;
+            float *y = out + (r0 + r) * OW;
+            int32_t *iy = idx + (r0 + r) * OW, at = (int32_t)(2 * ((r0 + r) % OH) * W);
+            for (int64_t ox = 0; ox < OW; ox++) {
+                y[ox] = c[ox];
+                iy[ox] = at + 2 * (int32_t)ox + e[ox];
+            }
+        }
+    }
+}
+
 void k_maxpool2d_forward(float *out, int32_t *idx, const float *in, int64_t B, const KPool *g)
 {
     int64_t planes = B * g->c, HW = g->h * g->w, OP = g->oh * g->ow;
+    if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 && 2 * g->oh == g->h &&
+        2 * g->ow == g->w && 2 * g->ow <= K_POOL_PAIRS) {
+        maxpool_2x2(out, idx, in, planes, g);
+        return;
+    }
     for (int64_t pl = 0; pl < planes; pl++) {
         const float *x = in + pl * HW;
         float *y = out + pl * OP;
@@ -269,16 +377,13 @@ void k_maxpool2d_forward(float *out, int32_t *idx, const float *in, int64_t B, c
                 x0 = x0 < 0 ? 0 : x0, x1 = x1 > g->w ? g->w : x1;
                 /* start from the window's first real element: the max even
                  * when every element is -inf */
-                int64_t best = y0 * g->w + x0;
+                int32_t best = (int32_t)(y0 * g->w + x0);
                 float bv = x[best];
                 for (int64_t iy = y0; iy < y1; iy++)
-                    for (int64_t ix = x0; ix < x1; ix++) {
-                        float v = x[iy * g->w + ix];
-                        if (v > bv || isnan(v))
-                            bv = v, best = iy * g->w + ix;
-                    }
+                    for (int64_t ix = x0; ix < x1; ix++)
+                        pool_take(x[iy * g->w + ix], (int32_t)(iy * g->w + ix), &bv, &best);
                 y[oy * g->ow + ox] = bv;
-                ix_out[oy * g->ow + ox] = (int32_t)best;
+                ix_out[oy * g->ow + ox] = best;
             }
         }
     }

@@ -45,15 +45,6 @@ void k_relu_backward(float *din, const float *dout, const float *in, int64_t n)
     }
 }
 
-/* Loops over elementwise math built twice more for x86-64 CPUs with AVX2
- * (v3) and AVX-512 (v4), picked at load time, as runtime/rt_optim.c's
- * updates: the same operations in the same order on every CPU (ISO C keeps
- * -ffp-contract=off: no fused multiply-add appears), so the same bits. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(PIPE_NO_CLONES)
-#define K_VEC_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define K_VEC_LOOP
-#endif
 
 /* e^x in plain arithmetic, so that a loop calling it vectorises (libm's
  * expf is a call per element): x = k ln 2 + r with k = round(x / ln 2),

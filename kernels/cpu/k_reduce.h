@@ -1,5 +1,6 @@
-/* kernels/cpu/k_reduce.h: the fixed-order sums shared by the CPU kernels
- * (private to kernels/cpu/; not part of the kernel interface).
+/* kernels/cpu/k_reduce.h: the fixed-order sums shared by the CPU kernels,
+ * and K_VEC_LOOP (private to kernels/cpu/; not part of the kernel
+ * interface).
  *
  * A single accumulator makes a sum latency-bound and unvectorisable; a sum
  * in double is accurate but slow; reassociation by the compiler would make
@@ -22,6 +23,16 @@
 
 #include <stdint.h>
 #include <string.h>
+
+/* Loops (elementwise math, pooling) built twice more for x86-64 CPUs with
+ * AVX2 (v3) and AVX-512 (v4), picked at load time, as runtime/rt_optim.c's
+ * updates: the same operations in the same order on every CPU (ISO C keeps
+ * -ffp-contract=off: no fused multiply-add appears), so the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(PIPE_NO_CLONES)
+#define K_VEC_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define K_VEC_LOOP
+#endif
 
 #define K_LANES 16
 #define K_BLOCK 256
