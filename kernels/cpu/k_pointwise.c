@@ -638,9 +638,13 @@ void k_attention_backward(float *dqkv, const float *dout, const float *qkv, cons
             for (int64_t i0 = 0; i0 < t; i0 += rt) {
                 int64_t r = t - i0 < rt ? t - i0 : rt;
                 const float *pt = p + i0 * t;
-                /* keys this tile attends to: [0, nk) */
+                /* keys this tile attends to: [0, nk). The last row first:
+                 * under a causal mask it reaches furthest, and every other
+                 * row then scans only the columns past it (first row
+                 * first, each row scanned most of its zeros: 8% of
+                 * gpt_tiny's step) */
                 int64_t nk = 0;
-                for (int64_t i = 0; i < r; i++)
+                for (int64_t i = r - 1; i >= 0; i--)
                     for (int64_t j = t - 1; j >= nk; j--)
                         if (pt[i * t + j] != 0.0f) {
                             nk = j + 1;
