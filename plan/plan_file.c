@@ -1108,8 +1108,7 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
             x->mb = (o & SCHED_M) ? (int32_t)(v >> F_MB & 0xffffu) : -1;
             x->buf = (o & SCHED_B) ? (int32_t)(v >> F_BUF & 0xffffu) : -1;
             uint32_t arg = (uint32_t)(v >> F_ARG & 0x1ffffu);
-            x->peer = (o & SCHED_P) ? (int16_t)((int32_t)arg - 1) : -1;
-            x->link = (o & SCHED_L) ? (int32_t)arg - 1 : -1;
+            x->peer = (o & (SCHED_P | SCHED_L)) ? (int32_t)arg - 1 : -1; /* or link: one field */
             if (instr_bits(x) != v || ((o & SCHED_P) && arg > PLAN_MAX_STAGES)) {
                 in->at = at;
                 bad(in, "stage %d instruction %u (%s): bits set outside its operands, or a peer beyond %d stages", st,

@@ -235,7 +235,7 @@ void rt_run_program(RtCtx *rt, const SchedProgram *prog, int eval)
             RT_CHECK(rt, in->buf >= 0 && in->buf < ch->nbuf, "buffer %d out of range", in->buf);
             slot = slot_of(ch, in->buf);
         }
-        peer_rank = in->peer;
+        peer_rank = (o & SCHED_P) ? (int)in->peer : -1;
         switch ((SchedOp)in->op) {
         case SCHED_LoadMicroBatch:
             wait_req(rt, &ch->out_req[in->buf]);

@@ -48,7 +48,7 @@ static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer,
         pr->line = base_calloc((size_t)pr->cap, sizeof *pr->line);
         pr->col = base_calloc((size_t)pr->cap, sizeof *pr->col);
     }
-    pr->ins[pr->n] = (SchedInstr){(uint8_t)op, (uint8_t)chunk, (int16_t)peer, mb, buf, link};
+    pr->ins[pr->n] = sched_instr(op, chunk, mb, buf, peer, link);
     if (pr->line) {
         pr->line[pr->n] = a ? a->line : 0; /* the action it serves, in a text schedule */
         pr->col[pr->n] = a ? a->col : 0;

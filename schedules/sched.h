@@ -50,14 +50,42 @@ extern const char *const sched_op_names[SCHED_NOPS];
 extern const unsigned sched_op_operands[SCHED_NOPS];
 extern const char *const sched_op_docs[SCHED_NOPS];
 
-typedef struct SchedInstr {
-    uint8_t op;
-    uint8_t chunk;
-    int16_t peer;
-    int32_t mb;
-    int32_t buf;
-    int32_t link;
+/* One instruction in 8 bytes, as in plan.bin (plan_file.c gives the
+ * limits that make every value fit: 64 ops and chunks, 2^16 micro-batches
+ * and buffers, 4,096 stages). peer (P instructions) and link (L ones) are
+ * one field under two names: no instruction has both (ops.def), and
+ * whichever it has not reads as the other, so a reader names the one its
+ * instruction has. Operands an instruction lacks are chunk 0 and -1.
+ * Half of the 16 bytes the fields took as separate integers: a big plan's
+ * programs are most of what pipec touches (first touches of fresh pages
+ * were half its time). */
+typedef union SchedInstr {
+    struct {
+        uint64_t op : 6;
+        uint64_t chunk : 6;
+        int64_t mb : 17;
+        int64_t buf : 17;
+        int64_t peer : 18;
+    };
+    struct {
+        uint64_t : 46;
+        int64_t link : 18;
+    };
 } SchedInstr;
+
+/* The instruction with these operands; peer or link, whichever op has
+ * (the other is ignored), or -1 */
+static inline SchedInstr sched_instr(int op, int chunk, int mb, int buf, int peer, int link)
+{
+    unsigned o = op >= 0 && op < SCHED_NOPS ? sched_op_operands[op] : 0;
+    SchedInstr in = {0};
+    in.op = (unsigned)op & 63u;
+    in.chunk = (unsigned)chunk & 63u;
+    in.mb = mb;
+    in.buf = buf;
+    in.peer = (o & SCHED_P) ? peer : (o & SCHED_L) ? link : -1;
+    return in;
+}
 
 /* One instruction in fixed columns, the same text in the listing, the trace
  * labels and the golden tests: "Forward          mb 3    chunk 0  buf 1". */

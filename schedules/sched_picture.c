@@ -555,7 +555,7 @@ void sched_emit_trace(FILE *out, const SchedPlan *plan, const SchedSim *sim, con
             fputs(", \"args\": {\"op\": ", out);
             base_json_put_str(out, op);
             fprintf(out, ", \"mb\": %d, \"chunk\": %d, \"buf\": %d, \"peer\": %d, \"pc\": %d, \"text\": ", (int)in->mb,
-                    (int)in->chunk, (int)in->buf, (int)in->peer, pc);
+                    (int)in->chunk, (int)in->buf, (sched_op_operands[in->op] & SCHED_P) ? (int)in->peer : -1, pc);
             base_json_put_str(out, text);
             fputs("}}", out);
         }

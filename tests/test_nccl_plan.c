@@ -81,7 +81,7 @@ static void hand(Hand *h, SchedInstr *s0, int n0, SchedInstr *s1, int n1)
     h->p.train.nbuf = h->nbuf;
 }
 
-#define I(o, c, b, pe) ((SchedInstr){.op = SCHED_##o, .chunk = (c), .peer = (pe), .mb = 0, .buf = (b), .link = -1})
+#define I(o, c, b, pe) sched_instr(SCHED_##o, (c), 0, (b), (pe), -1)
 
 /* D3: stage 0 sends an activation then a gradient to stage 1, which
  * receives the gradient first. MPI's tags pair them; NCCL would not. */
