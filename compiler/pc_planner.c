@@ -238,11 +238,9 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     if (f->have_text) {
         for (int s = 0; s < S; s++) {
             const SchedList *from = &f->text.acts.stage[s];
-            for (int i = 0; i < from->n; i++) {
-                sched_push(acts, s, (SchedKind)from->a[i].kind, from->a[i].mb, from->a[i].chunk);
-                acts->stage[s].a[i].line = from->a[i].line;
-                acts->stage[s].a[i].col = from->a[i].col;
-            }
+            for (int i = 0; i < from->n; i++)
+                sched_push_at(acts, s, (SchedKind)from->a[i].kind, from->a[i].mb, from->a[i].chunk,
+                              sched_action_line(from, i), sched_action_col(from, i));
         }
     }
     const PlanProfile *prof = c->profile;

@@ -34,8 +34,9 @@
 
 /* line and col exist only once an action from a text schedule has come
  * (a generator's program has none: 8 bytes an instruction never touched) */
-static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, const SchedAction *a)
+static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, const SchedList *L, int j)
 {
+    int line = L ? sched_action_line(L, j) : 0, col = L ? sched_action_col(L, j) : 0;
     if (pr->n == pr->cap) {
         pr->cap = pr->cap ? 2 * pr->cap : 256;
         pr->ins = base_realloc(pr->ins, (size_t)pr->cap * sizeof *pr->ins);
@@ -44,14 +45,14 @@ static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer,
             pr->col = base_realloc(pr->col, (size_t)pr->cap * sizeof *pr->col);
         }
     }
-    if (a && a->line && !pr->line) {
+    if (line && !pr->line) {
         pr->line = base_calloc((size_t)pr->cap, sizeof *pr->line);
         pr->col = base_calloc((size_t)pr->cap, sizeof *pr->col);
     }
     pr->ins[pr->n] = sched_instr(op, chunk, mb, buf, peer, link);
     if (pr->line) {
-        pr->line[pr->n] = a ? a->line : 0; /* the action it serves, in a text schedule */
-        pr->col[pr->n] = a ? a->col : 0;
+        pr->line[pr->n] = line; /* the action it serves, in a text schedule */
+        pr->col[pr->n] = col;
     }
     pr->n++;
 }
@@ -118,6 +119,7 @@ typedef struct Lower {
     const SchedActions *acts;
     int eval, S, V, P, M;
     int s;                /* the stage */
+    const SchedList *L;   /* its actions */
     SchedProgram *pr;
     Pool *pool;           /* [V] */
     int *buf;             /* [M * V]: the buffer of (mb, chunk), or -1 */
@@ -165,13 +167,13 @@ static void inputs(Lower *lw, const SchedAction *a, int j)
         int b = lw->buf[at] = pool_get(&lw->pool[c]);
         if (k > 0 && !local(lw, k, -1)) {
             lw->pr->act_recv[j] = lw->pr->n;
-            emit(lw->pr, SCHED_RecvActivation, mb, c, b, stage_of(lw, k - 1), -1, a);
+            emit(lw->pr, SCHED_RecvActivation, mb, c, b, stage_of(lw, k - 1), -1, lw->L, j);
         }
         if (k == 0 || k == lw->P - 1)
-            emit(lw->pr, SCHED_LoadMicroBatch, mb, c, b, -1, -1, a);
+            emit(lw->pr, SCHED_LoadMicroBatch, mb, c, b, -1, -1, lw->L, j);
     } else if ((a->kind == SCHED_BWD || a->kind == SCHED_I) && k < lw->P - 1 && !local(lw, k, +1)) {
         lw->pr->act_recv[j] = lw->pr->n;
-        emit(lw->pr, SCHED_RecvGrad, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, a);
+        emit(lw->pr, SCHED_RecvGrad, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, lw->L, j);
     }
 }
 
@@ -183,7 +185,7 @@ static void compute(Lower *lw, const SchedAction *a, int j)
     if ((a->kind == SCHED_F || a->kind == SCHED_BWD || a->kind == SCHED_I) && k > 0 && local(lw, k, -1))
         link = lw->buf[mb * lw->V + chunk_of(lw, k - 1)];
     static const int ops[] = {SCHED_Forward, SCHED_Backward, SCHED_BackwardInput, SCHED_BackwardWeight};
-    emit(lw->pr, ops[a->kind], mb, c, lw->buf[at], -1, link, a);
+    emit(lw->pr, ops[a->kind], mb, c, lw->buf[at], -1, link, lw->L, j);
     if (a->kind == SCHED_BWD || a->kind == SCHED_W)
         release(lw, mb, c);
     if (lw->eval && a->kind == SCHED_F) {
@@ -195,22 +197,22 @@ static void compute(Lower *lw, const SchedAction *a, int j)
     }
 }
 
-static void outputs(Lower *lw, const SchedAction *a)
+static void outputs(Lower *lw, const SchedAction *a, int j)
 {
     int c = a->chunk, mb = a->mb, k = part_of(lw, c), at = mb * lw->V + c;
     if (a->kind == SCHED_F && k < lw->P - 1 && !local(lw, k, +1)) {
-        emit(lw->pr, SCHED_SendActivation, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, a);
+        emit(lw->pr, SCHED_SendActivation, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, lw->L, j);
         if (lw->eval)
             release(lw, mb, c);
     }
     if ((a->kind == SCHED_BWD || a->kind == SCHED_I) && k > 0 && !local(lw, k, -1))
-        emit(lw->pr, SCHED_SendGrad, mb, c, -1, stage_of(lw, k - 1), -1, a);
+        emit(lw->pr, SCHED_SendGrad, mb, c, -1, stage_of(lw, k - 1), -1, lw->L, j);
 }
 
-#define FAIL(a, idx, ...)                                                         \
+#define FAIL(ai, idx, ...)                                                         \
     do {                                                                          \
         snprintf(err, errsize, __VA_ARGS__);                                      \
-        out->err_stage = lw.s, out->err_index = (idx), out->err_line = (a)->line, out->err_col = (a)->col; \
+        out->err_stage = lw.s, out->err_index = (idx), out->err_line = sched_action_line(L, (ai)), out->err_col = sched_action_col(L, (ai)); \
         goto fail;                                                                \
     } while (0)
 
@@ -243,7 +245,7 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
         goto fail;
     }
     for (lw.s = 0; lw.s < lw.S; lw.s++) {
-        const SchedList *L = &acts->stage[lw.s];
+        const SchedList *L = lw.L = &acts->stage[lw.s];
         lw.pr = &out->prog[lw.s];
         for (int c = 0; c < lw.V; c++) {
             free(lw.pool[c].v);
@@ -256,41 +258,41 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
         for (int i = 0; i < L->n; i++) {
             const SchedAction *a = &L->a[i];
             if (a->chunk >= lw.V)
-                FAIL(a, i, "stage %d, action %d (%s%d.%d): chunk %d, but stages have %d chunk%s", lw.s, i,
+                FAIL(i, i, "stage %d, action %d (%s%d.%d): chunk %d, but stages have %d chunk%s", lw.s, i,
                      kind_name(a->kind), a->mb, a->chunk, a->chunk, lw.V, lw.V == 1 ? "" : "s");
             if (a->mb < 0 || a->mb >= lw.M)
-                FAIL(a, i, "stage %d, action %d (%s%d): micro-batch %d does not exist (micro_batches = %d)", lw.s, i,
+                FAIL(i, i, "stage %d, action %d (%s%d): micro-batch %d does not exist (micro_batches = %d)", lw.s, i,
                      kind_name(a->kind), a->mb, a->mb, lw.M);
             unsigned char *f = &lw.st[a->mb * lw.V + a->chunk];
             const char *kn = kind_name(a->kind);
             if (eval && a->kind != SCHED_F)
-                FAIL(a, i, "stage %d, action %d (%s%d): an evaluation program runs forwards only", lw.s, i, kn, a->mb);
+                FAIL(i, i, "stage %d, action %d (%s%d): an evaluation program runs forwards only", lw.s, i, kn, a->mb);
             switch (a->kind) {
             case SCHED_F:
                 if (*f & ST_F)
-                    FAIL(a, i, "stage %d, action %d (F%d): micro-batch %d is run forward twice on chunk %d", lw.s, i,
+                    FAIL(i, i, "stage %d, action %d (F%d): micro-batch %d is run forward twice on chunk %d", lw.s, i,
                          a->mb, a->mb, a->chunk);
                 *f |= ST_F;
                 break;
             case SCHED_BWD:
             case SCHED_I:
                 if (!(*f & ST_F))
-                    FAIL(a, i, "stage %d, action %d (%s%d): backward before its forward", lw.s, i, kn, a->mb);
+                    FAIL(i, i, "stage %d, action %d (%s%d): backward before its forward", lw.s, i, kn, a->mb);
                 if (*f & (ST_B | ST_I))
-                    FAIL(a, i, "stage %d, action %d (%s%d): micro-batch %d is run backward twice on chunk %d", lw.s,
+                    FAIL(i, i, "stage %d, action %d (%s%d): micro-batch %d is run backward twice on chunk %d", lw.s,
                          i, kn, a->mb, a->mb, a->chunk);
                 *f |= a->kind == SCHED_BWD ? ST_B : ST_I;
                 break;
             case SCHED_W:
                 if (!(*f & ST_I))
-                    FAIL(a, i, "stage %d, action %d (W%d): W before its I", lw.s, i, a->mb);
+                    FAIL(i, i, "stage %d, action %d (W%d): W before its I", lw.s, i, a->mb);
                 if (*f & ST_W)
-                    FAIL(a, i, "stage %d, action %d (W%d): micro-batch %d has its W twice on chunk %d", lw.s, i,
+                    FAIL(i, i, "stage %d, action %d (W%d): micro-batch %d has its W twice on chunk %d", lw.s, i,
                          a->mb, a->mb, a->chunk);
                 *f |= ST_W;
                 break;
             default:
-                FAIL(a, i, "stage %d, action %d: unknown action kind %d", lw.s, i, a->kind);
+                FAIL(i, i, "stage %d, action %d: unknown action kind %d", lw.s, i, a->kind);
             }
             if (a->kind == SCHED_BWD || a->kind == SCHED_W) {
                 if (a->mb < lw.last_wgrad[a->chunk] && out->wgrad_in_order) {
@@ -308,9 +310,7 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
                 const char *what = !(f & ST_F) ? "forward" : eval ? NULL : !(f & (ST_B | ST_I)) ? "backward"
                                                                          : (f & ST_I) && !(f & ST_W) ? "W" : NULL;
                 if (what) {
-                    static const SchedAction none = {0, 0, 0, 0, 0};
-                    const SchedAction *a = L->n ? &L->a[L->n - 1] : &none;
-                    FAIL(a, L->n, "stage %d: micro-batch %d has no %s on chunk %d", lw.s, mb, what, c);
+                    FAIL(L->n - 1, L->n, "stage %d: micro-batch %d has no %s on chunk %d", lw.s, mb, what, c);
                 }
             }
         if (L->n == 0)
@@ -345,13 +345,13 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
             compute(&lw, &L->a[i], i);
             for (int j = order[i + 1]; j >= 0; j = next[j])
                 inputs(&lw, &L->a[j], j);
-            outputs(&lw, &L->a[i]);
+            outputs(&lw, &L->a[i], i);
         }
         if (!eval) {
             if (pp->tied_stage && pp->tied_stage[lw.s])
-                emit(lw.pr, SCHED_ReduceTiedGrads, -1, 0, -1, -1, -1, NULL);
-            emit(lw.pr, SCHED_ReduceGrads, -1, 0, -1, -1, -1, NULL);
-            emit(lw.pr, SCHED_OptimizerStep, -1, 0, -1, -1, -1, NULL);
+                emit(lw.pr, SCHED_ReduceTiedGrads, -1, 0, -1, -1, -1, NULL, 0);
+            emit(lw.pr, SCHED_ReduceGrads, -1, 0, -1, -1, -1, NULL, 0);
+            emit(lw.pr, SCHED_OptimizerStep, -1, 0, -1, -1, -1, NULL, 0);
         }
         for (int c = 0; c < lw.V; c++)
             out->nbuf[lw.s * lw.V + c] = lw.pool[c].next;

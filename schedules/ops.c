@@ -95,7 +95,7 @@ void sched_actions_init(SchedActions *sa, int stages)
 void sched_actions_free(SchedActions *sa)
 {
     for (int s = 0; s < sa->stages; s++)
-        free(sa->stage[s].a);
+        free(sa->stage[s].a), free(sa->stage[s].line), free(sa->stage[s].col);
     free(sa->stage);
     memset(sa, 0, sizeof *sa);
 }
@@ -106,6 +106,24 @@ void sched_push(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk)
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
         l->a = base_realloc(l->a, (size_t)l->cap * sizeof *l->a);
+        if (l->line) {
+            l->line = base_realloc(l->line, (size_t)l->cap * sizeof *l->line);
+            l->col = base_realloc(l->col, (size_t)l->cap * sizeof *l->col);
+        }
     }
-    l->a[l->n++] = (SchedAction){(uint8_t)kind, (uint8_t)chunk, mb, 0, 0};
+    if (l->line)
+        l->line[l->n] = l->col[l->n] = 0;
+    l->a[l->n++] = (SchedAction){(uint8_t)kind, (uint8_t)chunk, mb};
+}
+
+void sched_push_at(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk, int line, int col)
+{
+    sched_push(sa, stage, kind, mb, chunk);
+    SchedList *l = &sa->stage[stage];
+    if (!l->line) {
+        l->line = base_calloc((size_t)l->cap, sizeof *l->line);
+        l->col = base_calloc((size_t)l->cap, sizeof *l->col);
+    }
+    l->line[l->n - 1] = line;
+    l->col[l->n - 1] = col;
 }

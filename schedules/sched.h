@@ -125,12 +125,14 @@ typedef struct SchedAction {
     uint8_t kind;     /* SchedKind */
     uint8_t chunk;
     int32_t mb;
-    int32_t line;     /* text schedules: the source line; else 0 */
-    int32_t col;      /* text schedules: the action's column on that line; else 0 */
 } SchedAction;
 
+/* A stage's actions. Where they come from a text schedule, line and col
+ * give each one's place in it (1-based); a generator's list has none
+ * (NULL: 8 bytes an action the big plans never touch) */
 typedef struct SchedList {
     SchedAction *a;
+    int32_t *line, *col;
     int n, cap;
 } SchedList;
 
@@ -142,6 +144,17 @@ typedef struct SchedActions {
 void sched_actions_init(SchedActions *sa, int stages);
 void sched_actions_free(SchedActions *sa);
 void sched_push(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk);
+/* the same, for an action read from a text schedule at line and col */
+void sched_push_at(SchedActions *sa, int stage, SchedKind kind, int mb, int chunk, int line, int col);
+/* action i's text-schedule line and column, or 0 */
+static inline int sched_action_line(const SchedList *l, int i)
+{
+    return l->line && i >= 0 && i < l->n ? l->line[i] : 0;
+}
+static inline int sched_action_col(const SchedList *l, int i)
+{
+    return l->col && i >= 0 && i < l->n ? l->col[i] : 0;
+}
 
 /* ---- generators ------------------------------------------------------- */
 

@@ -238,10 +238,8 @@ int sched_text_read(DiagList *dl, int src, int stages, SchedText *out)
         out->chunks = V;
         sched_actions_init(&out->acts, S);
         for (size_t i = 0; i < np; i++) {
-            sched_push(&out->acts, pend[i].stage, (SchedKind)pend[i].kind, pend[i].mb, pend[i].chunk);
-            SchedList *l = &out->acts.stage[pend[i].stage];
-            l->a[l->n - 1].line = pend[i].line;
-            l->a[l->n - 1].col = pend[i].col;
+            sched_push_at(&out->acts, pend[i].stage, (SchedKind)pend[i].kind, pend[i].mb, pend[i].chunk, pend[i].line,
+                          pend[i].col);
         }
     }
     free(pend);
