@@ -16,7 +16,12 @@ set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 e2e_start pipert-sig "$@"
 E2E_TAIL=6
-"$PIPEC" "$SRC/examples/mlp.pipe" -D steps=1000000 -o "$TMP/long.bin" || exit 2
+# lr 0.01: the example's 0.1 (meant for its 20 steps) makes the loss of
+# this run overflow at step 4,461, about 3 s in at 0.6 ms a step, and the
+# SIGTERM-to-mpirun case below trains for 1 s plus mpirun's 2 s kill
+# timeout: the job stopped on the non-finite loss instead of the signal
+"$PIPEC" "$SRC/examples/mlp.pipe" -D steps=1000000 -D "optimizer = sgd(lr = 0.01, momentum = 0.9)" -o "$TMP/long.bin" ||
+    exit 2
 # steps of a few hundred ms, so that a second signal 10 ms after the first
 # lands inside the same step
 "$PIPEC" "$SRC/examples/mlp.pipe" -D steps=1000000 -D micro_batches=16 -D micro_batch_size=512 -o "$TMP/slow.bin" || exit 2
