@@ -139,6 +139,9 @@ void pc_stats_ranks_text(FILE *out, const PlanIR *f)
             f->cfg.tensor_parallel > 1 ? ", one tensor-parallel rank" : "");
     fprintf(out, "%6s  %11s %11s %11s %11s %11s %11s %11s\n", "stage", "parameters", "gradients", "optimizer",
             "activations", "recompute", "staging", "total");
+    /* the CPU backend's packed weights (plan_stage_pack_bytes): a GPU run
+     * does not allocate them, so its ranks' totals are that much less */
+    int64_t packs = 0;
     for (int s = 0; s < f->part.stages; s++) {
         PlanMemory mem;
         int64_t part[6];
@@ -148,13 +151,6 @@ void pc_stats_ranks_text(FILE *out, const PlanIR *f)
         for (int k = 0; k < 6; k++)
             fprintf(out, " %11s", base_bytes_text((double)part[k], t, sizeof t));
         fprintf(out, " %11s\n", base_bytes_text((double)mem.total, t, sizeof t));
-    }
-    /* the CPU backend's packed weights (plan_stage_pack_bytes): a GPU run
-     * does not allocate them, so its ranks' totals are that much less */
-    int64_t packs = 0;
-    for (int s = 0; s < f->part.stages; s++) {
-        PlanMemory mem;
-        plan_stage_memory(f, s, &mem);
         if (mem.cpu_packs > packs)
             packs = mem.cpu_packs;
     }

@@ -128,6 +128,26 @@ static void valid_range(int64_t k, int64_t s, int64_t p, int64_t len, int64_t ol
     *lo = l, *hi = h;
 }
 
+/* Unit strides and W = OW (a "same" convolution): one kernel offset's
+ * valid rows are one contiguous run in the input and in col, from (ylo,
+ * xlo) to (yhi - 1, xhi - 1), with the wrapped border columns inside it */
+static int conv_rows_run(const KConv *g)
+{
+    return g->sh == 1 && g->sw == 1 && g->w == g->ow;
+}
+
+/* zeros over the columns outside [xlo, xhi) of rows [ylo, yhi) of one
+ * (OH, OW) row of col: what a run brought from the neighbouring rows */
+static void zero_border_cols(float *row, const KConv *g, int64_t ylo, int64_t yhi, int64_t xlo, int64_t xhi)
+{
+    for (int64_t oy = ylo; oy < yhi; oy++) {
+        for (int64_t ox = 0; ox < xlo; ox++)
+            row[oy * g->ow + ox] = 0.0f;
+        for (int64_t ox = xhi; ox < g->ow; ox++)
+            row[oy * g->ow + ox] = 0.0f;
+    }
+}
+
 /* in (C, H, W) of one sample -> col (C*KH*KW, OH*OW) */
 static void im2col(float *col, const float *in, const KConv *g)
 {
@@ -141,24 +161,16 @@ static void im2col(float *col, const float *in, const KConv *g)
                 int64_t xlo, xhi;
                 valid_range(kj, g->sw, g->pw, g->w, g->ow, &xlo, &xhi);
                 int64_t off = kj - g->pw;
-                if (g->sh == 1 && g->sw == 1 && g->w == g->ow && yhi > ylo && xhi > xlo) {
-                    /* a "same" convolution's rows follow each other in both
-                     * the input and col: one copy from (ylo, xlo) to
-                     * (yhi - 1, xhi - 1), then zeros over the columns it
-                     * wrongly brought from the neighbouring rows and over
-                     * the rows outside [ylo, yhi) (rows are short: a copy
-                     * a row cost 7% of the CNN's step) */
+                if (conv_rows_run(g) && yhi > ylo && xhi > xlo) {
+                    /* the run in one copy, then zeros over what it wrongly
+                     * brought and over the rows outside [ylo, yhi) (rows
+                     * are short: a copy a row cost 7% of the CNN's step) */
                     const float *src = in + (c * g->h + ylo - g->ph + ki) * g->w;
                     memcpy(row + ylo * g->ow + xlo, src + xlo + off,
                            (size_t)((yhi - 1 - ylo) * g->ow + xhi - xlo) * sizeof(float));
                     memset(row, 0, (size_t)(ylo * g->ow) * sizeof(float));
                     memset(row + yhi * g->ow, 0, (size_t)((g->oh - yhi) * g->ow) * sizeof(float));
-                    for (int64_t oy = ylo; oy < yhi; oy++) {
-                        for (int64_t ox = 0; ox < xlo; ox++)
-                            row[oy * g->ow + ox] = 0.0f;
-                        for (int64_t ox = xhi; ox < g->ow; ox++)
-                            row[oy * g->ow + ox] = 0.0f;
-                    }
+                    zero_border_cols(row, g, ylo, yhi, xlo, xhi);
                     continue;
                 }
                 for (int64_t oy = 0; oy < g->oh; oy++) {
@@ -193,7 +205,7 @@ static void im2col(float *col, const float *in, const KConv *g)
 K_VEC_LOOP static void col2im(float *din, float *col, const KConv *g)
 {
     int64_t P = g->oh * g->ow;
-    int same = g->sh == 1 && g->sw == 1 && g->w == g->ow;
+    int same = conv_rows_run(g);
     memset(din, 0, (size_t)(g->c * g->h * g->w) * sizeof(float));
     for (int64_t c = 0; c < g->c; c++)
         for (int64_t ki = 0; ki < g->kh; ki++) {
@@ -204,12 +216,7 @@ K_VEC_LOOP static void col2im(float *din, float *col, const KConv *g)
                 int64_t xlo, xhi, off = kj - g->pw;
                 valid_range(kj, g->sw, g->pw, g->w, g->ow, &xlo, &xhi);
                 if (same && yhi > ylo && xhi > xlo) {
-                    for (int64_t oy = ylo; oy < yhi; oy++) {
-                        for (int64_t ox = 0; ox < xlo; ox++)
-                            row[oy * g->ow + ox] = 0.0f;
-                        for (int64_t ox = xhi; ox < g->ow; ox++)
-                            row[oy * g->ow + ox] = 0.0f;
-                    }
+                    zero_border_cols(row, g, ylo, yhi, xlo, xhi);
                     const float *src = row + ylo * g->ow + xlo;
                     float *dst = din + (c * g->h + ylo - g->ph + ki) * g->w + xlo + off;
                     int64_t n = (yhi - 1 - ylo) * g->ow + xhi - xlo;
