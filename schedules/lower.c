@@ -166,20 +166,17 @@ static void inputs(Lower *lw, const SchedAction *a, int j)
     if (a->kind == SCHED_F) {
         int b = lw->buf[at] = pool_get(&lw->pool[c]);
         if (k > 0 && !local(lw, k, -1)) {
-            lw->pr->act_recv[j] = lw->pr->n;
             emit(lw->pr, SCHED_RecvActivation, mb, c, b, stage_of(lw, k - 1), -1, lw->L, j);
         }
         if (k == 0 || k == lw->P - 1)
             emit(lw->pr, SCHED_LoadMicroBatch, mb, c, b, -1, -1, lw->L, j);
     } else if ((a->kind == SCHED_BWD || a->kind == SCHED_I) && k < lw->P - 1 && !local(lw, k, +1)) {
-        lw->pr->act_recv[j] = lw->pr->n;
         emit(lw->pr, SCHED_RecvGrad, mb, c, lw->buf[at], stage_of(lw, k + 1), -1, lw->L, j);
     }
 }
 
 static void compute(Lower *lw, const SchedAction *a, int j)
 {
-    lw->pr->act_pc[j] = lw->pr->n;
     int c = a->chunk, mb = a->mb, k = part_of(lw, c), at = mb * lw->V + c;
     int link = -1;
     if ((a->kind == SCHED_F || a->kind == SCHED_BWD || a->kind == SCHED_I) && k > 0 && local(lw, k, -1))
@@ -320,11 +317,6 @@ int sched_lower_at(const SchedParts *pp, const SchedActions *acts, int eval, int
          * stage ends with three): the array never moves */
         lw.pr->cap = 4 * L->n + 3;
         lw.pr->ins = base_realloc(NULL, (size_t)lw.pr->cap * sizeof *lw.pr->ins);
-        lw.pr->act_pc = base_calloc(L->n, sizeof *lw.pr->act_pc);
-        lw.pr->act_recv = base_calloc(L->n, sizeof *lw.pr->act_recv);
-        lw.pr->nact = L->n;
-        for (int j = 0; j < L->n; j++)
-            lw.pr->act_recv[j] = -1;
         /* which actions' inputs go after compute i: sorted by position,
          * bucketed (order[] lists action indices; next[] chains them) */
         free(order), free(next);
@@ -379,12 +371,38 @@ void sched_plan_free(SchedPlan *p)
             free(p->prog[s].ins);
             free(p->prog[s].line);
             free(p->prog[s].col);
-            free(p->prog[s].act_pc);
-            free(p->prog[s].act_recv);
         }
     free(p->prog);
     free(p->nbuf);
     memset(p, 0, sizeof *p);
+}
+
+/* Of stage r's program pr (from the actions L): the action whose receive
+ * is at pc rpc (*j, -1: none), and the last action whose compute comes
+ * before pc stop (*a; stop < 0: the program ended, so the last action).
+ * Read off the program: its compute instructions are the actions in
+ * order, and a receive feeds the one action with its micro-batch, chunk
+ * and direction (a forward's activation, a backward's gradient). */
+static void stuck_actions(const SchedProgram *pr, const SchedList *L, int rpc, int stop, int *j, int *a)
+{
+    const SchedInstr *r = &pr->ins[rpc];
+    *j = -1;
+    for (int k = 0; k < L->n && *j < 0; k++) {
+        const SchedAction *x = &L->a[k];
+        int fwd = x->kind == SCHED_F, bwd = x->kind == SCHED_BWD || x->kind == SCHED_I;
+        if (x->mb == r->mb && x->chunk == r->chunk &&
+            ((r->op == SCHED_RecvActivation && fwd) || (r->op == SCHED_RecvGrad && bwd)))
+            *j = k;
+    }
+    if (stop < 0) {
+        *a = L->n - 1;
+        return;
+    }
+    *a = -1;
+    for (int pc = 0; pc < stop; pc++) {
+        int op = pr->ins[pc].op;
+        *a += op == SCHED_Forward || op == SCHED_Backward || op == SCHED_BackwardInput || op == SCHED_BackwardWeight;
+    }
 }
 
 int sched_build(const SchedParts *pp, const SchedActions *acts, int eval, const SchedCosts *costs, SchedPlan *plan,
@@ -422,17 +440,8 @@ int sched_build_with(const SchedParts *pp, const SchedActions *acts, int eval, c
             if (rpc < 0 || sim->stuck_pc[s] < 0)
                 continue;
             const SchedInstr *snd = &plan->prog[s].ins[sim->stuck_pc[s]];
-            int r = snd->peer;
-            const SchedProgram *pr = &plan->prog[r];
-            int j = -1, a = -1;
-            for (int k = 0; k < pr->nact; k++) {
-                if (pr->act_recv[k] == rpc)
-                    j = k;
-                if (sim->stuck_pc[r] >= 0 && pr->act_pc[k] < sim->stuck_pc[r])
-                    a = k;
-            }
-            if (sim->stuck_pc[r] < 0)
-                a = pr->nact - 1;
+            int r = snd->peer, j, a;
+            stuck_actions(&plan->prog[r], &acts->stage[r], rpc, sim->stuck_pc[r], &j, &a);
             if (j >= 0 && a < post[r][j]) {
                 post[r][j] = a;
                 moved = 1;

@@ -190,9 +190,6 @@ typedef struct SchedProgram {
     int n, cap;
     int32_t *line;        /* per instruction: text-schedule line, or 0 (not in plan.bin); NULL: all 0 */
     int32_t *col;         /* per instruction: the action's column on that line, or 0 (not in plan.bin); NULL: all 0 */
-    int32_t *act_pc;      /* per compute action: its compute instruction (not in plan.bin) */
-    int32_t *act_recv;    /* per compute action: its receive instruction, or -1 */
-    int nact;
 } SchedProgram;
 
 /* What lowering needs to know about the model's parts. */
