@@ -260,9 +260,16 @@ typedef struct SchedSim {
  * (the runtime votes there on NaN/Inf). costs may be NULL (verification
  * only). */
 void sched_verify(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out);
-/* The same machine with buffered sends (a send never waits): the timing a
- * transport with enough buffering would see. Used to place receives. */
-void sched_simulate_buffered(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out);
+/* The two machines sched_verify runs (the tests hold them to each other).
+ * full: a pre-pass numbers every channel's sends and receives and matches
+ * them before the run, so a failure is reported where it is first seen
+ * and a deadlock names each stuck send's receive. fast: the pre-pass
+ * checks each instruction alone; the run matches each send with its
+ * receive as it goes and finds, at the end, any receive no send met. Both
+ * pass the same plans with the same simulation; sched_verify runs fast,
+ * and full when fast fails. */
+void sched_verify_machine(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, int fast,
+                          SchedSim *out);
 void sched_sim_free(SchedSim *s);
 
 /* Lowering plus the receive placement that makes a plan pass under

@@ -24,7 +24,14 @@
  * mb; naming a buffer bound to another micro-batch is "overwritten while
  * live". Backward and BackwardWeight release it (a forward-only program
  * releases a buffer when the next micro-batch binds it, once its forward
- * ran). */
+ * ran).
+ *
+ * Two ways to run it (sched_verify_machine): the full machine pairs every
+ * send with its receive in a pre-pass; the fast one pairs them as the run
+ * reaches them, and keeps no per-message array (the receives waiting on a
+ * channel are a ring; a send writes its data's arrival into the buffer
+ * its receive bound). sched_verify runs the fast one, and the full one
+ * only when it fails, for the message and the stuck points. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,17 +44,25 @@
 typedef struct Chan {
     int src, dst, grad;
     int nsend, nrecv;        /* instructions of each side, counted in the pre-pass */
+    int capsend, caprecv;    /* room in send_stage_pc, recv_stage_pc (pre-pass) */
     int sent, posted;        /* executed so far */
-    double *post_time;       /* [nrecv] */
-    double *arrive;          /* [nsend] */
-    int *send_stage_pc, *recv_stage_pc; /* pc of each send / receive (for messages) */
+    struct Post *post;       /* ring: the receives q in [sent, posted), at q & (npost - 1) */
+    int npost;               /* its size, a power of two (0: none yet) */
+    int *send_stage_pc, *recv_stage_pc; /* pc of each send / receive (pre-pass; NULL when fast) */
 } Chan;
+
+/* A posted receive, waiting for its send. */
+typedef struct Post {
+    double t;                /* when it was posted */
+    int pc;                  /* its pc on the receiving stage */
+} Post;
 
 typedef struct Slot {
     int mb;                  /* -1: free */
     int forwarded;           /* eval: its forward ran */
     int pend_chan, pend_seq; /* the receive that fills it (-1: none) */
     int gpend_chan, gpend_seq;
+    double pend_arrive, gpend_arrive; /* when its data is there: set by the send */
 } Slot;
 
 typedef enum { W_NONE, W_SEND, W_DATA, W_BARRIER } WaitKind;
@@ -55,7 +70,12 @@ typedef enum { W_NONE, W_SEND, W_DATA, W_BARRIER } WaitKind;
 typedef struct Vm {
     int *gin_mb;                /* [stage * V]: the micro-batch whose input gradient the chunk holds, -1 */
     int *gin_sent;              /* [stage * V]: it has been sent (or needs no send) */
-    int buffered;               /* sends never wait for their receive */
+    /* fast: the pre-pass checks each instruction alone, and the run
+     * matches each send with its receive as it goes and checks at the end
+     * that none is left. It passes exactly the plans the full machine
+     * passes, with the same simulation; anything else is run again in
+     * full for the message and the stuck points (sched_verify) */
+    int fast;
     const SchedPlan *plan;
     const SchedParts *parts;
     const SchedCosts *costs;
@@ -180,8 +200,9 @@ static void where(const Vm *vm, int s, int pc, char *buf, size_t size)
         snprintf(buf, size, "stage %d pc %d (%s)", s, pc, sched_op_names[in->op]);
 }
 
-/* Counts each channel's sends and receives, numbers them, and checks that
- * the k-th send and k-th receive agree on micro-batch and parts. */
+/* Checks each instruction's operands; the full machine also numbers each
+ * channel's sends and receives (their pcs in program order) and checks
+ * that the k-th send and k-th receive agree on micro-batch and parts. */
 static int prepass(Vm *vm)
 {
     const SchedPlan *pl = vm->plan;
@@ -231,39 +252,24 @@ static int prepass(Vm *vm)
                      sched_op_names[in->op], in->mb, in->peer);
                 return -1;
             }
-            int grad = in->op == SCHED_SendGrad || in->op == SCHED_RecvGrad;
-            int c = chan_at(vm, s, in->peer, send, grad); /* may move vm->chan */
-            if (send)
-                vm->chan[c].nsend++;
-            else
-                vm->chan[c].nrecv++;
-        }
-    }
-    for (int c = 0; c < vm->nchan; c++) {
-        Chan *ch = &vm->chan[c];
-        ch->post_time = base_calloc(ch->nrecv, sizeof *ch->post_time);
-        ch->arrive = base_calloc(ch->nsend, sizeof *ch->arrive);
-        ch->send_stage_pc = base_calloc(ch->nsend, sizeof *ch->send_stage_pc);
-        ch->recv_stage_pc = base_calloc(ch->nrecv, sizeof *ch->recv_stage_pc);
-    }
-    /* each side's pcs in order (sent and posted count them, then start
-     * again from 0 for the run) */
-    for (int s = 0; s < vm->S; s++)
-        for (int i = 0; i < pl->prog[s].n; i++) {
-            const SchedInstr *in = &pl->prog[s].ins[i];
-            int send = in->op == SCHED_SendActivation || in->op == SCHED_SendGrad;
-            if (!send && in->op != SCHED_RecvActivation && in->op != SCHED_RecvGrad)
+            if (vm->fast)
                 continue;
             int grad = in->op == SCHED_SendGrad || in->op == SCHED_RecvGrad;
-            int c = chan_at(vm, s, in->peer, send, grad);
+            /* each side's pcs in program order, in one pass: the arrays
+             * grow as they fill */
+            int c = chan_at(vm, s, in->peer, send, grad); /* may move vm->chan */
             Chan *ch = &vm->chan[c];
-            if (send)
-                ch->send_stage_pc[ch->sent++] = i;
-            else
-                ch->recv_stage_pc[ch->posted++] = i;
+            int **pcs = send ? &ch->send_stage_pc : &ch->recv_stage_pc;
+            int *n = send ? &ch->nsend : &ch->nrecv, *cap = send ? &ch->capsend : &ch->caprecv;
+            if (*n == *cap) {
+                *cap = *cap ? 2 * *cap : 64;
+                *pcs = base_realloc(*pcs, (size_t)*cap * sizeof **pcs);
+            }
+            (*pcs)[(*n)++] = i;
         }
-    for (int c = 0; c < vm->nchan; c++)
-        vm->chan[c].sent = vm->chan[c].posted = 0;
+    }
+    if (vm->fast)
+        return 0; /* the run matches each send with its receive */
     for (int c = 0; c < vm->nchan; c++) {
         Chan *ch = &vm->chan[c];
         int n = ch->nsend < ch->nrecv ? ch->nsend : ch->nrecv;
@@ -295,6 +301,18 @@ static int prepass(Vm *vm)
         }
     }
     return 0;
+}
+
+/* Twice the ring of post times, the waiting ones [sent, posted) moved to
+ * their places in the larger one. */
+static void post_grow(Chan *ch)
+{
+    int n = ch->npost ? 2 * ch->npost : 16;
+    Post *p = base_calloc(n, sizeof *p);
+    for (int q = ch->sent; q < ch->posted; q++)
+        p[q & (n - 1)] = ch->post[q & (ch->npost - 1)];
+    free(ch->post);
+    ch->post = p, ch->npost = n;
 }
 
 static void wake(Vm *vm, int s)
@@ -419,7 +437,9 @@ static void step(Vm *vm, int s)
             int c = chan_at(vm, s, in->peer, 0, in->op == SCHED_RecvGrad);
             Chan *ch = &vm->chan[c];
             int q = ch->posted;
-            ch->post_time[q] = t;
+            if (q - ch->sent == ch->npost) /* full: twice the ring, the waiting posts kept in order */
+                post_grow(ch);
+            ch->post[q & (ch->npost - 1)] = (Post){t, pc};
             ch->posted = q + 1;
             Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
             if (in->op == SCHED_RecvActivation)
@@ -456,31 +476,48 @@ static void step(Vm *vm, int s)
                     return;
                 }
             }
-            if (ch->posted <= q && !vm->buffered) {
+            if (ch->posted <= q) {
                 vm->wait[s] = W_SEND;
                 vm->wait_on[s] = ch->dst;
-                o->stuck_recv_pc[s] = ch->recv_stage_pc[q];
+                if (!vm->fast)
+                    o->stuck_recv_pc[s] = ch->recv_stage_pc[q];
                 return;
             }
             if (in->op == SCHED_SendGrad) /* it goes now: the area may be reused */
                 vm->gin_sent[s * vm->V + in->chunk] = 1;
-            double start = vm->buffered || t > ch->post_time[q] ? t : ch->post_time[q];
+            const Post *po = &ch->post[q & (ch->npost - 1)];
+            double start = t > po->t ? t : po->t, arrive = start;
+            int rpc = po->pc;
+            const SchedInstr *r = &vm->plan->prog[ch->dst].ins[rpc];
+            if (vm->fast) { /* the pre-pass's match, here */
+                int pa = part_of(vm, s, in->chunk), pb = part_of(vm, ch->dst, r->chunk);
+                if (r->mb != in->mb || pa != (ch->grad ? pb + 1 : pb - 1)) {
+                    fail(vm, s, pc, "mismatched send/receive");
+                    return;
+                }
+            }
             if (o->peer_time[ch->dst])
-                o->peer_time[ch->dst][ch->recv_stage_pc[q]] = t;
-            ch->arrive[q] = start;
+                o->peer_time[ch->dst][rpc] = t;
             if (vm->costs && vm->costs->link_bandwidth > 0 && vm->costs->bytes_fwd) {
                 int k = part_of(vm, s, in->chunk);
                 int bk = in->op == SCHED_SendActivation ? k : k - 1;
-                ch->arrive[q] = start + vm->costs->bytes_fwd[bk] / vm->costs->link_bandwidth;
+                arrive = start + vm->costs->bytes_fwd[bk] / vm->costs->link_bandwidth;
             }
             if (vm->costs)
-                ch->arrive[q] += vm->costs->link_latency;
+                arrive += vm->costs->link_latency;
+            /* the arrival goes to the buffer its receive bound, if that
+             * still waits for this message (only such a buffer reads it) */
+            Slot *rs = &vm->slot[ch->dst * vm->V + r->chunk][r->buf];
+            if (ch->grad && rs->gpend_chan == c && rs->gpend_seq == q)
+                rs->gpend_arrive = arrive;
+            else if (!ch->grad && rs->pend_chan == c && rs->pend_seq == q)
+                rs->pend_arrive = arrive;
             ch->sent = q + 1;
             if (vm->wait[ch->dst] == W_DATA)
                 wake(vm, ch->dst);
             end = t;
             if (o->start[s])
-                o->start[s][pc] = start, o->end[s][pc] = ch->arrive[q];
+                o->start[s][pc] = start, o->end[s][pc] = arrive;
             vm->wait[s] = W_NONE;
             vm->pc[s]++;
             continue;
@@ -514,10 +551,11 @@ static void step(Vm *vm, int s)
             }
             Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
             int c = -1, q = 0;
+            double arrive = t;
             if (in->op == SCHED_Forward && sl->pend_chan >= 0)
-                c = sl->pend_chan, q = sl->pend_seq;
+                c = sl->pend_chan, q = sl->pend_seq, arrive = sl->pend_arrive;
             if ((in->op == SCHED_Backward || in->op == SCHED_BackwardInput) && sl->gpend_chan >= 0)
-                c = sl->gpend_chan, q = sl->gpend_seq;
+                c = sl->gpend_chan, q = sl->gpend_seq, arrive = sl->gpend_arrive;
             double start = t;
             if (c >= 0) {
                 Chan *ch = &vm->chan[c];
@@ -526,8 +564,8 @@ static void step(Vm *vm, int s)
                     vm->wait_on[s] = ch->src;
                     return;
                 }
-                if (ch->arrive[q] > start)
-                    start = ch->arrive[q];
+                if (arrive > start)
+                    start = arrive;
             }
         if (in->op == SCHED_Backward || in->op == SCHED_BackwardInput) {
                 /* the chunk's gradient area: the last one must have gone */
@@ -654,12 +692,12 @@ static void report_deadlock(Vm *vm)
     free(seen);
 }
 
-static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, int buffered, SchedSim *out)
+static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, int fast, SchedSim *out)
 {
     memset(out, 0, sizeof *out);
     int S = plan->stages, V = plan->chunks;
     out->stages = S;
-    Vm vm = {.buffered = buffered, .plan = plan, .parts = parts, .costs = costs, .out = out, .S = S, .V = V, .P = S * V};
+    Vm vm = {.fast = fast, .plan = plan, .parts = parts, .costs = costs, .out = out, .S = S, .V = V, .P = S * V};
     out->ok = 1;
     out->err_stage = out->err_pc = -1;
     out->busy = base_calloc(S, sizeof *out->busy);
@@ -747,6 +785,9 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
             report_deadlock(&vm);
             out->deadlock = 1;
         }
+        for (int c = 0; c < vm.nchan && fast && !vm.failed; c++)
+            if (vm.chan[c].posted != vm.chan[c].sent) /* a receive no send met */
+                fail(&vm, vm.chan[c].dst, -1, "unmatched receive");
     }
     if (out->ok) {
         double T = 0;
@@ -762,7 +803,7 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
         out->bubble = T > 0 ? idle / (S * T) : 0;
     }
     for (int c = 0; c < vm.nchan; c++) {
-        free(vm.chan[c].post_time), free(vm.chan[c].arrive);
+        free(vm.chan[c].post);
         free(vm.chan[c].send_stage_pc), free(vm.chan[c].recv_stage_pc);
     }
     free(vm.chan);
@@ -775,12 +816,17 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
 
 void sched_verify(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out)
 {
-    run_vm(plan, parts, costs, 0, out);
+    run_vm(plan, parts, costs, 1, out);
+    if (!out->ok) { /* the full machine's message and stuck points */
+        sched_sim_free(out);
+        run_vm(plan, parts, costs, 0, out);
+    }
 }
 
-void sched_simulate_buffered(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out)
+void sched_verify_machine(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, int fast,
+                          SchedSim *out)
 {
-    run_vm(plan, parts, costs, 1, out);
+    run_vm(plan, parts, costs, fast != 0, out);
 }
 
 void sched_sim_free(SchedSim *s)

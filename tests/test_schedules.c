@@ -388,6 +388,134 @@ START_TEST(verifier_rejects_corrupted_programs)
 }
 END_TEST
 
+/* The fast machine's simulation against the full one's: the same verdict,
+ * and for a plan that passes the same times, to the bit. */
+static void same_machines(const SchedPlan *pl, const SchedParts *pp, const SchedCosts *c, const char *what)
+{
+    SchedSim f, g;
+    sched_verify_machine(pl, pp, c, 1, &f);
+    sched_verify_machine(pl, pp, c, 0, &g);
+    ck_assert_msg(f.ok == g.ok, "%s: fast %s, full %s (%s)", what, f.ok ? "passes" : "fails", g.ok ? "passes" : "fails",
+                  g.ok ? f.error : g.error);
+    if (g.ok) {
+        ck_assert_msg(f.step_time == g.step_time && f.bubble == g.bubble, "%s: step %.17g vs %.17g", what, f.step_time,
+                      g.step_time);
+        for (int s = 0; s < pp->stages; s++) {
+            ck_assert_msg(f.busy[s] == g.busy[s] && f.idle[s] == g.idle[s], "%s: stage %d busy", what, s);
+            ck_assert_msg(f.peak_buffers[s] == g.peak_buffers[s] && f.peak_bytes[s] == g.peak_bytes[s],
+                          "%s: stage %d peaks", what, s);
+            size_t n = (size_t)pl->prog[s].n * sizeof(double);
+            if (g.start[s])
+                ck_assert_msg(!memcmp(f.start[s], g.start[s], n) && !memcmp(f.end[s], g.end[s], n) &&
+                                  !memcmp(f.peer_time[s], g.peer_time[s], n),
+                              "%s: stage %d timeline", what, s);
+        }
+    }
+    sched_sim_free(&f);
+    sched_sim_free(&g);
+}
+
+/* Single changes to a plan's programs (an operand, two instructions
+ * swapped, one dropped, one in place of the next) at a spread of places on each stage, each held to
+ * same_machines; counts them and the ones the full machine fails. */
+static void changes(SchedPlan *pl, const SchedParts *pp, const SchedCosts *c, const char *name, int *changed,
+                    int *failing)
+{
+    int p = pp->stages, m = pp->micro_batches, v = pp->chunks;
+    char what[200];
+    for (int s = 0; s < p; s++) {
+        SchedProgram *pr = &pl->prog[s];
+        for (int i = 0; i < pr->n; i += 1 + pr->n / 7) {
+            for (int k = 0; k < 7; k++) {
+                SchedInstr keep = pr->ins[i], next = i + 1 < pr->n ? pr->ins[i + 1] : keep;
+                int n = pr->n;
+                switch (k) {
+                case 0: pr->ins[i].mb = (pr->ins[i].mb + 1) % m; break;
+                case 1: pr->ins[i].buf = pr->ins[i].buf + 1; break;
+                case 2: pr->ins[i].chunk = (pr->ins[i].chunk + 1) % v; break;
+                case 3: /* another peer, or the other direction's op */
+                    if (p > 2 && (sched_op_operands[keep.op] & SCHED_P))
+                        pr->ins[i].peer = (keep.peer + 1) % p == s ? (keep.peer + 2) % p : (keep.peer + 1) % p;
+                    else if (keep.op == SCHED_RecvActivation || keep.op == SCHED_SendActivation)
+                        pr->ins[i].op = keep.op == SCHED_RecvActivation ? SCHED_RecvGrad : SCHED_SendGrad;
+                    break;
+                case 4: pr->ins[i] = next, pr->ins[i + 1 < n ? i + 1 : i] = keep; break;
+                case 5: /* dropped */
+                    memmove(&pr->ins[i], &pr->ins[i + 1], (size_t)(n - i - 1) * sizeof *pr->ins);
+                    pr->n = n - 1;
+                    break;
+                case 6: pr->ins[i] = i > 0 ? pr->ins[i - 1] : next; break;
+                }
+                snprintf(what, sizeof what, "%s, stage %d pc %d change %d", name, s, i, k);
+                SchedSim f;
+                sched_verify_machine(pl, pp, c, 0, &f);
+                *failing += !f.ok;
+                sched_sim_free(&f);
+                same_machines(pl, pp, c, what);
+                (*changed)++;
+                if (k == 5) {
+                    memmove(&pr->ins[i + 1], &pr->ins[i], (size_t)(n - i - 1) * sizeof *pr->ins);
+                    pr->n = n;
+                }
+                pr->ins[i] = keep;
+                if (i + 1 < n)
+                    pr->ins[i + 1] = next;
+            }
+        }
+    }
+}
+
+/* sched_verify runs the fast machine and falls back to the full one only
+ * when it fails, so the fast one must pass exactly what the full one
+ * passes: every generator's training program and the evaluation program
+ * (with link times, so that arrivals matter), and changes to them. */
+START_TEST(fast_machine_matches_the_full_one)
+{
+    int plans = 0, changed = 0, failing = 0;
+    for (int gi = 0; gi < NGENS; gi++) {
+        const Gen *g = &GENS[gi];
+        for (int v = g->vmin; v <= g->vmax; v++)
+            for (int p = 1; p <= 5; p++)
+                for (int m = 1; m <= 12; m += 1 + m / 3) {
+                    if (g->gen == sched_gen_dualpipev && m < 2 * p)
+                        continue;
+                    int P = p * v;
+                    Unit u;
+                    unit_init(&u, P, v);
+                    double *bytes = calloc(P, sizeof *bytes), *bb = calloc(P, sizeof *bb);
+                    for (int k = 0; k < P; k++)
+                        bytes[k] = 1000.0 * (k + 1), bb[k] = 64.0 * (k + 2);
+                    u.c.bytes_fwd = bytes, u.c.link_bandwidth = 3e3, u.c.link_latency = 0.01, u.c.buf_bytes = bb;
+                    SchedSpec sp = {p, v, m, g->place, u.f, u.b, u.i, u.w};
+                    for (int eval = 0; eval <= 1; eval++) {
+                        SchedActions a;
+                        sched_actions_init(&a, p);
+                        char err[512] = "", name[120];
+                        ck_assert_msg((eval ? sched_gen_eval : g->gen)(&sp, &a, err, sizeof err) == 0, "%s: %s",
+                                      g->name, err);
+                        SchedParts pp = {p, v, m, g->place, NULL, 0};
+                        SchedPlan pl;
+                        SchedSim sim;
+                        ck_assert_int_eq(sched_build(&pp, &a, eval, &u.c, &pl, &sim, err, sizeof err), 0);
+                        ck_assert_msg(sim.ok, "%s", sim.error);
+                        sched_sim_free(&sim);
+                        snprintf(name, sizeof name, "%s%s p=%d m=%d v=%d", g->name, eval ? " eval" : "", p, m, v);
+                        same_machines(&pl, &pp, &u.c, name);
+                        plans++;
+                        changes(&pl, &pp, &u.c, name, &changed, &failing);
+                        sched_plan_free(&pl);
+                        sched_actions_free(&a);
+                    }
+                    free(bytes), free(bb);
+                    unit_free(&u);
+                }
+    }
+    /* the changes must reach the checks both ways */
+    ck_assert_msg(plans > 200 && failing > changed / 3 && failing < changed, "%d plans, %d changes, %d failing", plans,
+                  changed, failing);
+}
+END_TEST
+
 START_TEST(dualpipev_needs_micro_batches)
 {
     SchedSpec sp = {4, 2, 6, SCHED_PLACE_V, 0, 0, 0, 0};
@@ -413,6 +541,7 @@ static Suite *suite(void)
     tcase_add_test(c, v_handover_uses_link);
     tcase_add_test(c, rejects_bad_schedules);
     tcase_add_test(c, verifier_rejects_corrupted_programs);
+    tcase_add_test(c, fast_machine_matches_the_full_one);
     tcase_add_test(c, dualpipev_needs_micro_batches);
     suite_add_tcase(s, c);
     return s;
