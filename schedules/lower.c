@@ -34,9 +34,22 @@
 
 /* line and col exist only once an action from a text schedule has come
  * (a generator's program has none: 8 bytes an instruction never touched) */
-static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, const SchedList *L, int j)
+static void emit_line(SchedProgram *pr, const SchedList *L, int j)
 {
     int line = L ? sched_action_line(L, j) : 0, col = L ? sched_action_col(L, j) : 0;
+    if (line && !pr->line) {
+        pr->line = base_calloc((size_t)pr->cap, sizeof *pr->line);
+        pr->col = base_calloc((size_t)pr->cap, sizeof *pr->col);
+    }
+    if (pr->line) {
+        pr->line[pr->n] = line; /* the action it serves, in a text schedule */
+        pr->col[pr->n] = col;
+    }
+}
+
+static inline void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer, int link, const SchedList *L,
+                        int j)
+{
     if (pr->n == pr->cap) {
         pr->cap = pr->cap ? 2 * pr->cap : 256;
         pr->ins = base_realloc(pr->ins, (size_t)pr->cap * sizeof *pr->ins);
@@ -45,15 +58,9 @@ static void emit(SchedProgram *pr, int op, int mb, int chunk, int buf, int peer,
             pr->col = base_realloc(pr->col, (size_t)pr->cap * sizeof *pr->col);
         }
     }
-    if (line && !pr->line) {
-        pr->line = base_calloc((size_t)pr->cap, sizeof *pr->line);
-        pr->col = base_calloc((size_t)pr->cap, sizeof *pr->col);
-    }
     pr->ins[pr->n] = sched_instr(op, chunk, mb, buf, peer, link);
-    if (pr->line) {
-        pr->line[pr->n] = line; /* the action it serves, in a text schedule */
-        pr->col[pr->n] = col;
-    }
+    if (pr->line || (L && L->line))
+        emit_line(pr, L, j);
     pr->n++;
 }
 

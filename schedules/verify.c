@@ -93,7 +93,8 @@ typedef struct Vm {
     double *live_bytes;
     WaitKind *wait;
     int *wait_on;               /* the stage waited for */
-    int *queue, qhead, qtail, *queued;
+    int *queue, *queued;        /* the stages to run, a ring of qmask + 1 >= S (a power of two: no division) */
+    unsigned qhead, qtail, qmask;
     int tied_arrived, tied_need, all_arrived, all_need;
     double tied_time, all_time;
     int *at_tied, *at_all;      /* stage waits in this barrier */
@@ -320,7 +321,7 @@ static void wake(Vm *vm, int s)
     if (vm->queued[s] || vm->pc[s] >= vm->plan->prog[s].n)
         return;
     vm->queued[s] = 1;
-    vm->queue[vm->qtail++ % vm->S] = s;
+    vm->queue[vm->qtail++ & vm->qmask] = s;
 }
 
 static double buf_bytes(const Vm *vm, int s, int chunk)
@@ -753,7 +754,10 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     vm.live_bytes = base_calloc(S, sizeof *vm.live_bytes);
     vm.wait = base_calloc(S, sizeof *vm.wait);
     vm.wait_on = base_calloc(S, sizeof *vm.wait_on);
-    vm.queue = base_calloc(S, sizeof *vm.queue);
+    vm.qmask = 1;
+    while (vm.qmask < (unsigned)S)
+        vm.qmask *= 2;
+    vm.queue = base_calloc(vm.qmask--, sizeof *vm.queue);
     vm.queued = base_calloc(S, sizeof *vm.queued);
     vm.at_tied = base_calloc(S, sizeof *vm.at_tied);
     vm.at_all = base_calloc(S, sizeof *vm.at_all);
@@ -763,8 +767,8 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     if (prepass(&vm) == 0) {
         for (int s = 0; s < S; s++)
             wake(&vm, s);
-        while (vm.qhead < vm.qtail && !vm.failed) {
-            int s = vm.queue[vm.qhead++ % S];
+        while (vm.qhead != vm.qtail && !vm.failed) {
+            int s = vm.queue[vm.qhead++ & vm.qmask];
             vm.queued[s] = 0;
             step(&vm, s);
             if (vm.pc[s] >= plan->prog[s].n) {
