@@ -965,21 +965,34 @@ static void get_costs(In *in, int S, int P, PlanSchedule *p)
 
 enum { F_CHUNK = 6, F_MB = 12, F_BUF = 28, F_ARG = 44, F_END = 61 };
 
+/* The bits each opcode's operands (ops.def) may set beyond the opcode;
+ * opcodes past the last are 0: the opcode alone */
+#define OPERAND_BITS(o)                                                                                       \
+    ((((o) & SCHED_C) ? (uint64_t)63u << F_CHUNK : 0) | (((o) & SCHED_M) ? (uint64_t)0xffffu << F_MB : 0) | \
+     (((o) & SCHED_B) ? (uint64_t)0xffffu << F_BUF : 0) |                                                   \
+     (((o) & (SCHED_P | SCHED_L)) ? (uint64_t)0x1ffffu << F_ARG : 0))
+static const uint64_t operand_bits[64] = {
+#define M SCHED_M
+#define C SCHED_C
+#define B SCHED_B
+#define P SCHED_P
+#define L SCHED_L
+#define SCHED_OP(name, operands, doc) OPERAND_BITS(operands),
+#include "ops.def"
+#undef SCHED_OP
+#undef M
+#undef C
+#undef B
+#undef P
+#undef L
+};
+
 static uint64_t instr_bits(const SchedInstr *in)
 {
-    unsigned o = in->op < SCHED_NOPS ? sched_op_operands[in->op] : 0;
-    uint64_t v = in->op & 63u;
-    if (o & SCHED_C)
-        v |= (uint64_t)(in->chunk & 63u) << F_CHUNK;
-    if (o & SCHED_M)
-        v |= (uint64_t)((uint32_t)in->mb & 0xffffu) << F_MB;
-    if (o & SCHED_B)
-        v |= (uint64_t)((uint32_t)in->buf & 0xffffu) << F_BUF;
-    if (o & SCHED_P)
-        v |= (uint64_t)(((uint32_t)in->peer + 1) & 0x1ffffu) << F_ARG;
-    if (o & SCHED_L)
-        v |= (uint64_t)(((uint32_t)in->link + 1) & 0x1ffffu) << F_ARG;
-    return v;
+    uint64_t v = (uint64_t)in->chunk << F_CHUNK | (uint64_t)((uint32_t)in->mb & 0xffffu) << F_MB |
+                 (uint64_t)((uint32_t)in->buf & 0xffffu) << F_BUF |
+                 (uint64_t)(((uint32_t)in->peer + 1) & 0x1ffffu) << F_ARG;
+    return (uint64_t)in->op | (v & operand_bits[in->op]);
 }
 
 /* Where encoded bytes go: a file (fd >= 0) or memory (mem), with the
@@ -1054,8 +1067,12 @@ static void stream_program(Sink *k, const SchedPlan *pl)
             if (n + 8 > sizeof b)
                 sink_put(k, b, n), n = 0;
             uint64_t v = instr_bits(&pl->prog[s].ins[i]);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(b + n, &v, 8); /* the file's byte order: one store, not eight */
+#else
             for (int j = 0; j < 8; j++)
                 b[n + j] = (unsigned char)(v >> (8 * j));
+#endif
         }
     }
     sink_put(k, b, n);
