@@ -185,9 +185,15 @@ int base_atomic_begin(const char *path, char **tmp, char *err, size_t errsize)
 int base_atomic_finish(int fd, char *tmp, const char *path, int ok, char *err, size_t errsize)
 {
     const char *what = "";
+    if (ok && fsync(fd) != 0)
+        ok = 0, what = "fsync: ";
+    return base_atomic_finish_synced(fd, tmp, path, ok, what, err, errsize);
+}
+
+int base_atomic_finish_synced(int fd, char *tmp, const char *path, int ok, const char *what, char *err,
+                              size_t errsize)
+{
     int e = errno, rc = ok ? 0 : -1;
-    if (rc == 0 && fsync(fd) != 0)
-        rc = -1, e = errno, what = "fsync: ";
     if (close(fd) != 0 && rc == 0)
         rc = -1, e = errno;
     if (rc == 0 && rename(tmp, path) != 0)

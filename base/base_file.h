@@ -35,6 +35,11 @@ BaseRead base_read_file(const char *path, size_t limit, unsigned char **data, si
 int base_atomic_begin(const char *path, char **tmp, char *err, size_t errsize);
 int base_write_all(int fd, const void *data, size_t len);
 int base_atomic_finish(int fd, char *tmp, const char *path, int ok, char *err, size_t errsize);
+/* The same, for a caller that has fsynced fd itself (ok covers that too);
+ * what names the step that failed, for the message ("fsync: ", or ""),
+ * with errno still that step's. */
+int base_atomic_finish_synced(int fd, char *tmp, const char *path, int ok, const char *what, char *err,
+                              size_t errsize);
 /* The whole of data, atomically. */
 int base_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errsize);
 /* fsync of a folder (a rename or a new entry made durable); a file system

@@ -1228,7 +1228,8 @@ void plan_encode(const PlanIR *ir, unsigned char **data, size_t *len)
 }
 
 struct PlanWriting {
-    int fd, ok, errno_; /* the writes' outcome, and errno when one failed */
+    int fd, ok, errno_; /* the writes' and the fsync's outcome, and errno when one failed */
+    const char *what;   /* "fsync: " when that failed */
     char *tmp, *path;
 };
 
@@ -1248,6 +1249,11 @@ PlanWriting *plan_write_begin(const char *path, const PlanIR *ir, char *err, siz
     PlanWriting *w = base_calloc(1, sizeof *w + strlen(path) + 1);
     w->fd = fd, w->tmp = tmp, w->path = (char *)(w + 1);
     w->ok = k.ok && pwrite(fd, e.head, HEADER, 0) == (ssize_t)HEADER;
+    w->what = "";
+    /* the data made durable here, on the writer's thread, while the
+     * caller may still be checking the plan: plan_write_end only renames */
+    if (w->ok && fsync(fd) != 0)
+        w->ok = 0, w->what = "fsync: ";
     w->errno_ = errno;
     strcpy(w->path, path);
     encoded_free(&e);
@@ -1259,7 +1265,7 @@ int plan_write_end(PlanWriting *w, int keep, char *err, size_t errsize)
     int rc = 0;
     if (keep) {
         errno = w->errno_;
-        rc = base_atomic_finish(w->fd, w->tmp, w->path, w->ok, err, errsize);
+        rc = base_atomic_finish_synced(w->fd, w->tmp, w->path, w->ok, w->what, err, errsize);
     } else {
         close(w->fd);
         unlink(w->tmp);

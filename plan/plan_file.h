@@ -26,9 +26,9 @@
 int plan_write(const char *path, const PlanIR *ir, char *err, size_t errsize);
 /* plan_write in two halves, for a caller that writes while it still
  * checks: plan_write_begin writes every byte to the temporary file beside
- * path (nothing replaced yet) and returns it, or NULL with a message;
- * plan_write_end with keep syncs it and renames it over path (0, or -1
- * with a message), without keep removes it (returns 0). Either way the
+ * path and syncs it (nothing replaced yet), and returns it, or NULL with a
+ * message; plan_write_end with keep renames it over path and syncs the
+ * folder (0, or -1 with a message), without keep removes it (returns 0). Either way the
  * PlanWriting is freed. */
 typedef struct PlanWriting PlanWriting;
 PlanWriting *plan_write_begin(const char *path, const PlanIR *ir, char *err, size_t errsize);
