@@ -51,10 +51,13 @@ typedef struct Chan {
     int *send_stage_pc, *recv_stage_pc; /* pc of each send / receive (pre-pass; NULL when fast) */
 } Chan;
 
-/* A posted receive, waiting for its send. */
+/* A posted receive, waiting for its send: what the send needs of it, so
+ * that the send reads no instruction of the other stage */
 typedef struct Post {
     double t;                /* when it was posted */
     int pc;                  /* its pc on the receiving stage */
+    int mb, part;            /* its micro-batch, and the part it receives for */
+    struct Slot *slot;       /* the buffer it bound */
 } Post;
 
 typedef struct Slot {
@@ -331,7 +334,7 @@ static double buf_bytes(const Vm *vm, int s, int chunk)
 
 /* Binds (chunk, buf) of stage s to mb; returns -1 (and fails) when the
  * buffer holds another live micro-batch. */
-static int bind(Vm *vm, int s, int pc, const SchedInstr *in, int chunk, int buf)
+static inline int bind(Vm *vm, int s, int pc, const SchedInstr *in, int chunk, int buf)
 {
     Slot *sl = &vm->slot[s * vm->V + chunk][buf];
     if (sl->mb == in->mb)
@@ -383,7 +386,7 @@ static double op_cost(const Vm *vm, const SchedInstr *in, int s)
 }
 
 /* Link: the previous part's buffer on this stage, bound to the same mb. */
-static int check_link(Vm *vm, int s, int pc, const SchedInstr *in)
+static inline int check_link(Vm *vm, int s, int pc, const SchedInstr *in)
 {
     if (!(sched_op_operands[in->op] & SCHED_L) || in->link < 0)
         return 0;
@@ -440,9 +443,9 @@ static void step(Vm *vm, int s)
             int q = ch->posted;
             if (q - ch->sent == ch->npost) /* full: twice the ring, the waiting posts kept in order */
                 post_grow(ch);
-            ch->post[q & (ch->npost - 1)] = (Post){t, pc};
-            ch->posted = q + 1;
             Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
+            ch->post[q & (ch->npost - 1)] = (Post){t, pc, in->mb, part_of(vm, s, in->chunk), sl};
+            ch->posted = q + 1;
             if (in->op == SCHED_RecvActivation)
                 sl->pend_chan = c, sl->pend_seq = q;
             else
@@ -489,10 +492,9 @@ static void step(Vm *vm, int s)
             const Post *po = &ch->post[q & (ch->npost - 1)];
             double start = t > po->t ? t : po->t, arrive = start;
             int rpc = po->pc;
-            const SchedInstr *r = &vm->plan->prog[ch->dst].ins[rpc];
             if (vm->fast) { /* the pre-pass's match, here */
-                int pa = part_of(vm, s, in->chunk), pb = part_of(vm, ch->dst, r->chunk);
-                if (r->mb != in->mb || pa != (ch->grad ? pb + 1 : pb - 1)) {
+                int pa = part_of(vm, s, in->chunk), pb = po->part;
+                if (po->mb != in->mb || pa != (ch->grad ? pb + 1 : pb - 1)) {
                     fail(vm, s, pc, "mismatched send/receive");
                     return;
                 }
@@ -508,7 +510,7 @@ static void step(Vm *vm, int s)
                 arrive += vm->costs->link_latency;
             /* the arrival goes to the buffer its receive bound, if that
              * still waits for this message (only such a buffer reads it) */
-            Slot *rs = &vm->slot[ch->dst * vm->V + r->chunk][r->buf];
+            Slot *rs = po->slot;
             if (ch->grad && rs->gpend_chan == c && rs->gpend_seq == q)
                 rs->gpend_arrive = arrive;
             else if (!ch->grad && rs->pend_chan == c && rs->pend_seq == q)
