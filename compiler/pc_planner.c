@@ -41,10 +41,13 @@ static void report(DiagList *dl, const PcFront *f, int line, int col, const char
 
 static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
 
-/* The plan is built on two threads. The main one lowers and verifies the
- * training program. The second generates, lowers and verifies the
- * evaluation program (it reads the spec, parts and costs, and writes only
- * p->eval, p->eval_sim), then writes the plan file when asked to: every
+/* The plan is built on two threads. The main one generates, lowers and
+ * verifies the training program. The second starts as soon as the
+ * pipeline's shape is known and generates and lowers the evaluation
+ * program meanwhile; it verifies it once the main thread has the costs
+ * (it reads the spec, parts and costs, and writes only its own eval and
+ * eval_sim, which become p's after the join), then writes the plan file
+ * when asked to: every
  * byte of it is known once both programs are lowered, so it goes to disk
  * while the training program is verified, and is renamed into place only
  * if that verifies. Nothing here depends on which thread gets where first:
@@ -56,11 +59,14 @@ typedef struct Build {
     int train_ok;      /* ... and it succeeded */
     int writing;       /* the second thread is reading the programs into the file */
     int stale;         /* a program was lowered again after the file was begun */
+    int costs_ready;   /* p->costs and snap are final (or the plan failed before they were) */
     /* the second thread's work */
     const SchedSpec *spec;
     const PcFront *f;
     PlanSchedule *p;
     PlanSchedule snap; /* what the file needs of *p, without the simulations the threads write meanwhile */
+    SchedPlan eval;    /* the second thread's, until the join */
+    SchedSim eval_sim;
     int eval_rc;
     char eval_err[1024];
     /* the early write: to out, when not NULL */
@@ -88,6 +94,26 @@ static void train_lowered(void *ctx, int round)
     pthread_mutex_unlock(&b->mu);
 }
 
+/* The evaluation program, lowered: its verification needs the costs. */
+static void eval_lowered(void *ctx, int round)
+{
+    Build *b = ctx;
+    (void)round;
+    pthread_mutex_lock(&b->mu);
+    while (!b->costs_ready)
+        pthread_cond_wait(&b->cv, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void costs_ready(Build *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->snap = *b->p;
+    b->costs_ready = 1;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
 /* Before the training program is lowered again: a file begun from it is
  * stale (and its writer must be done reading it first). */
 static void relower(void *ctx)
@@ -109,18 +135,19 @@ static void *build_eval(void *arg)
     PlanSchedule *p = b->p;
     SchedActions ev;
     sched_actions_init(&ev, b->spec->stages);
+    SchedBuildHooks h = {eval_lowered, NULL, b};
     b->eval_rc = sched_gen_eval(b->spec, &ev, b->eval_err, sizeof b->eval_err) != 0 ||
-                 sched_build(&p->eval_parts, &ev, 1, &p->costs, &p->eval, &p->eval_sim, b->eval_err,
-                             sizeof b->eval_err) != 0;
+                 sched_build_with(&p->eval_parts, &ev, 1, &p->costs, &b->eval, &b->eval_sim, b->eval_err,
+                                  sizeof b->eval_err, &h) != 0;
     sched_actions_free(&ev);
     pthread_mutex_lock(&b->mu);
     wait_lowered(b);
-    int go = b->out && b->train_ok && !b->stale && !b->eval_rc && p->eval_sim.ok;
+    int go = b->out && b->train_ok && !b->stale && !b->eval_rc && b->eval_sim.ok;
     b->writing = go;
     pthread_mutex_unlock(&b->mu);
     if (!go)
         return NULL;
-    b->snap.eval = p->eval;
+    b->snap.eval = b->eval;
     PlanIR ir = pc_ir_view(b->f, &b->snap);
     char err[4400];
     PlanWriting *w = plan_write_begin(b->out, &ir, err, sizeof err); /* NULL: the caller writes, and says why */
@@ -235,6 +262,13 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     char err[1024] = "";
     sched_actions_init(acts, S);
     SchedSpec spec = {S, V, M, c->place, p->cost_f, p->cost_b, p->cost_i, p->cost_w};
+    p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
+    /* both programs at once (see Build); in line when no thread starts */
+    Build b = {.spec = &spec, .f = f, .p = p, .out = written ? out : NULL};
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    pthread_t th;
+    int threaded = pthread_create(&th, NULL, build_eval, &b) == 0;
     if (f->have_text) {
         for (int s = 0; s < S; s++) {
             const SchedList *from = &f->text.acts.stage[s];
@@ -290,6 +324,16 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     if (!f->have_text && generators[c->schedule](&spec, acts, err, sizeof err) != 0) {
         diag_error(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc, "schedule %s: %s",
                    plan_schedule_names[c->schedule], err);
+        costs_ready(&b); /* the second thread: nothing to write */
+        pthread_mutex_lock(&b.mu);
+        b.train_lowered = 1;
+        pthread_cond_broadcast(&b.cv);
+        pthread_mutex_unlock(&b.mu);
+        if (threaded)
+            pthread_join(th, NULL);
+        p->eval = b.eval, p->eval_sim = b.eval_sim; /* freed with p */
+        pthread_mutex_destroy(&b.mu);
+        pthread_cond_destroy(&b.cv);
         return PC_USER_ERROR;
     }
     for (int k = 0; k < P; k++) {
@@ -330,13 +374,7 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     }
     p->costs.opt = p->cost_opt;
     p->parts = (SchedParts){S, V, M, c->place, p->tied_stage, c->grad_clip > 0};
-    p->eval_parts = (SchedParts){S, V, M, c->place, NULL, 0};
-    /* both programs at once (see Build); in line when no thread starts */
-    Build b = {.spec = &spec, .f = f, .p = p, .snap = *p, .out = written ? out : NULL};
-    pthread_mutex_init(&b.mu, NULL);
-    pthread_cond_init(&b.cv, NULL);
-    pthread_t th;
-    int threaded = pthread_create(&th, NULL, build_eval, &b) == 0;
+    costs_ready(&b);
     SchedBuildHooks h = {train_lowered, relower, &b};
     int train_rc = sched_build_with(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err, &h);
     pthread_mutex_lock(&b.mu);
@@ -347,6 +385,7 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
         pthread_join(th, NULL);
     else
         build_eval(&b);
+    p->eval = b.eval, p->eval_sim = b.eval_sim;
     pthread_mutex_destroy(&b.mu);
     pthread_cond_destroy(&b.cv);
     int rc = plan_checked(dl, f, p, train_rc, err, &b);
