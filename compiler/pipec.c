@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "pc_front.h"
 #include "pc_listing.h"
@@ -127,6 +130,14 @@ static int close_out(FILE *f, const char *out)
 
 int main(int argc, char **argv)
 {
+#ifdef __GLIBC__
+    /* grow the heap 64 MiB of address space at a time (pages are touched
+     * only as they are used): every growth is a brk or mprotect that holds
+     * the process's memory map for writing, and stalls the other thread's
+     * page faults meanwhile (a big plan's two threads fault in its
+     * programs at once; docs/design-notes.md, "pipec's speed") */
+    mallopt(M_TOP_PAD, 64 << 20);
+#endif
     const char *path = NULL, *out = NULL, *emit = NULL;
     int stats = 0, json = 0, list = 0, tune = 0;
     long world = 0;
