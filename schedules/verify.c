@@ -307,8 +307,8 @@ static int prepass(Vm *vm)
     return 0;
 }
 
-/* Twice the ring of post times, the waiting ones [sent, posted) moved to
- * their places in the larger one. */
+/* Twice the ring of posted receives, the waiting ones [sent, posted)
+ * moved to their places in the larger one. */
 static void post_grow(Chan *ch)
 {
     int n = ch->npost ? 2 * ch->npost : 16;
