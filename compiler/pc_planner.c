@@ -47,11 +47,11 @@ static int check_memory(DiagList *dl, const PcFront *f, const PlanSchedule *p);
  * program meanwhile; it verifies it once the main thread has the costs
  * (it reads the spec, parts and costs, and writes only its own eval and
  * eval_sim, which become p's after the join), then writes the plan file
- * when asked to: every
- * byte of it is known once both programs are lowered, so it goes to disk
- * while the training program is verified, and is renamed into place only
- * if that verifies. Nothing here depends on which thread gets where first:
- * the file is written from the finished programs. */
+ * when asked to: every byte of it is known once both programs are
+ * lowered, so it goes to disk (and is synced) while the training program
+ * is verified, and is renamed into place only if that verifies. Nothing
+ * here depends on which thread gets where first: the file is written from
+ * the finished programs. */
 typedef struct Build {
     pthread_mutex_t mu;
     pthread_cond_t cv;
