@@ -965,34 +965,28 @@ static void get_costs(In *in, int S, int P, PlanSchedule *p)
 
 enum { F_CHUNK = 6, F_MB = 12, F_BUF = 28, F_ARG = 44, F_END = 61 };
 
-/* The bits each opcode's operands (ops.def) may set beyond the opcode;
- * opcodes past the last are 0: the opcode alone */
-#define OPERAND_BITS(o)                                                                                       \
-    ((((o) & SCHED_C) ? (uint64_t)63u << F_CHUNK : 0) | (((o) & SCHED_M) ? (uint64_t)0xffffu << F_MB : 0) | \
-     (((o) & SCHED_B) ? (uint64_t)0xffffu << F_BUF : 0) |                                                   \
-     (((o) & (SCHED_P | SCHED_L)) ? (uint64_t)0x1ffffu << F_ARG : 0))
-static const uint64_t operand_bits[64] = {
-#define M SCHED_M
-#define C SCHED_C
-#define B SCHED_B
-#define P SCHED_P
-#define L SCHED_L
-#define SCHED_OP(name, operands, doc) OPERAND_BITS(operands),
-#include "ops.def"
-#undef SCHED_OP
-#undef M
-#undef C
-#undef B
-#undef P
-#undef L
-};
+/* mask[op]: the bits each of the 64 opcodes' operands (sched_op_operands)
+ * may set beyond the opcode; an opcode past the last has none. Made once
+ * a program, so that encoding an instruction looks one word up. */
+static void operand_masks(uint64_t mask[64])
+{
+    for (unsigned op = 0; op < 64; op++) {
+        unsigned o = op < SCHED_NOPS ? sched_op_operands[op] : 0;
+        mask[op] = ((o & SCHED_C) ? (uint64_t)63u << F_CHUNK : 0) | ((o & SCHED_M) ? (uint64_t)0xffffu << F_MB : 0) |
+                   ((o & SCHED_B) ? (uint64_t)0xffffu << F_BUF : 0) |
+                   ((o & (SCHED_P | SCHED_L)) ? (uint64_t)0x1ffffu << F_ARG : 0);
+    }
+}
 
-static uint64_t instr_bits(const SchedInstr *in)
+/* Every field in its place, then the ones op lacks masked off: no branch
+ * per operand (a big plan's instructions are most of the write). peer and
+ * link are one field in memory (sched.h), read here as peer. */
+static uint64_t instr_bits(const SchedInstr *in, const uint64_t mask[64])
 {
     uint64_t v = (uint64_t)in->chunk << F_CHUNK | (uint64_t)((uint32_t)in->mb & 0xffffu) << F_MB |
                  (uint64_t)((uint32_t)in->buf & 0xffffu) << F_BUF |
                  (uint64_t)(((uint32_t)in->peer + 1) & 0x1ffffu) << F_ARG;
-    return (uint64_t)in->op | (v & operand_bits[in->op]);
+    return (uint64_t)in->op | (v & mask[in->op]);
 }
 
 /* Where encoded bytes go: a file (fd >= 0) or memory (mem), with the
@@ -1049,6 +1043,8 @@ static void stream_program(Sink *k, const SchedPlan *pl)
     enum { BLOCK = 4096 }; /* instructions a write */
     unsigned char b[8 * BLOCK];
     size_t n = 0;
+    uint64_t mask[64];
+    operand_masks(mask);
     uint32_t head[5] = {(uint32_t)pl->stages, (uint32_t)pl->chunks, (uint32_t)pl->micro_batches, pl->place,
                         (uint32_t)pl->eval};
     for (int i = 0; i < 5; i++, n += 4)
@@ -1066,7 +1062,7 @@ static void stream_program(Sink *k, const SchedPlan *pl)
         for (int i = 0; i < pl->prog[s].n; i++, n += 8) {
             if (n + 8 > sizeof b)
                 sink_put(k, b, n), n = 0;
-            uint64_t v = instr_bits(&pl->prog[s].ins[i]);
+            uint64_t v = instr_bits(&pl->prog[s].ins[i], mask);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
             memcpy(b + n, &v, 8); /* the file's byte order: one store, not eight */
 #else
@@ -1096,6 +1092,8 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
         bad(in, "the program's eval flag is %d", pl->eval);
     pl->prog = alloc(stages, sizeof *pl->prog);
     pl->nbuf = alloc((size_t)stages * chunks, sizeof *pl->nbuf);
+    uint64_t mask[64];
+    operand_masks(mask);
     for (int i = 0; i < stages * chunks && !in->bad; i++)
         pl->nbuf[i] = (int)get_count(in, (uint32_t)mbs < (1u << 24) ? (uint32_t)mbs : 1u << 24, 0,
                                      "buffer"); /* at most one a micro-batch: what memory sizes multiply */
@@ -1126,7 +1124,7 @@ static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, 
             x->buf = (o & SCHED_B) ? (int32_t)(v >> F_BUF & 0xffffu) : -1;
             uint32_t arg = (uint32_t)(v >> F_ARG & 0x1ffffu);
             x->peer = (o & (SCHED_P | SCHED_L)) ? (int32_t)arg - 1 : -1; /* or link: one field */
-            if (instr_bits(x) != v || ((o & SCHED_P) && arg > PLAN_MAX_STAGES)) {
+            if (instr_bits(x, mask) != v || ((o & SCHED_P) && arg > PLAN_MAX_STAGES)) {
                 in->at = at;
                 bad(in, "stage %d instruction %u (%s): bits set outside its operands, or a peer beyond %d stages", st,
                     i, sched_op_names[x->op], PLAN_MAX_STAGES);
