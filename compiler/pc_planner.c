@@ -159,6 +159,25 @@ static void *build_eval(void *arg)
     return NULL;
 }
 
+/* The training program is done with (its lowering over, or never to
+ * come): the second thread finishes, or the evaluation program is built
+ * here when no thread started (build: it is wanted), and its program and
+ * simulation become p's (freed with it). */
+static void join_eval(Build *b, int threaded, pthread_t th, int build)
+{
+    pthread_mutex_lock(&b->mu);
+    b->train_lowered = 1; /* also when its lowering failed (train_ok stays 0) */
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (threaded)
+        pthread_join(th, NULL);
+    else if (build)
+        build_eval(b);
+    b->p->eval = b->eval, b->p->eval_sim = b->eval_sim;
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+}
+
 /* Tensor parallelism (tensor_parallel = T): part k's split layers
  * compute 1/T of their work on each rank (a measured time, taken with T =
  * 1, likewise) and add their collectives over the T ranks, charged as
@@ -324,16 +343,8 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     if (!f->have_text && generators[c->schedule](&spec, acts, err, sizeof err) != 0) {
         diag_error(dl, c->schedule_loc.line ? c->schedule_loc : f->model.loc, "schedule %s: %s",
                    plan_schedule_names[c->schedule], err);
-        costs_ready(&b); /* the second thread: nothing to write */
-        pthread_mutex_lock(&b.mu);
-        b.train_lowered = 1;
-        pthread_cond_broadcast(&b.cv);
-        pthread_mutex_unlock(&b.mu);
-        if (threaded)
-            pthread_join(th, NULL);
-        p->eval = b.eval, p->eval_sim = b.eval_sim; /* freed with p */
-        pthread_mutex_destroy(&b.mu);
-        pthread_cond_destroy(&b.cv);
+        costs_ready(&b);
+        join_eval(&b, threaded, th, 0); /* the second thread: nothing to write */
         return PC_USER_ERROR;
     }
     for (int k = 0; k < P; k++) {
@@ -377,17 +388,7 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     costs_ready(&b);
     SchedBuildHooks h = {train_lowered, relower, &b};
     int train_rc = sched_build_with(&p->parts, acts, 0, &p->costs, &p->train, &p->train_sim, err, sizeof err, &h);
-    pthread_mutex_lock(&b.mu);
-    b.train_lowered = 1; /* also when its lowering failed (train_ok stays 0) */
-    pthread_cond_broadcast(&b.cv);
-    pthread_mutex_unlock(&b.mu);
-    if (threaded)
-        pthread_join(th, NULL);
-    else
-        build_eval(&b);
-    p->eval = b.eval, p->eval_sim = b.eval_sim;
-    pthread_mutex_destroy(&b.mu);
-    pthread_cond_destroy(&b.cv);
+    join_eval(&b, threaded, th, 1);
     int rc = plan_checked(dl, f, p, train_rc, err, &b);
     if (b.w && (rc != PC_OK || b.stale)) {
         plan_write_end(b.w, 0, err, sizeof err);
