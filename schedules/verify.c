@@ -423,6 +423,81 @@ static inline int check_link(Vm *vm, int s, int pc, const SchedInstr *in)
 #define PREFETCH(p) ((void)0)
 #endif
 
+/* Stage s's send at pc: 1 when it went (pc moves on), 0 when its receive
+ * is not posted yet (it waits), -1 when it failed. */
+static inline int send(Vm *vm, int s, int pc, const SchedInstr *in)
+{
+    SchedSim *o = vm->out;
+    double t = vm->clock[s];
+    int c = chan_at(vm, s, in->peer, 1, in->op == SCHED_SendGrad);
+    Chan *ch = &vm->chan[c];
+    int q = ch->sent;
+    if (in->op == SCHED_SendActivation) {
+        Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
+        if (sl->mb != in->mb || !sl->forwarded) {
+            char w[128];
+            where(vm, s, pc, w, sizeof w);
+            fail(vm, s, pc, "%s sends buffer %d, which holds %s", w, in->buf,
+                 sl->mb != in->mb ? (sl->mb < 0 ? "nothing" : "another micro-batch")
+                                  : "no output yet (the send comes before its forward)");
+            return -1;
+        }
+    } else {
+        int at = s * vm->V + in->chunk;
+        if (vm->gin_mb[at] != in->mb || vm->gin_sent[at]) {
+            char w[128];
+            where(vm, s, pc, w, sizeof w);
+            fail(vm, s, pc, "%s sends an input gradient that %s", w,
+                 vm->gin_mb[at] != in->mb ? "no backward of this micro-batch has computed yet"
+                                          : "was already sent");
+            return -1;
+        }
+    }
+    if (ch->posted <= q) {
+        vm->wait[s] = W_SEND;
+        vm->wait_on[s] = ch->dst;
+        if (!vm->fast)
+            o->stuck_recv_pc[s] = ch->recv_stage_pc[q];
+        return 0;
+    }
+    if (in->op == SCHED_SendGrad) /* it goes now: the area may be reused */
+        vm->gin_sent[s * vm->V + in->chunk] = 1;
+    const Post *po = &ch->post[q & (ch->npost - 1)];
+    double start = t > po->t ? t : po->t, arrive = start;
+    int rpc = po->pc;
+    if (vm->fast) { /* the pre-pass's match, here */
+        int pa = part_of(vm, s, in->chunk), pb = po->part;
+        if (po->mb != in->mb || pa != (ch->grad ? pb + 1 : pb - 1)) {
+            fail(vm, s, pc, "mismatched send/receive");
+            return -1;
+        }
+    }
+    if (o->peer_time[ch->dst])
+        o->peer_time[ch->dst][rpc] = t;
+    if (vm->costs && vm->costs->link_bandwidth > 0 && vm->costs->bytes_fwd) {
+        int k = part_of(vm, s, in->chunk);
+        int bk = in->op == SCHED_SendActivation ? k : k - 1;
+        arrive = start + vm->costs->bytes_fwd[bk] / vm->costs->link_bandwidth;
+    }
+    if (vm->costs)
+        arrive += vm->costs->link_latency;
+    /* the arrival goes to the buffer its receive bound, if that
+     * still waits for this message (only such a buffer reads it) */
+    Slot *rs = po->slot;
+    if (ch->grad && rs->gpend_chan == c && rs->gpend_seq == q)
+        rs->gpend_arrive = arrive;
+    else if (!ch->grad && rs->pend_chan == c && rs->pend_seq == q)
+        rs->pend_arrive = arrive;
+    ch->sent = q + 1;
+    if (vm->wait[ch->dst] == W_DATA)
+        wake(vm, ch->dst);
+    if (o->start[s])
+        o->start[s][pc] = start, o->end[s][pc] = arrive;
+    vm->wait[s] = W_NONE;
+    vm->pc[s]++;
+    return 1;
+}
+
 /* Runs stage s until it blocks or ends. */
 static void step(Vm *vm, int s)
 {
@@ -450,81 +525,26 @@ static void step(Vm *vm, int s)
                 sl->pend_chan = c, sl->pend_seq = q;
             else
                 sl->gpend_chan = c, sl->gpend_seq = q;
-            if (vm->wait[ch->src] == W_SEND)
-                wake(vm, ch->src);
+            int r = ch->src;
+            if (vm->wait[r] == W_SEND) {
+                /* fast: the send that waits for this receive goes now, so
+                 * that this stage finds its data when it needs it instead
+                 * of stopping for it (half the stops of a 1F1B plan). Each
+                 * stage still runs its own instructions in order, and what
+                 * a send computes depends on its own stage and the posted
+                 * receive only, so the run is the same */
+                const SchedInstr *w = &vm->plan->prog[r].ins[vm->pc[r]];
+                if (vm->fast && ch->sent == q && w->peer == s && (w->op == SCHED_SendGrad) == ch->grad)
+                    send(vm, r, vm->pc[r], w);
+                wake(vm, r);
+            }
             break;
         }
         case SCHED_SendActivation:
-        case SCHED_SendGrad: {
-            int c = chan_at(vm, s, in->peer, 1, in->op == SCHED_SendGrad);
-            Chan *ch = &vm->chan[c];
-            int q = ch->sent;
-            if (in->op == SCHED_SendActivation) {
-                Slot *sl = &vm->slot[s * vm->V + in->chunk][in->buf];
-                if (sl->mb != in->mb || !sl->forwarded) {
-                    char w[128];
-                    where(vm, s, pc, w, sizeof w);
-                    fail(vm, s, pc, "%s sends buffer %d, which holds %s", w, in->buf,
-                         sl->mb != in->mb ? (sl->mb < 0 ? "nothing" : "another micro-batch")
-                                          : "no output yet (the send comes before its forward)");
-                    return;
-                }
-            } else {
-                int at = s * vm->V + in->chunk;
-                if (vm->gin_mb[at] != in->mb || vm->gin_sent[at]) {
-                    char w[128];
-                    where(vm, s, pc, w, sizeof w);
-                    fail(vm, s, pc, "%s sends an input gradient that %s", w,
-                         vm->gin_mb[at] != in->mb ? "no backward of this micro-batch has computed yet"
-                                                  : "was already sent");
-                    return;
-                }
-            }
-            if (ch->posted <= q) {
-                vm->wait[s] = W_SEND;
-                vm->wait_on[s] = ch->dst;
-                if (!vm->fast)
-                    o->stuck_recv_pc[s] = ch->recv_stage_pc[q];
+        case SCHED_SendGrad:
+            if (send(vm, s, pc, in) <= 0)
                 return;
-            }
-            if (in->op == SCHED_SendGrad) /* it goes now: the area may be reused */
-                vm->gin_sent[s * vm->V + in->chunk] = 1;
-            const Post *po = &ch->post[q & (ch->npost - 1)];
-            double start = t > po->t ? t : po->t, arrive = start;
-            int rpc = po->pc;
-            if (vm->fast) { /* the pre-pass's match, here */
-                int pa = part_of(vm, s, in->chunk), pb = po->part;
-                if (po->mb != in->mb || pa != (ch->grad ? pb + 1 : pb - 1)) {
-                    fail(vm, s, pc, "mismatched send/receive");
-                    return;
-                }
-            }
-            if (o->peer_time[ch->dst])
-                o->peer_time[ch->dst][rpc] = t;
-            if (vm->costs && vm->costs->link_bandwidth > 0 && vm->costs->bytes_fwd) {
-                int k = part_of(vm, s, in->chunk);
-                int bk = in->op == SCHED_SendActivation ? k : k - 1;
-                arrive = start + vm->costs->bytes_fwd[bk] / vm->costs->link_bandwidth;
-            }
-            if (vm->costs)
-                arrive += vm->costs->link_latency;
-            /* the arrival goes to the buffer its receive bound, if that
-             * still waits for this message (only such a buffer reads it) */
-            Slot *rs = po->slot;
-            if (ch->grad && rs->gpend_chan == c && rs->gpend_seq == q)
-                rs->gpend_arrive = arrive;
-            else if (!ch->grad && rs->pend_chan == c && rs->pend_seq == q)
-                rs->pend_arrive = arrive;
-            ch->sent = q + 1;
-            if (vm->wait[ch->dst] == W_DATA)
-                wake(vm, ch->dst);
-            end = t;
-            if (o->start[s])
-                o->start[s][pc] = start, o->end[s][pc] = arrive;
-            vm->wait[s] = W_NONE;
-            vm->pc[s]++;
             continue;
-        }
         case SCHED_LoadMicroBatch:
             if (bind(vm, s, pc, in, in->chunk, in->buf))
                 return;
