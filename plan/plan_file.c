@@ -1040,8 +1040,11 @@ static void le32(unsigned char *b, uint32_t v)
 
 static void stream_program(Sink *k, const SchedPlan *pl)
 {
-    enum { BLOCK = 4096 }; /* instructions a write */
-    unsigned char b[8 * BLOCK];
+    /* instructions a write: a MiB (measured on deep.pipe's 4.5 MiB plan,
+     * ext4: the writing thread's write time 6.8 -> 5.6 ms against 32 KiB
+     * writes, fewer page-cache calls; 512 KiB and 2 MiB were slower) */
+    enum { BLOCK = 131072 };
+    unsigned char *b = base_realloc(NULL, 8 * BLOCK);
     size_t n = 0;
     uint64_t mask[64];
     operand_masks(mask);
@@ -1050,17 +1053,17 @@ static void stream_program(Sink *k, const SchedPlan *pl)
     for (int i = 0; i < 5; i++, n += 4)
         le32(b + n, head[i]);
     for (int i = 0; i < pl->stages * pl->chunks; i++, n += 4) {
-        if (n + 4 > sizeof b)
+        if (n + 4 > 8 * BLOCK)
             sink_put(k, b, n), n = 0;
         le32(b + n, (uint32_t)pl->nbuf[i]);
     }
     for (int s = 0; s < pl->stages; s++) {
-        if (n + 4 > sizeof b)
+        if (n + 4 > 8 * BLOCK)
             sink_put(k, b, n), n = 0;
         le32(b + n, (uint32_t)pl->prog[s].n);
         n += 4;
         for (int i = 0; i < pl->prog[s].n; i++, n += 8) {
-            if (n + 8 > sizeof b)
+            if (n + 8 > 8 * BLOCK)
                 sink_put(k, b, n), n = 0;
             uint64_t v = instr_bits(&pl->prog[s].ins[i], mask);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -1072,6 +1075,7 @@ static void stream_program(Sink *k, const SchedPlan *pl)
         }
     }
     sink_put(k, b, n);
+    free(b);
 }
 
 static void get_program(In *in, SchedPlan *pl, int stages, int chunks, int mbs, int eval)
