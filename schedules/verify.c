@@ -26,12 +26,14 @@
  * releases a buffer when the next micro-batch binds it, once its forward
  * ran).
  *
- * Two ways to run it (sched_verify_machine): the full machine pairs every
- * send with its receive in a pre-pass; the fast one pairs them as the run
- * reaches them, and keeps no per-message array (the receives waiting on a
- * channel are a ring; a send writes its data's arrival into the buffer
- * its receive bound). sched_verify runs the fast one, and the full one
- * only when it fails, for the message and the stuck points. */
+ * Two ways to run it (sched_verify_machine): the full machine checks
+ * every instruction and pairs every send with its receive in a pre-pass;
+ * the fast one does both as the run reaches them (a run that passes
+ * reaches every instruction), keeps no per-message array (the receives
+ * waiting on a channel are a ring; a send writes its data's arrival into
+ * the buffer its receive bound), and lets a receive's post complete the
+ * send that waits for it. sched_verify runs the fast one, and the full
+ * one only when it fails, for the message and the stuck points. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,11 +75,11 @@ typedef enum { W_NONE, W_SEND, W_DATA, W_BARRIER } WaitKind;
 typedef struct Vm {
     int *gin_mb;                /* [stage * V]: the micro-batch whose input gradient the chunk holds, -1 */
     int *gin_sent;              /* [stage * V]: it has been sent (or needs no send) */
-    /* fast: the pre-pass checks each instruction alone, and the run
-     * matches each send with its receive as it goes and checks at the end
-     * that none is left. It passes exactly the plans the full machine
-     * passes, with the same simulation; anything else is run again in
-     * full for the message and the stuck points (sched_verify) */
+    /* fast: no pre-pass; the run checks each instruction alone when it
+     * reaches it, matches each send with its receive as it goes, and
+     * checks at the end that none is left. It passes exactly the plans the
+     * full machine passes, with the same simulation; anything else is run
+     * again in full for the message and the stuck points (sched_verify) */
     int fast;
     const SchedPlan *plan;
     const SchedParts *parts;
@@ -100,7 +102,7 @@ typedef struct Vm {
     unsigned qhead, qtail, qmask;
     int tied_arrived, tied_need, all_arrived, all_need;
     double tied_time, all_time;
-    int *at_tied, *at_all;      /* stage waits in this barrier */
+    int *at_tied, *at_all;      /* [stage]: 1 + the pc of its barrier instruction once it came there, else 0 */
     int failed;
 } Vm;
 
@@ -204,44 +206,64 @@ static void where(const Vm *vm, int s, int pc, char *buf, size_t size)
         snprintf(buf, size, "stage %d pc %d (%s)", s, pc, sched_op_names[in->op]);
 }
 
-/* Checks each instruction's operands; the full machine also numbers each
- * channel's sends and receives (their pcs in program order) and checks
- * that the k-th send and k-th receive agree on micro-batch and parts. */
+/* Checks instruction pc of stage s alone: its opcode, and each operand
+ * it has in range (everything the run indexes with). The second barrier
+ * of a program is found by the caller. */
+static inline int check_alone(Vm *vm, int s, int i, const SchedInstr *in)
+{
+    const SchedPlan *pl = vm->plan;
+    if (in->op >= SCHED_NOPS) {
+        fail(vm, s, i, "stage %d pc %d: unknown opcode %u", s, i, in->op);
+        return -1;
+    }
+    unsigned o = sched_op_operands[in->op];
+    if ((o & SCHED_C) && in->chunk >= vm->V) {
+        fail(vm, s, i, "stage %d pc %d (%s): chunk %d, but stages have %d", s, i, sched_op_names[in->op], in->chunk,
+             vm->V);
+        return -1;
+    }
+    if ((o & SCHED_M) && (in->mb < 0 || in->mb >= pl->micro_batches)) {
+        fail(vm, s, i, "stage %d pc %d (%s): micro-batch %d does not exist", s, i, sched_op_names[in->op], in->mb);
+        return -1;
+    }
+    if ((o & SCHED_B) && in->op != SCHED_SendGrad && (in->buf < 0 || in->buf >= pl->nbuf[s * vm->V + in->chunk])) {
+        fail(vm, s, i, "stage %d pc %d (%s mb %d): buffer %d does not exist (chunk %d has %d)", s, i,
+             sched_op_names[in->op], in->mb, in->buf, in->chunk, pl->nbuf[s * vm->V + in->chunk]);
+        return -1;
+    }
+    if (in->op == SCHED_ReduceTiedGrads && !(vm->parts->tied_stage && vm->parts->tied_stage[s])) {
+        fail(vm, s, i, "stage %d pc %d: ReduceTiedGrads on a stage that holds no tied weight", s, i);
+        return -1;
+    }
+    int send = in->op == SCHED_SendActivation || in->op == SCHED_SendGrad;
+    int recv = in->op == SCHED_RecvActivation || in->op == SCHED_RecvGrad;
+    if ((send || recv) && (in->peer < 0 || in->peer >= vm->S || in->peer == s)) {
+        fail(vm, s, i, "stage %d pc %d (%s mb %d): peer %d is not another stage", s, i, sched_op_names[in->op], in->mb,
+             in->peer);
+        return -1;
+    }
+    return 0;
+}
+
+/* The full machine's pre-pass: checks each instruction alone (the fast
+ * machine does that as its run reaches each one, which in a run that
+ * passes is every one), numbers each channel's sends and receives (their
+ * pcs in program order) and checks that the k-th send and k-th receive
+ * agree on micro-batch and parts. */
 static int prepass(Vm *vm)
 {
     const SchedPlan *pl = vm->plan;
+    if (vm->fast)
+        return 0;
     for (int s = 0; s < vm->S; s++) {
         const SchedProgram *pr = &pl->prog[s];
         int seen_tied = 0, seen_opt = 0;
         for (int i = 0; i < pr->n; i++) {
             const SchedInstr *in = &pr->ins[i];
-            if (in->op >= SCHED_NOPS) {
-                fail(vm, s, i, "stage %d pc %d: unknown opcode %u", s, i, in->op);
+            if (check_alone(vm, s, i, in))
                 return -1;
-            }
-            unsigned o = sched_op_operands[in->op];
-            if ((o & SCHED_C) && in->chunk >= vm->V) {
-                fail(vm, s, i, "stage %d pc %d (%s): chunk %d, but stages have %d", s, i, sched_op_names[in->op],
-                     in->chunk, vm->V);
-                return -1;
-            }
-            if ((o & SCHED_M) && (in->mb < 0 || in->mb >= pl->micro_batches)) {
-                fail(vm, s, i, "stage %d pc %d (%s): micro-batch %d does not exist", s, i, sched_op_names[in->op],
-                     in->mb);
-                return -1;
-            }
-            if ((o & SCHED_B) && in->op != SCHED_SendGrad && (in->buf < 0 || in->buf >= pl->nbuf[s * vm->V + in->chunk])) {
-                fail(vm, s, i, "stage %d pc %d (%s mb %d): buffer %d does not exist (chunk %d has %d)", s, i,
-                     sched_op_names[in->op], in->mb, in->buf, in->chunk, pl->nbuf[s * vm->V + in->chunk]);
-                return -1;
-            }
             if (in->op == SCHED_ReduceTiedGrads || in->op == SCHED_OptimizerStep) {
-                int tied = in->op == SCHED_ReduceTiedGrads;
-                if (tied && !(vm->parts->tied_stage && vm->parts->tied_stage[s])) {
-                    fail(vm, s, i, "stage %d pc %d: ReduceTiedGrads on a stage that holds no tied weight", s, i);
-                    return -1;
-                }
-                int *seen = tied ? &seen_tied : &seen_opt;
+                int *seen = in->op == SCHED_ReduceTiedGrads ? &seen_tied : &seen_opt;
                 if ((*seen)++) {
                     fail(vm, s, i, "stage %d pc %d: a second %s in one program", s, i, sched_op_names[in->op]);
                     return -1;
@@ -250,13 +272,6 @@ static int prepass(Vm *vm)
             int send = in->op == SCHED_SendActivation || in->op == SCHED_SendGrad;
             int recv = in->op == SCHED_RecvActivation || in->op == SCHED_RecvGrad;
             if (!send && !recv)
-                continue;
-            if (in->peer < 0 || in->peer >= vm->S || in->peer == s) {
-                fail(vm, s, i, "stage %d pc %d (%s mb %d): peer %d is not another stage", s, i,
-                     sched_op_names[in->op], in->mb, in->peer);
-                return -1;
-            }
-            if (vm->fast)
                 continue;
             int grad = in->op == SCHED_SendGrad || in->op == SCHED_RecvGrad;
             /* each side's pcs in program order, in one pass: the arrays
@@ -272,8 +287,6 @@ static int prepass(Vm *vm)
             (*pcs)[(*n)++] = i;
         }
     }
-    if (vm->fast)
-        return 0; /* the run matches each send with its receive */
     for (int c = 0; c < vm->nchan; c++) {
         Chan *ch = &vm->chan[c];
         int n = ch->nsend < ch->nrecv ? ch->nsend : ch->nrecv;
@@ -507,6 +520,8 @@ static void step(Vm *vm, int s)
         int pc = vm->pc[s];
         const SchedInstr *in = &pr->ins[pc];
         PREFETCH(in + 8);
+        if (vm->fast && check_alone(vm, s, pc, in)) /* the full machine's pre-pass did */
+            return;
         double t = vm->clock[s], end = t;
         switch (in->op) {
         case SCHED_RecvActivation:
@@ -633,10 +648,13 @@ static void step(Vm *vm, int s)
             double *bt = tied ? &vm->tied_time : &vm->all_time;
             int *at = tied ? vm->at_tied : vm->at_all;
             if (!at[s]) {
-                at[s] = 1;
+                at[s] = pc + 1; /* which one: a second in the program is an error */
                 (*arrived)++;
                 if (t > *bt)
                     *bt = t;
+            } else if (at[s] != pc + 1) { /* fast (the full machine's pre-pass found it) */
+                fail(vm, s, pc, "stage %d pc %d: a second %s in one program", s, pc, sched_op_names[in->op]);
+                return;
             }
             if (*arrived < need) {
                 vm->wait[s] = W_BARRIER;
@@ -649,7 +667,7 @@ static void step(Vm *vm, int s)
                 return;
             }
             for (int i = 0; i < vm->S; i++)
-                if (at[i] == 1 && i != s && vm->wait[i] == W_BARRIER)
+                if (at[i] && i != s && vm->wait[i] == W_BARRIER)
                     wake(vm, i);
             t = *bt;
             vm->clock[s] = t;

@@ -416,7 +416,8 @@ static void same_machines(const SchedPlan *pl, const SchedParts *pp, const Sched
 }
 
 /* Single changes to a plan's programs (an operand, two instructions
- * swapped, one dropped, one in place of the next) at a spread of places on each stage, each held to
+ * swapped, one dropped, one in place of the next, an opcode) at a spread
+ * of places on each stage, each held to
  * same_machines; counts them and the ones the full machine fails. */
 static void changes(SchedPlan *pl, const SchedParts *pp, const SchedCosts *c, const char *name, int *changed,
                     int *failing)
@@ -426,7 +427,7 @@ static void changes(SchedPlan *pl, const SchedParts *pp, const SchedCosts *c, co
     for (int s = 0; s < p; s++) {
         SchedProgram *pr = &pl->prog[s];
         for (int i = 0; i < pr->n; i += 1 + pr->n / 7) {
-            for (int k = 0; k < 7; k++) {
+            for (int k = 0; k < 10; k++) {
                 SchedInstr keep = pr->ins[i], next = i + 1 < pr->n ? pr->ins[i + 1] : keep;
                 int n = pr->n;
                 switch (k) {
@@ -445,6 +446,15 @@ static void changes(SchedPlan *pl, const SchedParts *pp, const SchedCosts *c, co
                     pr->n = n - 1;
                     break;
                 case 6: pr->ins[i] = i > 0 ? pr->ins[i - 1] : next; break;
+                /* what the fast machine checks only when its run gets
+                 * there: a barrier (a second one, where the program has
+                 * its own), an unknown opcode, a send or receive to itself */
+                case 7: pr->ins[i].op = SCHED_OptimizerStep; break;
+                case 8: pr->ins[i].op = SCHED_NOPS; break;
+                case 9:
+                    if (sched_op_operands[keep.op] & SCHED_P)
+                        pr->ins[i].peer = s;
+                    break;
                 }
                 snprintf(what, sizeof what, "%s, stage %d pc %d change %d", name, s, i, k);
                 SchedSim f;
