@@ -6,6 +6,7 @@
 #include "plan_file.h"
 #include "plan_profile.h"
 #include "base_alloc.h"
+#include "base_thread.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -287,7 +288,7 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.cv, NULL);
     pthread_t th;
-    int threaded = pthread_create(&th, NULL, build_eval, &b) == 0;
+    int threaded = base_thread_start(&th, build_eval, &b) == 0; /* on the other CPU */
     if (f->have_text) {
         for (int s = 0; s < S; s++) {
             const SchedList *from = &f->text.acts.stage[s];
