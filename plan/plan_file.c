@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "base_alloc.h"
+#include "base_crc.h"
 #include "base_file.h"
 #include "plan_memory.h"
 #include "plan_profile.h"
@@ -997,7 +997,7 @@ typedef struct Sink {
     int fd;
     unsigned char *mem;
     size_t at;
-    uLong crc;
+    uint32_t crc;
     int ok;
     size_t started; /* MiB of the file whose write-back has been started */
 } Sink;
@@ -1006,8 +1006,7 @@ static void sink_put(Sink *k, const void *p, size_t n)
 {
     if (!n || !k->ok)
         return;
-    for (size_t at = 0; at < n; at += 1u << 30) /* uInt pieces */
-        k->crc = crc32(k->crc, (const unsigned char *)p + at, (uInt)(n - at < (1u << 30) ? n - at : 1u << 30));
+    k->crc = base_crc32(k->crc, p, n);
     if (k->fd >= 0) {
         k->ok = base_write_all(k->fd, p, n) == 0;
 #ifdef SYNC_FILE_RANGE_WRITE
@@ -1194,7 +1193,7 @@ static void encode(const PlanIR *ir, Encoded *e)
 static void emit(Encoded *e, Sink *k)
 {
     static const unsigned char zero[8];
-    k->crc = crc32(0L, Z_NULL, 0);
+    k->crc = 0;
     sink_put(k, e->head + HEADER, sizeof e->head - HEADER);
     for (int i = 1; i < SEC_COUNT; i++) {
         sink_put(k, zero, e->pad[i]);
@@ -1319,7 +1318,7 @@ int plan_decode(const unsigned char *d, size_t len, PlanIR *ir, char *err, size_
                  (unsigned long long)size, size > len ? " (truncated?)" : "");
         return -1;
     }
-    uint32_t got = (uint32_t)crc32(0L, d + HEADER, (uInt)(len - HEADER));
+    uint32_t got = base_crc32(0, d + HEADER, len - HEADER);
     if (got != crc) {
         snprintf(err, errsize, "corrupted plan: checksum mismatch (CRC-32 0x%08x, header says 0x%08x)", got, crc);
         return -1;

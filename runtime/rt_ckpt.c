@@ -5,6 +5,7 @@
 #include "rt_zero.h"
 
 #include "base_file.h"
+#include "base_crc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,7 +16,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "rt.h"
 #include "rt_dev.h"
@@ -110,12 +110,7 @@ static const RtSafetensors *open_file(const RtManifest *m, Loaded *cache, int64_
     }
     if (rt_safetensors_read(path, &cache->st, err, errsize) != 0)
         return NULL;
-    uLong c = crc32(0L, Z_NULL, 0);
-    for (size_t at = 0; at < cache->st.len;) {
-        size_t k = cache->st.len - at > (1u << 30) ? (1u << 30) : cache->st.len - at;
-        c = crc32(c, cache->st.buf + at, (uInt)k);
-        at += k;
-    }
+    uint32_t c = base_crc32(0, cache->st.buf, cache->st.len);
     if ((int64_t)c != crc) {
         fmt(err, errsize, "%s: CRC-32 0x%08lx, the manifest says 0x%08llx (corrupted)", path, (unsigned long)c,
             (unsigned long long)crc);
@@ -322,7 +317,7 @@ static int file_crc(const char *path, int64_t *bytes, uint32_t *crc)
     if (fd < 0)
         return -1;
     static unsigned char buf[1 << 16];
-    uLong c = crc32(0L, Z_NULL, 0);
+    uint32_t c = 0;
     int64_t n = 0;
     for (;;) {
         ssize_t r = read(fd, buf, sizeof buf);
@@ -334,7 +329,7 @@ static int file_crc(const char *path, int64_t *bytes, uint32_t *crc)
         }
         if (r == 0)
             break;
-        c = crc32(c, buf, (uInt)r);
+        c = base_crc32(c, buf, (size_t)r);
         n += r;
     }
     close(fd);

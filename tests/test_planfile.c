@@ -5,6 +5,7 @@
 
 #include "pc_listing.h"
 #include "plan_file.h"
+#include "base_crc.h"
 #include "pc_planner.h"
 #include "testutil.h"
 
@@ -649,6 +650,34 @@ START_TEST(instruction_stray_bits)
 }
 END_TEST
 
+/* base_crc32 (plan.bin's and checkpoints' CRC, folded by carry-less
+ * multiplication on x86-64) is zlib's crc32: every length from 0 to 1,100
+ * bytes at three alignments, from 0 and continued from another CRC, and a
+ * 3 MiB buffer split at odd places. */
+START_TEST(crc_is_zlibs)
+{
+    size_t n = 3u << 20;
+    unsigned char *b = malloc(n + 3);
+    ck_assert_ptr_nonnull(b);
+    uint32_t r = 12345;
+    for (size_t i = 0; i < n + 3; i++)
+        r = r * 1103515245u + 12345u, b[i] = (unsigned char)(r >> 16);
+    for (size_t len = 0; len <= 1100; len++)
+        for (int off = 0; off < 3; off++) {
+            uint32_t want = (uint32_t)crc32(0L, b + off, (uInt)len);
+            ck_assert_msg(base_crc32(0, b + off, len) == want, "length %zu offset %d", len, off);
+            ck_assert_msg(base_crc32(0xdeadbeefu, b + off, len) == (uint32_t)crc32(0xdeadbeefUL, b + off, (uInt)len),
+                          "continued: length %zu offset %d", len, off);
+        }
+    uint32_t whole = (uint32_t)crc32(0L, b, (uInt)n);
+    ck_assert_uint_eq(base_crc32(0, b, n), whole);
+    size_t cut[] = {0, 1, 255, 4097, 1u << 20, n - 17, n};
+    for (int i = 0; i < 7; i++)
+        ck_assert_uint_eq(base_crc32(base_crc32(0, b, cut[i]), b + cut[i], n - cut[i]), whole);
+    free(b);
+}
+END_TEST
+
 START_TEST(write_and_read_file)
 {
     Compiled *c = compile("gpt_tiny.pipe", NULL, 0);
@@ -695,6 +724,7 @@ static Suite *suite(void)
     tcase_add_test(c, instruction_limits);
     tcase_add_test(c, instruction_stray_bits);
     tcase_add_test(c, write_and_read_file);
+    tcase_add_test(c, crc_is_zlibs);
     suite_add_tcase(s, c);
     return s;
 }
