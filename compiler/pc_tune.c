@@ -39,12 +39,16 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* The candidate's settings as -D strings after the user's own. */
-static int cand_defs(const PcTune *t, const Cand *c, char buf[TUNE_MAX_DEFS][96], const char **defs)
+/* The settings the tuner varies, in the order cand_strings writes them.
+ * A -D of one holds it: only candidates with the value given are tried
+ * (compared without blanks, as -D spells it). */
+enum { NTUNED = 7 };
+static const char *const tuned_key[NTUNED] = {"stages",   "data_parallel",         "micro_batches", "micro_batch_size",
+                                              "schedule", "activation_checkpoint", "partition"};
+
+/* Candidate c's value of each tuned key, as "key=value". */
+static void cand_strings(const Cand *c, char buf[NTUNED][96])
 {
-    int n = 0;
-    for (int i = 0; i < t->ndefs; i++)
-        defs[n++] = t->defs[i];
     snprintf(buf[0], 96, "stages=%d", c->stages);
     snprintf(buf[1], 96, "data_parallel=%d", c->dp);
     snprintf(buf[2], 96, "micro_batches=%lld", (long long)c->mb);
@@ -55,7 +59,70 @@ static int cand_defs(const PcTune *t, const Cand *c, char buf[TUNE_MAX_DEFS][96]
         snprintf(buf[4], 96, "schedule=%s", plan_schedule_names[c->sched]);
     snprintf(buf[5], 96, "activation_checkpoint=%lld", (long long)c->ac);
     snprintf(buf[6], 96, "partition=%s", c->partition);
-    for (int i = 0; i < 7; i++)
+}
+
+/* s without its blanks, into out (size bytes) */
+static void squeeze(const char *s, char *out, size_t size)
+{
+    size_t n = 0;
+    for (; *s && n + 1 < size; s++)
+        if (*s != ' ' && *s != '\t')
+            out[n++] = *s;
+    out[n] = 0;
+}
+
+/* held[k]: the -D that holds tuned key k, without blanks ("" when none;
+ * the last one given wins, as in the front end). Returns how many. */
+static int held_settings(const PcTune *t, char held[NTUNED][96])
+{
+    int n = 0;
+    for (int k = 0; k < NTUNED; k++)
+        held[k][0] = 0;
+    for (int i = 0; i < t->ndefs; i++) {
+        char d[96];
+        squeeze(t->defs[i], d, sizeof d);
+        const char *eq = strchr(d, '=');
+        for (int k = 0; eq && k < NTUNED; k++)
+            if ((size_t)(eq - d) == strlen(tuned_key[k]) && !strncmp(d, tuned_key[k], (size_t)(eq - d))) {
+                n += !held[k][0];
+                strcpy(held[k], d);
+            }
+    }
+    return n;
+}
+
+/* Whether candidate c has every held setting. */
+static int holds(const Cand *c, char held[NTUNED][96])
+{
+    char buf[NTUNED][96];
+    cand_strings(c, buf);
+    for (int k = 0; k < NTUNED; k++) {
+        char v[96];
+        squeeze(buf[k], v, sizeof v);
+        if (held[k][0] && strcmp(v, held[k]))
+            return 0;
+    }
+    return 1;
+}
+
+/* "stages=2, schedule=zb-h1": the held settings, for messages */
+static void held_text(char held[NTUNED][96], char *out, size_t size)
+{
+    size_t n = 0;
+    out[0] = 0;
+    for (int k = 0; k < NTUNED && n < size; k++)
+        if (held[k][0])
+            n += (size_t)snprintf(out + n, size - n, "%s%s", n ? ", " : "", held[k]);
+}
+
+/* The candidate's settings as -D strings after the user's own. */
+static int cand_defs(const PcTune *t, const Cand *c, char buf[TUNE_MAX_DEFS][96], const char **defs)
+{
+    int n = 0;
+    for (int i = 0; i < t->ndefs; i++)
+        defs[n++] = t->defs[i];
+    cand_strings(c, buf);
+    for (int i = 0; i < NTUNED; i++)
         defs[n++] = buf[i];
     return n;
 }
@@ -185,6 +252,9 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
     int have_profile = base.profile != NULL;
     const char *partitions[] = {"uniform", "parameters", "flops", "time"};
     int nparts = have_profile ? 4 : 3;
+    char held[NTUNED][96], heldtxt[NTUNED * 100];
+    int nheld = held_settings(t, held);
+    held_text(held, heldtxt, sizeof heldtxt);
     int cap = 1024, nc = 0;
     Cand *cands = base_calloc(cap, sizeof *cands);
     Tally tally = {0};
@@ -228,6 +298,8 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
                                 }
                             }
                             Cand c = {S, dp, V, M, B, k, acs[a], partitions[q], 0, 0, 0};
+                            if (nheld && !holds(&c, held))
+                                continue;
                             int r = try_cand(t, &c, &tally, NULL, err, sizeof err);
                             if (r == 0)
                                 cands[nc++] = c;
@@ -240,8 +312,9 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
     if (nc == 0) {
         diag_error(dl, base.model.loc,
                    "--tune --world %d: no plan fits: %d tried, %d did not verify, %d over memory_limit, %d refused "
-                   "otherwise (global batch %lld)",
-                   t->world, tally.tried, tally.no_verify, tally.no_memory, tally.other, (long long)G);
+                   "otherwise (global batch %lld)%s%s",
+                   t->world, tally.tried, tally.no_verify, tally.no_memory, tally.other, (long long)G,
+                   nheld ? "; held by -D: " : "", heldtxt);
         free(cands);
         pc_front_free(&base);
         return PC_USER_ERROR;
@@ -268,8 +341,15 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
         base_json_put_str(out, costs);
         fprintf(out,
                 ",\n  \"tried\": %d,\n  \"fit\": %d,\n  \"did_not_verify\": %d,\n  \"over_memory_limit\": %d,\n"
-                "  \"refused_otherwise\": %d,\n  \"seconds\": %.3f,\n  \"top\": [\n",
+                "  \"refused_otherwise\": %d,\n  \"seconds\": %.3f,\n  \"held\": [",
                 tally.tried, nc, tally.no_verify, tally.no_memory, tally.other, took);
+        for (int k = 0, first = 1; k < NTUNED; k++)
+            if (held[k][0]) {
+                fputs(first ? "" : ", ", out);
+                base_json_put_str(out, held[k]);
+                first = 0;
+            }
+        fprintf(out, "],\n  \"top\": [\n");
         for (int i = 0; i < top; i++) {
             const Cand *c = &cands[i];
             char sched[64], why[128];
@@ -295,6 +375,8 @@ int pc_tune(DiagList *dl, const PcTune *t, FILE *out)
         if (have_profile)
             fprintf(out, "micro_batch_size %lld only: the profile's times hold at its micro-batch size\n",
                     (long long)base.profile->micro_batch_size);
+        if (nheld)
+            fprintf(out, "held by -D: %s\n", heldtxt);
         fprintf(out, "%4s %7s %4s  %-24s %9s %5s %3s %-10s %12s %7s %12s  %s\n", "rank", "stages", "dp", "schedule",
                 "micro", "size", "ac", "partition", "step", "bubble", "peak memory", "why");
         for (int i = 0; i < top; i++) {

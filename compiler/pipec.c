@@ -45,7 +45,7 @@ static void usage(FILE *out)
           "  --tune            with --world N: try every stage count, schedule, micro-batch\n"
           "                    split, activation checkpointing and partition for N ranks\n"
           "                    (same global batch), print the 10 fastest predicted; -o\n"
-          "                    writes the best plan\n"
+          "                    writes the best plan; a -D of one of these holds it\n"
           "  --world N         the ranks --tune plans for\n"
           "  -D KEY=VALUE      override a pipeline or train key, with any value the DSL\n"
           "                    accepts (-D stages=4, -D \"schedule=interleaved(chunks = 2)\");\n"

@@ -3,7 +3,8 @@
 # "Tune"): every row keeps the model's global batch and uses N ranks, rows
 # come fastest first, memory_limit drops what does not fit, -o writes the
 # first row's plan and that plan verifies and trains; a profile limits the
-# micro-batch size to its own; the refusals.
+# micro-batch size to its own; a -D of a tuned setting holds it; the
+# refusals.
 #
 #   bash tests/cli/test_tune.sh PIPEC PIPERT SOURCE_DIR
 set -u
@@ -90,6 +91,23 @@ assert t["costs"].endswith("p.json") and all(r["micro_batch_size"] == 4 for r in
 else
     not_ok "with a profile" "$(cat "$TMP/out")"
 fi
+
+# a -D of a setting the tuner varies holds it: every row has it (and
+# without it the table has other values, so the check can fail)
+"$PIPEC" "$MODEL" --tune --world 4 --json -D stages=2 -D "schedule = zb-h1" >"$TMP/h.json" 2>"$TMP/out"
+rc=$?
+if [ $rc -eq 0 ] && why=$(check_table "$TMP/h.json" 4 64) && $PY -c '
+import json,sys; t=json.load(open(sys.argv[1])); u=json.load(open(sys.argv[2]))
+assert t["held"] == ["stages=2", "schedule=zb-h1"], t["held"]
+assert all(r["stages"] == 2 and r["schedule"] == "zb-h1" for r in t["top"]), t["top"]
+assert any(r["stages"] != 2 or r["schedule"] != "zb-h1" for r in u["top"]) and u["held"] == []' "$TMP/h.json" "$TMP/t.json"; then
+    ok "-D stages=2 -D schedule=zb-h1: held, every row has both"
+else
+    not_ok "-D holds a tuned setting" "$(cat "$TMP/out") ${why:-}"
+fi
+"$PIPEC" "$MODEL" --tune --world 4 -D stages=3 >"$TMP/out" 2>&1
+rc=$?
+check_rc "a held setting no candidate has: exit 1, says which" 1 "no plan fits: 0 tried.*held by -D: stages=3"
 
 # refusals
 "$PIPEC" "$MODEL" --tune >"$TMP/out" 2>&1
