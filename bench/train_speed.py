@@ -25,10 +25,15 @@ docs/benchmarks.md; the script says which build type it found).
 2. pipert with 2 stages on 2 ranks against 1 stage on 1 rank, on the same
    models: the measured speed-up, the ideal one the bubble allows (p x (1 -
    bubble), the bubble from `pipec -D stages=2 --stats --json`), and the
-   measured one as a percentage of the ideal; and against what a user
-   would run on the same two cores instead: PyTorch on 2 threads, the
-   best of three settings (torch.set_num_threads 2 with OpenBLAS at 2
-   or 1, or torch at 1 with OpenBLAS at 2), same model and global batch.
+   measured one as a percentage of the ideal (1F1B, as the bar is set);
+   and against what a user would run on the same two cores instead:
+   PyTorch on 2 threads, the best of three settings (torch.set_num_threads
+   2 with OpenBLAS at 2 or 1, or torch at 1 with OpenBLAS at 2), same
+   model and global batch. The pipert side of that comparison runs the
+   2-stage plan `pipec --tune --world 2 -D stages=2` ranks first, its
+   costs (layers and link) measured by `pipert --profile` on the 2-stage
+   1F1B plan on 2 ranks (4 steps) in the same run; the script prints the
+   tuner's choice, its predicted step and the measured one.
 
 Step times: the median of the steps after the first 3 (warm-up), pipert's
 from its --metrics step_ms, PyTorch's from time.perf_counter around a whole
@@ -259,6 +264,35 @@ def run_pipert(build, plan, ranks, steps, env, tmp, extra=()):
     return statistics.median(ms), None
 
 
+def tuned_plan(build, src, defines, plan2, data, env, tmp, name):
+    """The plan pipec --tune ranks first among 2-stage plans for 2 ranks,
+    predicted from costs measured on the 2-stage 1F1B plan on 2 ranks
+    (pipert --profile: the layers' times and the link's), written to
+    tmp/NAME2t.bin; returns the tuner's row."""
+    prof = os.path.join(tmp, name + ".profile.json")
+    r = subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", os.path.join(build, "pipert"), plan2,
+                        "--steps", "4", "--profile", prof, *data], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"pipert --profile ({name}) failed:\n{(r.stdout + r.stderr)[-3000:]}")
+    tuned = ("stages=", "schedule=", "partition=", "micro_batches=", "micro_batch_size=", "activation_checkpoint=")
+    keep = []
+    for flag, d in zip(defines[::2], defines[1::2]):
+        if not d.replace(" ", "").startswith(tuned):
+            keep += [flag, d]
+    costs = ["-D", f'costs=profile("{prof}")']
+    r = subprocess.run([os.path.join(build, "pipec"), src, *keep, *costs, "-D", "stages=2", "--tune", "--world", "2",
+                        "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"pipec --tune ({name}) failed:\n{r.stderr[-3000:]}")
+    top = json.loads(r.stdout)["top"][0]
+    pipec(build, src, os.path.join(tmp, name + "2t.bin"),
+          keep + costs + ["-D", "stages=2", "-D", f"schedule={top['schedule']}", "-D", f"partition={top['partition']}",
+                          "-D", f"micro_batches={top['micro_batches']}",
+                          "-D", f"micro_batch_size={top['micro_batch_size']}",
+                          "-D", f"activation_checkpoint={top['activation_checkpoint']}"])
+    return top
+
+
 def build_type(build):
     try:
         for line in open(os.path.join(build, "CMakeCache.txt")):
@@ -297,11 +331,17 @@ def compare(name, unit, per_step, pt_ms, th):
     return pt_rate / th_rate
 
 
-def two_ranks(name, unit, per_step, pt2_ms, th2):
+def two_ranks(name, unit, per_step, pt2_ms, th2, top, f1b_ms):
     pt_rate = per_step / (pt2_ms / 1e3)
     th_rate = per_step / (th2["median_ms"] / 1e3)
-    print(f"{name}: pipert 2 ranks, 2 stages: {pt_rate:,.0f} {unit}/s against PyTorch on 2 cores at its best "
-          f"({th2['setting']}): {th_rate:,.0f} {unit}/s ({th2['median_ms']:.1f} ms/step): {pt_rate / th_rate:.2f}x")
+    f1b_rate = per_step / (f1b_ms / 1e3)
+    print(f"{name}: pipec --tune --world 2 -D stages=2 (costs measured on 2 stages, 1F1B) ranks first: "
+          f"{top['schedule']}, partition {top['partition']}, {top['micro_batches']} x {top['micro_batch_size']}, "
+          f"activation_checkpoint {top['activation_checkpoint']}: predicted {1e3 * top['step_time']:.1f} ms/step, "
+          f"measured {pt2_ms:.1f} (1F1B's: {f1b_ms:.1f})")
+    print(f"{name}: pipert 2 ranks, the tuner's plan: {pt_rate:,.0f} {unit}/s (1F1B: {f1b_rate:,.0f}) against PyTorch on "
+          f"2 cores at its best ({th2['setting']}): {th_rate:,.0f} {unit}/s ({th2['median_ms']:.1f} ms/step): "
+          f"{pt_rate / th_rate:.2f}x (1F1B: {f1b_rate / th_rate:.2f}x)")
     return pt_rate / th_rate
 
 
@@ -372,14 +412,19 @@ def main():
         for name, (src, defines) in plans.items():
             pipec(build, src, os.path.join(tmp, name + ".bin"), defines)
         data = {"mlp": [], "gpt": ["--data", tokens], "cnn": []}
+        # the 2-rank comparison with PyTorch runs the tuner's best 2-stage plan
+        tops = {}
+        for model in ("mlp", "gpt", "cnn"):
+            src, defines = plans[model + "1"]
+            tops[model] = tuned_plan(build, src, defines, os.path.join(tmp, model + "2.bin"), data[model], env, tmp,
+                                     model)
 
         best, torch_info, torch2, gpt_ok = {}, {}, {}, True
         for _ in range(rounds):
             for model in ("mlp", "gpt", "cnn"):
                 if model == "gpt" and not gpt_ok:
                     continue
-                for ranks in (1, 2):
-                    name = f"{model}{ranks}"
+                for ranks, name in ((1, model + "1"), (2, model + "2"), (2, model + "2t")):
                     t, err = run_pipert(build, os.path.join(tmp, name + ".bin"), ranks, steps, env, tmp,
                                         data[model])
                     if t is None:
@@ -392,7 +437,7 @@ def main():
                         th = run_torch(model, steps, env)
                         if model not in torch_info or th["median_ms"] < torch_info[model]["median_ms"]:
                             torch_info[model] = th
-                    else:
+                    elif name.endswith("2"):
                         # what a user would run on both cores instead: PyTorch with 2
                         # intra-op threads (OpenBLAS and OpenMP at 2 too)
                         for threads, blas in TORCH2_VARIANTS:
@@ -408,7 +453,7 @@ def main():
         frac = scaling("MLP", best["mlp1"], best["mlp2"], bubble(build, mlp, ["-D", "stages=2"]))
         verdicts.append(f"MLP 2 stages at least 90% of the ideal speed-up: {'met' if frac >= 0.9 else 'NOT met'} "
                         f"({100 * frac:.0f}%)")
-        r2 = two_ranks("MLP", "samples", per_step, best["mlp2"], torch2["mlp"])
+        r2 = two_ranks("MLP", "samples", per_step, best["mlp2t"], torch2["mlp"], tops["mlp"], best["mlp2"])
         verdicts.append(f"MLP 2 ranks at least 2x PyTorch on 2 threads: {'met' if r2 >= 2 else 'NOT met'} ({r2:.2f}x)")
         c = CNN
         print(f"CNN: examples/fashion_mnist.pipe's model (2 conv, 2 maxpool, 2 linear), {c['micro_batches']} "
@@ -417,7 +462,7 @@ def main():
         rc = compare("CNN", "samples", cper, best["cnn1"], torch_info["cnn"])
         verdicts.append(f"CNN 1 rank at least 1.2x PyTorch: {'met' if rc >= 1.2 else 'NOT met'} ({rc:.2f}x)")
         scaling("CNN", best["cnn1"], best["cnn2"], bubble(build, cnn, CNN_DEFINES + ["-D", "stages=2"]))
-        two_ranks("CNN", "samples", cper, best["cnn2"], torch2["cnn"])
+        two_ranks("CNN", "samples", cper, best["cnn2t"], torch2["cnn"], tops["cnn"], best["cnn2"])
         if not gpt_ok:
             print(GPT_SKIP_LINE)
         else:
@@ -428,7 +473,8 @@ def main():
             rg = compare("GPT", "tokens", torch_info["gpt"]["per_step"], best["gpt1"], torch_info["gpt"])
             verdicts.append(f"GPT 1 rank at least 1.2x PyTorch: {'met' if rg >= 1.2 else 'NOT met'} ({rg:.2f}x)")
             scaling("GPT", best["gpt1"], best["gpt2"], bubble(build, gpt, gdef2))
-            r2 = two_ranks("GPT", "tokens", torch_info["gpt"]["per_step"], best["gpt2"], torch2["gpt"])
+            r2 = two_ranks("GPT", "tokens", torch_info["gpt"]["per_step"], best["gpt2t"], torch2["gpt"], tops["gpt"],
+                          best["gpt2"])
             verdicts.append(f"GPT 2 ranks at least 2x PyTorch on 2 threads: {'met' if r2 >= 2 else 'NOT met'} "
                             f"({r2:.2f}x)")
     print(f"load average at the end: {loadavg()}")
