@@ -428,6 +428,8 @@ static void changes(SchedPlan *pl, const SchedParts *pp, const SchedCosts *c, co
         SchedProgram *pr = &pl->prog[s];
         for (int i = 0; i < pr->n; i += 1 + pr->n / 7) {
             for (int k = 0; k < 10; k++) {
+                if (k >= 7 && (i / (1 + pr->n / 7)) % 3 != 1)
+                    continue; /* the checks-alone kinds at every third place (the run under ASan stays short) */
                 SchedInstr keep = pr->ins[i], next = i + 1 < pr->n ? pr->ins[i + 1] : keep;
                 int n = pr->n;
                 switch (k) {
