@@ -179,6 +179,15 @@ static void join_eval(Build *b, int threaded, pthread_t th, int build)
     pthread_cond_destroy(&b->cv);
 }
 
+/* The model's first layer computes no input gradient (its input is data:
+ * pipert's backward skips it), unless its backward yields one with its
+ * inner gradients anyway (a transformer block); the FLOPs estimate charges
+ * its input-gradient half nothing, as a profile measures it. */
+static int no_input_grad(const PcFront *f, int j)
+{
+    return j == 0 && !plan_layer_keeps_inner_grads(&f->model.layer[0]);
+}
+
 /* Tensor parallelism (tensor_parallel = T): part k's split layers
  * compute 1/T of their work on each rank (a measured time, taken with T =
  * 1, likewise) and add their collectives over the T ranks, charged as
@@ -202,7 +211,8 @@ static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
         if (L->tp <= 1)
             continue;
         double fw = prof ? prof->layer[j].forward : (double)L->flops * B / rate;
-        double in = prof ? prof->layer[j].backward_input : fw, w = prof ? prof->layer[j].backward_weight : fw;
+        double in = prof ? prof->layer[j].backward_input : no_input_grad(f, j) ? 0 : fw;
+        double w = prof ? prof->layer[j].backward_weight : fw;
         double cut = 1 - 1 / T, sum_f = 0, sum_i = 0;
         if (L->kind == PLAN_L_EMBEDDING) {
             if (bw > 0)
@@ -218,6 +228,8 @@ static void tp_costs(const PcFront *f, PlanSchedule *p, int k, double rate)
                 sum_f = ring * y, sum_i = 2 * ring * x;
             else
                 sum_f = 2 * ring * y, sum_i = ring * x;
+            if (no_input_grad(f, j))
+                sum_i = 0; /* no input gradient, no collective for it */
         }
         p->cost_f[k] += sum_f - cut * fw;
         p->cost_i[k] += sum_i - cut * in;
@@ -312,8 +324,10 @@ int pc_plan_build_to(DiagList *dl, const PcFront *f, PlanSchedule *p, SchedActio
                 f += prof->loss;
             p->cost_f[k] = f, p->cost_b[k] = i + w, p->cost_i[k] = i, p->cost_w[k] = w;
         } else {
-            double f1 = (double)q->flops * (double)c->micro_batch_size / rate;
-            p->cost_f[k] = f1, p->cost_b[k] = 2 * f1, p->cost_i[k] = f1, p->cost_w[k] = f1;
+            double f1 = (double)q->flops * (double)c->micro_batch_size / rate, i1 = f1;
+            if (no_input_grad(f, q->first))
+                i1 -= (double)f->model.layer[0].flops * (double)c->micro_batch_size / rate;
+            p->cost_f[k] = f1, p->cost_b[k] = i1 + f1, p->cost_i[k] = i1, p->cost_w[k] = f1;
         }
         if (c->tensor_parallel > 1)
             tp_costs(f, p, k, rate);
