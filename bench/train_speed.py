@@ -23,9 +23,11 @@ docs/benchmarks.md; the script says which build type it found).
      micro-batches of 32 synthetic 28x28 images, Adam.
    Prints samples/s (tokens/s for the GPT) for both and the ratio.
 2. pipert with 2 stages on 2 ranks against 1 stage on 1 rank, on the same
-   models: the measured speed-up, the ideal one the bubble allows (p x (1 -
-   bubble), the bubble from `pipec -D stages=2 --stats --json`), and the
-   measured one as a percentage of the ideal (1F1B, as the bar is set);
+   models: the measured speed-up, the ideal one the bubble allows
+   (2M/(M+1) for M micro-batches: 1F1B on 2 equal stages, as the issue
+   sets the bar), the measured one as a percentage of it, and the plan's
+   own prediction beside (2 x (1 - bubble), the bubble from `pipec -D
+   stages=2 --stats --json`, which also counts unequal stages);
    and against what a user would run on the same two cores instead:
    PyTorch on 2 threads, the best of three settings (torch.set_num_threads
    2 with OpenBLAS at 2 or 1, or torch at 1 with OpenBLAS at 2), same
@@ -44,10 +46,15 @@ medians, which keeps a burst of other work on the machine from landing on
 one side only. pipert runs under mpirun --bind-to none, unpinned like
 PyTorch. Both run single-threaded: pipert calls openblas_set_num_threads(1)
 itself, and every pipert and PyTorch run gets OPENBLAS_NUM_THREADS=1 and
-OMP_NUM_THREADS=1 besides (PyTorch also torch.set_num_threads(1)). Both
-multiply matrices with the same OpenBLAS (Debian's python3-torch uses the
-system libblas.so.3, which is OpenBLAS's); any OPENBLAS_CORETYPE in the
-environment applies to both, and the script prints it.
+OMP_NUM_THREADS=1 besides (PyTorch also torch.set_num_threads(1)). Open
+MPI moves activations with its default single-copy mechanism (CMA) unless
+the environment sets OMPI_MCA_btl_vader_single_copy_mechanism (printed;
+"none", which containers that refuse process_vm_readv need, makes a
+transfer wait on the sender's MPI calls, most felt by the chunked
+schedules' many transfers). Both multiply matrices with the same OpenBLAS
+(Debian's python3-torch uses the system libblas.so.3, which is
+OpenBLAS's); any OPENBLAS_CORETYPE in the environment applies to both,
+and the script prints it.
 
 The PyTorch measurements run in a child process (this file, with
 --torch-worker): under this interpreter when it has torch, else under
@@ -345,11 +352,16 @@ def two_ranks(name, unit, per_step, pt2_ms, th2, top, f1b_ms):
     return pt_rate / th_rate
 
 
-def scaling(name, t1, t2, b):
-    measured, ideal = t1 / t2, 2 * (1 - b)
+def scaling(name, t1, t2, b, m):
+    """The measured speed-up as a share of the issue's ideal, 2M/(M+S-1)
+    for S = 2 stages and M micro-batches under 1F1B (equal stages); the
+    plan's own prediction, 2 x (1 - bubble), also counts how unequal its
+    two stages are, and is printed beside it."""
+    measured, ideal, planned = t1 / t2, 2 * m / (m + 1), 2 * (1 - b)
     print(f"{name}: 2 stages on 2 ranks: {t2:.1f} ms/step against 1 stage on 1 rank: {t1:.1f} ms/step")
-    print(f"{name}: speed-up {measured:.2f}x, ideal {ideal:.2f}x (2 x (1 - bubble {b:.3f})), "
-          f"{100 * measured / ideal:.0f}% of ideal")
+    print(f"{name}: speed-up {measured:.2f}x, ideal {ideal:.2f}x (2M/(M+1), M = {m}), {100 * measured / ideal:.0f}% "
+          f"of ideal; the plan's prediction {planned:.2f}x (2 x (1 - bubble {b:.3f}), unequal stages counted), "
+          f"{100 * measured / planned:.0f}% of it")
     return measured / ideal
 
 
@@ -389,6 +401,12 @@ def main():
     print("threads: " + (f"pipert calls openblas_set_num_threads(1) ({where}); " if where else
                          "pipert does not set OpenBLAS's threads itself; ")
           + "OPENBLAS_NUM_THREADS=1 and OMP_NUM_THREADS=1 are set for every pipert and PyTorch run")
+    copy = os.environ.get("OMPI_MCA_btl_vader_single_copy_mechanism")
+    print("Open MPI between the ranks: " + (f"btl_vader_single_copy_mechanism={copy} from the environment"
+                                            + (" (no single copy: a large message moves in fragments that the "
+                                               "sender pushes from inside MPI calls; a container's setting, "
+                                               "slower than Open MPI's default)" if copy == "none" else "")
+                                            if copy else "Open MPI's default single-copy mechanism (CMA)"))
     inherited = sorted(f"{k}={v}" for k, v in os.environ.items()
                        if k.startswith("OPENBLAS_") and k != "OPENBLAS_NUM_THREADS")
     print("OpenBLAS (the same library under pipert and PyTorch): "
@@ -450,7 +468,8 @@ def main():
               f"of {MLP['micro_batch_size']}, 1F1B, Adam, synthetic data")
         ratio = compare("MLP", "samples", per_step, best["mlp1"], torch_info["mlp"])
         verdicts.append(f"MLP 1 rank at least 1.2x PyTorch: {'met' if ratio >= 1.2 else 'NOT met'} ({ratio:.2f}x)")
-        frac = scaling("MLP", best["mlp1"], best["mlp2"], bubble(build, mlp, ["-D", "stages=2"]))
+        frac = scaling("MLP", best["mlp1"], best["mlp2"], bubble(build, mlp, ["-D", "stages=2"]),
+                       MLP["micro_batches"])
         verdicts.append(f"MLP 2 stages at least 90% of the ideal speed-up: {'met' if frac >= 0.9 else 'NOT met'} "
                         f"({100 * frac:.0f}%)")
         r2 = two_ranks("MLP", "samples", per_step, best["mlp2t"], torch2["mlp"], tops["mlp"], best["mlp2"])
@@ -461,7 +480,8 @@ def main():
         cper = c["micro_batches"] * c["micro_batch_size"]
         rc = compare("CNN", "samples", cper, best["cnn1"], torch_info["cnn"])
         verdicts.append(f"CNN 1 rank at least 1.2x PyTorch: {'met' if rc >= 1.2 else 'NOT met'} ({rc:.2f}x)")
-        scaling("CNN", best["cnn1"], best["cnn2"], bubble(build, cnn, CNN_DEFINES + ["-D", "stages=2"]))
+        scaling("CNN", best["cnn1"], best["cnn2"], bubble(build, cnn, CNN_DEFINES + ["-D", "stages=2"]),
+                c["micro_batches"])
         two_ranks("CNN", "samples", cper, best["cnn2t"], torch2["cnn"], tops["cnn"], best["cnn2"])
         if not gpt_ok:
             print(GPT_SKIP_LINE)
@@ -472,7 +492,7 @@ def main():
                   f"{g['micro_batches']} micro-batches of {g['micro_batch_size']} sequences, 1F1B, AdamW")
             rg = compare("GPT", "tokens", torch_info["gpt"]["per_step"], best["gpt1"], torch_info["gpt"])
             verdicts.append(f"GPT 1 rank at least 1.2x PyTorch: {'met' if rg >= 1.2 else 'NOT met'} ({rg:.2f}x)")
-            scaling("GPT", best["gpt1"], best["gpt2"], bubble(build, gpt, gdef2))
+            scaling("GPT", best["gpt1"], best["gpt2"], bubble(build, gpt, gdef2), g["micro_batches"])
             r2 = two_ranks("GPT", "tokens", torch_info["gpt"]["per_step"], best["gpt2t"], torch2["gpt"], tops["gpt"],
                           best["gpt2"])
             verdicts.append(f"GPT 2 ranks at least 2x PyTorch on 2 threads: {'met' if r2 >= 2 else 'NOT met'} "
