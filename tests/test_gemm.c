@@ -221,10 +221,10 @@ static float b_at(const float *b, int64_t ls, int64_t ks, int64_t q, int64_t j)
 START_TEST(packed_is_fmaf_in_order)
 {
     /* around the micro-tile (8 x 32), the A block (128 rows) and the k
-     * block (256), for the three ways a B is laid out (its lanes as rows,
+     * block (512), for the three ways a B is laid out (its lanes as rows,
      * as columns, strided): every element's bits are fmaf's, k in order */
-    static const int64_t shapes[][3] = {{1, 1, 1},     {13, 37, 300}, {8, 32, 256}, {130, 65, 513},
-                                        {3, 260, 300}, {200, 33, 2},  {9, 31, 17}};
+    static const int64_t shapes[][3] = {{1, 1, 1},    {13, 37, 300}, {8, 32, 512}, {130, 65, 513}, {3, 260, 300},
+                                        {200, 33, 2}, {9, 31, 17},   {5, 40, 1030}};
     rng_seed(41);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int t = 0; t < 6; t++) {

@@ -312,7 +312,7 @@ static void gemm_bf16(int64_t m, int64_t n, int64_t k, const KView *a, const KVi
  * the same as fmaf() in that order (unit_kernels checks it). */
 #define K_F_MR 8
 #define K_F_NR 32
-#define K_F_KC 256
+#define K_F_KC 512
 #define K_F_MC 128
 
 /* A's rows [i0, i0 + mc), k [k0, k0 + kc) as panels of K_F_MR rows, k-major;
