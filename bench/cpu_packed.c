@@ -121,7 +121,7 @@ static void wgrad(double pk)
                (long long)n, (long long)in_f, (long long)out_f, "weight gradient", best[0] * 1e6,
                flop / best[0] / 1e9, 100 * flop / best[0] / 1e9 / pk, best[1] * 1e6, flop / best[1] / 1e9,
                100 * flop / best[1] / 1e9 / pk, best[0] / best[1],
-               rule && k_wgrad_supported() ? "own" : "OpenBLAS");
+               rule && k_wgrad_supported(in_f) ? "own" : "OpenBLAS");
         free(dw), free(scratch), free(x), free(dy);
     }
 }

@@ -64,10 +64,15 @@ void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
  * AVX-512F only. */
 int64_t k_wgrad_floats(int64_t k, int64_t n);
 void k_gemm_wgrad(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c, float *scratch);
-/* Whether k_linear_backward_weight takes k_gemm_wgrad: AVX-512F, and
+/* Whether k_linear_backward_weight takes k_gemm_wgrad for a linear of
+ * IN input features (within k_linear_wgrad_floats' sizes): AVX-512F, and
  * OpenBLAS not on its own AVX-512 kernels (k_gemm_short_swaps), which are
- * as fast in isolation and faster in pipert (docs/design-notes.md) */
-int k_wgrad_supported(void);
+ * as fast in isolation and faster in pipert on cores with full-width
+ * 512-bit FMAs (docs/design-notes.md); on Zen 4 (AMD family 19h), whose
+ * 512-bit FMAs run as two 256-bit halves, k_gemm_wgrad is the faster
+ * from 1024 features in (docs/benchmarks.md). Machine and shape only: the
+ * same choice for a layer at every stage count. */
+int k_wgrad_supported(int64_t in_f);
 
 /* ---- linear: y = x W^T + b over the last dimension ---------------------- */
 /* in (N, IN), w (OUT, IN), b (OUT) or NULL, out (N, OUT); N = B * leading dims.

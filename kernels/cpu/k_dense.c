@@ -95,7 +95,7 @@ void k_linear_backward_input(float *din, const float *dout, const float *w, int6
 void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
                               int64_t out_f, KPrec prec, float *scratch)
 {
-    if (dw && scratch && prec == K_FP32 && k_linear_wgrad_floats(n, in_f, out_f) && k_wgrad_supported())
+    if (dw && scratch && prec == K_FP32 && k_linear_wgrad_floats(n, in_f, out_f) && k_wgrad_supported(in_f))
         k_gemm_wgrad(out_f, in_f, n, dout, in, dw, scratch);
     else if (dw)
         k_gemm(prec, 1, 0, out_f, in_f, n, dout, out_f, in, in_f, 1, dw, in_f);

@@ -547,9 +547,17 @@ int k_gemm_short_swaps(void)
                     strcmp(core, "SapphireRapids") == 0);
 }
 
-int k_wgrad_supported(void)
+int k_wgrad_supported(int64_t in_f)
 {
-    return k_packed_supported() && !k_gemm_short_swaps();
+    if (!k_packed_supported())
+        return 0;
+    if (!k_gemm_short_swaps())
+        return 1;
+#if K_HAVE_BF16_GEMM
+    return in_f >= 1024 && __builtin_cpu_is("amdfam19h"); /* Zen 4: AVX-512 with family 19h */
+#else
+    return 0;
+#endif
 }
 
 void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
