@@ -573,7 +573,9 @@ static void get_layer(In *in, BaseArena *A, const PlanModel *m, PlanLayer *L, in
 
 /* What version 3 adds to a layer, checked: a reshape or transpose moves
  * its input's elements, a batchnorm2d matches its input (its buffers
- * follow from these: plan_layer_buffers); and a linear maps the last
+ * follow from these: plan_layer_buffers); a layernorm or rmsnorm has a
+ * last dimension to normalise over (its saved state is per row of it);
+ * and a linear maps the last
  * dimension of an input that has one to nout (the memory planner and the
  * runtime read its input features there) */
 static void check_layer(In *in, PlanLayer *L, int i)
@@ -586,6 +588,8 @@ static void check_layer(In *in, PlanLayer *L, int i)
              !(L->in.ndim == 3 && L->nparams == 2 && L->param[0].ndim == 1 && L->param[1].ndim == 1 &&
                L->param[0].dim[0] == L->in.dim[0] && L->param[1].dim[0] == L->in.dim[0] && L->eps > 0))
         bad(in, "layer %d: a batchnorm2d that does not match its input", i);
+    else if ((L->kind == PLAN_L_LAYERNORM || L->kind == PLAN_L_RMSNORM) && L->in.ndim < 1)
+        bad(in, "layer %d: a %s of an input with no dimension to normalise over", i, plan_layer_names[L->kind]);
     else if (L->kind == PLAN_L_LINEAR && (L->in.ndim < 1 || L->out.ndim != L->in.ndim || L->nout < 1 ||
                                           L->out.dim[L->out.ndim - 1] != L->nout))
         bad(in, "layer %d: a linear whose output is not its input's last dimension mapped to %lld features", i,
