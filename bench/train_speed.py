@@ -402,11 +402,14 @@ def main():
                          "pipert does not set OpenBLAS's threads itself; ")
           + "OPENBLAS_NUM_THREADS=1 and OMP_NUM_THREADS=1 are set for every pipert and PyTorch run")
     copy = os.environ.get("OMPI_MCA_btl_vader_single_copy_mechanism")
-    print("Open MPI between the ranks: " + (f"btl_vader_single_copy_mechanism={copy} from the environment"
-                                            + (" (no single copy: a large message moves in fragments that the "
-                                               "sender pushes from inside MPI calls; a container's setting, "
-                                               "slower than Open MPI's default)" if copy == "none" else "")
-                                            if copy else "Open MPI's default single-copy mechanism (CMA)"))
+    if not copy:
+        copy_text = "Open MPI's default single-copy mechanism (CMA)"
+    else:
+        copy_text = f"btl_vader_single_copy_mechanism={copy} from the environment"
+        if copy == "none":
+            copy_text += (" (no single copy: a large message moves in fragments that the sender pushes from inside "
+                          "MPI calls; a container's setting, slower than Open MPI's default)")
+    print("Open MPI between the ranks: " + copy_text)
     inherited = sorted(f"{k}={v}" for k, v in os.environ.items()
                        if k.startswith("OPENBLAS_") and k != "OPENBLAS_NUM_THREADS")
     print("OpenBLAS (the same library under pipert and PyTorch): "
@@ -471,7 +474,7 @@ def main():
         frac = scaling("MLP", best["mlp1"], best["mlp2"], bubble(build, mlp, ["-D", "stages=2"]),
                        MLP["micro_batches"])
         verdicts.append(f"MLP 2 stages at least 90% of the ideal speed-up: {'met' if frac >= 0.9 else 'NOT met'} "
-                        f"({100 * frac:.0f}%)")
+                        f"({100 * frac:.1f}%)")
         r2 = two_ranks("MLP", "samples", per_step, best["mlp2t"], torch2["mlp"], tops["mlp"], best["mlp2"])
         verdicts.append(f"MLP 2 ranks at least 2x PyTorch on 2 threads: {'met' if r2 >= 2 else 'NOT met'} ({r2:.2f}x)")
         c = CNN
