@@ -272,6 +272,29 @@ START_TEST(packed_row_alone_is_bitwise)
 }
 END_TEST
 
+START_TEST(packed_streamed_is_the_same)
+{
+    /* a copy of 2^20 floats or more, at a 64-byte boundary, is written with
+     * streaming stores: the same floats as one written through the caches
+     * (a buffer off that boundary), both layouts of B */
+    int64_t n = 1040, k = 1030, ld = k + 3;
+    ck_assert_int_ge(k_pack_floats(n, k), (int64_t)1 << 20);
+    rng_seed(12);
+    float *b = frand(n * ld, -1, 1);
+    int64_t size = k_pack_floats(n, k);
+    float *streamed = aligned_alloc(64, (size_t)(size + 16) * sizeof(float)), *cached = fzero(size + 16);
+    ck_assert_ptr_nonnull(streamed);
+    for (int lay = 0; lay < 2; lay++) {
+        memset(streamed, 0xff, (size_t)size * sizeof(float));
+        k_pack_b(streamed, b, lay == 0 ? ld : 1, lay == 0 ? 1 : ld, n, k);
+        k_pack_b(cached + ((uintptr_t)cached % 64 ? 0 : 1), b, lay == 0 ? ld : 1, lay == 0 ? 1 : ld, n, k);
+        REQUIRE(memcmp(streamed, cached + ((uintptr_t)cached % 64 ? 0 : 1), (size_t)size * sizeof(float)) == 0,
+                "layout %d: the streamed copy differs", lay);
+    }
+    free(b), free(streamed), free(cached);
+}
+END_TEST
+
 START_TEST(linear_packed)
 {
     /* a linear from its packed weight: the forward from the bias then the
@@ -487,6 +510,7 @@ int main(void)
         tcase_set_timeout(c, 60);
         tcase_add_test(c, packed_is_fmaf_in_order);
         tcase_add_test(c, packed_row_alone_is_bitwise);
+        tcase_add_test(c, packed_streamed_is_the_same);
         tcase_add_test(c, linear_packed);
         tcase_add_test(c, wgrad_is_fmaf_in_order);
         tcase_add_test(c, linear_wgrad);

@@ -314,6 +314,14 @@ static void gemm_bf16(int64_t m, int64_t n, int64_t k, const KView *a, const KVi
 #define K_F_NR 32
 #define K_F_KC 512
 #define K_F_MC 128
+/* A packed copy of at least this many floats (4 MiB, a 1024 x 1024 weight)
+ * is written with streaming stores, around the caches: by the time the
+ * products read it, the stage's other weights, their copies, gradients and
+ * optimizer state (16 floats a weight for Adam) have gone through a 32 MiB
+ * L3 anyway, and a stored line is not first read from memory. pipert's MLP
+ * step on this project's 2-core EPYC: packing both copies of a 1024 x 1024
+ * weight 1.5 -> 0.9 ms (docs/benchmarks.md). The same bits either way. */
+#define K_PACK_STREAM ((int64_t)1 << 20)
 
 /* A's rows [i0, i0 + mc), k [k0, k0 + kc) as panels of K_F_MR rows, k-major;
  * rows past mc zero. Sixteen rows at a time through the 16 x 16 transpose. */
@@ -341,12 +349,14 @@ K_F32_TARGET static void pack_a(float *dst, const float *a, int64_t lda, int64_t
 /* C tile (mr x nr, at most K_F_MR x K_F_NR) = (load ? C : 0) + the kc
  * products of the panels, k in order */
 K_F32_TARGET static void micro_f32(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int load,
-                                   int64_t mr, int64_t nr)
+                                   int64_t mr, int64_t nr, const char *pf, int64_t pfn)
 {
     __mmask16 m0, m1;
     __m512 acc[K_F_MR][2];
     tile_begin(acc, K_F_MR, c, ldc, load, mr, nr, &m0, &m1);
     for (int64_t p = 0; p < kc; p++) {
+        if (p * 64 < pfn)
+            _mm_prefetch(pf + p * 64, _MM_HINT_T1);
         __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
 #pragma GCC unroll 8
         for (int i = 0; i < K_F_MR; i++) {
@@ -360,9 +370,19 @@ K_F32_TARGET static void micro_f32(int64_t kc, const float *ap, const float *bp,
     tile_end(acc, K_F_MR, c, ldc, mr, m0, m1);
 }
 
+/* 16 floats of a packed operand to dst, around the caches (nt: dst 64-byte aligned) or not */
+K_F32_TARGET static inline void put16(float *dst, __m512 v, int nt)
+{
+    if (nt)
+        _mm512_stream_ps(dst, v);
+    else
+        _mm512_storeu_ps(dst, v);
+}
+
 K_F32_TARGET static void pack_b_f32(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k)
 {
     int64_t np = (n + K_F_NR - 1) / K_F_NR;
+    int nt = ((uintptr_t)dst & 63) == 0 && np * K_F_NR * k >= K_PACK_STREAM;
     for (int64_t k0 = 0; k0 < k; k0 += K_F_KC) {
         int64_t kc = k - k0 < K_F_KC ? k - k0 : K_F_KC;
         for (int64_t jp = 0; jp < np; jp++) {
@@ -380,7 +400,7 @@ K_F32_TARGET static void pack_b_f32(float *dst, const float *b, int64_t ls, int6
                                                   : _mm512_setzero_si512();
                         transpose16(r);
                         for (int64_t t = 0; t < left; t++)
-                            _mm512_storeu_si512(d + (q + t) * K_F_NR + h, r[t]);
+                            put16(d + (q + t) * K_F_NR + h, _mm512_castsi512_ps(r[t]), nt);
                     }
             } else if (ls == 1) { /* lanes contiguous at each k: copied */
                 int64_t live = n - j0 < K_F_NR ? n - j0 : K_F_NR;
@@ -388,8 +408,8 @@ K_F32_TARGET static void pack_b_f32(float *dst, const float *b, int64_t ls, int6
                 __mmask16 m1 = live >= 32 ? (__mmask16)0xffff : live > 16 ? (__mmask16)((1u << (live - 16)) - 1) : 0;
                 for (int64_t p = 0; p < kc; p++) {
                     const float *x = b + (k0 + p) * ks + j0;
-                    _mm512_storeu_ps(d + p * K_F_NR, _mm512_maskz_loadu_ps(m0, x));
-                    _mm512_storeu_ps(d + p * K_F_NR + 16, _mm512_maskz_loadu_ps(m1, x + 16));
+                    put16(d + p * K_F_NR, _mm512_maskz_loadu_ps(m0, x), nt);
+                    put16(d + p * K_F_NR + 16, _mm512_maskz_loadu_ps(m1, x + 16), nt);
                 }
             } else {
                 for (int64_t p = 0; p < kc; p++)
@@ -398,6 +418,8 @@ K_F32_TARGET static void pack_b_f32(float *dst, const float *b, int64_t ls, int6
             }
         }
     }
+    if (nt)
+        _mm_sfence(); /* the streamed stores seen before the products read them */
 }
 
 K_F32_TARGET static void gemm_f32_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
@@ -417,11 +439,16 @@ K_F32_TARGET static void gemm_f32_packed(int64_t m, int64_t n, int64_t k, const 
         for (int64_t ic = 0; ic < m; ic += K_F_MC) {
             int64_t mc = m - ic < K_F_MC ? m - ic : K_F_MC;
             pack_a(apack, a + ic * lda, lda, mc, k0, kc);
+            int64_t tiles = (mc + K_F_MR - 1) / K_F_MR;
             for (int64_t jp = 0; jp < np; jp++) {
                 const float *bp = bpack + k0 * np * K_F_NR + jp * kc * K_F_NR;
+                /* the next panel of this block of k into L2, a share per tile (a line per
+                 * value of k), so that the first tile to read it does not wait on memory */
+                const char *next = (const char *)(bp + kc * K_F_NR);
+                int64_t bytes = jp + 1 < np ? kc * K_F_NR * 4 : 0, share = (bytes / tiles + 63) & ~(int64_t)63;
                 for (int64_t ir = 0; ir < mc; ir += K_F_MR)
                     micro_f32(kc, apack + ir * kc, bp, c + (ic + ir) * ldc + jp * K_F_NR, ldc, load, mc - ir,
-                              n - jp * K_F_NR);
+                              n - jp * K_F_NR, next + ir / K_F_MR * share, share);
             }
         }
     }
@@ -473,6 +500,12 @@ K_F32_TARGET static void wgrad_f32(int64_t m, int64_t n, int64_t k, const float 
             wgrad_masks(n, jp, &m0, &m1);
 #define WG_ZERO(t) __m512 p##t = _mm512_setzero_ps(), q##t = _mm512_setzero_ps();
             WG_ZERO(0) WG_ZERO(1) WG_ZERO(2) WG_ZERO(3) WG_ZERO(4) WG_ZERO(5) WG_ZERO(6) WG_ZERO(7)
+            /* the next tile's rows of C on their way to L2 while this one sums */
+            int64_t ni = jp + 1 < np ? i0 : i0 + K_WG_MR, nj = jp + 1 < np ? jp + 1 : 0;
+            for (int64_t t = 0; t < K_WG_MR && ni + t < m; t++) {
+                _mm_prefetch((const char *)(c + (ni + t) * n + nj * K_WG_NR), _MM_HINT_T1);
+                _mm_prefetch((const char *)(c + (ni + t) * n + nj * K_WG_NR + 16), _MM_HINT_T1);
+            }
             const float *br = bp + jp * k * K_WG_NR, *ar = ap;
             for (int64_t r = 0; r < k; r++, br += K_WG_NR, ar += K_WG_MR) {
                 __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16);
