@@ -169,7 +169,7 @@ void plan_stage_memory(const PlanIR *ir, int stage, PlanMemory *out);
  * two stages running backwards at once took turns). */
 static inline int plan_gin_areas(int part)
 {
-    return part == 0 ? 1 : 2;
+    return part == 0 ? 1 : SCHED_GIN_AREAS;
 }
 
 #endif

@@ -81,10 +81,10 @@ typedef struct RtChunk {
     RtLayerRt *lay;               /* last - first + 1 */
     float *gin;                   /* gradient of the main input: the area the latest backward wrote, which
                                    * SendGrad sends */
-    float *gin_area[2];           /* plan_gin_areas of them, used in turn */
+    float *gin_area[SCHED_GIN_AREAS]; /* plan_gin_areas of them, used in turn */
     int gin_n, gin_at;            /* how many; gin is gin_area[gin_at] */
     int64_t gin_elems;
-    XportReq gin_req[2];          /* a pending SendGrad from each area */
+    XportReq gin_req[SCHED_GIN_AREAS]; /* a pending SendGrad from each area */
     XportReq *out_req, *in_req, *dout_req; /* per slot: pending send / receives */
     int *slot_mb;                 /* per slot: the micro-batch it holds, -1 */
     int ac;                       /* activation_checkpoint: layers per segment, 0 = off */

@@ -113,10 +113,11 @@ static int sim_program(const SchedPlan *pl, int s, const char *what, char *why, 
         if (pl->nbuf[s * C + c] > NB)
             NB = pl->nbuf[s * C + c];
     /* requests as rt_exec.c names them: in_req, dout_req, out_req per
-     * (chunk, buf), then gin_req[2] per chunk, used in turn from the
-     * second by each Backward/BackwardInput (a first part, which has one
-     * area, never sends from it: two here are the same) */
-    Sim S = {calloc((size_t)(3 * NB + 2) * C, sizeof(SimReq)), (3 * NB + 2) * C, 0, s, what, why, whysize};
+     * (chunk, buf), then gin_req[SCHED_GIN_AREAS] per chunk, used in
+     * turn from the second by each Backward/BackwardInput (a first part,
+     * which has one area, never sends from it: more here are the same) */
+    enum { G = SCHED_GIN_AREAS };
+    Sim S = {calloc((size_t)(3 * NB + G) * C, sizeof(SimReq)), (3 * NB + G) * C, 0, s, what, why, whysize};
     int *gin_at = calloc((size_t)C, sizeof *gin_at);
     if (!S.r || !gin_at) {
         free(S.r), free(gin_at);
@@ -124,7 +125,7 @@ static int sim_program(const SchedPlan *pl, int s, const char *what, char *why, 
         return 0;
     }
 #define REQ(k, c, b) (((k) * C + (c)) * NB + (b))
-#define GIN(c, k) (3 * C * NB + 2 * (c) + (k))
+#define GIN(c, k) (3 * C * NB + G * (c) + (k))
     const SchedProgram *pr = &pl->prog[s];
     int ok = 1;
     for (int pc = 0; ok && pc < pr->n; pc++) {
@@ -145,7 +146,7 @@ static int sim_program(const SchedPlan *pl, int s, const char *what, char *why, 
         case SCHED_Forward: ok = sim_wait(&S, pc, REQ(0, c, b)) && sim_wait(&S, pc, REQ(2, c, b)); break;
         case SCHED_Backward:
         case SCHED_BackwardInput:
-            gin_at[c] ^= 1;
+            gin_at[c] = (gin_at[c] + 1) % G;
             ok = sim_wait(&S, pc, REQ(1, c, b)) && sim_wait(&S, pc, GIN(c, gin_at[c]));
             break;
         case SCHED_BackwardWeight: ok = sim_wait(&S, pc, REQ(1, c, b)); break;

@@ -226,6 +226,13 @@ void sched_plan_free(SchedPlan *p);
 
 /* ---- verifier and simulator ------------------------------------------- */
 
+/* A chunk that sends input gradients keeps this many areas for them and
+ * writes them in turn: a backward waits until the send from the area it
+ * is about to write, SCHED_GIN_AREAS backwards ago, has completed (the
+ * runtime's rule, plan_gin_areas, and the simulator's) */
+#define SCHED_GIN_AREAS 2
+
+
 typedef struct SchedCosts {
     const double *f, *b, *i, *w;    /* per part: seconds */
     const double *bytes_fwd;        /* per part k < P-1: bytes sent to part k+1 */

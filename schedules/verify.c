@@ -75,6 +75,8 @@ typedef enum { W_NONE, W_SEND, W_DATA, W_BARRIER } WaitKind;
 typedef struct Vm {
     int *gin_mb;                /* [stage * V]: the micro-batch whose input gradient the chunk holds, -1 */
     int *gin_sent;              /* [stage * V]: it has been sent (or needs no send) */
+    int *gin_at;                /* [stage * V]: the area the chunk's last backward wrote */
+    double *gin_free;           /* [(stage * V) * SCHED_GIN_AREAS + area]: when its last send completed */
     /* fast: no pre-pass; the run checks each instruction alone when it
      * reaches it, matches each send with its receive as it goes, and
      * checks at the end that none is left. It passes exactly the plans the
@@ -473,7 +475,7 @@ static inline int send(Vm *vm, int s, int pc, const SchedInstr *in)
             o->stuck_recv_pc[s] = ch->recv_stage_pc[q];
         return 0;
     }
-    if (in->op == SCHED_SendGrad) /* it goes now: the area may be reused */
+    if (in->op == SCHED_SendGrad) /* it goes now: the area may be reused (once its data has left) */
         vm->gin_sent[s * vm->V + in->chunk] = 1;
     const Post *po = &ch->post[q & (ch->npost - 1)];
     double start = t > po->t ? t : po->t, arrive = start;
@@ -496,6 +498,10 @@ static inline int send(Vm *vm, int s, int pc, const SchedInstr *in)
         arrive += vm->costs->link_latency;
     /* the arrival goes to the buffer its receive bound, if that
      * still waits for this message (only such a buffer reads it) */
+    if (in->op == SCHED_SendGrad) {
+        int at = s * vm->V + in->chunk;
+        vm->gin_free[at * SCHED_GIN_AREAS + vm->gin_at[at]] = arrive;
+    }
     Slot *rs = po->slot;
     if (ch->grad && rs->gpend_chan == c && rs->gpend_seq == q)
         rs->gpend_arrive = arrive;
@@ -623,6 +629,14 @@ static void step(Vm *vm, int s)
                 }
                 vm->gin_mb[at] = in->mb;
                 vm->gin_sent[at] = !needs_send;
+                /* the runtime writes its areas in turn, each once the send from
+                 * it has completed: with a rendezvous transport, once the
+                 * receiving stage has posted its receive and the data moved */
+                vm->gin_at[at] = (vm->gin_at[at] + 1) % SCHED_GIN_AREAS;
+                double *free_at = &vm->gin_free[at * SCHED_GIN_AREAS + vm->gin_at[at]];
+                if (*free_at > start)
+                    start = *free_at;
+                *free_at = 0; /* until this backward's own send */
             }
             end = start + op_cost(vm, in, s);
             if (o->start[s])
@@ -790,6 +804,8 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
     vm.gin_sent = base_calloc((size_t)S * V, sizeof *vm.gin_sent);
     for (int i = 0; i < S * V; i++)
         vm.gin_mb[i] = -1, vm.gin_sent[i] = 1;
+    vm.gin_at = base_calloc((size_t)S * V, sizeof *vm.gin_at);
+    vm.gin_free = base_calloc((size_t)S * V * SCHED_GIN_AREAS, sizeof *vm.gin_free);
     vm.live = base_calloc(S, sizeof *vm.live);
     vm.live_bytes = base_calloc(S, sizeof *vm.live_bytes);
     vm.wait = base_calloc(S, sizeof *vm.wait);
@@ -855,7 +871,7 @@ static void run_vm(const SchedPlan *plan, const SchedParts *parts, const SchedCo
         free(vm.slot[i]);
     free(vm.cc_peer), free(vm.cc_chan), free(vm.pc), free(vm.clock), free(vm.slot), free(vm.live), free(vm.live_bytes);
     free(vm.wait), free(vm.wait_on), free(vm.queue), free(vm.queued), free(vm.at_tied), free(vm.at_all);
-    free(vm.hkeys), free(vm.hvals), free(vm.gin_mb), free(vm.gin_sent);
+    free(vm.hkeys), free(vm.hvals), free(vm.gin_mb), free(vm.gin_sent), free(vm.gin_at), free(vm.gin_free);
 }
 
 void sched_verify(const SchedPlan *plan, const SchedParts *parts, const SchedCosts *costs, SchedSim *out)
