@@ -318,9 +318,10 @@ static void gemm_bf16(int64_t m, int64_t n, int64_t k, const KView *a, const KVi
  * is written with streaming stores, around the caches: by the time the
  * products read it, the stage's other weights, their copies, gradients and
  * optimizer state (16 floats a weight for Adam) have gone through a 32 MiB
- * L3 anyway, and a stored line is not first read from memory. pipert's MLP
- * step on this project's 2-core EPYC: packing both copies of a 1024 x 1024
- * weight 1.5 -> 0.9 ms (docs/benchmarks.md). The same bits either way. */
+ * L3 anyway, and a stored line is not first read from memory. On this
+ * project's 2-core EPYC (a loop over 8 such weights): packing both copies
+ * of a 1024 x 1024 weight 1.5-1.7 -> 0.9 ms (docs/design-notes.md, "Packed
+ * weights"). The same bits either way. */
 #define K_PACK_STREAM ((int64_t)1 << 20)
 
 /* A's rows [i0, i0 + mc), k [k0, k0 + kc) as panels of K_F_MR rows, k-major;
