@@ -163,10 +163,10 @@ void plan_stage_memory(const PlanIR *ir, int stage, PlanMemory *out);
 
 /* The input-gradient areas of a chunk holding part `part`: the first part
  * sends none (1 area, which its backward may still write); every other
- * part 2, used in turn, so a backward writes one while the previous
- * SendGrad is still on its way from the other (with one, the backward
- * waited until the receiving stage had taken the previous gradient, and
- * two stages running backwards at once took turns). */
+ * part SCHED_GIN_AREAS (2), used in turn, so a backward writes one while
+ * the previous SendGrad is still on its way from the other (with one, the
+ * backward waited until the receiving stage had taken the previous
+ * gradient, and two stages running backwards at once took turns). */
 static inline int plan_gin_areas(int part)
 {
     return part == 0 ? 1 : SCHED_GIN_AREAS;

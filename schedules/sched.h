@@ -232,7 +232,6 @@ void sched_plan_free(SchedPlan *p);
  * runtime's rule, plan_gin_areas, and the simulator's) */
 #define SCHED_GIN_AREAS 2
 
-
 typedef struct SchedCosts {
     const double *f, *b, *i, *w;    /* per part: seconds */
     const double *bytes_fwd;        /* per part k < P-1: bytes sent to part k+1 */

@@ -496,12 +496,12 @@ static inline int send(Vm *vm, int s, int pc, const SchedInstr *in)
     }
     if (vm->costs)
         arrive += vm->costs->link_latency;
-    /* the arrival goes to the buffer its receive bound, if that
-     * still waits for this message (only such a buffer reads it) */
-    if (in->op == SCHED_SendGrad) {
+    if (in->op == SCHED_SendGrad) { /* its area is free once the data has left */
         int at = s * vm->V + in->chunk;
         vm->gin_free[at * SCHED_GIN_AREAS + vm->gin_at[at]] = arrive;
     }
+    /* the arrival goes to the buffer its receive bound, if that
+     * still waits for this message (only such a buffer reads it) */
     Slot *rs = po->slot;
     if (ch->grad && rs->gpend_chan == c && rs->gpend_seq == q)
         rs->gpend_arrive = arrive;

@@ -282,16 +282,18 @@ START_TEST(packed_streamed_is_the_same)
     rng_seed(12);
     float *b = frand(n * ld, -1, 1);
     int64_t size = k_pack_floats(n, k);
-    float *streamed = aligned_alloc(64, (size_t)(size + 16) * sizeof(float)), *cached = fzero(size + 16);
+    float *streamed = aligned_alloc(64, (size_t)(size + 16) * sizeof(float)), *block = fzero(size + 16);
+    float *cached = block + ((uintptr_t)block % 64 ? 0 : 1); /* off a 64-byte boundary */
     ck_assert_ptr_nonnull(streamed);
     for (int lay = 0; lay < 2; lay++) {
+        int64_t ls = lay == 0 ? ld : 1, ks = lay == 0 ? 1 : ld;
         memset(streamed, 0xff, (size_t)size * sizeof(float));
-        k_pack_b(streamed, b, lay == 0 ? ld : 1, lay == 0 ? 1 : ld, n, k);
-        k_pack_b(cached + ((uintptr_t)cached % 64 ? 0 : 1), b, lay == 0 ? ld : 1, lay == 0 ? 1 : ld, n, k);
-        REQUIRE(memcmp(streamed, cached + ((uintptr_t)cached % 64 ? 0 : 1), (size_t)size * sizeof(float)) == 0,
-                "layout %d: the streamed copy differs", lay);
+        k_pack_b(streamed, b, ls, ks, n, k);
+        k_pack_b(cached, b, ls, ks, n, k);
+        REQUIRE(memcmp(streamed, cached, (size_t)size * sizeof(float)) == 0, "layout %d: the streamed copy differs",
+                lay);
     }
-    free(b), free(streamed), free(cached);
+    free(b), free(streamed), free(block);
 }
 END_TEST
 
