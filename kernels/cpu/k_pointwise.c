@@ -575,19 +575,23 @@ void k_attention_forward(float *out, float *att, const float *qkv, const float *
             for (int64_t i = 0; i < t; i++) {
                 float *pr = p + i * t;
                 int64_t nj = causal ? i + 1 : t; /* keys from nj on are masked */
-                memset(pr + nj, 0, (size_t)(t - nj) * sizeof(float));
+                /* the exps and the scaling run on to a whole vector past nj
+                 * (its keys' scores exist: a block's product reaches its last
+                 * query, K_ATT_ROWS a multiple of 16), zeroed after */
+                int64_t nv = (nj + 15) / 16 * 16 < t ? (nj + 15) / 16 * 16 : t;
                 if (mrow)
                     for (int64_t j = 0; j < nj; j++)
                         pr[j] = mrow[j] == 0.0f ? -INFINITY : pr[j];
                 float mx = row_max(pr, nj);
                 if (mx == -INFINITY) { /* every key masked: zeros, not NaN */
-                    memset(pr, 0, (size_t)nj * sizeof(float));
+                    memset(pr, 0, (size_t)t * sizeof(float));
                     continue;
                 }
-                exp_shifted(pr, pr, nj, mx);
+                exp_shifted(pr, pr, nv, mx);
                 float inv = (float)(1.0 / k_row_sum(pr, nj));
-                for (int64_t j = 0; j < nj; j++)
+                for (int64_t j = 0; j < nv; j++)
                     pr[j] *= inv;
+                memset(pr + nj, 0, (size_t)(t - nj) * sizeof(float));
             }
             /* O (T, hd) = P V; causal rows again stop at their last key */
             const int64_t ob = causal ? K_ATT_ROWS : t;
@@ -612,6 +616,29 @@ static double dot_sum(const float *a, const float *b, int64_t n)
         s += k_block_sum(t, len);
     }
     return s;
+}
+
+/* One past the last x[j] != 0 with lo <= j < hi (NaN counts), or lo when
+ * there is none: from the top, 16 at a time while all are zero (their
+ * bits but the sign OR-ed, a reduction the compiler vectorises), then one
+ * at a time. A causal row's zeros are most of what the backward scans. */
+static int64_t past_last_nonzero(const float *x, int64_t lo, int64_t hi)
+{
+    int64_t j = hi;
+    for (; j - 16 >= lo; j -= 16) {
+        uint32_t any = 0;
+        for (int k = 0; k < 16; k++) {
+            uint32_t u;
+            memcpy(&u, x + j - 16 + k, sizeof u);
+            any |= u & 0x7fffffffu;
+        }
+        if (any)
+            break;
+    }
+    for (; j > lo; j--)
+        if (x[j - 1] != 0.0f)
+            return j;
+    return lo;
 }
 
 /* The backward, per (b, h), with dO the head's slice of dout:
@@ -655,11 +682,7 @@ void k_attention_backward(float *dqkv, const float *dout, const float *qkv, cons
                  * gpt_tiny's step) */
                 int64_t nk = 0;
                 for (int64_t i = r - 1; i >= 0; i--)
-                    for (int64_t j = t - 1; j >= nk; j--)
-                        if (pt[i * t + j] != 0.0f) {
-                            nk = j + 1;
-                            break;
-                        }
+                    nk = past_last_nonzero(pt + i * t, nk, t);
                 if (nk == 0)
                     continue; /* fully masked rows: all gradients 0 */
                 int multi = nk > cw; /* row sums need their own pass */
