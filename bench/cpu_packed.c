@@ -6,7 +6,9 @@
  * 8 layers, as a model's step reads them, so none stays in cache.
  * docs/benchmarks.md.
  *
- *   cpu_packed
+ *   cpu_packed [--peak]
+ *
+ * --peak: the peak line alone (bench/train_speed.py reads it).
  *
  * Prints first the core's fp32 peak, measured: 12 independent chains of
  * AVX-512 FMAs (vfmadd231ps zmm, 16 lanes, 2 FLOPs each), on one thread,
@@ -20,6 +22,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "base_thread.h"
@@ -134,11 +137,20 @@ static void wgrad(double pk)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    int peak_only = argc == 2 && strcmp(argv[1], "--peak") == 0;
+    if (argc > 1 && !peak_only) {
+        fprintf(stderr, "usage: cpu_packed [--peak]\n");
+        return 2;
+    }
     openblas_set_num_threads(1);
     if (!k_packed_supported()) {
         puts("cpu_packed: this CPU has no AVX-512F: the packed product is not used here");
+        return 0;
+    }
+    if (peak_only) {
+        peak();
         return 0;
     }
     static const int64_t shapes[][3] = {{32, 1024, 1024}, {64, 1024, 1024}, {256, 1024, 1024},

@@ -56,12 +56,19 @@ schedules' many transfers). Both multiply matrices with the same OpenBLAS
 OpenBLAS's); any OPENBLAS_CORETYPE in the environment applies to both,
 and the script prints it.
 
+3. The share of the FMA peak each side reaches: a step's FLOPs as pipec
+   counts them (3 x the forward, less the first layer's input gradient)
+   over its time, against one core's fp32 FMA peak measured at the start
+   by the build's cpu_packed --peak (two cores' for the 2-rank figures),
+   and the share a 2x bar over PyTorch on 2 cores asks of pipert's 2 ranks.
+
 The PyTorch measurements run in a child process (this file, with
 --torch-worker): under this interpreter when it has torch, else under
 /usr/bin/python3, Debian's, where python3-torch (1.13, CPU) is installed.
 """
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -254,6 +261,51 @@ def bubble(build, src, defines):
     return json.loads(r.stdout)["bubble"]
 
 
+def step_gflop(build, src, defines):
+    """A training step's GFLOPs as pipec counts them (--stats --json: each
+    layer's forward FLOPs per sample, a block's attention over the whole
+    T x T): the forward, the input gradient and the weight gradient at a
+    forward's FLOPs each, less the first layer's input gradient where pipert
+    skips it (a plain layer whose input is data; a block's backward makes it
+    anyway), times the samples of a step."""
+    r = subprocess.run([os.path.join(build, "pipec"), src, *defines, "--stats", "--json"],
+                       check=True, capture_output=True, text=True)
+    d = json.loads(r.stdout)
+    per_sample = 3 * d["total_flops"]
+    first = d["layers"][0]
+    if first["type"] not in ("transformer_block", "llama_block", "residual"):
+        per_sample -= first["flops"]
+    p = d["pipeline"]
+    return per_sample * p["micro_batches"] * p["micro_batch_size"] / 1e9
+
+
+def fma_peak(build, env):
+    """One core's fp32 FMA peak in GFLOP/s, measured by the build's
+    cpu_packed --peak, or None (no AVX-512F, or no cpu_packed built)."""
+    exe = os.path.join(build, "cpu_packed")
+    if not os.path.exists(exe):
+        return None
+    r = subprocess.run([exe, "--peak"], capture_output=True, text=True, env=env)
+    m = re.search(r"peak[^:]*: ([0-9.]+) GFLOP/s", r.stdout)
+    return float(m.group(1)) if r.returncode == 0 and m else None
+
+
+def peak_share(name, gflop, peak, pt1_ms, th1, pt2_ms, th2):
+    """How much of the cores' FMA peak each side's step reaches, and what a
+    2x bar over PyTorch on 2 cores asks of pipert's 2 ranks."""
+    if peak is None:
+        print(f"{name}: {gflop:.1f} GFLOP a step; share of the FMA peak not measured (cpu_packed --peak needs "
+              "AVX-512F and the build's bench targets)")
+        return
+    def share(ms, cores):
+        return 100 * gflop / (ms / 1e3) / (peak * cores)
+    print(f"{name}: {gflop:.1f} GFLOP a step (pipec's count: 3 x the forward, less the first layer's input "
+          f"gradient); of the FMA peak ({peak:.1f} GFLOP/s a core, cpu_packed --peak): pipert 1 rank "
+          f"{share(pt1_ms, 1):.0f}%, PyTorch 1 thread {share(th1['median_ms'], 1):.0f}%; of two cores': pipert "
+          f"2 ranks {share(pt2_ms, 2):.0f}%, PyTorch 2 threads {share(th2['median_ms'], 2):.0f}%; 2x PyTorch's "
+          f"2-core speed would take {2 * share(th2['median_ms'], 2):.0f}% of two cores' peak")
+
+
 def run_pipert(build, plan, ranks, steps, env, tmp, extra=()):
     """Median step_ms after warm-up, or (None, message) when pipert fails."""
     metrics = os.path.join(tmp, f"metrics-{os.path.basename(plan)}-{ranks}.jsonl")
@@ -416,6 +468,7 @@ def main():
           + (", ".join(inherited) + " from the environment, for both" if inherited else
              "kernels chosen by its own CPU detection"))
 
+    peak = fma_peak(build, env)  # before anything else runs
     verdicts = []
     with tempfile.TemporaryDirectory() as tmp:
         mlp = os.path.join(tmp, "mlp.pipe")
@@ -476,6 +529,8 @@ def main():
         verdicts.append(f"MLP 2 stages at least 90% of the ideal speed-up: {'met' if frac >= 0.9 else 'NOT met'} "
                         f"({100 * frac:.1f}%)")
         r2 = two_ranks("MLP", "samples", per_step, best["mlp2t"], torch2["mlp"], tops["mlp"], best["mlp2"])
+        peak_share("MLP", step_gflop(build, mlp, []), peak, best["mlp1"], torch_info["mlp"], best["mlp2t"],
+                   torch2["mlp"])
         verdicts.append(f"MLP 2 ranks at least 2x PyTorch on 2 threads: {'met' if r2 >= 2 else 'NOT met'} ({r2:.2f}x)")
         c = CNN
         print(f"CNN: examples/fashion_mnist.pipe's model (2 conv, 2 maxpool, 2 linear), {c['micro_batches']} "
@@ -486,6 +541,8 @@ def main():
         scaling("CNN", best["cnn1"], best["cnn2"], bubble(build, cnn, CNN_DEFINES + ["-D", "stages=2"]),
                 c["micro_batches"])
         two_ranks("CNN", "samples", cper, best["cnn2t"], torch2["cnn"], tops["cnn"], best["cnn2"])
+        peak_share("CNN", step_gflop(build, cnn, CNN_DEFINES + ["-D", "stages=1"]), peak, best["cnn1"],
+                   torch_info["cnn"], best["cnn2t"], torch2["cnn"])
         if not gpt_ok:
             print(GPT_SKIP_LINE)
         else:
@@ -500,6 +557,8 @@ def main():
                           best["gpt2"])
             verdicts.append(f"GPT 2 ranks at least 2x PyTorch on 2 threads: {'met' if r2 >= 2 else 'NOT met'} "
                             f"({r2:.2f}x)")
+            peak_share("GPT", step_gflop(build, gpt, GPT_DEFINES), peak, best["gpt1"], torch_info["gpt"],
+                       best["gpt2t"], torch2["gpt"])
     print(f"load average at the end: {loadavg()}")
     print("bars: " + "; ".join(verdicts))
 
