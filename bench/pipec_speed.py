@@ -11,7 +11,11 @@ simulates them and writes plan.bin (fsync included). The reference is
 DeepSpeed's own TrainSchedule (deepspeed/runtime/pipe/schedule.py, fetched
 from PyPI into a temporary folder at run time, never stored here) listing
 every stage's instructions for the same 64 x 1024 pipeline, without
-checking anything. Prints both times (median of N) and the ratio.
+checking anything. The two alternate, one run of each per round, N
+rounds, so that the machine's drift over the run (this project's 2-core
+VM moves by 10-20% over minutes) lands on both sides alike. Prints both
+times (median of N), the ratio of the medians and the spread of the
+rounds' own ratios.
 """
 import importlib.util
 import os
@@ -26,17 +30,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES, MICRO_BATCHES = 64, 1024
 
 
-def time_pipec(pipec, repeat, tmp):
-    out = os.path.join(tmp, "deep.bin")
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        subprocess.run([pipec, os.path.join(HERE, "deep.pipe"), "-o", out], check=True)
-        times.append(time.perf_counter() - t)
+def run_pipec(pipec, out):
+    t = time.perf_counter()
+    subprocess.run([pipec, os.path.join(HERE, "deep.pipe"), "-o", out], check=True)
+    return time.perf_counter() - t
+
+
+def describe_plan(pipec, out):
+    """The training program's instruction count and the file's size."""
     listing = subprocess.run([pipec, out, "--list"], check=True, capture_output=True, text=True).stdout
     train = listing.split("\neval stage 0")[0]
     count = sum(1 for line in train.splitlines() if line[:8].strip().isdigit())
-    return statistics.median(times), count, os.path.getsize(out)
+    return count, os.path.getsize(out)
 
 
 def load_deepspeed_schedule(tmp):
@@ -65,34 +70,43 @@ def load_deepspeed_schedule(tmp):
     return mod
 
 
-def time_deepspeed(mod, repeat):
-    times, count = [], 0
-    for _ in range(repeat):
-        t = time.perf_counter()
-        count = 0
-        for s in range(STAGES):
-            for step in mod.TrainSchedule(micro_batches=MICRO_BATCHES, stages=STAGES, stage_id=s).steps():
-                count += len(step)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), count
+def run_deepspeed(mod):
+    """One enumeration of every stage's TrainSchedule: (seconds, instructions)."""
+    t = time.perf_counter()
+    count = 0
+    for s in range(STAGES):
+        for step in mod.TrainSchedule(micro_batches=MICRO_BATCHES, stages=STAGES, stage_id=s).steps():
+            count += len(step)
+    return time.perf_counter() - t, count
 
 
 def main():
     pipec = sys.argv[1]
     repeat = int(sys.argv[sys.argv.index("--repeat") + 1]) if "--repeat" in sys.argv else 5
     with tempfile.TemporaryDirectory() as tmp:
-        pt, n, size = time_pipec(pipec, repeat, tmp)
+        out = os.path.join(tmp, "deep.bin")
+        mod = load_deepspeed_schedule(tmp)
+        pts, dts, dn = [], [], 0
+        for _ in range(repeat):
+            pts.append(run_pipec(pipec, out))
+            if mod is not None:
+                t, dn = run_deepspeed(mod)
+                dts.append(t)
+        n, size = describe_plan(pipec, out)
+        pt = statistics.median(pts)
         print(f"pipec: {STAGES} stages x {MICRO_BATCHES} micro-batches, 1F1B: {n} training instructions "
               f"(+ evaluation), plan.bin {size / 2**20:.1f} MiB: {pt * 1e3:.1f} ms (median of {repeat}; "
               f"parse, generate, lower, verify, simulate, write)")
-        mod = load_deepspeed_schedule(tmp)
         if mod is None:
             print("reference: DeepSpeed could not be fetched from PyPI; no ratio")
             return
-        dt, dn = time_deepspeed(mod, repeat)
+        dt = statistics.median(dts)
         print(f"DeepSpeed 0.14.4 TrainSchedule: {dn} instructions listed: {dt * 1e3:.1f} ms (median of {repeat}; "
               f"enumeration only)")
-        print(f"ratio: pipec is {dt / pt:.1f}x faster than DeepSpeed's enumeration alone")
+        rounds = sorted(d / p for p, d in zip(pts, dts))
+        print(f"ratio: pipec is {dt / pt:.1f}x faster than DeepSpeed's enumeration alone (the {repeat} rounds, "
+              f"one run of each, alternating: {rounds[0]:.1f}x to {rounds[-1]:.1f}x, median "
+              f"{statistics.median(rounds):.1f}x)")
 
 
 if __name__ == "__main__":
