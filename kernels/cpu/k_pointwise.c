@@ -524,11 +524,14 @@ void k_embedding_backward_weight_vocab(float *dwte, const float *dout, const int
  * its last query's key, so the work above the diagonal it still does
  * shrinks with the block: 32 rows against 64 forward and a whole T = 128
  * backward took gpt_tiny's attention (B 4, T 128, D 128, 4 heads, one
- * thread, bench-style loop of 150 calls, three interleaved rounds) from
+ * thread, a standalone loop of 150 calls, three interleaved rounds) from
  * 505 to 480 us forward and 763 to 593 us backward; without a mask the
  * backward was no slower (its dP tile, 32 x T, stays in L1). 16 rows was
- * slower both ways (more, smaller BLAS calls). */
+ * slower both ways (more, smaller BLAS calls). A multiple of 16: the
+ * forward's exps run to the next one past a causal row (its block's
+ * product has those scores). */
 #define K_ATT_ROWS 32
+_Static_assert(K_ATT_ROWS % 16 == 0, "a causal row's vector-wide exps stay inside its block's scores");
 
 /* max of n >= 1 floats over K_LANES lanes: a max does not depend on the
  * order, so the lanes only break the dependency chain */
