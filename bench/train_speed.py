@@ -255,10 +255,15 @@ def pipec(build, src, out, defines=()):
     subprocess.run([os.path.join(build, "pipec"), src, *defines, "-o", out], check=True)
 
 
-def bubble(build, src, defines):
+def stats(build, src, defines):
+    """pipec --stats --json of the model with these defines, parsed."""
     r = subprocess.run([os.path.join(build, "pipec"), src, *defines, "--stats", "--json"],
                        check=True, capture_output=True, text=True)
-    return json.loads(r.stdout)["bubble"]
+    return json.loads(r.stdout)
+
+
+def bubble(build, src, defines):
+    return stats(build, src, defines)["bubble"]
 
 
 def step_gflop(build, src, defines):
@@ -268,9 +273,7 @@ def step_gflop(build, src, defines):
     forward's FLOPs each, less the first layer's input gradient where pipert
     skips it (a plain layer whose input is data; a block's backward makes it
     anyway), times the samples of a step."""
-    r = subprocess.run([os.path.join(build, "pipec"), src, *defines, "--stats", "--json"],
-                       check=True, capture_output=True, text=True)
-    d = json.loads(r.stdout)
+    d = stats(build, src, defines)
     per_sample = 3 * d["total_flops"]
     first = d["layers"][0]
     if first["type"] not in ("transformer_block", "llama_block", "residual"):
