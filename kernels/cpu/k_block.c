@@ -61,7 +61,7 @@ static void check_geometry(const KBlock *g)
 }
 
 /* y (n) += x (n): the residual adds, one float add each (as torch's x + y) */
-static void add_into(float *y, const float *x, int64_t n)
+K_VEC_LOOP static void add_into(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];

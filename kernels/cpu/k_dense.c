@@ -91,6 +91,12 @@ void k_linear_backward_input(float *din, const float *dout, const float *w, int6
     k_gemm(prec, 0, 0, n, in_f, out_f, dout, out_f, w, in_f, 0, din, in_f);
 }
 
+/* db += column sums of dout (n, out_f), built for each x86-64 level */
+K_VEC_LOOP static void bias_grad(float *db, const float *dout, int64_t n, int64_t out_f)
+{
+    k_colsum_add(db, dout, n, out_f);
+}
+
 /* dw (OUT, IN) += dout^T (OUT, N) . in (N, IN); db (OUT) += column sums of dout */
 void k_linear_backward_weight(float *dw, float *db, const float *dout, const float *in, int64_t n, int64_t in_f,
                               int64_t out_f, KPrec prec, float *scratch)
@@ -100,7 +106,7 @@ void k_linear_backward_weight(float *dw, float *db, const float *dout, const flo
     else if (dw)
         k_gemm(prec, 1, 0, out_f, in_f, n, dout, out_f, in, in_f, 1, dw, in_f);
     if (db)
-        k_colsum_add(db, dout, n, out_f);
+        bias_grad(db, dout, n, out_f);
 }
 
 /* ---- conv2d ------------------------------------------------------------------- */

@@ -24,6 +24,7 @@
  */
 #include "k_cpu.h"
 #include "k_llama.h"
+#include "k_reduce.h"
 
 #include <assert.h>
 #include <string.h>
@@ -42,7 +43,7 @@ static void check_geometry(const KLlama *g)
 }
 
 /* y (n) += x (n): the residual adds and the gradient sums, one float add each */
-static void add_into(float *y, const float *x, int64_t n)
+K_VEC_LOOP static void add_into(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];

@@ -23,19 +23,19 @@
 
 /* ---- elementwise -------------------------------------------------------------- */
 
-void k_add_into(float *y, const float *x, int64_t n)
+K_VEC_LOOP void k_add_into(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
 }
 
-void k_relu_forward(float *out, const float *in, int64_t n)
+K_VEC_LOOP void k_relu_forward(float *out, const float *in, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
-void k_relu_backward(float *din, const float *dout, const float *in, int64_t n)
+K_VEC_LOOP void k_relu_backward(float *din, const float *dout, const float *in, int64_t n)
 {
     /* load dout unconditionally: a select the compiler vectorises, where a
      * conditional load stays a scalar branch (20x slower); same bits */
@@ -129,7 +129,7 @@ void k_tanh_forward(float *out, const float *in, int64_t n)
         out[i] = tanhf(in[i]);
 }
 
-void k_tanh_backward(float *din, const float *dout, const float *out, int64_t n)
+K_VEC_LOOP void k_tanh_backward(float *din, const float *dout, const float *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         din[i] = dout[i] * (1.0f - out[i] * out[i]);
@@ -142,7 +142,7 @@ K_VEC_LOOP void k_sigmoid_forward(float *out, const float *in, int64_t n)
         out[i] = 1.0f / (1.0f + k_expf(-in[i]));
 }
 
-void k_sigmoid_backward(float *din, const float *dout, const float *out, int64_t n)
+K_VEC_LOOP void k_sigmoid_backward(float *din, const float *dout, const float *out, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         din[i] = dout[i] * (1.0f - out[i]) * out[i];
@@ -150,14 +150,14 @@ void k_sigmoid_backward(float *din, const float *dout, const float *out, int64_t
 
 /* PyTorch multiplies by a noise tensor holding 0 or 1/(1-p) (in float), so
  * we do too: a NaN or inf input stays NaN where it is dropped, as there. */
-void k_dropout_forward(float *out, const float *in, const uint8_t *mask, float p, int64_t n)
+K_VEC_LOOP void k_dropout_forward(float *out, const float *in, const uint8_t *mask, float p, int64_t n)
 {
     float keep = 1.0f / (1.0f - p);
     for (int64_t i = 0; i < n; i++)
         out[i] = in[i] * (mask[i] ? keep : 0.0f);
 }
 
-void k_dropout_backward(float *din, const float *dout, const uint8_t *mask, float p, int64_t n)
+K_VEC_LOOP void k_dropout_backward(float *din, const float *dout, const uint8_t *mask, float p, int64_t n)
 {
     float keep = 1.0f / (1.0f - p);
     for (int64_t i = 0; i < n; i++)
@@ -171,8 +171,8 @@ void k_dropout_backward(float *din, const float *dout, const uint8_t *mask, floa
 
 /* Two passes (mean, then the biased variance around it) so a large offset
  * does not cancel; w or b NULL mean 1 and 0. */
-void k_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
-                         int64_t n, int64_t d, float eps)
+K_VEC_LOOP void k_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
+                                    const float *b, int64_t n, int64_t d, float eps)
 {
     float t[K_BLOCK];
     for (int64_t i = 0; i < n; i++) {
@@ -204,8 +204,8 @@ void k_layernorm_forward(float *out, float *mean, float *rstd, const float *in, 
 }
 
 /* din = rstd (g - mean(g) - xhat mean(g xhat)), g = dout * w */
-void k_layernorm_backward_input(float *din, const float *dout, const float *in, const float *w, const float *mean,
-                                const float *rstd, int64_t n, int64_t d)
+K_VEC_LOOP void k_layernorm_backward_input(float *din, const float *dout, const float *in, const float *w,
+                                           const float *mean, const float *rstd, int64_t n, int64_t d)
 {
     float tg[K_BLOCK], tgx[K_BLOCK];
     for (int64_t i = 0; i < n; i++) {
@@ -238,8 +238,8 @@ void k_layernorm_backward_input(float *din, const float *dout, const float *in, 
  * which matters once N x D outgrows the caches. */
 #define K_LN_COLS 1024 /* 24 KiB of stack */
 
-void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
-                                 const float *rstd, int64_t n, int64_t d)
+K_VEC_LOOP void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const float *in,
+                                            const float *mean, const float *rstd, int64_t n, int64_t d)
 {
     double aw[K_LN_COLS], ab[K_LN_COLS];
     float fw[K_LN_COLS], fb[K_LN_COLS];
@@ -274,7 +274,8 @@ void k_layernorm_backward_weight(float *dw, float *db, const float *dout, const 
  * sums do; rstd is computed in double and rounded once to float, and the
  * backward recomputes xhat = x * rstd from that float, as the forward. */
 
-void k_rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int64_t n, int64_t d, float eps)
+K_VEC_LOOP void k_rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int64_t n, int64_t d,
+                                  float eps)
 {
     float t[K_BLOCK];
     for (int64_t i = 0; i < n; i++) {
@@ -300,8 +301,8 @@ void k_rmsnorm_forward(float *out, float *rstd, const float *in, const float *w,
     }
 }
 
-void k_rmsnorm_backward_input(float *din, const float *dout, const float *in, const float *w, const float *rstd,
-                              int64_t n, int64_t d)
+K_VEC_LOOP void k_rmsnorm_backward_input(float *din, const float *dout, const float *in, const float *w,
+                                         const float *rstd, int64_t n, int64_t d)
 {
     float tgx[K_BLOCK];
     for (int64_t i = 0; i < n; i++) {
@@ -330,7 +331,8 @@ void k_rmsnorm_backward_input(float *din, const float *dout, const float *in, co
  * float, then double), K_RMS_COLS columns at a time */
 #define K_RMS_COLS 1024 /* 12 KiB of stack */
 
-void k_rmsnorm_backward_weight(float *dw, const float *dout, const float *in, const float *rstd, int64_t n, int64_t d)
+K_VEC_LOOP void k_rmsnorm_backward_weight(float *dw, const float *dout, const float *in, const float *rstd, int64_t n,
+                                          int64_t d)
 {
     double aw[K_RMS_COLS];
     float fw[K_RMS_COLS];
@@ -373,8 +375,8 @@ void k_rope_table(float *cosv, float *sinv, int64_t t, int64_t hd, float theta)
     }
 }
 
-void k_rope_forward(float *x, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd, const float *cosv,
-                    const float *sinv)
+K_VEC_LOOP void k_rope_forward(float *x, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd,
+                               const float *cosv, const float *sinv)
 {
     int64_t half = hd / 2;
     for (int64_t r = 0; r < n; r++) {
@@ -390,8 +392,8 @@ void k_rope_forward(float *x, int64_t n, int64_t ld, int64_t t, int64_t heads, i
     }
 }
 
-void k_rope_backward(float *dx, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd, const float *cosv,
-                     const float *sinv)
+K_VEC_LOOP void k_rope_backward(float *dx, int64_t n, int64_t ld, int64_t t, int64_t heads, int64_t hd,
+                                const float *cosv, const float *sinv)
 {
     int64_t half = hd / 2;
     for (int64_t r = 0; r < n; r++) {
@@ -418,7 +420,8 @@ K_VEC_LOOP void k_swiglu_forward(float *act, const float *gate, const float *up,
 }
 
 /* ATen's silu_backward: dy * s * (1 + x * (1 - s)), left to right */
-K_VEC_LOOP void k_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, int64_t n)
+K_VEC_LOOP void k_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up,
+                                  int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i], da = dact[i];
@@ -431,8 +434,8 @@ K_VEC_LOOP void k_swiglu_backward(float *dgate, float *dup, const float *dact, c
 
 /* ---- embedding ------------------------------------------------------------------ */
 
-void k_embedding_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B, int64_t t,
-                         int64_t d)
+K_VEC_LOOP void k_embedding_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B,
+                                    int64_t t, int64_t d)
 {
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < t; i++) {
@@ -450,8 +453,8 @@ void k_embedding_forward(float *out, const int32_t *tokens, const float *wte, co
 
 /* Plain float adds straight into the gradients, in (b, t) order: the order
  * is the contract (repeated tokens), and it is the same on every call. */
-void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int64_t B,
-                                 int64_t t, int64_t d)
+K_VEC_LOOP void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                                            int64_t B, int64_t t, int64_t d)
 {
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < t; i++) {
@@ -472,8 +475,8 @@ void k_embedding_backward_weight(float *dwte, float *dwpe, const float *dout, co
 /* Vocabulary-parallel (tensor_parallel with split = vocab): this rank's
  * rows [v0, v0 + nv) of the table; a token outside gives a zero row, so the
  * sum over the ranks is the whole table's row (one row and zeros: exact). */
-void k_embedding_forward_vocab(float *out, const int32_t *tokens, const float *wte, int64_t v0, int64_t nv, int64_t B,
-                               int64_t t, int64_t d)
+K_VEC_LOOP void k_embedding_forward_vocab(float *out, const int32_t *tokens, const float *wte, int64_t v0, int64_t nv,
+                                          int64_t B, int64_t t, int64_t d)
 {
     for (int64_t r = 0; r < B * t; r++) {
         int64_t v = (int64_t)tokens[r] - v0;
@@ -486,7 +489,7 @@ void k_embedding_forward_vocab(float *out, const int32_t *tokens, const float *w
 
 /* out (B, T, D) += wpe (T, D) at each position: the positions' half of
  * k_embedding_forward, after the vocabulary-parallel sum */
-void k_embedding_add_positions(float *out, const float *wpe, int64_t B, int64_t t, int64_t d)
+K_VEC_LOOP void k_embedding_add_positions(float *out, const float *wpe, int64_t B, int64_t t, int64_t d)
 {
     for (int64_t r = 0; r < B * t; r++) {
         float *o = out + r * d;
@@ -499,8 +502,8 @@ void k_embedding_add_positions(float *out, const float *wpe, int64_t B, int64_t 
 /* k_embedding_backward_weight's table half for rows [v0, v0 + nv): the
  * same adds in the same (b, t) order, so each row gets the bits it gets
  * from the whole table */
-void k_embedding_backward_weight_vocab(float *dwte, const float *dout, const int32_t *tokens, int64_t v0, int64_t nv,
-                                       int64_t B, int64_t t, int64_t d)
+K_VEC_LOOP void k_embedding_backward_weight_vocab(float *dwte, const float *dout, const int32_t *tokens, int64_t v0,
+                                                  int64_t nv, int64_t B, int64_t t, int64_t d)
 {
     for (int64_t r = 0; r < B * t; r++) {
         int64_t v = (int64_t)tokens[r] - v0;
@@ -535,7 +538,7 @@ _Static_assert(K_ATT_ROWS % 16 == 0, "a causal row's vector-wide exps stay insid
 
 /* max of n >= 1 floats over K_LANES lanes: a max does not depend on the
  * order, so the lanes only break the dependency chain */
-static float row_max(const float *x, int64_t n)
+K_INLINE float row_max(const float *x, int64_t n)
 {
     float m[K_LANES];
     for (int k = 0; k < K_LANES; k++)
@@ -552,8 +555,8 @@ static float row_max(const float *x, int64_t n)
     return r;
 }
 
-void k_attention_forward(float *out, float *att, const float *qkv, const float *mask, int64_t B, int64_t t, int64_t d,
-                         int64_t heads, int causal)
+K_VEC_LOOP void k_attention_forward(float *out, float *att, const float *qkv, const float *mask, int64_t B, int64_t t,
+                                    int64_t d, int64_t heads, int causal)
 {
     int64_t hd = d / heads, d3 = 3 * d;
     float scale = (float)(1.0 / sqrt((double)hd));
@@ -656,8 +659,8 @@ static int64_t past_last_nonzero(const float *x, int64_t lo, int64_t hi)
 #define K_ATT_BUF 16384 /* floats: 64 KiB of stack */
 #define K_ATT_MAXC 2048 /* widest column chunk */
 
-void k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t B, int64_t t,
-                          int64_t d, int64_t heads)
+K_VEC_LOOP void k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t B,
+                                     int64_t t, int64_t d, int64_t heads)
 {
     int64_t hd = d / heads, d3 = 3 * d;
     float scale = (float)(1.0 / sqrt((double)hd));
@@ -730,8 +733,8 @@ void k_attention_backward(float *dqkv, const float *dout, const float *qkv, cons
 
 /* ---- losses ----------------------------------------------------------------------- */
 
-double k_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int64_t n, int64_t c, double scale,
-                       int64_t *count, int64_t *correct)
+K_VEC_LOOP double k_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int64_t n, int64_t c,
+                                  double scale, int64_t *count, int64_t *correct)
 {
     double total = 0.0;
     int64_t cnt = 0, ok = 0;
@@ -777,7 +780,7 @@ double k_cross_entropy(float *dlogits, const float *logits, const int32_t *targe
     return total;
 }
 
-double k_mse(float *dout, const float *out, const float *target, int64_t n, double scale)
+K_VEC_LOOP double k_mse(float *dout, const float *out, const float *target, int64_t n, double scale)
 {
     double total = 0.0;
     for (int64_t i = 0; i < n; i++) {
@@ -794,9 +797,9 @@ double k_mse(float *dout, const float *out, const float *target, int64_t n, doub
  * channel goes sample by sample, each sample's part through k_block_sum
  * (K_BLOCK terms at a time, written first to a stack block), in double. */
 
-void k_batchnorm2d_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
-                           int64_t B, int64_t C, int64_t HW, float eps, float *rmean, float *rvar, int64_t *nbt,
-                           double momentum)
+K_VEC_LOOP void k_batchnorm2d_forward(float *out, float *mean, float *rstd, const float *in, const float *w,
+                                      const float *b, int64_t B, int64_t C, int64_t HW, float eps, float *rmean,
+                                      float *rvar, int64_t *nbt, double momentum)
 {
     float t[K_BLOCK];
     double n = (double)(B * HW);
@@ -837,8 +840,8 @@ void k_batchnorm2d_forward(float *out, float *mean, float *rstd, const float *in
         *nbt += 1;
 }
 
-void k_batchnorm2d_eval(float *out, const float *in, const float *w, const float *b, const float *rmean,
-                        const float *rvar, int64_t B, int64_t C, int64_t HW, float eps)
+K_VEC_LOOP void k_batchnorm2d_eval(float *out, const float *in, const float *w, const float *b, const float *rmean,
+                                   const float *rvar, int64_t B, int64_t C, int64_t HW, float eps)
 {
     for (int64_t c = 0; c < C; c++) {
         float mf = rmean[c], rf = (float)(1.0 / sqrt((double)rvar[c] + (double)eps)), wc = w[c], bc = b[c];
@@ -853,8 +856,8 @@ void k_batchnorm2d_eval(float *out, const float *in, const float *w, const float
 
 /* the two sums of a channel: of dout * w (sg) and of dout * w * xhat (sgx),
  * or with w NULL of dout and dout * xhat */
-static void bn_sums(double *sg, double *sgx, const float *dout, const float *in, float wc, float mf, float rf,
-                    int64_t B, int64_t C, int64_t HW, int64_t c)
+K_INLINE void bn_sums(double *sg, double *sgx, const float *dout, const float *in, float wc, float mf, float rf,
+                      int64_t B, int64_t C, int64_t HW, int64_t c)
 {
     float tg[K_BLOCK], tgx[K_BLOCK];
     double a = 0.0, ax = 0.0;
@@ -874,8 +877,8 @@ static void bn_sums(double *sg, double *sgx, const float *dout, const float *in,
     *sg = a, *sgx = ax;
 }
 
-void k_batchnorm2d_backward_input(float *din, const float *dout, const float *in, const float *w, const float *mean,
-                                  const float *rstd, int64_t B, int64_t C, int64_t HW)
+K_VEC_LOOP void k_batchnorm2d_backward_input(float *din, const float *dout, const float *in, const float *w,
+                                             const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW)
 {
     double n = (double)(B * HW);
     for (int64_t c = 0; c < C; c++) {
@@ -895,8 +898,8 @@ void k_batchnorm2d_backward_input(float *din, const float *dout, const float *in
     }
 }
 
-void k_batchnorm2d_backward_weight(float *dw, float *db, const float *dout, const float *in, const float *mean,
-                                   const float *rstd, int64_t B, int64_t C, int64_t HW)
+K_VEC_LOOP void k_batchnorm2d_backward_weight(float *dw, float *db, const float *dout, const float *in,
+                                              const float *mean, const float *rstd, int64_t B, int64_t C, int64_t HW)
 {
     for (int64_t c = 0; c < C; c++) {
         double sb, sw;
@@ -908,7 +911,7 @@ void k_batchnorm2d_backward_weight(float *dw, float *db, const float *dout, cons
 
 /* ---- transpose ---------------------------------------------------------------- */
 
-void k_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
+K_VEC_LOOP void k_transpose(float *out, const float *in, int64_t P, int64_t na, int64_t M, int64_t nb, int64_t Q)
 {
     for (int64_t p = 0; p < P; p++)
         for (int64_t j = 0; j < nb; j++)

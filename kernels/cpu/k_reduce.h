@@ -34,6 +34,15 @@
 #define K_VEC_LOOP
 #endif
 
+/* a helper inlined into its callers whatever its size, so that a
+ * K_VEC_LOOP caller's build (AVX-512, AVX2) covers it too: an outlined copy
+ * would be built for baseline x86-64 alone */
+#if defined(__GNUC__)
+#define K_INLINE static inline __attribute__((always_inline))
+#else
+#define K_INLINE static inline
+#endif
+
 #define K_LANES 16
 #define K_BLOCK 256
 #define K_ROWS 64
@@ -64,7 +73,7 @@ static inline double k_row_sum(const float *x, int64_t n)
 }
 
 /* acc (cols) += column sums of m (rows, cols) */
-static inline void k_colsum_add(float *acc, const float *m, int64_t rows, int64_t cols)
+K_INLINE void k_colsum_add(float *acc, const float *m, int64_t rows, int64_t cols)
 {
     double d[K_COLS];
     float f[K_COLS];
