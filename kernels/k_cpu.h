@@ -49,14 +49,15 @@ void k_gemm(KPrec prec, int ta, int tb, int64_t m, int64_t n, int64_t k, const f
  * it does not change. Only where k_packed_supported() (AVX-512F).
  * k_pack_b: op(B) (K, N) with element (k, j) at b[j ls + k ks], into
  * k_pack_floats(n, k) floats. k_gemm_packed: C (M, N) = op(A) (M, K) .
- * op(B) + (beta ? C : 0), A row-major; element C[i][j] is beta's C plus
- * the K products in order, one fused multiply-add each (fmaf's bits):
- * the same for any M. */
+ * op(B) + C0, A row-major, C0 the bias (N) in every row when bias is not
+ * NULL (beta then unused; C need not hold anything), else beta ? C : 0;
+ * element C[i][j] is C0's plus the K products in order, one fused
+ * multiply-add each (fmaf's bits): the same for any M. */
 int k_packed_supported(void);
 int64_t k_pack_floats(int64_t n, int64_t k);
 void k_pack_b(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int64_t k);
-void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack, int beta,
-                   float *c, int64_t ldc);
+void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack,
+                   const float *bias, int beta, float *c, int64_t ldc);
 /* C (M, N) += A^T . B, A (K, M) and B (K, N) row-major (a weight's
  * gradient from a micro-batch's K rows): each element C plus its K
  * products summed from 0 in row order, one fused multiply-add each, then

@@ -237,7 +237,7 @@ START_TEST(packed_is_fmaf_in_order)
             ck_assert_ptr_nonnull(c0);
             memcpy(c0, c, (size_t)(m * ldc) * sizeof(float));
             k_pack_b(pk, b, ls, ks, n, k);
-            k_gemm_packed(m, n, k, a, lda, pk, beta, c, ldc);
+            k_gemm_packed(m, n, k, a, lda, pk, NULL, beta, c, ldc);
             for (int64_t i = 0; i < m; i++) {
                 for (int64_t j = 0; j < n; j++) {
                     float want = beta ? c0[i * ldc + j] : 0.0f;
@@ -263,9 +263,9 @@ START_TEST(packed_row_alone_is_bitwise)
     float *a = frand(m * k, -1, 1), *b = frand(n * k, -1, 1), *c = fzero(m * n), *row = fzero(n);
     float *pk = fzero(k_pack_floats(n, k));
     k_pack_b(pk, b, k, 1, n, k);
-    k_gemm_packed(m, n, k, a, k, pk, 0, c, n);
+    k_gemm_packed(m, n, k, a, k, pk, NULL, 0, c, n);
     for (int64_t i = 0; i < m; i += 7) {
-        k_gemm_packed(1, n, k, a + i * k, k, pk, 0, row, n);
+        k_gemm_packed(1, n, k, a + i * k, k, pk, NULL, 0, row, n);
         REQUIRE(memcmp(row, c + i * n, (size_t)n * sizeof(float)) == 0, "row %ld alone differs", (long)i);
     }
     free(a), free(b), free(c), free(row), free(pk);
@@ -299,40 +299,45 @@ END_TEST
 
 START_TEST(linear_packed)
 {
-    /* a linear from its packed weight: the forward from the bias then the
-     * inputs in order, the input gradient from zero; both copies packed
-     * into the one block k_linear_pack_floats sizes */
-    int64_t n = 64, in_f = 300, out_f = 260;
-    ck_assert_int_gt(k_linear_pack_floats(n, in_f, out_f), 0);
-    ck_assert_int_eq(k_linear_pack_floats(257, in_f, out_f), 0);
+    /* a linear from its packed weight: the forward from the bias (read in
+     * place for the first block of k, then from the output for the second
+     * block where in_f > 512), the input gradient from zero; both copies
+     * packed into the one block k_linear_pack_floats sizes */
+    int64_t n = 64, out_f = 260;
+    ck_assert_int_gt(k_linear_pack_floats(n, 300, out_f), 0);
+    ck_assert_int_eq(k_linear_pack_floats(257, 300, out_f), 0);
     ck_assert_int_eq(k_linear_pack_floats(n, 255, out_f), 0);
     ck_assert_int_gt(k_linear_pack_floats(n, 2048, 2048), 0);
     ck_assert_int_eq(k_linear_pack_floats(n, 2049, 2048), 0); /* over 2^22 elements: no copies */
     rng_seed(8);
-    float *x = frand(n * in_f, -1, 1), *w = frand(out_f * in_f, -1, 1), *bias = frand(out_f, -1, 1);
-    float *dy = frand(n * out_f, -1, 1), *y = fzero(n * out_f), *dx = fzero(n * in_f);
-    float *pk = fzero(k_linear_pack_floats(n, in_f, out_f));
-    k_linear_pack(pk, w, in_f, out_f, 0);
-    k_linear_pack(pk, w, in_f, out_f, 1);
-    k_linear_forward_packed(y, x, pk, bias, n, in_f, out_f);
-    k_linear_backward_input_packed(dx, dy, pk, n, in_f, out_f);
-    for (int64_t i = 0; i < n; i += 5) {
-        for (int64_t j = 0; j < out_f; j++) {
-            float want = bias[j];
-            for (int64_t q = 0; q < in_f; q++)
-                want = fmaf(x[i * in_f + q], w[j * in_f + q], want);
-            REQUIRE(bits_of(y[i * out_f + j]) == bits_of(want), "y[%ld][%ld] = %.9g, want %.9g", (long)i, (long)j,
-                    y[i * out_f + j], want);
+    const int64_t ins[] = {300, 700};
+    for (int c = 0; c < 2; c++) {
+        int64_t in_f = ins[c];
+        float *x = frand(n * in_f, -1, 1), *w = frand(out_f * in_f, -1, 1), *bias = frand(out_f, -1, 1);
+        float *dy = frand(n * out_f, -1, 1), *y = frand(n * out_f, -1, 1), *dx = frand(n * in_f, -1, 1);
+        float *pk = fzero(k_linear_pack_floats(n, in_f, out_f));
+        k_linear_pack(pk, w, in_f, out_f, 0);
+        k_linear_pack(pk, w, in_f, out_f, 1);
+        k_linear_forward_packed(y, x, pk, bias, n, in_f, out_f); /* y, dx: garbage before, overwritten */
+        k_linear_backward_input_packed(dx, dy, pk, n, in_f, out_f);
+        for (int64_t i = 0; i < n; i += 5) {
+            for (int64_t j = 0; j < out_f; j++) {
+                float want = bias[j];
+                for (int64_t q = 0; q < in_f; q++)
+                    want = fmaf(x[i * in_f + q], w[j * in_f + q], want);
+                REQUIRE(bits_of(y[i * out_f + j]) == bits_of(want), "in %ld: y[%ld][%ld] = %.9g, want %.9g",
+                        (long)in_f, (long)i, (long)j, y[i * out_f + j], want);
+            }
+            for (int64_t j = 0; j < in_f; j++) {
+                float want = 0.0f;
+                for (int64_t q = 0; q < out_f; q++)
+                    want = fmaf(dy[i * out_f + q], w[q * in_f + j], want);
+                REQUIRE(bits_of(dx[i * in_f + j]) == bits_of(want), "in %ld: dx[%ld][%ld] = %.9g, want %.9g",
+                        (long)in_f, (long)i, (long)j, dx[i * in_f + j], want);
+            }
         }
-        for (int64_t j = 0; j < in_f; j++) {
-            float want = 0.0f;
-            for (int64_t q = 0; q < out_f; q++)
-                want = fmaf(dy[i * out_f + q], w[q * in_f + j], want);
-            REQUIRE(bits_of(dx[i * in_f + j]) == bits_of(want), "dx[%ld][%ld] = %.9g, want %.9g", (long)i, (long)j,
-                    dx[i * in_f + j], want);
-        }
+        free(x), free(w), free(bias), free(dy), free(y), free(dx), free(pk);
     }
-    free(x), free(w), free(bias), free(dy), free(y), free(dx), free(pk);
 }
 END_TEST
 

@@ -72,16 +72,13 @@ void k_linear_pack(float *wpack, const float *w, int64_t in_f, int64_t out_f, in
 void k_linear_forward_packed(float *out, const float *in, const float *wpack, const float *b, int64_t n,
                              int64_t in_f, int64_t out_f)
 {
-    if (b)
-        for (int64_t i = 0; i < n; i++)
-            memcpy(out + i * out_f, b, (size_t)out_f * sizeof(float));
-    k_gemm_packed(n, out_f, in_f, in, in_f, wpack, b != NULL, out, out_f);
+    k_gemm_packed(n, out_f, in_f, in, in_f, wpack, b, 0, out, out_f);
 }
 
 void k_linear_backward_input_packed(float *din, const float *dout, const float *wpack, int64_t n, int64_t in_f,
                                     int64_t out_f)
 {
-    k_gemm_packed(n, in_f, out_f, dout, out_f, wpack + k_pack_floats(out_f, in_f), 0, din, in_f);
+    k_gemm_packed(n, in_f, out_f, dout, out_f, wpack + k_pack_floats(out_f, in_f), NULL, 0, din, in_f);
 }
 
 /* din (N, IN) = dout (N, OUT) . w (OUT, IN) */

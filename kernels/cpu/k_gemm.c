@@ -194,15 +194,15 @@ K_BF16_TARGET static void pack(uint32_t *dst, const KView *v, int64_t l0, int64_
  * live columns, and its accumulators from C (load) or zero; then stored,
  * the first mr rows. Inlined, so the accumulators stay in registers. */
 #define K_TILE_INLINE K_F32_TARGET static inline __attribute__((always_inline))
-K_TILE_INLINE void tile_begin(__m512 (*acc)[2], int rows, const float *c, int64_t ldc, int load, int64_t mr,
-                              int64_t nr, __mmask16 *m0, __mmask16 *m1)
+K_TILE_INLINE void tile_begin(__m512 (*acc)[2], int rows, const float *src, int64_t lds, int64_t mr, int64_t nr,
+                              __mmask16 *m0, __mmask16 *m1)
 {
     *m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
     *m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
     for (int i = 0; i < rows; i++) {
-        if (load && i < mr) {
-            acc[i][0] = _mm512_maskz_loadu_ps(*m0, c + i * ldc);
-            acc[i][1] = _mm512_maskz_loadu_ps(*m1, c + i * ldc + 16);
+        if (src && i < mr) {
+            acc[i][0] = _mm512_maskz_loadu_ps(*m0, src + i * lds);
+            acc[i][1] = _mm512_maskz_loadu_ps(*m1, src + i * lds + 16);
         } else {
             acc[i][0] = _mm512_setzero_ps();
             acc[i][1] = _mm512_setzero_ps();
@@ -226,7 +226,7 @@ K_BF16_TARGET static void micro(int64_t kp, const uint32_t *ap, const uint32_t *
 {
     __mmask16 m0, m1;
     __m512 acc[K_MR][2];
-    tile_begin(acc, K_MR, c, ldc, load, mr, nr, &m0, &m1);
+    tile_begin(acc, K_MR, load ? c : NULL, ldc, mr, nr, &m0, &m1);
     for (int64_t p = 0; p < kp; p++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
@@ -347,14 +347,15 @@ K_F32_TARGET static void pack_a(float *dst, const float *a, int64_t lda, int64_t
     }
 }
 
-/* C tile (mr x nr, at most K_F_MR x K_F_NR) = (load ? C : 0) + the kc
- * products of the panels, k in order */
-K_F32_TARGET static void micro_f32(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int load,
-                                   int64_t mr, int64_t nr, const char *pf, int64_t pfn)
+/* C tile (mr x nr, at most K_F_MR x K_F_NR) = C0 + the kc products of the
+ * panels, k in order; C0's rows at c0, ldc0 apart (ldc0 0: one row, a
+ * bias, for every row), or zeros for c0 NULL */
+K_F32_TARGET static void micro_f32(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                                   const float *c0, int64_t ldc0, int64_t mr, int64_t nr, const char *pf, int64_t pfn)
 {
     __mmask16 m0, m1;
     __m512 acc[K_F_MR][2];
-    tile_begin(acc, K_F_MR, c, ldc, load, mr, nr, &m0, &m1);
+    tile_begin(acc, K_F_MR, c0, ldc0, mr, nr, &m0, &m1);
     for (int64_t p = 0; p < kc; p++) {
         if (p * 64 < pfn)
             _mm_prefetch(pf + p * 64, _MM_HINT_T1);
@@ -424,19 +425,20 @@ K_F32_TARGET static void pack_b_f32(float *dst, const float *b, int64_t ls, int6
 }
 
 K_F32_TARGET static void gemm_f32_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                                         const float *bpack, int beta, float *c, int64_t ldc)
+                                         const float *bpack, const float *bias, int beta, float *c, int64_t ldc)
 {
     _Alignas(64) float apack[K_F_KC * K_F_MC];
     int64_t np = (n + K_F_NR - 1) / K_F_NR;
     if (k == 0) {
-        if (!beta)
-            for (int64_t i = 0; i < m; i++)
+        for (int64_t i = 0; i < m; i++)
+            if (bias)
+                memcpy(c + i * ldc, bias, (size_t)n * sizeof(float));
+            else if (!beta)
                 memset(c + i * ldc, 0, (size_t)n * sizeof(float));
         return;
     }
     for (int64_t k0 = 0; k0 < k; k0 += K_F_KC) {
         int64_t kc = k - k0 < K_F_KC ? k - k0 : K_F_KC;
-        int load = beta || k0 > 0;
         for (int64_t ic = 0; ic < m; ic += K_F_MC) {
             int64_t mc = m - ic < K_F_MC ? m - ic : K_F_MC;
             pack_a(apack, a + ic * lda, lda, mc, k0, kc);
@@ -447,9 +449,14 @@ K_F32_TARGET static void gemm_f32_packed(int64_t m, int64_t n, int64_t k, const 
                  * value of k), so that the first tile to read it does not wait on memory */
                 const char *next = (const char *)(bp + kc * K_F_NR);
                 int64_t bytes = jp + 1 < np ? kc * K_F_NR * 4 : 0, share = (bytes / tiles + 63) & ~(int64_t)63;
-                for (int64_t ir = 0; ir < mc; ir += K_F_MR)
-                    micro_f32(kc, apack + ir * kc, bp, c + (ic + ir) * ldc + jp * K_F_NR, ldc, load, mc - ir,
-                              n - jp * K_F_NR, next + ir / K_F_MR * share, share);
+                for (int64_t ir = 0; ir < mc; ir += K_F_MR) {
+                    float *ct = c + (ic + ir) * ldc + jp * K_F_NR;
+                    /* the first block of k starts from the bias (read in place: no
+                     * copy of it per row), C or zero; the others from C */
+                    const float *c0 = k0 > 0 || (!bias && beta) ? ct : bias ? bias + jp * K_F_NR : NULL;
+                    micro_f32(kc, apack + ir * kc, bp, ct, ldc, c0, c0 == ct ? ldc : 0, mc - ir, n - jp * K_F_NR,
+                              next + ir / K_F_MR * share, share);
+                }
             }
         }
     }
@@ -553,13 +560,13 @@ void k_pack_b(float *dst, const float *b, int64_t ls, int64_t ks, int64_t n, int
 #endif
 }
 
-void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack, int beta,
-                   float *c, int64_t ldc)
+void k_gemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *bpack,
+                   const float *bias, int beta, float *c, int64_t ldc)
 {
 #if K_HAVE_BF16_GEMM
-    gemm_f32_packed(m, n, k, a, lda, bpack, beta, c, ldc);
+    gemm_f32_packed(m, n, k, a, lda, bpack, bias, beta, c, ldc);
 #else
-    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)bpack, (void)beta, (void)c, (void)ldc;
+    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)bpack, (void)bias, (void)beta, (void)c, (void)ldc;
     assert(!"a packed operand on a CPU without AVX-512 (callers ask k_packed_supported)");
 #endif
 }
