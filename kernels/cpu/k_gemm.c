@@ -191,7 +191,8 @@ K_BF16_TARGET static void pack(uint32_t *dst, const KView *v, int64_t l0, int64_
 }
 
 /* A micro-kernel's tile of C, rows x 32 in rows x 2 zmm: its masks for nr
- * live columns, and its accumulators from C (load) or zero; then stored,
+ * live columns, and its accumulators from src's rows, lds apart (C itself,
+ * or with lds 0 one bias row for all), or zero for src NULL; then stored,
  * the first mr rows. Inlined, so the accumulators stay in registers. */
 #define K_TILE_INLINE K_F32_TARGET static inline __attribute__((always_inline))
 K_TILE_INLINE void tile_begin(__m512 (*acc)[2], int rows, const float *src, int64_t lds, int64_t mr, int64_t nr,
