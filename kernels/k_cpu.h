@@ -156,7 +156,8 @@ void k_adaptive_avgpool2d_backward(float *din, const float *dout, int64_t B, int
                                    int64_t ow);
 
 /* ---- elementwise (n elements) ------------------------------------------------ */
-/* y += x (a residual block's addition; kc_add_into is its twin) */
+/* y += x, one float add each (the residual adds of residual, transformer and
+ * llama blocks, and their gradient sums; kc_add_into is its twin) */
 void k_add_into(float *y, const float *x, int64_t n);
 void k_relu_forward(float *out, const float *in, int64_t n);
 void k_relu_backward(float *din, const float *dout, const float *in, int64_t n);

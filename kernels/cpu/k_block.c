@@ -60,13 +60,6 @@ static void check_geometry(const KBlock *g)
     (void)g;
 }
 
-/* y (n) += x (n): the residual adds, one float add each (as torch's x + y) */
-K_VEC_LOOP static void add_into(float *y, const float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        y[i] += x[i];
-}
-
 /* ---- dropout ------------------------------------------------------------------------ */
 
 /* what a call draws its masks with: p and the keys */
@@ -268,7 +261,7 @@ static void row_parallel(float *y, const float *x, const float *w, const float *
     k_linear_forward(y, x, w, NULL, N, NI, NO, g->prec, NULL);
     tp_sum(y, N * NO, g);
     for (int64_t r = 0; r < N; r++)
-        add_into(y + r * NO, b, NO);
+        k_add_into(y + r * NO, b, NO);
 }
 
 /* ---- the block -------------------------------------------------------------------- */
@@ -293,7 +286,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     row_parallel(h, ctx, p[4], p[5], pack_of(g, 1), n, dl, d, g);
     if (drops)
         drop_rows(h, h, B, g, &dr, K_BLOCK_DROP_ATTN_PROJ, 0, ds.bits);
-    add_into(h, in, n * d);
+    k_add_into(h, in, n * d);
     /* MLP half: out (N, D) = h + drop3(mlp.proj(gelu(mlp.fc(ln2(h))))) */
     k_layernorm_forward(ln2, saved + o.mean2, saved + o.rstd2, h, p[6], p[7], n, d, g->eps);
     linear(fc, ln2, p[8], p[9], pack_of(g, 2), n, d, f, g);
@@ -301,7 +294,7 @@ void k_block_forward(float *out, float *saved, const float *in, const float *mas
     row_parallel(out, act, p[10], p[11], pack_of(g, 3), n, f, d, g);
     if (drops)
         drop_rows(out, out, B, g, &dr, K_BLOCK_DROP_MLP_PROJ, 0, ds.bits);
-    add_into(out, h, n * d);
+    k_add_into(out, h, n * d);
 }
 
 /* The chain rule backwards through the forward above. A residual's two
@@ -336,7 +329,7 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
     linear_dx(dln2, dfc, p[8], pack_of(g, 2), n, d, f, g);
     tp_sum(dln2, n * d, g); /* column-parallel: each rank's F/tp of the sum */
     k_layernorm_backward_input(dh, dln2, saved + o.h, p[6], saved + o.mean2, saved + o.rstd2, n, d);
-    add_into(dh, dout, n * d);
+    k_add_into(dh, dout, n * d);
     if (drops)
         drop_rows(dproj, dh, B, g, &dr, K_BLOCK_DROP_ATTN_PROJ, 1, ds.bits);
     float *dctx = scratch; /* (N, D); dact is dead */
@@ -348,7 +341,7 @@ void k_block_backward_input(float *din, float *dsaved, const float *dout, const 
     linear_dx(dln1, dqkv, p[2], pack_of(g, 0), n, d, 3 * dl, g);
     tp_sum(dln1, n * d, g);
     k_layernorm_backward_input(din, dln1, in, p[0], saved + o.mean1, saved + o.rstd1, n, d);
-    add_into(din, dh, n * d);
+    k_add_into(din, dh, n * d);
     (void)mask; /* the saved probabilities already carry it (masked = 0) */
 }
 

@@ -24,7 +24,6 @@
  */
 #include "k_cpu.h"
 #include "k_llama.h"
-#include "k_reduce.h"
 
 #include <assert.h>
 #include <string.h>
@@ -40,13 +39,6 @@ static void check_geometry(const KLlama *g)
                                    g->tp_rank < g->tp && g->tp_sum)) &&
            "tensor parallel: tp divides kv_heads and F, a rank below tp, a sum");
     (void)g;
-}
-
-/* y (n) += x (n): the residual adds and the gradient sums, one float add each */
-K_VEC_LOOP static void add_into(float *y, const float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        y[i] += x[i];
 }
 
 /* x (n) summed over the tp ranks (nothing with tp = 1) */
@@ -117,7 +109,7 @@ void k_llama_forward(float *out, float *saved, const float *in, const float *mas
     k_attention_forward(ctx, saved + o.att, scratch + sc.qkv, mask, B, g->t, dq, hl, g->causal);
     k_linear_forward(h, ctx, p[3], NULL, n, dq, d, g->prec, NULL);
     tp_sum(h, n * d, g); /* row-parallel: each rank's Dq columns of the product */
-    add_into(h, in, n * d);
+    k_add_into(h, in, n * d);
     /* MLP half: out = h + down_proj(silu(gate_proj(r2)) * up_proj(r2)) */
     k_rmsnorm_forward(r2, saved + o.rstd2, h, p[8], n, d, g->eps);
     k_linear_forward(gate, r2, p[4], NULL, n, d, f, g->prec, NULL);
@@ -125,7 +117,7 @@ void k_llama_forward(float *out, float *saved, const float *in, const float *mas
     k_swiglu_forward(act, gate, up, n * f);
     k_linear_forward(out, act, p[6], NULL, n, f, d, g->prec, NULL);
     tp_sum(out, n * d, g);
-    add_into(out, h, n * d);
+    k_add_into(out, h, n * d);
 }
 
 /* The chain rule backwards through the forward above. The residuals meet
@@ -150,10 +142,10 @@ void k_llama_backward_input(float *din, float *dsaved, const float *dout, const 
     k_swiglu_backward(dgate, dup, tmp, saved + o.gate, saved + o.up, n * f);
     k_linear_backward_input(dr2, dgate, p[4], n, d, f, g->prec);
     k_linear_backward_input(tmp, dup, p[5], n, d, f, g->prec);
-    add_into(dr2, tmp, n * d);
+    k_add_into(dr2, tmp, n * d);
     tp_sum(dr2, n * d, g); /* column-parallel: each rank's F/tp of gate and up */
     k_rmsnorm_backward_input(dh, dr2, saved + o.h, p[8], saved + o.rstd2, n, d);
-    add_into(dh, dout, n * d);
+    k_add_into(dh, dout, n * d);
     k_linear_backward_input(tmp, dh, p[3], n, dqw, d, g->prec); /* dctx (N, Dq) */
     k_rope_table(cosv, sinv, g->t, hd, g->theta);
     gqa_expand(scratch + sc.qkv, saved + o.q, saved + o.k, saved + o.v, n, g);
@@ -163,12 +155,12 @@ void k_llama_backward_input(float *din, float *dsaved, const float *dout, const 
     k_rope_backward(dkk, n, dk, g->t, k_llama_kl(g), hd, cosv, sinv);
     k_linear_backward_input(dr1, dq, p[0], n, d, dqw, g->prec);
     k_linear_backward_input(tmp, dkk, p[1], n, d, dk, g->prec);
-    add_into(dr1, tmp, n * d);
+    k_add_into(dr1, tmp, n * d);
     k_linear_backward_input(tmp, dv, p[2], n, d, dk, g->prec);
-    add_into(dr1, tmp, n * d);
+    k_add_into(dr1, tmp, n * d);
     tp_sum(dr1, n * d, g);
     k_rmsnorm_backward_input(din, dr1, in, p[7], saved + o.rstd1, n, d);
-    add_into(din, dh, n * d);
+    k_add_into(din, dh, n * d);
     (void)mask; /* the saved probabilities already carry it (masked = 0) */
 }
 
